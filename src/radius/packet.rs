@@ -1,0 +1,394 @@
+//! RADIUS packets and attributes (RFC 2865 §3, §5): the typed form and its wire encoding.
+//!
+//! Decoding is purely structural and keyless: it checks every length and never panics.
+//! Signing and verifying, which need the shared secret, live in [`super::crypto`].
+
+use super::codec::Reader;
+
+pub const HEADER_LEN: usize = 20;
+/// RFC 2865 §3: the largest packet a RADIUS peer may send.
+pub const MAX_PACKET_LEN: usize = 4096;
+/// An attribute's value fits in 255 octets minus its type and length octets.
+pub const MAX_VALUE_LEN: usize = 253;
+/// A vendor sub-attribute also spends 4 octets of vendor id and 2 of its own header.
+pub const MAX_VENDOR_VALUE_LEN: usize = MAX_VALUE_LEN - 6;
+pub const VENDOR_SPECIFIC: u8 = 26;
+
+/// The packet type (RFC 2865 §3, RFC 2866 §3, RFC 5997 §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Code {
+    AccessRequest,
+    AccessAccept,
+    AccessReject,
+    AccountingRequest,
+    AccountingResponse,
+    AccessChallenge,
+    StatusServer,
+    StatusClient,
+    Other(u8),
+}
+
+impl From<u8> for Code {
+    fn from(value: u8) -> Self {
+        match value {
+            1 => Self::AccessRequest,
+            2 => Self::AccessAccept,
+            3 => Self::AccessReject,
+            4 => Self::AccountingRequest,
+            5 => Self::AccountingResponse,
+            11 => Self::AccessChallenge,
+            12 => Self::StatusServer,
+            13 => Self::StatusClient,
+            other => Self::Other(other),
+        }
+    }
+}
+
+impl From<Code> for u8 {
+    fn from(code: Code) -> Self {
+        match code {
+            Code::AccessRequest => 1,
+            Code::AccessAccept => 2,
+            Code::AccessReject => 3,
+            Code::AccountingRequest => 4,
+            Code::AccountingResponse => 5,
+            Code::AccessChallenge => 11,
+            Code::StatusServer => 12,
+            Code::StatusClient => 13,
+            Code::Other(other) => other,
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AccessRequest => f.write_str("Access-Request"),
+            Self::AccessAccept => f.write_str("Access-Accept"),
+            Self::AccessReject => f.write_str("Access-Reject"),
+            Self::AccountingRequest => f.write_str("Accounting-Request"),
+            Self::AccountingResponse => f.write_str("Accounting-Response"),
+            Self::AccessChallenge => f.write_str("Access-Challenge"),
+            Self::StatusServer => f.write_str("Status-Server"),
+            Self::StatusClient => f.write_str("Status-Client"),
+            Self::Other(code) => write!(f, "code {code}"),
+        }
+    }
+}
+
+/// One attribute, in the order it stood in the packet.
+///
+/// A Vendor-Specific attribute in the RFC 2865 §5.26 layout is split into one `Vendor` entry per
+/// sub-attribute; one that does not follow that layout is kept whole as `Standard { typ: 26 }`,
+/// so nothing the client sent is lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attribute {
+    Standard { typ: u8, value: Vec<u8> },
+    Vendor { vendor: u32, typ: u8, value: Vec<u8> },
+}
+
+impl Attribute {
+    pub fn standard(typ: u8, value: impl Into<Vec<u8>>) -> Self {
+        Self::Standard { typ, value: value.into() }
+    }
+
+    pub fn vendor(vendor: u32, typ: u8, value: impl Into<Vec<u8>>) -> Self {
+        Self::Vendor { vendor, typ, value: value.into() }
+    }
+
+    pub fn value(&self) -> &[u8] {
+        match self {
+            Self::Standard { value, .. } | Self::Vendor { value, .. } => value,
+        }
+    }
+
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self {
+            Self::Standard { typ, value } => {
+                if value.len() > MAX_VALUE_LEN {
+                    return Err(EncodeError::ValueTooLong { vendor: 0, typ: *typ, len: value.len() });
+                }
+                out.push(*typ);
+                out.push((value.len() + 2) as u8);
+                out.extend_from_slice(value);
+            }
+            Self::Vendor { vendor, typ, value } => {
+                if value.len() > MAX_VENDOR_VALUE_LEN {
+                    return Err(EncodeError::ValueTooLong { vendor: *vendor, typ: *typ, len: value.len() });
+                }
+                out.push(VENDOR_SPECIFIC);
+                out.push((value.len() + 8) as u8);
+                out.extend_from_slice(&vendor.to_be_bytes());
+                out.push(*typ);
+                out.push((value.len() + 2) as u8);
+                out.extend_from_slice(value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a datagram is not a RADIUS packet. Each is a silent discard (RFC 2865 §3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Fewer than 20 octets: not even a header.
+    #[error("datagram of {0} octets is shorter than a RADIUS header")]
+    TooShort(usize),
+    /// The Length field is below 20 or above 4096.
+    #[error("length field {0} is outside 20..=4096")]
+    BadLengthField(u16),
+    /// The Length field claims more octets than arrived.
+    #[error("length field {claimed} exceeds the {received} octets received")]
+    Truncated { claimed: u16, received: usize },
+    /// An attribute's length octet is below 2 or runs past the packet's end.
+    #[error("attribute at offset {offset} has a bad length")]
+    BadAttributeLength { offset: usize },
+}
+
+/// Why a packet could not be put on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// An attribute value is longer than one attribute can carry.
+    #[error("attribute {vendor}:{typ} value of {len} octets is too long for one attribute")]
+    ValueTooLong { vendor: u32, typ: u8, len: usize },
+    /// The packet would exceed 4096 octets.
+    #[error("packet of {0} octets exceeds the RADIUS maximum of 4096")]
+    PacketTooLong(usize),
+    /// A User-Password longer than 128 octets cannot be hidden (RFC 2865 §5.2).
+    #[error("password of {0} octets exceeds the 128 octets RADIUS can carry")]
+    PasswordTooLong(usize),
+}
+
+/// A decoded RADIUS packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub code: Code,
+    pub identifier: u8,
+    pub authenticator: [u8; 16],
+    pub attributes: Vec<Attribute>,
+}
+
+impl Packet {
+    pub fn new(code: Code, identifier: u8, authenticator: [u8; 16]) -> Self {
+        Self { code, identifier, authenticator, attributes: Vec::new() }
+    }
+
+    /// Parses a datagram. Octets beyond the Length field are padding and ignored (RFC 2865 §3).
+    pub fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
+        let body = packet_bytes(datagram)?;
+        let mut r = Reader::new(body);
+        let code = Code::from(r.u8().ok_or(DecodeError::TooShort(datagram.len()))?);
+        let identifier = r.u8().ok_or(DecodeError::TooShort(datagram.len()))?;
+        let _length = r.u16();
+        let authenticator = r.array::<16>().ok_or(DecodeError::TooShort(datagram.len()))?;
+        let mut attributes = Vec::new();
+        for raw in RawAttributes::new(body) {
+            let (typ, value) = raw?;
+            if typ == VENDOR_SPECIFIC {
+                if let Some(subs) = split_vendor_specific(value) {
+                    attributes.extend(subs);
+                    continue;
+                }
+            }
+            attributes.push(Attribute::standard(typ, value));
+        }
+        Ok(Self { code, identifier, authenticator, attributes })
+    }
+
+    /// Encodes the packet with its authenticator field as it stands; the caller signs it.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(HEADER_LEN + 64);
+        out.push(u8::from(self.code));
+        out.push(self.identifier);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.authenticator);
+        for attribute in &self.attributes {
+            attribute.encode(&mut out)?;
+        }
+        set_length(&mut out)?;
+        Ok(out)
+    }
+
+    /// The first standard attribute of this type.
+    pub fn get(&self, typ: u8) -> Option<&[u8]> {
+        self.get_all(typ).next()
+    }
+
+    /// Every standard attribute of this type, in packet order.
+    pub fn get_all(&self, typ: u8) -> impl Iterator<Item = &[u8]> {
+        self.attributes.iter().filter_map(move |a| match a {
+            Attribute::Standard { typ: t, value } if *t == typ => Some(value.as_slice()),
+            _ => None,
+        })
+    }
+
+    pub fn get_vendor(&self, vendor: u32, typ: u8) -> Option<&[u8]> {
+        self.attributes.iter().find_map(|a| match a {
+            Attribute::Vendor { vendor: v, typ: t, value } if *v == vendor && *t == typ => Some(value.as_slice()),
+            _ => None,
+        })
+    }
+
+    pub fn has_vendor(&self, vendor: u32) -> bool {
+        self.attributes.iter().any(|a| matches!(a, Attribute::Vendor { vendor: v, .. } if *v == vendor))
+    }
+
+    pub fn push(&mut self, attribute: Attribute) {
+        self.attributes.push(attribute);
+    }
+}
+
+/// The part of a datagram the Length field covers, after checking it.
+pub(crate) fn packet_bytes(datagram: &[u8]) -> Result<&[u8], DecodeError> {
+    let mut r = Reader::new(datagram);
+    let header = r.take(HEADER_LEN).ok_or(DecodeError::TooShort(datagram.len()))?;
+    let length = u16::from_be_bytes([header[2], header[3]]);
+    if !(HEADER_LEN..=MAX_PACKET_LEN).contains(&usize::from(length)) {
+        return Err(DecodeError::BadLengthField(length));
+    }
+    datagram
+        .get(..usize::from(length))
+        .ok_or(DecodeError::Truncated { claimed: length, received: datagram.len() })
+}
+
+pub(crate) fn set_length(out: &mut [u8]) -> Result<(), EncodeError> {
+    if out.len() > MAX_PACKET_LEN {
+        return Err(EncodeError::PacketTooLong(out.len()));
+    }
+    let len = (out.len() as u16).to_be_bytes();
+    out[2..4].copy_from_slice(&len);
+    Ok(())
+}
+
+/// Walks the attribute area of a length-checked packet, yielding (type, value) with the
+/// value's offset available for in-place work (the Message-Authenticator check).
+pub(crate) struct RawAttributes<'a> {
+    reader: Reader<'a>,
+    failed: bool,
+}
+
+impl<'a> RawAttributes<'a> {
+    pub(crate) fn new(packet: &'a [u8]) -> Self {
+        let mut reader = Reader::new(packet);
+        let _header = reader.take(HEADER_LEN);
+        Self { reader, failed: false }
+    }
+
+    /// Offset of the next attribute's first octet.
+    pub(crate) fn offset(&self) -> usize {
+        self.reader.offset()
+    }
+}
+
+impl<'a> Iterator for RawAttributes<'a> {
+    type Item = Result<(u8, &'a [u8]), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.reader.is_empty() {
+            return None;
+        }
+        let offset = self.reader.offset();
+        let parsed = (|| {
+            let typ = self.reader.u8()?;
+            let len = usize::from(self.reader.u8()?);
+            let value = self.reader.take(len.checked_sub(2)?)?;
+            Some((typ, value))
+        })();
+        match parsed {
+            Some(attribute) => Some(Ok(attribute)),
+            None => {
+                self.failed = true;
+                Some(Err(DecodeError::BadAttributeLength { offset }))
+            }
+        }
+    }
+}
+
+/// Splits an RFC 2865 §5.26 Vendor-Specific value into sub-attributes, or `None` when the
+/// vendor uses another layout (then the attribute is kept whole).
+fn split_vendor_specific(value: &[u8]) -> Option<Vec<Attribute>> {
+    let mut r = Reader::new(value);
+    let vendor = r.u32()?;
+    let mut subs = Vec::new();
+    while !r.is_empty() {
+        let typ = r.u8()?;
+        let len = usize::from(r.u8()?);
+        let sub = r.take(len.checked_sub(2)?)?;
+        subs.push(Attribute::vendor(vendor, typ, sub));
+    }
+    (!subs.is_empty()).then_some(subs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(code: u8, len: u16) -> Vec<u8> {
+        let mut p = vec![code, 7];
+        p.extend_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(&[0xaa; 16]);
+        p
+    }
+
+    #[test]
+    fn rejects_short_and_lying_lengths() {
+        assert_eq!(Packet::decode(&[1, 2, 3]), Err(DecodeError::TooShort(3)));
+        assert_eq!(Packet::decode(&header(1, 19)), Err(DecodeError::BadLengthField(19)));
+        assert_eq!(Packet::decode(&header(1, 4097)), Err(DecodeError::BadLengthField(4097)));
+        assert_eq!(Packet::decode(&header(1, 30)), Err(DecodeError::Truncated { claimed: 30, received: 20 }));
+    }
+
+    #[test]
+    fn ignores_padding_beyond_the_length_field() {
+        let mut p = header(1, 23);
+        p.extend_from_slice(&[1, 3, b'a', 0xff, 0xff]);
+        let packet = Packet::decode(&p).unwrap();
+        assert_eq!(packet.get(1), Some(&b"a"[..]));
+        assert_eq!(packet.attributes.len(), 1);
+    }
+
+    #[test]
+    fn rejects_attribute_lengths_below_two_or_past_the_end() {
+        for attrs in [&[1u8, 1][..], &[1, 0], &[1, 5, b'a'], &[1]] {
+            let mut p = header(1, (20 + attrs.len()) as u16);
+            p.extend_from_slice(attrs);
+            assert!(matches!(Packet::decode(&p), Err(DecodeError::BadAttributeLength { offset: 20 })), "{attrs:?}");
+        }
+    }
+
+    #[test]
+    fn splits_vendor_specific_and_keeps_odd_layouts_whole() {
+        let mut p = header(2, 0);
+        // Citrix (66) with two sub-attributes in one VSA, then a VSA too short for a vendor id.
+        p.extend_from_slice(&[26, 12, 0, 0, 0, 66, 16, 3, b'a', 16, 3, b'b']);
+        p.extend_from_slice(&[26, 5, 1, 2, 3]);
+        let len = p.len() as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        let packet = Packet::decode(&p).unwrap();
+        assert_eq!(
+            packet.attributes,
+            vec![
+                Attribute::vendor(66, 16, *b"a"),
+                Attribute::vendor(66, 16, *b"b"),
+                Attribute::standard(26, [1, 2, 3]),
+            ]
+        );
+    }
+
+    #[test]
+    fn encode_refuses_oversized_values_and_packets() {
+        let mut p = Packet::new(Code::AccessAccept, 1, [0; 16]);
+        p.push(Attribute::standard(18, vec![b'x'; 254]));
+        assert!(matches!(p.encode(), Err(EncodeError::ValueTooLong { .. })));
+        let mut p = Packet::new(Code::AccessAccept, 1, [0; 16]);
+        for _ in 0..17 {
+            p.push(Attribute::standard(18, vec![b'x'; 253]));
+        }
+        assert!(matches!(p.encode(), Err(EncodeError::PacketTooLong(_))));
+        let mut p = Packet::new(Code::AccessAccept, 1, [0; 16]);
+        p.push(Attribute::vendor(66, 16, vec![b'x'; 248]));
+        assert!(matches!(p.encode(), Err(EncodeError::ValueTooLong { vendor: 66, .. })));
+    }
+}
