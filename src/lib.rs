@@ -2,5 +2,11 @@
 //! code from an authenticator app or SMS — in front of VPN and Citrix gateways.
 //!
 //! The protocol edge (`server`) is thin; `auth` decides, knowing nothing of UDP.
+//! `radius` is our own codec; `config` turns the TOML file into validated settings.
 
+pub mod auth;
+pub mod config;
+pub mod directory;
 pub mod radius;
+pub mod secret;
+pub mod server;

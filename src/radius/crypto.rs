@@ -127,19 +127,14 @@ pub fn encode_response(response: &Packet, request_authenticator: &[u8; 16], secr
     out.push(response.identifier);
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(request_authenticator);
-    let with_ma = response.code != Code::AccountingResponse;
-    if with_ma {
-        out.extend_from_slice(&[MESSAGE_AUTHENTICATOR, 18]);
-        out.extend_from_slice(&[0; 16]);
-    }
+    out.extend_from_slice(&[MESSAGE_AUTHENTICATOR, 18]);
+    out.extend_from_slice(&[0; 16]);
     for attribute in response.attributes.iter().filter(|a| !is_message_authenticator(a)) {
         attribute.encode(&mut out)?;
     }
     packet::set_length(&mut out)?;
-    if with_ma {
-        let mac = hmac_md5(secret, &out);
-        out[HEADER_LEN + 2..HEADER_LEN + 18].copy_from_slice(&mac);
-    }
+    let mac = hmac_md5(secret, &out);
+    out[HEADER_LEN + 2..HEADER_LEN + 18].copy_from_slice(&mac);
     let auth = md5_with_secret(&out, secret);
     out[4..HEADER_LEN].copy_from_slice(&auth);
     Ok(out)

@@ -1,0 +1,135 @@
+//! Reply attributes for an Access-Accept, configured per client by dictionary name.
+//!
+//! A value may name the user (`{user}`) or expand once per group (`{group}`), which is how
+//! NetScaler (Citrix-User-Groups), FortiGate, Palo Alto and ASA learn a user's groups.
+
+use crate::directory::UserProfile;
+use crate::radius::dict::{AttributeDef, DataType, Dictionary};
+use crate::radius::Attribute;
+
+use super::ClientPolicy;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyTemplate {
+    /// Encoded once at start-up.
+    Fixed(Attribute),
+    /// Text with `{user}`; one attribute.
+    PerUser { def: AttributeDef, template: String },
+    /// Text with `{group}` (and maybe `{user}`); one attribute per matching group.
+    PerGroup { def: AttributeDef, template: String },
+}
+
+impl ReplyTemplate {
+    /// Resolves a configured `{ name, value }` against the dictionary, so mistakes show at start-up.
+    pub fn new(dict: &Dictionary, name: &str, value: &str) -> Result<Self, String> {
+        let def = dict.attribute(name).ok_or_else(|| format!("unknown attribute {name:?} (not in the dictionaries)"))?;
+        let templated = value.contains("{user}") || value.contains("{group}");
+        if !templated {
+            let bytes = dict.parse_value(def, value).map_err(|e| e.to_string())?;
+            return check_len(def, bytes.len()).map(|()| Self::Fixed(def.with_value(bytes)));
+        }
+        if !matches!(def.data_type, DataType::String | DataType::Octets) {
+            return Err(format!("{name} is {:?}: only string and octets attributes take {{user}} or {{group}}", def.data_type));
+        }
+        let template = value.to_owned();
+        Ok(if value.contains("{group}") { Self::PerGroup { def: def.clone(), template } } else { Self::PerUser { def: def.clone(), template } })
+    }
+
+    fn expand(&self, profile: &UserProfile, groups: &[&str], out: &mut Vec<Attribute>) {
+        match self {
+            Self::Fixed(attribute) => out.push(attribute.clone()),
+            Self::PerUser { def, template } => push_checked(def, template.replace("{user}", &profile.username), out),
+            Self::PerGroup { def, template } => {
+                for group in groups {
+                    push_checked(def, template.replace("{user}", &profile.username).replace("{group}", group), out);
+                }
+            }
+        }
+    }
+}
+
+/// Every reply attribute of the client, expanded for this user.
+pub fn expand_all(client: &ClientPolicy, profile: &UserProfile) -> Vec<Attribute> {
+    if client.reply_attributes.is_empty() {
+        return Vec::new();
+    }
+    let groups: Vec<&str> = profile
+        .groups
+        .iter()
+        .map(|g| group_name(g))
+        .filter(|name| client.group_filter.as_ref().is_none_or(|re| re.is_match(name)))
+        .collect();
+    let mut out = Vec::new();
+    for template in &client.reply_attributes {
+        template.expand(profile, &groups, &mut out);
+    }
+    out
+}
+
+/// The name a NAS expects: the CN of a DN (`CN=VPN-Users,OU=...` → `VPN-Users`), else as is.
+pub fn group_name(group: &str) -> &str {
+    let first = group.split(',').next().unwrap_or(group);
+    match first.split_once('=') {
+        Some((key, value)) if key.trim().eq_ignore_ascii_case("cn") && group.contains(',') => value.trim(),
+        _ => group,
+    }
+}
+
+fn max_len(def: &AttributeDef) -> usize {
+    if def.vendor == 0 { crate::radius::packet::MAX_VALUE_LEN } else { crate::radius::packet::MAX_VENDOR_VALUE_LEN }
+}
+
+fn check_len(def: &AttributeDef, len: usize) -> Result<(), String> {
+    if len > max_len(def) { Err(format!("value for {} is {len} octets, more than one attribute carries", def.name)) } else { Ok(()) }
+}
+
+fn push_checked(def: &AttributeDef, value: String, out: &mut Vec<Attribute>) {
+    if value.len() > max_len(def) {
+        tracing::warn!(attribute = %def.name, len = value.len(), "reply attribute value too long for RADIUS; left out");
+        return;
+    }
+    out.push(def.with_value(value.into_bytes()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regex::Regex;
+
+    fn policy(attrs: &[(&str, &str)], filter: Option<&str>) -> ClientPolicy {
+        let dict = Dictionary::builtin().unwrap();
+        ClientPolicy {
+            name: "nas".into(),
+            reply_attributes: attrs.iter().map(|(n, v)| ReplyTemplate::new(&dict, n, v).unwrap()).collect(),
+            group_filter: filter.map(|f| Regex::new(f).unwrap()),
+        }
+    }
+
+    #[test]
+    fn groups_expand_one_attribute_each_through_the_filter() {
+        let profile = UserProfile {
+            username: "alice".into(),
+            groups: vec!["CN=VPN-Users,OU=Groups,DC=example,DC=test".into(), "Staff".into(), "Citrix-Admins".into()],
+            ..Default::default()
+        };
+        let p = policy(&[("Citrix-User-Groups", "{group}"), ("Class", "user={user}"), ("Session-Timeout", "3600")], Some("^(VPN|Citrix)-"));
+        assert_eq!(
+            expand_all(&p, &profile),
+            vec![
+                Attribute::vendor(66, 16, *b"VPN-Users"),
+                Attribute::vendor(66, 16, *b"Citrix-Admins"),
+                Attribute::standard(25, *b"user=alice"),
+                Attribute::standard(27, 3600u32.to_be_bytes()),
+            ]
+        );
+    }
+
+    #[test]
+    fn config_mistakes_are_caught_up_front() {
+        let dict = Dictionary::builtin().unwrap();
+        assert!(ReplyTemplate::new(&dict, "Citrix-User-Grups", "{group}").unwrap_err().contains("unknown attribute"));
+        assert!(ReplyTemplate::new(&dict, "Session-Timeout", "{group}").unwrap_err().contains("only string and octets"));
+        assert!(ReplyTemplate::new(&dict, "Session-Timeout", "an hour").is_err());
+        assert!(ReplyTemplate::new(&dict, "Filter-Id", &"x".repeat(254)).is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! The local users file: a TOML list of users with argon2id password hashes.
+//!
+//! The embedded default directory, for trying radmfa and for small sites without AD. Names
+//! match case-insensitively, as in Active Directory. Hashes come from `radmfa user hash`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{Denial, Directory, DirectoryError, PasswordCheck, UserProfile};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFileFormat {
+    #[serde(default)]
+    user: Vec<UserEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    username: String,
+    password_hash: String,
+    given_name: Option<String>,
+    surname: Option<String>,
+    email: Option<String>,
+    mobile: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+struct StoredUser {
+    profile: UserProfile,
+    password_hash: String,
+    disabled: bool,
+}
+
+/// A problem in the users file, naming the file and the user or line.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct UsersFileError {
+    pub path: String,
+    pub message: String,
+}
+
+pub struct UsersFile {
+    users: Arc<HashMap<String, StoredUser>>,
+    /// Verified against for unknown users, so a miss costs what a hit costs.
+    dummy_hash: Arc<String>,
+}
+
+impl UsersFile {
+    pub fn load(path: &Path) -> Result<Self, UsersFileError> {
+        let err = |message: String| UsersFileError { path: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Self::parse(&text).map_err(err)
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let file: UsersFileFormat = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut users = HashMap::new();
+        for entry in file.user {
+            if entry.username.trim().is_empty() {
+                return Err("a user has an empty username".into());
+            }
+            let hash = PasswordHash::new(&entry.password_hash)
+                .map_err(|e| format!("user {:?}: password_hash is not a PHC hash string ({e}); make one with `radmfa user hash`", entry.username))?;
+            if hash.algorithm.as_str() != "argon2id" {
+                return Err(format!("user {:?}: password_hash uses {}, expected argon2id", entry.username, hash.algorithm));
+            }
+            let key = fold(&entry.username);
+            let stored = StoredUser {
+                password_hash: entry.password_hash.clone(),
+                disabled: entry.disabled,
+                profile: UserProfile {
+                    username: entry.username.clone(),
+                    given_name: entry.given_name,
+                    surname: entry.surname,
+                    email: entry.email,
+                    mobile: entry.mobile,
+                    groups: entry.groups,
+                },
+            };
+            if users.insert(key, stored).is_some() {
+                return Err(format!("user {:?} is listed twice", entry.username));
+            }
+        }
+        let params = users.values().next().and_then(|u| PasswordHash::new(&u.password_hash).ok()).and_then(|h| argon2::Params::try_from(&h).ok());
+        let dummy_hash = hash_with(params.unwrap_or_default(), b"radmfa-dummy-password").map_err(|e| format!("cannot prepare: {e}"))?;
+        Ok(Self { users: Arc::new(users), dummy_hash: Arc::new(dummy_hash) })
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+/// An argon2id PHC string for a password, with the library's recommended parameters.
+pub fn hash_password(password: &[u8]) -> Result<String, argon2::password_hash::Error> {
+    hash_with(argon2::Params::default(), password)
+}
+
+fn hash_with(params: argon2::Params, password: &[u8]) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let hasher = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    Ok(hasher.hash_password(password, &salt)?.to_string())
+}
+
+fn fold(username: &str) -> String {
+    username.trim().to_lowercase()
+}
+
+fn verify(hash: &str, password: &[u8]) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password, &parsed).is_ok())
+}
+
+#[async_trait]
+impl Directory for UsersFile {
+    async fn check_password(&self, username: &str, password: &[u8]) -> Result<PasswordCheck, DirectoryError> {
+        if password.is_empty() {
+            return Ok(PasswordCheck::Denied(Denial::WrongPassword));
+        }
+        let users = Arc::clone(&self.users);
+        let dummy = Arc::clone(&self.dummy_hash);
+        let key = fold(username);
+        let password = zeroize::Zeroizing::new(password.to_vec());
+        // argon2 is deliberately slow (tens of ms): keep it off the async workers.
+        tokio::task::spawn_blocking(move || match users.get(&key) {
+            None => {
+                let _ = verify(&dummy, &password);
+                PasswordCheck::Denied(Denial::NoSuchUser)
+            }
+            Some(user) if !verify(&user.password_hash, &password) => PasswordCheck::Denied(Denial::WrongPassword),
+            Some(user) if user.disabled => PasswordCheck::Denied(Denial::AccountDisabled),
+            Some(user) => PasswordCheck::Valid(user.profile.clone()),
+        })
+        .await
+        .map_err(|e| DirectoryError::Unavailable(format!("password check task failed: {e}")))
+    }
+
+    async fn profile(&self, username: &str) -> Result<Option<UserProfile>, DirectoryError> {
+        Ok(self.users.get(&fold(username)).map(|u| u.profile.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap_hash(password: &str) -> String {
+        hash_with(argon2::Params::new(1024, 1, 1, None).unwrap(), password.as_bytes()).unwrap()
+    }
+
+    fn users_toml() -> String {
+        format!(
+            r#"
+[[user]]
+username = "Alice"
+password_hash = "{}"
+given_name = "Alice"
+mobile = "+46701234567"
+groups = ["VPN-Users"]
+
+[[user]]
+username = "dave"
+password_hash = "{}"
+disabled = true
+"#,
+            cheap_hash("correct horse"),
+            cheap_hash("pw")
+        )
+    }
+
+    #[tokio::test]
+    async fn checks_passwords_case_insensitively_by_name() {
+        let dir = UsersFile::parse(&users_toml()).unwrap();
+        assert_eq!(dir.len(), 2);
+        match dir.check_password("alice", b"correct horse").await.unwrap() {
+            PasswordCheck::Valid(p) => {
+                assert_eq!(p.username, "Alice");
+                assert_eq!(p.groups, vec!["VPN-Users"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(dir.check_password("ALICE", b"wrong").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
+        assert_eq!(dir.check_password("alice", b"").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
+        assert_eq!(dir.check_password("mallory", b"x").await.unwrap(), PasswordCheck::Denied(Denial::NoSuchUser));
+        assert_eq!(dir.check_password("dave", b"pw").await.unwrap(), PasswordCheck::Denied(Denial::AccountDisabled));
+        assert_eq!(dir.check_password("dave", b"nope").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
+        assert_eq!(dir.profile("ALICE").await.unwrap().unwrap().mobile.as_deref(), Some("+46701234567"));
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let err = |t: &str| UsersFile::parse(t).err().unwrap();
+        assert!(err("[[user]]\nusername = \"a\"\npassword_hash = \"plain\"\n").contains("user \"a\": password_hash is not a PHC hash string"));
+        assert!(err("[[user]]\nusername = \"a\"\npasword_hash = \"x\"\n").contains("unknown field `pasword_hash`"));
+        let twice = format!("{}\n[[user]]\nusername = \"ALICE\"\npassword_hash = \"{}\"\n", users_toml(), cheap_hash("x"));
+        assert!(err(&twice).contains("listed twice"));
+    }
+}

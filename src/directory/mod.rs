@@ -1,0 +1,66 @@
+//! Where users live: the first factor (password) and the profile (names, mobile, groups).
+//!
+//! `auth` sees only the [`Directory`] trait. Implementations: [`file::UsersFile`], the local
+//! users file that is the embedded default; LDAP/Active Directory joins it.
+
+pub mod file;
+
+use async_trait::async_trait;
+
+/// What the directory knows of a user that the rest of radmfa uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserProfile {
+    /// The account name as the directory spells it.
+    pub username: String,
+    pub given_name: Option<String>,
+    pub surname: Option<String>,
+    pub email: Option<String>,
+    pub mobile: Option<String>,
+    /// Group names (or DNs, for LDAP) the user belongs to.
+    pub groups: Vec<String>,
+}
+
+/// The answer to "is this the user's password?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordCheck {
+    Valid(UserProfile),
+    Denied(Denial),
+}
+
+/// Why the directory said no. Goes to the audit log only; the NAS learns nothing from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Denial {
+    NoSuchUser,
+    WrongPassword,
+    AccountDisabled,
+}
+
+impl Denial {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoSuchUser => "no_such_user",
+            Self::WrongPassword => "wrong_password",
+            Self::AccountDisabled => "account_disabled",
+        }
+    }
+}
+
+/// The directory could not answer (unreachable, misconfigured): not the user's fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// The backing store failed; the message is safe to log (no credentials).
+    #[error("directory unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Checks a password. Callers reject empty passwords before calling (an LDAP bind with an
+    /// empty password is an anonymous bind that succeeds); implementations refuse them too.
+    async fn check_password(&self, username: &str, password: &[u8]) -> Result<PasswordCheck, DirectoryError>;
+
+    /// Looks a user up without a password (portal profile page, SMS number).
+    async fn profile(&self, username: &str) -> Result<Option<UserProfile>, DirectoryError>;
+}

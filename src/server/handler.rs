@@ -1,0 +1,315 @@
+//! One datagram's way through the server: admission checks on the receive loop (cheap, no
+//! awaiting), then a spawned task that asks `auth` and signs the answer.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use super::cache::{Lookup, Ticket};
+use super::{PortKind, Shared};
+use crate::auth::{Decision, Method, Outcome, Request};
+use crate::config::ClientSettings;
+use crate::radius::{self, Attribute, Code, MessageAuthenticator, Packet, attr};
+use crate::secret::Secret;
+
+pub(super) enum Admission {
+    Drop,
+    /// Answer at once with these bytes (a cached response, a Status-Server reply).
+    Send(Arc<[u8]>),
+    Handle(Job),
+}
+
+pub(super) struct Job {
+    packet: Packet,
+    peer: SocketAddr,
+    client: Arc<ClientSettings>,
+    ticket: Ticket,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Shared {
+    /// The checks of RFC 2865, RFC 3579 and RFC 5080 that decide whether a datagram deserves work.
+    pub(super) fn admit(&self, datagram: &[u8], peer: SocketAddr, kind: PortKind, now: Instant) -> Admission {
+        let stats = &self.stats;
+        stats.received.inc();
+        let Some(client) = self.clients.lookup(peer.ip()) else {
+            stats.unknown_client.inc();
+            if let Some(suppressed) = self.unknown_client_log.allow(now) {
+                tracing::warn!(%peer, suppressed, "packet from an unknown client dropped (add it as a [[client]])");
+            }
+            return Admission::Drop;
+        };
+        if datagram.len() > radius::MAX_PACKET_LEN {
+            stats.malformed.inc();
+            return Admission::Drop;
+        }
+        let packet = match Packet::decode(datagram) {
+            Ok(packet) => packet,
+            Err(e) => {
+                stats.malformed.inc();
+                tracing::debug!(%peer, client = %client.policy.name, error = %e, "malformed packet dropped");
+                return Admission::Drop;
+            }
+        };
+        let secret = client.secret.expose().as_slice();
+        let expected = matches!(
+            (kind, packet.code),
+            (PortKind::Auth, Code::AccessRequest) | (PortKind::Accounting, Code::AccountingRequest) | (_, Code::StatusServer)
+        );
+        if !expected {
+            stats.unexpected_code.inc();
+            tracing::debug!(%peer, code = %packet.code, port = kind.as_str(), "unexpected packet code dropped");
+            return Admission::Drop;
+        }
+        // An Accounting-Request's Message-Authenticator is computed over a zero authenticator.
+        let zero = [0u8; 16];
+        let ma_basis = (packet.code == Code::AccountingRequest).then_some(&zero);
+        let ma = match radius::check_message_authenticator(datagram, secret, ma_basis) {
+            Ok(ma) => ma,
+            Err(_) => {
+                stats.malformed.inc();
+                return Admission::Drop;
+            }
+        };
+        let drop_with = |counter: &super::stats::Counter, why: &str| {
+            counter.inc();
+            tracing::debug!(%peer, client = %client.policy.name, why, "packet dropped");
+            Admission::Drop
+        };
+        if ma == MessageAuthenticator::Invalid {
+            return drop_with(&stats.bad_message_authenticator, "Message-Authenticator does not verify (wrong shared secret?)");
+        }
+        if ma == MessageAuthenticator::Absent {
+            let required = match packet.code {
+                Code::StatusServer => true, // RFC 5997 §3
+                Code::AccessRequest => client.require_message_authenticator,
+                _ => false,
+            };
+            if required {
+                return drop_with(&stats.missing_message_authenticator, "no Message-Authenticator, and this client requires one");
+            }
+            if packet.get(attr::PROXY_STATE).is_some() {
+                return drop_with(&stats.proxy_state_without_message_authenticator, "Proxy-State without Message-Authenticator");
+            }
+        }
+        if packet.code == Code::AccountingRequest && !radius::verify_accounting_request(datagram, secret).unwrap_or(false) {
+            return drop_with(&stats.bad_accounting_authenticator, "Accounting-Request authenticator does not verify");
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let attributes: Vec<String> = packet.attributes.iter().map(|a| self.dictionary.describe(a)).collect();
+            tracing::debug!(%peer, client = %client.policy.name, code = %packet.code, id = packet.identifier, ?attributes, "received");
+        }
+        if packet.code == Code::StatusServer {
+            // Side-effect free and cheap: answered without the cache (RFC 5997 §3).
+            stats.status_server.inc();
+            let code = if kind == PortKind::Auth { Code::AccessAccept } else { Code::AccountingResponse };
+            let reply = with_proxy_state(Packet::new(code, packet.identifier, [0; 16]), &packet);
+            return match radius::encode_response(&reply, &packet.authenticator, secret) {
+                Ok(bytes) => Admission::Send(bytes.into()),
+                Err(_) => Admission::Drop,
+            };
+        }
+        let ticket = match self.cache.begin((peer, packet.identifier), packet.authenticator, now) {
+            Lookup::Replay(bytes) => {
+                stats.duplicates_answered.inc();
+                return Admission::Send(bytes);
+            }
+            Lookup::InFlight => {
+                stats.duplicates_in_flight.inc();
+                return Admission::Drop;
+            }
+            Lookup::New(ticket) => ticket,
+        };
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            // Dropping the ticket forgets the request: the NAS's retransmit gets another chance.
+            stats.overloaded.inc();
+            tracing::warn!(%peer, "max_in_flight requests already being decided; request dropped");
+            return Admission::Drop;
+        };
+        Admission::Handle(Job { packet, peer, client: Arc::clone(client), ticket, permit })
+    }
+}
+
+pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job, shutdown: CancellationToken) {
+    let Job { packet, peer, client, ticket, permit } = job;
+    let secret = client.secret.expose().as_slice();
+    let reply = match packet.code {
+        Code::AccountingRequest => {
+            log_accounting(&packet, &client);
+            shared.stats.accounting.inc();
+            with_proxy_state(Packet::new(Code::AccountingResponse, packet.identifier, [0; 16]), &packet)
+        }
+        _ => {
+            let request = auth_request(&packet, &client);
+            let decision = match tokio::time::timeout(shared.settings.request_timeout, shared.authenticator.decide(&request)).await {
+                Ok(decision) => decision,
+                Err(_) => {
+                    shared.stats.timed_out.inc();
+                    tracing::error!(%peer, client = %client.policy.name, "no decision within request_timeout; request dropped");
+                    return;
+                }
+            };
+            match decision.outcome {
+                Outcome::Accept => shared.stats.accepts.inc(),
+                Outcome::Reject => shared.stats.rejects.inc(),
+                Outcome::Challenge => shared.stats.challenges.inc(),
+            }
+            if decision.outcome == Outcome::Reject && !shared.settings.reject_delay.is_zero() {
+                // The delay slows password guessing; it must not hold a worker, so the permit goes first.
+                drop(permit);
+                tokio::select! {
+                    () = tokio::time::sleep(shared.settings.reject_delay) => {}
+                    () = shutdown.cancelled() => {}
+                }
+            }
+            response_packet(&packet, &decision)
+        }
+    };
+    let bytes: Arc<[u8]> = match radius::encode_response(&reply, &packet.authenticator, secret) {
+        Ok(bytes) => bytes.into(),
+        Err(e) => {
+            // Too big to send (many groups?): fail closed rather than answer nothing.
+            tracing::error!(%peer, error = %e, "response could not be encoded; sending Access-Reject");
+            let reject = with_proxy_state(Packet::new(Code::AccessReject, packet.identifier, [0; 16]), &packet);
+            match radius::encode_response(&reject, &packet.authenticator, secret) {
+                Ok(bytes) => bytes.into(),
+                Err(_) => return,
+            }
+        }
+    };
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let attributes: Vec<String> = reply.attributes.iter().map(|a| shared.dictionary.describe(a)).collect();
+        tracing::debug!(%peer, code = %reply.code, id = reply.identifier, ?attributes, "sent");
+    }
+    ticket.complete(Arc::clone(&bytes));
+    if let Err(e) = socket.send_to(&bytes, peer).await {
+        tracing::warn!(%peer, error = %e, "UDP send failed");
+    }
+}
+
+/// The facts `auth` needs, taken out of a verified Access-Request.
+fn auth_request(packet: &Packet, client: &ClientSettings) -> Request {
+    let secret = client.secret.expose();
+    let method = if packet.get(attr::CHAP_PASSWORD).is_some() {
+        Method::Chap
+    } else if packet.get_vendor(attr::VENDOR_MICROSOFT, attr::MS_CHAP_RESPONSE).is_some()
+        || packet.get_vendor(attr::VENDOR_MICROSOFT, attr::MS_CHAP2_RESPONSE).is_some()
+    {
+        Method::MsChap
+    } else if packet.get(attr::EAP_MESSAGE).is_some() {
+        Method::Eap
+    } else if packet.get(attr::USER_PASSWORD).is_some() {
+        Method::Pap
+    } else {
+        Method::None
+    };
+    let password = packet
+        .get(attr::USER_PASSWORD)
+        .and_then(|hidden| radius::unhide_password(hidden, secret, &packet.authenticator).ok())
+        .map(|clear| Secret::new(clear.to_vec()));
+    let nas_ip = packet
+        .get(attr::NAS_IP_ADDRESS)
+        .and_then(|v| <[u8; 4]>::try_from(v).ok())
+        .map(|o| IpAddr::V4(Ipv4Addr::from(o)))
+        .or_else(|| packet.get(attr::NAS_IPV6_ADDRESS).and_then(|v| <[u8; 16]>::try_from(v).ok()).map(|o| IpAddr::V6(Ipv6Addr::from(o))));
+    let text = |typ| packet.get(typ).map(|v| String::from_utf8_lossy(v).into_owned());
+    Request {
+        user_name: packet.get(attr::USER_NAME).map(<[u8]>::to_vec),
+        password,
+        method,
+        state: packet.get(attr::STATE).map(<[u8]>::to_vec),
+        client: Arc::clone(&client.policy),
+        nas_ip,
+        nas_identifier: text(attr::NAS_IDENTIFIER),
+        calling_station: text(attr::CALLING_STATION_ID),
+    }
+}
+
+/// The unsigned response for a decision.
+fn response_packet(request: &Packet, decision: &Decision) -> Packet {
+    let code = match decision.outcome {
+        Outcome::Accept => Code::AccessAccept,
+        Outcome::Reject => Code::AccessReject,
+        Outcome::Challenge => Code::AccessChallenge,
+    };
+    let mut reply = Packet::new(code, request.identifier, [0; 16]);
+    if let Some(message) = &decision.reply_message {
+        for chunk in split_text(message, radius::packet::MAX_VALUE_LEN) {
+            reply.push(Attribute::standard(attr::REPLY_MESSAGE, chunk.as_bytes()));
+        }
+    }
+    if let Some(state) = &decision.state {
+        reply.push(Attribute::standard(attr::STATE, state.clone()));
+    }
+    reply.attributes.extend(decision.attributes.iter().cloned());
+    with_proxy_state(reply, request)
+}
+
+/// RFC 2865 §5.33: Proxy-State attributes are copied unchanged, in order, into the response.
+fn with_proxy_state(mut reply: Packet, request: &Packet) -> Packet {
+    for value in request.get_all(attr::PROXY_STATE) {
+        reply.push(Attribute::standard(attr::PROXY_STATE, value));
+    }
+    reply
+}
+
+/// Splits text into pieces of at most `max` bytes without cutting a UTF-8 character.
+fn split_text(text: &str, max: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (head, tail) = rest.split_at(cut);
+        pieces.push(head);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        pieces.push(rest);
+    }
+    pieces
+}
+
+fn log_accounting(packet: &Packet, client: &ClientSettings) {
+    let status = packet.get(attr::ACCT_STATUS_TYPE).and_then(|v| <[u8; 4]>::try_from(v).ok()).map(u32::from_be_bytes);
+    let status = match status {
+        Some(1) => "start",
+        Some(2) => "stop",
+        Some(3) => "interim-update",
+        Some(7) => "accounting-on",
+        Some(8) => "accounting-off",
+        Some(_) => "other",
+        None => "missing",
+    };
+    let text = |typ| packet.get(typ).map(|v| String::from_utf8_lossy(v).into_owned());
+    tracing::info!(
+        target: "radmfa::accounting",
+        client = %client.policy.name,
+        user = ?text(attr::USER_NAME),
+        status,
+        session_id = ?text(attr::ACCT_SESSION_ID),
+        calling_station = ?text(attr::CALLING_STATION_ID),
+        "accounting"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reply_messages_split_on_character_boundaries() {
+        let text = "å".repeat(200); // 400 bytes
+        let pieces = split_text(&text, 253);
+        assert_eq!(pieces.len(), 2);
+        assert!(pieces.iter().all(|p| p.len() <= 253));
+        assert_eq!(pieces.concat(), text);
+        assert!(split_text("", 253).is_empty());
+    }
+}
