@@ -5,6 +5,8 @@
 //! `radius` is our own codec; `config` turns the TOML file into validated settings.
 
 pub mod auth;
+pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod radius;

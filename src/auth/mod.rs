@@ -183,20 +183,31 @@ fn valid_user_name(raw: &[u8]) -> Option<&str> {
 }
 
 fn audit(request: &Request, user: Option<&str>, decision: &Decision, elapsed: Duration) {
-    // `?` formatting quotes and escapes client-supplied text, so a crafted name cannot forge log lines.
+    // Absent values are logged as empty strings, so every line has every field.
     let raw_user = request.user_name.as_deref().map(String::from_utf8_lossy);
+    let user = user.map(str::to_owned).or(raw_user.map(|u| u.into_owned())).unwrap_or_default();
+    let nas_ip = request.nas_ip.map(|ip| ip.to_string()).unwrap_or_default();
     tracing::info!(
         target: "radmfa::audit",
-        user = ?user.map(str::to_owned).or(raw_user.map(|u| u.into_owned())),
+        user = %printable(&user),
         client = %request.client.name,
-        nas_ip = ?request.nas_ip,
-        nas_identifier = ?request.nas_identifier,
-        calling_station = ?request.calling_station,
+        nas_ip = %nas_ip,
+        nas_identifier = %printable(request.nas_identifier.as_deref().unwrap_or_default()),
+        calling_station = %printable(request.calling_station.as_deref().unwrap_or_default()),
         result = decision.outcome.as_str(),
         reason = decision.reason.as_str(),
-        elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+        elapsed_ms = (elapsed.as_secs_f64() * 1e5).round() / 100.0,
         "decision"
     );
+}
+
+/// Client-supplied text made safe for a log line: control characters escaped, so a crafted
+/// User-Name cannot start a forged line in a text log.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect::<String>().into()
 }
 
 #[cfg(test)]
@@ -283,6 +294,14 @@ mod tests {
         none.user_name = None;
         assert_eq!(auth.decide(&none).await.reason, Reason::MissingUserName);
         assert_eq!(dir.calls.load(Ordering::SeqCst), 0, "no directory call for any of these");
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(printable("alice"), "alice");
+        assert_eq!(printable("å\"ä"), "å\"ä");
+        assert_eq!(printable("a\nINFO forged"), "a\\nINFO forged");
+        assert_eq!(printable("\u{1b}[31m"), "\\u{1b}[31m");
     }
 
     #[tokio::test]

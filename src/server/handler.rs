@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cache::{Lookup, Ticket};
 use super::{PortKind, Shared};
-use crate::auth::{Decision, Method, Outcome, Request};
+use crate::auth::{Decision, Method, Outcome, Request, printable};
 use crate::config::ClientSettings;
 use crate::radius::{self, Attribute, Code, MessageAuthenticator, Packet, attr};
 use crate::secret::Secret;
@@ -287,14 +287,14 @@ fn log_accounting(packet: &Packet, client: &ClientSettings) {
         Some(_) => "other",
         None => "missing",
     };
-    let text = |typ| packet.get(typ).map(|v| String::from_utf8_lossy(v).into_owned());
+    let text = |typ| packet.get(typ).map(|v| printable(&String::from_utf8_lossy(v)).into_owned()).unwrap_or_default();
     tracing::info!(
         target: "radmfa::accounting",
         client = %client.policy.name,
-        user = ?text(attr::USER_NAME),
+        user = %text(attr::USER_NAME),
         status,
-        session_id = ?text(attr::ACCT_SESSION_ID),
-        calling_station = ?text(attr::CALLING_STATION_ID),
+        session_id = %text(attr::ACCT_SESSION_ID),
+        calling_station = %text(attr::CALLING_STATION_ID),
         "accounting"
     );
 }

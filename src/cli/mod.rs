@@ -1,0 +1,214 @@
+//! The command line: `serve`, `check-config`, `user hash`, `bench`. This is where concrete
+//! implementations are chosen from the config and wired together; the modules below stay
+//! unaware of each other's implementations.
+
+mod serve;
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::bench::{BenchKind, BenchOptions};
+use crate::config::{Config, DirectorySettings};
+use crate::directory::file::UsersFile;
+use crate::secret::Secret;
+
+/// Errors a command reports to the admin, already worded for them.
+pub type CliError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Parser)]
+#[command(name = "radmfa", version, about = "RADIUS two-factor authentication server")]
+pub struct Cli {
+    /// Log format: text for people, json for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "RADMFA_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the RADIUS server.
+    Serve(ConfigArg),
+    /// Load the configuration, the users file and dictionaries, report problems, and exit.
+    CheckConfig(ConfigArg),
+    /// Manage local users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Load-test a RADIUS server.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, short, env = "RADMFA_CONFIG", default_value = "/etc/radmfa/radmfa.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Read a password on standard input and print an argon2id hash for the users file.
+    Hash,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The server to load, IP:port.
+    #[arg(long, default_value = "127.0.0.1:1812")]
+    pub server: SocketAddr,
+    /// The shared secret (or set RADMFA_BENCH_SECRET).
+    #[arg(long, env = "RADMFA_BENCH_SECRET", hide_env_values = true)]
+    pub secret: String,
+    #[arg(long, default_value = "alice")]
+    pub user: String,
+    /// The password (or set RADMFA_BENCH_PASSWORD).
+    #[arg(long, env = "RADMFA_BENCH_PASSWORD", hide_env_values = true, default_value = "")]
+    pub password: String,
+    /// What to send.
+    #[arg(long, value_enum, default_value_t = KindArg::Access)]
+    pub kind: KindArg,
+    /// Requests kept outstanding at once.
+    #[arg(long, short = 'n', default_value_t = 32)]
+    pub concurrency: usize,
+    /// How long to run, e.g. 10s.
+    #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// How many requests to send in all.
+    #[arg(long, short = 'c')]
+    pub count: Option<u64>,
+    /// How long to wait for each answer.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+    /// Sign requests with Message-Authenticator.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub message_authenticator: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Access,
+    StatusServer,
+}
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(cli.log_format);
+            serve::serve(&args.config)
+        }
+        Command::CheckConfig(args) => check_config(&args.config),
+        Command::User(UserCommand::Hash) => user_hash(),
+        Command::Bench(args) => bench(args),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
+    }
+}
+
+/// The directory named by the config, opened.
+pub(crate) fn open_directory(config: &Config) -> Result<UsersFile, CliError> {
+    match &config.directory {
+        DirectorySettings::File { path } => Ok(UsersFile::load(path)?),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> Result<(), CliError> {
+    let config = Config::load(path)?;
+    let directory = open_directory(&config)?;
+    println!(
+        "{}: OK — {} listen address(es), {} client(s), users file with {} user(s)",
+        path.display(),
+        config.server.listen.len() + config.server.accounting_listen.len(),
+        config.clients.len(),
+        directory.len()
+    );
+    if config.clients.is_empty() {
+        println!("warning: no [[client]] is configured, so every request will be dropped");
+    }
+    for client in &config.clients {
+        if client.secret.expose().len() < 16 {
+            println!("warning: client {:?} has a shared secret shorter than 16 characters", client.policy.name);
+        }
+        if !client.require_message_authenticator {
+            println!(
+                "warning: client {:?} does not require Message-Authenticator (BlastRADIUS, CVE-2024-3596); enable it once the NAS sends one",
+                client.policy.name
+            );
+        }
+    }
+    Ok(())
+}
+
+fn user_hash() -> Result<(), CliError> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = Secret::new(rpassword::prompt_password("Password: ")?);
+        let again = Secret::new(rpassword::prompt_password("Again: ")?);
+        if first != again {
+            return Err("the passwords differ".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let trimmed = line.trim_end_matches(['\r', '\n']).to_owned();
+        zeroize::Zeroize::zeroize(&mut line);
+        Secret::new(trimmed)
+    };
+    if password.expose().is_empty() {
+        return Err("the password is empty".into());
+    }
+    let hash = crate::directory::file::hash_password(password.expose().as_bytes()).map_err(|e| format!("hashing failed: {e}"))?;
+    println!("{hash}");
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<(), CliError> {
+    if args.duration.is_none() && args.count.is_none() {
+        return Err("give --duration or --count".into());
+    }
+    let kind = match args.kind {
+        KindArg::Access => BenchKind::Access,
+        KindArg::StatusServer => BenchKind::StatusServer,
+    };
+    let options = BenchOptions {
+        server: args.server,
+        secret: Secret::new(args.secret.into_bytes()),
+        user: args.user,
+        password: Secret::new(args.password.into_bytes()),
+        kind,
+        concurrency: args.concurrency,
+        duration: args.duration,
+        count: args.count,
+        timeout: args.timeout,
+        message_authenticator: args.message_authenticator,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let summary = format!("{} → {:?}, {} outstanding", options.server, options.kind, options.concurrency);
+    let report = runtime.block_on(crate::bench::run(options))?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        println!("radmfa bench: {summary}\n{report}");
+    }
+    Ok(())
+}
