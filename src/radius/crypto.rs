@@ -119,9 +119,13 @@ pub fn verify_accounting_request(datagram: &[u8], secret: &[u8]) -> Result<bool,
     Ok(bool::from(expected.ct_eq(&received)))
 }
 
-/// Encodes a response to a request with that request's authenticator: Message-Authenticator
-/// first, then the attributes, then the Response Authenticator over it all.
-pub fn encode_response(response: &Packet, request_authenticator: &[u8; 16], secret: &[u8]) -> Result<Vec<u8>, EncodeError> {
+/// Encodes a response to a request: Message-Authenticator first, then the attributes, then the
+/// Response Authenticator over it all (computed with the request's authenticator).
+///
+/// The Message-Authenticator of an Accounting-Response to an Accounting-Request is computed over
+/// a zeroed authenticator field, as FreeRADIUS signs and verifies it; every other response's over
+/// the request's authenticator (RFC 3579 §3.2, RFC 5997 §4).
+pub fn encode_response(response: &Packet, request_code: Code, request_authenticator: &[u8; 16], secret: &[u8]) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(HEADER_LEN + 18 + 64);
     out.push(u8::from(response.code));
     out.push(response.identifier);
@@ -133,8 +137,13 @@ pub fn encode_response(response: &Packet, request_authenticator: &[u8; 16], secr
         attribute.encode(&mut out)?;
     }
     packet::set_length(&mut out)?;
+    let zero_basis = response.code == Code::AccountingResponse && request_code != Code::StatusServer;
+    if zero_basis {
+        out[4..HEADER_LEN].fill(0);
+    }
     let mac = hmac_md5(secret, &out);
     out[HEADER_LEN + 2..HEADER_LEN + 18].copy_from_slice(&mac);
+    out[4..HEADER_LEN].copy_from_slice(request_authenticator);
     let auth = md5_with_secret(&out, secret);
     out[4..HEADER_LEN].copy_from_slice(&auth);
     Ok(out)

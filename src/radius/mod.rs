@@ -92,7 +92,7 @@ mod tests {
         let mut reply = Packet::new(Code::AccessAccept, 42, [0; 16]);
         reply.push(Attribute::standard(attr::REPLY_MESSAGE, *b"welcome"));
         reply.push(Attribute::standard(attr::MESSAGE_AUTHENTICATOR, [9; 16])); // a stale one is replaced
-        let wire = encode_response(&reply, &request_auth, b"s3cret").unwrap();
+        let wire = encode_response(&reply, Code::AccessRequest, &request_auth, b"s3cret").unwrap();
         assert!(verify_response(&wire, &request_auth, b"s3cret").unwrap());
         let decoded = Packet::decode(&wire).unwrap();
         assert!(matches!(decoded.attributes[0], Attribute::Standard { typ: attr::MESSAGE_AUTHENTICATOR, .. }));
@@ -136,6 +136,17 @@ mod tests {
         let mut req = Packet::new(Code::AccessRequest, 3, [5; 16]);
         req.push(Attribute::standard(attr::MESSAGE_AUTHENTICATOR, [0; 4]));
         assert_eq!(check_message_authenticator(&req.encode().unwrap(), b"k", None), Ok(MessageAuthenticator::Invalid));
+    }
+
+    #[test]
+    fn accounting_response_message_authenticator_uses_a_zero_basis_except_for_status_server() {
+        let request_auth = [3u8; 16];
+        let reply = Packet::new(Code::AccountingResponse, 1, [0; 16]);
+        let to_acct = encode_response(&reply, Code::AccountingRequest, &request_auth, b"k").unwrap();
+        assert!(verify_response(&to_acct, &request_auth, b"k").unwrap());
+        assert_eq!(check_message_authenticator(&to_acct, b"k", Some(&[0; 16])), Ok(MessageAuthenticator::Valid));
+        let to_status = encode_response(&reply, Code::StatusServer, &request_auth, b"k").unwrap();
+        assert_eq!(check_message_authenticator(&to_status, b"k", Some(&request_auth)), Ok(MessageAuthenticator::Valid));
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl Shared {
             stats.status_server.inc();
             let code = if kind == PortKind::Auth { Code::AccessAccept } else { Code::AccountingResponse };
             let reply = with_proxy_state(Packet::new(code, packet.identifier, [0; 16]), &packet);
-            return match radius::encode_response(&reply, &packet.authenticator, secret) {
+            return match radius::encode_response(&reply, packet.code, &packet.authenticator, secret) {
                 Ok(bytes) => Admission::Send(bytes.into()),
                 Err(_) => Admission::Drop,
             };
@@ -169,13 +169,13 @@ pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job
             response_packet(&packet, &decision)
         }
     };
-    let bytes: Arc<[u8]> = match radius::encode_response(&reply, &packet.authenticator, secret) {
+    let bytes: Arc<[u8]> = match radius::encode_response(&reply, packet.code, &packet.authenticator, secret) {
         Ok(bytes) => bytes.into(),
         Err(e) => {
             // Too big to send (many groups?): fail closed rather than answer nothing.
             tracing::error!(%peer, error = %e, "response could not be encoded; sending Access-Reject");
             let reject = with_proxy_state(Packet::new(Code::AccessReject, packet.identifier, [0; 16]), &packet);
-            match radius::encode_response(&reject, &packet.authenticator, secret) {
+            match radius::encode_response(&reject, packet.code, &packet.authenticator, secret) {
                 Ok(bytes) => bytes.into(),
                 Err(_) => return,
             }

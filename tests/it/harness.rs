@@ -1,0 +1,261 @@
+//! Starts the built binary with a config written to a temp dir, reads its JSON log lines, and
+//! finds the ports it bound (as hickory-dns's test harness reads them from the log).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SECRET: &str = "testing123";
+pub const ALICE_PASSWORD: &str = "alice-pw";
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_radmfa")
+}
+
+/// Knobs a test may turn; everything else is the standard test config.
+pub struct Options {
+    pub listen: &'static str,
+    pub require_message_authenticator: bool,
+    pub reject_delay: &'static str,
+    pub max_in_flight: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:0", require_message_authenticator: true, reject_delay: "0s", max_in_flight: 64 }
+    }
+}
+
+/// An argon2id hash with small parameters, so tests against the debug binary stay quick.
+pub fn cheap_hash(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+    let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    hasher.hash_password(password.as_bytes(), &salt).unwrap().to_string()
+}
+
+pub fn write_users(dir: &Path) {
+    let users = format!(
+        r#"
+[[user]]
+username = "alice"
+password_hash = "{}"
+given_name = "Alice"
+surname = "Andersson"
+email = "alice@example.test"
+mobile = "+46701234567"
+groups = ["VPN-Users", "Staff"]
+
+[[user]]
+username = "dave"
+password_hash = "{}"
+disabled = true
+"#,
+        cheap_hash(ALICE_PASSWORD),
+        cheap_hash("dave-pw")
+    );
+    std::fs::write(dir.join("users.toml"), users).unwrap();
+}
+
+pub fn write_config(dir: &Path, o: &Options) -> PathBuf {
+    let config = format!(
+        r#"
+[server]
+listen = ["{listen}"]
+accounting_listen = ["127.0.0.1:0"]
+reject_delay = "{reject_delay}"
+max_in_flight = {max_in_flight}
+
+[[client]]
+name = "loopback"
+address = "127.0.0.1/32"
+secret = "{SECRET}"
+require_message_authenticator = {require_ma}
+reply_attributes = [{{ name = "Citrix-User-Groups", value = "{{group}}" }}]
+group_filter = "^VPN-"
+
+[[client]]
+name = "loopback-v6"
+address = "::1"
+secret = "{SECRET}"
+require_message_authenticator = false
+
+[directory]
+kind = "file"
+path = "users.toml"
+"#,
+        listen = o.listen,
+        reject_delay = o.reject_delay,
+        max_in_flight = o.max_in_flight,
+        require_ma = o.require_message_authenticator,
+    );
+    let path = dir.join("radmfa.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+pub struct TestServer {
+    child: Option<Child>,
+    logs: Arc<Mutex<Vec<Value>>>,
+    pub auth: SocketAddr,
+    pub accounting: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn start(options: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_users(dir.path());
+        let config = write_config(dir.path(), &options);
+        let mut child = Command::new(binary())
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start radmfa");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => sink.lock().unwrap().push(v),
+                    Err(_) => eprintln!("radmfa (not JSON): {line}"),
+                }
+            }
+        });
+        let mut server = Self { child: Some(child), logs, auth: ([0, 0, 0, 0], 0).into(), accounting: ([0, 0, 0, 0], 0).into(), _dir: dir };
+        let address = |kind: &str| {
+            let line = server.wait_for(|v| v["message"] == "listening" && v["kind"] == kind, Duration::from_secs(20));
+            let line = line.unwrap_or_else(|| panic!("radmfa did not report a {kind} listening address; log: {:?}", server.logs()));
+            line["address"].as_str().unwrap().parse::<SocketAddr>().unwrap()
+        };
+        let (auth, accounting) = (address("auth"), address("accounting"));
+        server.auth = auth;
+        server.accounting = accounting;
+        server
+    }
+
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn audit(&self) -> Vec<Value> {
+        self.logs().into_iter().filter(|v| v["target"] == "radmfa::audit").collect()
+    }
+
+    pub fn wait_for(&self, predicate: impl Fn(&Value) -> bool, timeout: Duration) -> Option<Value> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.logs().into_iter().find(|v| predicate(v)) {
+                return Some(v);
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for `n` audit lines (decisions are logged just before the answer is sent).
+    pub fn wait_for_audit(&self, n: usize) -> Vec<Value> {
+        let until = Instant::now() + Duration::from_secs(10);
+        while self.audit().len() < n && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.audit()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// SIGTERM, then the exit status and the counters from the "stopped" line.
+    pub fn stop(mut self) -> (ExitStatus, Stats) {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let until = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < until, "radmfa did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stopped = self.wait_for(|v| v["message"] == "stopped", Duration::from_secs(5)).expect("a stopped line with counters");
+        (status, Stats(stopped["stats"].as_str().unwrap_or_default().to_owned()))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `name=value` counters of the server's "stopped" line.
+pub struct Stats(String);
+
+impl Stats {
+    pub fn get(&self, name: &str) -> u64 {
+        self.0
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("no counter {name} in {:?}", self.0))
+            .parse()
+            .unwrap()
+    }
+}
+
+/// A system tool the tests need. On CI (CI=true) its absence fails the test; elsewhere the test
+/// is skipped with a note, so a developer without it can still run the rest.
+pub fn system_tool(name: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
+    if found.is_none() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{name} is missing: apt-get install {package} (CI=true, so this fails rather than skips)");
+        }
+        eprintln!("SKIPPED: {name} not installed (apt-get install {package})");
+    }
+    found
+}
+
+pub struct RadclientOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs FreeRADIUS's radclient once (one try, 1 s timeout) with `input` as its attribute list.
+pub fn radclient(server: SocketAddr, command: &str, secret: &str, input: &str) -> Option<RadclientOutput> {
+    let tool = system_tool("radclient", "freeradius-utils")?;
+    let mut child = Command::new(tool)
+        .args(["-x", "-r", "1", "-t", "1"])
+        .arg(server.to_string())
+        .args([command, secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Some(RadclientOutput {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real `radmfa` binary on 127.0.0.1 port 0, driven over real UDP by
+//! FreeRADIUS's `radclient`, by the `radius` crate, and by raw sockets.
+//!
+//! One test binary with modules (link time): add a module here rather than a file in tests/.
+
+mod cli;
+mod harness;
+mod oracle;
+mod server;
