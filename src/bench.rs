@@ -87,13 +87,25 @@ impl Report {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.2} ms", d.as_secs_f64() * 1000.0));
-        writeln!(f, "requests  {} in {:.2} s = {:.1} req/s", self.requests(), self.elapsed.as_secs_f64(), self.per_second())?;
+        writeln!(
+            f,
+            "requests  {} in {:.2} s = {:.1} req/s",
+            self.requests(),
+            self.elapsed.as_secs_f64(),
+            self.per_second()
+        )?;
         writeln!(
             f,
             "answers   accept {}  reject {}  challenge {}  timeout {}  invalid {}",
             self.accepts, self.rejects, self.challenges, self.timeouts, self.invalid
         )?;
-        write!(f, "latency   p50 {}  p99 {}  max {}", ms(self.percentile(0.50)), ms(self.percentile(0.99)), ms(self.latencies.last().copied()))
+        write!(
+            f,
+            "latency   p50 {}  p99 {}  max {}",
+            ms(self.percentile(0.50)),
+            ms(self.percentile(0.99)),
+            ms(self.latencies.last().copied())
+        )
     }
 }
 
@@ -104,7 +116,11 @@ pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
     let deadline = options.duration.map(|d| started + d);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..options.concurrency.max(1) {
-        let bind: SocketAddr = if options.server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+        let bind: SocketAddr = if options.server.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
         let socket = UdpSocket::bind(bind).await?;
         socket.connect(options.server).await?;
         workers.spawn(worker(socket, Arc::clone(&options), Arc::clone(&remaining), deadline));
@@ -124,7 +140,12 @@ pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
     Ok(report)
 }
 
-async fn worker(socket: UdpSocket, options: Arc<BenchOptions>, remaining: Arc<AtomicU64>, deadline: Option<Instant>) -> std::io::Result<Report> {
+async fn worker(
+    socket: UdpSocket,
+    options: Arc<BenchOptions>,
+    remaining: Arc<AtomicU64>,
+    deadline: Option<Instant>,
+) -> std::io::Result<Report> {
     let mut report = Report::default();
     let mut identifier: u8 = rand::random();
     let mut buf = vec![0u8; radius::MAX_PACKET_LEN];
@@ -133,7 +154,10 @@ async fn worker(socket: UdpSocket, options: Arc<BenchOptions>, remaining: Arc<At
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        if remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err() {
+        if remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_err()
+        {
             break;
         }
         identifier = identifier.wrapping_add(1);
@@ -178,7 +202,10 @@ fn encode(options: &BenchOptions, identifier: u8, authenticator: [u8; 16]) -> Re
         BenchKind::Access => {
             let mut p = Packet::new(Code::AccessRequest, identifier, authenticator);
             p.push(Attribute::standard(attr::USER_NAME, options.user.as_bytes()));
-            p.push(Attribute::standard(attr::USER_PASSWORD, radius::hide_password(options.password.expose(), secret, &authenticator)?));
+            p.push(Attribute::standard(
+                attr::USER_PASSWORD,
+                radius::hide_password(options.password.expose(), secret, &authenticator)?,
+            ));
             p
         }
     };

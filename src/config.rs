@@ -145,27 +145,43 @@ pub enum DirectorySettings {
 /// The environment variable that overrides a client's secret: `RADMFA_CLIENT_<NAME>_SECRET`,
 /// the name upper-cased with every other character turned into `_`.
 pub fn client_secret_env(name: &str) -> String {
-    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    let name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect();
     format!("RADMFA_CLIENT_{name}_SECRET")
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(path, &text, |key| std::env::var(key).ok())
     }
 
     /// Parses `text` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let invalid = |key: &str, message: String| ConfigError::Invalid { path: shown.clone(), key: key.to_owned(), message };
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: shown.clone(),
+            key: key.to_owned(),
+            message,
+        };
 
         let server = &file.server;
         let listen = parse_addresses(&server.listen).map_err(|m| invalid("server.listen", m))?;
         if listen.is_empty() {
-            return Err(invalid("server.listen", "needs at least one address, e.g. [\"0.0.0.0:1812\"]".into()));
+            return Err(invalid(
+                "server.listen",
+                "needs at least one address, e.g. [\"0.0.0.0:1812\"]".into(),
+            ));
         }
         let accounting_listen = parse_addresses(&server.accounting_listen).map_err(|m| invalid("server.accounting_listen", m))?;
         if server.max_in_flight == 0 {
@@ -176,7 +192,9 @@ impl Config {
         }
         let mut dictionary = Dictionary::builtin().map_err(|e| invalid("server.dictionary", e.to_string()))?;
         if let Some(extra) = &server.dictionary {
-            dictionary.load_file(&base.join(extra)).map_err(|e| invalid("server.dictionary", e.to_string()))?;
+            dictionary
+                .load_file(&base.join(extra))
+                .map_err(|e| invalid("server.dictionary", e.to_string()))?;
         }
 
         let mut clients: Vec<ClientSettings> = Vec::new();
@@ -187,7 +205,10 @@ impl Config {
                 return Err(invalid(&key("name"), format!("{:?} is used by another client", other.policy.name)));
             }
             if let Some(other) = clients.iter().find(|c| c.network == client.network) {
-                return Err(invalid(&key("address"), format!("{} is already client {:?}", client.network, other.policy.name)));
+                return Err(invalid(
+                    &key("address"),
+                    format!("{} is already client {:?}", client.network, other.policy.name),
+                ));
             }
             clients.push(client);
         }
@@ -217,7 +238,9 @@ impl Config {
 fn parse_addresses(list: &[String]) -> Result<Vec<SocketAddr>, String> {
     let mut out: Vec<SocketAddr> = Vec::new();
     for text in list {
-        let addr: SocketAddr = text.parse().map_err(|_| format!("{text:?} is not an IP:port address (write IPv6 as \"[::1]:1812\")"))?;
+        let addr: SocketAddr = text
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP:port address (write IPv6 as \"[::1]:1812\")"))?;
         if out.contains(&addr) {
             return Err(format!("{addr} is listed twice"));
         }
@@ -246,7 +269,13 @@ fn build_client(
             text.trim_end_matches(['\r', '\n']).as_bytes().to_vec()
         }
         (None, None, None) => {
-            return Err(("secret", format!("missing: set secret, secret_file, or the environment variable {}", client_secret_env(&section.name))));
+            return Err((
+                "secret",
+                format!(
+                    "missing: set secret, secret_file, or the environment variable {}",
+                    client_secret_env(&section.name)
+                ),
+            ));
         }
     };
     if secret.is_empty() {
@@ -264,7 +293,11 @@ fn build_client(
         network,
         secret: Secret::new(secret),
         require_message_authenticator: section.require_message_authenticator,
-        policy: Arc::new(ClientPolicy { name: section.name.clone(), reply_attributes, group_filter }),
+        policy: Arc::new(ClientPolicy {
+            name: section.name.clone(),
+            reply_attributes,
+            group_filter,
+        }),
     })
 }
 
@@ -308,7 +341,12 @@ path = "users.toml"
         assert_eq!(c.server.reject_delay, Duration::from_secs(1));
         assert_eq!(c.clients[0].secret.expose(), b"testing123");
         assert!(!c.clients[0].require_message_authenticator);
-        assert_eq!(c.directory, DirectorySettings::File { path: "/etc/radmfa/users.toml".into() });
+        assert_eq!(
+            c.directory,
+            DirectorySettings::File {
+                path: "/etc/radmfa/users.toml".into()
+            }
+        );
         assert!(!format!("{c:?}").contains("testing123"), "Debug output must not reveal the secret");
     }
 
@@ -326,9 +364,21 @@ path = "users.toml"
     fn bad_values_name_their_key() {
         let cases = [
             (MINIMAL.replace("127.0.0.1:18120", "localhost:1812"), "server.listen"),
-            (MINIMAL.replace("127.0.0.1/32", "127.0.0.300"), "client[0] (\"netscaler-1\").address"),
-            (MINIMAL.replace("secret = \"testing123\"", ""), "client[0] (\"netscaler-1\").secret: missing"),
-            (MINIMAL.replace("[directory]", "[[client]]\nname=\"b\"\naddress=\"127.0.0.1\"\nsecret=\"x\"\n[directory]"), "already client"),
+            (
+                MINIMAL.replace("127.0.0.1/32", "127.0.0.300"),
+                "client[0] (\"netscaler-1\").address",
+            ),
+            (
+                MINIMAL.replace("secret = \"testing123\"", ""),
+                "client[0] (\"netscaler-1\").secret: missing",
+            ),
+            (
+                MINIMAL.replace(
+                    "[directory]",
+                    "[[client]]\nname=\"b\"\naddress=\"127.0.0.1\"\nsecret=\"x\"\n[directory]",
+                ),
+                "already client",
+            ),
             (MINIMAL.replace("kind = \"file\"", "kind = \"flie\""), "unknown variant `flie`"),
             (MINIMAL.replace("listen = [", "reject_delay = \"soon\"\nlisten = ["), "reject_delay"),
         ];
@@ -345,7 +395,10 @@ path = "users.toml"
         let text = MINIMAL.replace("secret = \"testing123\"", "secret_file = \"nas.secret\"");
         let c = Config::parse(&dir.path().join("radmfa.toml"), &text, |_| None).unwrap();
         assert_eq!(c.clients[0].secret.expose(), b"from-file");
-        let c = Config::parse(&dir.path().join("radmfa.toml"), &text, |k| (k == "RADMFA_CLIENT_NETSCALER_1_SECRET").then(|| "from-env".into())).unwrap();
+        let c = Config::parse(&dir.path().join("radmfa.toml"), &text, |k| {
+            (k == "RADMFA_CLIENT_NETSCALER_1_SECRET").then(|| "from-env".into())
+        })
+        .unwrap();
         assert_eq!(c.clients[0].secret.expose(), b"from-env");
     }
 
@@ -356,6 +409,9 @@ path = "users.toml"
             "reply_attributes = [{ name = \"Citrix-User-Groups\", value = \"{group}\" }, { name = \"Nope\", value = \"1\" }]",
         );
         let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains("client[0] (\"netscaler-1\").reply_attributes: unknown attribute \"Nope\""), "{err}");
+        assert!(
+            err.contains("client[0] (\"netscaler-1\").reply_attributes: unknown attribute \"Nope\""),
+            "{err}"
+        );
     }
 }

@@ -114,7 +114,13 @@ pub struct Decision {
 
 impl Decision {
     fn reject(reason: Reason) -> Self {
-        Self { outcome: Outcome::Reject, reply_message: None, state: None, attributes: Vec::new(), reason }
+        Self {
+            outcome: Outcome::Reject,
+            reply_message: None,
+            state: None,
+            attributes: Vec::new(),
+            reason,
+        }
     }
 }
 
@@ -156,14 +162,22 @@ impl Authenticator {
                 other => Reason::UnsupportedMethod(other),
             });
         }
-        let Some(password) = request.password.as_ref() else { return reject(Reason::MissingPassword) };
+        let Some(password) = request.password.as_ref() else {
+            return reject(Reason::MissingPassword);
+        };
         if password.expose().is_empty() {
             return reject(Reason::EmptyPassword);
         }
         match self.directory.check_password(&user, password.expose()).await {
             Ok(PasswordCheck::Valid(profile)) => {
                 let attributes = reply::expand_all(&request.client, &profile);
-                let decision = Decision { outcome: Outcome::Accept, reply_message: None, state: None, attributes, reason: Reason::Authenticated };
+                let decision = Decision {
+                    outcome: Outcome::Accept,
+                    reply_message: None,
+                    state: None,
+                    attributes,
+                    reason: Reason::Authenticated,
+                };
                 (Some(profile.username), decision)
             }
             Ok(PasswordCheck::Denied(denial)) => reject(Reason::Directory(denial)),
@@ -207,7 +221,16 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return text.into();
     }
-    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect::<String>().into()
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 #[cfg(test)]
@@ -248,7 +271,11 @@ mod tests {
     }
 
     fn client() -> Arc<ClientPolicy> {
-        Arc::new(ClientPolicy { name: "nas".into(), reply_attributes: Vec::new(), group_filter: None })
+        Arc::new(ClientPolicy {
+            name: "nas".into(),
+            reply_attributes: Vec::new(),
+            group_filter: None,
+        })
     }
 
     fn request(user: &[u8], password: Option<&[u8]>) -> Request {
@@ -285,7 +312,10 @@ mod tests {
         assert_eq!(auth.decide(&request(b"alice", Some(b""))).await.reason, Reason::EmptyPassword);
         assert_eq!(auth.decide(&request(b"alice", None)).await.reason, Reason::MissingPassword);
         assert_eq!(auth.decide(&request(b"al\nice", Some(b"pw"))).await.reason, Reason::InvalidUserName);
-        assert_eq!(auth.decide(&request(b"\xff\xfe", Some(b"pw"))).await.reason, Reason::InvalidUserName);
+        assert_eq!(
+            auth.decide(&request(b"\xff\xfe", Some(b"pw"))).await.reason,
+            Reason::InvalidUserName
+        );
         assert_eq!(auth.decide(&request(b"   ", Some(b"pw"))).await.reason, Reason::InvalidUserName);
         let mut chap = request(b"alice", None);
         chap.method = Method::Chap;
@@ -306,7 +336,10 @@ mod tests {
 
     #[tokio::test]
     async fn directory_outage_rejects() {
-        let auth = Authenticator::new(Arc::new(FakeDirectory { down: true, ..Default::default() }));
+        let auth = Authenticator::new(Arc::new(FakeDirectory {
+            down: true,
+            ..Default::default()
+        }));
         let d = auth.decide(&request(b"alice", Some(b"pw"))).await;
         assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::DirectoryUnavailable));
     }

@@ -118,10 +118,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
     }
 }
 
@@ -147,7 +155,10 @@ fn check_config(path: &std::path::Path) -> Result<(), CliError> {
     }
     for client in &config.clients {
         if client.secret.expose().len() < 16 {
-            println!("warning: client {:?} has a shared secret shorter than 16 characters", client.policy.name);
+            println!(
+                "warning: client {:?} has a shared secret shorter than 16 characters",
+                client.policy.name
+            );
         }
         if !client.require_message_authenticator {
             println!(

@@ -13,8 +13,16 @@ use crate::server::{self, PortKind, Server};
 pub fn serve(config_path: &Path) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
     let directory = super::open_directory(&config)?;
-    tracing::info!(users = directory.len(), clients = config.clients.len(), "configuration loaded from {}", config_path.display());
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("radmfa").build()?;
+    tracing::info!(
+        users = directory.len(),
+        clients = config.clients.len(),
+        "configuration loaded from {}",
+        config_path.display()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("radmfa")
+        .build()?;
     runtime.block_on(async move {
         let mut sockets = Vec::new();
         let listen = config.server.listen.iter().map(|a| (a, PortKind::Auth));

@@ -106,7 +106,11 @@ pub fn check_message_authenticator(
         copy[4..HEADER_LEN].copy_from_slice(auth);
     }
     let expected = hmac_md5(secret, &copy);
-    Ok(if bool::from(expected.ct_eq(received)) { MessageAuthenticator::Valid } else { MessageAuthenticator::Invalid })
+    Ok(if bool::from(expected.ct_eq(received)) {
+        MessageAuthenticator::Valid
+    } else {
+        MessageAuthenticator::Invalid
+    })
 }
 
 /// Verifies an Accounting-Request's authenticator: MD5(packet with zero authenticator + secret).
@@ -125,7 +129,12 @@ pub fn verify_accounting_request(datagram: &[u8], secret: &[u8]) -> Result<bool,
 /// The Message-Authenticator of an Accounting-Response to an Accounting-Request is computed over
 /// a zeroed authenticator field, as FreeRADIUS signs and verifies it; every other response's over
 /// the request's authenticator (RFC 3579 §3.2, RFC 5997 §4).
-pub fn encode_response(response: &Packet, request_code: Code, request_authenticator: &[u8; 16], secret: &[u8]) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_response(
+    response: &Packet,
+    request_code: Code,
+    request_authenticator: &[u8; 16],
+    secret: &[u8],
+) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(HEADER_LEN + 18 + 64);
     out.push(u8::from(response.code));
     out.push(response.identifier);
@@ -192,7 +201,13 @@ pub fn verify_response(datagram: &[u8], request_authenticator: &[u8; 16], secret
 }
 
 fn is_message_authenticator(attribute: &packet::Attribute) -> bool {
-    matches!(attribute, packet::Attribute::Standard { typ: MESSAGE_AUTHENTICATOR, .. })
+    matches!(
+        attribute,
+        packet::Attribute::Standard {
+            typ: MESSAGE_AUTHENTICATOR,
+            ..
+        }
+    )
 }
 
 fn hmac_md5(secret: &[u8], data: &[u8]) -> [u8; 16] {

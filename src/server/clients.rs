@@ -31,7 +31,9 @@ impl ClientTable {
     pub fn lookup(&self, source: IpAddr) -> Option<&Arc<ClientSettings>> {
         // An IPv4 client reaching a dual-stack socket shows up as ::ffff:a.b.c.d.
         let source = source.to_canonical();
-        self.hosts.get(&source).or_else(|| self.networks.iter().find(|c| c.network.contains(&source)))
+        self.hosts
+            .get(&source)
+            .or_else(|| self.networks.iter().find(|c| c.network.contains(&source)))
     }
 
     pub fn len(&self) -> usize {
@@ -54,13 +56,22 @@ mod tests {
             network: net.parse().unwrap(),
             secret: Secret::new(b"s".to_vec()),
             require_message_authenticator: true,
-            policy: Arc::new(ClientPolicy { name: name.into(), reply_attributes: vec![], group_filter: None }),
+            policy: Arc::new(ClientPolicy {
+                name: name.into(),
+                reply_attributes: vec![],
+                group_filter: None,
+            }),
         }
     }
 
     #[test]
     fn most_specific_match_wins() {
-        let t = ClientTable::new(vec![client("lan", "10.0.0.0/8"), client("dc", "10.1.0.0/16"), client("one", "10.1.2.3/32"), client("v6", "::1/128")]);
+        let t = ClientTable::new(vec![
+            client("lan", "10.0.0.0/8"),
+            client("dc", "10.1.0.0/16"),
+            client("one", "10.1.2.3/32"),
+            client("v6", "::1/128"),
+        ]);
         let name = |ip: &str| t.lookup(ip.parse().unwrap()).map(|c| c.policy.name.clone());
         assert_eq!(name("10.1.2.3").as_deref(), Some("one"));
         assert_eq!(name("10.1.9.9").as_deref(), Some("dc"));

@@ -3,6 +3,8 @@
 //!
 //! One test binary with modules (link time): add a module here rather than a file in tests/.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
 mod cli;
 mod harness;
 mod oracle;
