@@ -4,6 +4,7 @@
 //! users file that is the embedded default; LDAP/Active Directory joins it.
 
 pub mod file;
+pub mod hashing;
 
 use async_trait::async_trait;
 

@@ -181,14 +181,15 @@ pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job
                     return;
                 }
             };
+            // The permit bounds decisions in progress; encoding and sending need none.
+            drop(permit);
             match decision.outcome {
                 Outcome::Accept => shared.stats.accepts.inc(),
                 Outcome::Reject => shared.stats.rejects.inc(),
                 Outcome::Challenge => shared.stats.challenges.inc(),
             }
             if decision.outcome == Outcome::Reject && !shared.settings.reject_delay.is_zero() {
-                // The delay slows password guessing; it must not hold a worker, so the permit goes first.
-                drop(permit);
+                // The delay slows password guessing without holding a worker: the permit is already back.
                 tokio::select! {
                     () = tokio::time::sleep(shared.settings.reject_delay) => {}
                     () = shutdown.cancelled() => {}
