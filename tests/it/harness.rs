@@ -19,6 +19,8 @@ pub fn binary() -> &'static str {
 
 /// Knobs a test may turn; everything else is the standard test config.
 pub struct Options {
+    /// A datagram socket path given to the server as NOTIFY_SOCKET, as systemd does.
+    pub notify_socket: Option<PathBuf>,
     pub listen: &'static str,
     pub require_message_authenticator: bool,
     pub reject_delay: &'static str,
@@ -28,6 +30,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            notify_socket: None,
             listen: "127.0.0.1:0",
             require_message_authenticator: true,
             reject_delay: "0s",
@@ -118,7 +121,11 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         write_users(dir.path());
         let config = write_config(dir.path(), &options);
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some(path) = &options.notify_socket {
+            command.env("NOTIFY_SOCKET", path);
+        }
+        let mut child = command
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
@@ -190,10 +197,16 @@ impl TestServer {
         self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
+    /// Sends SIGTERM and returns at once.
+    pub fn terminate(&self) {
+        let child = self.child.as_ref().unwrap();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    }
+
     /// SIGTERM, then the exit status and the counters from the "stopped" line.
     pub fn stop(mut self) -> (ExitStatus, Stats) {
+        self.terminate();
         let mut child = self.child.take().unwrap();
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         let until = Instant::now() + Duration::from_secs(15);
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {

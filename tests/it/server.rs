@@ -1,7 +1,6 @@
 //! The daemon over real UDP: answers, silent discards, the retransmission cache, Status-Server,
 //! accounting, large and hostile input, Proxy-State, reject_delay, IPv6, graceful shutdown.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use radius::core::code::Code;
@@ -422,5 +421,59 @@ fn a_hundred_thousand_random_packets_do_not_stop_the_server() {
     assert!(stats.get("malformed") > 10_000, "the flood was seen and discarded");
 }
 
-#[allow(dead_code)]
-fn _assert_socket_addr(_: SocketAddr) {}
+#[test]
+fn sigterm_finishes_requests_in_flight_and_exits_zero() {
+    let server = TestServer::start(Options {
+        reject_delay: "5s",
+        ..Options::default()
+    });
+    let socket = oracle::socket("127.0.0.1:0", server.auth);
+    socket
+        .send(&oracle::encode_signed(oracle::access_request("alice", "wrong")))
+        .unwrap();
+    server.wait_for_audit(1);
+    let asked = Instant::now();
+    server.terminate();
+    // The reject held for reject_delay is sent at shutdown rather than lost.
+    let reject = oracle::receive(&socket, WAIT).expect("the in-flight request is answered before exit");
+    assert_eq!(oracle::code(&reject), ACCESS_REJECT);
+    assert!(asked.elapsed() < Duration::from_secs(4), "shutdown cuts the reject delay short");
+    let (status, stats) = server.stop();
+    assert!(status.success());
+    assert_eq!(stats.get("rejects"), 1);
+    // Stopped: nothing answers any more.
+    assert!(
+        oracle::exchange(
+            &socket,
+            &oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD)),
+            SILENCE
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn systemd_is_told_ready_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let server = TestServer::start(Options {
+        notify_socket: Some(path),
+        ..Options::default()
+    });
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("READY=1 after binding");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    // READY comes after the sockets are bound: the server answers right away.
+    let socket = oracle::socket("127.0.0.1:0", server.auth);
+    let request = oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD));
+    assert_eq!(
+        oracle::exchange(&socket, &request, WAIT).map(|r| oracle::code(&r)),
+        Some(ACCESS_ACCEPT)
+    );
+    let (status, _) = server.stop();
+    assert!(status.success());
+    let n = notify.recv(&mut buf).expect("STOPPING=1 on SIGTERM");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+}
