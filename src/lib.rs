@@ -9,6 +9,8 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod directory;
+pub mod otp;
 pub mod radius;
 pub mod secret;
 pub mod server;
+pub mod store;

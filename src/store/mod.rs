@@ -1,0 +1,143 @@
+//! What must be remembered and shared between requests (and, later, between servers): tokens
+//! with sealed seeds, the last used time step per token, failure counters and lockouts, SMS
+//! sends for rate limits, and the nonces of used challenge States.
+//!
+//! `auth` sees only the [`Store`] trait; [`sqlite::SqliteStore`] is the embedded default.
+
+pub mod seal;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::otp::TotpParams;
+use crate::secret::Secret;
+
+/// Seconds since the Unix epoch.
+pub type UnixTime = i64;
+
+pub fn now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A token to create. The store seals its secret.
+#[derive(Debug)]
+pub struct NewToken {
+    pub username: String,
+    /// The name the user gave it ("My phone").
+    pub name: String,
+    pub params: TotpParams,
+    pub secret: Secret<Vec<u8>>,
+    pub confirmed: bool,
+}
+
+/// A stored token, its secret opened.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+    pub params: TotpParams,
+    pub secret: Secret<Vec<u8>>,
+    pub created_at: UnixTime,
+    /// The last time step accepted: codes of this step or earlier are replays.
+    pub last_step: Option<u64>,
+    pub last_used_at: Option<UnixTime>,
+    pub confirmed: bool,
+}
+
+/// After how many wrong codes the second factor locks, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    pub max_failures: u32,
+    /// The first lock; each further lock without a success in between doubles it...
+    pub duration: Duration,
+    /// ...up to this.
+    pub max_duration: Duration,
+}
+
+impl LockoutPolicy {
+    /// How long the `n`th consecutive lock (0-based) lasts.
+    pub fn lock_duration(&self, n: u32) -> Duration {
+        let factor = 2u32.saturating_pow(n.min(20));
+        self.duration.saturating_mul(factor).min(self.max_duration)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureOutcome {
+    /// Counted; not yet locked.
+    Counted { failures: u32 },
+    /// This failure locked the second factor until then.
+    Locked { until: UnixTime },
+}
+
+/// Limits on SMS sends, against cost and SMS pumping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmsLimits {
+    pub per_user: u32,
+    pub per_user_window: Duration,
+    pub global_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsReservation {
+    /// Recorded as sent; go ahead.
+    Allowed,
+    UserLimit,
+    GlobalLimit,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed (disk, corruption, locked beyond the busy timeout).
+    #[error("database: {0}")]
+    Database(String),
+    /// A sealed seed does not open with the keys in the key file.
+    #[error("token {0}: its seed does not open with the key file (wrong or missing key?)")]
+    Sealed(i64),
+    /// The store's worker has stopped.
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn add_token(&self, token: NewToken) -> Result<i64, StoreError>;
+    /// The user's tokens, oldest first.
+    async fn tokens(&self, username: &str) -> Result<Vec<Token>, StoreError>;
+    /// Every token (admin listing).
+    async fn all_tokens(&self) -> Result<Vec<Token>, StoreError>;
+    async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
+    async fn confirm_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
+    /// Accepts time step `step` for the token only if it is later than the last accepted one,
+    /// atomically: of two requests with the same code, one wins.
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError>;
+
+    /// Until when the user's second factor is locked, if it is.
+    async fn locked_until(&self, username: &str, now: UnixTime) -> Result<Option<UnixTime>, StoreError>;
+    async fn record_failure(&self, username: &str, now: UnixTime, policy: LockoutPolicy) -> Result<FailureOutcome, StoreError>;
+    /// A success clears the failure count and the doubling.
+    async fn record_success(&self, username: &str) -> Result<(), StoreError>;
+    /// Clears a lock (admin). True if there was anything to clear.
+    async fn unlock(&self, username: &str) -> Result<bool, StoreError>;
+
+    /// Checks the limits and, if allowed, records the send, in one step.
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError>;
+
+    /// Marks a challenge State's nonce used. False if it already was (a replayed State).
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError>;
+
+    /// Forgets what has expired (used States, old SMS sends).
+    async fn purge(&self, now: UnixTime) -> Result<(), StoreError>;
+}

@@ -1,0 +1,294 @@
+//! The key ring: AES-256-GCM keys from the key file, for TOTP seeds at rest and challenge States.
+//!
+//! The key file holds one key per line, `<id> <base64 of 32 bytes>`, newest first; the first key
+//! seals, every key opens (so `radmfa keys rotate` can reseal old rows). A sealed value records
+//! its key id. Associated data binds a sealed value to its place (a token row, a State), so a
+//! blob moved elsewhere does not open. Without the key file, the database yields no seeds.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+const NONCE_LEN: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key file could not be read or written.
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    /// The key file is readable by group or others.
+    #[error("{path}: mode {mode:o} lets others read the key; run: chmod 600 {path}")]
+    Permissions { path: String, mode: u32 },
+    /// A line of the key file is malformed.
+    #[error("{path}:{line}: {message}")]
+    Format { path: String, line: usize, message: String },
+}
+
+/// A value that did not open: wrong key, tampered, or moved from its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("sealed value does not open with the keys in the key file")]
+pub struct OpenError;
+
+pub struct KeyRing {
+    current: String,
+    keys: HashMap<String, Aes256Gcm>,
+    /// Key ids, newest first, with the raw keys for rewriting the file.
+    raw: Vec<(String, Zeroizing<[u8; 32]>)>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("current", &self.current)
+            .field("keys", &self.raw.len())
+            .finish()
+    }
+}
+
+impl KeyRing {
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let shown = path.display().to_string();
+        let file_err = |message: String| KeyError::File {
+            path: shown.clone(),
+            message,
+        };
+        let metadata = std::fs::metadata(path).map_err(|e| file_err(format!("cannot read: {e} (create one with `radmfa keygen`)")))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::Permissions { path: shown, mode });
+            }
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| file_err(format!("cannot read: {e}")))?);
+        let mut raw = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let format_err = |message: &str| KeyError::Format {
+                path: shown.clone(),
+                line: i + 1,
+                message: message.to_owned(),
+            };
+            let (id, encoded) = line
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| format_err("expected `<id> <base64 key>`"))?;
+            let bytes = Zeroizing::new(B64.decode(encoded.trim()).map_err(|_| format_err("the key is not base64"))?);
+            let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| format_err("the key must be 32 bytes"))?;
+            if raw.iter().any(|(existing, _): &(String, _)| existing == id) {
+                return Err(format_err("key id used twice"));
+            }
+            raw.push((id.to_owned(), Zeroizing::new(key)));
+        }
+        Self::from_keys(raw).ok_or_else(|| file_err("holds no key".into()))
+    }
+
+    fn from_keys(raw: Vec<(String, Zeroizing<[u8; 32]>)>) -> Option<Self> {
+        let current = raw.first()?.0.clone();
+        let keys = raw
+            .iter()
+            .map(|(id, key)| (id.clone(), Aes256Gcm::new(key.as_ref().into())))
+            .collect();
+        Some(Self { current, keys, raw })
+    }
+
+    /// A ring with one fresh random key (tests, and `keygen`).
+    pub fn generate(id: &str) -> Self {
+        let mut key = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(key.as_mut());
+        Self::from_keys(vec![(id.to_owned(), key)]).unwrap_or_else(|| unreachable_ring())
+    }
+
+    /// This ring with a fresh key in front (the new sealing key); old keys still open.
+    pub fn with_new_key(&self) -> Self {
+        let next = (1..)
+            .map(|n| format!("k{n}"))
+            .find(|id| !self.keys.contains_key(id))
+            .unwrap_or_else(|| "k".into());
+        let fresh = Self::generate(&next);
+        let mut raw = fresh.raw;
+        raw.extend(self.raw.iter().map(|(id, key)| (id.clone(), key.clone())));
+        Self::from_keys(raw).unwrap_or_else(|| unreachable_ring())
+    }
+
+    /// Only the current key (after every sealed value was resealed with it).
+    pub fn current_only(&self) -> Self {
+        Self::from_keys(self.raw.iter().take(1).cloned().collect()).unwrap_or_else(|| unreachable_ring())
+    }
+
+    pub fn current_id(&self) -> &str {
+        &self.current
+    }
+
+    /// Writes the key file with mode 0600, atomically (write beside, then rename).
+    pub fn save(&self, path: &Path) -> Result<(), KeyError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let shown = path.display().to_string();
+        let err = |e: std::io::Error| KeyError::File {
+            path: shown.clone(),
+            message: e.to_string(),
+        };
+        let mut text = Zeroizing::new(String::from(
+            "# radmfa key file: AES-256-GCM keys for TOTP seeds and challenge states, newest first.\n\
+             # Keep it secret (mode 0600) and back it up apart from the database: without it the seeds are lost.\n",
+        ));
+        for (id, key) in &self.raw {
+            text.push_str(&format!("{id} {}\n", B64.encode(key.as_ref())));
+        }
+        let temporary = path.with_extension("tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(err)?;
+        file.write_all(text.as_bytes()).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        std::fs::rename(&temporary, path).map_err(err)
+    }
+
+    /// Seals `plain` for the place `aad` names: `<key id>:<base64 of nonce + ciphertext>`.
+    pub fn seal(&self, plain: &[u8], aad: &[u8]) -> String {
+        let (id, bytes) = self.seal_bytes(plain, aad);
+        format!("{id}:{}", B64.encode(bytes))
+    }
+
+    pub fn open(&self, sealed: &str, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        let (id, encoded) = sealed.split_once(':').ok_or(OpenError)?;
+        let bytes = B64.decode(encoded).map_err(|_| OpenError)?;
+        self.open_with(id, &bytes, aad)
+    }
+
+    /// Sealed bytes with the current key: nonce followed by ciphertext and tag.
+    pub fn seal_bytes(&self, plain: &[u8], aad: &[u8]) -> (&str, Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let cipher = &self.keys[&self.current];
+        // Encryption with a valid key and nonce length fails only on absurd lengths (> 64 GiB).
+        let sealed = cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        (&self.current, out)
+    }
+
+    /// Opens bytes sealed under the key `id`.
+    pub fn open_with(&self, id: &str, bytes: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        let cipher = self.keys.get(id).ok_or(OpenError)?;
+        let nonce = bytes.get(..NONCE_LEN).ok_or(OpenError)?;
+        let body = bytes.get(NONCE_LEN..).ok_or(OpenError)?;
+        cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
+            .map(Zeroizing::new)
+            .map_err(|_| OpenError)
+    }
+
+    /// Opens with whichever key works (States carry no key id, to stay small).
+    pub fn open_any(&self, bytes: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        self.raw
+            .iter()
+            .find_map(|(id, _)| self.open_with(id, bytes, aad).ok())
+            .ok_or(OpenError)
+    }
+
+    /// A 32-byte key derived for one purpose, so States and seeds never share a key directly.
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        let key: &[u8] = self.raw.first().map(|(_, k)| &k[..]).unwrap_or_default();
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
+        mac.update(purpose.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+}
+
+#[cold]
+fn unreachable_ring() -> KeyRing {
+    // from_keys fails only for an empty list, and every caller passes at least one key.
+    KeyRing {
+        current: String::new(),
+        keys: HashMap::new(),
+        raw: Vec::new(),
+    }
+}
+
+#[cold]
+fn unreachable_hmac() -> Hmac256 {
+    <Hmac256 as hmac::Mac>::new(&Default::default())
+}
+
+type Hmac256 = hmac::Hmac<sha2::Sha256>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_in_their_place_and_with_the_key() {
+        let ring = KeyRing::generate("k1");
+        let sealed = ring.seal(b"JBSWY3DPEHPK3PXP", b"token:1:alice");
+        assert!(sealed.starts_with("k1:"));
+        assert_eq!(ring.open(&sealed, b"token:1:alice").unwrap().as_slice(), b"JBSWY3DPEHPK3PXP");
+        assert_eq!(ring.open(&sealed, b"token:2:alice"), Err(OpenError), "moved to another row");
+        assert_eq!(
+            KeyRing::generate("k1").open(&sealed, b"token:1:alice"),
+            Err(OpenError),
+            "another key"
+        );
+        let mut tampered = sealed.clone();
+        tampered.pop();
+        tampered.push('A');
+        assert!(ring.open(&tampered, b"token:1:alice").is_err());
+    }
+
+    #[test]
+    fn rotation_keeps_old_values_openable_and_seals_with_the_new_key() {
+        let old = KeyRing::generate("k1");
+        let sealed = old.seal(b"seed", b"aad");
+        let rotated = old.with_new_key();
+        assert_eq!(rotated.current_id(), "k2");
+        assert_eq!(rotated.open(&sealed, b"aad").unwrap().as_slice(), b"seed");
+        let resealed = rotated.seal(b"seed", b"aad");
+        assert!(resealed.starts_with("k2:"));
+        assert!(
+            rotated.current_only().open(&sealed, b"aad").is_err(),
+            "the old key is gone after rotation"
+        );
+    }
+
+    #[test]
+    fn key_file_round_trips_and_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let ring = KeyRing::generate("k1").with_new_key();
+        ring.save(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let loaded = KeyRing::load(&path).unwrap();
+        assert_eq!(loaded.current_id(), "k2");
+        assert_eq!(loaded.open(&ring.seal(b"x", b"a"), b"a").unwrap().as_slice(), b"x");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(KeyRing::load(&path), Err(KeyError::Permissions { mode: 0o640, .. })));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "k1 not-base64!\n").unwrap();
+        assert!(KeyRing::load(&path).unwrap_err().to_string().contains(":1: the key is not base64"));
+        let shown = format!("{loaded:?}");
+        for (_, key) in &loaded.raw {
+            assert!(
+                !shown.contains(&B64.encode(key.as_ref())),
+                "Debug must not show key material: {shown}"
+            );
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! The SQLite store: one thread owns the connection; operations queue to it and are run in
+//! batches, one transaction per batch and a savepoint per operation, so a burst of logins costs
+//! one commit instead of one each. WAL mode, a busy timeout, and schema migrations by
+//! `PRAGMA user_version`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::seal::KeyRing;
+use super::{FailureOutcome, LockoutPolicy, NewToken, SmsLimits, SmsReservation, Store, StoreError, Token, UnixTime};
+use crate::otp::{Algorithm, TotpParams};
+use crate::secret::Secret;
+
+/// Operations run per transaction at most: bounds how long one commit holds the others back.
+const MAX_BATCH: usize = 512;
+
+/// How many days of SMS sends are kept for the rate limits and the record.
+const SMS_HISTORY: UnixTime = 24 * 3600;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE tokens (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL,
+        name TEXT NOT NULL,
+        algorithm TEXT NOT NULL,
+        digits INTEGER NOT NULL,
+        period INTEGER NOT NULL,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_step INTEGER,
+        last_used_at INTEGER,
+        confirmed INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX tokens_by_username ON tokens(username);
+     CREATE TABLE lockouts (
+        username TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL DEFAULT 0,
+        locked_until INTEGER,
+        lock_count INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE TABLE sms_sends (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL,
+        sent_at INTEGER NOT NULL
+     );
+     CREATE INDEX sms_sends_by_user ON sms_sends(username, sent_at);
+     CREATE INDEX sms_sends_by_time ON sms_sends(sent_at);
+     CREATE TABLE used_states (
+        nonce BLOB PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+     ) WITHOUT ROWID;",
+];
+
+type Completion = Box<dyn FnOnce(bool) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    keys: Arc<KeyRing>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if need be) the database, migrates it, and starts its thread.
+    pub fn open(path: &Path, keys: Arc<KeyRing>) -> Result<Self, StoreError> {
+        let existed = path.exists();
+        let conn = Connection::open(path)?;
+        if !existed {
+            use std::os::unix::fs::PermissionsExt;
+            // Seeds are sealed, but user names and usage times are nobody else's business.
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        Self::start(conn, keys)
+    }
+
+    pub fn in_memory(keys: Arc<KeyRing>) -> Result<Self, StoreError> {
+        Self::start(Connection::open_in_memory()?, keys)
+    }
+
+    fn start(conn: Connection, keys: Arc<KeyRing>) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("radmfa-store".into())
+            .spawn(move || run(conn, queue))
+            .map_err(|e| StoreError::Database(format!("cannot start the store thread: {e}")))?;
+        Ok(Self { jobs, keys })
+    }
+
+    /// Runs `work` on the store thread inside the current batch's transaction.
+    async fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = work(conn);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |committed| {
+                let _ = reply.send(if committed {
+                    result
+                } else {
+                    Err(StoreError::Database("commit failed".into()))
+                });
+            });
+            (ok, completion)
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Reseals every seed with `keys`' current key, in one transaction (`radmfa keys rotate`).
+    /// `keys` must still hold the old keys. Returns how many were resealed.
+    pub async fn reseal_all(&self, keys: Arc<KeyRing>) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            let rows: Vec<(i64, String, String)> = conn
+                .prepare("SELECT id, username, secret FROM tokens")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            for (id, username, sealed) in &rows {
+                let aad = token_aad(*id, username);
+                let seed = keys.open(sealed, &aad).map_err(|_| StoreError::Sealed(*id))?;
+                conn.execute("UPDATE tokens SET secret = ?1 WHERE id = ?2", params![keys.seal(&seed, &aad), id])?;
+            }
+            Ok(rows.len())
+        })
+        .await
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Database(format!(
+            "the database is schema version {version}, newer than this radmfa knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {migration}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
+    }
+    Ok(())
+}
+
+fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let began = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let mut completions = Vec::with_capacity(batch.len());
+        for job in batch {
+            let _ = conn.execute_batch("SAVEPOINT op");
+            let (ok, completion) = job(&conn);
+            // A failed operation leaves no half-done writes behind, and the batch goes on.
+            let end = if ok { "RELEASE op" } else { "ROLLBACK TO op; RELEASE op" };
+            let _ = conn.execute_batch(end);
+            completions.push(completion);
+        }
+        let committed = began && conn.execute_batch("COMMIT").is_ok();
+        if !committed {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!("store: a transaction failed to commit; its operations report errors");
+        }
+        for completion in completions {
+            completion(committed);
+        }
+    }
+}
+
+/// Binds a sealed seed to its row and owner: copied to another row, it does not open.
+fn token_aad(id: i64, username: &str) -> Vec<u8> {
+    format!("radmfa/token/v1/{id}/{username}").into_bytes()
+}
+
+fn read_token(keys: &KeyRing, row: &rusqlite::Row<'_>) -> Result<Token, StoreError> {
+    let id: i64 = row.get(0)?;
+    let username: String = row.get(1)?;
+    let sealed: String = row.get(6)?;
+    let algorithm: String = row.get(3)?;
+    let secret = keys.open(&sealed, &token_aad(id, &username)).map_err(|_| StoreError::Sealed(id))?;
+    Ok(Token {
+        id,
+        name: row.get(2)?,
+        params: TotpParams {
+            algorithm: algorithm.parse::<Algorithm>().map_err(StoreError::Database)?,
+            digits: row.get(4)?,
+            period: row.get::<_, i64>(5)?.max(1) as u64,
+        },
+        secret: Secret::new(secret.to_vec()),
+        created_at: row.get(7)?,
+        last_step: row.get::<_, Option<i64>>(8)?.map(|s| s as u64),
+        last_used_at: row.get(9)?,
+        confirmed: row.get(10)?,
+        username,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed";
+
+fn query_tokens(conn: &Connection, keys: &KeyRing, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Token>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens {filter} ORDER BY id"))?;
+    let mut rows = statement.query(args)?;
+    let mut tokens = Vec::new();
+    while let Some(row) = rows.next()? {
+        tokens.push(read_token(keys, row)?);
+    }
+    Ok(tokens)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn add_token(&self, token: NewToken) -> Result<i64, StoreError> {
+        let keys = Arc::clone(&self.keys);
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO tokens (username, name, algorithm, digits, period, secret, created_at, confirmed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7)",
+                params![
+                    token.username,
+                    token.name,
+                    token.params.algorithm.as_str(),
+                    token.params.digits,
+                    token.params.period as i64,
+                    super::now(),
+                    token.confirmed
+                ],
+            )?;
+            let id = conn.last_insert_rowid();
+            let sealed = keys.seal(token.secret.expose(), &token_aad(id, &token.username));
+            conn.execute("UPDATE tokens SET secret = ?1 WHERE id = ?2", params![sealed, id])?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn tokens(&self, username: &str) -> Result<Vec<Token>, StoreError> {
+        let keys = Arc::clone(&self.keys);
+        let username = username.to_owned();
+        self.call(move |conn| query_tokens(conn, &keys, "WHERE username = ?1", &[&username]))
+            .await
+    }
+
+    async fn all_tokens(&self) -> Result<Vec<Token>, StoreError> {
+        let keys = Arc::clone(&self.keys);
+        self.call(move |conn| query_tokens(conn, &keys, "", &[])).await
+    }
+
+    async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| Ok(conn.execute("DELETE FROM tokens WHERE id = ?1 AND username = ?2", params![id, username])? == 1))
+            .await
+    }
+
+    async fn confirm_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "UPDATE tokens SET confirmed = 1 WHERE id = ?1 AND username = ?2",
+                params![id, username],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError> {
+        self.call(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE tokens SET last_step = ?1, last_used_at = ?2
+                     WHERE id = ?3 AND confirmed = 1 AND (last_step IS NULL OR last_step < ?1)",
+                )?
+                .execute(params![step as i64, now, token_id])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn locked_until(&self, username: &str, now: UnixTime) -> Result<Option<UnixTime>, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            let until: Option<Option<UnixTime>> = conn
+                .prepare_cached("SELECT locked_until FROM lockouts WHERE username = ?1")?
+                .query_row([&username], |r| r.get(0))
+                .optional()?;
+            Ok(until.flatten().filter(|&t| t > now))
+        })
+        .await
+    }
+
+    async fn record_failure(&self, username: &str, now: UnixTime, policy: LockoutPolicy) -> Result<FailureOutcome, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            conn.prepare_cached("INSERT INTO lockouts (username) VALUES (?1) ON CONFLICT(username) DO NOTHING")?
+                .execute([&username])?;
+            let (failures, lock_count): (u32, u32) = conn
+                .prepare_cached("UPDATE lockouts SET failures = failures + 1 WHERE username = ?1 RETURNING failures, lock_count")?
+                .query_row([&username], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if failures < policy.max_failures.max(1) {
+                return Ok(FailureOutcome::Counted { failures });
+            }
+            let until = now + policy.lock_duration(lock_count).as_secs() as UnixTime;
+            conn.prepare_cached("UPDATE lockouts SET failures = 0, locked_until = ?1, lock_count = lock_count + 1 WHERE username = ?2")?
+                .execute(params![until, username])?;
+            Ok(FailureOutcome::Locked { until })
+        })
+        .await
+    }
+
+    async fn record_success(&self, username: &str) -> Result<(), StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            conn.prepare_cached("DELETE FROM lockouts WHERE username = ?1")?
+                .execute([&username])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unlock(&self, username: &str) -> Result<bool, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| Ok(conn.execute("DELETE FROM lockouts WHERE username = ?1", [&username])? == 1))
+            .await
+    }
+
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            let user_since = now - limits.per_user_window.as_secs() as UnixTime;
+            let by_user: u32 = conn
+                .prepare_cached("SELECT COUNT(*) FROM sms_sends WHERE username = ?1 AND sent_at > ?2")?
+                .query_row(params![username, user_since], |r| r.get(0))?;
+            if by_user >= limits.per_user {
+                return Ok(SmsReservation::UserLimit);
+            }
+            let global: u32 = conn
+                .prepare_cached("SELECT COUNT(*) FROM sms_sends WHERE sent_at > ?1")?
+                .query_row([now - 60], |r| r.get(0))?;
+            if global >= limits.global_per_minute {
+                return Ok(SmsReservation::GlobalLimit);
+            }
+            conn.prepare_cached("INSERT INTO sms_sends (username, sent_at) VALUES (?1, ?2)")?
+                .execute(params![username, now])?;
+            Ok(SmsReservation::Allowed)
+        })
+        .await
+    }
+
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError> {
+        let nonce = nonce.to_vec();
+        self.call(move |conn| {
+            let inserted = conn
+                .prepare_cached("INSERT OR IGNORE INTO used_states (nonce, expires_at) VALUES (?1, ?2)")?
+                .execute(params![nonce, expires_at])?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.execute("DELETE FROM used_states WHERE expires_at < ?1", [now])?;
+            conn.execute("DELETE FROM sms_sends WHERE sent_at < ?1", [now - SMS_HISTORY])?;
+            conn.execute("UPDATE lockouts SET locked_until = NULL WHERE locked_until < ?1", [now])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn store() -> SqliteStore {
+        SqliteStore::in_memory(Arc::new(KeyRing::generate("k1"))).unwrap()
+    }
+
+    fn new_token(user: &str, confirmed: bool) -> NewToken {
+        NewToken {
+            username: user.into(),
+            name: "phone".into(),
+            params: TotpParams::default(),
+            secret: Secret::new(b"seed-bytes-0123456789".to_vec()),
+            confirmed,
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_round_trip_with_sealed_seeds() {
+        let s = store();
+        let id = s.add_token(new_token("alice", true)).await.unwrap();
+        s.add_token(new_token("bob", false)).await.unwrap();
+        let tokens = s.tokens("alice").await.unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].id, id);
+        assert_eq!(tokens[0].secret.expose(), b"seed-bytes-0123456789");
+        assert!(tokens[0].confirmed);
+        assert_eq!(s.all_tokens().await.unwrap().len(), 2);
+        assert!(!s.remove_token("bob", id).await.unwrap(), "only the owner removes a token");
+        assert!(s.remove_token("alice", id).await.unwrap());
+        assert!(s.tokens("alice").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_step_is_accepted_once_and_only_forward() {
+        let s = store();
+        let id = s.add_token(new_token("alice", true)).await.unwrap();
+        assert!(s.use_step(id, 100, 0).await.unwrap());
+        assert!(!s.use_step(id, 100, 0).await.unwrap(), "the same step again is a replay");
+        assert!(!s.use_step(id, 99, 0).await.unwrap(), "an earlier step is a replay");
+        assert!(s.use_step(id, 101, 0).await.unwrap());
+        let unconfirmed = s.add_token(new_token("alice", false)).await.unwrap();
+        assert!(
+            !s.use_step(unconfirmed, 500, 0).await.unwrap(),
+            "an unconfirmed token is never used"
+        );
+        // Two concurrent uses of one step: exactly one wins.
+        let s = Arc::new(s);
+        let (a, b) = tokio::join!(s.use_step(id, 200, 0), s.use_step(id, 200, 0));
+        assert!(a.unwrap() ^ b.unwrap());
+    }
+
+    #[tokio::test]
+    async fn failures_lock_with_doubling_and_success_resets() {
+        let s = store();
+        let policy = LockoutPolicy {
+            max_failures: 3,
+            duration: Duration::from_secs(60),
+            max_duration: Duration::from_secs(150),
+        };
+        for n in 1..=2 {
+            assert_eq!(
+                s.record_failure("alice", 1000, policy).await.unwrap(),
+                FailureOutcome::Counted { failures: n }
+            );
+        }
+        assert_eq!(
+            s.record_failure("alice", 1000, policy).await.unwrap(),
+            FailureOutcome::Locked { until: 1060 }
+        );
+        assert_eq!(s.locked_until("alice", 1030).await.unwrap(), Some(1060));
+        assert_eq!(s.locked_until("alice", 1060).await.unwrap(), None, "released at the deadline");
+        for _ in 0..2 {
+            s.record_failure("alice", 2000, policy).await.unwrap();
+        }
+        assert_eq!(
+            s.record_failure("alice", 2000, policy).await.unwrap(),
+            FailureOutcome::Locked { until: 2120 },
+            "doubled"
+        );
+        for _ in 0..3 {
+            s.record_failure("alice", 3000, policy).await.unwrap();
+        }
+        assert_eq!(s.locked_until("alice", 3000).await.unwrap(), Some(3150), "capped at max_duration");
+        s.record_success("alice").await.unwrap();
+        assert_eq!(s.locked_until("alice", 3000).await.unwrap(), None);
+        assert_eq!(
+            s.record_failure("alice", 4000, policy).await.unwrap(),
+            FailureOutcome::Counted { failures: 1 }
+        );
+        assert!(s.unlock("alice").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn sms_limits_per_user_and_global() {
+        let s = store();
+        let limits = SmsLimits {
+            per_user: 2,
+            per_user_window: Duration::from_secs(900),
+            global_per_minute: 3,
+        };
+        assert_eq!(s.reserve_sms("alice", 1000, limits).await.unwrap(), SmsReservation::Allowed);
+        assert_eq!(s.reserve_sms("alice", 1001, limits).await.unwrap(), SmsReservation::Allowed);
+        assert_eq!(s.reserve_sms("alice", 1002, limits).await.unwrap(), SmsReservation::UserLimit);
+        assert_eq!(s.reserve_sms("bob", 1003, limits).await.unwrap(), SmsReservation::Allowed);
+        assert_eq!(s.reserve_sms("carol", 1004, limits).await.unwrap(), SmsReservation::GlobalLimit);
+        assert_eq!(
+            s.reserve_sms("carol", 1070, limits).await.unwrap(),
+            SmsReservation::Allowed,
+            "a minute later"
+        );
+        assert_eq!(
+            s.reserve_sms("alice", 1000 + 901, limits).await.unwrap(),
+            SmsReservation::Allowed,
+            "the user window passed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_state_nonce_is_consumed_once() {
+        let s = store();
+        assert!(s.consume_state(b"nonce-1", 2000).await.unwrap());
+        assert!(!s.consume_state(b"nonce-1", 2000).await.unwrap());
+        s.purge(3000).await.unwrap();
+        assert!(s.consume_state(b"nonce-1", 4000).await.unwrap(), "purged after expiry");
+    }
+
+    #[tokio::test]
+    async fn the_file_holds_no_seed_and_opens_with_no_other_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("radmfa.db");
+        let keys = Arc::new(KeyRing::generate("k1"));
+        let seed = b"distinctive-seed-value";
+        {
+            let s = SqliteStore::open(&path, Arc::clone(&keys)).unwrap();
+            let mut t = new_token("alice", true);
+            t.secret = Secret::new(seed.to_vec());
+            s.add_token(t).await.unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Ok(wal) = std::fs::read(path.with_extension("db-wal")) {
+            bytes.extend(wal);
+        }
+        let b32 = crate::otp::totp::base32(seed);
+        assert!(!bytes.windows(seed.len()).any(|w| w == seed));
+        assert!(!bytes.windows(b32.expose().len()).any(|w| w == b32.expose().as_bytes()));
+        let other = SqliteStore::open(&path, Arc::new(KeyRing::generate("k1"))).unwrap();
+        assert!(matches!(other.tokens("alice").await, Err(StoreError::Sealed(_))));
+        let rotated = Arc::new(keys.with_new_key());
+        let s = SqliteStore::open(&path, Arc::clone(&rotated)).unwrap();
+        assert_eq!(s.reseal_all(Arc::clone(&rotated)).await.unwrap(), 1);
+        let only_new = SqliteStore::open(&path, Arc::new(rotated.current_only())).unwrap();
+        assert_eq!(only_new.tokens("alice").await.unwrap()[0].secret.expose(), seed);
+    }
+}
