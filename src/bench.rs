@@ -87,13 +87,7 @@ impl Report {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.2} ms", d.as_secs_f64() * 1000.0));
-        writeln!(
-            f,
-            "requests  {} in {:.2} s = {:.1} req/s",
-            self.requests(),
-            self.elapsed.as_secs_f64(),
-            self.per_second()
-        )?;
+        writeln!(f, "requests  {} in {:.2} s = {:.1} req/s", self.requests(), self.elapsed.as_secs_f64(), self.per_second())?;
         writeln!(
             f,
             "answers   accept {}  reject {}  challenge {}  timeout {}  invalid {}",
@@ -116,11 +110,8 @@ pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
     let deadline = options.duration.map(|d| started + d);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..options.concurrency.max(1) {
-        let bind: SocketAddr = if options.server.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
+        let bind: SocketAddr =
+            if options.server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
         let socket = UdpSocket::bind(bind).await?;
         socket.connect(options.server).await?;
         workers.spawn(worker(socket, Arc::clone(&options), Arc::clone(&remaining), deadline));
@@ -154,10 +145,7 @@ async fn worker(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        if remaining
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_err()
-        {
+        if remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err() {
             break;
         }
         identifier = identifier.wrapping_add(1);
@@ -202,10 +190,7 @@ fn encode(options: &BenchOptions, identifier: u8, authenticator: [u8; 16]) -> Re
         BenchKind::Access => {
             let mut p = Packet::new(Code::AccessRequest, identifier, authenticator);
             p.push(Attribute::standard(attr::USER_NAME, options.user.as_bytes()));
-            p.push(Attribute::standard(
-                attr::USER_PASSWORD,
-                radius::hide_password(options.password.expose(), secret, &authenticator)?,
-            ));
+            p.push(Attribute::standard(attr::USER_PASSWORD, radius::hide_password(options.password.expose(), secret, &authenticator)?));
             p
         }
     };

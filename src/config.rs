@@ -13,9 +13,12 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::auth::{ClientPolicy, ReplyTemplate};
+use crate::auth::messages::MessagesSection;
+use crate::auth::{AuthSettings, ClientPolicy, Mode, NoToken, ReplyTemplate, UsernameRules};
+use crate::otp::{Algorithm, TotpParams};
 use crate::radius::Dictionary;
 use crate::secret::Secret;
+use crate::store::{LockoutPolicy, SmsLimits};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +27,179 @@ struct ConfigFile {
     #[serde(default)]
     client: Vec<ClientSection>,
     directory: DirectorySection,
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    totp: TotpSection,
+    #[serde(default)]
+    lockout: LockoutSection,
+    #[serde(default)]
+    sms: SmsSection,
+    #[serde(default)]
+    messages: MessagesSection,
+    #[serde(default)]
+    usernames: UsernamesSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    #[serde(default = "defaults::store_kind")]
+    kind: StoreKind,
+    #[serde(default = "defaults::store_path")]
+    path: PathBuf,
+    #[serde(default = "defaults::key_file")]
+    key_file: PathBuf,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self { kind: defaults::store_kind(), path: defaults::store_path(), key_file: defaults::key_file() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum StoreKind {
+    Sqlite,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpSection {
+    #[serde(default = "defaults::issuer")]
+    issuer: String,
+    #[serde(default = "defaults::digits")]
+    digits: u32,
+    #[serde(default = "defaults::period")]
+    period: u64,
+    #[serde(default = "defaults::window")]
+    window: u64,
+    #[serde(default = "defaults::algorithm")]
+    algorithm: Algorithm,
+    #[serde(default = "defaults::challenge_timeout", with = "humantime_serde")]
+    challenge_timeout: Duration,
+}
+
+impl Default for TotpSection {
+    fn default() -> Self {
+        Self {
+            issuer: defaults::issuer(),
+            digits: defaults::digits(),
+            period: defaults::period(),
+            window: defaults::window(),
+            algorithm: defaults::algorithm(),
+            challenge_timeout: defaults::challenge_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockoutSection {
+    #[serde(default = "defaults::max_failures")]
+    max_failures: u32,
+    #[serde(default = "defaults::lockout", with = "humantime_serde")]
+    duration: Duration,
+    #[serde(default = "defaults::lockout_max", with = "humantime_serde")]
+    max_duration: Duration,
+}
+
+impl Default for LockoutSection {
+    fn default() -> Self {
+        Self { max_failures: defaults::max_failures(), duration: defaults::lockout(), max_duration: defaults::lockout_max() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum GatewayKind {
+    Log,
+    Http,
+    #[serde(rename = "46elks")]
+    Elks46,
+    Twilio,
+    Exec,
+}
+
+/// `[sms]` is flat (one gateway at a time); keys the chosen gateway does not use are errors.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmsSection {
+    #[serde(default = "defaults::gateway")]
+    gateway: GatewayKind,
+    url: Option<String>,
+    method: Option<String>,
+    body: Option<String>,
+    content_type: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, Secret<String>>,
+    username: Option<String>,
+    password: Option<Secret<String>>,
+    password_file: Option<PathBuf>,
+    from: Option<String>,
+    account_sid: Option<String>,
+    auth_token: Option<Secret<String>>,
+    auth_token_file: Option<PathBuf>,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default = "defaults::sms_timeout", with = "humantime_serde")]
+    timeout: Duration,
+    #[serde(default = "defaults::country_code")]
+    default_country_code: String,
+    #[serde(default = "defaults::code_validity", with = "humantime_serde")]
+    code_validity: Duration,
+    #[serde(default = "defaults::max_tries")]
+    max_tries: u8,
+    #[serde(default = "defaults::per_user_limit")]
+    per_user_limit: u32,
+    #[serde(default = "defaults::per_user_window", with = "humantime_serde")]
+    per_user_window: Duration,
+    #[serde(default = "defaults::global_per_minute")]
+    global_per_minute: u32,
+}
+
+impl Default for SmsSection {
+    fn default() -> Self {
+        // Deserializing an empty table yields every default, so there is one list of them.
+        toml::from_str("").unwrap_or_else(|_| unreachable_default())
+    }
+}
+
+#[cold]
+fn unreachable_default() -> SmsSection {
+    SmsSection {
+        gateway: GatewayKind::Log,
+        url: None,
+        method: None,
+        body: None,
+        content_type: None,
+        headers: Default::default(),
+        username: None,
+        password: None,
+        password_file: None,
+        from: None,
+        account_sid: None,
+        auth_token: None,
+        auth_token_file: None,
+        command: Vec::new(),
+        timeout: defaults::sms_timeout(),
+        default_country_code: defaults::country_code(),
+        code_validity: defaults::code_validity(),
+        max_tries: defaults::max_tries(),
+        per_user_limit: defaults::per_user_limit(),
+        per_user_window: defaults::per_user_window(),
+        global_per_minute: defaults::global_per_minute(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsernamesSection {
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default)]
+    realms: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +241,72 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn mode() -> crate::auth::Mode {
+        crate::auth::Mode::Auto
+    }
+    pub fn no_token() -> crate::auth::NoToken {
+        crate::auth::NoToken::Sms
+    }
+    pub fn store_kind() -> super::StoreKind {
+        super::StoreKind::Sqlite
+    }
+    pub fn store_path() -> std::path::PathBuf {
+        "radmfa.db".into()
+    }
+    pub fn key_file() -> std::path::PathBuf {
+        "master.key".into()
+    }
+    pub fn issuer() -> String {
+        "radmfa".into()
+    }
+    pub fn digits() -> u32 {
+        6
+    }
+    pub fn period() -> u64 {
+        30
+    }
+    pub fn window() -> u64 {
+        1
+    }
+    pub fn algorithm() -> crate::otp::Algorithm {
+        crate::otp::Algorithm::Sha1
+    }
+    pub fn challenge_timeout() -> Duration {
+        Duration::from_secs(120)
+    }
+    pub fn max_failures() -> u32 {
+        5
+    }
+    pub fn lockout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn lockout_max() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn gateway() -> super::GatewayKind {
+        super::GatewayKind::Log
+    }
+    pub fn sms_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn country_code() -> String {
+        "46".into()
+    }
+    pub fn code_validity() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn max_tries() -> u8 {
+        3
+    }
+    pub fn per_user_limit() -> u32 {
+        3
+    }
+    pub fn per_user_window() -> Duration {
+        Duration::from_secs(900)
+    }
+    pub fn global_per_minute() -> u32 {
+        30
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +318,10 @@ struct ClientSection {
     secret_file: Option<PathBuf>,
     #[serde(default = "defaults::yes")]
     require_message_authenticator: bool,
+    #[serde(default = "defaults::mode")]
+    mode: Mode,
+    #[serde(default = "defaults::no_token")]
+    no_token: NoToken,
     #[serde(default)]
     reply_attributes: Vec<ReplyAttributeSection>,
     group_filter: Option<String>,
@@ -116,6 +362,56 @@ pub struct Config {
     pub clients: Vec<ClientSettings>,
     pub directory: DirectorySettings,
     pub dictionary: Arc<Dictionary>,
+    pub store: StoreSettings,
+    pub totp: TotpSettings,
+    pub auth: AuthSettings,
+    pub sms: GatewaySettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// How new tokens are made and shown.
+#[derive(Debug, Clone)]
+pub struct TotpSettings {
+    pub issuer: String,
+    pub params: TotpParams,
+}
+
+/// Which SMS gateway, with its credentials loaded.
+#[derive(Debug)]
+pub enum GatewaySettings {
+    Log,
+    Http {
+        url: String,
+        method: String,
+        body: Option<String>,
+        content_type: Option<String>,
+        headers: Vec<(String, Secret<String>)>,
+        basic_auth: Option<(String, Secret<String>)>,
+        timeout: Duration,
+    },
+    Elks46 {
+        url: Option<String>,
+        username: String,
+        password: Secret<String>,
+        from: String,
+        timeout: Duration,
+    },
+    Twilio {
+        url: Option<String>,
+        account_sid: String,
+        auth_token: Secret<String>,
+        from: String,
+        timeout: Duration,
+    },
+    Exec {
+        command: Vec<String>,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -145,43 +441,27 @@ pub enum DirectorySettings {
 /// The environment variable that overrides a client's secret: `RADMFA_CLIENT_<NAME>_SECRET`,
 /// the name upper-cased with every other character turned into `_`.
 pub fn client_secret_env(name: &str) -> String {
-    let name: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
-        .collect();
+    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("RADMFA_CLIENT_{name}_SECRET")
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::parse(path, &text, |key| std::env::var(key).ok())
     }
 
     /// Parses `text` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            path: shown.clone(),
-            key: key.to_owned(),
-            message,
-        };
+        let invalid = |key: &str, message: String| ConfigError::Invalid { path: shown.clone(), key: key.to_owned(), message };
 
         let server = &file.server;
         let listen = parse_addresses(&server.listen).map_err(|m| invalid("server.listen", m))?;
         if listen.is_empty() {
-            return Err(invalid(
-                "server.listen",
-                "needs at least one address, e.g. [\"0.0.0.0:1812\"]".into(),
-            ));
+            return Err(invalid("server.listen", "needs at least one address, e.g. [\"0.0.0.0:1812\"]".into()));
         }
         let accounting_listen = parse_addresses(&server.accounting_listen).map_err(|m| invalid("server.accounting_listen", m))?;
         if server.max_in_flight == 0 {
@@ -192,9 +472,7 @@ impl Config {
         }
         let mut dictionary = Dictionary::builtin().map_err(|e| invalid("server.dictionary", e.to_string()))?;
         if let Some(extra) = &server.dictionary {
-            dictionary
-                .load_file(&base.join(extra))
-                .map_err(|e| invalid("server.dictionary", e.to_string()))?;
+            dictionary.load_file(&base.join(extra)).map_err(|e| invalid("server.dictionary", e.to_string()))?;
         }
 
         let mut clients: Vec<ClientSettings> = Vec::new();
@@ -205,10 +483,7 @@ impl Config {
                 return Err(invalid(&key("name"), format!("{:?} is used by another client", other.policy.name)));
             }
             if let Some(other) = clients.iter().find(|c| c.network == client.network) {
-                return Err(invalid(
-                    &key("address"),
-                    format!("{} is already client {:?}", client.network, other.policy.name),
-                ));
+                return Err(invalid(&key("address"), format!("{} is already client {:?}", client.network, other.policy.name)));
             }
             clients.push(client);
         }
@@ -216,6 +491,53 @@ impl Config {
         let directory = match file.directory {
             DirectorySection::File { path } => DirectorySettings::File { path: base.join(path) },
         };
+        let StoreSection { kind: StoreKind::Sqlite, path: store_path, key_file } = file.store;
+        let store = StoreSettings { path: base.join(store_path), key_file: base.join(key_file) };
+
+        let t = &file.totp;
+        if !(6..=8).contains(&t.digits) {
+            return Err(invalid("totp.digits", "must be 6, 7 or 8".into()));
+        }
+        if t.period == 0 || t.period > 300 {
+            return Err(invalid("totp.period", "must be 1..=300 seconds".into()));
+        }
+        if t.window > 10 {
+            return Err(invalid("totp.window", "more than 10 steps either side accepts too many codes".into()));
+        }
+        let totp =
+            TotpSettings { issuer: t.issuer.clone(), params: TotpParams { algorithm: t.algorithm, digits: t.digits, period: t.period } };
+        if file.lockout.max_failures == 0 {
+            return Err(invalid("lockout.max_failures", "must be at least 1".into()));
+        }
+        let sms = &file.sms;
+        if sms.max_tries == 0 {
+            return Err(invalid("sms.max_tries", "must be at least 1".into()));
+        }
+        if !sms.default_country_code.trim_start_matches('+').bytes().all(|b| b.is_ascii_digit()) || sms.default_country_code.is_empty() {
+            return Err(invalid("sms.default_country_code", "must be digits, e.g. \"46\"".into()));
+        }
+        let messages = file.messages.build().map_err(|m| invalid("messages", m))?;
+        let auth = AuthSettings {
+            totp_digits: t.digits,
+            totp_window: t.window,
+            lockout: LockoutPolicy {
+                max_failures: file.lockout.max_failures,
+                duration: file.lockout.duration,
+                max_duration: file.lockout.max_duration,
+            },
+            challenge_ttl: t.challenge_timeout,
+            sms_validity: sms.code_validity,
+            sms_tries: sms.max_tries,
+            sms_limits: SmsLimits {
+                per_user: sms.per_user_limit,
+                per_user_window: sms.per_user_window,
+                global_per_minute: sms.global_per_minute,
+            },
+            default_country_code: sms.default_country_code.trim_start_matches('+').to_owned(),
+            messages,
+            usernames: UsernameRules { domains: file.usernames.domains.clone(), realms: file.usernames.realms.clone() },
+        };
+        let gateway = build_gateway(file.sms, &base, &env).map_err(|(key, m)| invalid(&format!("sms.{key}"), m))?;
 
         Ok(Self {
             path: path.to_path_buf(),
@@ -231,16 +553,118 @@ impl Config {
             clients,
             directory,
             dictionary: Arc::new(dictionary),
+            store,
+            totp,
+            auth,
+            sms: gateway,
         })
     }
+}
+
+/// A secret given inline, in a file, or in the environment (which wins).
+fn load_secret(
+    inline: Option<Secret<String>>,
+    file: Option<PathBuf>,
+    env_name: &str,
+    base: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<Secret<String>>, String> {
+    if let Some(value) = env(env_name) {
+        return Ok(Some(Secret::new(value)));
+    }
+    match (inline, file) {
+        (Some(_), Some(_)) => Err("set the value or its _file, not both".into()),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(file)) => {
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn build_gateway(s: SmsSection, base: &Path, env: &impl Fn(&str) -> Option<String>) -> Result<GatewaySettings, (&'static str, String)> {
+    let set: Vec<&'static str> = [
+        ("url", s.url.is_some()),
+        ("method", s.method.is_some()),
+        ("body", s.body.is_some()),
+        ("content_type", s.content_type.is_some()),
+        ("headers", !s.headers.is_empty()),
+        ("username", s.username.is_some()),
+        ("password", s.password.is_some() || s.password_file.is_some()),
+        ("from", s.from.is_some()),
+        ("account_sid", s.account_sid.is_some()),
+        ("auth_token", s.auth_token.is_some() || s.auth_token_file.is_some()),
+        ("command", !s.command.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(key, present)| present.then_some(key))
+    .collect();
+    let (name, allowed): (&str, &[&str]) = match s.gateway {
+        GatewayKind::Log => ("log", &[]),
+        GatewayKind::Http => ("http", &["url", "method", "body", "content_type", "headers", "username", "password"]),
+        GatewayKind::Elks46 => ("46elks", &["url", "username", "password", "from"]),
+        GatewayKind::Twilio => ("twilio", &["url", "account_sid", "auth_token", "from"]),
+        GatewayKind::Exec => ("exec", &["command"]),
+    };
+    if let Some(extra) = set.iter().find(|key| !allowed.contains(key)) {
+        return Err(("gateway", format!("{extra} is not used by the {name} gateway")));
+    }
+    let required = |key: &'static str, value: Option<String>| value.ok_or((key, format!("required by the {name} gateway")));
+    let password = load_secret(s.password, s.password_file, "RADMFA_SMS_PASSWORD", base, env).map_err(|m| ("password", m))?;
+    let timeout = s.timeout;
+    Ok(match s.gateway {
+        GatewayKind::Log => GatewaySettings::Log,
+        GatewayKind::Http => {
+            let url = required("url", s.url)?;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(("url", "must start with https:// (or http:// on a trusted network)".into()));
+            }
+            let basic_auth = match (s.username, password) {
+                (Some(user), Some(password)) => Some((user, password)),
+                (None, None) => None,
+                _ => return Err(("username", "username and password go together (HTTP basic auth)".into())),
+            };
+            GatewaySettings::Http {
+                url,
+                method: s.method.unwrap_or_else(|| "POST".into()),
+                body: s.body,
+                content_type: s.content_type,
+                headers: s.headers.into_iter().collect(),
+                basic_auth,
+                timeout,
+            }
+        }
+        GatewayKind::Elks46 => GatewaySettings::Elks46 {
+            url: s.url,
+            username: required("username", s.username)?,
+            password: password.ok_or(("password", "required by the 46elks gateway (or RADMFA_SMS_PASSWORD)".into()))?,
+            from: required("from", s.from)?,
+            timeout,
+        },
+        GatewayKind::Twilio => GatewaySettings::Twilio {
+            url: s.url,
+            account_sid: required("account_sid", s.account_sid)?,
+            auth_token: load_secret(s.auth_token, s.auth_token_file, "RADMFA_SMS_AUTH_TOKEN", base, env)
+                .map_err(|m| ("auth_token", m))?
+                .ok_or(("auth_token", "required by the twilio gateway (or RADMFA_SMS_AUTH_TOKEN)".into()))?,
+            from: required("from", s.from)?,
+            timeout,
+        },
+        GatewayKind::Exec => {
+            if s.command.is_empty() {
+                return Err(("command", "required by the exec gateway, e.g. [\"/usr/local/bin/send-sms\"]".into()));
+            }
+            GatewaySettings::Exec { command: s.command, timeout }
+        }
+    })
 }
 
 fn parse_addresses(list: &[String]) -> Result<Vec<SocketAddr>, String> {
     let mut out: Vec<SocketAddr> = Vec::new();
     for text in list {
-        let addr: SocketAddr = text
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP:port address (write IPv6 as \"[::1]:1812\")"))?;
+        let addr: SocketAddr = text.parse().map_err(|_| format!("{text:?} is not an IP:port address (write IPv6 as \"[::1]:1812\")"))?;
         if out.contains(&addr) {
             return Err(format!("{addr} is listed twice"));
         }
@@ -271,10 +695,7 @@ fn build_client(
         (None, None, None) => {
             return Err((
                 "secret",
-                format!(
-                    "missing: set secret, secret_file, or the environment variable {}",
-                    client_secret_env(&section.name)
-                ),
+                format!("missing: set secret, secret_file, or the environment variable {}", client_secret_env(&section.name)),
             ));
         }
     };
@@ -295,6 +716,8 @@ fn build_client(
         require_message_authenticator: section.require_message_authenticator,
         policy: Arc::new(ClientPolicy {
             name: section.name.clone(),
+            mode: section.mode,
+            no_token: section.no_token,
             reply_attributes,
             group_filter,
         }),
@@ -341,12 +764,7 @@ path = "users.toml"
         assert_eq!(c.server.reject_delay, Duration::from_secs(1));
         assert_eq!(c.clients[0].secret.expose(), b"testing123");
         assert!(!c.clients[0].require_message_authenticator);
-        assert_eq!(
-            c.directory,
-            DirectorySettings::File {
-                path: "/etc/radmfa/users.toml".into()
-            }
-        );
+        assert_eq!(c.directory, DirectorySettings::File { path: "/etc/radmfa/users.toml".into() });
         assert!(!format!("{c:?}").contains("testing123"), "Debug output must not reveal the secret");
     }
 
@@ -364,21 +782,9 @@ path = "users.toml"
     fn bad_values_name_their_key() {
         let cases = [
             (MINIMAL.replace("127.0.0.1:18120", "localhost:1812"), "server.listen"),
-            (
-                MINIMAL.replace("127.0.0.1/32", "127.0.0.300"),
-                "client[0] (\"netscaler-1\").address",
-            ),
-            (
-                MINIMAL.replace("secret = \"testing123\"", ""),
-                "client[0] (\"netscaler-1\").secret: missing",
-            ),
-            (
-                MINIMAL.replace(
-                    "[directory]",
-                    "[[client]]\nname=\"b\"\naddress=\"127.0.0.1\"\nsecret=\"x\"\n[directory]",
-                ),
-                "already client",
-            ),
+            (MINIMAL.replace("127.0.0.1/32", "127.0.0.300"), "client[0] (\"netscaler-1\").address"),
+            (MINIMAL.replace("secret = \"testing123\"", ""), "client[0] (\"netscaler-1\").secret: missing"),
+            (MINIMAL.replace("[directory]", "[[client]]\nname=\"b\"\naddress=\"127.0.0.1\"\nsecret=\"x\"\n[directory]"), "already client"),
             (MINIMAL.replace("kind = \"file\"", "kind = \"flie\""), "unknown variant `flie`"),
             (MINIMAL.replace("listen = [", "reject_delay = \"soon\"\nlisten = ["), "reject_delay"),
         ];
@@ -395,11 +801,60 @@ path = "users.toml"
         let text = MINIMAL.replace("secret = \"testing123\"", "secret_file = \"nas.secret\"");
         let c = Config::parse(&dir.path().join("radmfa.toml"), &text, |_| None).unwrap();
         assert_eq!(c.clients[0].secret.expose(), b"from-file");
-        let c = Config::parse(&dir.path().join("radmfa.toml"), &text, |k| {
-            (k == "RADMFA_CLIENT_NETSCALER_1_SECRET").then(|| "from-env".into())
-        })
-        .unwrap();
+        let c =
+            Config::parse(&dir.path().join("radmfa.toml"), &text, |k| (k == "RADMFA_CLIENT_NETSCALER_1_SECRET").then(|| "from-env".into()))
+                .unwrap();
         assert_eq!(c.clients[0].secret.expose(), b"from-env");
+    }
+
+    #[test]
+    fn the_second_factor_contract_config_works() {
+        let text = format!(
+            "{}{}",
+            MINIMAL.replace("require_message_authenticator = false", "require_message_authenticator = false\nmode = \"challenge\""),
+            r#"
+[store]
+kind = "sqlite"
+path = "radmfa.db"
+key_file = "master.key"
+
+[totp]
+issuer = "Example Region"
+
+[sms]
+gateway = "http"
+url = "http://127.0.0.1:9999/send"
+method = "POST"
+body = '{"to":"{to}","message":"{message}"}'
+content_type = "application/json"
+"#
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.clients[0].policy.mode, Mode::Challenge);
+        assert_eq!(c.clients[0].policy.no_token, NoToken::Sms);
+        assert_eq!(c.store, StoreSettings { path: "/etc/radmfa/radmfa.db".into(), key_file: "/etc/radmfa/master.key".into() });
+        assert_eq!(c.totp.issuer, "Example Region");
+        assert_eq!(c.totp.params, TotpParams::default());
+        assert_eq!(c.auth.totp_window, 1);
+        assert!(matches!(c.sms, GatewaySettings::Http { ref url, .. } if url == "http://127.0.0.1:9999/send"));
+        let defaults = parse(MINIMAL).unwrap();
+        assert!(matches!(defaults.sms, GatewaySettings::Log), "the embedded default writes SMS to the log");
+        assert_eq!(defaults.auth.lockout.max_failures, 5);
+        assert_eq!(defaults.auth.sms_limits.per_user, 3);
+    }
+
+    #[test]
+    fn sms_settings_are_checked_per_gateway() {
+        let sms = |body: &str| parse(&format!("{MINIMAL}\n[sms]\n{body}\n")).map(|c| c.sms).map_err(|e| e.to_string());
+        assert!(sms("gateway = \"log\"\nurl = \"http://x\"").unwrap_err().contains("sms.gateway: url is not used by the log gateway"));
+        assert!(sms("gateway = \"46elks\"\nusername = \"u\"\nfrom = \"radmfa\"").unwrap_err().contains("sms.password: required"));
+        assert!(sms("gateway = \"twilio\"\naccount_sid = \"AC1\"\nauth_token = \"t\"").unwrap_err().contains("sms.from: required"));
+        assert!(sms("gateway = \"exec\"").unwrap_err().contains("sms.command"));
+        assert!(sms("gateway = \"http\"\nurl = \"ftp://x\"").unwrap_err().contains("sms.url"));
+        assert!(sms("gateway = \"smoke-signals\"").unwrap_err().contains("unknown variant"));
+        assert!(matches!(sms("gateway = \"exec\"\ncommand = [\"/bin/send\"]").unwrap(), GatewaySettings::Exec { .. }));
+        let elks = sms("gateway = \"46elks\"\nusername = \"u\"\npassword = \"p\"\nfrom = \"radmfa\"").unwrap();
+        assert!(!format!("{elks:?}").contains("\"p\""), "credentials are redacted in Debug");
     }
 
     #[test]
@@ -409,9 +864,6 @@ path = "users.toml"
             "reply_attributes = [{ name = \"Citrix-User-Groups\", value = \"{group}\" }, { name = \"Nope\", value = \"1\" }]",
         );
         let err = parse(&text).unwrap_err().to_string();
-        assert!(
-            err.contains("client[0] (\"netscaler-1\").reply_attributes: unknown attribute \"Nope\""),
-            "{err}"
-        );
+        assert!(err.contains("client[0] (\"netscaler-1\").reply_attributes: unknown attribute \"Nope\""), "{err}");
     }
 }

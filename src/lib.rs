@@ -13,4 +13,5 @@ pub mod otp;
 pub mod radius;
 pub mod secret;
 pub mod server;
+pub mod sms;
 pub mod store;

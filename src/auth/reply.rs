@@ -22,31 +22,20 @@ pub enum ReplyTemplate {
 impl ReplyTemplate {
     /// Resolves a configured `{ name, value }` against the dictionary, so mistakes show at start-up.
     pub fn new(dict: &Dictionary, name: &str, value: &str) -> Result<Self, String> {
-        let def = dict
-            .attribute(name)
-            .ok_or_else(|| format!("unknown attribute {name:?} (not in the dictionaries)"))?;
+        let def = dict.attribute(name).ok_or_else(|| format!("unknown attribute {name:?} (not in the dictionaries)"))?;
         let templated = value.contains("{user}") || value.contains("{group}");
         if !templated {
             let bytes = dict.parse_value(def, value).map_err(|e| e.to_string())?;
             return check_len(def, bytes.len()).map(|()| Self::Fixed(def.with_value(bytes)));
         }
         if !matches!(def.data_type, DataType::String | DataType::Octets) {
-            return Err(format!(
-                "{name} is {:?}: only string and octets attributes take {{user}} or {{group}}",
-                def.data_type
-            ));
+            return Err(format!("{name} is {:?}: only string and octets attributes take {{user}} or {{group}}", def.data_type));
         }
         let template = value.to_owned();
         Ok(if value.contains("{group}") {
-            Self::PerGroup {
-                def: def.clone(),
-                template,
-            }
+            Self::PerGroup { def: def.clone(), template }
         } else {
-            Self::PerUser {
-                def: def.clone(),
-                template,
-            }
+            Self::PerUser { def: def.clone(), template }
         })
     }
 
@@ -91,19 +80,11 @@ pub fn group_name(group: &str) -> &str {
 }
 
 fn max_len(def: &AttributeDef) -> usize {
-    if def.vendor == 0 {
-        crate::radius::packet::MAX_VALUE_LEN
-    } else {
-        crate::radius::packet::MAX_VENDOR_VALUE_LEN
-    }
+    if def.vendor == 0 { crate::radius::packet::MAX_VALUE_LEN } else { crate::radius::packet::MAX_VENDOR_VALUE_LEN }
 }
 
 fn check_len(def: &AttributeDef, len: usize) -> Result<(), String> {
-    if len > max_len(def) {
-        Err(format!("value for {} is {len} octets, more than one attribute carries", def.name))
-    } else {
-        Ok(())
-    }
+    if len > max_len(def) { Err(format!("value for {} is {len} octets, more than one attribute carries", def.name)) } else { Ok(()) }
 }
 
 fn push_checked(def: &AttributeDef, value: String, out: &mut Vec<Attribute>) {
@@ -122,9 +103,9 @@ mod tests {
     fn policy(attrs: &[(&str, &str)], filter: Option<&str>) -> ClientPolicy {
         let dict = Dictionary::builtin().unwrap();
         ClientPolicy {
-            name: "nas".into(),
             reply_attributes: attrs.iter().map(|(n, v)| ReplyTemplate::new(&dict, n, v).unwrap()).collect(),
             group_filter: filter.map(|f| Regex::new(f).unwrap()),
+            ..ClientPolicy::named("nas")
         }
     }
 
@@ -132,21 +113,10 @@ mod tests {
     fn groups_expand_one_attribute_each_through_the_filter() {
         let profile = UserProfile {
             username: "alice".into(),
-            groups: vec![
-                "CN=VPN-Users,OU=Groups,DC=example,DC=test".into(),
-                "Staff".into(),
-                "Citrix-Admins".into(),
-            ],
+            groups: vec!["CN=VPN-Users,OU=Groups,DC=example,DC=test".into(), "Staff".into(), "Citrix-Admins".into()],
             ..Default::default()
         };
-        let p = policy(
-            &[
-                ("Citrix-User-Groups", "{group}"),
-                ("Class", "user={user}"),
-                ("Session-Timeout", "3600"),
-            ],
-            Some("^(VPN|Citrix)-"),
-        );
+        let p = policy(&[("Citrix-User-Groups", "{group}"), ("Class", "user={user}"), ("Session-Timeout", "3600")], Some("^(VPN|Citrix)-"));
         assert_eq!(
             expand_all(&p, &profile),
             vec![
@@ -161,16 +131,8 @@ mod tests {
     #[test]
     fn config_mistakes_are_caught_up_front() {
         let dict = Dictionary::builtin().unwrap();
-        assert!(
-            ReplyTemplate::new(&dict, "Citrix-User-Grups", "{group}")
-                .unwrap_err()
-                .contains("unknown attribute")
-        );
-        assert!(
-            ReplyTemplate::new(&dict, "Session-Timeout", "{group}")
-                .unwrap_err()
-                .contains("only string and octets")
-        );
+        assert!(ReplyTemplate::new(&dict, "Citrix-User-Grups", "{group}").unwrap_err().contains("unknown attribute"));
+        assert!(ReplyTemplate::new(&dict, "Session-Timeout", "{group}").unwrap_err().contains("only string and octets"));
         assert!(ReplyTemplate::new(&dict, "Session-Timeout", "an hour").is_err());
         assert!(ReplyTemplate::new(&dict, "Filter-Id", &"x".repeat(254)).is_err());
     }

@@ -2,6 +2,7 @@
 //! implementations are chosen from the config and wired together; the modules below stay
 //! unaware of each other's implementations.
 
+mod admin;
 mod serve;
 
 use std::io::{BufRead, IsTerminal};
@@ -11,10 +12,17 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use std::sync::Arc;
+
+use crate::auth::Services;
 use crate::bench::{BenchKind, BenchOptions};
-use crate::config::{Config, DirectorySettings};
+use crate::config::{Config, DirectorySettings, GatewaySettings};
 use crate::directory::file::UsersFile;
 use crate::secret::Secret;
+use crate::sms::http::{HttpGateway, HttpSettings};
+use crate::sms::{ExecGateway, Gateway, LogGateway};
+use crate::store::seal::KeyRing;
+use crate::store::sqlite::SqliteStore;
 
 /// Errors a command reports to the admin, already worded for them.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
@@ -41,9 +49,17 @@ pub enum Command {
     Serve(ConfigArg),
     /// Load the configuration, the users file and dictionaries, report problems, and exit.
     CheckConfig(ConfigArg),
-    /// Manage local users.
+    /// Manage local users and their second-factor lockout.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage users' authenticator tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Create the key file that seals TOTP seeds and challenge States.
+    Keygen(ConfigArg),
+    /// Manage the key file.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Load-test a RADIUS server.
     Bench(BenchArgs),
 }
@@ -59,6 +75,54 @@ pub struct ConfigArg {
 pub enum UserCommand {
     /// Read a password on standard input and print an argon2id hash for the users file.
     Hash,
+    /// Lift a second-factor lockout.
+    Unlock {
+        user: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print its otpauth:// URI and a QR code to scan.
+    Add {
+        user: String,
+        /// The token's name, as the user will see it listed.
+        #[arg(long, default_value = "Authenticator")]
+        name: String,
+        /// Add it even if the directory does not know the user.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List tokens (all, or one user's).
+    List {
+        user: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Delete a token.
+    Remove {
+        user: String,
+        id: i64,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Check a code against a user's tokens without using it up (for troubleshooting).
+    Verify {
+        user: String,
+        code: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new key, reseal every seed with it, and drop the old key.
+    Rotate(ConfigArg),
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +175,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::CheckConfig(args) => check_config(&args.config),
         Command::User(UserCommand::Hash) => user_hash(),
+        Command::User(UserCommand::Unlock { user, config }) => admin::unlock(&config.config, &user),
+        Command::Token(command) => admin::token(command),
+        Command::Keygen(args) => admin::keygen(&args.config),
+        Command::Keys(KeysCommand::Rotate(args)) => admin::rotate(&args.config),
         Command::Bench(args) => bench(args),
     }
 }
@@ -118,18 +186,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
     }
 }
 
@@ -140,9 +200,55 @@ pub(crate) fn open_directory(config: &Config) -> Result<UsersFile, CliError> {
     }
 }
 
+/// The key ring named by the config.
+pub(crate) fn open_keys(config: &Config) -> Result<Arc<KeyRing>, CliError> {
+    Ok(Arc::new(KeyRing::load(&config.store.key_file)?))
+}
+
+pub(crate) fn open_store(config: &Config, keys: Arc<KeyRing>) -> Result<Arc<SqliteStore>, CliError> {
+    let path = &config.store.path;
+    Ok(Arc::new(SqliteStore::open(path, keys).map_err(|e| format!("{}: {e}", path.display()))?))
+}
+
+pub(crate) fn open_gateway(config: &Config) -> Result<Arc<dyn Gateway>, CliError> {
+    Ok(match &config.sms {
+        GatewaySettings::Log => Arc::new(LogGateway),
+        GatewaySettings::Http { url, method, body, content_type, headers, basic_auth, timeout } => {
+            Arc::new(HttpGateway::generic(HttpSettings {
+                url: url.clone(),
+                method: method.clone(),
+                headers: headers.clone(),
+                basic_auth: basic_auth.clone(),
+                body: body.clone(),
+                content_type: content_type.clone(),
+                timeout: *timeout,
+            })?)
+        }
+        GatewaySettings::Elks46 { url, username, password, from, timeout } => {
+            Arc::new(HttpGateway::elks46(url.clone(), username.clone(), password.clone(), from.clone(), *timeout)?)
+        }
+        GatewaySettings::Twilio { url, account_sid, auth_token, from, timeout } => {
+            Arc::new(HttpGateway::twilio(url.clone(), account_sid.clone(), auth_token.clone(), from.clone(), *timeout)?)
+        }
+        GatewaySettings::Exec { command, timeout } => Arc::new(ExecGateway { command: command.clone(), timeout: *timeout }),
+    })
+}
+
+/// Everything `auth` needs, opened from the config.
+pub(crate) fn open_services(config: &Config) -> Result<(Services, Arc<SqliteStore>), CliError> {
+    let keys = open_keys(config)?;
+    let store = open_store(config, Arc::clone(&keys))?;
+    let services = Services { directory: Arc::new(open_directory(config)?), store: store.clone(), sms: open_gateway(config)?, keys };
+    Ok((services, store))
+}
+
 fn check_config(path: &std::path::Path) -> Result<(), CliError> {
     let config = Config::load(path)?;
     let directory = open_directory(&config)?;
+    open_gateway(&config)?;
+    if let Err(e) = KeyRing::load(&config.store.key_file) {
+        return Err(format!("{e}\n(create the key file with: radmfa keygen --config {})", path.display()).into());
+    }
     println!(
         "{}: OK — {} listen address(es), {} client(s), users file with {} user(s)",
         path.display(),
@@ -155,10 +261,7 @@ fn check_config(path: &std::path::Path) -> Result<(), CliError> {
     }
     for client in &config.clients {
         if client.secret.expose().len() < 16 {
-            println!(
-                "warning: client {:?} has a shared secret shorter than 16 characters",
-                client.policy.name
-            );
+            println!("warning: client {:?} has a shared secret shorter than 16 characters", client.policy.name);
         }
         if !client.require_message_authenticator {
             println!(

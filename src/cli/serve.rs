@@ -9,20 +9,14 @@ use super::CliError;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::server::{self, PortKind, Server};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
 
 pub fn serve(config_path: &Path) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
-    let directory = super::open_directory(&config)?;
-    tracing::info!(
-        users = directory.len(),
-        clients = config.clients.len(),
-        "configuration loaded from {}",
-        config_path.display()
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("radmfa")
-        .build()?;
+    let (services, store) = super::open_services(&config)?;
+    tracing::info!(clients = config.clients.len(), sms_gateway = services.sms.kind(), "configuration loaded from {}", config_path.display());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("radmfa").build()?;
     runtime.block_on(async move {
         let mut sockets = Vec::new();
         let listen = config.server.listen.iter().map(|a| (a, PortKind::Auth));
@@ -33,16 +27,32 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
             tracing::info!(address = %bound, kind = kind.as_str(), "listening");
             sockets.push((socket, kind));
         }
-        let authenticator = Authenticator::new(Arc::new(directory));
+        let authenticator = Authenticator::new(services, config.auth.clone());
         let server = Server::new(config.server.clone(), config.clients, authenticator, Arc::clone(&config.dictionary));
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        tokio::spawn(purge_periodically(store, shutdown.clone()));
         notify_systemd(sd_notify::NotifyState::Ready);
         server.run(sockets, shutdown).await;
         let stats: Vec<String> = server.stats().snapshot().iter().map(|(name, n)| format!("{name}={n}")).collect();
         tracing::info!(stats = %stats.join(" "), "stopped");
         Ok::<(), CliError>(())
     })
+}
+
+/// Forgets used States and old SMS sends now and then, so the store stays small.
+async fn purge_periodically(store: Arc<SqliteStore>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if let Err(e) = store.purge(crate::store::now()).await {
+                    tracing::warn!(error = %e, "store purge failed");
+                }
+            }
+            () = shutdown.cancelled() => break,
+        }
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -61,10 +61,7 @@ pub struct UsersFile {
 
 impl UsersFile {
     pub fn load(path: &Path) -> Result<Self, UsersFileError> {
-        let err = |message: String| UsersFileError {
-            path: path.display().to_string(),
-            message,
-        };
+        let err = |message: String| UsersFileError { path: path.display().to_string(), message };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         Self::parse(&text).map_err(err)
     }
@@ -77,16 +74,10 @@ impl UsersFile {
                 return Err("a user has an empty username".into());
             }
             let hash = PasswordHash::new(&entry.password_hash).map_err(|e| {
-                format!(
-                    "user {:?}: password_hash is not a PHC hash string ({e}); make one with `radmfa user hash`",
-                    entry.username
-                )
+                format!("user {:?}: password_hash is not a PHC hash string ({e}); make one with `radmfa user hash`", entry.username)
             })?;
             if hash.algorithm.as_str() != "argon2id" {
-                return Err(format!(
-                    "user {:?}: password_hash uses {}, expected argon2id",
-                    entry.username, hash.algorithm
-                ));
+                return Err(format!("user {:?}: password_hash uses {}, expected argon2id", entry.username, hash.algorithm));
             }
             let key = fold(&entry.username);
             let stored = StoredUser {
@@ -105,18 +96,11 @@ impl UsersFile {
                 return Err(format!("user {:?} is listed twice", entry.username));
             }
         }
-        let params = users
-            .values()
-            .next()
-            .and_then(|u| PasswordHash::new(&u.password_hash).ok())
-            .and_then(|h| argon2::Params::try_from(&h).ok());
+        let params =
+            users.values().next().and_then(|u| PasswordHash::new(&u.password_hash).ok()).and_then(|h| argon2::Params::try_from(&h).ok());
         let dummy_hash = hash_with(params.unwrap_or_default(), b"radmfa-dummy-password").map_err(|e| format!("cannot prepare: {e}"))?;
         let hashing = HashingPool::per_core().map_err(|e| format!("cannot start hashing threads: {e}"))?;
-        Ok(Self {
-            users: Arc::new(users),
-            dummy_hash: Arc::new(dummy_hash),
-            hashing,
-        })
+        Ok(Self { users: Arc::new(users), dummy_hash: Arc::new(dummy_hash), hashing })
     }
 
     pub fn len(&self) -> usize {
@@ -158,9 +142,7 @@ fn verify_reusing_memory(hash: &str, password: &[u8]) -> Option<bool> {
     use subtle::ConstantTimeEq;
     let parsed = PasswordHash::new(hash).ok()?;
     let algorithm = argon2::Algorithm::try_from(parsed.algorithm).ok()?;
-    let version = parsed
-        .version
-        .map_or(Some(argon2::Version::V0x13), |v| argon2::Version::try_from(v).ok())?;
+    let version = parsed.version.map_or(Some(argon2::Version::V0x13), |v| argon2::Version::try_from(v).ok())?;
     let params = argon2::Params::try_from(&parsed).ok()?;
     let expected = parsed.hash?;
     let mut salt = [0u8; 64];
@@ -251,26 +233,11 @@ disabled = true
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(
-            dir.check_password("ALICE", b"wrong").await.unwrap(),
-            PasswordCheck::Denied(Denial::WrongPassword)
-        );
-        assert_eq!(
-            dir.check_password("alice", b"").await.unwrap(),
-            PasswordCheck::Denied(Denial::WrongPassword)
-        );
-        assert_eq!(
-            dir.check_password("mallory", b"x").await.unwrap(),
-            PasswordCheck::Denied(Denial::NoSuchUser)
-        );
-        assert_eq!(
-            dir.check_password("dave", b"pw").await.unwrap(),
-            PasswordCheck::Denied(Denial::AccountDisabled)
-        );
-        assert_eq!(
-            dir.check_password("dave", b"nope").await.unwrap(),
-            PasswordCheck::Denied(Denial::WrongPassword)
-        );
+        assert_eq!(dir.check_password("ALICE", b"wrong").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
+        assert_eq!(dir.check_password("alice", b"").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
+        assert_eq!(dir.check_password("mallory", b"x").await.unwrap(), PasswordCheck::Denied(Denial::NoSuchUser));
+        assert_eq!(dir.check_password("dave", b"pw").await.unwrap(), PasswordCheck::Denied(Denial::AccountDisabled));
+        assert_eq!(dir.check_password("dave", b"nope").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
         assert_eq!(dir.profile("ALICE").await.unwrap().unwrap().mobile.as_deref(), Some("+46701234567"));
     }
 
@@ -294,11 +261,7 @@ disabled = true
             err("[[user]]\nusername = \"a\"\npassword_hash = \"plain\"\n").contains("user \"a\": password_hash is not a PHC hash string")
         );
         assert!(err("[[user]]\nusername = \"a\"\npasword_hash = \"x\"\n").contains("unknown field `pasword_hash`"));
-        let twice = format!(
-            "{}\n[[user]]\nusername = \"ALICE\"\npassword_hash = \"{}\"\n",
-            users_toml(),
-            cheap_hash("x")
-        );
+        let twice = format!("{}\n[[user]]\nusername = \"ALICE\"\npassword_hash = \"{}\"\n", users_toml(), cheap_hash("x"));
         assert!(err(&twice).contains("listed twice"));
     }
 }

@@ -68,10 +68,6 @@ mod tests {
         assert_eq!(pool.run(|| 6 * 7).await.unwrap(), 42);
         let failed = pool.run(|| -> u8 { panic!("boom") }).await;
         assert!(failed.is_err());
-        assert_eq!(
-            pool.run(|| "still here").await.unwrap(),
-            "still here",
-            "the thread outlived the panic"
-        );
+        assert_eq!(pool.run(|| "still here").await.unwrap(), "still here", "the thread outlived the panic");
     }
 }

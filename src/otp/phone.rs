@@ -3,10 +3,7 @@
 /// E.164 (`+46701234567`) from how people write numbers: spaces, dashes, dots and brackets
 /// dropped, `00` read as `+`, and a national number (leading `0`) given the default country code.
 pub fn to_e164(raw: &str, default_country_code: &str) -> Option<String> {
-    let cleaned: String = raw
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '/' | '\u{a0}'))
-        .collect();
+    let cleaned: String = raw.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '/' | '\u{a0}')).collect();
     let digits = if let Some(rest) = cleaned.strip_prefix('+') {
         rest.to_owned()
     } else if let Some(rest) = cleaned.strip_prefix("00") {

@@ -67,11 +67,7 @@ pub struct TotpParams {
 impl Default for TotpParams {
     /// What Microsoft Authenticator and Google Authenticator use.
     fn default() -> Self {
-        Self {
-            algorithm: Algorithm::Sha1,
-            digits: 6,
-            period: 30,
-        }
+        Self { algorithm: Algorithm::Sha1, digits: 6, period: 30 }
     }
 }
 
@@ -95,10 +91,7 @@ impl TotpParams {
 
     /// The code for a time step.
     pub fn code_at_step(&self, secret: &[u8], step: u64) -> Secret<String> {
-        Secret::new(
-            self.totp(secret, None, String::new())
-                .generate(step.saturating_mul(self.period.max(1))),
-        )
+        Secret::new(self.totp(secret, None, String::new()).generate(step.saturating_mul(self.period.max(1))))
     }
 
     /// The otpauth:// URI an authenticator app scans.
@@ -146,17 +139,10 @@ mod tests {
 
     #[test]
     fn rfc6238_test_vectors() {
-        let p = TotpParams {
-            digits: 8,
-            ..TotpParams::default()
-        };
-        for (time, code) in [
-            (59u64, "94287082"),
-            (1111111109, "07081804"),
-            (1111111111, "14050471"),
-            (1234567890, "89005924"),
-            (2000000000, "69279037"),
-        ] {
+        let p = TotpParams { digits: 8, ..TotpParams::default() };
+        for (time, code) in
+            [(59u64, "94287082"), (1111111109, "07081804"), (1111111111, "14050471"), (1234567890, "89005924"), (2000000000, "69279037")]
+        {
             assert_eq!(p.code_at_step(RFC_SECRET, p.step_at(time)).expose(), code, "t={time}");
         }
     }
@@ -181,10 +167,7 @@ mod tests {
         let uri = TotpParams::default().otpauth_uri(RFC_SECRET, "Example Region", "alice");
         assert_eq!(
             uri.expose(),
-            &format!(
-                "otpauth://totp/Example%20Region:alice?secret={}&issuer=Example%20Region",
-                base32(RFC_SECRET).expose()
-            )
+            &format!("otpauth://totp/Example%20Region:alice?secret={}&issuer=Example%20Region", base32(RFC_SECRET).expose())
         );
         let parsed = totp_rs::TOTP::from_url_unchecked(uri.expose()).unwrap();
         assert_eq!(parsed.secret, RFC_SECRET);

@@ -106,11 +106,7 @@ pub fn check_message_authenticator(
         copy[4..HEADER_LEN].copy_from_slice(auth);
     }
     let expected = hmac_md5(secret, &copy);
-    Ok(if bool::from(expected.ct_eq(received)) {
-        MessageAuthenticator::Valid
-    } else {
-        MessageAuthenticator::Invalid
-    })
+    Ok(if bool::from(expected.ct_eq(received)) { MessageAuthenticator::Valid } else { MessageAuthenticator::Invalid })
 }
 
 /// Verifies an Accounting-Request's authenticator: MD5(packet with zero authenticator + secret).
@@ -201,13 +197,7 @@ pub fn verify_response(datagram: &[u8], request_authenticator: &[u8; 16], secret
 }
 
 fn is_message_authenticator(attribute: &packet::Attribute) -> bool {
-    matches!(
-        attribute,
-        packet::Attribute::Standard {
-            typ: MESSAGE_AUTHENTICATOR,
-            ..
-        }
-    )
+    matches!(attribute, packet::Attribute::Standard { typ: MESSAGE_AUTHENTICATOR, .. })
 }
 
 fn hmac_md5(secret: &[u8], data: &[u8]) -> [u8; 16] {

@@ -90,11 +90,7 @@ impl AttributeDef {
         if self.vendor == 0 {
             Attribute::Standard { typ: self.typ, value }
         } else {
-            Attribute::Vendor {
-                vendor: self.vendor,
-                typ: self.typ,
-                value,
-            }
+            Attribute::Vendor { vendor: self.vendor, typ: self.typ, value }
         }
     }
 }
@@ -157,11 +153,7 @@ impl Dictionary {
 
     /// Parses a config value for an attribute: named `VALUE`s, numbers, addresses, `0x` hex.
     pub fn parse_value(&self, def: &AttributeDef, text: &str) -> Result<Vec<u8>, ValueError> {
-        let bad = || ValueError {
-            attribute: def.name.clone(),
-            data_type: def.data_type,
-            value: text.to_owned(),
-        };
+        let bad = || ValueError { attribute: def.name.clone(), data_type: def.data_type, value: text.to_owned() };
         let named = || {
             let index = *self.by_name.get(&def.name.to_ascii_lowercase())?;
             self.values.get(&index)?.0.get(&text.to_ascii_lowercase()).copied()
@@ -201,10 +193,7 @@ impl Dictionary {
             let name = match (vendor, typ) {
                 (0, VENDOR_SPECIFIC) => "Vendor-Specific".to_owned(),
                 (0, t) => format!("Attr-{t}"),
-                (v, t) => format!(
-                    "Vendor-{}-Attr-{t}",
-                    self.vendor_names.get(&v).cloned().unwrap_or_else(|| v.to_string())
-                ),
+                (v, t) => format!("Vendor-{}-Attr-{t}", self.vendor_names.get(&v).cloned().unwrap_or_else(|| v.to_string())),
             };
             return format!("{name} = {}", hex(value));
         };
@@ -216,11 +205,7 @@ impl Dictionary {
 
     fn format_value(&self, def: &AttributeDef, value: &[u8]) -> String {
         let index = self.by_name.get(&def.name.to_ascii_lowercase());
-        let named = |n: u64| {
-            index
-                .and_then(|i| self.values.get(i))
-                .and_then(|(_, by_num)| by_num.get(&n).cloned())
-        };
+        let named = |n: u64| index.and_then(|i| self.values.get(i)).and_then(|(_, by_num)| by_num.get(&n).cloned());
         match (def.data_type, value.len()) {
             (DataType::String, _) => match std::str::from_utf8(value) {
                 Ok(s) => format!("{s:?}"),
@@ -248,25 +233,13 @@ impl Dictionary {
     fn load_source(&mut self, source: &Source, depth: usize, state: &mut LoadState) -> Result<(), DictError> {
         let file = source.display();
         if depth > MAX_INCLUDE_DEPTH {
-            return Err(DictError {
-                file,
-                line: 0,
-                message: format!("$INCLUDE nested deeper than {MAX_INCLUDE_DEPTH} (a loop?)"),
-            });
+            return Err(DictError { file, line: 0, message: format!("$INCLUDE nested deeper than {MAX_INCLUDE_DEPTH} (a loop?)") });
         }
-        let text = source.read().map_err(|message| DictError {
-            file: file.clone(),
-            line: 0,
-            message,
-        })?;
+        let text = source.read().map_err(|message| DictError { file: file.clone(), line: 0, message })?;
         let mut vendor_block: Option<u32> = None;
         for (number, raw_line) in text.lines().enumerate() {
             let line = number + 1;
-            let err = |message: String| DictError {
-                file: file.clone(),
-                line,
-                message,
-            };
+            let err = |message: String| DictError { file: file.clone(), line, message };
             let content = raw_line.split('#').next().unwrap_or_default();
             let words: Vec<&str> = content.split_whitespace().collect();
             let Some((&keyword, args)) = words.split_first() else { continue };
@@ -288,9 +261,8 @@ impl Dictionary {
                         [_, _, format] => return Err(err(format!("vendor format {format:?} is not supported (only 1,1)"))),
                         _ => return Err(err("VENDOR takes a name and a number".into())),
                     };
-                    let id = parse_number(id)
-                        .and_then(|n| u32::try_from(n).ok())
-                        .ok_or_else(|| err(format!("bad vendor number {id:?}")))?;
+                    let id =
+                        parse_number(id).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| err(format!("bad vendor number {id:?}")))?;
                     if let Some(&existing) = self.vendors.get(&name.to_ascii_lowercase()) {
                         if existing != id {
                             return Err(err(format!("vendor {name} already defined as {existing}")));
@@ -317,19 +289,13 @@ impl Dictionary {
                         return Err(err("VALUE takes an attribute, a name and a number".into()));
                     };
                     let n = parse_number(value).ok_or_else(|| err(format!("bad value number {value:?}")))?;
-                    state
-                        .pending_values
-                        .push((file.clone(), line, (*attribute).to_owned(), (*name).to_owned(), n));
+                    state.pending_values.push((file.clone(), line, (*attribute).to_owned(), (*name).to_owned(), n));
                 }
                 other => return Err(err(format!("unsupported keyword {other}"))),
             }
         }
         if vendor_block.is_some() {
-            return Err(DictError {
-                file,
-                line: text.lines().count(),
-                message: "BEGIN-VENDOR without END-VENDOR".into(),
-            });
+            return Err(DictError { file, line: text.lines().count(), message: "BEGIN-VENDOR without END-VENDOR".into() });
         }
         if depth == 0 {
             // VALUE lines may precede their ATTRIBUTE (or stand in another file): resolve last.
@@ -372,13 +338,7 @@ impl Dictionary {
                 }
             }
         }
-        let def = AttributeDef {
-            name: name.to_owned(),
-            vendor,
-            typ,
-            data_type,
-            encrypted,
-        };
+        let def = AttributeDef { name: name.to_owned(), vendor, typ, data_type, encrypted };
         let key = name.to_ascii_lowercase();
         if let Some(&existing) = self.by_name.get(&key) {
             let old = &self.attributes[existing];
@@ -449,10 +409,7 @@ impl Source {
 
 fn is_credential(vendor: u32, typ: u8) -> bool {
     const MICROSOFT: u32 = 311;
-    matches!(
-        (vendor, typ),
-        (0, 2) | (0, 3) | (MICROSOFT, 1..=6) | (MICROSOFT, 25) | (MICROSOFT, 27)
-    )
+    matches!((vendor, typ), (0, 2) | (0, 3) | (MICROSOFT, 1..=6) | (MICROSOFT, 25) | (MICROSOFT, 27))
 }
 
 fn parse_number(text: &str) -> Option<u64> {
@@ -466,10 +423,7 @@ fn parse_hex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-        .collect()
+    (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
 }
 
 fn hex(value: &[u8]) -> String {
@@ -548,21 +502,13 @@ mod tests {
 
         std::fs::write(dir.path().join("bad"), "# comment\nATTRIBUTE Broken 300 string\n").unwrap();
         let err = d.load_file(&dir.path().join("bad")).unwrap_err().to_string();
-        assert!(
-            err.ends_with("bad:2: attribute number \"300\" of Broken is not 0..=255 (TLVs are not supported)"),
-            "{err}"
-        );
+        assert!(err.ends_with("bad:2: attribute number \"300\" of Broken is not 0..=255 (TLVs are not supported)"), "{err}");
 
         std::fs::write(dir.path().join("clash"), "ATTRIBUTE User-Name 9 string\n").unwrap();
         let err = d.load_file(&dir.path().join("clash")).unwrap_err().to_string();
         assert!(err.contains("clash:1: User-Name is already defined as 0:1"), "{err}");
 
         std::fs::write(dir.path().join("loop"), "$INCLUDE loop\n").unwrap();
-        assert!(
-            d.load_file(&dir.path().join("loop"))
-                .unwrap_err()
-                .to_string()
-                .contains("nested deeper")
-        );
+        assert!(d.load_file(&dir.path().join("loop")).unwrap_err().to_string().contains("nested deeper"));
     }
 }

@@ -49,10 +49,7 @@ mod tests {
 
     fn unhex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     // RFC 2865 §7.1: user "nemo", password "arctangent", secret "xyzzy5461".
@@ -98,22 +95,10 @@ mod tests {
         let wire = encode_response(&reply, Code::AccessRequest, &request_auth, b"s3cret").unwrap();
         assert!(verify_response(&wire, &request_auth, b"s3cret").unwrap());
         let decoded = Packet::decode(&wire).unwrap();
-        assert!(matches!(
-            decoded.attributes[0],
-            Attribute::Standard {
-                typ: attr::MESSAGE_AUTHENTICATOR,
-                ..
-            }
-        ));
+        assert!(matches!(decoded.attributes[0], Attribute::Standard { typ: attr::MESSAGE_AUTHENTICATOR, .. }));
         assert_eq!(decoded.attributes.len(), 2);
-        assert_eq!(
-            check_message_authenticator(&wire, b"s3cret", Some(&request_auth)),
-            Ok(MessageAuthenticator::Valid)
-        );
-        assert_eq!(
-            check_message_authenticator(&wire, b"other", Some(&request_auth)),
-            Ok(MessageAuthenticator::Invalid)
-        );
+        assert_eq!(check_message_authenticator(&wire, b"s3cret", Some(&request_auth)), Ok(MessageAuthenticator::Valid));
+        assert_eq!(check_message_authenticator(&wire, b"other", Some(&request_auth)), Ok(MessageAuthenticator::Invalid));
     }
 
     #[test]
@@ -147,16 +132,10 @@ mod tests {
         let mut req = Packet::new(Code::AccessRequest, 3, [5; 16]);
         req.push(Attribute::standard(attr::MESSAGE_AUTHENTICATOR, [0; 16]));
         req.push(Attribute::standard(attr::MESSAGE_AUTHENTICATOR, [0; 16]));
-        assert_eq!(
-            check_message_authenticator(&req.encode().unwrap(), b"k", None),
-            Ok(MessageAuthenticator::Invalid)
-        );
+        assert_eq!(check_message_authenticator(&req.encode().unwrap(), b"k", None), Ok(MessageAuthenticator::Invalid));
         let mut req = Packet::new(Code::AccessRequest, 3, [5; 16]);
         req.push(Attribute::standard(attr::MESSAGE_AUTHENTICATOR, [0; 4]));
-        assert_eq!(
-            check_message_authenticator(&req.encode().unwrap(), b"k", None),
-            Ok(MessageAuthenticator::Invalid)
-        );
+        assert_eq!(check_message_authenticator(&req.encode().unwrap(), b"k", None), Ok(MessageAuthenticator::Invalid));
     }
 
     #[test]
@@ -165,15 +144,9 @@ mod tests {
         let reply = Packet::new(Code::AccountingResponse, 1, [0; 16]);
         let to_acct = encode_response(&reply, Code::AccountingRequest, &request_auth, b"k").unwrap();
         assert!(verify_response(&to_acct, &request_auth, b"k").unwrap());
-        assert_eq!(
-            check_message_authenticator(&to_acct, b"k", Some(&[0; 16])),
-            Ok(MessageAuthenticator::Valid)
-        );
+        assert_eq!(check_message_authenticator(&to_acct, b"k", Some(&[0; 16])), Ok(MessageAuthenticator::Valid));
         let to_status = encode_response(&reply, Code::StatusServer, &request_auth, b"k").unwrap();
-        assert_eq!(
-            check_message_authenticator(&to_status, b"k", Some(&request_auth)),
-            Ok(MessageAuthenticator::Valid)
-        );
+        assert_eq!(check_message_authenticator(&to_status, b"k", Some(&request_auth)), Ok(MessageAuthenticator::Valid));
     }
 
     #[test]
@@ -185,10 +158,7 @@ mod tests {
         assert!(!verify_accounting_request(&wire, b"nope").unwrap());
         let signed = encode_request(&req, b"acct", true).unwrap();
         assert!(verify_accounting_request(&signed, b"acct").unwrap());
-        assert_eq!(
-            check_message_authenticator(&signed, b"acct", Some(&[0; 16])),
-            Ok(MessageAuthenticator::Valid)
-        );
+        assert_eq!(check_message_authenticator(&signed, b"acct", Some(&[0; 16])), Ok(MessageAuthenticator::Valid));
     }
 
     #[test]
@@ -208,10 +178,7 @@ mod tests {
 
     fn arb_attribute() -> impl Strategy<Value = Attribute> {
         prop_oneof![
-            (
-                (0u8..=255).prop_filter("not VSA", |t| *t != packet::VENDOR_SPECIFIC),
-                proptest::collection::vec(any::<u8>(), 0..=253)
-            )
+            ((0u8..=255).prop_filter("not VSA", |t| *t != packet::VENDOR_SPECIFIC), proptest::collection::vec(any::<u8>(), 0..=253))
                 .prop_map(|(typ, value)| Attribute::Standard { typ, value }),
             (any::<u32>(), any::<u8>(), proptest::collection::vec(any::<u8>(), 0..=247))
                 .prop_map(|(vendor, typ, value)| Attribute::Vendor { vendor, typ, value }),

@@ -93,11 +93,7 @@ impl Attribute {
     }
 
     pub fn vendor(vendor: u32, typ: u8, value: impl Into<Vec<u8>>) -> Self {
-        Self::Vendor {
-            vendor,
-            typ,
-            value: value.into(),
-        }
+        Self::Vendor { vendor, typ, value: value.into() }
     }
 
     pub fn value(&self) -> &[u8] {
@@ -110,11 +106,7 @@ impl Attribute {
         match self {
             Self::Standard { typ, value } => {
                 if value.len() > MAX_VALUE_LEN {
-                    return Err(EncodeError::ValueTooLong {
-                        vendor: 0,
-                        typ: *typ,
-                        len: value.len(),
-                    });
+                    return Err(EncodeError::ValueTooLong { vendor: 0, typ: *typ, len: value.len() });
                 }
                 out.push(*typ);
                 out.push((value.len() + 2) as u8);
@@ -122,11 +114,7 @@ impl Attribute {
             }
             Self::Vendor { vendor, typ, value } => {
                 if value.len() > MAX_VENDOR_VALUE_LEN {
-                    return Err(EncodeError::ValueTooLong {
-                        vendor: *vendor,
-                        typ: *typ,
-                        len: value.len(),
-                    });
+                    return Err(EncodeError::ValueTooLong { vendor: *vendor, typ: *typ, len: value.len() });
                 }
                 out.push(VENDOR_SPECIFIC);
                 out.push((value.len() + 8) as u8);
@@ -184,12 +172,7 @@ pub struct Packet {
 
 impl Packet {
     pub fn new(code: Code, identifier: u8, authenticator: [u8; 16]) -> Self {
-        Self {
-            code,
-            identifier,
-            authenticator,
-            attributes: Vec::new(),
-        }
+        Self { code, identifier, authenticator, attributes: Vec::new() }
     }
 
     /// Parses a datagram. Octets beyond the Length field are padding and ignored (RFC 2865 §3).
@@ -211,12 +194,7 @@ impl Packet {
             }
             attributes.push(Attribute::standard(typ, value));
         }
-        Ok(Self {
-            code,
-            identifier,
-            authenticator,
-            attributes,
-        })
+        Ok(Self { code, identifier, authenticator, attributes })
     }
 
     /// Encodes the packet with its authenticator field as it stands; the caller signs it.
@@ -254,9 +232,7 @@ impl Packet {
     }
 
     pub fn has_vendor(&self, vendor: u32) -> bool {
-        self.attributes
-            .iter()
-            .any(|a| matches!(a, Attribute::Vendor { vendor: v, .. } if *v == vendor))
+        self.attributes.iter().any(|a| matches!(a, Attribute::Vendor { vendor: v, .. } if *v == vendor))
     }
 
     pub fn push(&mut self, attribute: Attribute) {
@@ -272,10 +248,7 @@ pub(crate) fn packet_bytes(datagram: &[u8]) -> Result<&[u8], DecodeError> {
     if !(HEADER_LEN..=MAX_PACKET_LEN).contains(&usize::from(length)) {
         return Err(DecodeError::BadLengthField(length));
     }
-    datagram.get(..usize::from(length)).ok_or(DecodeError::Truncated {
-        claimed: length,
-        received: datagram.len(),
-    })
+    datagram.get(..usize::from(length)).ok_or(DecodeError::Truncated { claimed: length, received: datagram.len() })
 }
 
 pub(crate) fn set_length(out: &mut [u8]) -> Result<(), EncodeError> {
@@ -362,10 +335,7 @@ mod tests {
         assert_eq!(Packet::decode(&[1, 2, 3]), Err(DecodeError::TooShort(3)));
         assert_eq!(Packet::decode(&header(1, 19)), Err(DecodeError::BadLengthField(19)));
         assert_eq!(Packet::decode(&header(1, 4097)), Err(DecodeError::BadLengthField(4097)));
-        assert_eq!(
-            Packet::decode(&header(1, 30)),
-            Err(DecodeError::Truncated { claimed: 30, received: 20 })
-        );
+        assert_eq!(Packet::decode(&header(1, 30)), Err(DecodeError::Truncated { claimed: 30, received: 20 }));
     }
 
     #[test]
@@ -382,10 +352,7 @@ mod tests {
         for attrs in [&[1u8, 1][..], &[1, 0], &[1, 5, b'a'], &[1]] {
             let mut p = header(1, (20 + attrs.len()) as u16);
             p.extend_from_slice(attrs);
-            assert!(
-                matches!(Packet::decode(&p), Err(DecodeError::BadAttributeLength { offset: 20 })),
-                "{attrs:?}"
-            );
+            assert!(matches!(Packet::decode(&p), Err(DecodeError::BadAttributeLength { offset: 20 })), "{attrs:?}");
         }
     }
 
@@ -400,11 +367,7 @@ mod tests {
         let packet = Packet::decode(&p).unwrap();
         assert_eq!(
             packet.attributes,
-            vec![
-                Attribute::vendor(66, 16, *b"a"),
-                Attribute::vendor(66, 16, *b"b"),
-                Attribute::standard(26, [1, 2, 3]),
-            ]
+            vec![Attribute::vendor(66, 16, *b"a"), Attribute::vendor(66, 16, *b"b"), Attribute::standard(26, [1, 2, 3]),]
         );
     }
 

@@ -55,11 +55,7 @@ pub enum Lookup {
 
 impl ResponseCache {
     pub fn new(ttl: Duration, capacity: usize) -> Arc<Self> {
-        Arc::new(Self {
-            inner: Mutex::new(Inner::default()),
-            ttl,
-            capacity: capacity.max(1),
-        })
+        Arc::new(Self { inner: Mutex::new(Inner::default()), ttl, capacity: capacity.max(1) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -86,21 +82,9 @@ impl ResponseCache {
         }
         let generation = inner.next_generation;
         inner.next_generation += 1;
-        inner.entries.insert(
-            key,
-            Entry {
-                authenticator,
-                generation,
-                state: State::InFlight,
-            },
-        );
+        inner.entries.insert(key, Entry { authenticator, generation, state: State::InFlight });
         inner.order.push_back((key, generation, now));
-        Lookup::New(Ticket {
-            cache: Arc::clone(self),
-            key,
-            generation,
-            completed: false,
-        })
+        Lookup::New(Ticket { cache: Arc::clone(self), key, generation, completed: false })
     }
 
     pub fn len(&self) -> usize {
@@ -180,9 +164,7 @@ mod tests {
     fn retransmits_replay_and_in_flight_copies_drop() {
         let cache = ResponseCache::new(Duration::from_secs(30), 100);
         let t0 = Instant::now();
-        let Lookup::New(ticket) = cache.begin(key(1, 1), [1; 16], t0) else {
-            panic!()
-        };
+        let Lookup::New(ticket) = cache.begin(key(1, 1), [1; 16], t0) else { panic!() };
         assert!(matches!(cache.begin(key(1, 1), [1; 16], t0), Lookup::InFlight));
         ticket.complete(Arc::from(&b"answer"[..]));
         match cache.begin(key(1, 1), [1; 16], t0) {
@@ -199,9 +181,7 @@ mod tests {
     fn an_abandoned_request_is_forgotten() {
         let cache = ResponseCache::new(Duration::from_secs(30), 100);
         let t0 = Instant::now();
-        let Lookup::New(ticket) = cache.begin(key(1, 1), [1; 16], t0) else {
-            panic!()
-        };
+        let Lookup::New(ticket) = cache.begin(key(1, 1), [1; 16], t0) else { panic!() };
         drop(ticket);
         assert!(matches!(cache.begin(key(1, 1), [1; 16], t0), Lookup::New(_)));
     }
@@ -210,12 +190,8 @@ mod tests {
     fn a_replaced_request_cannot_overwrite_its_successor() {
         let cache = ResponseCache::new(Duration::from_secs(30), 100);
         let t0 = Instant::now();
-        let Lookup::New(old) = cache.begin(key(1, 1), [1; 16], t0) else {
-            panic!()
-        };
-        let Lookup::New(new) = cache.begin(key(1, 1), [2; 16], t0) else {
-            panic!()
-        };
+        let Lookup::New(old) = cache.begin(key(1, 1), [1; 16], t0) else { panic!() };
+        let Lookup::New(new) = cache.begin(key(1, 1), [2; 16], t0) else { panic!() };
         old.complete(Arc::from(&b"old"[..]));
         assert!(matches!(cache.begin(key(1, 1), [2; 16], t0), Lookup::InFlight));
         new.complete(Arc::from(&b"new"[..]));
@@ -235,10 +211,7 @@ mod tests {
         assert!(matches!(cache.begin(key(1, 9), [0; 16], t0), Lookup::Replay(_)), "newest kept");
         assert!(matches!(cache.begin(key(1, 0), [0; 16], t0), Lookup::New(_)), "oldest evicted");
         let later = t0 + Duration::from_secs(31);
-        assert!(
-            matches!(cache.begin(key(1, 9), [0; 16], later), Lookup::New(_)),
-            "expired after the TTL"
-        );
+        assert!(matches!(cache.begin(key(1, 9), [0; 16], later), Lookup::New(_)), "expired after the TTL");
         assert_eq!(cache.len(), 0, "expired entries are gone, and the dropped ticket took its own");
     }
 }

@@ -31,9 +31,7 @@ impl ClientTable {
     pub fn lookup(&self, source: IpAddr) -> Option<&Arc<ClientSettings>> {
         // An IPv4 client reaching a dual-stack socket shows up as ::ffff:a.b.c.d.
         let source = source.to_canonical();
-        self.hosts
-            .get(&source)
-            .or_else(|| self.networks.iter().find(|c| c.network.contains(&source)))
+        self.hosts.get(&source).or_else(|| self.networks.iter().find(|c| c.network.contains(&source)))
     }
 
     pub fn len(&self) -> usize {
@@ -56,11 +54,7 @@ mod tests {
             network: net.parse().unwrap(),
             secret: Secret::new(b"s".to_vec()),
             require_message_authenticator: true,
-            policy: Arc::new(ClientPolicy {
-                name: name.into(),
-                reply_attributes: vec![],
-                group_filter: None,
-            }),
+            policy: Arc::new(ClientPolicy::named(name)),
         }
     }
 

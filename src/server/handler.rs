@@ -81,10 +81,7 @@ impl Shared {
             Admission::Drop
         };
         if ma == MessageAuthenticator::Invalid {
-            return drop_with(
-                &stats.bad_message_authenticator,
-                "Message-Authenticator does not verify (wrong shared secret?)",
-            );
+            return drop_with(&stats.bad_message_authenticator, "Message-Authenticator does not verify (wrong shared secret?)");
         }
         if ma == MessageAuthenticator::Absent {
             let required = match packet.code {
@@ -93,23 +90,14 @@ impl Shared {
                 _ => false,
             };
             if required {
-                return drop_with(
-                    &stats.missing_message_authenticator,
-                    "no Message-Authenticator, and this client requires one",
-                );
+                return drop_with(&stats.missing_message_authenticator, "no Message-Authenticator, and this client requires one");
             }
             if packet.get(attr::PROXY_STATE).is_some() {
-                return drop_with(
-                    &stats.proxy_state_without_message_authenticator,
-                    "Proxy-State without Message-Authenticator",
-                );
+                return drop_with(&stats.proxy_state_without_message_authenticator, "Proxy-State without Message-Authenticator");
             }
         }
         if packet.code == Code::AccountingRequest && !radius::verify_accounting_request(datagram, secret).unwrap_or(false) {
-            return drop_with(
-                &stats.bad_accounting_authenticator,
-                "Accounting-Request authenticator does not verify",
-            );
+            return drop_with(&stats.bad_accounting_authenticator, "Accounting-Request authenticator does not verify");
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let attributes: Vec<String> = packet.attributes.iter().map(|a| self.dictionary.describe(a)).collect();
@@ -118,11 +106,7 @@ impl Shared {
         if packet.code == Code::StatusServer {
             // Side-effect free and cheap: answered without the cache (RFC 5997 §3).
             stats.status_server.inc();
-            let code = if kind == PortKind::Auth {
-                Code::AccessAccept
-            } else {
-                Code::AccountingResponse
-            };
+            let code = if kind == PortKind::Auth { Code::AccessAccept } else { Code::AccountingResponse };
             let reply = with_proxy_state(Packet::new(code, packet.identifier, [0; 16]), &packet);
             return match radius::encode_response(&reply, packet.code, &packet.authenticator, secret) {
                 Ok(bytes) => Admission::Send(bytes.into()),
@@ -146,24 +130,12 @@ impl Shared {
             tracing::warn!(%peer, "max_in_flight requests already being decided; request dropped");
             return Admission::Drop;
         };
-        Admission::Handle(Job {
-            packet,
-            peer,
-            client: Arc::clone(client),
-            ticket,
-            permit,
-        })
+        Admission::Handle(Job { packet, peer, client: Arc::clone(client), ticket, permit })
     }
 }
 
 pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job, shutdown: CancellationToken) {
-    let Job {
-        packet,
-        peer,
-        client,
-        ticket,
-        permit,
-    } = job;
+    let Job { packet, peer, client, ticket, permit } = job;
     let secret = client.secret.expose().as_slice();
     let reply = match packet.code {
         Code::AccountingRequest => {
@@ -240,15 +212,9 @@ fn auth_request(packet: &Packet, client: &ClientSettings) -> Request {
         .get(attr::USER_PASSWORD)
         .and_then(|hidden| radius::unhide_password(hidden, secret, &packet.authenticator).ok())
         .map(|clear| Secret::new(clear.to_vec()));
-    let nas_ip = packet
-        .get(attr::NAS_IP_ADDRESS)
-        .and_then(|v| <[u8; 4]>::try_from(v).ok())
-        .map(|o| IpAddr::V4(Ipv4Addr::from(o)))
-        .or_else(|| {
-            packet
-                .get(attr::NAS_IPV6_ADDRESS)
-                .and_then(|v| <[u8; 16]>::try_from(v).ok())
-                .map(|o| IpAddr::V6(Ipv6Addr::from(o)))
+    let nas_ip =
+        packet.get(attr::NAS_IP_ADDRESS).and_then(|v| <[u8; 4]>::try_from(v).ok()).map(|o| IpAddr::V4(Ipv4Addr::from(o))).or_else(|| {
+            packet.get(attr::NAS_IPV6_ADDRESS).and_then(|v| <[u8; 16]>::try_from(v).ok()).map(|o| IpAddr::V6(Ipv6Addr::from(o)))
         });
     let text = |typ| packet.get(typ).map(|v| String::from_utf8_lossy(v).into_owned());
     Request {
@@ -311,10 +277,7 @@ fn split_text(text: &str, max: usize) -> Vec<&str> {
 }
 
 fn log_accounting(packet: &Packet, client: &ClientSettings) {
-    let status = packet
-        .get(attr::ACCT_STATUS_TYPE)
-        .and_then(|v| <[u8; 4]>::try_from(v).ok())
-        .map(u32::from_be_bytes);
+    let status = packet.get(attr::ACCT_STATUS_TYPE).and_then(|v| <[u8; 4]>::try_from(v).ok()).map(u32::from_be_bytes);
     let status = match status {
         Some(1) => "start",
         Some(2) => "stop",
@@ -324,12 +287,7 @@ fn log_accounting(packet: &Packet, client: &ClientSettings) {
         Some(_) => "other",
         None => "missing",
     };
-    let text = |typ| {
-        packet
-            .get(typ)
-            .map(|v| printable(&String::from_utf8_lossy(v)).into_owned())
-            .unwrap_or_default()
-    };
+    let text = |typ| packet.get(typ).map(|v| printable(&String::from_utf8_lossy(v)).into_owned()).unwrap_or_default();
     tracing::info!(
         target: "radmfa::accounting",
         client = %client.policy.name,

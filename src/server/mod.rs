@@ -159,10 +159,7 @@ struct LogLimiter {
 
 impl LogLimiter {
     fn new(period: Duration) -> Self {
-        Self {
-            period,
-            state: Mutex::new((None, 0)),
-        }
+        Self { period, state: Mutex::new((None, 0)) }
     }
 
     /// `Some(suppressed since the last line)` when a line may be written now.

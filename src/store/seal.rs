@@ -45,20 +45,14 @@ pub struct KeyRing {
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRing")
-            .field("current", &self.current)
-            .field("keys", &self.raw.len())
-            .finish()
+        f.debug_struct("KeyRing").field("current", &self.current).field("keys", &self.raw.len()).finish()
     }
 }
 
 impl KeyRing {
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let shown = path.display().to_string();
-        let file_err = |message: String| KeyError::File {
-            path: shown.clone(),
-            message,
-        };
+        let file_err = |message: String| KeyError::File { path: shown.clone(), message };
         let metadata = std::fs::metadata(path).map_err(|e| file_err(format!("cannot read: {e} (create one with `radmfa keygen`)")))?;
         {
             use std::os::unix::fs::PermissionsExt;
@@ -74,14 +68,8 @@ impl KeyRing {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let format_err = |message: &str| KeyError::Format {
-                path: shown.clone(),
-                line: i + 1,
-                message: message.to_owned(),
-            };
-            let (id, encoded) = line
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| format_err("expected `<id> <base64 key>`"))?;
+            let format_err = |message: &str| KeyError::Format { path: shown.clone(), line: i + 1, message: message.to_owned() };
+            let (id, encoded) = line.split_once(char::is_whitespace).ok_or_else(|| format_err("expected `<id> <base64 key>`"))?;
             let bytes = Zeroizing::new(B64.decode(encoded.trim()).map_err(|_| format_err("the key is not base64"))?);
             let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| format_err("the key must be 32 bytes"))?;
             if raw.iter().any(|(existing, _): &(String, _)| existing == id) {
@@ -94,10 +82,7 @@ impl KeyRing {
 
     fn from_keys(raw: Vec<(String, Zeroizing<[u8; 32]>)>) -> Option<Self> {
         let current = raw.first()?.0.clone();
-        let keys = raw
-            .iter()
-            .map(|(id, key)| (id.clone(), Aes256Gcm::new(key.as_ref().into())))
-            .collect();
+        let keys = raw.iter().map(|(id, key)| (id.clone(), Aes256Gcm::new(key.as_ref().into()))).collect();
         Some(Self { current, keys, raw })
     }
 
@@ -105,24 +90,21 @@ impl KeyRing {
     pub fn generate(id: &str) -> Self {
         let mut key = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(key.as_mut());
-        Self::from_keys(vec![(id.to_owned(), key)]).unwrap_or_else(|| unreachable_ring())
+        Self::from_keys(vec![(id.to_owned(), key)]).unwrap_or_else(unreachable_ring)
     }
 
     /// This ring with a fresh key in front (the new sealing key); old keys still open.
     pub fn with_new_key(&self) -> Self {
-        let next = (1..)
-            .map(|n| format!("k{n}"))
-            .find(|id| !self.keys.contains_key(id))
-            .unwrap_or_else(|| "k".into());
+        let next = (1..).map(|n| format!("k{n}")).find(|id| !self.keys.contains_key(id)).unwrap_or_else(|| "k".into());
         let fresh = Self::generate(&next);
         let mut raw = fresh.raw;
         raw.extend(self.raw.iter().map(|(id, key)| (id.clone(), key.clone())));
-        Self::from_keys(raw).unwrap_or_else(|| unreachable_ring())
+        Self::from_keys(raw).unwrap_or_else(unreachable_ring)
     }
 
     /// Only the current key (after every sealed value was resealed with it).
     pub fn current_only(&self) -> Self {
-        Self::from_keys(self.raw.iter().take(1).cloned().collect()).unwrap_or_else(|| unreachable_ring())
+        Self::from_keys(self.raw.iter().take(1).cloned().collect()).unwrap_or_else(unreachable_ring)
     }
 
     pub fn current_id(&self) -> &str {
@@ -134,10 +116,7 @@ impl KeyRing {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let shown = path.display().to_string();
-        let err = |e: std::io::Error| KeyError::File {
-            path: shown.clone(),
-            message: e.to_string(),
-        };
+        let err = |e: std::io::Error| KeyError::File { path: shown.clone(), message: e.to_string() };
         let mut text = Zeroizing::new(String::from(
             "# radmfa key file: AES-256-GCM keys for TOTP seeds and challenge states, newest first.\n\
              # Keep it secret (mode 0600) and back it up apart from the database: without it the seeds are lost.\n",
@@ -146,13 +125,7 @@ impl KeyRing {
             text.push_str(&format!("{id} {}\n", B64.encode(key.as_ref())));
         }
         let temporary = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(err)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary).map_err(err)?;
         file.write_all(text.as_bytes()).map_err(err)?;
         file.sync_all().map_err(err)?;
         std::fs::rename(&temporary, path).map_err(err)
@@ -176,9 +149,7 @@ impl KeyRing {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let cipher = &self.keys[&self.current];
         // Encryption with a valid key and nonce length fails only on absurd lengths (> 64 GiB).
-        let sealed = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
-            .unwrap_or_default();
+        let sealed = cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad }).unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         (&self.current, out)
@@ -189,18 +160,12 @@ impl KeyRing {
         let cipher = self.keys.get(id).ok_or(OpenError)?;
         let nonce = bytes.get(..NONCE_LEN).ok_or(OpenError)?;
         let body = bytes.get(NONCE_LEN..).ok_or(OpenError)?;
-        cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
-            .map(Zeroizing::new)
-            .map_err(|_| OpenError)
+        cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad }).map(Zeroizing::new).map_err(|_| OpenError)
     }
 
     /// Opens with whichever key works (States carry no key id, to stay small).
     pub fn open_any(&self, bytes: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-        self.raw
-            .iter()
-            .find_map(|(id, _)| self.open_with(id, bytes, aad).ok())
-            .ok_or(OpenError)
+        self.raw.iter().find_map(|(id, _)| self.open_with(id, bytes, aad).ok()).ok_or(OpenError)
     }
 
     /// A 32-byte key derived for one purpose, so States and seeds never share a key directly.
@@ -216,11 +181,7 @@ impl KeyRing {
 #[cold]
 fn unreachable_ring() -> KeyRing {
     // from_keys fails only for an empty list, and every caller passes at least one key.
-    KeyRing {
-        current: String::new(),
-        keys: HashMap::new(),
-        raw: Vec::new(),
-    }
+    KeyRing { current: String::new(), keys: HashMap::new(), raw: Vec::new() }
 }
 
 #[cold]
@@ -241,11 +202,7 @@ mod tests {
         assert!(sealed.starts_with("k1:"));
         assert_eq!(ring.open(&sealed, b"token:1:alice").unwrap().as_slice(), b"JBSWY3DPEHPK3PXP");
         assert_eq!(ring.open(&sealed, b"token:2:alice"), Err(OpenError), "moved to another row");
-        assert_eq!(
-            KeyRing::generate("k1").open(&sealed, b"token:1:alice"),
-            Err(OpenError),
-            "another key"
-        );
+        assert_eq!(KeyRing::generate("k1").open(&sealed, b"token:1:alice"), Err(OpenError), "another key");
         let mut tampered = sealed.clone();
         tampered.pop();
         tampered.push('A');
@@ -261,10 +218,7 @@ mod tests {
         assert_eq!(rotated.open(&sealed, b"aad").unwrap().as_slice(), b"seed");
         let resealed = rotated.seal(b"seed", b"aad");
         assert!(resealed.starts_with("k2:"));
-        assert!(
-            rotated.current_only().open(&sealed, b"aad").is_err(),
-            "the old key is gone after rotation"
-        );
+        assert!(rotated.current_only().open(&sealed, b"aad").is_err(), "the old key is gone after rotation");
     }
 
     #[test]
@@ -285,10 +239,7 @@ mod tests {
         assert!(KeyRing::load(&path).unwrap_err().to_string().contains(":1: the key is not base64"));
         let shown = format!("{loaded:?}");
         for (_, key) in &loaded.raw {
-            assert!(
-                !shown.contains(&B64.encode(key.as_ref())),
-                "Debug must not show key material: {shown}"
-            );
+            assert!(!shown.contains(&B64.encode(key.as_ref())), "Debug must not show key material: {shown}");
         }
     }
 }

@@ -104,11 +104,7 @@ impl SqliteStore {
             let result = work(conn);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |committed| {
-                let _ = reply.send(if committed {
-                    result
-                } else {
-                    Err(StoreError::Database("commit failed".into()))
-                });
+                let _ = reply.send(if committed { result } else { Err(StoreError::Database("commit failed".into())) });
             });
             (ok, completion)
         });
@@ -248,8 +244,7 @@ impl Store for SqliteStore {
     async fn tokens(&self, username: &str) -> Result<Vec<Token>, StoreError> {
         let keys = Arc::clone(&self.keys);
         let username = username.to_owned();
-        self.call(move |conn| query_tokens(conn, &keys, "WHERE username = ?1", &[&username]))
-            .await
+        self.call(move |conn| query_tokens(conn, &keys, "WHERE username = ?1", &[&username])).await
     }
 
     async fn all_tokens(&self) -> Result<Vec<Token>, StoreError> {
@@ -259,17 +254,13 @@ impl Store for SqliteStore {
 
     async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
         let username = username.to_owned();
-        self.call(move |conn| Ok(conn.execute("DELETE FROM tokens WHERE id = ?1 AND username = ?2", params![id, username])? == 1))
-            .await
+        self.call(move |conn| Ok(conn.execute("DELETE FROM tokens WHERE id = ?1 AND username = ?2", params![id, username])? == 1)).await
     }
 
     async fn confirm_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
         let username = username.to_owned();
         self.call(move |conn| {
-            Ok(conn.execute(
-                "UPDATE tokens SET confirmed = 1 WHERE id = ?1 AND username = ?2",
-                params![id, username],
-            )? == 1)
+            Ok(conn.execute("UPDATE tokens SET confirmed = 1 WHERE id = ?1 AND username = ?2", params![id, username])? == 1)
         })
         .await
     }
@@ -302,8 +293,7 @@ impl Store for SqliteStore {
     async fn record_failure(&self, username: &str, now: UnixTime, policy: LockoutPolicy) -> Result<FailureOutcome, StoreError> {
         let username = username.to_owned();
         self.call(move |conn| {
-            conn.prepare_cached("INSERT INTO lockouts (username) VALUES (?1) ON CONFLICT(username) DO NOTHING")?
-                .execute([&username])?;
+            conn.prepare_cached("INSERT INTO lockouts (username) VALUES (?1) ON CONFLICT(username) DO NOTHING")?.execute([&username])?;
             let (failures, lock_count): (u32, u32) = conn
                 .prepare_cached("UPDATE lockouts SET failures = failures + 1 WHERE username = ?1 RETURNING failures, lock_count")?
                 .query_row([&username], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -321,8 +311,7 @@ impl Store for SqliteStore {
     async fn record_success(&self, username: &str) -> Result<(), StoreError> {
         let username = username.to_owned();
         self.call(move |conn| {
-            conn.prepare_cached("DELETE FROM lockouts WHERE username = ?1")?
-                .execute([&username])?;
+            conn.prepare_cached("DELETE FROM lockouts WHERE username = ?1")?.execute([&username])?;
             Ok(())
         })
         .await
@@ -330,8 +319,7 @@ impl Store for SqliteStore {
 
     async fn unlock(&self, username: &str) -> Result<bool, StoreError> {
         let username = username.to_owned();
-        self.call(move |conn| Ok(conn.execute("DELETE FROM lockouts WHERE username = ?1", [&username])? == 1))
-            .await
+        self.call(move |conn| Ok(conn.execute("DELETE FROM lockouts WHERE username = ?1", [&username])? == 1)).await
     }
 
     async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
@@ -344,14 +332,12 @@ impl Store for SqliteStore {
             if by_user >= limits.per_user {
                 return Ok(SmsReservation::UserLimit);
             }
-            let global: u32 = conn
-                .prepare_cached("SELECT COUNT(*) FROM sms_sends WHERE sent_at > ?1")?
-                .query_row([now - 60], |r| r.get(0))?;
+            let global: u32 =
+                conn.prepare_cached("SELECT COUNT(*) FROM sms_sends WHERE sent_at > ?1")?.query_row([now - 60], |r| r.get(0))?;
             if global >= limits.global_per_minute {
                 return Ok(SmsReservation::GlobalLimit);
             }
-            conn.prepare_cached("INSERT INTO sms_sends (username, sent_at) VALUES (?1, ?2)")?
-                .execute(params![username, now])?;
+            conn.prepare_cached("INSERT INTO sms_sends (username, sent_at) VALUES (?1, ?2)")?.execute(params![username, now])?;
             Ok(SmsReservation::Allowed)
         })
         .await
@@ -423,10 +409,7 @@ mod tests {
         assert!(!s.use_step(id, 99, 0).await.unwrap(), "an earlier step is a replay");
         assert!(s.use_step(id, 101, 0).await.unwrap());
         let unconfirmed = s.add_token(new_token("alice", false)).await.unwrap();
-        assert!(
-            !s.use_step(unconfirmed, 500, 0).await.unwrap(),
-            "an unconfirmed token is never used"
-        );
+        assert!(!s.use_step(unconfirmed, 500, 0).await.unwrap(), "an unconfirmed token is never used");
         // Two concurrent uses of one step: exactly one wins.
         let s = Arc::new(s);
         let (a, b) = tokio::join!(s.use_step(id, 200, 0), s.use_step(id, 200, 0));
@@ -436,67 +419,38 @@ mod tests {
     #[tokio::test]
     async fn failures_lock_with_doubling_and_success_resets() {
         let s = store();
-        let policy = LockoutPolicy {
-            max_failures: 3,
-            duration: Duration::from_secs(60),
-            max_duration: Duration::from_secs(150),
-        };
+        let policy = LockoutPolicy { max_failures: 3, duration: Duration::from_secs(60), max_duration: Duration::from_secs(150) };
         for n in 1..=2 {
-            assert_eq!(
-                s.record_failure("alice", 1000, policy).await.unwrap(),
-                FailureOutcome::Counted { failures: n }
-            );
+            assert_eq!(s.record_failure("alice", 1000, policy).await.unwrap(), FailureOutcome::Counted { failures: n });
         }
-        assert_eq!(
-            s.record_failure("alice", 1000, policy).await.unwrap(),
-            FailureOutcome::Locked { until: 1060 }
-        );
+        assert_eq!(s.record_failure("alice", 1000, policy).await.unwrap(), FailureOutcome::Locked { until: 1060 });
         assert_eq!(s.locked_until("alice", 1030).await.unwrap(), Some(1060));
         assert_eq!(s.locked_until("alice", 1060).await.unwrap(), None, "released at the deadline");
         for _ in 0..2 {
             s.record_failure("alice", 2000, policy).await.unwrap();
         }
-        assert_eq!(
-            s.record_failure("alice", 2000, policy).await.unwrap(),
-            FailureOutcome::Locked { until: 2120 },
-            "doubled"
-        );
+        assert_eq!(s.record_failure("alice", 2000, policy).await.unwrap(), FailureOutcome::Locked { until: 2120 }, "doubled");
         for _ in 0..3 {
             s.record_failure("alice", 3000, policy).await.unwrap();
         }
         assert_eq!(s.locked_until("alice", 3000).await.unwrap(), Some(3150), "capped at max_duration");
         s.record_success("alice").await.unwrap();
         assert_eq!(s.locked_until("alice", 3000).await.unwrap(), None);
-        assert_eq!(
-            s.record_failure("alice", 4000, policy).await.unwrap(),
-            FailureOutcome::Counted { failures: 1 }
-        );
+        assert_eq!(s.record_failure("alice", 4000, policy).await.unwrap(), FailureOutcome::Counted { failures: 1 });
         assert!(s.unlock("alice").await.unwrap());
     }
 
     #[tokio::test]
     async fn sms_limits_per_user_and_global() {
         let s = store();
-        let limits = SmsLimits {
-            per_user: 2,
-            per_user_window: Duration::from_secs(900),
-            global_per_minute: 3,
-        };
+        let limits = SmsLimits { per_user: 2, per_user_window: Duration::from_secs(900), global_per_minute: 3 };
         assert_eq!(s.reserve_sms("alice", 1000, limits).await.unwrap(), SmsReservation::Allowed);
         assert_eq!(s.reserve_sms("alice", 1001, limits).await.unwrap(), SmsReservation::Allowed);
         assert_eq!(s.reserve_sms("alice", 1002, limits).await.unwrap(), SmsReservation::UserLimit);
         assert_eq!(s.reserve_sms("bob", 1003, limits).await.unwrap(), SmsReservation::Allowed);
         assert_eq!(s.reserve_sms("carol", 1004, limits).await.unwrap(), SmsReservation::GlobalLimit);
-        assert_eq!(
-            s.reserve_sms("carol", 1070, limits).await.unwrap(),
-            SmsReservation::Allowed,
-            "a minute later"
-        );
-        assert_eq!(
-            s.reserve_sms("alice", 1000 + 901, limits).await.unwrap(),
-            SmsReservation::Allowed,
-            "the user window passed"
-        );
+        assert_eq!(s.reserve_sms("carol", 1070, limits).await.unwrap(), SmsReservation::Allowed, "a minute later");
+        assert_eq!(s.reserve_sms("alice", 1000 + 901, limits).await.unwrap(), SmsReservation::Allowed, "the user window passed");
     }
 
     #[tokio::test]

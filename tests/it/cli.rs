@@ -10,21 +10,13 @@ fn check_config_names_a_misspelled_key_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     write_users(dir.path());
     let config = write_config(dir.path(), &Options::default());
-    let ok = Command::new(binary())
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let ok = Command::new(binary()).args(["check-config", "--config"]).arg(&config).output().unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("OK"));
 
     let text = std::fs::read_to_string(&config).unwrap().replace("reject_delay", "rejectdelay");
     std::fs::write(&config, text).unwrap();
-    let bad = Command::new(binary())
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let bad = Command::new(binary()).args(["check-config", "--config"]).arg(&config).output().unwrap();
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("unknown field `rejectdelay`"), "{stderr}");
@@ -40,12 +32,7 @@ fn check_config_accepts_the_shipped_example() {
 
 #[test]
 fn user_hash_reads_stdin_and_prints_a_verifiable_argon2id_hash() {
-    let mut child = Command::new(binary())
-        .args(["user", "hash"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(binary()).args(["user", "hash"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(b"S3cret-pass\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -55,10 +42,7 @@ fn user_hash_reads_stdin_and_prints_a_verifiable_argon2id_hash() {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
     let parsed = PasswordHash::new(hash).unwrap();
     assert!(argon2::Argon2::default().verify_password(b"S3cret-pass", &parsed).is_ok());
-    assert!(
-        argon2::Argon2::default().verify_password(b"S3cret-pass\n", &parsed).is_err(),
-        "the newline is not part of it"
-    );
+    assert!(argon2::Argon2::default().verify_password(b"S3cret-pass\n", &parsed).is_err(), "the newline is not part of it");
 
     let empty = Command::new(binary()).args(["user", "hash"]).stdin(Stdio::null()).output().unwrap();
     assert!(!empty.status.success(), "an empty password is refused");
@@ -68,18 +52,7 @@ fn user_hash_reads_stdin_and_prints_a_verifiable_argon2id_hash() {
 fn bench_reports_its_figures() {
     let server = TestServer::start(Options::default());
     let out = Command::new(binary())
-        .args([
-            "bench",
-            "--server",
-            &server.auth.to_string(),
-            "--user",
-            "alice",
-            "--count",
-            "200",
-            "-n",
-            "8",
-            "--json",
-        ])
+        .args(["bench", "--server", &server.auth.to_string(), "--user", "alice", "--count", "200", "-n", "8", "--json"])
         .env("RADMFA_BENCH_SECRET", SECRET)
         .env("RADMFA_BENCH_PASSWORD", ALICE_PASSWORD)
         .output()

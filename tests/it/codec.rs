@@ -34,10 +34,7 @@ fn our_request_and_response_decode_with_theirs() {
     let authenticator = [0x5a; 16];
     let mut request = Packet::new(Code::AccessRequest, 77, authenticator);
     request.push(Attribute::standard(attr::USER_NAME, *b"bob"));
-    request.push(Attribute::standard(
-        attr::USER_PASSWORD,
-        ours::hide_password(b"hunter2", SECRET, &authenticator).unwrap(),
-    ));
+    request.push(Attribute::standard(attr::USER_PASSWORD, ours::hide_password(b"hunter2", SECRET, &authenticator).unwrap()));
     let wire = ours::encode_request(&request, SECRET, true).unwrap();
     let theirs = TheirPacket::decode(&wire, SECRET).unwrap();
     assert_eq!(theirs.get_code(), TheirCode::AccessRequest);

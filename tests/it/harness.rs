@@ -29,13 +29,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            notify_socket: None,
-            listen: "127.0.0.1:0",
-            require_message_authenticator: true,
-            reject_delay: "0s",
-            max_in_flight: 64,
-        }
+        Self { notify_socket: None, listen: "127.0.0.1:0", require_message_authenticator: true, reject_delay: "0s", max_in_flight: 64 }
     }
 }
 
@@ -145,13 +139,7 @@ impl TestServer {
                 }
             }
         });
-        let mut server = Self {
-            child: Some(child),
-            logs,
-            auth: ([0, 0, 0, 0], 0).into(),
-            accounting: ([0, 0, 0, 0], 0).into(),
-            _dir: dir,
-        };
+        let mut server = Self { child: Some(child), logs, auth: ([0, 0, 0, 0], 0).into(), accounting: ([0, 0, 0, 0], 0).into(), _dir: dir };
         let address = |kind: &str| {
             let line = server.wait_for(|v| v["message"] == "listening" && v["kind"] == kind, Duration::from_secs(20));
             let line = line.unwrap_or_else(|| panic!("radmfa did not report a {kind} listening address; log: {:?}", server.logs()));
@@ -215,9 +203,7 @@ impl TestServer {
             assert!(Instant::now() < until, "radmfa did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         };
-        let stopped = self
-            .wait_for(|v| v["message"] == "stopped", Duration::from_secs(5))
-            .expect("a stopped line with counters");
+        let stopped = self.wait_for(|v| v["message"] == "stopped", Duration::from_secs(5)).expect("a stopped line with counters");
         (status, Stats(stopped["stats"].as_str().unwrap_or_default().to_owned()))
     }
 }

@@ -25,11 +25,7 @@ pub fn access_request(user: &str, password: &str) -> Packet {
 pub fn encode_signed(mut packet: Packet) -> Vec<u8> {
     rfc2869::add_message_authenticator(&mut packet, &[0; 16]);
     let mut bytes = packet.encode().unwrap();
-    let offset = attribute_offsets(&bytes)
-        .into_iter()
-        .find(|(t, _)| *t == MESSAGE_AUTHENTICATOR)
-        .unwrap()
-        .1;
+    let offset = attribute_offsets(&bytes).into_iter().find(|(t, _)| *t == MESSAGE_AUTHENTICATOR).unwrap().1;
     let mac = hmac_md5(SECRET.as_bytes(), &bytes);
     bytes[offset + 2..offset + 18].copy_from_slice(&mac);
     bytes
@@ -56,24 +52,13 @@ pub fn attribute_offsets(bytes: &[u8]) -> Vec<(u8, usize)> {
 /// Checks a response the way a strict NAS does: Response Authenticator (by the `radius` crate),
 /// and a valid Message-Authenticator standing first.
 pub fn assert_authentic(response: &[u8], request: &[u8]) {
-    assert!(
-        Packet::is_authentic_response(response, request, SECRET.as_bytes()),
-        "Response Authenticator does not verify"
-    );
+    assert!(Packet::is_authentic_response(response, request, SECRET.as_bytes()), "Response Authenticator does not verify");
     let attrs = attribute_offsets(response);
-    assert_eq!(
-        attrs.first().map(|a| a.0),
-        Some(MESSAGE_AUTHENTICATOR),
-        "Message-Authenticator must be the first attribute"
-    );
+    assert_eq!(attrs.first().map(|a| a.0), Some(MESSAGE_AUTHENTICATOR), "Message-Authenticator must be the first attribute");
     let mut copy = response.to_vec();
     copy[4..20].copy_from_slice(&request[4..20]);
     copy[22..38].fill(0);
-    assert_eq!(
-        hmac_md5(SECRET.as_bytes(), &copy),
-        response[22..38],
-        "Message-Authenticator does not verify"
-    );
+    assert_eq!(hmac_md5(SECRET.as_bytes(), &copy), response[22..38], "Message-Authenticator does not verify");
 }
 
 pub fn decode(response: &[u8]) -> Packet {

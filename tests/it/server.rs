@@ -15,10 +15,7 @@ const WAIT: Duration = Duration::from_secs(5);
 const SILENCE: Duration = Duration::from_millis(1000);
 
 fn relaxed() -> Options {
-    Options {
-        require_message_authenticator: false,
-        ..Options::default()
-    }
+    Options { require_message_authenticator: false, ..Options::default() }
 }
 
 #[test]
@@ -31,17 +28,9 @@ fn radclient_gets_accept_with_message_authenticator_first_and_filtered_groups() 
         return;
     };
     assert!(out.success, "radclient failed: {}\n{}", out.stdout, out.stderr);
-    let received = out
-        .stdout
-        .split("Received Access-Accept")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no Access-Accept: {}", out.stdout));
+    let received = out.stdout.split("Received Access-Accept").nth(1).unwrap_or_else(|| panic!("no Access-Accept: {}", out.stdout));
     let first = received.lines().nth(1).unwrap_or_default().trim();
-    assert!(
-        first.starts_with("Message-Authenticator = 0x"),
-        "first attribute: {first:?}\n{}",
-        out.stdout
-    );
+    assert!(first.starts_with("Message-Authenticator = 0x"), "first attribute: {first:?}\n{}", out.stdout);
     assert!(received.contains("Citrix-User-Groups = \"VPN-Users\""), "{received}");
     assert!(!received.contains("Staff"), "group_filter ^VPN- must hold back Staff: {received}");
     let audit = server.wait_for_audit(1);
@@ -56,34 +45,17 @@ fn radclient_gets_accept_with_message_authenticator_first_and_filtered_groups() 
 #[test]
 fn radclient_wrong_password_and_disabled_account_get_reject() {
     let server = TestServer::start(Options::default());
-    let Some(out) = radclient(
-        server.auth,
-        "auth",
-        SECRET,
-        "User-Name = alice\nUser-Password = nope\nMessage-Authenticator = 0x00\n",
-    ) else {
+    let Some(out) = radclient(server.auth, "auth", SECRET, "User-Name = alice\nUser-Password = nope\nMessage-Authenticator = 0x00\n")
+    else {
         return;
     };
     assert!(out.stdout.contains("Received Access-Reject"), "{}", out.stdout);
-    let out = radclient(
-        server.auth,
-        "auth",
-        SECRET,
-        "User-Name = dave\nUser-Password = dave-pw\nMessage-Authenticator = 0x00\n",
-    )
-    .unwrap();
+    let out = radclient(server.auth, "auth", SECRET, "User-Name = dave\nUser-Password = dave-pw\nMessage-Authenticator = 0x00\n").unwrap();
     assert!(out.stdout.contains("Received Access-Reject"), "{}", out.stdout);
-    let reasons: Vec<String> = server
-        .wait_for_audit(2)
-        .iter()
-        .map(|v| v["reason"].as_str().unwrap().to_owned())
-        .collect();
+    let reasons: Vec<String> = server.wait_for_audit(2).iter().map(|v| v["reason"].as_str().unwrap().to_owned()).collect();
     assert_eq!(reasons, ["wrong_password", "account_disabled"]);
     let logs = format!("{:?}", server.logs());
-    assert!(
-        !logs.contains("nope") && !logs.contains("dave-pw"),
-        "passwords must never be logged"
-    );
+    assert!(!logs.contains("nope") && !logs.contains("dave-pw"), "passwords must never be logged");
 }
 
 #[test]
@@ -91,18 +63,11 @@ fn radius_crate_client_gets_accept_and_reject() {
     let server = TestServer::start(relaxed());
     let client = radius::client::Client::new(Some(WAIT), Some(WAIT));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let accept = runtime
-        .block_on(client.send_packet(&server.auth, &oracle::access_request("alice", ALICE_PASSWORD)))
-        .unwrap();
+    let accept = runtime.block_on(client.send_packet(&server.auth, &oracle::access_request("alice", ALICE_PASSWORD))).unwrap();
     assert_eq!(accept.get_code(), Code::AccessAccept);
-    let reject = runtime
-        .block_on(client.send_packet(&server.auth, &oracle::access_request("alice", "bad")))
-        .unwrap();
+    let reject = runtime.block_on(client.send_packet(&server.auth, &oracle::access_request("alice", "bad"))).unwrap();
     assert_eq!(reject.get_code(), Code::AccessReject);
-    assert!(
-        rfc2869::lookup_message_authenticator(&reject).is_some(),
-        "every response carries a Message-Authenticator"
-    );
+    assert!(rfc2869::lookup_message_authenticator(&reject).is_some(), "every response carries a Message-Authenticator");
 }
 
 #[test]
@@ -134,12 +99,9 @@ fn unknown_client_bad_secret_and_missing_message_authenticator_get_no_answer() {
     let request = oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD));
     assert!(oracle::exchange(&stranger, &request, SILENCE).is_none(), "unknown client answered");
     // Bad secret: the Message-Authenticator does not verify.
-    if let Some(out) = radclient(
-        server.auth,
-        "auth",
-        "not-the-secret",
-        "User-Name = alice\nUser-Password = x\nMessage-Authenticator = 0x00\n",
-    ) {
+    if let Some(out) =
+        radclient(server.auth, "auth", "not-the-secret", "User-Name = alice\nUser-Password = x\nMessage-Authenticator = 0x00\n")
+    {
         assert!(!out.stdout.contains("Received"), "bad secret answered: {}", out.stdout);
     }
     // Missing Message-Authenticator where the client requires one.
@@ -148,10 +110,7 @@ fn unknown_client_bad_secret_and_missing_message_authenticator_get_no_answer() {
     assert!(oracle::exchange(&known, &unsigned, SILENCE).is_none(), "unsigned request answered");
     // Still serving.
     let request = oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD));
-    assert_eq!(
-        oracle::exchange(&known, &request, WAIT).map(|r| oracle::code(&r)),
-        Some(ACCESS_ACCEPT)
-    );
+    assert_eq!(oracle::exchange(&known, &request, WAIT).map(|r| oracle::code(&r)), Some(ACCESS_ACCEPT));
     assert_eq!(server.audit().len(), 1, "only the good request reached a decision");
     let (status, stats) = server.stop();
     assert!(status.success());
@@ -164,10 +123,7 @@ fn unknown_client_bad_secret_and_missing_message_authenticator_get_no_answer() {
 
 #[test]
 fn retransmissions_get_the_cached_answer_and_are_decided_once() {
-    let server = TestServer::start(Options {
-        reject_delay: "1s",
-        ..Options::default()
-    });
+    let server = TestServer::start(Options { reject_delay: "1s", ..Options::default() });
     let socket = oracle::socket("127.0.0.1:0", server.auth);
     // A rejected request: its answer is held for reject_delay, so the copies below arrive in flight.
     let request = oracle::encode_signed(oracle::access_request("alice", "wrong"));
@@ -176,10 +132,7 @@ fn retransmissions_get_the_cached_answer_and_are_decided_once() {
     socket.send(&request).unwrap(); // during the delay: gets nothing new
     let first = oracle::receive(&socket, WAIT).expect("the delayed reject");
     assert_eq!(oracle::code(&first), ACCESS_REJECT);
-    assert!(
-        oracle::receive(&socket, Duration::from_millis(300)).is_none(),
-        "the in-flight copy must not get its own answer"
-    );
+    assert!(oracle::receive(&socket, Duration::from_millis(300)).is_none(), "the in-flight copy must not get its own answer");
     // After the answer: a retransmit gets the identical bytes.
     let again = oracle::exchange(&socket, &request, WAIT).expect("the cached answer");
     assert_eq!(again, first, "a retransmission gets the identical cached response");
@@ -198,35 +151,19 @@ fn retransmissions_get_the_cached_answer_and_are_decided_once() {
 #[test]
 fn reject_delay_holds_no_worker_and_delays_no_other_request() {
     // One worker, a long delay: the accept sent after the reject must still come back first.
-    let server = TestServer::start(Options {
-        reject_delay: "2s",
-        max_in_flight: 1,
-        ..Options::default()
-    });
+    let server = TestServer::start(Options { reject_delay: "2s", max_in_flight: 1, ..Options::default() });
     let rejected = oracle::socket("127.0.0.1:0", server.auth);
     let accepted = oracle::socket("127.0.0.1:0", server.auth);
     let sent = Instant::now();
-    rejected
-        .send(&oracle::encode_signed(oracle::access_request("alice", "wrong")))
-        .unwrap();
+    rejected.send(&oracle::encode_signed(oracle::access_request("alice", "wrong"))).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let accept = oracle::exchange(
-        &accepted,
-        &oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD)),
-        WAIT,
-    )
-    .expect("accept");
+    let accept =
+        oracle::exchange(&accepted, &oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD)), WAIT).expect("accept");
     assert_eq!(oracle::code(&accept), ACCESS_ACCEPT);
-    assert!(
-        oracle::receive(&rejected, Duration::ZERO.max(Duration::from_millis(1))).is_none(),
-        "the reject came before its delay"
-    );
+    assert!(oracle::receive(&rejected, Duration::ZERO.max(Duration::from_millis(1))).is_none(), "the reject came before its delay");
     let reject = oracle::receive(&rejected, WAIT).expect("reject");
     assert_eq!(oracle::code(&reject), ACCESS_REJECT);
-    assert!(
-        sent.elapsed() >= Duration::from_millis(1900),
-        "the reject was held for reject_delay"
-    );
+    assert!(sent.elapsed() >= Duration::from_millis(1900), "the reject was held for reject_delay");
 }
 
 #[test]
@@ -236,17 +173,10 @@ fn status_server_and_accounting_are_answered() {
         assert!(out.stdout.contains("Received Access-Accept"), "{}", out.stdout);
         let out = radclient(server.accounting, "status", SECRET, "Message-Authenticator = 0x00\n").unwrap();
         assert!(out.stdout.contains("Received Accounting-Response"), "{}", out.stdout);
-        let out = radclient(
-            server.accounting,
-            "acct",
-            SECRET,
-            "User-Name = alice\nAcct-Status-Type = Start\nAcct-Session-Id = \"s-1\"\n",
-        )
-        .unwrap();
+        let out = radclient(server.accounting, "acct", SECRET, "User-Name = alice\nAcct-Status-Type = Start\nAcct-Session-Id = \"s-1\"\n")
+            .unwrap();
         assert!(out.stdout.contains("Received Accounting-Response"), "{}", out.stdout);
-        let line = server
-            .wait_for(|v| v["target"] == "radmfa::accounting", WAIT)
-            .expect("accounting logged");
+        let line = server.wait_for(|v| v["target"] == "radmfa::accounting", WAIT).expect("accounting logged");
         assert_eq!(
             (line["user"].as_str(), line["status"].as_str(), line["session_id"].as_str()),
             (Some("alice"), Some("start"), Some("s-1"))
@@ -265,10 +195,7 @@ fn status_server_and_accounting_are_answered() {
     rfc2865::add_user_name(&mut good, "alice");
     let answer = oracle::exchange(&acct, &good.encode().unwrap(), WAIT).expect("accounting answered");
     assert_eq!(oracle::code(&answer), ACCOUNTING_RESPONSE);
-    assert!(
-        Packet::is_authentic_response(&answer, &good.encode().unwrap(), SECRET.as_bytes()),
-        "Response Authenticator verifies"
-    );
+    assert!(Packet::is_authentic_response(&answer, &good.encode().unwrap(), SECRET.as_bytes()), "Response Authenticator verifies");
 }
 
 #[test]
@@ -320,14 +247,7 @@ fn chap_is_refused_with_a_clear_log_line_and_nothing_is_reflected() {
     rfc2865::add_chap_password(&mut chap, &[1; 17]);
     let response = oracle::exchange(&socket, &chap.encode().unwrap(), WAIT).expect("answer");
     assert_eq!(oracle::code(&response), ACCESS_REJECT);
-    assert!(
-        server
-            .wait_for(
-                |v| v["message"].as_str().unwrap_or_default().contains("only PAP is supported"),
-                WAIT
-            )
-            .is_some()
-    );
+    assert!(server.wait_for(|v| v["message"].as_str().unwrap_or_default().contains("only PAP is supported"), WAIT).is_some());
     assert_eq!(server.wait_for_audit(1)[0]["reason"], "chap_not_supported");
     // The user name never comes back in the answer (BlastRADIUS smuggles collision blocks so).
     let name = "alice-with-a-distinctive-name";
@@ -337,17 +257,11 @@ fn chap_is_refused_with_a_clear_log_line_and_nothing_is_reflected() {
 
 #[test]
 fn ipv6_listen_address_works() {
-    let server = TestServer::start(Options {
-        listen: "[::1]:0",
-        ..relaxed()
-    });
+    let server = TestServer::start(Options { listen: "[::1]:0", ..relaxed() });
     assert!(server.auth.is_ipv6());
     let socket = oracle::socket("[::1]:0", server.auth);
     let request = oracle::access_request("alice", ALICE_PASSWORD).encode().unwrap();
-    assert_eq!(
-        oracle::exchange(&socket, &request, WAIT).map(|r| oracle::code(&r)),
-        Some(ACCESS_ACCEPT)
-    );
+    assert_eq!(oracle::exchange(&socket, &request, WAIT).map(|r| oracle::code(&r)), Some(ACCESS_ACCEPT));
 }
 
 /// A small deterministic generator, so a failure reproduces.
@@ -410,11 +324,7 @@ fn a_hundred_thousand_random_packets_do_not_stop_the_server() {
     let probe = oracle::socket("127.0.0.1:0", server.auth);
     let request = oracle::access_request("alice", ALICE_PASSWORD).encode().unwrap();
     let answer = (0..10).find_map(|_| oracle::exchange(&probe, &request, Duration::from_secs(2)));
-    assert_eq!(
-        answer.map(|r| oracle::code(&r)),
-        Some(ACCESS_ACCEPT),
-        "a valid request is answered after the flood"
-    );
+    assert_eq!(answer.map(|r| oracle::code(&r)), Some(ACCESS_ACCEPT), "a valid request is answered after the flood");
     let (status, stats) = server.stop();
     assert!(status.success());
     assert_eq!(stats.get("handler_panics"), 0);
@@ -423,14 +333,9 @@ fn a_hundred_thousand_random_packets_do_not_stop_the_server() {
 
 #[test]
 fn sigterm_finishes_requests_in_flight_and_exits_zero() {
-    let server = TestServer::start(Options {
-        reject_delay: "5s",
-        ..Options::default()
-    });
+    let server = TestServer::start(Options { reject_delay: "5s", ..Options::default() });
     let socket = oracle::socket("127.0.0.1:0", server.auth);
-    socket
-        .send(&oracle::encode_signed(oracle::access_request("alice", "wrong")))
-        .unwrap();
+    socket.send(&oracle::encode_signed(oracle::access_request("alice", "wrong"))).unwrap();
     server.wait_for_audit(1);
     let asked = Instant::now();
     server.terminate();
@@ -442,14 +347,7 @@ fn sigterm_finishes_requests_in_flight_and_exits_zero() {
     assert!(status.success());
     assert_eq!(stats.get("rejects"), 1);
     // Stopped: nothing answers any more.
-    assert!(
-        oracle::exchange(
-            &socket,
-            &oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD)),
-            SILENCE
-        )
-        .is_none()
-    );
+    assert!(oracle::exchange(&socket, &oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD)), SILENCE).is_none());
 }
 
 #[test]
@@ -458,20 +356,14 @@ fn systemd_is_told_ready_and_stopping() {
     let path = dir.path().join("notify");
     let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
     notify.set_read_timeout(Some(WAIT)).unwrap();
-    let server = TestServer::start(Options {
-        notify_socket: Some(path),
-        ..Options::default()
-    });
+    let server = TestServer::start(Options { notify_socket: Some(path), ..Options::default() });
     let mut buf = [0u8; 512];
     let n = notify.recv(&mut buf).expect("READY=1 after binding");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
     // READY comes after the sockets are bound: the server answers right away.
     let socket = oracle::socket("127.0.0.1:0", server.auth);
     let request = oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD));
-    assert_eq!(
-        oracle::exchange(&socket, &request, WAIT).map(|r| oracle::code(&r)),
-        Some(ACCESS_ACCEPT)
-    );
+    assert_eq!(oracle::exchange(&socket, &request, WAIT).map(|r| oracle::code(&r)), Some(ACCESS_ACCEPT));
     let (status, _) = server.stop();
     assert!(status.success());
     let n = notify.recv(&mut buf).expect("STOPPING=1 on SIGTERM");
