@@ -205,6 +205,22 @@ pub(crate) fn open_keys(config: &Config) -> Result<Arc<KeyRing>, CliError> {
     Ok(Arc::new(KeyRing::load(&config.store.key_file)?))
 }
 
+/// On a fresh install (no key file and no database yet) the server makes its key, so the
+/// embedded defaults run with no setup. A missing key beside an existing database is an error:
+/// a new key would silently make every stored seed unreadable.
+pub(crate) fn create_key_on_first_start(config: &Config) -> Result<(), CliError> {
+    let (key, db) = (&config.store.key_file, &config.store.path);
+    if key.exists() || db.exists() {
+        return Ok(());
+    }
+    KeyRing::generate("k1").save(key)?;
+    tracing::warn!(
+        key_file = %key.display(),
+        "first start: created a new key file; back it up apart from the database, without it the TOTP seeds are lost"
+    );
+    Ok(())
+}
+
 pub(crate) fn open_store(config: &Config, keys: Arc<KeyRing>) -> Result<Arc<SqliteStore>, CliError> {
     let path = &config.store.path;
     Ok(Arc::new(SqliteStore::open(path, keys).map_err(|e| format!("{}: {e}", path.display()))?))
@@ -246,7 +262,10 @@ fn check_config(path: &std::path::Path) -> Result<(), CliError> {
     let config = Config::load(path)?;
     let directory = open_directory(&config)?;
     open_gateway(&config)?;
-    if let Err(e) = KeyRing::load(&config.store.key_file) {
+    let fresh = !config.store.key_file.exists() && !config.store.path.exists();
+    if fresh {
+        println!("note: no key file and no database yet: `radmfa serve` creates {} at first start", config.store.key_file.display());
+    } else if let Err(e) = KeyRing::load(&config.store.key_file) {
         return Err(format!("{e}\n(create the key file with: radmfa keygen --config {})", path.display()).into());
     }
     println!(

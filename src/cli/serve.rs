@@ -14,8 +14,14 @@ use crate::store::sqlite::SqliteStore;
 
 pub fn serve(config_path: &Path) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
+    super::create_key_on_first_start(&config)?;
     let (services, store) = super::open_services(&config)?;
-    tracing::info!(clients = config.clients.len(), sms_gateway = services.sms.kind(), "configuration loaded from {}", config_path.display());
+    tracing::info!(
+        clients = config.clients.len(),
+        sms_gateway = services.sms.kind(),
+        "configuration loaded from {}",
+        config_path.display()
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("radmfa").build()?;
     runtime.block_on(async move {
         let mut sockets = Vec::new();

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub const SECRET: &str = "testing123";
 pub const ALICE_PASSWORD: &str = "alice-pw";
+pub const CAROL_PASSWORD: &str = "carol-pw";
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_radmfa")
@@ -25,11 +26,30 @@ pub struct Options {
     pub require_message_authenticator: bool,
     pub reject_delay: &'static str,
     pub max_in_flight: usize,
+    /// The loopback client's second-factor mode and policy for users without a token. The
+    /// RADIUS-edge tests use `password_only` so they need no token.
+    pub mode: &'static str,
+    pub no_token: &'static str,
+    pub lockout: &'static str,
+    pub challenge_timeout: &'static str,
+    /// An HTTP SMS gateway URL (the test's sink); the log gateway when unset.
+    pub sms_url: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { notify_socket: None, listen: "127.0.0.1:0", require_message_authenticator: true, reject_delay: "0s", max_in_flight: 64 }
+        Self {
+            notify_socket: None,
+            listen: "127.0.0.1:0",
+            require_message_authenticator: true,
+            reject_delay: "0s",
+            max_in_flight: 64,
+            mode: "auto",
+            no_token: "password_only",
+            lockout: "5m",
+            challenge_timeout: "120s",
+            sms_url: None,
+        }
     }
 }
 
@@ -58,9 +78,17 @@ groups = ["VPN-Users", "Staff"]
 username = "dave"
 password_hash = "{}"
 disabled = true
+
+[[user]]
+username = "carol"
+password_hash = "{}"
+given_name = "Carol"
+mobile = "070-765 43 21"
+groups = ["VPN-Users"]
 "#,
         cheap_hash(ALICE_PASSWORD),
-        cheap_hash("dave-pw")
+        cheap_hash("dave-pw"),
+        cheap_hash(CAROL_PASSWORD)
     );
     std::fs::write(dir.join("users.toml"), users).unwrap();
 }
@@ -79,6 +107,8 @@ name = "loopback"
 address = "127.0.0.1/32"
 secret = "{SECRET}"
 require_message_authenticator = {require_ma}
+mode = "{mode}"
+no_token = "{no_token}"
 reply_attributes = [{{ name = "Citrix-User-Groups", value = "{{group}}" }}]
 group_filter = "^VPN-"
 
@@ -87,11 +117,36 @@ name = "loopback-v6"
 address = "::1"
 secret = "{SECRET}"
 require_message_authenticator = false
+no_token = "password_only"
 
 [directory]
 kind = "file"
 path = "users.toml"
+
+[store]
+kind = "sqlite"
+path = "radmfa.db"
+key_file = "master.key"
+
+[totp]
+issuer = "Example Region"
+challenge_timeout = "{challenge_timeout}"
+
+[lockout]
+duration = "{lockout}"
+
+{sms}
 "#,
+        mode = o.mode,
+        no_token = o.no_token,
+        lockout = o.lockout,
+        challenge_timeout = o.challenge_timeout,
+        sms = match &o.sms_url {
+            Some(url) => format!(
+                "[sms]\ngateway = \"http\"\nurl = \"{url}\"\nmethod = \"POST\"\nbody = '{{\"to\":\"{{to}}\",\"message\":\"{{message}}\"}}'\ncontent_type = \"application/json\"\n"
+            ),
+            None => String::new(),
+        },
         listen = o.listen,
         reject_delay = o.reject_delay,
         max_in_flight = o.max_in_flight,
@@ -107,7 +162,14 @@ pub struct TestServer {
     logs: Arc<Mutex<Vec<Value>>>,
     pub auth: SocketAddr,
     pub accounting: SocketAddr,
-    _dir: tempfile::TempDir,
+    pub config: PathBuf,
+    notify_socket: Option<PathBuf>,
+    dir: tempfile::TempDir,
+}
+
+/// Runs `radmfa <args> --config <config>` to completion.
+pub fn admin(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary()).args(args).arg("--config").arg(config).output().unwrap()
 }
 
 impl TestServer {
@@ -115,8 +177,27 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         write_users(dir.path());
         let config = write_config(dir.path(), &options);
+        let keygen = admin(&config, &["keygen"]);
+        assert!(keygen.status.success(), "keygen: {}", String::from_utf8_lossy(&keygen.stderr));
+        Self::spawn(dir, config, options.notify_socket)
+    }
+
+    /// Stops the server (SIGTERM) and starts it again on the same files.
+    pub fn restart(mut self) -> Self {
+        self.terminate();
+        let mut child = self.child.take().unwrap();
+        child.wait().unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::spawn(dir, self.config.clone(), self.notify_socket.clone())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn spawn(dir: tempfile::TempDir, config: PathBuf, notify_socket: Option<PathBuf>) -> Self {
         let mut command = Command::new(binary());
-        if let Some(path) = &options.notify_socket {
+        if let Some(path) = &notify_socket {
             command.env("NOTIFY_SOCKET", path);
         }
         let mut child = command
@@ -139,7 +220,15 @@ impl TestServer {
                 }
             }
         });
-        let mut server = Self { child: Some(child), logs, auth: ([0, 0, 0, 0], 0).into(), accounting: ([0, 0, 0, 0], 0).into(), _dir: dir };
+        let mut server = Self {
+            child: Some(child),
+            logs,
+            auth: ([0, 0, 0, 0], 0).into(),
+            accounting: ([0, 0, 0, 0], 0).into(),
+            config,
+            notify_socket,
+            dir,
+        };
         let address = |kind: &str| {
             let line = server.wait_for(|v| v["message"] == "listening" && v["kind"] == kind, Duration::from_secs(20));
             let line = line.unwrap_or_else(|| panic!("radmfa did not report a {kind} listening address; log: {:?}", server.logs()));
@@ -156,7 +245,7 @@ impl TestServer {
     }
 
     pub fn audit(&self) -> Vec<Value> {
-        self.logs().into_iter().filter(|v| v["target"] == "radmfa::audit").collect()
+        self.logs().into_iter().filter(|v| v["target"] == "radmfa::audit" && v["message"] == "decision").collect()
     }
 
     pub fn wait_for(&self, predicate: impl Fn(&Value) -> bool, timeout: Duration) -> Option<Value> {
@@ -228,6 +317,78 @@ impl Stats {
             .unwrap_or_else(|| panic!("no counter {name} in {:?}", self.0))
             .parse()
             .unwrap()
+    }
+}
+
+/// `radmfa token add` for a user; returns the base32 secret it printed.
+pub fn enroll(config: &Path, user: &str) -> String {
+    let out = admin(config, &["token", "add", user, "--name", "Test phone"]);
+    assert!(out.status.success(), "token add: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout.lines().find_map(|l| l.strip_prefix("secret (base32, to type by hand): ")).expect("the secret line").trim().to_owned()
+}
+
+/// The TOTP code `offset` time steps from now, computed by totp-rs (not by radmfa).
+pub fn totp_code(base32: &str, offset: i64) -> String {
+    let secret = totp_rs::Secret::Encoded(base32.to_owned()).to_bytes().unwrap();
+    let totp = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 0, 30, secret, None, String::new());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    totp.generate((now + offset * 30) as u64)
+}
+
+/// An HTTP server standing in for an SMS provider: records each request body, answers 200.
+pub struct SmsSink {
+    pub url: String,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl SmsSink {
+    pub fn start() -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/send", listener.local_addr().unwrap());
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&bodies);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the head, then as much body as Content-Length says.
+                loop {
+                    let Ok(n) = stream.read(&mut buf) else { break };
+                    if n == 0 {
+                        break;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if data.len() >= end + 4 + length {
+                            sink.lock().unwrap().push(String::from_utf8_lossy(&data[end + 4..end + 4 + length]).into_owned());
+                            break;
+                        }
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            }
+        });
+        Self { url, bodies }
+    }
+
+    pub fn messages(&self) -> Vec<Value> {
+        self.bodies.lock().unwrap().iter().map(|b| serde_json::from_str(b).unwrap()).collect()
+    }
+
+    /// The code in the last message.
+    pub fn last_code(&self) -> String {
+        let last = self.messages().last().cloned().expect("an SMS was sent");
+        last["message"].as_str().unwrap().chars().filter(char::is_ascii_digit).collect()
     }
 }
 

@@ -9,4 +9,5 @@ mod cli;
 mod codec;
 mod harness;
 mod oracle;
+mod second_factor;
 mod server;

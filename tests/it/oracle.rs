@@ -93,3 +93,20 @@ pub fn code(response: &[u8]) -> u8 {
 pub const ACCESS_ACCEPT: u8 = 2;
 pub const ACCESS_REJECT: u8 = 3;
 pub const ACCOUNTING_RESPONSE: u8 = 5;
+
+pub fn access_request_with_state(user: &str, password: &str, state: &[u8]) -> Packet {
+    let mut p = access_request(user, password);
+    rfc2865::add_state(&mut p, state);
+    p
+}
+
+/// The State of a response, if any.
+pub fn state_of(response: &[u8]) -> Option<Vec<u8>> {
+    rfc2865::lookup_state(&decode(response))
+}
+
+pub fn reply_message(response: &[u8]) -> Option<String> {
+    rfc2865::lookup_reply_message(&decode(response)).map(|m| m.unwrap())
+}
+
+pub const ACCESS_CHALLENGE: u8 = 11;
