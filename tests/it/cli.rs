@@ -64,3 +64,80 @@ fn bench_reports_its_figures() {
     assert!(report["p99_ms"].as_f64().unwrap() >= report["p50_ms"].as_f64().unwrap());
     assert_eq!(server.wait_for_audit(200).len(), 200);
 }
+
+#[test]
+fn first_start_creates_the_key_but_never_beside_an_existing_database() {
+    let dir = tempfile::tempdir().unwrap();
+    write_users(dir.path());
+    let config = write_config(dir.path(), &Options::default());
+    let check = crate::harness::admin(&config, &["check-config"]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("creates"), "check-config says the key comes at first start");
+    // `serve` on a fresh install makes the key (and the database).
+    let mut child = Command::new(binary()).args(["serve", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap();
+    let key = dir.path().join("master.key");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(key.exists() && dir.path().join("radmfa.db").exists()) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    // Key gone, database still there: refuse rather than make seeds unreadable.
+    std::fs::remove_file(&key).unwrap();
+    let out = Command::new(binary()).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master.key"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!key.exists());
+    let keygen = crate::harness::admin(&config, &["keygen"]);
+    assert!(keygen.status.success());
+    let again = crate::harness::admin(&config, &["keygen"]);
+    assert!(!again.status.success(), "keygen never overwrites a key");
+}
+
+#[test]
+fn token_commands_list_verify_remove_and_rotate_keys() {
+    use crate::harness::{admin, enroll, totp_code};
+    let server = TestServer::start(Options { mode: "append", no_token: "reject", lockout: "1h", ..Options::default() });
+    let config = server.config.clone();
+    let seed = enroll(&config, "Alice");
+    assert!(!admin(&config, &["token", "add", "nobody"]).status.success(), "unknown users are refused without --force");
+
+    let list = String::from_utf8(admin(&config, &["token", "list"]).stdout).unwrap();
+    assert!(list.contains("alice") && list.contains("Test phone") && list.contains("active") && list.contains("never"), "{list}");
+    let verify = admin(&config, &["token", "verify", "alice", &totp_code(&seed, 0)]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(!admin(&config, &["token", "verify", "alice", "000000"]).status.success());
+
+    // Rotation: new key, seeds resealed, logins go on.
+    let rotate = admin(&config, &["keys", "rotate"]);
+    assert!(rotate.status.success(), "{}", String::from_utf8_lossy(&rotate.stderr));
+    assert!(String::from_utf8_lossy(&rotate.stdout).contains("sealed 1 seed(s) with new key k2"));
+    let key_file = std::fs::read_to_string(server.dir().join("master.key")).unwrap();
+    assert!(key_file.contains("\nk2 ") && !key_file.contains("\nk1 "), "only the new key remains");
+    let server = server.restart();
+    let answer = crate::oracle::exchange(
+        &crate::oracle::socket("127.0.0.1:0", server.auth),
+        &crate::oracle::encode_signed(crate::oracle::access_request("alice", &format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0)))),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(crate::oracle::code(&answer), crate::oracle::ACCESS_ACCEPT, "the resealed seed still logs in");
+
+    // Lock alice out, then unlock her.
+    for _ in 0..5 {
+        crate::oracle::exchange(
+            &crate::oracle::socket("127.0.0.1:0", server.auth),
+            &crate::oracle::encode_signed(crate::oracle::access_request("alice", &format!("{ALICE_PASSWORD}000000"))),
+            std::time::Duration::from_secs(5),
+        );
+    }
+    let unlock = String::from_utf8(admin(&config, &["user", "unlock", "alice"]).stdout).unwrap();
+    assert!(unlock.contains("cleared"), "{unlock}");
+
+    let id = list.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    assert!(admin(&config, &["token", "remove", "alice", &id]).status.success());
+    assert!(!admin(&config, &["token", "remove", "alice", &id]).status.success(), "already gone");
+    assert!(String::from_utf8(admin(&config, &["token", "list", "alice"]).stdout).unwrap().contains("no tokens"));
+}

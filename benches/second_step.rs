@@ -1,0 +1,176 @@
+//! The second step alone: State open + single use, lockout check, the user's tokens, TOTP over the
+//! window, the replay update and the success reset — everything but the directory (an in-memory
+//! one stands in) and the network. SQLite on disk, as in production.
+//!
+//! `cargo bench --bench second_step [-- USERS CONCURRENCY...]` prints requests/s, p50 and p99
+//! per concurrency, and how busy the store's thread was, so one can see whether it limits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use radmfa::auth::messages::{Language, Messages};
+use radmfa::auth::{AuthSettings, Authenticator, ClientPolicy, Method, Mode, NoToken, Outcome, Request, Services, UsernameRules};
+use radmfa::directory::{Directory, DirectoryError, PasswordCheck, UserProfile};
+use radmfa::otp::TotpParams;
+use radmfa::secret::Secret;
+use radmfa::sms::LogGateway;
+use radmfa::store::seal::KeyRing;
+use radmfa::store::sqlite::SqliteStore;
+use radmfa::store::{LockoutPolicy, NewToken, SmsLimits, Store};
+
+/// Every user exists and every password is right: this measures what comes after the directory.
+struct InstantDirectory;
+
+#[async_trait]
+impl Directory for InstantDirectory {
+    async fn check_password(&self, username: &str, _: &[u8]) -> Result<PasswordCheck, DirectoryError> {
+        Ok(PasswordCheck::Valid(UserProfile { username: username.into(), ..Default::default() }))
+    }
+    async fn profile(&self, username: &str) -> Result<Option<UserProfile>, DirectoryError> {
+        Ok(Some(UserProfile { username: username.into(), ..Default::default() }))
+    }
+}
+
+fn settings() -> AuthSettings {
+    AuthSettings {
+        totp_digits: 6,
+        totp_window: 1,
+        lockout: LockoutPolicy { max_failures: 5, duration: Duration::from_secs(300), max_duration: Duration::from_secs(3600) },
+        challenge_ttl: Duration::from_secs(600),
+        sms_validity: Duration::from_secs(300),
+        sms_tries: 3,
+        sms_limits: SmsLimits { per_user: 3, per_user_window: Duration::from_secs(900), global_per_minute: 30 },
+        default_country_code: "46".into(),
+        messages: Messages::for_language(Language::En),
+        usernames: UsernameRules::default(),
+    }
+}
+
+fn request(client: &Arc<ClientPolicy>, user: &str, answer: &str, state: Option<Vec<u8>>) -> Request {
+    Request {
+        user_name: Some(user.as_bytes().to_vec()),
+        password: Some(Secret::new(answer.as_bytes().to_vec())),
+        method: Method::Pap,
+        state,
+        client: Arc::clone(client),
+        nas_ip: None,
+        nas_identifier: None,
+        calling_station: None,
+    }
+}
+
+/// CPU time (user + system) of this whole process, from /proc.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(Duration::from_secs_f64(ticks / 100.0))
+}
+
+/// CPU time (user + system) of the thread named `name`, from /proc.
+fn thread_cpu(name: &str) -> Option<Duration> {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        return Some(Duration::from_secs_f64(ticks / ticks_per_second));
+    }
+    None
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let users = args.first().copied().unwrap_or(40_000);
+    let levels: Vec<usize> = if args.len() > 1 { args[1..].to_vec() } else { vec![1, 16, 64, 256] };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(KeyRing::generate("k1"));
+    let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"), Arc::clone(&keys)).unwrap());
+    let services = Services { directory: Arc::new(InstantDirectory), store: store.clone(), sms: Arc::new(LogGateway), keys };
+    let auth = Arc::new(Authenticator::new(services, settings()));
+    let client = Arc::new(ClientPolicy { mode: Mode::Challenge, no_token: NoToken::Reject, ..ClientPolicy::named("bench") });
+    let params = TotpParams::default();
+
+    println!(
+        "second step (State + TOTP + replay update in SQLite, no directory), {} cores",
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    runtime.block_on(async {
+        let seeds: Arc<Vec<Vec<u8>>> = Arc::new((0..users).map(|i| format!("bench-seed-{i:08}-xxxxx").into_bytes()).collect());
+        let mut adds = tokio::task::JoinSet::new();
+        for (i, seed) in seeds.iter().enumerate() {
+            let store = store.clone();
+            let token = NewToken { username: format!("user{i}"), name: "phone".into(), params, secret: Secret::new(seed.clone()), confirmed: true };
+            adds.spawn(async move { store.add_token(token).await.unwrap() });
+        }
+        while adds.join_next().await.is_some() {}
+        println!("{users} users with a token each");
+
+        let mut next_user = 0;
+        for &concurrency in &levels {
+            let batch = (users / levels.len()).min(users - next_user);
+            // First steps (not measured): a State for each user of this round.
+            let mut states = Vec::with_capacity(batch);
+            for i in next_user..next_user + batch {
+                let user = format!("user{i}");
+                let d = auth.decide(&request(&client, &user, "pw", None)).await;
+                assert_eq!(d.outcome, Outcome::Challenge);
+                states.push((user, i, d.state.unwrap()));
+            }
+            next_user += batch;
+            let queue = Arc::new(std::sync::Mutex::new(states));
+            let store_cpu_before = thread_cpu("radmfa-store");
+            let cpu_before = process_cpu();
+            let started = Instant::now();
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..concurrency {
+                let (queue, auth, client, seeds) = (queue.clone(), auth.clone(), client.clone(), seeds.clone());
+                workers.spawn(async move {
+                    let mut latencies = Vec::new();
+                    let mut accepted = 0usize;
+                    loop {
+                        let Some((user, i, state)) = queue.lock().unwrap().pop() else { break };
+                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                        let code = params.code_at_step(&seeds[i], params.step_at(now));
+                        let t = Instant::now();
+                        let d = auth.decide(&request(&client, &user, code.expose(), Some(state))).await;
+                        latencies.push(t.elapsed());
+                        accepted += usize::from(d.outcome == Outcome::Accept);
+                    }
+                    (latencies, accepted)
+                });
+            }
+            let mut latencies = Vec::new();
+            let mut accepted = 0;
+            while let Some(joined) = workers.join_next().await {
+                let (l, a) = joined.unwrap();
+                latencies.extend(l);
+                accepted += a;
+            }
+            let elapsed = started.elapsed();
+            latencies.sort_unstable();
+            let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+            let share = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
+                (Some(a), Some(b)) => format!("{:.0}%", (b - a).as_secs_f64() / elapsed.as_secs_f64() * 100.0),
+                _ => "n/a".into(),
+            };
+            let busy = share(store_cpu_before, thread_cpu("radmfa-store"));
+            let cpu = share(cpu_before, process_cpu());
+            println!(
+                "concurrency {concurrency:>4}: {:>6} second steps in {:.2} s = {:>8.0}/s  accepted {accepted}  p50 {:.3} ms  p99 {:.3} ms  CPU {cpu} (store thread {busy})",
+                latencies.len(),
+                elapsed.as_secs_f64(),
+                latencies.len() as f64 / elapsed.as_secs_f64(),
+                pct(0.50),
+                pct(0.99),
+            );
+        }
+    });
+}
