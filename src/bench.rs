@@ -1,8 +1,11 @@
 //! `radmfa bench`: a RADIUS load generator, so every performance figure is measured the same way.
 //!
-//! N workers each keep one request outstanding on their own UDP socket for a duration or a
-//! total count, verify every response's authenticator, and record the latency. No retransmits:
-//! a request unanswered within the timeout counts as a timeout.
+//! N workers each keep one request (or login flow) outstanding on their own UDP socket for a
+//! duration or a total count, verify every response's authenticator, and record the latency. No
+//! retransmits: a request unanswered within the timeout counts as a timeout.
+//!
+//! Flows (`append`, `challenge`) log in users from a seeds file, computing each code from the
+//! user's TOTP seed, and never reuse a time step for a user (the server would refuse it as a replay).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +24,36 @@ pub enum BenchKind {
     Access,
     /// Status-Server: the codec and receive loop alone, no directory.
     StatusServer,
+    /// One request per login: password with the TOTP code appended.
+    Append,
+    /// Two requests per login: the password, then the code with the State of the challenge.
+    Challenge,
+}
+
+/// A user the flows log in: `user password base32-seed` per line of the seeds file.
+#[derive(Debug, Clone)]
+pub struct BenchUser {
+    pub user: String,
+    pub password: Secret<String>,
+    pub seed: Secret<Vec<u8>>,
+}
+
+/// Reads a seeds file: one `user password base32-seed` per line; `#` starts a comment.
+pub fn read_seeds(text: &str) -> Result<Vec<BenchUser>, String> {
+    let mut users = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [user, password, seed] = fields.as_slice() else {
+            return Err(format!("line {}: expected `user password base32-seed`", i + 1));
+        };
+        let seed = totp_rs::Secret::Encoded(seed.to_string()).to_bytes().map_err(|_| format!("line {}: the seed is not base32", i + 1))?;
+        users.push(BenchUser { user: user.to_string(), password: Secret::new(password.to_string()), seed: Secret::new(seed) });
+    }
+    Ok(users)
 }
 
 #[derive(Debug)]
@@ -37,6 +70,9 @@ pub struct BenchOptions {
     pub count: Option<u64>,
     pub timeout: Duration,
     pub message_authenticator: bool,
+    /// Users for the flows.
+    pub users: Vec<BenchUser>,
+    pub totp: crate::otp::TotpParams,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -48,8 +84,22 @@ pub struct Report {
     /// Answers that failed the authenticator check or had an unexpected code.
     pub invalid: u64,
     pub elapsed: Duration,
-    /// Latencies of answered requests, sorted.
+    /// Latencies of answered requests (of whole logins, for flows), sorted.
     pub latencies: Vec<Duration>,
+    /// For challenge flows: each step alone, sorted.
+    pub first_steps: Vec<Duration>,
+    pub second_steps: Vec<Duration>,
+    /// Logins skipped because every user of a worker had used the current time step.
+    pub starved: u64,
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
+    let last = sorted.len().checked_sub(1)?;
+    sorted.get(((last as f64) * q).round() as usize).copied()
+}
+
+fn ms(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1000.0)
 }
 
 impl Report {
@@ -62,12 +112,10 @@ impl Report {
     }
 
     pub fn percentile(&self, q: f64) -> Option<Duration> {
-        let last = self.latencies.len().checked_sub(1)?;
-        self.latencies.get(((last as f64) * q).round() as usize).copied()
+        percentile(&self.latencies, q)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
         serde_json::json!({
             "requests": self.requests(),
             "seconds": self.elapsed.as_secs_f64(),
@@ -80,7 +128,24 @@ impl Report {
             "p50_ms": ms(self.percentile(0.50)),
             "p99_ms": ms(self.percentile(0.99)),
             "max_ms": ms(self.latencies.last().copied()),
+            "first_step_p50_ms": ms(percentile(&self.first_steps, 0.50)),
+            "first_step_p99_ms": ms(percentile(&self.first_steps, 0.99)),
+            "second_step_p50_ms": ms(percentile(&self.second_steps, 0.50)),
+            "second_step_p99_ms": ms(percentile(&self.second_steps, 0.99)),
+            "starved": self.starved,
         })
+    }
+
+    fn merge(&mut self, part: Report) {
+        self.accepts += part.accepts;
+        self.rejects += part.rejects;
+        self.challenges += part.challenges;
+        self.timeouts += part.timeouts;
+        self.invalid += part.invalid;
+        self.starved += part.starved;
+        self.latencies.extend(part.latencies);
+        self.first_steps.extend(part.first_steps);
+        self.second_steps.extend(part.second_steps);
     }
 }
 
@@ -99,7 +164,15 @@ impl std::fmt::Display for Report {
             ms(self.percentile(0.50)),
             ms(self.percentile(0.99)),
             ms(self.latencies.last().copied())
-        )
+        )?;
+        if !self.second_steps.is_empty() {
+            let step = |v: &[Duration]| format!("p50 {}  p99 {}", ms(percentile(v, 0.5)), ms(percentile(v, 0.99)));
+            write!(f, "\nsteps     password {}  |  code {}", step(&self.first_steps), step(&self.second_steps))?;
+        }
+        if self.starved > 0 {
+            write!(f, "\nnote      {} waits for a fresh time step: give more users for this rate", self.starved)?;
+        }
+        Ok(())
     }
 }
 
@@ -108,27 +181,87 @@ pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
     let remaining = Arc::new(AtomicU64::new(options.count.unwrap_or(u64::MAX)));
     let started = Instant::now();
     let deadline = options.duration.map(|d| started + d);
+    let flows = matches!(options.kind, BenchKind::Append | BenchKind::Challenge);
+    let workers_n = options.concurrency.max(1);
+    if flows && options.users.len() < workers_n {
+        return Err(std::io::Error::other(format!(
+            "{} users for {workers_n} workers: give at least one user per worker",
+            options.users.len()
+        )));
+    }
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..options.concurrency.max(1) {
+    for w in 0..workers_n {
         let bind: SocketAddr =
             if options.server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
         let socket = UdpSocket::bind(bind).await?;
         socket.connect(options.server).await?;
-        workers.spawn(worker(socket, Arc::clone(&options), Arc::clone(&remaining), deadline));
+        // Each worker owns a share of the users, so no two workers use one user's time step.
+        let mine: Vec<usize> = (w..options.users.len()).step_by(workers_n).collect();
+        workers.spawn(worker(socket, Arc::clone(&options), Arc::clone(&remaining), deadline, mine));
     }
     let mut report = Report::default();
     while let Some(joined) = workers.join_next().await {
-        let part = joined.map_err(std::io::Error::other)??;
-        report.accepts += part.accepts;
-        report.rejects += part.rejects;
-        report.challenges += part.challenges;
-        report.timeouts += part.timeouts;
-        report.invalid += part.invalid;
-        report.latencies.extend(part.latencies);
+        report.merge(joined.map_err(std::io::Error::other)??);
     }
     report.elapsed = started.elapsed();
     report.latencies.sort_unstable();
+    report.first_steps.sort_unstable();
+    report.second_steps.sort_unstable();
     Ok(report)
+}
+
+/// What became of one request.
+enum Answer {
+    Reply(Packet, Duration),
+    Timeout,
+    Invalid,
+}
+
+struct Client<'a> {
+    socket: &'a UdpSocket,
+    buf: Vec<u8>,
+    identifier: u8,
+    options: &'a BenchOptions,
+}
+
+impl Client<'_> {
+    /// Sends one request built by `build` (given identifier and authenticator) and waits for its answer.
+    async fn ask(&mut self, build: impl FnOnce(u8, [u8; 16]) -> Result<Vec<u8>, radius::EncodeError>) -> std::io::Result<Answer> {
+        self.identifier = self.identifier.wrapping_add(1);
+        let mut authenticator = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut authenticator);
+        let wire = build(self.identifier, authenticator).map_err(std::io::Error::other)?;
+        let sent_at = Instant::now();
+        self.socket.send(&wire).await?;
+        let answer_by = sent_at + self.options.timeout;
+        loop {
+            let Ok(received) = tokio::time::timeout_at(answer_by.into(), self.socket.recv(&mut self.buf)).await else {
+                return Ok(Answer::Timeout);
+            };
+            let datagram = self.buf.get(..received?).unwrap_or_default();
+            let Ok(reply) = Packet::decode(datagram) else { continue };
+            if reply.identifier != self.identifier {
+                continue; // a late answer to a request that already timed out
+            }
+            if !radius::verify_response(datagram, &authenticator, self.options.secret.expose()).unwrap_or(false) {
+                return Ok(Answer::Invalid);
+            }
+            return Ok(Answer::Reply(reply, sent_at.elapsed()));
+        }
+    }
+}
+
+fn count(report: &mut Report, answer: &Answer) {
+    match answer {
+        Answer::Reply(reply, _) => match reply.code {
+            Code::AccessAccept | Code::AccountingResponse => report.accepts += 1,
+            Code::AccessReject => report.rejects += 1,
+            Code::AccessChallenge => report.challenges += 1,
+            _ => report.invalid += 1,
+        },
+        Answer::Timeout => report.timeouts += 1,
+        Answer::Invalid => report.invalid += 1,
+    }
 }
 
 async fn worker(
@@ -136,11 +269,13 @@ async fn worker(
     options: Arc<BenchOptions>,
     remaining: Arc<AtomicU64>,
     deadline: Option<Instant>,
+    users: Vec<usize>,
 ) -> std::io::Result<Report> {
     let mut report = Report::default();
-    let mut identifier: u8 = rand::random();
-    let mut buf = vec![0u8; radius::MAX_PACKET_LEN];
-    let secret = options.secret.expose().as_slice();
+    let mut client = Client { socket: &socket, buf: vec![0u8; radius::MAX_PACKET_LEN], identifier: rand::random(), options: &options };
+    // The next time step each of this worker's users may use.
+    let mut next_step: Vec<u64> = vec![0; users.len()];
+    let mut turn = 0usize;
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -148,46 +283,91 @@ async fn worker(
         if remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err() {
             break;
         }
-        identifier = identifier.wrapping_add(1);
-        let mut authenticator = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut authenticator);
-        let wire = encode(&options, identifier, authenticator).map_err(std::io::Error::other)?;
-        let sent_at = Instant::now();
-        socket.send(&wire).await?;
-        let answer_by = sent_at + options.timeout;
-        loop {
-            let received = tokio::time::timeout_at(answer_by.into(), socket.recv(&mut buf)).await;
-            let Ok(received) = received else {
-                report.timeouts += 1;
-                break;
-            };
-            let datagram = buf.get(..received?).unwrap_or_default();
-            let Ok(reply) = Packet::decode(datagram) else { continue };
-            if reply.identifier != identifier {
-                continue; // a late answer to a request that already timed out
+        match options.kind {
+            BenchKind::Access | BenchKind::StatusServer => {
+                let answer = client.ask(|id, auth| encode(&options, id, auth)).await?;
+                if let Answer::Reply(_, latency) = &answer {
+                    report.latencies.push(*latency);
+                }
+                count(&mut report, &answer);
             }
-            if !radius::verify_response(datagram, &authenticator, secret).unwrap_or(false) {
-                report.invalid += 1;
-                break;
+            BenchKind::Append | BenchKind::Challenge => {
+                let now = options.totp.step_at(crate::store::now().max(0) as u64);
+                // A user whose next step is still within the server's window (±1) may log in.
+                let Some(slot) = (0..users.len()).map(|k| (turn + k) % users.len()).find(|&k| next_step[k] <= now + 1) else {
+                    report.starved += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    remaining.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                turn = slot + 1;
+                let step = next_step[slot].max(now.saturating_sub(1));
+                next_step[slot] = step + 1;
+                let user = &options.users[users[slot]];
+                let code = options.totp.code_at_step(user.seed.expose(), step);
+                flow(&mut client, &options, user, code.expose(), &mut report).await?;
             }
-            report.latencies.push(sent_at.elapsed());
-            match reply.code {
-                Code::AccessAccept | Code::AccountingResponse => report.accepts += 1,
-                Code::AccessReject => report.rejects += 1,
-                Code::AccessChallenge => report.challenges += 1,
-                _ => report.invalid += 1,
-            }
-            break;
         }
     }
     Ok(report)
+}
+
+async fn flow(client: &mut Client<'_>, options: &BenchOptions, user: &BenchUser, code: &str, report: &mut Report) -> std::io::Result<()> {
+    let secret = options.secret.expose();
+    let started = Instant::now();
+    let first_password = match options.kind {
+        BenchKind::Append => format!("{}{code}", user.password.expose()),
+        _ => user.password.expose().clone(),
+    };
+    let answer = client.ask(|id, auth| login_request(secret, id, auth, &user.user, &first_password, None)).await?;
+    if options.kind == BenchKind::Challenge {
+        let Answer::Reply(challenge, first) = &answer else {
+            count(report, &answer);
+            return Ok(());
+        };
+        let Some(state) = challenge.get(attr::STATE).filter(|_| challenge.code == Code::AccessChallenge).map(<[u8]>::to_vec) else {
+            count(report, &answer);
+            return Ok(());
+        };
+        report.first_steps.push(*first);
+        let second = client.ask(|id, auth| login_request(secret, id, auth, &user.user, code, Some(&state))).await?;
+        if let Answer::Reply(_, latency) = &second {
+            report.second_steps.push(*latency);
+            report.latencies.push(started.elapsed());
+        }
+        count(report, &second);
+        return Ok(());
+    }
+    if let Answer::Reply(_, _) = &answer {
+        report.latencies.push(started.elapsed());
+    }
+    count(report, &answer);
+    Ok(())
+}
+
+fn login_request(
+    secret: &[u8],
+    id: u8,
+    authenticator: [u8; 16],
+    user: &str,
+    password: &str,
+    state: Option<&[u8]>,
+) -> Result<Vec<u8>, radius::EncodeError> {
+    let mut p = Packet::new(Code::AccessRequest, id, authenticator);
+    p.push(Attribute::standard(attr::USER_NAME, user.as_bytes()));
+    p.push(Attribute::standard(attr::USER_PASSWORD, radius::hide_password(password.as_bytes(), secret, &authenticator)?));
+    if let Some(state) = state {
+        p.push(Attribute::standard(attr::STATE, state));
+    }
+    p.push(Attribute::standard(attr::NAS_IDENTIFIER, &b"radmfa-bench"[..]));
+    radius::encode_request(&p, secret, true)
 }
 
 fn encode(options: &BenchOptions, identifier: u8, authenticator: [u8; 16]) -> Result<Vec<u8>, radius::EncodeError> {
     let secret = options.secret.expose();
     let mut packet = match options.kind {
         BenchKind::StatusServer => Packet::new(Code::StatusServer, identifier, authenticator),
-        BenchKind::Access => {
+        BenchKind::Access | BenchKind::Append | BenchKind::Challenge => {
             let mut p = Packet::new(Code::AccessRequest, identifier, authenticator);
             p.push(Attribute::standard(attr::USER_NAME, options.user.as_bytes()));
             p.push(Attribute::standard(attr::USER_PASSWORD, radius::hide_password(options.password.expose(), secret, &authenticator)?));

@@ -159,12 +159,21 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// For --kind append|challenge: a file of `user password base32-seed` lines.
+    #[arg(long)]
+    pub seeds: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KindArg {
+    /// Access-Request with --user/--password.
     Access,
+    /// Status-Server.
     StatusServer,
+    /// Logins from --seeds: password and TOTP code in one request.
+    Append,
+    /// Logins from --seeds: password, then the code with the challenge's State.
+    Challenge,
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
@@ -322,6 +331,16 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
     let kind = match args.kind {
         KindArg::Access => BenchKind::Access,
         KindArg::StatusServer => BenchKind::StatusServer,
+        KindArg::Append => BenchKind::Append,
+        KindArg::Challenge => BenchKind::Challenge,
+    };
+    let users = match (&args.seeds, kind) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::bench::read_seeds(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        (None, BenchKind::Append | BenchKind::Challenge) => return Err("--kind append and challenge need --seeds FILE".into()),
+        (None, _) => Vec::new(),
     };
     let options = BenchOptions {
         server: args.server,
@@ -334,6 +353,8 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
         count: args.count,
         timeout: args.timeout,
         message_authenticator: args.message_authenticator,
+        users,
+        totp: crate::otp::TotpParams::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let summary = format!("{} → {:?}, {} outstanding", options.server, options.kind, options.concurrency);
