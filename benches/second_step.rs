@@ -5,6 +5,8 @@
 //! `cargo bench --bench second_step [-- USERS CONCURRENCY...]` prints requests/s, p50 and p99
 //! per concurrency, and how busy the store's thread was, so one can see whether it limits.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a measurement harness: failing loudly is right
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
