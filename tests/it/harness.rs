@@ -355,8 +355,7 @@ impl SmsSink {
                 let mut data = Vec::new();
                 let mut buf = [0u8; 4096];
                 // Read the head, then as much body as Content-Length says.
-                loop {
-                    let Ok(n) = stream.read(&mut buf) else { break };
+                while let Ok(n) = stream.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
