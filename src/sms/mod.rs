@@ -70,7 +70,7 @@ impl Gateway for LogGateway {
 
     async fn send_once(&self, to: &str, message: &Secret<String>) -> Result<(), SmsError> {
         // Showing the code is this gateway's whole purpose; configure a real one in production.
-        tracing::warn!(target: "radmfa::sms", to, message = %message.expose(), "SMS not sent: [sms] gateway = \"log\" writes it here instead");
+        tracing::warn!(target: "radmfa::sms", to, text = %message.expose(), "SMS not sent: [sms] gateway = \"log\" writes it here instead");
         Ok(())
     }
 }
