@@ -88,8 +88,10 @@ fn thread_cpu(name: &str) -> Option<Duration> {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; under `cargo test` this runs as a quick smoke test.
+    let measuring = std::env::args().any(|a| a == "--bench");
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let users = args.first().copied().unwrap_or(40_000);
+    let users = args.first().copied().unwrap_or(if measuring { 40_000 } else { 400 });
     let levels: Vec<usize> = if args.len() > 1 { args[1..].to_vec() } else { vec![1, 16, 64, 256] };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -157,6 +159,7 @@ fn main() {
                 accepted += a;
             }
             let elapsed = started.elapsed();
+            assert_eq!(accepted, latencies.len(), "every second step with the right code must be accepted");
             latencies.sort_unstable();
             let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
             let share = |before: Option<Duration>, after: Option<Duration>| match (before, after) {

@@ -350,3 +350,46 @@ fn split_code_needs_digits_and_a_password() {
     assert_eq!(split_code(b"secret12345a", 6), None);
     assert_eq!(split_code(b"abc", 6), None);
 }
+
+#[tokio::test]
+async fn a_code_is_tried_against_each_confirmed_token() {
+    let f = fixture().await;
+    let spare = b"spare-phone-seed-0123".to_vec();
+    f.store
+        .add_token(NewToken {
+            username: "alice".into(),
+            name: "spare".into(),
+            params: TotpParams::default(),
+            secret: Secret::new(spare.clone()),
+            confirmed: true,
+        })
+        .await
+        .unwrap();
+    let unconfirmed = b"unconfirmed-seed-0123".to_vec();
+    f.store
+        .add_token(NewToken {
+            username: "alice".into(),
+            name: "new".into(),
+            params: TotpParams::default(),
+            secret: Secret::new(unconfirmed.clone()),
+            confirmed: false,
+        })
+        .await
+        .unwrap();
+    let p = TotpParams::default();
+    let step = p.step_at(crate::store::now() as u64);
+    let nas = client(Mode::Append, NoToken::Reject);
+    let spare_code = p.code_at_step(&spare, step);
+    assert_eq!(
+        f.decide(&nas, "alice", &with_code("pw", spare_code.expose()), None).await.outcome,
+        Outcome::Accept,
+        "the spare phone's code"
+    );
+    assert_eq!(f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await.outcome, Outcome::Accept, "and the main phone's");
+    let pending = p.code_at_step(&unconfirmed, step);
+    assert_eq!(
+        f.decide(&nas, "alice", &with_code("pw", pending.expose()), None).await.reason,
+        Reason::WrongCode,
+        "never an unconfirmed token"
+    );
+}

@@ -176,6 +176,82 @@ impl Gateway for HttpGateway {
 mod tests {
     use super::*;
 
+    /// Accepts one HTTP request on a local port and hands back its raw text.
+    fn capture_one() -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/sms", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&data);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()));
+                    if data.len() >= end + 4 + length.and_then(|l| l.parse().ok()).unwrap_or(0) {
+                        break;
+                    }
+                }
+            }
+            stream.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+            String::from_utf8(data).unwrap()
+        });
+        (url, handle)
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        use base64::Engine as _;
+        format!("authorization: basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+            .to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn elks46_posts_its_form_with_basic_auth() {
+        let (url, request) = capture_one();
+        let gateway =
+            HttpGateway::elks46(Some(url), "u123".into(), Secret::new("p456".into()), "Region".into(), Duration::from_secs(5)).unwrap();
+        gateway.send_once("+46701234567", &Secret::new("Kod: 123456 & mer".into())).await.unwrap();
+        let raw = request.join().unwrap();
+        assert!(raw.starts_with("POST /sms HTTP/1.1"), "{raw}");
+        assert!(raw.to_ascii_lowercase().contains(&basic("u123", "p456")), "{raw}");
+        assert!(raw.ends_with("from=Region&to=%2B46701234567&message=Kod%3A+123456+%26+mer"), "{raw}");
+    }
+
+    #[tokio::test]
+    async fn twilio_posts_to_body_from_with_basic_auth() {
+        let (url, request) = capture_one();
+        let gateway =
+            HttpGateway::twilio(Some(url), "AC1".into(), Secret::new("tok".into()), "+4610".into(), Duration::from_secs(5)).unwrap();
+        gateway.send_once("+46701234567", &Secret::new("Code 1".into())).await.unwrap();
+        let raw = request.join().unwrap();
+        assert!(raw.to_ascii_lowercase().contains(&basic("AC1", "tok")), "{raw}");
+        assert!(raw.ends_with("To=%2B46701234567&From=%2B4610&Body=Code+1"), "{raw}");
+    }
+
+    #[tokio::test]
+    async fn an_error_status_is_an_error_and_an_unreachable_gateway_too() {
+        let gateway = HttpGateway::generic(HttpSettings {
+            url: "http://127.0.0.1:9/unreachable".into(),
+            method: "POST".into(),
+            headers: vec![],
+            basic_auth: None,
+            body: None,
+            content_type: None,
+            timeout: Duration::from_secs(2),
+        })
+        .unwrap();
+        assert!(matches!(gateway.send_once("+4670", &Secret::new("x".into())).await, Err(SmsError::Transport(_))));
+        assert!(SmsError::Status(503).is_transient() && !SmsError::Status(400).is_transient());
+    }
+
     #[test]
     fn values_are_escaped_for_where_they_stand() {
         assert_eq!(
