@@ -114,7 +114,7 @@ fn a_user_without_a_token_gets_an_sms_challenge() {
 
 #[test]
 fn expired_reused_and_foreign_states_are_rejected() {
-    let server = TestServer::start(Options { challenge_timeout: "2s", ..options("challenge", "password_only") });
+    let server = TestServer::start(Options { challenge_timeout: "3s", ..options("challenge", "password_only") });
     let seed = enroll(&server.config, "alice");
     enroll(&server.config, "carol");
     let state = oracle::state_of(&ask(&server, "alice", ALICE_PASSWORD, None)).unwrap();
@@ -127,7 +127,7 @@ fn expired_reused_and_foreign_states_are_rejected() {
     let forged = ask(&server, "alice", &totp_code(&seed, 1), Some(b"not a state of ours"));
     assert_eq!(oracle::code(&forged), ACCESS_REJECT);
     let late = oracle::state_of(&ask(&server, "alice", ALICE_PASSWORD, None)).unwrap();
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(3100));
     let expired = ask(&server, "alice", &totp_code(&seed, 1), Some(&late));
     assert_eq!(oracle::code(&expired), ACCESS_REJECT);
     let reasons = reasons(&server, 7);

@@ -111,7 +111,8 @@ fn unknown_client_bad_secret_and_missing_message_authenticator_get_no_answer() {
     // Still serving.
     let request = oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD));
     assert_eq!(oracle::exchange(&known, &request, WAIT).map(|r| oracle::code(&r)), Some(ACCESS_ACCEPT));
-    assert_eq!(server.audit().len(), 1, "only the good request reached a decision");
+    // The log is read asynchronously: wait for the one decision, then check no other came.
+    assert_eq!(server.wait_for_audit(1).len(), 1, "only the good request reached a decision");
     let (status, stats) = server.stop();
     assert!(status.success());
     assert_eq!(stats.get("unknown_client"), 1);
