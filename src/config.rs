@@ -307,6 +307,42 @@ mod defaults {
     pub fn global_per_minute() -> u32 {
         30
     }
+    pub fn user_filter() -> String {
+        "(&(objectClass=user)(sAMAccountName={user}))".into()
+    }
+    pub fn upn_filter() -> String {
+        "(&(objectClass=user)(userPrincipalName={user}))".into()
+    }
+    pub fn ldap_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn dead_server_backoff() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn pool_size() -> usize {
+        4
+    }
+    pub fn attr_username() -> String {
+        "sAMAccountName".into()
+    }
+    pub fn attr_given_name() -> String {
+        "givenName".into()
+    }
+    pub fn attr_surname() -> String {
+        "sn".into()
+    }
+    pub fn attr_email() -> String {
+        "mail".into()
+    }
+    pub fn attr_mobile() -> Vec<String> {
+        vec!["mobile".into(), "telephoneNumber".into()]
+    }
+    pub fn attr_member_of() -> String {
+        "memberOf".into()
+    }
+    pub fn password_encoding() -> crate::auth::PasswordEncoding {
+        crate::auth::PasswordEncoding::Utf8
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,6 +358,8 @@ struct ClientSection {
     mode: Mode,
     #[serde(default = "defaults::no_token")]
     no_token: NoToken,
+    #[serde(default = "defaults::password_encoding")]
+    password_encoding: crate::auth::PasswordEncoding,
     #[serde(default)]
     reply_attributes: Vec<ReplyAttributeSection>,
     group_filter: Option<String>,
@@ -337,7 +375,47 @@ struct ReplyAttributeSection {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 enum DirectorySection {
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
+    Ldap {
+        urls: Vec<String>,
+        bind_dn: String,
+        bind_password: Option<Secret<String>>,
+        bind_password_file: Option<PathBuf>,
+        base_dn: String,
+        #[serde(default = "defaults::user_filter")]
+        user_filter: String,
+        #[serde(default = "defaults::upn_filter")]
+        upn_filter: String,
+        #[serde(default)]
+        required_groups: Vec<String>,
+        #[serde(default = "defaults::yes")]
+        nested_groups: bool,
+        ca_file: Option<PathBuf>,
+        #[serde(default)]
+        tls_insecure_skip_verify: bool,
+        #[serde(default)]
+        starttls: bool,
+        #[serde(default = "defaults::ldap_timeout", with = "humantime_serde")]
+        timeout: Duration,
+        #[serde(default = "defaults::dead_server_backoff", with = "humantime_serde")]
+        dead_server_backoff: Duration,
+        #[serde(default = "defaults::pool_size")]
+        pool_size: usize,
+        #[serde(default = "defaults::attr_username")]
+        username_attribute: String,
+        #[serde(default = "defaults::attr_given_name")]
+        given_name_attribute: String,
+        #[serde(default = "defaults::attr_surname")]
+        surname_attribute: String,
+        #[serde(default = "defaults::attr_email")]
+        email_attribute: String,
+        #[serde(default = "defaults::attr_mobile")]
+        mobile_attributes: Vec<String>,
+        #[serde(default = "defaults::attr_member_of")]
+        member_of_attribute: String,
+    },
 }
 
 /// A configuration problem: the file, the key, and what is wrong.
@@ -433,9 +511,10 @@ pub struct ClientSettings {
     pub policy: Arc<ClientPolicy>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum DirectorySettings {
     File { path: PathBuf },
+    Ldap(Box<crate::directory::ldap::LdapSettings>),
 }
 
 /// The environment variable that overrides a client's secret: `RADMFA_CLIENT_<NAME>_SECRET`,
@@ -490,6 +569,85 @@ impl Config {
 
         let directory = match file.directory {
             DirectorySection::File { path } => DirectorySettings::File { path: base.join(path) },
+            DirectorySection::Ldap {
+                urls,
+                bind_dn,
+                bind_password,
+                bind_password_file,
+                base_dn,
+                user_filter,
+                upn_filter,
+                required_groups,
+                nested_groups,
+                ca_file,
+                tls_insecure_skip_verify,
+                starttls,
+                timeout,
+                dead_server_backoff,
+                pool_size,
+                username_attribute,
+                given_name_attribute,
+                surname_attribute,
+                email_attribute,
+                mobile_attributes,
+                member_of_attribute,
+            } => {
+                if urls.is_empty() {
+                    return Err(invalid("directory.urls", "needs at least one server, e.g. [\"ldaps://dc1.example.test:636\"]".into()));
+                }
+                if let Some(bad) = urls.iter().find(|u| !(u.starts_with("ldaps://") || u.starts_with("ldap://"))) {
+                    return Err(invalid("directory.urls", format!("{bad:?} is not an ldaps:// or ldap:// URL")));
+                }
+                if let Some(plain) = urls.iter().find(|u| u.starts_with("ldap://")).filter(|_| !starttls) {
+                    return Err(invalid(
+                        "directory.urls",
+                        format!("{plain:?} would send passwords in clear: use ldaps://, or set starttls = true"),
+                    ));
+                }
+                for (key, filter) in [("directory.user_filter", &user_filter), ("directory.upn_filter", &upn_filter)] {
+                    if !filter.contains("{user}") {
+                        return Err(invalid(key, "must contain {user}".into()));
+                    }
+                }
+                let bind_password = load_secret(bind_password, bind_password_file, "RADMFA_LDAP_BIND_PASSWORD", &base, &env)
+                    .map_err(|m| invalid("directory.bind_password", m))?
+                    .ok_or_else(|| {
+                        invalid(
+                            "directory.bind_password",
+                            "missing: set bind_password, bind_password_file or RADMFA_LDAP_BIND_PASSWORD".into(),
+                        )
+                    })?;
+                let ca_file = ca_file.map(|f| base.join(f));
+                if let Some(ca) = &ca_file {
+                    if !ca.exists() {
+                        return Err(invalid("directory.ca_file", format!("{} does not exist", ca.display())));
+                    }
+                }
+                DirectorySettings::Ldap(Box::new(crate::directory::ldap::LdapSettings {
+                    urls,
+                    bind_dn,
+                    bind_password,
+                    base_dn,
+                    user_filter,
+                    upn_filter: Some(upn_filter),
+                    required_groups,
+                    nested_groups,
+                    ca_file,
+                    tls_insecure_skip_verify,
+                    starttls,
+                    timeout,
+                    dead_server_backoff,
+                    pool_size: pool_size.max(1),
+                    attributes: crate::directory::ldap::AttributeMap {
+                        username: username_attribute,
+                        given_name: given_name_attribute,
+                        surname: surname_attribute,
+                        email: email_attribute,
+                        mobile: mobile_attributes,
+                        member_of: member_of_attribute,
+                    },
+                }))
+            }
         };
         let StoreSection { kind: StoreKind::Sqlite, path: store_path, key_file } = file.store;
         let store = StoreSettings { path: base.join(store_path), key_file: base.join(key_file) };
@@ -718,6 +876,7 @@ fn build_client(
             name: section.name.clone(),
             mode: section.mode,
             no_token: section.no_token,
+            password_encoding: section.password_encoding,
             reply_attributes,
             group_filter,
         }),
@@ -764,7 +923,7 @@ path = "users.toml"
         assert_eq!(c.server.reject_delay, Duration::from_secs(1));
         assert_eq!(c.clients[0].secret.expose(), b"testing123");
         assert!(!c.clients[0].require_message_authenticator);
-        assert_eq!(c.directory, DirectorySettings::File { path: "/etc/radmfa/users.toml".into() });
+        assert!(matches!(&c.directory, DirectorySettings::File { path } if path == Path::new("/etc/radmfa/users.toml")));
         assert!(!format!("{c:?}").contains("testing123"), "Debug output must not reveal the secret");
     }
 
@@ -855,6 +1014,37 @@ content_type = "application/json"
         assert!(matches!(sms("gateway = \"exec\"\ncommand = [\"/bin/send\"]").unwrap(), GatewaySettings::Exec { .. }));
         let elks = sms("gateway = \"46elks\"\nusername = \"u\"\npassword = \"p\"\nfrom = \"radmfa\"").unwrap();
         assert!(!format!("{elks:?}").contains("\"p\""), "credentials are redacted in Debug");
+    }
+
+    #[test]
+    fn the_ldap_contract_config_works_and_refuses_clear_passwords() {
+        let ldap = r#"[directory]
+kind = "ldap"
+urls = ["ldaps://dc1.example.test:636", "ldaps://dc2.example.test:636"]
+bind_dn = "CN=svc-radmfa,CN=Users,DC=example,DC=test"
+bind_password = "s3rvice"
+base_dn = "DC=example,DC=test"
+required_groups = ["CN=VPN-Users,CN=Users,DC=example,DC=test"]
+tls_insecure_skip_verify = true
+"#;
+        let file_dir = "[directory]\nkind = \"file\"\npath = \"users.toml\"\n";
+        let text = MINIMAL.replace(file_dir, ldap).replace(
+            "require_message_authenticator = false",
+            "require_message_authenticator = false\ngroup_filter = \"^(VPN|Citrix)-\"\nreply_attributes = [ { name = \"Citrix-User-Groups\", value = \"{group}\" } ]",
+        );
+        let c = parse(&text).unwrap();
+        let DirectorySettings::Ldap(s) = &c.directory else { panic!("{:?}", c.directory) };
+        assert_eq!(s.urls.len(), 2);
+        assert_eq!(s.user_filter, "(&(objectClass=user)(sAMAccountName={user}))");
+        assert_eq!(s.required_groups, ["CN=VPN-Users,CN=Users,DC=example,DC=test"]);
+        assert_eq!(s.timeout, Duration::from_secs(5));
+        assert!(!format!("{c:?}").contains("s3rvice"), "the bind password stays out of Debug");
+        let clear = parse(&text.replace("ldaps://dc1.example.test:636", "ldap://dc1.example.test:389")).unwrap_err().to_string();
+        assert!(clear.contains("directory.urls") && clear.contains("starttls"), "{clear}");
+        let missing = parse(&text.replace("bind_password = \"s3rvice\"\n", "")).unwrap_err().to_string();
+        assert!(missing.contains("directory.bind_password: missing"), "{missing}");
+        let typo = parse(&text.replace("base_dn", "basedn")).unwrap_err().to_string();
+        assert!(typo.contains("basedn"), "{typo}");
     }
 
     #[test]

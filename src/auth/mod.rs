@@ -58,12 +58,34 @@ pub enum NoToken {
     PasswordOnly,
 }
 
+/// How a NAS encodes User-Password. Most send UTF-8; some older ones send Latin-1, which must
+/// become UTF-8 before it is compared with a directory password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum PasswordEncoding {
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    #[serde(rename = "latin-1", alias = "latin1", alias = "iso-8859-1")]
+    Latin1,
+}
+
+impl PasswordEncoding {
+    /// The password as UTF-8 bytes.
+    pub fn to_utf8<'a>(&self, raw: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        match self {
+            Self::Utf8 => raw.into(),
+            Self::Latin1 if raw.is_ascii() => raw.into(),
+            Self::Latin1 => raw.iter().map(|&b| char::from(b)).collect::<String>().into_bytes().into(),
+        }
+    }
+}
+
 /// What a NAS client is allowed and given, from its `[[client]]` section.
 #[derive(Debug)]
 pub struct ClientPolicy {
     pub name: String,
     pub mode: Mode,
     pub no_token: NoToken,
+    pub password_encoding: PasswordEncoding,
     /// Attributes added to every Access-Accept for this client.
     pub reply_attributes: Vec<ReplyTemplate>,
     /// Which of the user's groups `{group}` templates expand to (all when unset).
@@ -73,7 +95,14 @@ pub struct ClientPolicy {
 impl ClientPolicy {
     /// A policy with the defaults: auto mode, SMS for users without a token, no reply attributes.
     pub fn named(name: &str) -> Self {
-        Self { name: name.into(), mode: Mode::Auto, no_token: NoToken::Sms, reply_attributes: Vec::new(), group_filter: None }
+        Self {
+            name: name.into(),
+            mode: Mode::Auto,
+            no_token: NoToken::Sms,
+            password_encoding: PasswordEncoding::Utf8,
+            reply_attributes: Vec::new(),
+            group_filter: None,
+        }
     }
 }
 
@@ -325,7 +354,8 @@ impl Authenticator {
             Some((password, code)) => (password, Some(code)),
             None => (login.answer, None),
         };
-        let profile = match self.services.directory.check_password(&login.user, password).await {
+        let password = login.request.client.password_encoding.to_utf8(password);
+        let profile = match self.services.directory.check_password(&login.user, &password).await {
             Ok(PasswordCheck::Valid(profile)) => profile,
             Ok(PasswordCheck::Denied(denial)) => {
                 return Ok(Decision::reject_saying(Reason::Directory(denial), &self.settings.messages.rejected));
@@ -525,3 +555,15 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::PasswordEncoding;
+
+    #[test]
+    fn latin1_passwords_become_utf8() {
+        assert_eq!(PasswordEncoding::Latin1.to_utf8(b"L\xf6senord").as_ref(), "Lösenord".as_bytes());
+        assert_eq!(PasswordEncoding::Latin1.to_utf8(b"plain").as_ref(), b"plain");
+        assert_eq!(PasswordEncoding::Utf8.to_utf8("Lösenord".as_bytes()).as_ref(), "Lösenord".as_bytes());
+    }
+}

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use super::{CliError, TokenCommand, open_directory, open_keys, open_store};
 use crate::config::Config;
-use crate::directory::Directory;
 use crate::otp::totp;
 use crate::store::seal::KeyRing;
 use crate::store::{NewToken, Store};

@@ -203,9 +203,10 @@ fn init_logging(format: LogFormat) {
 }
 
 /// The directory named by the config, opened.
-pub(crate) fn open_directory(config: &Config) -> Result<UsersFile, CliError> {
+pub(crate) fn open_directory(config: &Config) -> Result<Arc<dyn crate::directory::Directory>, CliError> {
     match &config.directory {
-        DirectorySettings::File { path } => Ok(UsersFile::load(path)?),
+        DirectorySettings::File { path } => Ok(Arc::new(UsersFile::load(path)?)),
+        DirectorySettings::Ldap(settings) => Ok(Arc::new(crate::directory::ldap::LdapDirectory::new((**settings).clone())?)),
     }
 }
 
@@ -263,13 +264,19 @@ pub(crate) fn open_gateway(config: &Config) -> Result<Arc<dyn Gateway>, CliError
 pub(crate) fn open_services(config: &Config) -> Result<(Services, Arc<SqliteStore>), CliError> {
     let keys = open_keys(config)?;
     let store = open_store(config, Arc::clone(&keys))?;
-    let services = Services { directory: Arc::new(open_directory(config)?), store: store.clone(), sms: open_gateway(config)?, keys };
+    let services = Services { directory: open_directory(config)?, store: store.clone(), sms: open_gateway(config)?, keys };
     Ok((services, store))
 }
 
 fn check_config(path: &std::path::Path) -> Result<(), CliError> {
     let config = Config::load(path)?;
-    let directory = open_directory(&config)?;
+    let directory = match &config.directory {
+        DirectorySettings::File { path } => format!("users file with {} user(s)", UsersFile::load(path)?.len()),
+        DirectorySettings::Ldap(settings) => {
+            crate::directory::ldap::LdapDirectory::new((**settings).clone())?;
+            format!("LDAP directory at {}", settings.urls.join(", "))
+        }
+    };
     open_gateway(&config)?;
     let fresh = !config.store.key_file.exists() && !config.store.path.exists();
     if fresh {
@@ -278,11 +285,10 @@ fn check_config(path: &std::path::Path) -> Result<(), CliError> {
         return Err(format!("{e}\n(create the key file with: radmfa keygen --config {})", path.display()).into());
     }
     println!(
-        "{}: OK — {} listen address(es), {} client(s), users file with {} user(s)",
+        "{}: OK — {} listen address(es), {} client(s), {directory}",
         path.display(),
         config.server.listen.len() + config.server.accounting_listen.len(),
         config.clients.len(),
-        directory.len()
     );
     if config.clients.is_empty() {
         println!("warning: no [[client]] is configured, so every request will be dropped");

@@ -1,10 +1,12 @@
 //! Where users live: the first factor (password) and the profile (names, mobile, groups).
 //!
 //! `auth` sees only the [`Directory`] trait. Implementations: [`file::UsersFile`], the local
-//! users file that is the embedded default; LDAP/Active Directory joins it.
+//! users file that is the embedded default, and [`ldap::LdapDirectory`] for Active Directory
+//! (and other LDAP servers).
 
 pub mod file;
 pub mod hashing;
+pub mod ldap;
 
 use async_trait::async_trait;
 
@@ -35,6 +37,20 @@ pub enum Denial {
     NoSuchUser,
     WrongPassword,
     AccountDisabled,
+    /// AD 701: the account's end date has passed.
+    AccountExpired,
+    /// AD 532: the password is too old.
+    PasswordExpired,
+    /// AD 773: the password must be changed before use (pwdLastSet = 0).
+    MustChangePassword,
+    /// AD 775: AD's own lockout after too many bad passwords.
+    AccountLocked,
+    /// AD 530: outside the account's logon hours.
+    NotPermittedNow,
+    /// AD 531: not from this workstation.
+    NotPermittedHere,
+    /// Not a member (directly or through nesting) of any `required_groups`.
+    NotInRequiredGroup,
 }
 
 impl Denial {
@@ -43,6 +59,28 @@ impl Denial {
             Self::NoSuchUser => "no_such_user",
             Self::WrongPassword => "wrong_password",
             Self::AccountDisabled => "account_disabled",
+            Self::AccountExpired => "account_expired",
+            Self::PasswordExpired => "password_expired",
+            Self::MustChangePassword => "must_change_password",
+            Self::AccountLocked => "account_locked",
+            Self::NotPermittedNow => "not_permitted_now",
+            Self::NotPermittedHere => "not_permitted_here",
+            Self::NotInRequiredGroup => "not_in_required_group",
+        }
+    }
+
+    /// The Active Directory bind sub-code (`data 52e` in the diagnostic text of result 49).
+    pub fn from_ad_code(code: &str) -> Self {
+        match code.to_ascii_lowercase().as_str() {
+            "525" => Self::NoSuchUser,
+            "530" => Self::NotPermittedNow,
+            "531" => Self::NotPermittedHere,
+            "532" => Self::PasswordExpired,
+            "533" => Self::AccountDisabled,
+            "701" => Self::AccountExpired,
+            "773" => Self::MustChangePassword,
+            "775" => Self::AccountLocked,
+            _ => Self::WrongPassword, // 52e, and anything AD adds later
         }
     }
 }

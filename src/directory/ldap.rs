@@ -1,0 +1,350 @@
+//! Active Directory (and other LDAP servers) as the directory, through the ldap3 crate.
+//!
+//! A service account searches (over a small pool of kept-open connections); the user's
+//! password is checked by binding as the user's DN on a connection of its own. Several servers
+//! are tried in order, each operation under a timeout, and a server that failed is skipped for a
+//! back-off period rather than costing every request a timeout. TLS is LDAPS or StartTLS with
+//! certificate checking on (a CA file, or the system's roots). User input reaches filters only
+//! through RFC 4515 escaping. AD's bind sub-codes (52e, 533, 775, ...) become audit reasons.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
+
+use super::{Denial, Directory, DirectoryError, PasswordCheck, UserProfile};
+use crate::secret::Secret;
+
+/// AD's LDAP_MATCHING_RULE_IN_CHAIN: membership through any depth of nested groups.
+const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
+
+#[derive(Debug, Clone)]
+pub struct LdapSettings {
+    /// `ldaps://host:636` or `ldap://host:389` (with `starttls`), tried in order.
+    pub urls: Vec<String>,
+    pub bind_dn: String,
+    pub bind_password: Secret<String>,
+    pub base_dn: String,
+    /// With `{user}`, e.g. `(&(objectClass=user)(sAMAccountName={user}))`.
+    pub user_filter: String,
+    /// Used instead for names with `@` (user principal names).
+    pub upn_filter: Option<String>,
+    /// Group DNs; a user must be in one of them (directly or nested). Empty: no requirement.
+    pub required_groups: Vec<String>,
+    /// Resolve nested groups with AD's in-chain matching rule; else use `memberOf` as it stands.
+    pub nested_groups: bool,
+    pub ca_file: Option<PathBuf>,
+    pub tls_insecure_skip_verify: bool,
+    pub starttls: bool,
+    pub timeout: Duration,
+    pub dead_server_backoff: Duration,
+    pub pool_size: usize,
+    pub attributes: AttributeMap,
+}
+
+/// Which LDAP attributes hold what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeMap {
+    pub username: String,
+    pub given_name: String,
+    pub surname: String,
+    pub email: String,
+    /// Tried in order: the first present one is the mobile number.
+    pub mobile: Vec<String>,
+    pub member_of: String,
+}
+
+impl Default for AttributeMap {
+    fn default() -> Self {
+        Self {
+            username: "sAMAccountName".into(),
+            given_name: "givenName".into(),
+            surname: "sn".into(),
+            email: "mail".into(),
+            mobile: vec!["mobile".into(), "telephoneNumber".into()],
+            member_of: "memberOf".into(),
+        }
+    }
+}
+
+struct Server {
+    url: String,
+    dead_until: Mutex<Option<Instant>>,
+}
+
+pub struct LdapDirectory {
+    settings: LdapSettings,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    servers: Vec<Server>,
+    /// Idle service-account connections, bound and ready.
+    pool: Mutex<Vec<Ldap>>,
+}
+
+/// Why an LDAP operation failed (not the user's fault).
+#[derive(Debug)]
+struct Failure(String);
+
+impl From<ldap3::LdapError> for Failure {
+    fn from(e: ldap3::LdapError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<Failure> for DirectoryError {
+    fn from(f: Failure) -> Self {
+        DirectoryError::Unavailable(f.0)
+    }
+}
+
+impl LdapDirectory {
+    pub fn new(settings: LdapSettings) -> Result<Self, String> {
+        if settings.urls.is_empty() {
+            return Err("urls: at least one server is needed".into());
+        }
+        let tls = match &settings.ca_file {
+            Some(path) if !settings.tls_insecure_skip_verify => Some(Arc::new(client_config(path)?)),
+            _ => None,
+        };
+        if settings.tls_insecure_skip_verify {
+            tracing::warn!("tls_insecure_skip_verify = true: LDAP server certificates are NOT checked; for a lab only");
+        }
+        let servers = settings.urls.iter().map(|url| Server { url: url.clone(), dead_until: Mutex::new(None) }).collect();
+        Ok(Self { settings, tls, servers, pool: Mutex::new(Vec::new()) })
+    }
+
+    /// A new connection to the first server that answers, skipping those in back-off.
+    async fn connect(&self) -> Result<Ldap, Failure> {
+        let mut last_error = None;
+        for server in &self.servers {
+            let now = Instant::now();
+            if lock(&server.dead_until).is_some_and(|until| until > now) {
+                continue;
+            }
+            match self.connect_to(&server.url).await {
+                Ok(ldap) => {
+                    *lock(&server.dead_until) = None;
+                    return Ok(ldap);
+                }
+                Err(e) => {
+                    tracing::warn!(url = %server.url, error = %e.0, backoff = ?self.settings.dead_server_backoff, "LDAP server unreachable; skipping it for the back-off period");
+                    *lock(&server.dead_until) = Some(now + self.settings.dead_server_backoff);
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Failure("every LDAP server is in its back-off period after failing".into())))
+    }
+
+    async fn connect_to(&self, url: &str) -> Result<Ldap, Failure> {
+        let mut settings = LdapConnSettings::new().set_conn_timeout(self.settings.timeout);
+        if self.settings.starttls && url.starts_with("ldap://") {
+            settings = settings.set_starttls(true);
+        }
+        if self.settings.tls_insecure_skip_verify {
+            settings = settings.set_no_tls_verify(true);
+        } else if let Some(config) = &self.tls {
+            settings = settings.set_config(Arc::clone(config));
+        }
+        let connecting = LdapConnAsync::with_settings(settings, url);
+        let (conn, mut ldap) = tokio::time::timeout(self.settings.timeout, connecting)
+            .await
+            .map_err(|_| Failure(format!("{url}: no connection within {:?}", self.settings.timeout)))??;
+        ldap3::drive!(conn);
+        ldap.with_timeout(self.settings.timeout);
+        Ok(ldap)
+    }
+
+    /// A bound service-account connection: from the pool, or new.
+    async fn service(&self) -> Result<Ldap, Failure> {
+        loop {
+            let Some(mut pooled) = lock(&self.pool).pop() else { break };
+            if !pooled.is_closed() {
+                return Ok(pooled);
+            }
+        }
+        let mut ldap = self.connect().await?;
+        let result = ldap.simple_bind(&self.settings.bind_dn, self.settings.bind_password.expose()).await?;
+        if result.rc != 0 {
+            tracing::error!(rc = result.rc, bind_dn = %self.settings.bind_dn, "the service account cannot bind: check bind_dn and bind_password");
+            return Err(Failure(format!("service account bind failed with result {}", result.rc)));
+        }
+        ldap.with_timeout(self.settings.timeout);
+        Ok(ldap)
+    }
+
+    fn give_back(&self, ldap: Ldap) {
+        let mut pool = lock(&self.pool);
+        if pool.len() < self.settings.pool_size {
+            pool.push(ldap);
+        }
+    }
+
+    /// Finds the one user entry for a login name (none, or more than one, is no user).
+    async fn find(&self, ldap: &mut Ldap, username: &str) -> Result<Option<SearchEntry>, Failure> {
+        let template = match &self.settings.upn_filter {
+            Some(upn) if username.contains('@') => upn,
+            _ => &self.settings.user_filter,
+        };
+        let filter = template.replace("{user}", &ldap_escape(username));
+        let a = &self.settings.attributes;
+        let mut attrs: Vec<&str> = vec![&a.username, &a.given_name, &a.surname, &a.email, &a.member_of];
+        attrs.extend(a.mobile.iter().map(String::as_str));
+        let (entries, _) = ldap.search(&self.settings.base_dn, Scope::Subtree, &filter, attrs).await?.success()?;
+        // Referrals (AD's DomainDnsZones etc.) come back as entries without a DN worth binding to.
+        let mut users: Vec<SearchEntry> = entries.into_iter().map(SearchEntry::construct).filter(|e| !e.dn.is_empty()).collect();
+        if users.len() > 1 {
+            tracing::warn!(matches = users.len(), "user_filter matched more than one entry; refusing the login");
+            return Ok(None);
+        }
+        Ok(users.pop())
+    }
+
+    /// The user's groups (DNs): nested through AD's in-chain rule, or `memberOf` as it stands.
+    async fn groups(&self, ldap: &mut Ldap, entry: &SearchEntry) -> Result<Vec<String>, Failure> {
+        if !self.settings.nested_groups {
+            return Ok(entry.attrs.get(&self.settings.attributes.member_of).cloned().unwrap_or_default());
+        }
+        let filter = format!("(&(objectClass=group)(member:{IN_CHAIN}:={}))", ldap_escape(entry.dn.as_str()));
+        let (entries, _) = ldap.search(&self.settings.base_dn, Scope::Subtree, &filter, vec!["cn"]).await?.success()?;
+        Ok(entries.into_iter().map(SearchEntry::construct).map(|e| e.dn).filter(|dn| !dn.is_empty()).collect())
+    }
+
+    fn profile_of(&self, login: &str, entry: &SearchEntry, groups: Vec<String>) -> UserProfile {
+        let a = &self.settings.attributes;
+        let first = |name: &str| entry.attrs.get(name).and_then(|v| v.first()).filter(|v| !v.is_empty()).cloned();
+        UserProfile {
+            username: first(&a.username).unwrap_or_else(|| login.to_owned()),
+            given_name: first(&a.given_name),
+            surname: first(&a.surname),
+            email: first(&a.email),
+            mobile: a.mobile.iter().find_map(|name| first(name)),
+            groups,
+        }
+    }
+
+    /// Runs a search-side operation on a service connection, retrying once on a fresh
+    /// connection (a pooled one may have been closed by the server since).
+    async fn with_service<T>(&self, op: impl AsyncFnOnceClone<T>) -> Result<T, Failure> {
+        let mut ldap = self.service().await?;
+        match op.clone().run(self, &mut ldap).await {
+            Ok(value) => {
+                self.give_back(ldap);
+                Ok(value)
+            }
+            Err(first) => {
+                tracing::debug!(error = %first.0, "LDAP operation failed; retrying on a new connection");
+                let mut ldap = self.service().await?;
+                let value = op.run(self, &mut ldap).await?;
+                self.give_back(ldap);
+                Ok(value)
+            }
+        }
+    }
+
+    /// Looks the user up and collects the groups: entry, groups.
+    async fn lookup(&self, username: &str) -> Result<Option<(SearchEntry, Vec<String>)>, Failure> {
+        self.with_service(Lookup(username.to_owned())).await
+    }
+}
+
+/// An operation `with_service` may run twice.
+trait AsyncFnOnceClone<T>: Clone {
+    async fn run(self, dir: &LdapDirectory, ldap: &mut Ldap) -> Result<T, Failure>;
+}
+
+#[derive(Clone)]
+struct Lookup(String);
+
+impl AsyncFnOnceClone<Option<(SearchEntry, Vec<String>)>> for Lookup {
+    async fn run(self, dir: &LdapDirectory, ldap: &mut Ldap) -> Result<Option<(SearchEntry, Vec<String>)>, Failure> {
+        let Some(entry) = dir.find(ldap, &self.0).await? else { return Ok(None) };
+        let groups = dir.groups(ldap, &entry).await?;
+        Ok(Some((entry, groups)))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The AD sub-code in a bind error's diagnostic text: "... AcceptSecurityContext error, data 52e, v4563".
+fn ad_sub_code(text: &str) -> Option<&str> {
+    let rest = &text[text.find("data ")? + 5..];
+    let code = rest.split([',', ' ']).next()?;
+    (!code.is_empty() && code.chars().all(|c| c.is_ascii_hexdigit())).then_some(code)
+}
+
+fn client_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    let shown = ca_file.display();
+    let pem = std::fs::read(ca_file).map_err(|e| format!("ca_file {shown}: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("ca_file {shown}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("ca_file {shown}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("ca_file {shown}: no PEM certificate in it"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+#[async_trait]
+impl Directory for LdapDirectory {
+    async fn check_password(&self, username: &str, password: &[u8]) -> Result<PasswordCheck, DirectoryError> {
+        // An empty password would be an anonymous bind, which AD accepts: never send one.
+        let Ok(password) = std::str::from_utf8(password) else { return Ok(PasswordCheck::Denied(Denial::WrongPassword)) };
+        if password.is_empty() {
+            return Ok(PasswordCheck::Denied(Denial::WrongPassword));
+        }
+        let Some((entry, groups)) = self.lookup(username).await? else { return Ok(PasswordCheck::Denied(Denial::NoSuchUser)) };
+        let mut ldap = self.connect().await?;
+        let result = ldap.simple_bind(&entry.dn, password).await.map_err(Failure::from)?;
+        let _ = ldap.unbind().await;
+        match result.rc {
+            0 => {}
+            49 => return Ok(PasswordCheck::Denied(ad_sub_code(&result.text).map_or(Denial::WrongPassword, Denial::from_ad_code))),
+            53 => return Ok(PasswordCheck::Denied(Denial::AccountDisabled)), // unwillingToPerform: disabled on some servers
+            rc => return Err(DirectoryError::Unavailable(format!("user bind answered result {rc}"))),
+        }
+        let required = &self.settings.required_groups;
+        if !required.is_empty() && !groups.iter().any(|g| required.iter().any(|r| r.eq_ignore_ascii_case(g))) {
+            return Ok(PasswordCheck::Denied(Denial::NotInRequiredGroup));
+        }
+        Ok(PasswordCheck::Valid(self.profile_of(username, &entry, groups)))
+    }
+
+    async fn profile(&self, username: &str) -> Result<Option<UserProfile>, DirectoryError> {
+        Ok(self.lookup(username).await?.map(|(entry, groups)| self.profile_of(username, &entry, groups)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ad_sub_codes_are_read_from_the_diagnostic_text() {
+        let text = "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data 52e, v1db1";
+        assert_eq!(ad_sub_code(text), Some("52e"));
+        assert_eq!(ad_sub_code("... data 775, v4563").map(Denial::from_ad_code), Some(Denial::AccountLocked));
+        assert_eq!(Denial::from_ad_code("533"), Denial::AccountDisabled);
+        assert_eq!(Denial::from_ad_code("773"), Denial::MustChangePassword);
+        assert_eq!(ad_sub_code("Invalid credentials"), None);
+        assert_eq!(ad_sub_code("data , v1"), None);
+    }
+
+    #[test]
+    fn filter_values_are_escaped_per_rfc4515() {
+        assert_eq!(ldap_escape("*)(cn=*"), "\\2a\\29\\28cn=\\2a");
+        assert_eq!(ldap_escape("a\\b\0"), "a\\5cb\\00");
+        assert_eq!(ldap_escape("åsa"), "åsa");
+    }
+}
