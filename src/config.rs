@@ -374,6 +374,7 @@ struct ReplyAttributeSection {
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up; boxing buys nothing
 enum DirectorySection {
     File {
         path: PathBuf,

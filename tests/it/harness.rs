@@ -34,6 +34,10 @@ pub struct Options {
     pub challenge_timeout: &'static str,
     /// An HTTP SMS gateway URL (the test's sink); the log gateway when unset.
     pub sms_url: Option<String>,
+    /// A `[directory]` section replacing the local users file (Active Directory tests).
+    pub directory: Option<String>,
+    /// More config text: further `[[client]]` sections, say.
+    pub extra: String,
 }
 
 impl Default for Options {
@@ -49,6 +53,8 @@ impl Default for Options {
             lockout: "5m",
             challenge_timeout: "120s",
             sms_url: None,
+            directory: None,
+            extra: String::new(),
         }
     }
 }
@@ -119,9 +125,7 @@ secret = "{SECRET}"
 require_message_authenticator = false
 no_token = "password_only"
 
-[directory]
-kind = "file"
-path = "users.toml"
+{directory}
 
 [store]
 kind = "sqlite"
@@ -136,7 +140,11 @@ challenge_timeout = "{challenge_timeout}"
 duration = "{lockout}"
 
 {sms}
+
+{extra}
 "#,
+        extra = o.extra,
+        directory = o.directory.clone().unwrap_or_else(|| "[directory]\nkind = \"file\"\npath = \"users.toml\"\n".into()),
         mode = o.mode,
         no_token = o.no_token,
         lockout = o.lockout,

@@ -5,9 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
+mod active_directory;
 mod cli;
 mod codec;
 mod harness;
 mod oracle;
+mod samba;
 mod second_factor;
 mod server;

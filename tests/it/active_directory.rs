@@ -1,0 +1,186 @@
+//! The directory is a real Active Directory (Samba AD DC, see `samba`): the AD password as
+//! first factor over verified LDAPS, AD's refusal reasons, nested required groups, groups back to
+//! the NAS, hostile user names, non-ASCII and Latin-1 passwords, failover and outage.
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Options, SECRET, TestServer, enroll, radclient, totp_code};
+use crate::oracle::{self, ACCESS_ACCEPT, ACCESS_REJECT};
+use crate::samba::{self, ALICE, ASA, BOB, DORA_DISABLED, EVE_EXPIRED, MIKE_MUST_CHANGE};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn ad_server(dc: &samba::Dc, urls: &[String], extra_directory: &str, no_token: &'static str) -> TestServer {
+    TestServer::start(Options {
+        directory: Some(dc.directory_section(urls, extra_directory)),
+        mode: "append",
+        no_token,
+        extra: "[[client]]\nname = \"latin1-nas\"\naddress = \"127.0.0.2\"\nsecret = \"testing123\"\nrequire_message_authenticator = false\nno_token = \"password_only\"\npassword_encoding = \"latin-1\"\n".into(),
+        ..Options::default()
+    })
+}
+
+fn ask_from(local: &str, server: &TestServer, user: &str, password: &[u8]) -> Vec<u8> {
+    let socket = oracle::socket(local, server.auth);
+    let mut packet = radius::core::packet::Packet::new(radius::core::code::Code::AccessRequest, SECRET.as_bytes());
+    radius::core::rfc2865::add_user_name(&mut packet, user);
+    radius::core::rfc2865::add_user_password(&mut packet, password).unwrap();
+    let request = oracle::encode_signed(packet);
+    oracle::exchange(&socket, &request, WAIT).expect("an answer")
+}
+
+fn ask(server: &TestServer, user: &str, password: &str) -> Vec<u8> {
+    ask_from("127.0.0.1:0", server, user, password.as_bytes())
+}
+
+fn last_reason(server: &TestServer, n: usize) -> String {
+    server.wait_for_audit(n)[n - 1]["reason"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn ad_password_and_totp_accept_with_nested_groups_sent_to_the_nas() {
+    let Some(dc) = samba::dc() else { return };
+    let server = ad_server(dc, &[dc.url.clone()], "", "reject");
+    let seed = enroll(&server.config, ALICE.0);
+    let input = format!("User-Name = {}\nUser-Password = \"{}{}\"\nMessage-Authenticator = 0x00\n", ALICE.0, ALICE.1, totp_code(&seed, 0));
+    let Some(out) = radclient(server.auth, "auth", SECRET, &input) else { return };
+    let out = out.stdout;
+    assert!(out.contains("Received Access-Accept"), "{out}");
+    // alice is in Staff (nested into VPN-Users) and Citrix-Admins; the client's group_filter
+    // "^VPN-" lets only VPN-Users through, which she holds only through the nesting.
+    assert!(out.contains("Citrix-User-Groups = \"VPN-Users\""), "nested membership: {out}");
+    assert!(!out.contains("\"Staff\"") && !out.contains("\"Citrix-Admins\""), "group_filter holds the rest back: {out}");
+    // The same user in another spelling of the directory's case is the same account.
+    let code = totp_code(&seed, 1);
+    assert_eq!(oracle::code(&ask(&server, "ALICE", &format!("{}{code}", ALICE.1))), ACCESS_ACCEPT);
+}
+
+#[test]
+fn ad_refusals_reject_with_their_sub_code_as_the_audit_reason() {
+    let Some(dc) = samba::dc() else { return };
+    let server = ad_server(dc, &[dc.url.clone()], "", "password_only");
+    let cases = [
+        (ALICE.0, "Not-Her-Passw0rd!", "wrong_password"),                 // 52e
+        (DORA_DISABLED.0, DORA_DISABLED.1, "account_disabled"),           // 533
+        (MIKE_MUST_CHANGE.0, MIKE_MUST_CHANGE.1, "must_change_password"), // 773
+        (EVE_EXPIRED.0, EVE_EXPIRED.1, "account_expired"),                // 701
+        (BOB.0, BOB.1, "not_in_required_group"),
+        ("nobody", "Whatever-1!", "no_such_user"),
+    ];
+    for (i, (user, password, reason)) in cases.iter().enumerate() {
+        let answer = ask(&server, user, password);
+        assert_eq!(oracle::code(&answer), ACCESS_REJECT, "{user}");
+        assert_eq!(oracle::reply_message(&answer).as_deref(), Some("Authentication failed"), "one generic message for the NAS");
+        assert_eq!(last_reason(&server, i + 1), *reason, "{user}");
+    }
+}
+
+#[test]
+fn ldap_injection_user_names_find_nobody_and_break_nothing() {
+    let Some(dc) = samba::dc() else { return };
+    let server = ad_server(dc, &[dc.url.clone()], "", "password_only");
+    for (i, name) in ["*", "*)(cn=*", "alice)(|(sAMAccountName=*", "al*", "\\2a", "*)(objectClass=*))(&(cn=x"].iter().enumerate() {
+        assert_eq!(oracle::code(&ask(&server, name, ALICE.1)), ACCESS_REJECT, "{name}");
+        assert_eq!(last_reason(&server, i + 1), "no_such_user", "{name}");
+    }
+    assert!(!server.logs().iter().any(|v| v["level"] == "ERROR"), "no directory error: {:?}", server.logs());
+}
+
+#[test]
+fn non_ascii_names_and_passwords_work_in_utf8_and_latin1() {
+    let Some(dc) = samba::dc() else { return };
+    let server = ad_server(dc, &[dc.url.clone()], "", "password_only");
+    assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT, "UTF-8 name and password");
+    // A NAS that sends Latin-1: the password's bytes are ISO-8859-1, not UTF-8.
+    let latin1: Vec<u8> = ASA.1.chars().map(|c| c as u32 as u8).collect();
+    assert_ne!(latin1, ASA.1.as_bytes());
+    assert_eq!(oracle::code(&ask_from("127.0.0.2:0", &server, ASA.0, &latin1)), ACCESS_ACCEPT, "Latin-1 client");
+    assert_eq!(oracle::code(&ask_from("127.0.0.1:0", &server, ASA.0, &latin1)), ACCESS_REJECT, "the same bytes from a UTF-8 client");
+}
+
+#[test]
+fn a_dead_first_server_is_skipped_and_not_retried_per_request() {
+    let Some(dc) = samba::dc() else { return };
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("ldaps://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed); // nothing listens there now
+    let server = ad_server(dc, &[dead.clone(), dc.url.clone()], "dead_server_backoff = \"60s\"", "password_only");
+    for _ in 0..4 {
+        assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT);
+    }
+    let skipped = server.logs().iter().filter(|v| v["message"] == "LDAP server unreachable; skipping it for the back-off period").count();
+    assert_eq!(skipped, 1, "the dead server cost one attempt, not one per request");
+}
+
+/// A TCP relay to the DC that can be taken down and brought back, to play an outage.
+struct Relay {
+    port: u16,
+    up: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let relay = Self { port, up: Arc::new(AtomicBool::new(true)) };
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let up = Arc::clone(&self.up);
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(upstream) = TcpStream::connect("127.0.0.1:636") else { continue };
+                        for (mut from, mut to) in [(client.try_clone().unwrap(), upstream.try_clone().unwrap()), (upstream, client)] {
+                            let up = Arc::clone(&up);
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                                drop(up);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+    }
+
+    /// Stops accepting (the port refuses connections); open connections are cut.
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    fn up_again(&mut self) {
+        self.up = Arc::new(AtomicBool::new(true));
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        self.serve(listener);
+    }
+}
+
+#[test]
+fn with_every_server_down_logins_fail_fast_and_resume_when_the_dc_returns() {
+    let Some(dc) = samba::dc() else { return };
+    let mut relay = Relay::start();
+    let via_relay = format!("ldaps://127.0.0.1:{}", relay.port);
+    let server = ad_server(dc, &[via_relay], "dead_server_backoff = \"1s\"", "password_only");
+    assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT);
+    relay.down();
+    let asked = Instant::now();
+    assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_REJECT, "the directory is gone");
+    let waited = asked.elapsed();
+    assert!(waited < Duration::from_secs(8), "answered within the LDAP timeout (2 s per try), not left hanging: {waited:?}");
+    assert_eq!(last_reason(&server, 2), "directory_unavailable");
+    relay.up_again();
+    std::thread::sleep(Duration::from_millis(1200)); // the back-off
+    assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT, "service resumes when the DC is back");
+}
