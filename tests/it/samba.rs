@@ -141,7 +141,7 @@ async fn admin(dc: &Dc) -> Result<ldap3::Ldap, String> {
     let settings = LdapConnSettings::new().set_config(std::sync::Arc::new(config)).set_conn_timeout(Duration::from_secs(5));
     let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &dc.url).await.map_err(|e| e.to_string())?;
     ldap3::drive!(conn);
-    ldap.simple_bind(&format!("Administrator@example.test"), ADMIN_PASSWORD)
+    ldap.simple_bind(&"Administrator@example.test".to_string(), ADMIN_PASSWORD)
         .await
         .map_err(|e| e.to_string())?
         .success()
