@@ -43,7 +43,7 @@ fn last_reason(server: &TestServer, n: usize) -> String {
 #[test]
 fn ad_password_and_totp_accept_with_nested_groups_sent_to_the_nas() {
     let Some(dc) = samba::dc() else { return };
-    let server = ad_server(dc, &[dc.url.clone()], "", "reject");
+    let server = ad_server(dc, std::slice::from_ref(&dc.url), "", "reject");
     let seed = enroll(&server.config, ALICE.0);
     let input = format!("User-Name = {}\nUser-Password = \"{}{}\"\nMessage-Authenticator = 0x00\n", ALICE.0, ALICE.1, totp_code(&seed, 0));
     let Some(out) = radclient(server.auth, "auth", SECRET, &input) else { return };
@@ -61,7 +61,7 @@ fn ad_password_and_totp_accept_with_nested_groups_sent_to_the_nas() {
 #[test]
 fn ad_refusals_reject_with_their_sub_code_as_the_audit_reason() {
     let Some(dc) = samba::dc() else { return };
-    let server = ad_server(dc, &[dc.url.clone()], "", "password_only");
+    let server = ad_server(dc, std::slice::from_ref(&dc.url), "", "password_only");
     let cases = [
         (ALICE.0, "Not-Her-Passw0rd!", "wrong_password"),                 // 52e
         (DORA_DISABLED.0, DORA_DISABLED.1, "account_disabled"),           // 533
@@ -81,7 +81,7 @@ fn ad_refusals_reject_with_their_sub_code_as_the_audit_reason() {
 #[test]
 fn ldap_injection_user_names_find_nobody_and_break_nothing() {
     let Some(dc) = samba::dc() else { return };
-    let server = ad_server(dc, &[dc.url.clone()], "", "password_only");
+    let server = ad_server(dc, std::slice::from_ref(&dc.url), "", "password_only");
     for (i, name) in ["*", "*)(cn=*", "alice)(|(sAMAccountName=*", "al*", "\\2a", "*)(objectClass=*))(&(cn=x"].iter().enumerate() {
         assert_eq!(oracle::code(&ask(&server, name, ALICE.1)), ACCESS_REJECT, "{name}");
         assert_eq!(last_reason(&server, i + 1), "no_such_user", "{name}");
@@ -92,7 +92,7 @@ fn ldap_injection_user_names_find_nobody_and_break_nothing() {
 #[test]
 fn non_ascii_names_and_passwords_work_in_utf8_and_latin1() {
     let Some(dc) = samba::dc() else { return };
-    let server = ad_server(dc, &[dc.url.clone()], "", "password_only");
+    let server = ad_server(dc, std::slice::from_ref(&dc.url), "", "password_only");
     assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT, "UTF-8 name and password");
     // A NAS that sends Latin-1: the password's bytes are ISO-8859-1, not UTF-8.
     let latin1: Vec<u8> = ASA.1.chars().map(|c| c as u32 as u8).collect();

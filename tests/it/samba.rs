@@ -89,7 +89,13 @@ fn start() -> Result<Dc, String> {
     std::fs::write(d.join("dc.pem"), dc_cert.pem()).map_err(|e| e.to_string())?;
     {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut key = std::fs::OpenOptions::new().write(true).create(true).mode(0o600).open(d.join("dc.key")).map_err(|e| e.to_string())?;
+        let mut key = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(d.join("dc.key"))
+            .map_err(|e| e.to_string())?;
         key.write_all(dc_key.serialize_pem().as_bytes()).map_err(|e| e.to_string())?;
     }
     let opt = |o: String| format!("--option={o}");
@@ -141,7 +147,7 @@ async fn admin(dc: &Dc) -> Result<ldap3::Ldap, String> {
     let settings = LdapConnSettings::new().set_config(std::sync::Arc::new(config)).set_conn_timeout(Duration::from_secs(5));
     let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &dc.url).await.map_err(|e| e.to_string())?;
     ldap3::drive!(conn);
-    ldap.simple_bind(&"Administrator@example.test".to_string(), ADMIN_PASSWORD)
+    ldap.simple_bind("Administrator@example.test", ADMIN_PASSWORD)
         .await
         .map_err(|e| e.to_string())?
         .success()
@@ -182,7 +188,8 @@ async fn populate(dc: &Dc) -> Result<(), String> {
         .success()
         .map_err(|e| e.to_string())?;
     // (name, password, given name, mobile, groups, extra attributes)
-    let users: Vec<(&str, &str, &str, &str, Vec<&str>, Vec<(&str, &str)>)> = vec![
+    type TestUser<'a> = (&'a str, &'a str, &'a str, &'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+    let users: Vec<TestUser> = vec![
         ("svc-radmfa", SERVICE_PASSWORD, "Service", "", vec![], vec![]),
         (ALICE.0, ALICE.1, "Alice", "+46701234567", vec!["Staff", "Citrix-Admins"], vec![]),
         (BOB.0, BOB.1, "Bob", "+46702222222", vec!["Finance"], vec![]),
