@@ -184,3 +184,20 @@ fn with_every_server_down_logins_fail_fast_and_resume_when_the_dc_returns() {
     std::thread::sleep(Duration::from_millis(1200)); // the back-off
     assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT, "service resumes when the DC is back");
 }
+
+#[test]
+fn starttls_upn_and_certificate_checking() {
+    let Some(dc) = samba::dc() else { return };
+    // StartTLS on 389, and a user principal name through upn_filter.
+    let server = ad_server(dc, &["ldap://127.0.0.1:389".to_owned()], "starttls = true", "password_only");
+    assert_eq!(oracle::code(&ask(&server, &format!("{}@example.test", ASA.0), ASA.1)), ACCESS_ACCEPT);
+    drop(server);
+    // Without the CA file the DC's certificate is not trusted, and nothing is sent to it.
+    let directory = dc.directory_section(std::slice::from_ref(&dc.url), "").replace(&format!("ca_file = \"{}\"\n", dc.ca_file.display()), "");
+    assert!(!directory.contains("ca_file"));
+    let server = TestServer::start(Options { directory: Some(directory), mode: "append", no_token: "password_only", ..Options::default() });
+    assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_REJECT);
+    assert_eq!(last_reason(&server, 1), "directory_unavailable");
+    let complaint = server.logs().iter().any(|v| v["error"].as_str().is_some_and(|e| e.to_lowercase().contains("certificate")));
+    assert!(complaint, "the log says why: {:?}", server.logs());
+}
