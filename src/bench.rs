@@ -89,7 +89,7 @@ pub struct Report {
     /// For challenge flows: each step alone, sorted.
     pub first_steps: Vec<Duration>,
     pub second_steps: Vec<Duration>,
-    /// Logins skipped because every user of a worker had used the current time step.
+    /// Logins skipped because every user had used every time step the server's window allows.
     pub starved: u64,
 }
 
@@ -183,21 +183,17 @@ pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
     let deadline = options.duration.map(|d| started + d);
     let flows = matches!(options.kind, BenchKind::Append | BenchKind::Challenge);
     let workers_n = options.concurrency.max(1);
-    if flows && options.users.len() < workers_n {
-        return Err(std::io::Error::other(format!(
-            "{} users for {workers_n} workers: give at least one user per worker",
-            options.users.len()
-        )));
+    if flows && options.users.is_empty() {
+        return Err(std::io::Error::other("no users to log in: give --seeds"));
     }
+    let users = Arc::new(UserSteps::new(options.users.len()));
     let mut workers = tokio::task::JoinSet::new();
-    for w in 0..workers_n {
+    for _ in 0..workers_n {
         let bind: SocketAddr =
             if options.server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
         let socket = UdpSocket::bind(bind).await?;
         socket.connect(options.server).await?;
-        // Each worker owns a share of the users, so no two workers use one user's time step.
-        let mine: Vec<usize> = (w..options.users.len()).step_by(workers_n).collect();
-        workers.spawn(worker(socket, Arc::clone(&options), Arc::clone(&remaining), deadline, mine));
+        workers.spawn(worker(socket, Arc::clone(&options), Arc::clone(&remaining), deadline, Arc::clone(&users)));
     }
     let mut report = Report::default();
     while let Some(joined) = workers.join_next().await {
@@ -264,18 +260,45 @@ fn count(report: &mut Report, answer: &Answer) {
     }
 }
 
+/// The next time step each user may use, shared by all workers: a user's step is claimed
+/// atomically, so no two logins use one code (the server would refuse the second as a replay).
+struct UserSteps {
+    next: Vec<AtomicU64>,
+    cursor: std::sync::atomic::AtomicUsize,
+}
+
+impl UserSteps {
+    fn new(n: usize) -> Self {
+        Self { next: (0..n).map(|_| AtomicU64::new(0)).collect(), cursor: Default::default() }
+    }
+
+    /// A user and a time step within the server's window (now ±1) nobody has used yet.
+    fn claim(&self, now: u64) -> Option<(usize, u64)> {
+        let n = self.next.len();
+        for _ in 0..n {
+            let i = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+            let next = self.next[i].load(Ordering::Relaxed);
+            let step = next.max(now.saturating_sub(1));
+            if step > now + 1 {
+                continue;
+            }
+            if self.next[i].compare_exchange(next, step + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                return Some((i, step));
+            }
+        }
+        None
+    }
+}
+
 async fn worker(
     socket: UdpSocket,
     options: Arc<BenchOptions>,
     remaining: Arc<AtomicU64>,
     deadline: Option<Instant>,
-    users: Vec<usize>,
+    users: Arc<UserSteps>,
 ) -> std::io::Result<Report> {
     let mut report = Report::default();
     let mut client = Client { socket: &socket, buf: vec![0u8; radius::MAX_PACKET_LEN], identifier: rand::random(), options: &options };
-    // The next time step each of this worker's users may use.
-    let mut next_step: Vec<u64> = vec![0; users.len()];
-    let mut turn = 0usize;
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -293,17 +316,13 @@ async fn worker(
             }
             BenchKind::Append | BenchKind::Challenge => {
                 let now = options.totp.step_at(crate::store::now().max(0) as u64);
-                // A user whose next step is still within the server's window (±1) may log in.
-                let Some(slot) = (0..users.len()).map(|k| (turn + k) % users.len()).find(|&k| next_step[k] <= now + 1) else {
+                let Some((slot, step)) = users.claim(now) else {
                     report.starved += 1;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     remaining.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                turn = slot + 1;
-                let step = next_step[slot].max(now.saturating_sub(1));
-                next_step[slot] = step + 1;
-                let user = &options.users[users[slot]];
+                let user = &options.users[slot];
                 let code = options.totp.code_at_step(user.seed.expose(), step);
                 flow(&mut client, &options, user, code.expose(), &mut report).await?;
             }

@@ -80,6 +80,10 @@ pub struct LdapDirectory {
     servers: Vec<Server>,
     /// Idle service-account connections, bound and ready.
     pool: Mutex<Vec<Ldap>>,
+    /// Idle connections for user binds. A bind replaces the previous identity, so one connection
+    /// serves many users' binds and each login saves a TLS handshake (the DC's biggest cost).
+    /// They are only ever used to bind, never to search as whoever bound last.
+    bind_pool: Mutex<Vec<Ldap>>,
 }
 
 /// Why an LDAP operation failed (not the user's fault).
@@ -111,7 +115,7 @@ impl LdapDirectory {
             tracing::warn!("tls_insecure_skip_verify = true: LDAP server certificates are NOT checked; for a lab only");
         }
         let servers = settings.urls.iter().map(|url| Server { url: url.clone(), dead_until: Mutex::new(None) }).collect();
-        Ok(Self { settings, tls, servers, pool: Mutex::new(Vec::new()) })
+        Ok(Self { settings, tls, servers, pool: Mutex::new(Vec::new()), bind_pool: Mutex::new(Vec::new()) })
     }
 
     /// A new connection to the first server that answers, skipping those in back-off.
@@ -179,6 +183,34 @@ impl LdapDirectory {
         if pool.len() < self.settings.pool_size {
             pool.push(ldap);
         }
+    }
+
+    /// Binds as `dn` with `password`, on a pooled bind connection when one is open. A pooled
+    /// connection that fails is dropped and the bind tried once on a new one.
+    async fn user_bind(&self, dn: &str, password: &str) -> Result<ldap3::LdapResult, Failure> {
+        let pooled = loop {
+            let Some(mut ldap) = lock(&self.bind_pool).pop() else { break None };
+            if !ldap.is_closed() {
+                break Some(ldap);
+            }
+        };
+        let attempt = match pooled {
+            Some(mut ldap) => ldap.simple_bind(dn, password).await.map(|result| (ldap, result)),
+            None => Err(ldap3::LdapError::EndOfStream),
+        };
+        let (ldap, result) = match attempt {
+            Ok(done) => done,
+            Err(_) => {
+                let mut ldap = self.connect().await?;
+                let result = ldap.simple_bind(dn, password).await?;
+                (ldap, result)
+            }
+        };
+        let mut pool = lock(&self.bind_pool);
+        if pool.len() < self.settings.pool_size {
+            pool.push(ldap);
+        }
+        Ok(result)
     }
 
     /// Finds the one user entry for a login name (none, or more than one, is no user).
@@ -305,9 +337,7 @@ impl Directory for LdapDirectory {
             return Ok(PasswordCheck::Denied(Denial::WrongPassword));
         }
         let Some((entry, groups)) = self.lookup(username).await? else { return Ok(PasswordCheck::Denied(Denial::NoSuchUser)) };
-        let mut ldap = self.connect().await?;
-        let result = ldap.simple_bind(&entry.dn, password).await.map_err(Failure::from)?;
-        let _ = ldap.unbind().await;
+        let result = self.user_bind(&entry.dn, password).await?;
         match result.rc {
             0 => {}
             49 => return Ok(PasswordCheck::Denied(ad_sub_code(&result.text).map_or(Denial::WrongPassword, Denial::from_ad_code))),

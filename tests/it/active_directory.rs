@@ -119,19 +119,21 @@ fn a_dead_first_server_is_skipped_and_not_retried_per_request() {
 struct Relay {
     port: u16,
     up: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
 impl Relay {
     fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let relay = Self { port, up: Arc::new(AtomicBool::new(true)) };
+        let relay = Self { port, up: Arc::new(AtomicBool::new(true)), open: Default::default() };
         relay.serve(listener);
         relay
     }
 
     fn serve(&self, listener: TcpListener) {
         let up = Arc::clone(&self.up);
+        let open = Arc::clone(&self.open);
         listener.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
             while up.load(Ordering::SeqCst) {
@@ -139,6 +141,7 @@ impl Relay {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).unwrap();
                         let Ok(upstream) = TcpStream::connect("127.0.0.1:636") else { continue };
+                        open.lock().unwrap().extend([client.try_clone().unwrap(), upstream.try_clone().unwrap()]);
                         for (mut from, mut to) in [(client.try_clone().unwrap(), upstream.try_clone().unwrap()), (upstream, client)] {
                             let up = Arc::clone(&up);
                             std::thread::spawn(move || {
@@ -154,9 +157,12 @@ impl Relay {
         });
     }
 
-    /// Stops accepting (the port refuses connections); open connections are cut.
+    /// Stops accepting (the port refuses connections) and cuts the open ones.
     fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -193,7 +199,8 @@ fn starttls_upn_and_certificate_checking() {
     assert_eq!(oracle::code(&ask(&server, &format!("{}@example.test", ASA.0), ASA.1)), ACCESS_ACCEPT);
     drop(server);
     // Without the CA file the DC's certificate is not trusted, and nothing is sent to it.
-    let directory = dc.directory_section(std::slice::from_ref(&dc.url), "").replace(&format!("ca_file = \"{}\"\n", dc.ca_file.display()), "");
+    let directory =
+        dc.directory_section(std::slice::from_ref(&dc.url), "").replace(&format!("ca_file = \"{}\"\n", dc.ca_file.display()), "");
     assert!(!directory.contains("ca_file"));
     let server = TestServer::start(Options { directory: Some(directory), mode: "append", no_token: "password_only", ..Options::default() });
     assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_REJECT);
