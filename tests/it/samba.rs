@@ -104,6 +104,9 @@ fn start() -> Result<Dc, String> {
         .args(["domain", "provision", "--realm=EXAMPLE.TEST", "--domain=EXAMPLE", "--server-role=dc", "--dns-backend=NONE"])
         .arg(format!("--adminpass={ADMIN_PASSWORD}"))
         .arg(format!("--targetdir={}", d.display()))
+        // Pinned, so the machine's hostname (NetBIOS allows 15 characters) cannot break provisioning.
+        .arg("--host-name=dc1")
+        .arg(opt("netbios name=DC1".into()))
         .arg(opt("interfaces=lo".into()))
         .arg(opt("bind interfaces only=yes".into()))
         .arg(opt(format!("pid directory={}", d.display())))
