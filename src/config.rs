@@ -370,6 +370,8 @@ struct ClientSection {
 struct ReplyAttributeSection {
     name: String,
     value: String,
+    /// For a `{groups}` value: what goes between the groups (default ",").
+    separator: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -867,7 +869,8 @@ fn build_client(
     };
     let mut reply_attributes = Vec::new();
     for attr in &section.reply_attributes {
-        reply_attributes.push(ReplyTemplate::new(dictionary, &attr.name, &attr.value).map_err(|m| ("reply_attributes", m))?);
+        let template = ReplyTemplate::with_separator(dictionary, &attr.name, &attr.value, attr.separator.as_deref());
+        reply_attributes.push(template.map_err(|m| ("reply_attributes", m))?);
     }
     Ok(ClientSettings {
         network,

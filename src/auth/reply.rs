@@ -1,7 +1,8 @@
 //! Reply attributes for an Access-Accept, configured per client by dictionary name.
 //!
-//! A value may name the user (`{user}`) or expand once per group (`{group}`), which is how
-//! NetScaler (Citrix-User-Groups), FortiGate, Palo Alto and ASA learn a user's groups.
+//! A value may name the user (`{user}`), expand once per group (`{group}`), or carry all the
+//! groups in one attribute (`{groups}`, joined by a separator): this is how NetScaler
+//! (Citrix-User-Groups), FortiGate, Palo Alto and ASA learn a user's groups.
 
 use crate::directory::UserProfile;
 use crate::radius::Attribute;
@@ -17,13 +18,23 @@ pub enum ReplyTemplate {
     PerUser { def: AttributeDef, template: String },
     /// Text with `{group}` (and maybe `{user}`); one attribute per matching group.
     PerGroup { def: AttributeDef, template: String },
+    /// Text with `{groups}`: one attribute, the matching groups joined by `separator`.
+    Joined { def: AttributeDef, template: String, separator: String },
 }
 
 impl ReplyTemplate {
     /// Resolves a configured `{ name, value }` against the dictionary, so mistakes show at start-up.
     pub fn new(dict: &Dictionary, name: &str, value: &str) -> Result<Self, String> {
+        Self::with_separator(dict, name, value, None)
+    }
+
+    /// As [`ReplyTemplate::new`], with the separator for `{groups}` (default `,`).
+    pub fn with_separator(dict: &Dictionary, name: &str, value: &str, separator: Option<&str>) -> Result<Self, String> {
         let def = dict.attribute(name).ok_or_else(|| format!("unknown attribute {name:?} (not in the dictionaries)"))?;
-        let templated = value.contains("{user}") || value.contains("{group}");
+        if separator.is_some() && !value.contains("{groups}") {
+            return Err(format!("{name}: separator goes with a {{groups}} value"));
+        }
+        let templated = ["{user}", "{group}", "{groups}"].iter().any(|p| value.contains(p));
         if !templated {
             let bytes = dict.parse_value(def, value).map_err(|e| e.to_string())?;
             return check_len(def, bytes.len()).map(|()| Self::Fixed(def.with_value(bytes)));
@@ -32,7 +43,9 @@ impl ReplyTemplate {
             return Err(format!("{name} is {:?}: only string and octets attributes take {{user}} or {{group}}", def.data_type));
         }
         let template = value.to_owned();
-        Ok(if value.contains("{group}") {
+        Ok(if value.contains("{groups}") {
+            Self::Joined { def: def.clone(), template, separator: separator.unwrap_or(",").to_owned() }
+        } else if value.contains("{group}") {
             Self::PerGroup { def: def.clone(), template }
         } else {
             Self::PerUser { def: def.clone(), template }
@@ -46,6 +59,11 @@ impl ReplyTemplate {
             Self::PerGroup { def, template } => {
                 for group in groups {
                     push_checked(def, template.replace("{user}", &profile.username).replace("{group}", group), out);
+                }
+            }
+            Self::Joined { def, template, separator } => {
+                if !groups.is_empty() {
+                    push_checked(def, template.replace("{user}", &profile.username).replace("{groups}", &groups.join(separator)), out);
                 }
             }
         }
@@ -126,6 +144,23 @@ mod tests {
                 Attribute::standard(27, 3600u32.to_be_bytes()),
             ]
         );
+    }
+
+    #[test]
+    fn groups_can_travel_joined_in_one_attribute() {
+        let dict = Dictionary::builtin().unwrap();
+        let profile =
+            UserProfile { username: "alice".into(), groups: vec!["CN=VPN-Users,DC=x".into(), "Staff".into()], ..Default::default() };
+        let joined = ReplyTemplate::with_separator(&dict, "Fortinet-Group-Name", "{groups}", Some(";")).unwrap();
+        let comma = ReplyTemplate::new(&dict, "Filter-Id", "groups={groups}").unwrap();
+        let p = ClientPolicy { reply_attributes: vec![joined, comma], ..ClientPolicy::named("nas") };
+        assert_eq!(
+            expand_all(&p, &profile),
+            vec![Attribute::vendor(12356, 1, *b"VPN-Users;Staff"), Attribute::standard(11, *b"groups=VPN-Users,Staff")]
+        );
+        let nobody = UserProfile { username: "bob".into(), ..Default::default() };
+        assert!(expand_all(&p, &nobody).is_empty(), "no groups, no empty attribute");
+        assert!(ReplyTemplate::with_separator(&dict, "Filter-Id", "{group}", Some(";")).is_err());
     }
 
     #[test]

@@ -14,9 +14,13 @@ use crate::samba::{self, ALICE, ASA, BOB, DORA_DISABLED, EVE_EXPIRED, MIKE_MUST_
 const WAIT: Duration = Duration::from_secs(10);
 
 fn ad_server(dc: &samba::Dc, urls: &[String], extra_directory: &str, no_token: &'static str) -> TestServer {
+    ad_server_in(dc, urls, extra_directory, "append", no_token)
+}
+
+fn ad_server_in(dc: &samba::Dc, urls: &[String], extra_directory: &str, mode: &'static str, no_token: &'static str) -> TestServer {
     TestServer::start(Options {
         directory: Some(dc.directory_section(urls, extra_directory)),
-        mode: "append",
+        mode,
         no_token,
         extra: "[[client]]\nname = \"latin1-nas\"\naddress = \"127.0.0.2\"\nsecret = \"testing123\"\nrequire_message_authenticator = false\nno_token = \"password_only\"\npassword_encoding = \"latin-1\"\n".into(),
         ..Options::default()
@@ -56,6 +60,21 @@ fn ad_password_and_totp_accept_with_nested_groups_sent_to_the_nas() {
     // The same user in another spelling of the directory's case is the same account.
     let code = totp_code(&seed, 1);
     assert_eq!(oracle::code(&ask(&server, "ALICE", &format!("{}{code}", ALICE.1))), ACCESS_ACCEPT);
+}
+
+#[test]
+fn groups_reach_the_nas_on_the_final_accept_of_a_challenge_round() {
+    let Some(dc) = samba::dc() else { return };
+    let server = ad_server_in(dc, std::slice::from_ref(&dc.url), "", "challenge", "reject");
+    let seed = enroll(&server.config, ALICE.0);
+    let challenge = ask(&server, ALICE.0, ALICE.1);
+    assert_eq!(oracle::code(&challenge), crate::oracle::ACCESS_CHALLENGE);
+    let state = oracle::state_of(&challenge).unwrap();
+    let socket = oracle::socket("127.0.0.1:0", server.auth);
+    let request = oracle::encode_signed(oracle::access_request_with_state(ALICE.0, &totp_code(&seed, 0), &state));
+    let accept = oracle::exchange(&socket, &request, WAIT).unwrap();
+    assert_eq!(oracle::code(&accept), ACCESS_ACCEPT);
+    assert!(accept.windows(b"VPN-Users".len()).any(|w| w == b"VPN-Users"), "Citrix-User-Groups on the final Accept");
 }
 
 #[test]
