@@ -39,6 +39,28 @@ struct ConfigFile {
     messages: MessagesSection,
     #[serde(default)]
     usernames: UsernamesSection,
+    portal: Option<PortalSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortalSection {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default = "defaults::portal_listen")]
+    listen: String,
+    public_url: Option<String>,
+    issuer: Option<String>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    #[serde(default = "defaults::max_tokens")]
+    max_tokens: usize,
+    #[serde(default = "defaults::session_idle", with = "humantime_serde")]
+    session_idle: Duration,
+    #[serde(default = "defaults::session_max", with = "humantime_serde")]
+    session_max: Duration,
+    #[serde(default = "defaults::enrollment_timeout", with = "humantime_serde")]
+    enrollment_timeout: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,6 +362,21 @@ mod defaults {
     pub fn attr_member_of() -> String {
         "memberOf".into()
     }
+    pub fn portal_listen() -> String {
+        "127.0.0.1:8080".into()
+    }
+    pub fn max_tokens() -> usize {
+        5
+    }
+    pub fn session_idle() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn session_max() -> Duration {
+        Duration::from_secs(8 * 3600)
+    }
+    pub fn enrollment_timeout() -> Duration {
+        Duration::from_secs(10 * 60)
+    }
     pub fn password_encoding() -> crate::auth::PasswordEncoding {
         crate::auth::PasswordEncoding::Utf8
     }
@@ -447,6 +484,8 @@ pub struct Config {
     pub totp: TotpSettings,
     pub auth: AuthSettings,
     pub sms: GatewaySettings,
+    /// The self-service portal, when enabled.
+    pub portal: Option<crate::portal::PortalSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -699,6 +738,44 @@ impl Config {
             usernames: UsernameRules { domains: file.usernames.domains.clone(), realms: file.usernames.realms.clone() },
         };
         let gateway = build_gateway(file.sms, &base, &env).map_err(|(key, m)| invalid(&format!("sms.{key}"), m))?;
+        let portal = match file.portal {
+            Some(p) if p.enabled => {
+                let listen: SocketAddr =
+                    p.listen.parse().map_err(|_| invalid("portal.listen", format!("{:?} is not an IP:port address", p.listen)))?;
+                if p.cert_file.is_some() || p.key_file.is_some() {
+                    return Err(invalid(
+                        "portal.cert_file",
+                        "TLS in the portal itself is not available yet: serve it on loopback behind a TLS reverse proxy (nginx, haproxy)"
+                            .into(),
+                    ));
+                }
+                if !listen.ip().is_loopback() {
+                    return Err(invalid(
+                        "portal.listen",
+                        format!(
+                            "{listen} is not a loopback address: without TLS the portal listens only on loopback, behind a TLS reverse proxy"
+                        ),
+                    ));
+                }
+                let public_url = p.public_url.unwrap_or_else(|| format!("http://{listen}"));
+                if !(public_url.starts_with("https://") || public_url.starts_with("http://")) {
+                    return Err(invalid("portal.public_url", "must start with https:// (or http:// for a loopback test)".into()));
+                }
+                if p.max_tokens == 0 {
+                    return Err(invalid("portal.max_tokens", "must be at least 1".into()));
+                }
+                Some(crate::portal::PortalSettings {
+                    listen,
+                    public_url,
+                    issuer: p.issuer.unwrap_or_else(|| totp.issuer.clone()),
+                    max_tokens: p.max_tokens,
+                    session_idle: p.session_idle,
+                    session_max: p.session_max,
+                    enrollment_timeout: p.enrollment_timeout,
+                })
+            }
+            _ => None,
+        };
 
         Ok(Self {
             path: path.to_path_buf(),
@@ -718,6 +795,7 @@ impl Config {
             totp,
             auth,
             sms: gateway,
+            portal,
         })
     }
 }

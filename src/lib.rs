@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod otp;
+pub mod portal;
 pub mod radius;
 pub mod secret;
 pub mod server;

@@ -12,6 +12,7 @@
 //! factor; a locked user is rejected before any directory bind.
 
 pub mod messages;
+pub mod portal;
 pub mod reply;
 pub mod state;
 pub mod username;
@@ -178,6 +179,7 @@ pub enum Reason {
     StateExpired,
     StateMismatch,
     StateReused,
+    TooManyTokens,
 }
 
 impl Reason {
@@ -210,6 +212,7 @@ impl Reason {
             Self::StateExpired => "state_expired",
             Self::StateMismatch => "state_mismatch",
             Self::StateReused => "state_reused",
+            Self::TooManyTokens => "too_many_tokens",
         }
     }
 }
@@ -554,7 +557,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod encoding_tests {

@@ -15,9 +15,9 @@ use crate::store::sqlite::SqliteStore;
 
 /// `alice` / `pw` with a mobile number; `bob` / `pw` without one.
 #[derive(Default)]
-struct FakeDirectory {
-    binds: AtomicUsize,
-    down: bool,
+pub(crate) struct FakeDirectory {
+    pub(crate) binds: AtomicUsize,
+    pub(crate) down: bool,
 }
 
 #[async_trait]
@@ -49,9 +49,9 @@ impl Directory for FakeDirectory {
 }
 
 #[derive(Default)]
-struct RecordingGateway {
-    sent: Mutex<Vec<(String, String)>>,
-    broken: bool,
+pub(crate) struct RecordingGateway {
+    pub(crate) sent: Mutex<Vec<(String, String)>>,
+    pub(crate) broken: bool,
 }
 
 #[async_trait]
@@ -70,12 +70,12 @@ impl Gateway for RecordingGateway {
 }
 
 impl RecordingGateway {
-    fn last_code(&self) -> String {
+    pub(crate) fn last_code(&self) -> String {
         let sent = self.sent.lock().unwrap();
         sent.last().unwrap().1.chars().filter(char::is_ascii_digit).collect()
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.sent.lock().unwrap().len()
     }
 }
@@ -88,7 +88,7 @@ struct Fixture {
     secret: Vec<u8>,
 }
 
-fn settings() -> AuthSettings {
+pub(crate) fn settings() -> AuthSettings {
     AuthSettings {
         totp_digits: 6,
         totp_window: 1,

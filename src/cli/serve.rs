@@ -33,13 +33,29 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
             tracing::info!(address = %bound, kind = kind.as_str(), "listening");
             sockets.push((socket, kind));
         }
-        let authenticator = Authenticator::new(services, config.auth.clone());
-        let server = Server::new(config.server.clone(), config.clients, authenticator, Arc::clone(&config.dictionary));
+        let authenticator = Arc::new(Authenticator::new(services, config.auth.clone()));
         let shutdown = CancellationToken::new();
+        let portal = match &config.portal {
+            Some(settings) => {
+                let listener = tokio::net::TcpListener::bind(settings.listen)
+                    .await
+                    .map_err(|e| format!("portal: cannot listen on {}: {e}", settings.listen))?;
+                tracing::info!(address = %listener.local_addr()?, kind = "portal", "listening");
+                let portal = crate::portal::Portal::new(Arc::clone(&authenticator), settings.clone());
+                Some(tokio::spawn(crate::portal::serve(portal, listener, shutdown.clone())))
+            }
+            None => None,
+        };
+        let server = Server::new(config.server.clone(), config.clients, authenticator, Arc::clone(&config.dictionary));
         tokio::spawn(stop_on_signal(shutdown.clone()));
         tokio::spawn(purge_periodically(store, shutdown.clone()));
         notify_systemd(sd_notify::NotifyState::Ready);
         server.run(sockets, shutdown).await;
+        if let Some(portal) = portal {
+            if let Ok(Err(e)) = portal.await {
+                tracing::error!(error = %e, "portal stopped with an error");
+            }
+        }
         let stats: Vec<String> = server.stats().snapshot().iter().map(|(name, n)| format!("{name}={n}")).collect();
         tracing::info!(stats = %stats.join(" "), "stopped");
         Ok::<(), CliError>(())

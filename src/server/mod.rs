@@ -51,7 +51,7 @@ struct Shared {
     clients: ClientTable,
     cache: Arc<ResponseCache>,
     stats: Arc<Stats>,
-    authenticator: Authenticator,
+    authenticator: Arc<Authenticator>,
     dictionary: Arc<Dictionary>,
     permits: Arc<Semaphore>,
     settings: ServerSettings,
@@ -63,7 +63,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(settings: ServerSettings, clients: Vec<ClientSettings>, authenticator: Authenticator, dictionary: Arc<Dictionary>) -> Self {
+    pub fn new(
+        settings: ServerSettings,
+        clients: Vec<ClientSettings>,
+        authenticator: Arc<Authenticator>,
+        dictionary: Arc<Dictionary>,
+    ) -> Self {
         let shared = Shared {
             clients: ClientTable::new(clients),
             cache: ResponseCache::new(settings.cache_ttl, settings.cache_entries),
