@@ -281,7 +281,7 @@ async fn an_enrollment_left_too_long_expires() {
 
 #[test]
 fn dates_render_in_utc() {
-    assert_eq!(date(Some(0), "never"), "1970-01-01 00:00");
-    assert_eq!(date(Some(1_700_000_000), "never"), "2023-11-14 22:13");
+    assert_eq!(date(Some(0), "never"), "1970-01-01 00:00 UTC");
+    assert_eq!(date(Some(1_700_000_000), "never"), "2023-11-14 22:13 UTC");
     assert_eq!(date(None, "aldrig"), "aldrig");
 }

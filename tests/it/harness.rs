@@ -170,6 +170,8 @@ pub struct TestServer {
     logs: Arc<Mutex<Vec<Value>>>,
     pub auth: SocketAddr,
     pub accounting: SocketAddr,
+    /// The portal's address, when the config enables it.
+    pub portal: Option<SocketAddr>,
     pub config: PathBuf,
     notify_socket: Option<PathBuf>,
     dir: tempfile::TempDir,
@@ -228,11 +230,13 @@ impl TestServer {
                 }
             }
         });
+        let portal_enabled = std::fs::read_to_string(&config).unwrap_or_default().contains("[portal]");
         let mut server = Self {
             child: Some(child),
             logs,
             auth: ([0, 0, 0, 0], 0).into(),
             accounting: ([0, 0, 0, 0], 0).into(),
+            portal: None,
             config,
             notify_socket,
             dir,
@@ -243,8 +247,10 @@ impl TestServer {
             line["address"].as_str().unwrap().parse::<SocketAddr>().unwrap()
         };
         let (auth, accounting) = (address("auth"), address("accounting"));
+        let portal = portal_enabled.then(|| address("portal"));
         server.auth = auth;
         server.accounting = accounting;
+        server.portal = portal;
         server
     }
 

@@ -10,6 +10,7 @@ mod cli;
 mod codec;
 mod harness;
 mod oracle;
+mod portal_e2e;
 mod samba;
 mod second_factor;
 mod server;
