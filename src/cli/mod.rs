@@ -177,6 +177,9 @@ pub enum KindArg {
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    // One TLS crypto provider for the whole process (LDAP, SMS over HTTPS), chosen here rather
+    // than left to rustls's feature detection, which fails when a build enables two providers.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Serve(args) => {
             init_logging(cli.log_format);

@@ -39,10 +39,11 @@ async fn browser(chromedriver: &std::path::Path, profile: &std::path::Path) -> (
                      "--window-size=900,1100", format!("--user-data-dir={}", profile.display())],
         }),
     );
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // chromedriver speaks plain HTTP on loopback: no TLS stack needed for it.
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     let until = Instant::now() + Duration::from_secs(20);
     loop {
-        match ClientBuilder::rustls().unwrap().capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+        match ClientBuilder::new(connector.clone()).capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
             Ok(client) => return (driver, client),
             Err(e) if Instant::now() > until => panic!("chromedriver did not start: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
