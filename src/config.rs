@@ -742,22 +742,32 @@ impl Config {
             Some(p) if p.enabled => {
                 let listen: SocketAddr =
                     p.listen.parse().map_err(|_| invalid("portal.listen", format!("{:?} is not an IP:port address", p.listen)))?;
-                if p.cert_file.is_some() || p.key_file.is_some() {
-                    return Err(invalid(
-                        "portal.cert_file",
-                        "TLS in the portal itself is not available yet: serve it on loopback behind a TLS reverse proxy (nginx, haproxy)"
-                            .into(),
-                    ));
-                }
-                if !listen.ip().is_loopback() {
+                let tls = match (p.cert_file, p.key_file) {
+                    (Some(cert), Some(key)) => {
+                        let (cert, key) = (base.join(cert), base.join(key));
+                        for (k, f) in [("portal.cert_file", &cert), ("portal.key_file", &key)] {
+                            if !f.exists() {
+                                return Err(invalid(k, format!("{} does not exist", f.display())));
+                            }
+                        }
+                        Some((cert, key))
+                    }
+                    (None, None) => None,
+                    _ => return Err(invalid("portal.cert_file", "cert_file and key_file go together".into())),
+                };
+                if tls.is_none() && !listen.ip().is_loopback() {
                     return Err(invalid(
                         "portal.listen",
                         format!(
-                            "{listen} is not a loopback address: without TLS the portal listens only on loopback, behind a TLS reverse proxy"
+                            "{listen} is not a loopback address: without cert_file/key_file the portal serves plain HTTP, so only on loopback behind a TLS reverse proxy"
                         ),
                     ));
                 }
-                let public_url = p.public_url.unwrap_or_else(|| format!("http://{listen}"));
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let public_url = p.public_url.unwrap_or_else(|| format!("{scheme}://{listen}"));
+                if tls.is_some() && !public_url.starts_with("https://") {
+                    return Err(invalid("portal.public_url", "must be https:// when the portal serves TLS".into()));
+                }
                 if !(public_url.starts_with("https://") || public_url.starts_with("http://")) {
                     return Err(invalid("portal.public_url", "must start with https:// (or http:// for a loopback test)".into()));
                 }
@@ -766,6 +776,7 @@ impl Config {
                 }
                 Some(crate::portal::PortalSettings {
                     listen,
+                    tls,
                     public_url,
                     issuer: p.issuer.unwrap_or_else(|| totp.issuer.clone()),
                     max_tokens: p.max_tokens,
@@ -1127,6 +1138,20 @@ tls_insecure_skip_verify = true
         assert!(missing.contains("directory.bind_password: missing"), "{missing}");
         let typo = parse(&text.replace("base_dn", "basedn")).unwrap_err().to_string();
         assert!(typo.contains("basedn"), "{typo}");
+    }
+
+    #[test]
+    fn the_portal_contract_config_works_and_plain_http_stays_on_loopback() {
+        let portal = "\n[portal]\nenabled = true\nlisten = \"127.0.0.1:8080\"\npublic_url = \"http://127.0.0.1:8080\"\nissuer = \"Example Region\"\n";
+        let c = parse(&format!("{MINIMAL}{portal}")).unwrap();
+        let p = c.portal.unwrap();
+        assert_eq!((p.listen.port(), p.issuer.as_str(), p.max_tokens, p.tls.is_none()), (8080, "Example Region", 5, true));
+        let open =
+            parse(&format!("{MINIMAL}{}", portal.replace("127.0.0.1:8080\"\npublic", "0.0.0.0:8080\"\npublic"))).unwrap_err().to_string();
+        assert!(open.contains("portal.listen") && open.contains("loopback"), "{open}");
+        let half = parse(&format!("{MINIMAL}{portal}cert_file = \"/etc/hosts\"\n")).unwrap_err().to_string();
+        assert!(half.contains("cert_file and key_file go together"), "{half}");
+        assert!(parse(&format!("{MINIMAL}\n[portal]\nenabled = false\n")).unwrap().portal.is_none());
     }
 
     #[test]

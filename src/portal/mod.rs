@@ -33,6 +33,9 @@ const COOKIE: &str = "radmfa_session";
 #[derive(Debug, Clone)]
 pub struct PortalSettings {
     pub listen: SocketAddr,
+    /// PEM certificate chain and key: the portal serves HTTPS itself. Without them it serves
+    /// plain HTTP, on loopback only, behind a TLS reverse proxy.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pub public_url: String,
     pub issuer: String,
     pub max_tokens: usize,
@@ -83,14 +86,27 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .with_state(portal)
 }
 
-/// Serves until `shutdown` is cancelled.
+/// Serves until `shutdown` is cancelled: HTTPS with the configured certificate, else HTTP.
 pub async fn serve(
     portal: Arc<Portal>,
     listener: tokio::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
+    let tls = portal.settings.tls.clone();
     let app = router(portal).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    let Some((cert, key)) = tls else {
+        return axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+    };
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+        .await
+        .map_err(|e| std::io::Error::other(format!("portal TLS ({}, {}): {e}", cert.display(), key.display())))?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, config).handle(handle).serve(app).await
 }
 
 async fn security_headers(mut response: Response) -> Response {

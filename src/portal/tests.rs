@@ -42,6 +42,7 @@ impl Page {
 fn portal_settings() -> PortalSettings {
     PortalSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
         public_url: "https://portal.example.test".into(),
         issuer: "Example Region".into(),
         max_tokens: 2,
