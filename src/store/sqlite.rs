@@ -21,6 +21,10 @@ const MAX_BATCH: usize = 512;
 /// How many days of SMS sends are kept for the rate limits and the record.
 const SMS_HISTORY: UnixTime = 24 * 3600;
 
+/// Unconfirmed tokens older than this are deleted by `purge` (the portal refuses to confirm them
+/// long before, after its `enrollment_timeout`).
+const UNCONFIRMED_TOKEN_LIFETIME: UnixTime = 24 * 3600;
+
 const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
     "CREATE TABLE tokens (
@@ -359,6 +363,8 @@ impl Store for SqliteStore {
             conn.execute("DELETE FROM used_states WHERE expires_at < ?1", [now])?;
             conn.execute("DELETE FROM sms_sends WHERE sent_at < ?1", [now - SMS_HISTORY])?;
             conn.execute("UPDATE lockouts SET locked_until = NULL WHERE locked_until < ?1", [now])?;
+            // Enrollments abandoned before their confirming code: never usable, so never kept long.
+            conn.execute("DELETE FROM tokens WHERE confirmed = 0 AND created_at < ?1", [now - UNCONFIRMED_TOKEN_LIFETIME])?;
             Ok(())
         })
         .await
@@ -460,6 +466,12 @@ mod tests {
         assert!(!s.consume_state(b"nonce-1", 2000).await.unwrap());
         s.purge(3000).await.unwrap();
         assert!(s.consume_state(b"nonce-1", 4000).await.unwrap(), "purged after expiry");
+        s.add_token(new_token("alice", false)).await.unwrap();
+        s.add_token(new_token("alice", true)).await.unwrap();
+        s.purge(crate::store::now() + UNCONFIRMED_TOKEN_LIFETIME + 1).await.unwrap();
+        let left = s.tokens("alice").await.unwrap();
+        assert_eq!(left.len(), 1, "the abandoned enrollment is gone");
+        assert!(left[0].confirmed);
     }
 
     #[tokio::test]
