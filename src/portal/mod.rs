@@ -375,7 +375,7 @@ async fn signin((State(portal), jar, headers): Ctx0, ConnectInfo(peer): ConnectI
         return forbidden(&portal, ctx);
     }
     let user = portal.auth.account(&form.username);
-    let limited = !portal.limiter.allow(format!("signin-ip:{}", ip_key(peer.ip())), 20, Duration::from_secs(300))
+    let limited = !portal.limiter.allow(format!("signin-ip:{}", ip_key(client_ip(&portal, peer, &headers))), 20, Duration::from_secs(300))
         || !portal.limiter.allow(format!("signin-user:{user}"), 5, Duration::from_secs(300));
     let error = if limited {
         Some(ctx.s().too_many_attempts)
@@ -410,6 +410,22 @@ fn error_page(portal: &Portal, mut ctx: Ctx, message: impl Fn(&Strings) -> &'sta
     let error = message(ctx.s());
     let page = ctx.page("", Some(error));
     ctx.finish(portal, render(SigninPage { page }))
+}
+
+/// The user's address. Serving plain HTTP, the portal sits behind a TLS reverse proxy on
+/// loopback, so every connection comes from the proxy: then the address is the last entry of
+/// X-Forwarded-For, the one our proxy added (earlier entries are the client's to forge).
+fn client_ip(portal: &Portal, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let behind_proxy = portal.settings.tls.is_none() && peer.ip().is_loopback();
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|last| last.trim().parse::<IpAddr>().ok());
+    match forwarded {
+        Some(ip) if behind_proxy => ip,
+        _ => peer.ip(),
+    }
 }
 
 /// Rate-limit key for an address: IPv6 by /64, since one host holds a whole /64.
@@ -449,7 +465,7 @@ async fn otp((State(portal), jar, headers): Ctx0, ConnectInfo(peer): ConnectInfo
     let Stage::SecondFactor { user, profile, has_token, mut sms } = ctx.session.stage.clone() else {
         return ctx.finish(&portal, Redirect::to("/"));
     };
-    if !portal.limiter.allow(format!("otp-ip:{}", ip_key(peer.ip())), 30, Duration::from_secs(300)) {
+    if !portal.limiter.allow(format!("otp-ip:{}", ip_key(client_ip(&portal, peer, &headers))), 30, Duration::from_secs(300)) {
         return error_page(&portal, ctx, |s| s.too_many_attempts);
     }
     match portal.auth.portal_code(&user, &form.code, sms.as_mut()).await {

@@ -281,6 +281,22 @@ async fn an_enrollment_left_too_long_expires() {
 }
 
 #[test]
+fn behind_the_proxy_the_forwarded_address_counts_and_is_not_forgeable() {
+    let keys = Arc::new(KeyRing::generate("k1"));
+    let store = Arc::new(SqliteStore::in_memory(Arc::clone(&keys)).unwrap());
+    let services = Services { directory: Arc::new(FakeDirectory::default()), store, sms: Arc::new(RecordingGateway::default()), keys };
+    let auth = Arc::new(Authenticator::new(services, crate::auth::tests::settings()));
+    let portal = Portal::new(auth, portal_settings());
+    let mut headers = HeaderMap::new();
+    headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 203.0.113.9"));
+    let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    assert_eq!(client_ip(&portal, proxy, &headers), "203.0.113.9".parse::<IpAddr>().unwrap(), "the entry our proxy added");
+    let direct: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+    assert_eq!(client_ip(&portal, direct, &headers), direct.ip(), "a direct client cannot claim another address");
+    assert_eq!(client_ip(&portal, proxy, &HeaderMap::new()), proxy.ip());
+}
+
+#[test]
 fn dates_render_in_utc() {
     assert_eq!(date(Some(0), "never"), "1970-01-01 00:00 UTC");
     assert_eq!(date(Some(1_700_000_000), "never"), "2023-11-14 22:13 UTC");
