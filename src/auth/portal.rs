@@ -158,11 +158,9 @@ impl Authenticator {
         let Some(step) = params.matching_step(enrollment.secret.expose(), code.trim(), now.max(0) as u64, self.settings.totp_window) else {
             return Err(self.portal_audit(user, "enroll", Reason::WrongCode));
         };
-        if !store.confirm_token(user, enrollment.token_id).await.map_err(super::store_down)? {
+        if !store.confirm_token(user, enrollment.token_id, step).await.map_err(super::store_down)? {
             return Err(self.portal_audit(user, "enroll", Reason::NoToken));
         }
-        // The confirming code is used up, like any other.
-        let _ = store.use_step(enrollment.token_id, step, now).await;
         tracing::info!(target: "radmfa::audit", user = %printable(user), token = enrollment.token_id, name = %printable(&enrollment.name), "portal: token enrolled");
         Ok(())
     }

@@ -117,7 +117,9 @@ pub trait Store: Send + Sync {
     /// Every token (admin listing).
     async fn all_tokens(&self) -> Result<Vec<Token>, StoreError>;
     async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
-    async fn confirm_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
+    /// Makes an unconfirmed token usable, recording the confirming code's time step so that code
+    /// cannot log in afterwards. False if there is no such unconfirmed token of this user.
+    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError>;
     /// Accepts time step `step` for the token only if it is later than the last accepted one,
     /// atomically: of two requests with the same code, one wins.
     async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError>;

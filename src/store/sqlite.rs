@@ -261,10 +261,11 @@ impl Store for SqliteStore {
         self.call(move |conn| Ok(conn.execute("DELETE FROM tokens WHERE id = ?1 AND username = ?2", params![id, username])? == 1)).await
     }
 
-    async fn confirm_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
         let username = username.to_owned();
         self.call(move |conn| {
-            Ok(conn.execute("UPDATE tokens SET confirmed = 1 WHERE id = ?1 AND username = ?2", params![id, username])? == 1)
+            let sql = "UPDATE tokens SET confirmed = 1, last_step = ?3 WHERE id = ?1 AND username = ?2 AND confirmed = 0";
+            Ok(conn.execute(sql, params![id, username, step as i64])? == 1)
         })
         .await
     }
@@ -416,6 +417,13 @@ mod tests {
         assert!(s.use_step(id, 101, 0).await.unwrap());
         let unconfirmed = s.add_token(new_token("alice", false)).await.unwrap();
         assert!(!s.use_step(unconfirmed, 500, 0).await.unwrap(), "an unconfirmed token is never used");
+        // Confirming records the confirming code's step (no replay of it) but no use.
+        assert!(s.confirm_token("alice", unconfirmed, 500).await.unwrap());
+        assert!(!s.confirm_token("alice", unconfirmed, 501).await.unwrap(), "confirmed once");
+        let confirmed = s.tokens("alice").await.unwrap().into_iter().find(|t| t.id == unconfirmed).unwrap();
+        assert_eq!((confirmed.confirmed, confirmed.last_step, confirmed.last_used_at), (true, Some(500), None));
+        assert!(!s.use_step(unconfirmed, 500, 0).await.unwrap(), "the confirming code is used up");
+        assert!(s.use_step(unconfirmed, 501, 0).await.unwrap());
         // Two concurrent uses of one step: exactly one wins.
         let s = Arc::new(s);
         let (a, b) = tokio::join!(s.use_step(id, 200, 0), s.use_step(id, 200, 0));
