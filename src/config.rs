@@ -63,20 +63,20 @@ struct PortalSection {
     enrollment_timeout: Duration,
 }
 
+// Sections with `#[serde(default)]` take every missing key from their `Default` impl, so each
+// default value is written once, there.
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct StoreSection {
-    #[serde(default = "defaults::store_kind")]
     kind: StoreKind,
-    #[serde(default = "defaults::store_path")]
     path: PathBuf,
-    #[serde(default = "defaults::key_file")]
     key_file: PathBuf,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self { kind: defaults::store_kind(), path: defaults::store_path(), key_file: defaults::key_file() }
+        Self { kind: StoreKind::Sqlite, path: "radmfa.db".into(), key_file: "master.key".into() }
     }
 }
 
@@ -87,49 +87,44 @@ enum StoreKind {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct TotpSection {
-    #[serde(default = "defaults::issuer")]
     issuer: String,
-    #[serde(default = "defaults::digits")]
     digits: u32,
-    #[serde(default = "defaults::period")]
     period: u64,
-    #[serde(default = "defaults::window")]
     window: u64,
-    #[serde(default = "defaults::algorithm")]
     algorithm: Algorithm,
-    #[serde(default = "defaults::challenge_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     challenge_timeout: Duration,
 }
 
 impl Default for TotpSection {
     fn default() -> Self {
+        let app = TotpParams::default();
         Self {
-            issuer: defaults::issuer(),
-            digits: defaults::digits(),
-            period: defaults::period(),
-            window: defaults::window(),
-            algorithm: defaults::algorithm(),
-            challenge_timeout: defaults::challenge_timeout(),
+            issuer: "radmfa".into(),
+            digits: app.digits,
+            period: app.period,
+            window: 1,
+            algorithm: app.algorithm,
+            challenge_timeout: Duration::from_secs(120),
         }
     }
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct LockoutSection {
-    #[serde(default = "defaults::max_failures")]
     max_failures: u32,
-    #[serde(default = "defaults::lockout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     duration: Duration,
-    #[serde(default = "defaults::lockout_max", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     max_duration: Duration,
 }
 
 impl Default for LockoutSection {
     fn default() -> Self {
-        Self { max_failures: defaults::max_failures(), duration: defaults::lockout(), max_duration: defaults::lockout_max() }
+        Self { max_failures: 5, duration: Duration::from_secs(300), max_duration: Duration::from_secs(3600) }
     }
 }
 
@@ -146,15 +141,13 @@ enum GatewayKind {
 
 /// `[sms]` is flat (one gateway at a time); keys the chosen gateway does not use are errors.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct SmsSection {
-    #[serde(default = "defaults::gateway")]
     gateway: GatewayKind,
     url: Option<String>,
     method: Option<String>,
     body: Option<String>,
     content_type: Option<String>,
-    #[serde(default)]
     headers: std::collections::BTreeMap<String, Secret<String>>,
     username: Option<String>,
     password: Option<Secret<String>>,
@@ -163,55 +156,44 @@ struct SmsSection {
     account_sid: Option<String>,
     auth_token: Option<Secret<String>>,
     auth_token_file: Option<PathBuf>,
-    #[serde(default)]
     command: Vec<String>,
-    #[serde(default = "defaults::sms_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     timeout: Duration,
-    #[serde(default = "defaults::country_code")]
     default_country_code: String,
-    #[serde(default = "defaults::code_validity", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     code_validity: Duration,
-    #[serde(default = "defaults::max_tries")]
     max_tries: u8,
-    #[serde(default = "defaults::per_user_limit")]
     per_user_limit: u32,
-    #[serde(default = "defaults::per_user_window", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     per_user_window: Duration,
-    #[serde(default = "defaults::global_per_minute")]
     global_per_minute: u32,
 }
 
 impl Default for SmsSection {
     fn default() -> Self {
-        // Deserializing an empty table yields every default, so there is one list of them.
-        toml::from_str("").unwrap_or_else(|_| unreachable_default())
-    }
-}
-
-#[cold]
-fn unreachable_default() -> SmsSection {
-    SmsSection {
-        gateway: GatewayKind::Log,
-        url: None,
-        method: None,
-        body: None,
-        content_type: None,
-        headers: Default::default(),
-        username: None,
-        password: None,
-        password_file: None,
-        from: None,
-        account_sid: None,
-        auth_token: None,
-        auth_token_file: None,
-        command: Vec::new(),
-        timeout: defaults::sms_timeout(),
-        default_country_code: defaults::country_code(),
-        code_validity: defaults::code_validity(),
-        max_tries: defaults::max_tries(),
-        per_user_limit: defaults::per_user_limit(),
-        per_user_window: defaults::per_user_window(),
-        global_per_minute: defaults::global_per_minute(),
+        Self {
+            gateway: GatewayKind::Log,
+            url: None,
+            method: None,
+            body: None,
+            content_type: None,
+            headers: Default::default(),
+            username: None,
+            password: None,
+            password_file: None,
+            from: None,
+            account_sid: None,
+            auth_token: None,
+            auth_token_file: None,
+            command: Vec::new(),
+            timeout: Duration::from_secs(10),
+            default_country_code: "46".into(),
+            code_validity: Duration::from_secs(300),
+            max_tries: 3,
+            per_user_limit: 3,
+            per_user_window: Duration::from_secs(900),
+            global_per_minute: 30,
+        }
     }
 }
 
@@ -268,66 +250,6 @@ mod defaults {
     }
     pub fn no_token() -> crate::auth::NoToken {
         crate::auth::NoToken::Sms
-    }
-    pub fn store_kind() -> super::StoreKind {
-        super::StoreKind::Sqlite
-    }
-    pub fn store_path() -> std::path::PathBuf {
-        "radmfa.db".into()
-    }
-    pub fn key_file() -> std::path::PathBuf {
-        "master.key".into()
-    }
-    pub fn issuer() -> String {
-        "radmfa".into()
-    }
-    pub fn digits() -> u32 {
-        6
-    }
-    pub fn period() -> u64 {
-        30
-    }
-    pub fn window() -> u64 {
-        1
-    }
-    pub fn algorithm() -> crate::otp::Algorithm {
-        crate::otp::Algorithm::Sha1
-    }
-    pub fn challenge_timeout() -> Duration {
-        Duration::from_secs(120)
-    }
-    pub fn max_failures() -> u32 {
-        5
-    }
-    pub fn lockout() -> Duration {
-        Duration::from_secs(300)
-    }
-    pub fn lockout_max() -> Duration {
-        Duration::from_secs(3600)
-    }
-    pub fn gateway() -> super::GatewayKind {
-        super::GatewayKind::Log
-    }
-    pub fn sms_timeout() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub fn country_code() -> String {
-        "46".into()
-    }
-    pub fn code_validity() -> Duration {
-        Duration::from_secs(300)
-    }
-    pub fn max_tries() -> u8 {
-        3
-    }
-    pub fn per_user_limit() -> u32 {
-        3
-    }
-    pub fn per_user_window() -> Duration {
-        Duration::from_secs(900)
-    }
-    pub fn global_per_minute() -> u32 {
-        30
     }
     pub fn user_filter() -> String {
         "(&(objectClass=user)(sAMAccountName={user}))".into()

@@ -295,10 +295,6 @@ impl Authenticator {
         Self { services, settings }
     }
 
-    pub fn settings(&self) -> &AuthSettings {
-        &self.settings
-    }
-
     /// Decides one Access-Request and writes its audit line.
     pub async fn decide(&self, request: &Request) -> Decision {
         let started = Instant::now();

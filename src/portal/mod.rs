@@ -670,7 +670,8 @@ async fn signout((State(portal), jar, headers): Ctx0, Form(form): Form<CsrfForm>
     if !ctx.csrf_ok(&form.csrf) {
         return forbidden(&portal, ctx);
     }
-    ctx.session = Session::clone(&portal.sessions.take(None, Instant::now()).1);
+    // The old session was taken out of the store when this request opened it: it is gone for good.
+    ctx.session = portal.sessions.take(None, Instant::now()).1;
     ctx.rotate();
     ctx.session.notice = Some(ctx.s().signed_out);
     ctx.finish(&portal, Redirect::to("/signin"))

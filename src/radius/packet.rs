@@ -231,10 +231,6 @@ impl Packet {
         })
     }
 
-    pub fn has_vendor(&self, vendor: u32) -> bool {
-        self.attributes.iter().any(|a| matches!(a, Attribute::Vendor { vendor: v, .. } if *v == vendor))
-    }
-
     pub fn push(&mut self, attribute: Attribute) {
         self.attributes.push(attribute);
     }

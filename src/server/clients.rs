@@ -33,14 +33,6 @@ impl ClientTable {
         let source = source.to_canonical();
         self.hosts.get(&source).or_else(|| self.networks.iter().find(|c| c.network.contains(&source)))
     }
-
-    pub fn len(&self) -> usize {
-        self.hosts.len() + self.networks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
