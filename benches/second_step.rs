@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use radmfa::auth::messages::{Language, Messages};
 use radmfa::auth::{AuthSettings, Authenticator, ClientPolicy, Method, Mode, NoToken, Outcome, Request, Services, UsernameRules};
-use radmfa::directory::{Directory, DirectoryError, PasswordCheck, UserProfile};
+use radmfa::directory::{Account, Directory, DirectoryError, PasswordCheck, UserProfile};
 use radmfa::otp::TotpParams;
 use radmfa::secret::Secret;
 use radmfa::sms::LogGateway;
-use radmfa::store::seal::KeyRing;
+use radmfa::store::seal::{KeyRing, Keys};
 use radmfa::store::sqlite::SqliteStore;
 use radmfa::store::{LockoutPolicy, NewToken, SmsLimits, Store};
 
@@ -26,11 +26,15 @@ struct InstantDirectory;
 
 #[async_trait]
 impl Directory for InstantDirectory {
-    async fn check_password(&self, username: &str, _: &[u8]) -> Result<PasswordCheck, DirectoryError> {
-        Ok(PasswordCheck::Valid(UserProfile { username: username.into(), ..Default::default() }))
+    async fn find(&self, login: &str) -> Result<Option<Account>, DirectoryError> {
+        let profile = UserProfile { username: login.into(), ..Default::default() };
+        Ok(Some(Account { id: login.into(), locator: login.into(), profile }))
     }
-    async fn profile(&self, username: &str) -> Result<Option<UserProfile>, DirectoryError> {
-        Ok(Some(UserProfile { username: username.into(), ..Default::default() }))
+    async fn check_password(&self, account: &Account, _: &[u8]) -> Result<PasswordCheck, DirectoryError> {
+        Ok(PasswordCheck::Valid(account.profile.clone()))
+    }
+    async fn groups(&self, _: &Account) -> Result<Vec<String>, DirectoryError> {
+        Ok(Vec::new())
     }
 }
 
@@ -38,11 +42,23 @@ fn settings() -> AuthSettings {
     AuthSettings {
         totp_digits: 6,
         totp_window: 1,
-        lockout: LockoutPolicy { max_failures: 5, duration: Duration::from_secs(300), max_duration: Duration::from_secs(3600) },
+        lockout: LockoutPolicy {
+            max_failures: 5,
+            duration: Duration::from_secs(300),
+            max_duration: Duration::from_secs(3600),
+            forget_after: None,
+        },
+        password_lockout: LockoutPolicy {
+            max_failures: 4,
+            duration: Duration::from_secs(900),
+            max_duration: Duration::from_secs(3600),
+            forget_after: Some(Duration::from_secs(900)),
+        },
         challenge_ttl: Duration::from_secs(600),
         sms_validity: Duration::from_secs(300),
         sms_tries: 3,
         sms_limits: SmsLimits { per_user: 3, per_user_window: Duration::from_secs(900), global_per_minute: 30 },
+        sms_answer_within: Duration::from_secs(2),
         default_country_code: "46".into(),
         messages: Messages::for_language(Language::En),
         usernames: UsernameRules::default(),
@@ -95,8 +111,8 @@ fn main() {
     let levels: Vec<usize> = if args.len() > 1 { args[1..].to_vec() } else { vec![1, 16, 64, 256] };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let keys = Arc::new(KeyRing::generate("k1"));
-    let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"), Arc::clone(&keys)).unwrap());
+    let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
+    let store = Arc::new(SqliteStore::create(&dir.path().join("bench.db"), Arc::clone(&keys)).unwrap());
     let services = Services { directory: Arc::new(InstantDirectory), store: store.clone(), sms: Arc::new(LogGateway), keys };
     let auth = Arc::new(Authenticator::new(services, settings()));
     let client = Arc::new(ClientPolicy { mode: Mode::Challenge, no_token: NoToken::Reject, ..ClientPolicy::named("bench") });

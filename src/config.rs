@@ -120,11 +120,25 @@ struct LockoutSection {
     duration: Duration,
     #[serde(with = "humantime_serde")]
     max_duration: Duration,
+    password_max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    password_duration: Duration,
+    #[serde(with = "humantime_serde")]
+    password_max_duration: Duration,
 }
 
 impl Default for LockoutSection {
     fn default() -> Self {
-        Self { max_failures: 5, duration: Duration::from_secs(300), max_duration: Duration::from_secs(3600) }
+        Self {
+            max_failures: 5,
+            duration: Duration::from_secs(300),
+            max_duration: Duration::from_secs(3600),
+            // Below the 5 to 10 wrong passwords AD domains are commonly set to lock at, so a
+            // spray through radmfa stops here first.
+            password_max_failures: 4,
+            password_duration: Duration::from_secs(15 * 60),
+            password_max_duration: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -159,6 +173,8 @@ struct SmsSection {
     command: Vec<String>,
     #[serde(with = "humantime_serde")]
     timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    answer_within: Duration,
     default_country_code: String,
     #[serde(with = "humantime_serde")]
     code_validity: Duration,
@@ -187,6 +203,7 @@ impl Default for SmsSection {
             auth_token_file: None,
             command: Vec::new(),
             timeout: Duration::from_secs(10),
+            answer_within: Duration::from_secs(2),
             default_country_code: "46".into(),
             code_validity: Duration::from_secs(300),
             max_tries: 3,
@@ -398,6 +415,10 @@ pub enum ConfigError {
 #[derive(Debug)]
 pub struct Config {
     pub path: PathBuf,
+    /// Things that work but deserve the admin's attention: logged at start, printed by check-config.
+    pub warnings: Vec<String>,
+    /// Files that hold secrets (this file, secret files, the users file): their modes are checked.
+    pub secret_files: Vec<PathBuf>,
     pub server: ServerSettings,
     pub clients: Vec<ClientSettings>,
     pub directory: DirectorySettings,
@@ -497,8 +518,10 @@ impl Config {
     /// Parses `text` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
+        let file: ConfigFile =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: describe_toml_error(text, &e) })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let secret_files = secret_files(path, &base, &file);
         let invalid = |key: &str, message: String| ConfigError::Invalid { path: shown.clone(), key: key.to_owned(), message };
 
         let server = &file.server;
@@ -638,7 +661,19 @@ impl Config {
         if !sms.default_country_code.trim_start_matches('+').bytes().all(|b| b.is_ascii_digit()) || sms.default_country_code.is_empty() {
             return Err(invalid("sms.default_country_code", "must be digits, e.g. \"46\"".into()));
         }
-        let messages = file.messages.build().map_err(|m| invalid("messages", m))?;
+        let mut warnings = Vec::new();
+        let (messages, retired) = file.messages.build().map_err(|m| invalid("messages", m))?;
+        for key in retired {
+            warnings.push(format!(
+                "messages.{key} is no longer sent: every Access-Reject says messages.rejected, so the NAS learns nothing from the reason"
+            ));
+        }
+        if file.lockout.password_max_failures == 0 {
+            return Err(invalid("lockout.password_max_failures", "must be at least 1".into()));
+        }
+        if sms.answer_within.is_zero() {
+            return Err(invalid("sms.answer_within", "must be more than 0s, e.g. \"2s\"".into()));
+        }
         let auth = AuthSettings {
             totp_digits: t.digits,
             totp_window: t.window,
@@ -646,6 +681,13 @@ impl Config {
                 max_failures: file.lockout.max_failures,
                 duration: file.lockout.duration,
                 max_duration: file.lockout.max_duration,
+                forget_after: None,
+            },
+            password_lockout: LockoutPolicy {
+                max_failures: file.lockout.password_max_failures,
+                duration: file.lockout.password_duration,
+                max_duration: file.lockout.password_max_duration,
+                forget_after: Some(file.lockout.password_duration),
             },
             challenge_ttl: t.challenge_timeout,
             sms_validity: sms.code_validity,
@@ -655,6 +697,7 @@ impl Config {
                 per_user_window: sms.per_user_window,
                 global_per_minute: sms.global_per_minute,
             },
+            sms_answer_within: sms.answer_within,
             default_country_code: sms.default_country_code.trim_start_matches('+').to_owned(),
             messages,
             usernames: UsernameRules { domains: file.usernames.domains.clone(), realms: file.usernames.realms.clone() },
@@ -712,6 +755,8 @@ impl Config {
 
         Ok(Self {
             path: path.to_path_buf(),
+            warnings,
+            secret_files,
             server: ServerSettings {
                 listen,
                 accounting_listen,
@@ -747,13 +792,65 @@ fn load_secret(
     match (inline, file) {
         (Some(_), Some(_)) => Err("set the value or its _file, not both".into()),
         (Some(value), None) => Ok(Some(value)),
-        (None, Some(file)) => {
-            let path = base.join(file);
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned())))
-        }
+        (None, Some(file)) => read_secret_file(&base.join(file)).map(Some),
         (None, None) => Ok(None),
     }
+}
+
+/// A secret file: its one line, the line break after it dropped. More lines are an error (a
+/// key file or a certificate named by mistake), and so is an empty file.
+fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
+    let text = Secret::new(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    let value = text.expose().strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(text.expose());
+    if value.contains(['\n', '\r']) {
+        return Err(format!("{}: holds more than one line; a secret file holds the secret alone, on one line", path.display()));
+    }
+    if value.is_empty() {
+        return Err(format!("{}: is empty", path.display()));
+    }
+    Ok(Secret::new(value.to_owned()))
+}
+
+/// Every file named in the config that holds a secret (the config itself included).
+fn secret_files(path: &Path, base: &Path, file: &ConfigFile) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    files.extend(file.client.iter().filter_map(|c| c.secret_file.as_ref()).map(|f| base.join(f)));
+    match &file.directory {
+        DirectorySection::File { path } => files.push(base.join(path)),
+        DirectorySection::Ldap { bind_password_file, .. } => files.extend(bind_password_file.iter().map(|f| base.join(f))),
+    }
+    files.extend([&file.sms.password_file, &file.sms.auth_token_file].into_iter().flatten().map(|f| base.join(f)));
+    files
+}
+
+/// A TOML error for the admin, never showing a secret: for a line that sets a secret-like key,
+/// the line itself is not shown and its value is cut out of the parser's message.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return e.message().to_owned() };
+    let start = span.start.min(text.len());
+    let line_no = text.get(..start).unwrap_or_default().matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default();
+    let lower = line.to_ascii_lowercase();
+    let secretive = ["secret", "password", "token", "authorization", "key", "bearer"].iter().any(|word| lower.contains(word))
+        || in_headers_table(text, line_no);
+    if !secretive {
+        return e.to_string();
+    }
+    let mut message = e.message().trim().to_owned();
+    if let Some((_, value)) = line.split_once('=') {
+        for piece in [value.trim(), value.trim().trim_matches(['"', '\'']).trim()] {
+            if !piece.is_empty() {
+                message = message.replace(piece, "…");
+            }
+        }
+    }
+    format!("TOML parse error at line {line_no} (the line is not shown: it may hold a secret): {message}")
+}
+
+/// Whether line `line_no` lies in an `[sms.headers]` table, whose values are credentials.
+fn in_headers_table(text: &str, line_no: usize) -> bool {
+    let table = text.lines().take(line_no).filter(|l| l.trim_start().starts_with('[')).last().unwrap_or_default();
+    table.replace(' ', "").starts_with("[sms.headers]")
 }
 
 fn build_gateway(s: SmsSection, base: &Path, env: &impl Fn(&str) -> Option<String>) -> Result<GatewaySettings, (&'static str, String)> {
@@ -859,11 +956,7 @@ fn build_client(
         (Some(from_env), _, _) => from_env.into_bytes(),
         (None, Some(_), Some(_)) => return Err(("secret", "set either secret or secret_file, not both".into())),
         (None, Some(secret), None) => secret.expose().as_bytes().to_vec(),
-        (None, None, Some(file)) => {
-            let path = base.join(file);
-            let text = std::fs::read_to_string(&path).map_err(|e| ("secret_file", format!("{}: {e}", path.display())))?;
-            text.trim_end_matches(['\r', '\n']).as_bytes().to_vec()
-        }
+        (None, None, Some(file)) => read_secret_file(&base.join(file)).map_err(|m| ("secret_file", m))?.expose().as_bytes().to_vec(),
         (None, None, None) => {
             return Err((
                 "secret",

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod directory;
 pub mod otp;
 pub mod portal;

@@ -13,12 +13,8 @@ pub struct Messages {
     pub challenge_sms: String,
     /// Access-Challenge after a wrong SMS code with tries left.
     pub wrong_code_retry: String,
-    /// Access-Reject for a wrong password or code: deliberately says no more than that.
+    /// Every Access-Reject, whatever the reason: deliberately says no more than that.
     pub rejected: String,
-    pub sms_failed: String,
-    pub sms_limit: String,
-    pub no_mobile: String,
-    pub no_token: String,
     /// The SMS itself; `{code}` is the code.
     pub sms_text: String,
 }
@@ -38,10 +34,6 @@ impl Messages {
                 challenge_sms: "Enter the code sent to {mobile}".into(),
                 wrong_code_retry: "Wrong code, try again".into(),
                 rejected: "Authentication failed".into(),
-                sms_failed: "The SMS could not be sent; try again later".into(),
-                sms_limit: "Too many SMS codes requested; try again later".into(),
-                no_mobile: "No mobile number is registered for you; contact the help desk".into(),
-                no_token: "No authenticator app is registered for you; contact the help desk".into(),
                 sms_text: "Your one-time code: {code}".into(),
             },
             Language::Sv => Self {
@@ -49,10 +41,6 @@ impl Messages {
                 challenge_sms: "Ange koden som skickades till {mobile}".into(),
                 wrong_code_retry: "Fel kod, försök igen".into(),
                 rejected: "Inloggningen misslyckades".into(),
-                sms_failed: "Sms:et kunde inte skickas, försök igen senare".into(),
-                sms_limit: "För många sms-koder begärda, försök igen senare".into(),
-                no_mobile: "Inget mobilnummer finns registrerat för dig, kontakta IT-supporten".into(),
-                no_token: "Ingen autentiseringsapp finns registrerad för dig, kontakta IT-supporten".into(),
                 sms_text: "Din engångskod: {code}".into(),
             },
         }
@@ -68,6 +56,7 @@ pub struct MessagesSection {
     pub challenge_sms: Option<String>,
     pub wrong_code_retry: Option<String>,
     pub rejected: Option<String>,
+    /// Retired (every reject says `rejected`), still accepted so old configs load.
     pub sms_failed: Option<String>,
     pub sms_limit: Option<String>,
     pub no_mobile: Option<String>,
@@ -76,17 +65,23 @@ pub struct MessagesSection {
 }
 
 impl MessagesSection {
-    pub fn build(self) -> Result<Messages, String> {
+    /// The texts, and the retired keys the file still sets.
+    pub fn build(self) -> Result<(Messages, Vec<&'static str>), String> {
+        let retired: Vec<&'static str> = [
+            ("sms_failed", self.sms_failed.is_some()),
+            ("sms_limit", self.sms_limit.is_some()),
+            ("no_mobile", self.no_mobile.is_some()),
+            ("no_token", self.no_token.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
         let mut m = Messages::for_language(self.language.unwrap_or(Language::En));
         let overrides = [
             (self.challenge_totp, &mut m.challenge_totp),
             (self.challenge_sms, &mut m.challenge_sms),
             (self.wrong_code_retry, &mut m.wrong_code_retry),
             (self.rejected, &mut m.rejected),
-            (self.sms_failed, &mut m.sms_failed),
-            (self.sms_limit, &mut m.sms_limit),
-            (self.no_mobile, &mut m.no_mobile),
-            (self.no_token, &mut m.no_token),
             (self.sms_text, &mut m.sms_text),
         ];
         for (value, slot) in overrides {
@@ -97,6 +92,6 @@ impl MessagesSection {
         if !m.sms_text.contains("{code}") {
             return Err("messages.sms_text must contain {code}".into());
         }
-        Ok(m)
+        Ok((m, retired))
     }
 }

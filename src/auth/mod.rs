@@ -3,17 +3,18 @@
 //! Knows nothing of sockets or retransmissions (the server answers those from its cache before
 //! calling here) and nothing of how a decision is signed. Everything it needs comes through
 //! traits — `Directory`, `Store`, `Gateway` — so it is tested with in-memory stand-ins. It writes
-//! one audit line per decision.
+//! exactly one audit line per request, also for one that times out undecided.
 //!
-//! The flows, per client `mode`: *append* (password and code in one field), *challenge*
-//! (password, then an Access-Challenge for the code), *auto* (append when the field ends in a
-//! code's worth of digits and the user has a token). A user without a token, or one who answers
-//! the challenge with `sms`, gets a code by SMS. Wrong codes count towards a lockout of the second
-//! factor; a locked user is rejected before any directory bind.
+//! The login name is resolved by the directory to its account first: every spelling of one
+//! account (`alice`, `ALICE`, her UPN, `EXAMPLE\alice`) meets the same tokens, lockouts and SMS
+//! limits. The flows live in `flow`, the second factor (shared with the portal) in
+//! `second_factor`. Every Reject carries the same Reply-Message, whatever its reason.
 
+mod flow;
 pub mod messages;
 pub mod portal;
 pub mod reply;
+mod second_factor;
 pub mod state;
 pub mod username;
 
@@ -23,16 +24,14 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
-use crate::directory::{Denial, Directory, PasswordCheck, UserProfile};
-use crate::otp::{phone, sms_code};
+use crate::directory::{Denial, Directory, UserProfile};
 use crate::radius::Attribute;
 use crate::secret::Secret;
-use crate::sms::Gateway;
-use crate::store::seal::KeyRing;
-use crate::store::{FailureOutcome, LockoutPolicy, SmsLimits, SmsReservation, Store, Token, UnixTime};
+use crate::sms::{Gateway, SmsStats};
+use crate::store::seal::Keys;
+use crate::store::{LockoutPolicy, SmsLimits, Store};
 pub use messages::Messages;
 pub use reply::ReplyTemplate;
-use state::{ChallengeState, Stage};
 pub use username::UsernameRules;
 
 /// How a client's users give their second factor.
@@ -55,7 +54,7 @@ pub enum NoToken {
     Sms,
     Reject,
     /// The password alone suffices: for a rollout, while users are still enrolling. Audited as
-    /// `password_only`.
+    /// `password_only`. Never for an account with a confirmed token, whatever the spelling.
     PasswordOnly,
 }
 
@@ -158,6 +157,8 @@ pub enum Reason {
     PasswordOnly,
     TotpChallenge,
     SmsSent,
+    /// The challenge went out while the SMS gateway was still busy with the code.
+    SmsPending,
     SmsRetry,
     MissingUserName,
     InvalidUserName,
@@ -171,6 +172,8 @@ pub enum Reason {
     WrongCode,
     CodeReplayed,
     SecondFactorLocked,
+    /// Too many wrong passwords for this account lately: refused before the directory binds.
+    PasswordLocked,
     NoToken,
     NoMobile,
     SmsRateLimited,
@@ -180,6 +183,8 @@ pub enum Reason {
     StateMismatch,
     StateReused,
     TooManyTokens,
+    /// Not decided within `request_timeout`: no answer was sent.
+    TimedOut,
 }
 
 impl Reason {
@@ -189,6 +194,7 @@ impl Reason {
             Self::PasswordOnly => "password_only",
             Self::TotpChallenge => "totp_challenge",
             Self::SmsSent => "sms_sent",
+            Self::SmsPending => "sms_pending",
             Self::SmsRetry => "sms_retry",
             Self::MissingUserName => "missing_user_name",
             Self::InvalidUserName => "invalid_user_name",
@@ -204,6 +210,7 @@ impl Reason {
             Self::WrongCode => "wrong_code",
             Self::CodeReplayed => "code_replayed",
             Self::SecondFactorLocked => "second_factor_locked",
+            Self::PasswordLocked => "password_locked",
             Self::NoToken => "no_token",
             Self::NoMobile => "no_mobile",
             Self::SmsRateLimited => "sms_rate_limited",
@@ -213,6 +220,7 @@ impl Reason {
             Self::StateMismatch => "state_mismatch",
             Self::StateReused => "state_reused",
             Self::TooManyTokens => "too_many_tokens",
+            Self::TimedOut => "timed_out",
         }
     }
 }
@@ -221,7 +229,8 @@ impl Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub outcome: Outcome,
-    /// Text for the user. Never built from anything the client sent (BlastRADIUS).
+    /// Text for the user. Never built from anything the client sent (BlastRADIUS); on a Reject
+    /// always the one `rejected` text, so the reason cannot be read from it.
     pub reply_message: Option<String>,
     pub state: Option<Vec<u8>>,
     pub attributes: Vec<Attribute>,
@@ -231,10 +240,6 @@ pub struct Decision {
 impl Decision {
     fn reject(reason: Reason) -> Self {
         Self { outcome: Outcome::Reject, reply_message: None, state: None, attributes: Vec::new(), reason }
-    }
-
-    fn reject_saying(reason: Reason, message: &str) -> Self {
-        Self { reply_message: Some(message.to_owned()), ..Self::reject(reason) }
     }
 
     fn challenge(reason: Reason, message: String, state: Vec<u8>) -> Self {
@@ -256,13 +261,20 @@ pub struct AuthSettings {
     pub totp_digits: u32,
     /// Time steps accepted either side of now.
     pub totp_window: u64,
+    /// Wrong codes before the second factor locks.
     pub lockout: LockoutPolicy,
+    /// Wrong passwords before the account's password step locks (checked before any bind, so
+    /// set below AD's own lockout threshold).
+    pub password_lockout: LockoutPolicy,
     /// How long a TOTP challenge waits for its answer.
     pub challenge_ttl: Duration,
     /// How long an SMS code is valid, and how many tries it allows.
     pub sms_validity: Duration,
     pub sms_tries: u8,
     pub sms_limits: SmsLimits,
+    /// How long an answer waits for the SMS gateway: a slower gateway finishes in the
+    /// background, so the NAS (NetScaler waits 3 s) gets its challenge in time.
+    pub sms_answer_within: Duration,
     pub default_country_code: String,
     pub messages: Messages,
     pub usernames: UsernameRules,
@@ -273,46 +285,71 @@ pub struct Services {
     pub directory: Arc<dyn Directory>,
     pub store: Arc<dyn Store>,
     pub sms: Arc<dyn Gateway>,
-    /// Seals challenge States.
-    pub keys: Arc<KeyRing>,
+    /// Seals challenge States (the key file, reloaded when it changes).
+    pub keys: Arc<Keys>,
 }
 
 pub struct Authenticator {
     services: Services,
     settings: AuthSettings,
+    sms_stats: Arc<SmsStats>,
 }
 
-/// A user past the username and method checks.
+/// One request on its way through the flows.
 struct Login<'a> {
     request: &'a Request,
-    /// The normalised account name.
+    /// The login name, normalised: what the State binds the answer to.
     user: String,
+    /// The account the name resolved to, once known: what the audit line names.
+    account: Option<String>,
     answer: &'a [u8],
 }
 
 impl Authenticator {
     pub fn new(services: Services, settings: AuthSettings) -> Self {
-        Self { services, settings }
+        Self { services, settings, sms_stats: Arc::default() }
+    }
+
+    /// What became of the SMS codes sent, for the counters logged at stop.
+    pub fn sms_stats(&self) -> Arc<SmsStats> {
+        Arc::clone(&self.sms_stats)
     }
 
     /// Decides one Access-Request and writes its audit line.
     pub async fn decide(&self, request: &Request) -> Decision {
         let started = Instant::now();
         let (user, decision) = self.decide_inner(request).await;
-        audit(request, user.as_deref(), &decision, started.elapsed());
+        audit(request, user.as_deref(), decision.outcome.as_str(), decision.reason, started.elapsed());
         decision
+    }
+
+    /// As [`decide`](Self::decide), but gives up after `limit`: then nothing is answered (the
+    /// NAS retransmits or fails over) and the audit line says `timed_out`.
+    pub async fn decide_within(&self, request: &Request, limit: Duration) -> Option<Decision> {
+        let started = Instant::now();
+        match tokio::time::timeout(limit, self.decide_inner(request)).await {
+            Ok((user, decision)) => {
+                audit(request, user.as_deref(), decision.outcome.as_str(), decision.reason, started.elapsed());
+                Some(decision)
+            }
+            Err(_) => {
+                let user = request.user_name.as_deref().and_then(valid_user_name).map(|u| self.settings.usernames.normalise(u));
+                audit(request, user.as_deref(), "none", Reason::TimedOut, started.elapsed());
+                None
+            }
+        }
     }
 
     async fn decide_inner(&self, request: &Request) -> (Option<String>, Decision) {
         let user = match request.user_name.as_deref().map(valid_user_name) {
-            None => return (None, Decision::reject(Reason::MissingUserName)),
-            Some(None) => return (None, Decision::reject(Reason::InvalidUserName)),
+            None => return (None, self.rejected(Reason::MissingUserName)),
+            Some(None) => return (None, self.rejected(Reason::InvalidUserName)),
             Some(Some(user)) => self.settings.usernames.normalise(user),
         };
-        let reject = |reason| (Some(user.clone()), Decision::reject(reason));
+        let reject = |reason| (Some(user.clone()), self.rejected(reason));
         if request.method != Method::Pap {
             tracing::warn!(
-                client = %request.client.name,
+                client = request.client.name.as_str(),
                 method = ?request.method,
                 "only PAP is supported: the password must reach the directory in clear; configure the NAS for PAP"
             );
@@ -325,196 +362,29 @@ impl Authenticator {
         if password.expose().is_empty() {
             return reject(Reason::EmptyPassword);
         }
-        let login = Login { request, user: user.clone(), answer: password.expose() };
+        let mut login = Login { request, user: user.clone(), account: None, answer: password.expose() };
         let decision = match &request.state {
-            Some(state) => self.continue_challenge(&login, state).await,
-            None => self.first_step(&login).await,
+            Some(state) => self.continue_challenge(&mut login, state).await,
+            None => self.first_step(&mut login).await,
         };
-        (Some(user), decision.unwrap_or_else(Decision::reject))
-    }
-
-    /// A request without State: the password (perhaps with a code appended).
-    async fn first_step(&self, login: &Login<'_>) -> Result<Decision, Reason> {
-        let store = &self.services.store;
-        if store.locked_until(&login.user, crate::store::now()).await.map_err(store_down)?.is_some() {
-            // Rejected before any bind: a locked user must not cost the directory (or AD's own
-            // lockout counter) anything.
-            return Ok(Decision::reject_saying(Reason::SecondFactorLocked, &self.settings.messages.rejected));
-        }
-        let tokens = confirmed(store.tokens(&login.user).await.map_err(store_down)?);
-        let digits = self.settings.totp_digits as usize;
-        let split = match login.request.client.mode {
-            Mode::Challenge => None,
-            Mode::Append if !tokens.is_empty() => Some(split_code(login.answer, digits).ok_or(Reason::MissingCode)?),
-            Mode::Auto if !tokens.is_empty() => split_code(login.answer, digits),
-            Mode::Append | Mode::Auto => None,
+        let decision = match decision {
+            Ok(decision) if decision.outcome == Outcome::Reject => self.rejected(decision.reason),
+            Ok(decision) => decision,
+            Err(reason) => self.rejected(reason),
         };
-        let (password, code) = match split {
-            Some((password, code)) => (password, Some(code)),
-            None => (login.answer, None),
-        };
-        let password = login.request.client.password_encoding.to_utf8(password);
-        let profile = match self.services.directory.check_password(&login.user, &password).await {
-            Ok(PasswordCheck::Valid(profile)) => profile,
-            Ok(PasswordCheck::Denied(denial)) => {
-                return Ok(Decision::reject_saying(Reason::Directory(denial), &self.settings.messages.rejected));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "directory could not check a password");
-                return Err(Reason::DirectoryUnavailable);
-            }
-        };
-        let client = &login.request.client;
-        if let Some(code) = code {
-            return self.check_totp(login, &tokens, code, &profile).await;
-        }
-        if !tokens.is_empty() {
-            let state = self.new_state(Stage::Totp, login, self.settings.challenge_ttl);
-            return Ok(Decision::challenge(
-                Reason::TotpChallenge,
-                self.settings.messages.challenge_totp.clone(),
-                state.seal(&self.services.keys),
-            ));
-        }
-        match client.no_token {
-            NoToken::Sms => self.send_sms(login, &profile).await,
-            NoToken::Reject => Ok(Decision::reject_saying(Reason::NoToken, &self.settings.messages.no_token)),
-            NoToken::PasswordOnly => Ok(Decision::accept(Reason::PasswordOnly, client, &profile)),
-        }
+        (Some(login.account.unwrap_or(user)), decision)
     }
 
-    /// A request with State: the answer to a challenge.
-    async fn continue_challenge(&self, login: &Login<'_>, state: &[u8]) -> Result<Decision, Reason> {
-        let now = crate::store::now();
-        let rejected = |reason| Ok(Decision::reject_saying(reason, &self.settings.messages.rejected));
-        let Some(state) = ChallengeState::open(state, &self.services.keys) else { return rejected(Reason::InvalidState) };
-        if state.expires_at <= now {
-            return rejected(Reason::StateExpired);
-        }
-        if !state.belongs_to(&login.user, &login.request.client.name) {
-            return rejected(Reason::StateMismatch);
-        }
-        let store = &self.services.store;
-        if !store.consume_state(&state.nonce, state.expires_at).await.map_err(store_down)? {
-            return rejected(Reason::StateReused);
-        }
-        if store.locked_until(&login.user, now).await.map_err(store_down)?.is_some() {
-            return rejected(Reason::SecondFactorLocked);
-        }
-        let answer = String::from_utf8_lossy(login.answer);
-        let answer = answer.trim();
-        match state.stage {
-            Stage::Totp if answer.eq_ignore_ascii_case("sms") => {
-                let profile = self.profile(&login.user).await?;
-                self.send_sms(login, &profile).await
-            }
-            Stage::Totp => {
-                let tokens = confirmed(store.tokens(&login.user).await.map_err(store_down)?);
-                let profile = self.profile(&login.user).await?;
-                self.check_totp(login, &tokens, answer.as_bytes(), &profile).await
-            }
-            Stage::Sms if sms_code::matches(answer, &state.code_salt, &state.code_hash) => {
-                store.record_success(&login.user).await.map_err(store_down)?;
-                let profile = self.profile(&login.user).await?;
-                Ok(Decision::accept(Reason::Authenticated, &login.request.client, &profile))
-            }
-            Stage::Sms => {
-                let locked = self.count_failure(&login.user).await?;
-                if locked || state.tries_left <= 1 {
-                    return rejected(Reason::WrongCode);
-                }
-                let retry = state.retry();
-                Ok(Decision::challenge(Reason::SmsRetry, self.settings.messages.wrong_code_retry.clone(), retry.seal(&self.services.keys)))
-            }
-        }
-    }
-
-    /// Tries the code against each confirmed token; the first match whose step is new wins.
-    async fn check_totp(&self, login: &Login<'_>, tokens: &[Token], code: &[u8], profile: &UserProfile) -> Result<Decision, Reason> {
-        let now = crate::store::now();
-        let code = std::str::from_utf8(code).unwrap_or_default();
-        let mut replayed = false;
-        for token in tokens {
-            let Some(step) = token.params.matching_step(token.secret.expose(), code, now.max(0) as u64, self.settings.totp_window) else {
-                continue;
-            };
-            if self.services.store.use_step(token.id, step, now).await.map_err(store_down)? {
-                self.services.store.record_success(&login.user).await.map_err(store_down)?;
-                return Ok(Decision::accept(Reason::Authenticated, &login.request.client, profile));
-            }
-            replayed = true;
-        }
-        self.count_failure(&login.user).await?;
-        let reason = if replayed { Reason::CodeReplayed } else { Reason::WrongCode };
-        Ok(Decision::reject_saying(reason, &self.settings.messages.rejected))
-    }
-
-    /// Counts a wrong code; true if it locked the second factor.
-    async fn count_failure(&self, user: &str) -> Result<bool, Reason> {
-        let outcome = self.services.store.record_failure(user, crate::store::now(), self.settings.lockout).await.map_err(store_down)?;
-        if let FailureOutcome::Locked { until } = outcome {
-            tracing::warn!(target: "radmfa::audit", user = %printable(user), locked_until = until, "second factor locked after repeated wrong codes");
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// Sends a fresh SMS code to the user's mobile and challenges for it.
-    async fn send_sms(&self, login: &Login<'_>, profile: &UserProfile) -> Result<Decision, Reason> {
-        let messages = &self.settings.messages;
-        let Some(mobile) = profile.mobile.as_deref().and_then(|m| phone::to_e164(m, &self.settings.default_country_code)) else {
-            return Ok(Decision::reject_saying(Reason::NoMobile, &messages.no_mobile));
-        };
-        match self.services.store.reserve_sms(&login.user, crate::store::now(), self.settings.sms_limits).await.map_err(store_down)? {
-            SmsReservation::Allowed => {}
-            SmsReservation::UserLimit | SmsReservation::GlobalLimit => {
-                return Ok(Decision::reject_saying(Reason::SmsRateLimited, &messages.sms_limit));
-            }
-        }
-        let code = sms_code::generate();
-        let mut state = self.new_state(Stage::Sms, login, self.settings.sms_validity);
-        state.code_salt = state::random16();
-        state.code_hash = sms_code::hash(code.expose(), &state.code_salt);
-        let text = Secret::new(messages.sms_text.replace("{code}", code.expose()));
-        if let Err(e) = crate::sms::send_with_retry(self.services.sms.as_ref(), &mobile, &text).await {
-            tracing::error!(gateway = self.services.sms.kind(), error = %e, "SMS could not be sent");
-            return Ok(Decision::reject_saying(Reason::SmsFailed, &messages.sms_failed));
-        }
-        let prompt = messages.challenge_sms.replace("{mobile}", &phone::mask(&mobile));
-        Ok(Decision::challenge(Reason::SmsSent, prompt, state.seal(&self.services.keys)))
-    }
-
-    fn new_state(&self, stage: Stage, login: &Login<'_>, ttl: Duration) -> ChallengeState {
-        let expires_at: UnixTime = crate::store::now() + ttl.as_secs() as UnixTime;
-        ChallengeState::new(stage, &login.user, &login.request.client.name, expires_at, self.settings.sms_tries)
-    }
-
-    async fn profile(&self, user: &str) -> Result<UserProfile, Reason> {
-        match self.services.directory.profile(user).await {
-            Ok(Some(profile)) => Ok(profile),
-            Ok(None) => Err(Reason::Directory(Denial::NoSuchUser)),
-            Err(e) => {
-                tracing::error!(error = %e, "directory could not look a user up");
-                Err(Reason::DirectoryUnavailable)
-            }
-        }
+    /// A Reject: one Reply-Message for every reason, so the NAS (and whoever drives it) learns
+    /// nothing about which accounts exist, have tokens, or are locked.
+    fn rejected(&self, reason: Reason) -> Decision {
+        Decision { reply_message: Some(self.settings.messages.rejected.clone()), ..Decision::reject(reason) }
     }
 }
 
 fn store_down(e: crate::store::StoreError) -> Reason {
     tracing::error!(error = %e, "store failed");
     Reason::StoreUnavailable
-}
-
-fn confirmed(tokens: Vec<Token>) -> Vec<Token> {
-    tokens.into_iter().filter(|t| t.confirmed).collect()
-}
-
-/// Splits `password || code` when the field ends in `digits` digits and something precedes them.
-fn split_code(field: &[u8], digits: usize) -> Option<(&[u8], &[u8])> {
-    let cut = field.len().checked_sub(digits).filter(|&cut| cut > 0)?;
-    let (password, code) = field.split_at(cut);
-    code.iter().all(u8::is_ascii_digit).then_some((password, code))
 }
 
 /// A User-Name we are willing to look up: UTF-8, not blank, no control characters.
@@ -524,32 +394,38 @@ fn valid_user_name(raw: &[u8]) -> Option<&str> {
     ok.then_some(name)
 }
 
-fn audit(request: &Request, user: Option<&str>, decision: &Decision, elapsed: Duration) {
+/// The audit line. Client-supplied values go in as strings: the text log prints them quoted
+/// with control, bidi and invisible characters escaped, the JSON log as JSON strings.
+fn audit(request: &Request, user: Option<&str>, result: &'static str, reason: Reason, elapsed: Duration) {
     // Absent values are logged as empty strings, so every line has every field.
-    let raw_user = request.user_name.as_deref().map(String::from_utf8_lossy);
-    let user = user.map(str::to_owned).or(raw_user.map(|u| u.into_owned())).unwrap_or_default();
+    let login = request.user_name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
     let nas_ip = request.nas_ip.map(|ip| ip.to_string()).unwrap_or_default();
     tracing::info!(
         target: "radmfa::audit",
-        user = %printable(&user),
-        client = %request.client.name,
-        nas_ip = %nas_ip,
-        nas_identifier = %printable(request.nas_identifier.as_deref().unwrap_or_default()),
-        calling_station = %printable(request.calling_station.as_deref().unwrap_or_default()),
-        result = decision.outcome.as_str(),
-        reason = decision.reason.as_str(),
+        user = user.unwrap_or_default(),
+        login = login.as_ref(),
+        client = request.client.name.as_str(),
+        nas_ip = nas_ip.as_str(),
+        nas_identifier = request.nas_identifier.as_deref().unwrap_or_default(),
+        calling_station = request.calling_station.as_deref().unwrap_or_default(),
+        result,
+        reason = reason.as_str(),
         elapsed_ms = (elapsed.as_secs_f64() * 1e5).round() / 100.0,
         "decision"
     );
 }
 
-/// Client-supplied text made safe for a log line: control characters escaped, so a crafted
-/// User-Name cannot start a forged line in a text log.
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+/// Text for a terminal or a plain listing (`token list`): control, bidi and invisible
+/// characters shown as escapes, so a crafted name cannot reorder or hide what is around it.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| !c.is_control() && c.escape_debug().nth(1).is_none();
+    if text.chars().all(|c| plain(c) || c == '"' || c == '\'') {
         return text.into();
     }
-    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect::<String>().into()
+    text.chars()
+        .map(|c| if plain(c) || c == '"' || c == '\'' { c.to_string() } else { c.escape_debug().to_string() })
+        .collect::<String>()
+        .into()
 }
 
 #[cfg(test)]

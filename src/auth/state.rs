@@ -2,19 +2,23 @@
 //! holding the key file can resume a challenge another node began.
 //!
 //! It carries the stage (TOTP or SMS), expiry, a random nonce (recorded in the store when used,
-//! so a State works once), tags binding it to the user and the NAS client, and for SMS the salted
-//! hash of the code and the tries left. AES-256-GCM under the key file's current key; 127
-//! octets on the wire, well within the 253 one attribute carries.
+//! so a State works once), tags binding it to the login name and the NAS client, the account id
+//! the login resolved to (so the code step files its work under the same account without asking
+//! the directory again), and for SMS the salted hash of the code and the tries left.
+//! AES-256-GCM under the key file's current key; 128 octets plus the account id on the wire,
+//! within the 253 one attribute carries for any id up to `MAX_ACCOUNT_ID`.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::directory::MAX_ACCOUNT_ID;
 use crate::store::UnixTime;
 use crate::store::seal::KeyRing;
 
-const VERSION: u8 = 1;
-const AAD: &[u8] = b"radmfa/state/v1";
-const PLAIN_LEN: usize = 1 + 1 + 8 + 16 + 16 + 8 + 16 + 32;
+const VERSION: u8 = 2;
+const AAD: &[u8] = b"radmfa/state/v2";
+/// The fixed fields; the account id (a length octet, then its bytes) follows.
+const FIXED_LEN: usize = 1 + 1 + 8 + 16 + 16 + 8 + 16 + 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -31,6 +35,8 @@ pub struct ChallengeState {
     pub expires_at: UnixTime,
     /// Unique per State; single use is enforced on it.
     pub nonce: [u8; 16],
+    /// The account the login resolved to: what tokens, lockouts and SMS limits are keyed on.
+    pub account: String,
     user_tag: [u8; 16],
     client_tag: [u8; 8],
     /// The salt of `code_hash`; stays the same across retries of one SMS code.
@@ -51,14 +57,22 @@ pub fn random16() -> [u8; 16] {
     bytes
 }
 
+/// The account id does not fit in a State (longer than `MAX_ACCOUNT_ID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the account id is longer than {MAX_ACCOUNT_ID} bytes and does not fit in a challenge State")]
+pub struct AccountTooLong;
+
 impl ChallengeState {
-    pub fn new(stage: Stage, user: &str, client: &str, expires_at: UnixTime, tries_left: u8) -> Self {
+    /// A State for `login` (the name the NAS sent, normalised: its answer must come under the
+    /// same name) resolved to `account`, on `client`.
+    pub fn new(stage: Stage, login: &str, account: &str, client: &str, expires_at: UnixTime, tries_left: u8) -> Self {
         Self {
             stage,
             tries_left,
             expires_at,
             nonce: random16(),
-            user_tag: tag("user", user),
+            account: account.to_owned(),
+            user_tag: tag("user", login),
             client_tag: tag("client", client),
             code_salt: [0; 16],
             code_hash: [0; 32],
@@ -74,8 +88,9 @@ impl ChallengeState {
         self.user_tag == tag::<16>("user", user) && self.client_tag == tag::<8>("client", client)
     }
 
-    pub fn seal(&self, keys: &KeyRing) -> Vec<u8> {
-        let mut plain = Vec::with_capacity(PLAIN_LEN);
+    pub fn seal(&self, keys: &KeyRing) -> Result<Vec<u8>, AccountTooLong> {
+        let account_len = u8::try_from(self.account.len()).ok().filter(|&n| usize::from(n) <= MAX_ACCOUNT_ID).ok_or(AccountTooLong)?;
+        let mut plain = Vec::with_capacity(FIXED_LEN + 1 + self.account.len());
         plain.push(match self.stage {
             Stage::Totp => 0,
             Stage::Sms => 1,
@@ -87,10 +102,12 @@ impl ChallengeState {
         plain.extend_from_slice(&self.client_tag);
         plain.extend_from_slice(&self.code_salt);
         plain.extend_from_slice(&self.code_hash);
+        plain.push(account_len);
+        plain.extend_from_slice(self.account.as_bytes());
         let (_, sealed) = keys.seal_bytes(&plain, AAD);
         let mut out = vec![VERSION];
         out.extend_from_slice(&sealed);
-        out
+        Ok(out)
     }
 
     /// Opens a State from the wire; `None` for anything we did not seal.
@@ -100,25 +117,25 @@ impl ChallengeState {
             return None;
         }
         let plain = keys.open_any(sealed, AAD).ok()?;
-        if plain.len() != PLAIN_LEN {
-            return None;
-        }
         let mut r = crate::radius::codec::Reader::new(&plain);
         let stage = match r.u8()? {
             0 => Stage::Totp,
             1 => Stage::Sms,
             _ => return None,
         };
-        Some(Self {
-            stage,
-            tries_left: r.u8()?,
-            expires_at: i64::from_be_bytes(r.array()?),
-            nonce: r.array()?,
-            user_tag: r.array()?,
-            client_tag: r.array()?,
-            code_salt: r.array()?,
-            code_hash: r.array()?,
-        })
+        let tries_left = r.u8()?;
+        let expires_at = i64::from_be_bytes(r.array()?);
+        let nonce = r.array()?;
+        let user_tag = r.array()?;
+        let client_tag = r.array()?;
+        let code_salt = r.array()?;
+        let code_hash = r.array()?;
+        let account_len = r.u8()?;
+        let account = std::str::from_utf8(r.take(usize::from(account_len))?).ok()?.to_owned();
+        if !r.is_empty() {
+            return None;
+        }
+        Some(Self { stage, tries_left, expires_at, nonce, account, user_tag, client_tag, code_salt, code_hash })
     }
 }
 
@@ -129,16 +146,18 @@ mod tests {
     #[test]
     fn a_state_opens_only_with_the_key_and_knows_its_owner() {
         let keys = KeyRing::generate("k1");
-        let mut state = ChallengeState::new(Stage::Sms, "alice", "netscaler-1", 1_000, 3);
+        let mut state = ChallengeState::new(Stage::Sms, "alice@example.test", "alice", "netscaler-1", 1_000, 3);
         state.code_salt = random16();
         state.code_hash = [7; 32];
-        let wire = state.seal(&keys);
-        assert_eq!(wire.len(), 127);
+        let wire = state.seal(&keys).unwrap();
+        assert_eq!(wire.len(), 128 + "alice".len());
         let opened = ChallengeState::open(&wire, &keys).unwrap();
         assert_eq!(opened, state);
-        assert!(opened.belongs_to("alice", "netscaler-1"));
+        assert_eq!(opened.account, "alice");
+        assert!(opened.belongs_to("alice@example.test", "netscaler-1"));
+        assert!(!opened.belongs_to("alice", "netscaler-1"), "the answer comes under the name the NAS sent first");
         assert!(!opened.belongs_to("bob", "netscaler-1"));
-        assert!(!opened.belongs_to("alice", "asa"));
+        assert!(!opened.belongs_to("alice@example.test", "asa"));
         assert!(ChallengeState::open(&wire, &KeyRing::generate("k1")).is_none(), "another server's key");
         let mut forged = wire.clone();
         forged[40] ^= 1;
@@ -149,5 +168,17 @@ mod tests {
         assert_eq!(retry.tries_left, 2);
         assert_ne!(retry.nonce, opened.nonce);
         assert_eq!(retry.code_salt, opened.code_salt);
+        assert_eq!(retry.account, "alice");
+    }
+
+    #[test]
+    fn the_longest_account_id_fits_in_one_attribute_and_a_longer_one_is_refused() {
+        let keys = KeyRing::generate("k1");
+        let longest = "å".repeat(MAX_ACCOUNT_ID / 2);
+        let wire = ChallengeState::new(Stage::Sms, "x", &longest, "nas", 1, 3).seal(&keys).unwrap();
+        assert!(wire.len() <= 253, "{}", wire.len());
+        assert_eq!(ChallengeState::open(&wire, &keys).unwrap().account, longest);
+        let too_long = "a".repeat(MAX_ACCOUNT_ID + 1);
+        assert_eq!(ChallengeState::new(Stage::Sms, "x", &too_long, "nas", 1, 3).seal(&keys), Err(AccountTooLong));
     }
 }

@@ -6,36 +6,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 
+use super::flow::split_code;
 use super::*;
-use crate::directory::DirectoryError;
+use crate::directory::{Account, DirectoryError, PasswordCheck};
 use crate::otp::TotpParams;
 use crate::sms::SmsError;
-use crate::store::NewToken;
+use crate::store::seal::KeyRing;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Factor, NewToken};
 
-/// `alice` / `pw` with a mobile number; `bob` / `pw` without one.
+/// `alice` / `pw` with a mobile number, also found as `alice@example.test` (her UPN) and
+/// `a.andersson`; `bob` / `pw` without one. Counts binds; can be down, or slow.
 #[derive(Default)]
 pub(crate) struct FakeDirectory {
     pub(crate) binds: AtomicUsize,
     pub(crate) down: bool,
+    pub(crate) slow: Option<Duration>,
 }
 
-#[async_trait]
-impl Directory for FakeDirectory {
-    async fn check_password(&self, username: &str, password: &[u8]) -> Result<PasswordCheck, DirectoryError> {
-        self.binds.fetch_add(1, Ordering::SeqCst);
-        if self.down {
-            return Err(DirectoryError::Unavailable("down".into()));
-        }
-        Ok(match (username, password) {
-            ("alice" | "bob", b"pw") => PasswordCheck::Valid(self.profile(username).await?.unwrap_or_default()),
-            ("alice" | "bob", _) => PasswordCheck::Denied(Denial::WrongPassword),
-            _ => PasswordCheck::Denied(Denial::NoSuchUser),
-        })
-    }
-
-    async fn profile(&self, username: &str) -> Result<Option<UserProfile>, DirectoryError> {
-        Ok(match username {
+impl FakeDirectory {
+    fn profile(id: &str) -> Option<UserProfile> {
+        match id {
             "alice" => Some(UserProfile {
                 username: "alice".into(),
                 mobile: Some("070-123 45 67".into()),
@@ -44,7 +35,36 @@ impl Directory for FakeDirectory {
             }),
             "bob" => Some(UserProfile { username: "bob".into(), ..Default::default() }),
             _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Directory for FakeDirectory {
+    async fn find(&self, login: &str) -> Result<Option<Account>, DirectoryError> {
+        if let Some(slow) = self.slow {
+            tokio::time::sleep(slow).await;
+        }
+        if self.down {
+            return Err(DirectoryError::Unavailable("down".into()));
+        }
+        let id = match login {
+            "alice" | "alice@example.test" | "a.andersson" => "alice",
+            other => other,
+        };
+        Ok(Self::profile(id).map(|profile| Account { id: id.into(), locator: format!("CN={id}"), profile }))
+    }
+
+    async fn check_password(&self, account: &Account, password: &[u8]) -> Result<PasswordCheck, DirectoryError> {
+        self.binds.fetch_add(1, Ordering::SeqCst);
+        Ok(match password {
+            b"pw" => PasswordCheck::Valid(account.profile.clone()),
+            _ => PasswordCheck::Denied(Denial::WrongPassword),
         })
+    }
+
+    async fn groups(&self, account: &Account) -> Result<Vec<String>, DirectoryError> {
+        Ok(account.profile.groups.clone())
     }
 }
 
@@ -92,11 +112,23 @@ pub(crate) fn settings() -> AuthSettings {
     AuthSettings {
         totp_digits: 6,
         totp_window: 1,
-        lockout: LockoutPolicy { max_failures: 5, duration: Duration::from_secs(300), max_duration: Duration::from_secs(3600) },
+        lockout: LockoutPolicy {
+            max_failures: 5,
+            duration: Duration::from_secs(300),
+            max_duration: Duration::from_secs(3600),
+            forget_after: None,
+        },
+        password_lockout: LockoutPolicy {
+            max_failures: 5,
+            duration: Duration::from_secs(900),
+            max_duration: Duration::from_secs(3600),
+            forget_after: Some(Duration::from_secs(900)),
+        },
         challenge_ttl: Duration::from_secs(120),
         sms_validity: Duration::from_secs(300),
         sms_tries: 3,
         sms_limits: SmsLimits { per_user: 3, per_user_window: Duration::from_secs(900), global_per_minute: 100 },
+        sms_answer_within: Duration::from_secs(2),
         default_country_code: "46".into(),
         messages: Messages::for_language(messages::Language::En),
         usernames: UsernameRules { domains: vec!["EXAMPLE".into()], realms: vec![] },
@@ -104,7 +136,7 @@ pub(crate) fn settings() -> AuthSettings {
 }
 
 async fn fixture_with(directory: FakeDirectory, sms: RecordingGateway, settings: AuthSettings) -> Fixture {
-    let keys = Arc::new(KeyRing::generate("k1"));
+    let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
     let store = Arc::new(SqliteStore::in_memory(Arc::clone(&keys)).unwrap());
     let secret = b"alice-seed-0123456789".to_vec();
     store
@@ -264,8 +296,8 @@ async fn users_without_a_mobile_or_over_the_limit_are_told_so() {
     let f = fixture().await;
     let nas = client(Mode::Auto, NoToken::Sms);
     let d = f.decide(&nas, "bob", b"pw", None).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::NoMobile));
-    assert!(d.reply_message.unwrap().contains("help desk"));
+    assert_eq!((d.outcome, d.reply_message.as_deref()), (Outcome::Reject, Some("Authentication failed")), "the reason is not told");
+    assert_eq!(d.reason, Reason::NoMobile);
     f.store.remove_token("alice", 1).await.unwrap();
     for _ in 0..3 {
         assert_eq!(f.decide(&nas, "alice", b"pw", None).await.reason, Reason::SmsSent);
@@ -284,7 +316,8 @@ async fn a_failing_gateway_rejects_with_a_clear_message() {
     f.store.remove_token("alice", 1).await.unwrap();
     let d = f.decide(&client(Mode::Auto, NoToken::Sms), "alice", b"pw", None).await;
     assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::SmsFailed));
-    assert_eq!(d.reply_message.as_deref(), Some("The SMS could not be sent; try again later"));
+    assert_eq!(d.reply_message.as_deref(), Some("Authentication failed"));
+    assert_eq!(f.auth.sms_stats().failed.get(), 1);
 }
 
 #[tokio::test]
@@ -336,11 +369,14 @@ async fn directory_outage_rejects() {
 }
 
 #[test]
-fn printable_escapes_control_characters_only() {
-    assert_eq!(printable("alice"), "alice");
-    assert_eq!(printable("å\"ä"), "å\"ä");
-    assert_eq!(printable("a\nINFO forged"), "a\\nINFO forged");
-    assert_eq!(printable("\u{1b}[31m"), "\\u{1b}[31m");
+fn shown_escapes_control_bidi_and_invisible_characters() {
+    assert_eq!(shown("alice"), "alice");
+    assert_eq!(shown("åsa.öberg \"x\""), "åsa.öberg \"x\"");
+    assert_eq!(shown("a\nINFO forged"), "a\\nINFO forged");
+    assert_eq!(shown("\u{1b}[31m"), "\\u{1b}[31m");
+    assert_eq!(shown("evil\u{202e}gpj.exe"), "evil\\u{202e}gpj.exe", "right-to-left override");
+    assert_eq!(shown("ad\u{200b}min"), "ad\\u{200b}min", "zero-width space");
+    assert_eq!(shown("a\\u{202e}"), "a\\\\u{202e}", "a typed backslash cannot pass for an escape");
 }
 
 #[test]
@@ -392,4 +428,161 @@ async fn a_code_is_tried_against_each_confirmed_token() {
         Reason::WrongCode,
         "never an unconfirmed token"
     );
+}
+
+#[tokio::test]
+async fn every_spelling_of_an_enrolled_account_meets_its_token() {
+    let f = fixture().await;
+    // password_only lets in users without a token; alice has one, under any spelling.
+    let rollout = client(Mode::Auto, NoToken::PasswordOnly);
+    for spelling in ["alice@example.test", "A.Andersson", "EXAMPLE\\alice", "ALICE"] {
+        let d = f.decide(&rollout, spelling, b"pw", None).await;
+        assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::TotpChallenge), "{spelling}: asked for her code, never let in");
+    }
+    let append = client(Mode::Append, NoToken::PasswordOnly);
+    let d = f.decide(&append, "alice@example.test", b"pw", None).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::MissingCode));
+    let d = f.decide(&append, "alice@example.test", &with_code("pw", &f.code(0)), None).await;
+    assert_eq!(d.outcome, Outcome::Accept);
+    let d = f.decide(&append, "alice", &with_code("pw", &f.code(0)), None).await;
+    assert_eq!(d.reason, Reason::CodeReplayed, "one account, one replay record");
+    // A State begun under one spelling is answered under that spelling, filed under the account.
+    let challenge = client(Mode::Challenge, NoToken::Reject);
+    let state = f.decide(&challenge, "alice@example.test", b"pw", None).await.state;
+    let d = f.decide(&challenge, "alice", f.code(1).as_bytes(), state.clone()).await;
+    assert_eq!(d.reason, Reason::StateMismatch, "the NAS answers under the name it sent first");
+    let state = f.decide(&challenge, "alice@example.test", b"pw", None).await.state;
+    let d = f.decide(&challenge, "alice@example.test", f.code(1).as_bytes(), state).await;
+    assert_eq!(d.outcome, Outcome::Accept);
+}
+
+#[tokio::test]
+async fn lockout_and_sms_limits_are_shared_by_every_spelling() {
+    let f = fixture().await;
+    let nas = client(Mode::Append, NoToken::Sms);
+    for spelling in ["alice", "alice@example.test", "a.andersson", "alice@example.test", "alice"] {
+        assert_eq!(f.decide(&nas, spelling, &with_code("pw", "000000"), None).await.reason, Reason::WrongCode, "{spelling}");
+    }
+    for spelling in ["alice", "alice@example.test", "a.andersson"] {
+        let d = f.decide(&nas, spelling, &with_code("pw", &f.code(0)), None).await;
+        assert_eq!(d.reason, Reason::SecondFactorLocked, "{spelling}: locked under every name");
+    }
+    f.store.unlock("alice").await.unwrap();
+    f.store.remove_token("alice", 1).await.unwrap();
+    let sms = client(Mode::Auto, NoToken::Sms);
+    for spelling in ["alice", "alice@example.test", "a.andersson"] {
+        assert_eq!(f.decide(&sms, spelling, b"pw", None).await.reason, Reason::SmsSent);
+    }
+    assert_eq!(f.decide(&sms, "alice@example.test", b"pw", None).await.reason, Reason::SmsRateLimited, "one allowance for all spellings");
+    assert_eq!(f.sms.count(), 3);
+}
+
+#[tokio::test]
+async fn tokens_an_older_version_filed_under_a_spelling_move_to_the_account() {
+    let f = fixture().await;
+    let upn_seed = b"upn-filed-seed-012345".to_vec();
+    f.store
+        .add_token(NewToken {
+            username: "alice@example.test".into(),
+            name: "enrolled as UPN".into(),
+            params: TotpParams::default(),
+            secret: Secret::new(upn_seed.clone()),
+            confirmed: true,
+        })
+        .await
+        .unwrap();
+    let p = TotpParams::default();
+    let code = p.code_at_step(&upn_seed, p.step_at(crate::store::now() as u64));
+    let nas = client(Mode::Append, NoToken::PasswordOnly);
+    let d = f.decide(&nas, "alice@example.test", &with_code("pw", code.expose()), None).await;
+    assert_eq!(d.outcome, Outcome::Accept, "the token keeps working");
+    assert!(f.store.tokens("alice@example.test").await.unwrap().is_empty());
+    assert_eq!(f.store.tokens("alice").await.unwrap().len(), 2, "now filed under the account");
+}
+
+#[tokio::test]
+async fn wrong_passwords_lock_the_password_step_before_any_bind() {
+    let f = fixture().await;
+    let nas = client(Mode::Append, NoToken::Reject);
+    for spelling in ["alice", "alice@example.test", "alice", "a.andersson", "ALICE"] {
+        let d = f.decide(&nas, spelling, &with_code("guess", &f.code(0)), None).await;
+        assert_eq!(d.reason, Reason::Directory(Denial::WrongPassword), "{spelling}");
+    }
+    let binds = f.directory.binds.load(Ordering::SeqCst);
+    let d = f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::PasswordLocked), "even the right password, for a while");
+    assert_eq!(d.reply_message.as_deref(), Some("Authentication failed"));
+    assert_eq!(f.directory.binds.load(Ordering::SeqCst), binds, "no bind: AD's own lockout counter is not fed");
+    let d = f.decide(&nas, "bob", b"pw", None).await;
+    assert_eq!(d.reason, Reason::NoToken, "other accounts are not affected");
+    f.store.unlock("alice").await.unwrap();
+    assert_eq!(f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await.outcome, Outcome::Accept);
+    // A success clears the count: four more typos do not lock.
+    for _ in 0..4 {
+        f.decide(&nas, "alice", &with_code("typo", &f.code(1)), None).await;
+    }
+    assert_eq!(f.store.locked_until("alice", Factor::Password, crate::store::now()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn every_reject_says_the_same_whatever_the_reason() {
+    let f = fixture().await;
+    f.store.remove_token("alice", 1).await.unwrap();
+    let cases: Vec<(Arc<ClientPolicy>, &str, &[u8])> = vec![
+        (client(Mode::Auto, NoToken::Sms), "nobody", b"pw"),
+        (client(Mode::Auto, NoToken::Sms), "alice", b"wrong"),
+        (client(Mode::Auto, NoToken::Sms), "bob", b"pw"),
+        (client(Mode::Auto, NoToken::Reject), "bob", b"pw"),
+        (client(Mode::Auto, NoToken::Sms), "al\ni", b"pw"),
+        (client(Mode::Auto, NoToken::Sms), "alice", b""),
+    ];
+    let mut reasons = Vec::new();
+    for (nas, user, password) in cases {
+        let d = f.decide(&nas, user, password, None).await;
+        assert_eq!((d.outcome, d.reply_message.as_deref()), (Outcome::Reject, Some("Authentication failed")), "{user}");
+        reasons.push(d.reason);
+    }
+    let distinct: std::collections::HashSet<_> = reasons.iter().map(|r| r.as_str()).collect();
+    assert_eq!(distinct.len(), reasons.len(), "six different reasons, one text: {reasons:?}");
+}
+
+/// A gateway that takes its time, as a slow SMS provider does.
+struct SlowGateway(Duration);
+
+#[async_trait]
+impl Gateway for SlowGateway {
+    fn kind(&self) -> &'static str {
+        "slow"
+    }
+
+    async fn send_once(&self, _to: &str, _message: &Secret<String>) -> Result<(), SmsError> {
+        tokio::time::sleep(self.0).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_slow_gateway_does_not_hold_the_challenge_past_answer_within() {
+    let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
+    let store = Arc::new(SqliteStore::in_memory(Arc::clone(&keys)).unwrap());
+    let services =
+        Services { directory: Arc::new(FakeDirectory::default()), store, sms: Arc::new(SlowGateway(Duration::from_millis(600))), keys };
+    let auth = Authenticator::new(services, AuthSettings { sms_answer_within: Duration::from_millis(100), ..settings() });
+    let started = std::time::Instant::now();
+    let d = auth.decide(&request(&client(Mode::Auto, NoToken::Sms), "alice", b"pw", None)).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::SmsPending));
+    assert!(started.elapsed() < Duration::from_millis(500), "answered before the gateway finished: {:?}", started.elapsed());
+    let stats = auth.sms_stats();
+    assert_eq!((stats.pending.get(), stats.late_sent.get()), (1, 0));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(stats.late_sent.get(), 1, "the gateway's late result is counted");
+}
+
+#[tokio::test]
+async fn an_undecided_request_gets_no_answer_after_the_limit() {
+    let f =
+        fixture_with(FakeDirectory { slow: Some(Duration::from_secs(5)), ..Default::default() }, RecordingGateway::default(), settings())
+            .await;
+    let req = request(&client(Mode::Auto, NoToken::Sms), "alice", b"pw", None);
+    assert_eq!(f.auth.decide_within(&req, Duration::from_millis(50)).await, None);
 }

@@ -1,13 +1,17 @@
 //! Admin commands on tokens, lockouts and keys: `token add|list|remove|verify`, `user unlock`,
 //! `keygen`, `keys rotate`. Each opens the store from the config, does one thing, and says what.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{CliError, TokenCommand, open_directory, open_keys, open_store};
+use super::{CliError, TokenCommand, open_authenticator, open_keys, open_store};
+use crate::auth::{Authenticator, Reason, shown};
 use crate::config::Config;
+use crate::directory::Denial;
 use crate::otp::totp;
-use crate::store::seal::KeyRing;
+use crate::store::seal::{KeyRing, Keys, RELOAD_EVERY};
+use crate::store::sqlite::SqliteStore;
 use crate::store::{NewToken, Store};
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
@@ -39,16 +43,44 @@ pub fn token(command: TokenCommand) -> Result<(), CliError> {
     }
 }
 
+/// The account a name given on the command line denotes, resolved as a login would be (so
+/// `alice@example.test` and `ALICE` are alice). When the directory does not know the name or
+/// cannot be asked, the name as given (normalised) is used, and the admin is told so.
+async fn account_for(auth: &Authenticator, typed: &str) -> String {
+    let login = auth.login_name(typed);
+    match auth.resolve(&login).await {
+        Ok(account) => account.id,
+        Err(Reason::Directory(Denial::NoSuchUser)) => {
+            eprintln!("note: the directory has no user {}; using {} as given", shown(typed), shown(&login));
+            login
+        }
+        Err(reason) => {
+            eprintln!("note: the directory could not be asked ({}); using {} as given", reason.as_str(), shown(&login));
+            login
+        }
+    }
+}
+
 fn add(config_path: &Path, user: &str, name: &str, force: bool) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
-    let user = config.auth.usernames.normalise(user);
-    let store = open_store(&config, open_keys(&config)?)?;
-    let directory = open_directory(&config)?;
+    let (auth, store) = open_authenticator(&config)?;
     runtime()?.block_on(async {
-        let profile = directory.profile(&user).await?;
-        if profile.is_none() && !force {
-            return Err(format!("the directory has no user {user:?} (add --force to enroll anyway)").into());
-        }
+        let login = auth.login_name(user);
+        let user = match auth.resolve(&login).await {
+            Ok(account) => account.id,
+            Err(_) if force => login,
+            Err(Reason::Directory(Denial::NoSuchUser)) => {
+                return Err(format!("the directory has no user {} (add --force to enroll anyway)", shown(user)).into());
+            }
+            Err(reason) => {
+                return Err(format!(
+                    "the directory could not be asked ({}); add --force to enroll {} as given",
+                    reason.as_str(),
+                    shown(user)
+                )
+                .into());
+            }
+        };
         let secret = totp::new_secret();
         let params = config.totp.params;
         let id = store
@@ -57,59 +89,74 @@ fn add(config_path: &Path, user: &str, name: &str, force: bool) -> Result<(), Cl
         let uri = params.otpauth_uri(secret.expose(), &config.totp.issuer, &user);
         let qr = qrcode::QrCode::new(uri.expose().as_bytes()).map_err(|e| format!("QR code: {e}"))?;
         let picture = qr.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build();
-        println!("Token {id} ({name:?}) added for {user}. Scan this with the authenticator app:\n\n{picture}\n");
-        println!("otpauth URI: {}", uri.expose());
-        println!("secret (base32, to type by hand): {}", totp::base32(secret.expose()).expose());
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "Token {id} ({}) added for {}. Scan this with the authenticator app:\n\n{picture}\n", shown(name), shown(&user))?;
+        writeln!(out, "otpauth URI: {}", uri.expose())?;
+        writeln!(out, "secret (base32, to type by hand): {}", totp::base32(secret.expose()).expose())?;
         Ok(())
     })
 }
 
 fn list(config_path: &Path, user: Option<&str>) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
-    let store = open_store(&config, open_keys(&config)?)?;
+    let (auth, store) = open_authenticator(&config)?;
     let tokens = runtime()?.block_on(async {
         match user {
-            Some(user) => store.tokens(&config.auth.usernames.normalise(user)).await,
-            None => store.all_tokens().await,
+            Some(user) => store.list_tokens(Some(&account_for(&auth, user).await)).await,
+            None => store.list_tokens(None).await,
         }
     })?;
+    let mut out = std::io::stdout().lock();
     if tokens.is_empty() {
-        println!("no tokens");
+        writeln!(out, "no tokens")?;
         return Ok(());
     }
-    println!("{:>5}  {:<20}  {:<24}  {:<10}  {:<14}  LAST USED", "ID", "USER", "NAME", "STATUS", "CREATED");
+    let current = auth_keys_current(&config);
+    writeln!(out, "{:>5}  {:<20}  {:<24}  {:<10}  {:<14}  LAST USED", "ID", "USER", "NAME", "STATUS", "CREATED")?;
     for t in tokens {
-        let status = if t.confirmed { "active" } else { "unconfirmed" };
-        println!(
+        let status = match (t.confirmed, current.as_deref()) {
+            (_, Some(keys)) if !keys.has_key(&t.sealed_with) => "unreadable",
+            (true, _) => "active",
+            (false, _) => "unconfirmed",
+        };
+        writeln!(
+            out,
             "{:>5}  {:<20}  {:<24}  {:<10}  {:<14}  {}",
             t.id,
-            t.username,
-            t.name,
+            shown(&t.username),
+            shown(&t.name),
             status,
             format_time(Some(t.created_at)),
             format_time(t.last_used_at)
-        );
+        )?;
     }
     Ok(())
 }
 
+/// The keys in the key file, to mark tokens whose seed no key opens.
+fn auth_keys_current(config: &Config) -> Option<Arc<KeyRing>> {
+    Keys::load(&config.store.key_file).ok().map(|keys| keys.current())
+}
+
 fn remove(config_path: &Path, user: &str, id: i64) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
-    let user = config.auth.usernames.normalise(user);
-    let store = open_store(&config, open_keys(&config)?)?;
-    if runtime()?.block_on(store.remove_token(&user, id))? {
-        println!("token {id} of {user} removed");
+    let (auth, store) = open_authenticator(&config)?;
+    let rt = runtime()?;
+    let user = rt.block_on(account_for(&auth, user));
+    if rt.block_on(store.remove_token(&user, id))? {
+        writeln!(std::io::stdout(), "token {id} of {} removed", shown(&user))?;
         Ok(())
     } else {
-        Err(format!("{user} has no token {id}").into())
+        Err(format!("{} has no token {id}", shown(&user)).into())
     }
 }
 
 fn verify(config_path: &Path, user: &str, code: &str) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
-    let user = config.auth.usernames.normalise(user);
-    let store = open_store(&config, open_keys(&config)?)?;
-    let tokens = runtime()?.block_on(store.tokens(&user))?;
+    let (auth, store) = open_authenticator(&config)?;
+    let rt = runtime()?;
+    let user = rt.block_on(account_for(&auth, user));
+    let tokens = rt.block_on(store.tokens(&user))?;
     let now = crate::store::now().max(0) as u64;
     for t in &tokens {
         if let Some(step) = t.params.matching_step(t.secret.expose(), code.trim(), now, config.auth.totp_window) {
@@ -117,47 +164,79 @@ fn verify(config_path: &Path, user: &str, code: &str) -> Result<(), CliError> {
             let used = t.last_step.is_some_and(|last| step <= last);
             let note = if used { " — but already used: a login with it would be refused as a replay" } else { "" };
             let unconfirmed = if t.confirmed { "" } else { " (unconfirmed: not accepted at login)" };
-            println!("valid for token {} ({:?}){unconfirmed}, time step offset {offset:+}{note}", t.id, t.name);
+            writeln!(std::io::stdout(), "valid for token {} ({}){unconfirmed}, time step offset {offset:+}{note}", t.id, shown(&t.name))?;
             return if used || !t.confirmed { Err("not usable".into()) } else { Ok(()) };
         }
     }
-    Err(format!("no token of {user} accepts that code now ({} token(s) checked; is the phone's clock right?)", tokens.len()).into())
+    Err(format!("no token of {} accepts that code now ({} token(s) checked; is the phone's clock right?)", shown(&user), tokens.len())
+        .into())
 }
 
 pub fn unlock(config_path: &Path, user: &str) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
-    let user = config.auth.usernames.normalise(user);
-    let store = open_store(&config, open_keys(&config)?)?;
-    if runtime()?.block_on(store.unlock(&user))? {
-        println!("{user}: failure count and lockout cleared");
+    let (auth, store) = open_authenticator(&config)?;
+    let rt = runtime()?;
+    let user = rt.block_on(account_for(&auth, user));
+    let mut out = std::io::stdout().lock();
+    if rt.block_on(store.unlock(&user))? {
+        writeln!(out, "{}: failure counts and locks cleared (password and code)", shown(&user))?;
     } else {
-        println!("{user} was not locked");
+        writeln!(out, "{} was not locked", shown(&user))?;
     }
     Ok(())
 }
 
 pub fn keygen(config_path: &Path) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
-    let path = &config.store.key_file;
+    let (path, db) = (&config.store.key_file, &config.store.path);
     if path.exists() {
         return Err(
             format!("{} exists; it seals existing seeds, so it is not overwritten (see `radmfa keys rotate`)", path.display()).into()
         );
     }
     KeyRing::generate("k1").save(path)?;
-    println!("{}: new key written (mode 0600). Back it up apart from the database: without it the seeds are lost.", path.display());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: new key written (mode 0600). Back it up apart from the database: without it the seeds are lost.", path.display())?;
+    if db.exists() {
+        writeln!(out, "warning: {} exists already: seeds sealed with another key will not open with this one", db.display())?;
+    } else {
+        // The database comes with the key, so a database missing later is known to be lost.
+        SqliteStore::create(db, open_keys(&config)?).map_err(|e| format!("{}: {e}", db.display()))?;
+        writeln!(out, "{}: new, empty database", db.display())?;
+    }
     Ok(())
 }
 
+/// New key first; every seed resealed with it; a pause so running servers (which look at the
+/// key file every `RELOAD_EVERY`) start sealing with it too; anything a server sealed with the
+/// old key meanwhile resealed; only then is the old key removed.
 pub fn rotate(config_path: &Path) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
     let path = &config.store.key_file;
-    let rotated = Arc::new(open_keys(&config)?.with_new_key());
+    let rotated = Arc::new(KeyRing::load(path)?.with_new_key());
+    let current = rotated.current_id().to_owned();
     // The file holds old and new keys before anything is resealed, so a crash midway loses nothing.
     rotated.save(path)?;
-    let store = open_store(&config, Arc::clone(&rotated))?;
-    let count = runtime()?.block_on(store.reseal_all(Arc::clone(&rotated)))?;
-    rotated.current_only().save(path)?;
-    println!("{}: sealed {count} seed(s) with new key {}; the old key is removed", path.display(), rotated.current_id());
-    Ok(())
+    let store = open_store(&config, Arc::new(Keys::load(path)?))?;
+    let rt = runtime()?;
+    let count = rt.block_on(store.reseal_all(Arc::clone(&rotated)))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: sealed {count} seed(s) with new key {current}; waiting for running servers to pick it up...", path.display())?;
+    let mut stragglers = 0;
+    for _ in 0..5 {
+        std::thread::sleep(RELOAD_EVERY * 2 + std::time::Duration::from_millis(500));
+        let old = rt.block_on(store.list_tokens(None))?.into_iter().filter(|t| t.sealed_with != current).count();
+        if old == 0 {
+            rotated.current_only().save(path)?;
+            writeln!(
+                out,
+                "{}: the old key is removed (resealed {stragglers} seed(s) sealed meanwhile by a running server); challenges begun before the rotation must be started again",
+                path.display()
+            )?;
+            return Ok(());
+        }
+        stragglers += rt.block_on(store.reseal_all(Arc::clone(&rotated)))?.min(old);
+    }
+    Err(format!("{}: seeds sealed with the old key keep appearing; the old key is kept (run `radmfa keys rotate` again)", path.display())
+        .into())
 }

@@ -5,7 +5,7 @@
 mod admin;
 mod serve;
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,14 +14,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use std::sync::Arc;
 
-use crate::auth::Services;
+use crate::auth::{Authenticator, Services};
 use crate::bench::{BenchKind, BenchOptions};
 use crate::config::{Config, DirectorySettings, GatewaySettings};
 use crate::directory::file::UsersFile;
 use crate::secret::Secret;
 use crate::sms::http::{HttpGateway, HttpSettings};
 use crate::sms::{ExecGateway, Gateway, LogGateway};
-use crate::store::seal::KeyRing;
+use crate::store::seal::{KeyRing, Keys};
 use crate::store::sqlite::SqliteStore;
 
 /// Errors a command reports to the admin, already worded for them.
@@ -213,14 +213,14 @@ pub(crate) fn open_directory(config: &Config) -> Result<Arc<dyn crate::directory
     }
 }
 
-/// The key ring named by the config.
-pub(crate) fn open_keys(config: &Config) -> Result<Arc<KeyRing>, CliError> {
-    Ok(Arc::new(KeyRing::load(&config.store.key_file)?))
+/// The key file named by the config.
+pub(crate) fn open_keys(config: &Config) -> Result<Arc<Keys>, CliError> {
+    Ok(Arc::new(Keys::load(&config.store.key_file)?))
 }
 
-/// On a fresh install (no key file and no database yet) the server makes its key, so the
-/// embedded defaults run with no setup. A missing key beside an existing database is an error:
-/// a new key would silently make every stored seed unreadable.
+/// On a fresh install (no key file and no database yet) the server makes both, so the embedded
+/// defaults run with no setup. Anything else is left alone: a missing key beside an existing
+/// database, or a missing database beside an existing key, is refused by `open_store`.
 pub(crate) fn create_key_on_first_start(config: &Config) -> Result<(), CliError> {
     let (key, db) = (&config.store.key_file, &config.store.path);
     if key.exists() || db.exists() {
@@ -231,12 +231,27 @@ pub(crate) fn create_key_on_first_start(config: &Config) -> Result<(), CliError>
         key_file = %key.display(),
         "first start: created a new key file; back it up apart from the database, without it the TOTP seeds are lost"
     );
+    SqliteStore::create(db, open_keys(config)?).map_err(|e| format!("{}: {e}", db.display()))?;
     Ok(())
 }
 
-pub(crate) fn open_store(config: &Config, keys: Arc<KeyRing>) -> Result<Arc<SqliteStore>, CliError> {
-    let path = &config.store.path;
+/// The store, opened. A database missing beside an existing key file is refused: it was
+/// deleted or moved, and an empty one would let every enrolled user fall under `no_token`.
+pub(crate) fn open_store(config: &Config, keys: Arc<Keys>) -> Result<Arc<SqliteStore>, CliError> {
+    let (path, key) = (&config.store.path, &config.store.key_file);
+    if !path.exists() && key.exists() {
+        return Err(missing_database(config).into());
+    }
     Ok(Arc::new(SqliteStore::open(path, keys).map_err(|e| format!("{}: {e}", path.display()))?))
+}
+
+pub(crate) fn missing_database(config: &Config) -> String {
+    let (path, key) = (config.store.path.display(), config.store.key_file.display());
+    format!(
+        "the database {path} does not exist, but the key file {key} does: the database was deleted or moved. \
+         Starting with an empty one would let every enrolled user in without their authenticator (no_token). \
+         Restore {path} from a backup; to start over with no tokens at all, move {key} away and start again"
+    )
 }
 
 pub(crate) fn open_gateway(config: &Config) -> Result<Arc<dyn Gateway>, CliError> {
@@ -271,6 +286,12 @@ pub(crate) fn open_services(config: &Config) -> Result<(Services, Arc<SqliteStor
     Ok((services, store))
 }
 
+/// The decision core, for admin commands that resolve names the way logins do.
+pub(crate) fn open_authenticator(config: &Config) -> Result<(Authenticator, Arc<SqliteStore>), CliError> {
+    let (services, store) = open_services(config)?;
+    Ok((Authenticator::new(services, config.auth.clone()), store))
+}
+
 fn check_config(path: &std::path::Path) -> Result<(), CliError> {
     let config = Config::load(path)?;
     let directory = match &config.directory {
@@ -281,33 +302,78 @@ fn check_config(path: &std::path::Path) -> Result<(), CliError> {
         }
     };
     open_gateway(&config)?;
-    let fresh = !config.store.key_file.exists() && !config.store.path.exists();
-    if fresh {
-        println!("note: no key file and no database yet: `radmfa serve` creates {} at first start", config.store.key_file.display());
-    } else if let Err(e) = KeyRing::load(&config.store.key_file) {
+    let mut out = std::io::stdout().lock();
+    let (key, db) = (&config.store.key_file, &config.store.path);
+    if !key.exists() && !db.exists() {
+        writeln!(
+            out,
+            "note: no key file and no database yet: `radmfa serve` creates {} and {} at first start",
+            key.display(),
+            db.display()
+        )?;
+    } else if let Err(e) = KeyRing::load(key) {
         return Err(format!("{e}\n(create the key file with: radmfa keygen --config {})", path.display()).into());
+    } else if !db.exists() {
+        return Err(missing_database(&config).into());
     }
-    println!(
+    writeln!(
+        out,
         "{}: OK — {} listen address(es), {} client(s), {directory}",
         path.display(),
         config.server.listen.len() + config.server.accounting_listen.len(),
         config.clients.len(),
-    );
+    )?;
+    for warning in config.warnings.iter().chain(&file_mode_warnings(&config)) {
+        writeln!(out, "warning: {warning}")?;
+    }
     if config.clients.is_empty() {
-        println!("warning: no [[client]] is configured, so every request will be dropped");
+        writeln!(out, "warning: no [[client]] is configured, so every request will be dropped")?;
     }
     for client in &config.clients {
         if client.secret.expose().len() < 16 {
-            println!("warning: client {:?} has a shared secret shorter than 16 characters", client.policy.name);
+            writeln!(out, "warning: client {:?} has a shared secret shorter than 16 characters", client.policy.name)?;
         }
         if !client.require_message_authenticator {
-            println!(
+            writeln!(
+                out,
                 "warning: client {:?} does not require Message-Authenticator (BlastRADIUS, CVE-2024-3596); enable it once the NAS sends one",
                 client.policy.name
-            );
+            )?;
         }
     }
     Ok(())
+}
+
+/// Files holding secrets (the config, secret files, the users file's hashes) that others may
+/// read. Group-readable is fine for the service's own group (`root:radmfa 0640`, as the unit's
+/// install steps make them).
+pub(crate) fn file_mode_warnings(config: &Config) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let own_group = std::fs::metadata("/proc/self").map(|m| m.gid()).ok();
+    let mut warnings = Vec::new();
+    for file in &config.secret_files {
+        let Ok(meta) = std::fs::metadata(file) else { continue };
+        let mode = meta.mode() & 0o777;
+        let shown = file.display();
+        if mode & 0o007 != 0 {
+            warnings.push(format!("{shown} holds secrets and is accessible to everyone (mode {mode:o}): chmod o-rwx {shown}"));
+        } else if mode & 0o070 != 0 && Some(meta.gid()) != own_group && group_name(meta.gid()).as_deref() != Some("radmfa") {
+            let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
+            warnings.push(format!(
+                "{shown} holds secrets and is accessible to group {group} (mode {mode:o}): make it 0600, or 0640 with the radmfa group"
+            ));
+        }
+    }
+    warnings
+}
+
+fn group_name(gid: u32) -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == gid).then(|| name.to_owned())
+    })
 }
 
 fn user_hash() -> Result<(), CliError> {
@@ -329,7 +395,7 @@ fn user_hash() -> Result<(), CliError> {
         return Err("the password is empty".into());
     }
     let hash = crate::directory::file::hash_password(password.expose().as_bytes()).map_err(|e| format!("hashing failed: {e}"))?;
-    println!("{hash}");
+    writeln!(std::io::stdout(), "{hash}")?;
     Ok(())
 }
 
@@ -369,9 +435,9 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
     let summary = format!("{} → {:?}, {} outstanding", options.server, options.kind, options.concurrency);
     let report = runtime.block_on(crate::bench::run(options))?;
     if args.json {
-        println!("{}", report.to_json());
+        writeln!(std::io::stdout(), "{}", report.to_json())?;
     } else {
-        println!("radmfa bench: {summary}\n{report}");
+        writeln!(std::io::stdout(), "radmfa bench: {summary}\n{report}")?;
     }
     Ok(())
 }

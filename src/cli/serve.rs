@@ -2,28 +2,42 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::CliError;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Services};
 use crate::config::Config;
 use crate::server::{self, PortKind, Server};
-use crate::store::Store;
+use crate::store::seal::{Keys, RELOAD_EVERY};
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
 
 pub fn serve(config_path: &Path) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     super::create_key_on_first_start(&config)?;
-    let (services, store) = super::open_services(&config)?;
-    tracing::info!(
-        clients = config.clients.len(),
-        sms_gateway = services.sms.kind(),
-        "configuration loaded from {}",
-        config_path.display()
-    );
+    let keys = super::open_keys(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("radmfa").build()?;
     runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        let Some(store) = open_store_when_writable(&config, &keys, &shutdown).await? else { return Ok(()) };
+        let services = Services {
+            directory: super::open_directory(&config)?,
+            store: store.clone(),
+            sms: super::open_gateway(&config)?,
+            keys: Arc::clone(&keys),
+        };
+        tracing::info!(
+            clients = config.clients.len(),
+            sms_gateway = services.sms.kind(),
+            "configuration loaded from {}",
+            config_path.display()
+        );
         let mut sockets = Vec::new();
         let listen = config.server.listen.iter().map(|a| (a, PortKind::Auth));
         let accounting = config.server.accounting_listen.iter().map(|a| (a, PortKind::Accounting));
@@ -34,7 +48,6 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
             sockets.push((socket, kind));
         }
         let authenticator = Arc::new(Authenticator::new(services, config.auth.clone()));
-        let shutdown = CancellationToken::new();
         let portal = match &config.portal {
             Some(settings) => {
                 let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -46,9 +59,11 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
             }
             None => None,
         };
+        let sms_stats = authenticator.sms_stats();
         let server = Server::new(config.server.clone(), config.clients, authenticator, Arc::clone(&config.dictionary));
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        tokio::spawn(purge_periodically(store, shutdown.clone()));
+        tokio::spawn(purge_periodically(store.clone(), shutdown.clone()));
+        tokio::spawn(watch_database(store, shutdown.clone()));
+        tokio::spawn(reload_keys(keys, shutdown.clone()));
         notify_systemd(sd_notify::NotifyState::Ready);
         server.run(sockets, shutdown).await;
         if let Some(portal) = portal {
@@ -56,15 +71,62 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
                 tracing::error!(error = %e, "portal stopped with an error");
             }
         }
-        let stats: Vec<String> = server.stats().snapshot().iter().map(|(name, n)| format!("{name}={n}")).collect();
+        let counters = server.stats().snapshot().into_iter().chain(sms_stats.snapshot().into_iter().map(|(name, n)| (sms_name(name), n)));
+        let stats: Vec<String> = counters.map(|(name, n)| format!("{name}={n}")).collect();
         tracing::info!(stats = %stats.join(" "), "stopped");
         Ok::<(), CliError>(())
     })
 }
 
+fn sms_name(name: &'static str) -> &'static str {
+    match name {
+        "sent" => "sms_sent",
+        "failed" => "sms_failed",
+        "pending" => "sms_pending",
+        "late_sent" => "sms_late_sent",
+        "late_failed" => "sms_late_failed",
+        other => other,
+    }
+}
+
+/// Opens the store; while the database is not writable, waits (and does not tell systemd it is
+/// ready, so the NAS keeps using its other server) and tries again. `None`: stopped meanwhile.
+async fn open_store_when_writable(
+    config: &Config,
+    keys: &Arc<Keys>,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<SqliteStore>>, CliError> {
+    let (path, key) = (&config.store.path, &config.store.key_file);
+    let mut said = None;
+    loop {
+        if !path.exists() && key.exists() {
+            return Err(super::missing_database(config).into());
+        }
+        match SqliteStore::open(path, Arc::clone(keys)) {
+            Ok(store) => {
+                if said.is_some() {
+                    tracing::info!(path = %path.display(), "the database is writable now: starting");
+                }
+                return Ok(Some(Arc::new(store)));
+            }
+            Err(StoreError::NotWritable(why)) => {
+                if said.as_deref() != Some(why.as_str()) {
+                    tracing::error!(path = %path.display(), error = why.as_str(), "the database is not writable: not ready until it is (trying again every 2 s)");
+                    said = Some(why);
+                }
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display()).into()),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = shutdown.cancelled() => return Ok(None),
+        }
+    }
+}
+
 /// Forgets used States and old SMS sends now and then, so the store stays small.
 async fn purge_periodically(store: Arc<SqliteStore>, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+    let mut every = tokio::time::interval(Duration::from_secs(300));
     loop {
         tokio::select! {
             _ = every.tick() => {
@@ -73,6 +135,53 @@ async fn purge_periodically(store: Arc<SqliteStore>, shutdown: CancellationToken
                 }
             }
             () = shutdown.cancelled() => break,
+        }
+    }
+}
+
+/// Notices the database file being deleted or replaced under the running server: what it
+/// writes from then on is lost at the next restart, which will refuse to start.
+async fn watch_database(store: Arc<SqliteStore>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    let mut last_said: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        match (store.file_problem(), last_said) {
+            (Some(problem), None) => {
+                tracing::error!(
+                    problem = problem.as_str(),
+                    "the database file is gone from under the server: restore it from a backup; a restart without it is refused"
+                );
+                last_said = Some(std::time::Instant::now());
+            }
+            (Some(problem), Some(at)) if at.elapsed() >= Duration::from_secs(300) => {
+                tracing::error!(problem = problem.as_str(), "the database file is still gone from under the server");
+                last_said = Some(std::time::Instant::now());
+            }
+            (None, Some(_)) => {
+                tracing::info!("the database file is back in place");
+                last_said = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Picks up a changed key file (`radmfa keys rotate`) without a restart.
+async fn reload_keys(keys: Arc<Keys>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(RELOAD_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        match keys.reload_if_changed() {
+            Ok(true) => tracing::info!(current = keys.current().current_id(), "key file changed: reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "key file changed but does not load: still using the keys read before"),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The local users file: a TOML list of users with argon2id password hashes.
 //!
 //! The embedded default directory, for trying radmfa and for small sites without AD. Names
-//! match case-insensitively, as in Active Directory. Hashes come from `radmfa user hash`.
+//! match case-insensitively, as in Active Directory; the account id is the lower-cased
+//! `username`. Hashes come from `radmfa user hash`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::hashing::HashingPool;
-use super::{Denial, Directory, DirectoryError, PasswordCheck, UserProfile};
+use super::{Account, Denial, Directory, DirectoryError, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,9 +54,9 @@ pub struct UsersFileError {
 
 pub struct UsersFile {
     users: Arc<HashMap<String, StoredUser>>,
-    /// Verified against for unknown users, so a miss costs what a hit costs.
-    dummy_hash: Arc<String>,
-    /// argon2 runs here, one verification per core at a time (see `hashing`).
+    /// argon2 runs here, one verification per core at a time (see `hashing`). An unknown name
+    /// never gets this far (`find` says no), so a spray of made-up names costs no hashing; the
+    /// server answers every reject at the same time after arrival, so timing tells nothing.
     hashing: HashingPool,
 }
 
@@ -72,6 +73,9 @@ impl UsersFile {
         for entry in file.user {
             if entry.username.trim().is_empty() {
                 return Err("a user has an empty username".into());
+            }
+            if fold(&entry.username).len() > MAX_ACCOUNT_ID || entry.username.chars().any(char::is_control) {
+                return Err(format!("user {:?}: a username has at most {MAX_ACCOUNT_ID} bytes and no control characters", entry.username));
             }
             let hash = PasswordHash::new(&entry.password_hash).map_err(|e| {
                 format!("user {:?}: password_hash is not a PHC hash string ({e}); make one with `radmfa user hash`", entry.username)
@@ -96,11 +100,8 @@ impl UsersFile {
                 return Err(format!("user {:?} is listed twice", entry.username));
             }
         }
-        let params =
-            users.values().next().and_then(|u| PasswordHash::new(&u.password_hash).ok()).and_then(|h| argon2::Params::try_from(&h).ok());
-        let dummy_hash = hash_with(params.unwrap_or_default(), b"radmfa-dummy-password").map_err(|e| format!("cannot prepare: {e}"))?;
         let hashing = HashingPool::per_core().map_err(|e| format!("cannot start hashing threads: {e}"))?;
-        Ok(Self { users: Arc::new(users), dummy_hash: Arc::new(dummy_hash), hashing })
+        Ok(Self { users: Arc::new(users), hashing })
     }
 
     pub fn len(&self) -> usize {
@@ -124,7 +125,7 @@ fn hash_with(params: argon2::Params, password: &[u8]) -> Result<String, argon2::
 }
 
 fn fold(username: &str) -> String {
-    username.trim().to_lowercase()
+    Account::id_for(username)
 }
 
 fn verify(hash: &str, password: &[u8]) -> bool {
@@ -163,31 +164,32 @@ fn verify_reusing_memory(hash: &str, password: &[u8]) -> Option<bool> {
 
 #[async_trait]
 impl Directory for UsersFile {
-    async fn check_password(&self, username: &str, password: &[u8]) -> Result<PasswordCheck, DirectoryError> {
+    async fn find(&self, login: &str) -> Result<Option<Account>, DirectoryError> {
+        let key = fold(login);
+        Ok(self.users.get(&key).map(|user| Account { id: key.clone(), locator: key, profile: user.profile.clone() }))
+    }
+
+    async fn check_password(&self, account: &Account, password: &[u8]) -> Result<PasswordCheck, DirectoryError> {
         if password.is_empty() {
             return Ok(PasswordCheck::Denied(Denial::WrongPassword));
         }
         let users = Arc::clone(&self.users);
-        let dummy = Arc::clone(&self.dummy_hash);
-        let key = fold(username);
+        let key = account.locator.clone();
         let password = zeroize::Zeroizing::new(password.to_vec());
         self.hashing
-            .run(move || check(&users, &dummy, &key, &password))
+            .run(move || check(&users, &key, &password))
             .await
             .map_err(|e| DirectoryError::Unavailable(format!("password check failed: {e}")))
     }
 
-    async fn profile(&self, username: &str) -> Result<Option<UserProfile>, DirectoryError> {
-        Ok(self.users.get(&fold(username)).map(|u| u.profile.clone()))
+    async fn groups(&self, account: &Account) -> Result<Vec<String>, DirectoryError> {
+        Ok(self.users.get(&account.locator).map(|u| u.profile.groups.clone()).unwrap_or_default())
     }
 }
 
-fn check(users: &HashMap<String, StoredUser>, dummy: &str, key: &str, password: &[u8]) -> PasswordCheck {
+fn check(users: &HashMap<String, StoredUser>, key: &str, password: &[u8]) -> PasswordCheck {
     match users.get(key) {
-        None => {
-            let _ = verify(dummy, password);
-            PasswordCheck::Denied(Denial::NoSuchUser)
-        }
+        None => PasswordCheck::Denied(Denial::NoSuchUser),
         Some(user) if !verify(&user.password_hash, password) => PasswordCheck::Denied(Denial::WrongPassword),
         Some(user) if user.disabled => PasswordCheck::Denied(Denial::AccountDisabled),
         Some(user) => PasswordCheck::Valid(user.profile.clone()),
@@ -223,22 +225,27 @@ disabled = true
     }
 
     #[tokio::test]
-    async fn checks_passwords_case_insensitively_by_name() {
+    async fn every_spelling_finds_one_account_and_checks_its_password() {
         let dir = UsersFile::parse(&users_toml()).unwrap();
         assert_eq!(dir.len(), 2);
-        match dir.check_password("alice", b"correct horse").await.unwrap() {
+        let alice = dir.find(" ALICE ").await.unwrap().unwrap();
+        assert_eq!(alice.id, "alice", "the account id is the lower-cased username, whatever the spelling");
+        assert_eq!(dir.find("alice").await.unwrap(), Some(alice.clone()));
+        match dir.check_password(&alice, b"correct horse").await.unwrap() {
             PasswordCheck::Valid(p) => {
                 assert_eq!(p.username, "Alice");
                 assert_eq!(p.groups, vec!["VPN-Users"]);
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(dir.check_password("ALICE", b"wrong").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
-        assert_eq!(dir.check_password("alice", b"").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
-        assert_eq!(dir.check_password("mallory", b"x").await.unwrap(), PasswordCheck::Denied(Denial::NoSuchUser));
-        assert_eq!(dir.check_password("dave", b"pw").await.unwrap(), PasswordCheck::Denied(Denial::AccountDisabled));
-        assert_eq!(dir.check_password("dave", b"nope").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
-        assert_eq!(dir.profile("ALICE").await.unwrap().unwrap().mobile.as_deref(), Some("+46701234567"));
+        assert_eq!(dir.check_password(&alice, b"wrong").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
+        assert_eq!(dir.check_password(&alice, b"").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
+        assert_eq!(dir.find("mallory").await.unwrap(), None);
+        let dave = dir.find("dave").await.unwrap().unwrap();
+        assert_eq!(dir.check_password(&dave, b"pw").await.unwrap(), PasswordCheck::Denied(Denial::AccountDisabled));
+        assert_eq!(dir.check_password(&dave, b"nope").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
+        assert_eq!(alice.profile.mobile.as_deref(), Some("+46701234567"));
+        assert_eq!(dir.groups(&alice).await.unwrap(), vec!["VPN-Users"]);
     }
 
     #[test]
@@ -263,5 +270,7 @@ disabled = true
         assert!(err("[[user]]\nusername = \"a\"\npasword_hash = \"x\"\n").contains("unknown field `pasword_hash`"));
         let twice = format!("{}\n[[user]]\nusername = \"ALICE\"\npassword_hash = \"{}\"\n", users_toml(), cheap_hash("x"));
         assert!(err(&twice).contains("listed twice"));
+        let long = format!("[[user]]\nusername = \"{}\"\npassword_hash = \"{}\"\n", "a".repeat(121), cheap_hash("x"));
+        assert!(err(&long).contains("at most 120 bytes"));
     }
 }

@@ -1,12 +1,15 @@
 //! Active Directory (and other LDAP servers) as the directory, through the ldap3 crate.
 //!
-//! A service account searches (over a small pool of kept-open connections); the user's
-//! password is checked by binding as the user's DN on a connection of its own. Several servers
+//! A service account searches (over a small pool of kept-open connections) for the entry a
+//! login name denotes; its `username_attribute` (sAMAccountName), lower-cased, is the account id
+//! everything else is keyed on. The password is then checked by binding as the entry's DN on a
+//! connection of its own, and nested groups are read only after that bind succeeded. Several servers
 //! are tried in order, each operation under a timeout, and a server that failed is skipped for a
 //! back-off period rather than costing every request a timeout. TLS is LDAPS or StartTLS with
 //! certificate checking on (a CA file, or the system's roots). User input reaches filters only
 //! through RFC 4515 escaping. AD's bind sub-codes (52e, 533, 775, ...) become audit reasons.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 
-use super::{Denial, Directory, DirectoryError, PasswordCheck, UserProfile};
+use super::{Account, Denial, Directory, DirectoryError, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
 use crate::secret::Secret;
 
 /// AD's LDAP_MATCHING_RULE_IN_CHAIN: membership through any depth of nested groups.
@@ -54,19 +57,6 @@ pub struct AttributeMap {
     /// Tried in order: the first present one is the mobile number.
     pub mobile: Vec<String>,
     pub member_of: String,
-}
-
-impl Default for AttributeMap {
-    fn default() -> Self {
-        Self {
-            username: "sAMAccountName".into(),
-            given_name: "givenName".into(),
-            surname: "sn".into(),
-            email: "mail".into(),
-            mobile: vec!["mobile".into(), "telephoneNumber".into()],
-            member_of: "memberOf".into(),
-        }
-    }
 }
 
 struct Server {
@@ -214,7 +204,7 @@ impl LdapDirectory {
     }
 
     /// Finds the one user entry for a login name (none, or more than one, is no user).
-    async fn find(&self, ldap: &mut Ldap, username: &str) -> Result<Option<SearchEntry>, Failure> {
+    async fn find_entry(&self, ldap: &mut Ldap, username: &str) -> Result<Option<SearchEntry>, Failure> {
         let template = match &self.settings.upn_filter {
             Some(upn) if username.contains('@') => upn,
             _ => &self.settings.user_filter,
@@ -233,67 +223,74 @@ impl LdapDirectory {
         Ok(users.pop())
     }
 
-    /// The user's groups (DNs): nested through AD's in-chain rule, or `memberOf` as it stands.
-    async fn groups(&self, ldap: &mut Ldap, entry: &SearchEntry) -> Result<Vec<String>, Failure> {
-        if !self.settings.nested_groups {
-            return Ok(entry.attrs.get(&self.settings.attributes.member_of).cloned().unwrap_or_default());
-        }
-        let filter = format!("(&(objectClass=group)(member:{IN_CHAIN}:={}))", ldap_escape(entry.dn.as_str()));
+    /// The groups (DNs) of the entry at `dn`: nested through AD's in-chain rule.
+    async fn nested_groups(&self, ldap: &mut Ldap, dn: &str) -> Result<Vec<String>, Failure> {
+        let filter = format!("(&(objectClass=group)(member:{IN_CHAIN}:={}))", ldap_escape(dn));
         let (entries, _) = ldap.search(&self.settings.base_dn, Scope::Subtree, &filter, vec!["cn"]).await?.success()?;
         Ok(entries.into_iter().map(SearchEntry::construct).map(|e| e.dn).filter(|dn| !dn.is_empty()).collect())
     }
 
-    fn profile_of(&self, login: &str, entry: &SearchEntry, groups: Vec<String>) -> UserProfile {
+    /// The account for an entry: its id from `username_attribute`, lower-cased.
+    fn account_of(&self, entry: SearchEntry) -> Result<Account, Failure> {
         let a = &self.settings.attributes;
         let first = |name: &str| entry.attrs.get(name).and_then(|v| v.first()).filter(|v| !v.is_empty()).cloned();
-        UserProfile {
-            username: first(&a.username).unwrap_or_else(|| login.to_owned()),
+        let Some(name) = first(&a.username) else {
+            // Without it there is no stable key for the account; filing it under the name as
+            // typed would give every spelling its own tokens and lockout.
+            return Err(Failure(format!(
+                "{} has no {}: set username_attribute to the attribute that names accounts",
+                entry.dn, a.username
+            )));
+        };
+        let id = Account::id_for(&name);
+        if id.len() > MAX_ACCOUNT_ID {
+            return Err(Failure(format!("{}: its {} is longer than {MAX_ACCOUNT_ID} bytes", entry.dn, a.username)));
+        }
+        let groups = if self.settings.nested_groups { Vec::new() } else { entry.attrs.get(&a.member_of).cloned().unwrap_or_default() };
+        let profile = UserProfile {
+            username: name,
             given_name: first(&a.given_name),
             surname: first(&a.surname),
             email: first(&a.email),
             mobile: a.mobile.iter().find_map(|name| first(name)),
             groups,
-        }
+        };
+        Ok(Account { id, locator: entry.dn, profile })
     }
 
     /// Runs a search-side operation on a service connection, retrying once on a fresh
-    /// connection (a pooled one may have been closed by the server since).
-    async fn with_service<T>(&self, op: impl AsyncFnOnceClone<T>) -> Result<T, Failure> {
-        let mut ldap = self.service().await?;
-        match op.clone().run(self, &mut ldap).await {
+    /// connection (a pooled one may have been closed by the server since). The operation takes
+    /// the connection and hands it back with its result.
+    async fn with_service<T, Op>(&self, op: impl Fn(Ldap) -> Op) -> Result<T, Failure>
+    where
+        Op: Future<Output = (Ldap, Result<T, Failure>)>,
+    {
+        let (ldap, result) = op(self.service().await?).await;
+        match result {
             Ok(value) => {
                 self.give_back(ldap);
                 Ok(value)
             }
             Err(first) => {
                 tracing::debug!(error = %first.0, "LDAP operation failed; retrying on a new connection");
-                let mut ldap = self.service().await?;
-                let value = op.run(self, &mut ldap).await?;
+                let (ldap, result) = op(self.service().await?).await;
+                let value = result?;
                 self.give_back(ldap);
                 Ok(value)
             }
         }
     }
 
-    /// Looks the user up and collects the groups: entry, groups.
-    async fn lookup(&self, username: &str) -> Result<Option<(SearchEntry, Vec<String>)>, Failure> {
-        self.with_service(Lookup(username.to_owned())).await
-    }
-}
-
-/// An operation `with_service` may run twice.
-trait AsyncFnOnceClone<T>: Clone {
-    async fn run(self, dir: &LdapDirectory, ldap: &mut Ldap) -> Result<T, Failure>;
-}
-
-#[derive(Clone)]
-struct Lookup(String);
-
-impl AsyncFnOnceClone<Option<(SearchEntry, Vec<String>)>> for Lookup {
-    async fn run(self, dir: &LdapDirectory, ldap: &mut Ldap) -> Result<Option<(SearchEntry, Vec<String>)>, Failure> {
-        let Some(entry) = dir.find(ldap, &self.0).await? else { return Ok(None) };
-        let groups = dir.groups(ldap, &entry).await?;
-        Ok(Some((entry, groups)))
+    /// The account's groups: nested through the in-chain rule, or `memberOf` as the entry had it.
+    async fn account_groups(&self, account: &Account) -> Result<Vec<String>, Failure> {
+        if !self.settings.nested_groups {
+            return Ok(account.profile.groups.clone());
+        }
+        self.with_service(|mut ldap| async move {
+            let groups = self.nested_groups(&mut ldap, &account.locator).await;
+            (ldap, groups)
+        })
+        .await
     }
 }
 
@@ -330,29 +327,38 @@ fn client_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, Stri
 
 #[async_trait]
 impl Directory for LdapDirectory {
-    async fn check_password(&self, username: &str, password: &[u8]) -> Result<PasswordCheck, DirectoryError> {
+    async fn find(&self, login: &str) -> Result<Option<Account>, DirectoryError> {
+        let found = self.with_service(|mut ldap| async move {
+            let entry = self.find_entry(&mut ldap, login).await;
+            (ldap, entry)
+        });
+        let Some(entry) = found.await? else { return Ok(None) };
+        Ok(Some(self.account_of(entry)?))
+    }
+
+    async fn check_password(&self, account: &Account, password: &[u8]) -> Result<PasswordCheck, DirectoryError> {
         // An empty password would be an anonymous bind, which AD accepts: never send one.
         let Ok(password) = std::str::from_utf8(password) else { return Ok(PasswordCheck::Denied(Denial::WrongPassword)) };
         if password.is_empty() {
             return Ok(PasswordCheck::Denied(Denial::WrongPassword));
         }
-        let Some((entry, groups)) = self.lookup(username).await? else { return Ok(PasswordCheck::Denied(Denial::NoSuchUser)) };
-        let result = self.user_bind(&entry.dn, password).await?;
+        let result = self.user_bind(&account.locator, password).await?;
         match result.rc {
             0 => {}
             49 => return Ok(PasswordCheck::Denied(ad_sub_code(&result.text).map_or(Denial::WrongPassword, Denial::from_ad_code))),
             53 => return Ok(PasswordCheck::Denied(Denial::AccountDisabled)), // unwillingToPerform: disabled on some servers
             rc => return Err(DirectoryError::Unavailable(format!("user bind answered result {rc}"))),
         }
+        let groups = self.account_groups(account).await?;
         let required = &self.settings.required_groups;
         if !required.is_empty() && !groups.iter().any(|g| required.iter().any(|r| r.eq_ignore_ascii_case(g))) {
             return Ok(PasswordCheck::Denied(Denial::NotInRequiredGroup));
         }
-        Ok(PasswordCheck::Valid(self.profile_of(username, &entry, groups)))
+        Ok(PasswordCheck::Valid(UserProfile { groups, ..account.profile.clone() }))
     }
 
-    async fn profile(&self, username: &str) -> Result<Option<UserProfile>, DirectoryError> {
-        Ok(self.lookup(username).await?.map(|(entry, groups)| self.profile_of(username, &entry, groups)))
+    async fn groups(&self, account: &Account) -> Result<Vec<String>, DirectoryError> {
+        Ok(self.account_groups(account).await?)
     }
 }
 

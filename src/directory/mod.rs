@@ -94,12 +94,47 @@ pub enum DirectoryError {
     Unavailable(String),
 }
 
+/// The account a login name resolved to, before any password is checked.
+///
+/// Every spelling the directory accepts for one account (`alice`, `ALICE`, her UPN, ...)
+/// resolves to the same `id`, and everything radmfa remembers — tokens, lockouts, SMS limits,
+/// challenge States, audit lines, portal sessions — is filed under that `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The directory's own name for the account, lower-cased: AD's `sAMAccountName` (the
+    /// configured `username_attribute`), the users file's `username`.
+    pub id: String,
+    /// Where the directory finds the account again (for LDAP, the entry's DN).
+    pub locator: String,
+    /// Names, mail and mobile from the directory. `groups` holds what the entry itself lists;
+    /// nested membership is resolved by a successful password check or [`Directory::groups`].
+    pub profile: UserProfile,
+}
+
+/// The longest account id radmfa files things under: it travels inside the challenge State
+/// (253 octets in all). AD's sAMAccountName is at most 20 characters.
+pub const MAX_ACCOUNT_ID: usize = 120;
+
+impl Account {
+    /// The store key for a directory name: lower-cased, as every spelling must meet.
+    pub fn id_for(name: &str) -> String {
+        name.trim().to_lowercase()
+    }
+}
+
 #[async_trait]
 pub trait Directory: Send + Sync {
-    /// Checks a password. Callers reject empty passwords before calling (an LDAP bind with an
-    /// empty password is an anonymous bind that succeeds); implementations refuse them too.
-    async fn check_password(&self, username: &str, password: &[u8]) -> Result<PasswordCheck, DirectoryError>;
+    /// Finds the account a login name denotes, in any spelling the directory accepts. No
+    /// password is involved: this decides what every later step is keyed on.
+    async fn find(&self, login: &str) -> Result<Option<Account>, DirectoryError>;
 
-    /// Looks a user up without a password (portal profile page, SMS number).
-    async fn profile(&self, username: &str) -> Result<Option<UserProfile>, DirectoryError>;
+    /// Checks the password of an account `find` returned, and the group requirements. Callers
+    /// reject empty passwords before calling (an LDAP bind with an empty password is an
+    /// anonymous bind that succeeds); implementations refuse them too. `Valid` carries the
+    /// profile with every group the account holds.
+    async fn check_password(&self, account: &Account, password: &[u8]) -> Result<PasswordCheck, DirectoryError>;
+
+    /// The account's groups (nested membership resolved), without a password: for the reply
+    /// attributes of an Accept that follows a challenge.
+    async fn groups(&self, account: &Account) -> Result<Vec<String>, DirectoryError>;
 }

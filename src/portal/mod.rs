@@ -374,18 +374,19 @@ async fn signin((State(portal), jar, headers): Ctx0, ConnectInfo(peer): ConnectI
     if !ctx.csrf_ok(&form.csrf) {
         return forbidden(&portal, ctx);
     }
-    let user = portal.auth.account(&form.username);
-    let limited = !portal.limiter.allow(format!("signin-ip:{}", ip_key(client_ip(&portal, peer, &headers))), 20, Duration::from_secs(300))
-        || !portal.limiter.allow(format!("signin-user:{user}"), 5, Duration::from_secs(300));
+    let from = client_ip(&portal, peer, &headers);
+    let login = portal.auth.login_name(&form.username);
+    let limited = !portal.limiter.allow(format!("signin-ip:{}", ip_key(from)), 20, Duration::from_secs(300))
+        || !portal.limiter.allow(format!("signin-user:{login}"), 5, Duration::from_secs(300));
     let error = if limited {
         Some(ctx.s().too_many_attempts)
     } else {
-        match portal.auth.portal_password(&user, form.password.as_bytes()).await {
-            Ok((profile, has_token)) => {
+        match portal.auth.portal_password(&form.username, form.password.as_bytes(), from).await {
+            Ok(crate::auth::portal::PortalUser { account: user, profile, has_token }) => {
                 let sms = if has_token {
                     None
                 } else if profile.mobile.is_some() {
-                    match portal.auth.portal_send_sms(&user, &profile).await {
+                    match portal.auth.portal_send_sms(&user, &profile, from).await {
                         Ok(challenge) => Some(challenge),
                         Err(Reason::SmsRateLimited) => return error_page(&portal, ctx, |s| s.too_many_attempts),
                         Err(_) => return error_page(&portal, ctx, |s| s.sms_failed),
@@ -397,7 +398,7 @@ async fn signin((State(portal), jar, headers): Ctx0, ConnectInfo(peer): ConnectI
                 ctx.session.stage = Stage::SecondFactor { user, profile, has_token, sms };
                 return ctx.finish(&portal, Redirect::to("/otp"));
             }
-            Err(Reason::SecondFactorLocked) => Some(ctx.s().too_many_attempts),
+            Err(Reason::SecondFactorLocked | Reason::PasswordLocked) => Some(ctx.s().too_many_attempts),
             Err(_) => Some(ctx.s().sign_in_failed),
         }
     };
@@ -465,10 +466,11 @@ async fn otp((State(portal), jar, headers): Ctx0, ConnectInfo(peer): ConnectInfo
     let Stage::SecondFactor { user, profile, has_token, mut sms } = ctx.session.stage.clone() else {
         return ctx.finish(&portal, Redirect::to("/"));
     };
-    if !portal.limiter.allow(format!("otp-ip:{}", ip_key(client_ip(&portal, peer, &headers))), 30, Duration::from_secs(300)) {
+    let from = client_ip(&portal, peer, &headers);
+    if !portal.limiter.allow(format!("otp-ip:{}", ip_key(from)), 30, Duration::from_secs(300)) {
         return error_page(&portal, ctx, |s| s.too_many_attempts);
     }
-    match portal.auth.portal_code(&user, &form.code, sms.as_mut()).await {
+    match portal.auth.portal_code(&user, &form.code, sms.as_mut(), from).await {
         Ok(()) => {
             ctx.rotate();
             ctx.session.sign_in(user, profile);
@@ -495,7 +497,7 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn otp_sms((State(portal), jar, headers): Ctx0, Form(form): Form<CsrfForm>) -> Response {
+async fn otp_sms((State(portal), jar, headers): Ctx0, ConnectInfo(peer): ConnectInfo<SocketAddr>, Form(form): Form<CsrfForm>) -> Response {
     let mut ctx = Ctx::open(&portal, jar, &headers, None);
     if !ctx.csrf_ok(&form.csrf) {
         return forbidden(&portal, ctx);
@@ -503,7 +505,7 @@ async fn otp_sms((State(portal), jar, headers): Ctx0, Form(form): Form<CsrfForm>
     let Stage::SecondFactor { user, profile, has_token, .. } = ctx.session.stage.clone() else {
         return ctx.finish(&portal, Redirect::to("/"));
     };
-    match portal.auth.portal_send_sms(&user, &profile).await {
+    match portal.auth.portal_send_sms(&user, &profile, client_ip(&portal, peer, &headers)).await {
         Ok(challenge) => {
             ctx.session.stage = Stage::SecondFactor { user, profile, has_token, sms: Some(challenge) };
             ctx.finish(&portal, Redirect::to("/otp"))
@@ -559,7 +561,11 @@ struct NameForm {
     name: String,
 }
 
-async fn enroll_name((State(portal), jar, headers): Ctx0, Form(form): Form<NameForm>) -> Response {
+async fn enroll_name(
+    (State(portal), jar, headers): Ctx0,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<NameForm>,
+) -> Response {
     let mut ctx = Ctx::open(&portal, jar, &headers, None);
     if !ctx.csrf_ok(&form.csrf) {
         return forbidden(&portal, ctx);
@@ -572,7 +578,7 @@ async fn enroll_name((State(portal), jar, headers): Ctx0, Form(form): Form<NameF
     }
     // A previous unfinished enrollment is abandoned (its token was never usable).
     if let Stage::SignedIn { enrollment: Some(old), .. } = &ctx.session.stage {
-        let _ = portal.auth.portal_remove(&user, old.token_id).await;
+        let _ = portal.auth.portal_remove(&user, old.token_id, client_ip(&portal, peer, &headers)).await;
     }
     match portal.auth.portal_enroll(&user, &name, &portal.settings.issuer, portal.settings.max_tokens).await {
         Ok(new) => {
@@ -613,14 +619,19 @@ async fn enroll_confirm_page((State(portal), jar, headers): Ctx0, Query(q): Quer
     ctx.finish(&portal, render(EnrollConfirmPage { page }))
 }
 
-async fn enroll_confirm((State(portal), jar, headers): Ctx0, Form(form): Form<CodeForm>) -> Response {
+async fn enroll_confirm(
+    (State(portal), jar, headers): Ctx0,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<CodeForm>,
+) -> Response {
     let mut ctx = Ctx::open(&portal, jar, &headers, None);
     if !ctx.csrf_ok(&form.csrf) {
         return forbidden(&portal, ctx);
     }
     let Stage::SignedIn { user, enrollment: Some(e), .. } = &ctx.session.stage else { return ctx.finish(&portal, Redirect::to("/tokens")) };
     let (user, e) = (user.clone(), e.clone());
-    match portal.auth.portal_confirm(&user, &e, &form.code, portal.settings.enrollment_timeout).await {
+    let from = client_ip(&portal, peer, &headers);
+    match portal.auth.portal_confirm(&user, &e, &form.code, portal.settings.enrollment_timeout, from).await {
         Ok(()) => {
             if let Stage::SignedIn { enrollment, .. } = &mut ctx.session.stage {
                 *enrollment = None;
@@ -653,13 +664,18 @@ async fn remove_page((State(portal), jar, headers): Ctx0, Path(id): Path<i64>, Q
     ctx.finish(&portal, render(RemovePage { page, id, name: token.name }))
 }
 
-async fn remove((State(portal), jar, headers): Ctx0, Path(id): Path<i64>, Form(form): Form<CsrfForm>) -> Response {
+async fn remove(
+    (State(portal), jar, headers): Ctx0,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<i64>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     let mut ctx = Ctx::open(&portal, jar, &headers, None);
     if !ctx.csrf_ok(&form.csrf) {
         return forbidden(&portal, ctx);
     }
     let Some(user) = ctx.signed_in().map(str::to_owned) else { return ctx.finish(&portal, Redirect::to("/signin")) };
-    if let Ok(true) = portal.auth.portal_remove(&user, id).await {
+    if let Ok(true) = portal.auth.portal_remove(&user, id, client_ip(&portal, peer, &headers)).await {
         ctx.session.notice = Some(ctx.s().removed);
     }
     ctx.finish(&portal, Redirect::to("/tokens"))

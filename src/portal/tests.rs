@@ -14,7 +14,7 @@ use crate::auth::tests::{FakeDirectory, RecordingGateway, settings};
 use crate::auth::{ClientPolicy, Method, Mode, NoToken, Outcome, Services};
 use crate::otp::TotpParams;
 use crate::secret::Secret;
-use crate::store::seal::KeyRing;
+use crate::store::seal::{KeyRing, Keys};
 use crate::store::sqlite::SqliteStore;
 
 struct Browser {
@@ -53,7 +53,7 @@ fn portal_settings() -> PortalSettings {
 }
 
 fn browser_with(settings: PortalSettings) -> Browser {
-    let keys = Arc::new(KeyRing::generate("k1"));
+    let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
     let store = Arc::new(SqliteStore::in_memory(Arc::clone(&keys)).unwrap());
     let sms = Arc::new(RecordingGateway::default());
     let services = Services { directory: Arc::new(FakeDirectory::default()), store, sms: sms.clone(), keys };
@@ -282,7 +282,7 @@ async fn an_enrollment_left_too_long_expires() {
 
 #[test]
 fn behind_the_proxy_the_forwarded_address_counts_and_is_not_forgeable() {
-    let keys = Arc::new(KeyRing::generate("k1"));
+    let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
     let store = Arc::new(SqliteStore::in_memory(Arc::clone(&keys)).unwrap());
     let services = Services { directory: Arc::new(FakeDirectory::default()), store, sms: Arc::new(RecordingGateway::default()), keys };
     let auth = Arc::new(Authenticator::new(services, crate::auth::tests::settings()));

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{Lookup, Ticket};
+use super::fair::Permit;
 use super::{PortKind, Shared};
-use crate::auth::{Decision, Method, Outcome, Request, printable};
+use crate::auth::{Decision, Method, Outcome, Request};
 use crate::config::ClientSettings;
 use crate::radius::{self, Attribute, Code, MessageAuthenticator, Packet, attr};
 use crate::secret::Secret;
@@ -28,7 +28,10 @@ pub(super) struct Job {
     peer: SocketAddr,
     client: Arc<ClientSettings>,
     ticket: Ticket,
-    permit: OwnedSemaphorePermit,
+    permit: Permit,
+    /// When the datagram was read: a Reject goes out `reject_delay` after this, whatever
+    /// the decision took, so the time to answer tells nothing of the reason.
+    arrived: Instant,
 }
 
 impl Shared {
@@ -92,7 +95,11 @@ impl Shared {
             if required {
                 return drop_with(&stats.missing_message_authenticator, "no Message-Authenticator, and this client requires one");
             }
-            if packet.get(attr::PROXY_STATE).is_some() {
+            // The BlastRADIUS rule (FreeRADIUS's limit_proxy_state) guards Access-Requests, whose
+            // only integrity check is Message-Authenticator. An Accounting-Request is already
+            // signed by its Request Authenticator (checked below), and proxies such as
+            // FreeRADIUS add Proxy-State to it without a Message-Authenticator.
+            if packet.code == Code::AccessRequest && packet.get(attr::PROXY_STATE).is_some() {
                 return drop_with(&stats.proxy_state_without_message_authenticator, "Proxy-State without Message-Authenticator");
             }
         }
@@ -124,18 +131,22 @@ impl Shared {
             }
             Lookup::New(ticket) => ticket,
         };
-        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+        // The client's identity in the table, for its fair share of the decisions in flight.
+        let key = Arc::as_ptr(client) as usize;
+        let Some(permit) = self.permits.try_acquire(key) else {
             // Dropping the ticket forgets the request: the NAS's retransmit gets another chance.
             stats.overloaded.inc();
-            tracing::warn!(%peer, "max_in_flight requests already being decided; request dropped");
+            if let Some(suppressed) = self.overload_log.allow(now) {
+                tracing::warn!(%peer, client = client.policy.name.as_str(), suppressed, "this client has its share of max_in_flight requests being decided; request dropped");
+            }
             return Admission::Drop;
         };
-        Admission::Handle(Job { packet, peer, client: Arc::clone(client), ticket, permit })
+        Admission::Handle(Job { packet, peer, client: Arc::clone(client), ticket, permit, arrived: now })
     }
 }
 
 pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job, shutdown: CancellationToken) {
-    let Job { packet, peer, client, ticket, permit } = job;
+    let Job { packet, peer, client, ticket, permit, arrived } = job;
     let secret = client.secret.expose().as_slice();
     let reply = match packet.code {
         Code::AccountingRequest => {
@@ -145,13 +156,11 @@ pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job
         }
         _ => {
             let request = auth_request(&packet, &client);
-            let decision = match tokio::time::timeout(shared.settings.request_timeout, shared.authenticator.decide(&request)).await {
-                Ok(decision) => decision,
-                Err(_) => {
-                    shared.stats.timed_out.inc();
-                    tracing::error!(%peer, client = %client.policy.name, "no decision within request_timeout; request dropped");
-                    return;
-                }
+            let limit = shared.settings.request_timeout.saturating_sub(arrived.elapsed());
+            let Some(decision) = shared.authenticator.decide_within(&request, limit).await else {
+                shared.stats.timed_out.inc();
+                tracing::error!(%peer, client = client.policy.name.as_str(), "no decision within request_timeout; request dropped");
+                return;
             };
             // The permit bounds decisions in progress; encoding and sending need none.
             drop(permit);
@@ -161,9 +170,12 @@ pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job
                 Outcome::Challenge => shared.stats.challenges.inc(),
             }
             if decision.outcome == Outcome::Reject && !shared.settings.reject_delay.is_zero() {
-                // The delay slows password guessing without holding a worker: the permit is already back.
+                // Every Reject leaves at arrival + reject_delay, however long its reason took to
+                // find (an unknown user, a locked one, a wrong password): timing tells nothing,
+                // guessing is slowed, and no worker is held (the permit is already back).
+                let at = tokio::time::Instant::from_std(arrived + shared.settings.reject_delay);
                 tokio::select! {
-                    () = tokio::time::sleep(shared.settings.reject_delay) => {}
+                    () = tokio::time::sleep_until(at) => {}
                     () = shutdown.cancelled() => {}
                 }
             }
@@ -287,14 +299,15 @@ fn log_accounting(packet: &Packet, client: &ClientSettings) {
         Some(_) => "other",
         None => "missing",
     };
-    let text = |typ| packet.get(typ).map(|v| printable(&String::from_utf8_lossy(v)).into_owned()).unwrap_or_default();
+    // Client-supplied text goes in as strings: quoted and escaped in the text log.
+    let text = |typ| packet.get(typ).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
     tracing::info!(
         target: "radmfa::accounting",
-        client = %client.policy.name,
-        user = %text(attr::USER_NAME),
+        client = client.policy.name.as_str(),
+        user = text(attr::USER_NAME).as_str(),
         status,
-        session_id = %text(attr::ACCT_SESSION_ID),
-        calling_station = %text(attr::CALLING_STATION_ID),
+        session_id = text(attr::ACCT_SESSION_ID).as_str(),
+        calling_station = text(attr::CALLING_STATION_ID).as_str(),
         "accounting"
     );
 }

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod clients;
+pub mod fair;
 mod handler;
 pub mod stats;
 
@@ -16,7 +17,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -53,9 +53,10 @@ struct Shared {
     stats: Arc<Stats>,
     authenticator: Arc<Authenticator>,
     dictionary: Arc<Dictionary>,
-    permits: Arc<Semaphore>,
+    permits: Arc<fair::FairShare>,
     settings: ServerSettings,
     unknown_client_log: LogLimiter,
+    overload_log: LogLimiter,
 }
 
 pub struct Server {
@@ -75,9 +76,10 @@ impl Server {
             stats: Arc::new(Stats::default()),
             authenticator,
             dictionary,
-            permits: Arc::new(Semaphore::new(settings.max_in_flight)),
+            permits: fair::FairShare::new(settings.max_in_flight),
             settings,
             unknown_client_log: LogLimiter::new(Duration::from_secs(10)),
+            overload_log: LogLimiter::new(Duration::from_secs(10)),
         };
         Self { shared: Arc::new(shared) }
     }

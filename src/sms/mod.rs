@@ -11,7 +11,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::counters::counters;
 use crate::secret::Secret;
+
+counters! {
+    /// What became of the SMS codes radmfa sent (RADIUS and portal alike).
+    pub struct SmsStats {
+        /// Taken by the gateway before the answer went out.
+        sent,
+        /// Refused by the gateway, or it could not be reached, before the answer went out.
+        failed,
+        /// Still with the gateway when `answer_within` ran out: the challenge went out anyway.
+        pending,
+        /// Of those pending, taken by the gateway later.
+        late_sent,
+        /// Of those pending, failed later: the user was asked for a code that never came.
+        late_failed,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

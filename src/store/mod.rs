@@ -32,6 +32,19 @@ pub struct NewToken {
     pub confirmed: bool,
 }
 
+/// A stored token as the admin listing shows it: no secret, so it needs no key to list.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+    pub created_at: UnixTime,
+    pub last_used_at: Option<UnixTime>,
+    pub confirmed: bool,
+    /// The id of the key its seed is sealed with.
+    pub sealed_with: String,
+}
+
 /// A stored token, its secret opened.
 #[derive(Debug, Clone)]
 pub struct Token {
@@ -47,7 +60,27 @@ pub struct Token {
     pub confirmed: bool,
 }
 
-/// After how many wrong codes the second factor locks, and for how long.
+/// Which factor a failure counter and lock belong to. Each has its own, so a user who knows
+/// the password is not locked out by someone guessing codes, nor the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Factor {
+    /// Wrong directory passwords: counted before AD's own lockout counts them, so a password
+    /// spray through radmfa stops here instead of locking the users' AD accounts.
+    Password,
+    /// Wrong TOTP or SMS codes.
+    Code,
+}
+
+impl Factor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::Code => "code",
+        }
+    }
+}
+
+/// After how many failures a factor locks, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {
     pub max_failures: u32,
@@ -55,6 +88,9 @@ pub struct LockoutPolicy {
     pub duration: Duration,
     /// ...up to this.
     pub max_duration: Duration,
+    /// Failures (and doublings) older than this are forgotten, as AD's "reset account lockout
+    /// counter after"; `None` keeps them until a success.
+    pub forget_after: Option<Duration>,
 }
 
 impl LockoutPolicy {
@@ -95,6 +131,10 @@ pub enum StoreError {
     /// The database failed (disk, corruption, locked beyond the busy timeout).
     #[error("database: {0}")]
     Database(String),
+    /// The database cannot be written by this process now (read-only file or file system,
+    /// permissions, disk full): retrying later may succeed.
+    #[error("the database is not writable: {0}")]
+    NotWritable(String),
     /// A sealed seed does not open with the keys in the key file.
     #[error("token {0}: its seed does not open with the key file (wrong or missing key?)")]
     Sealed(i64),
@@ -114,8 +154,11 @@ pub trait Store: Send + Sync {
     async fn add_token(&self, token: NewToken) -> Result<i64, StoreError>;
     /// The user's tokens, oldest first.
     async fn tokens(&self, username: &str) -> Result<Vec<Token>, StoreError>;
-    /// Every token (admin listing).
-    async fn all_tokens(&self) -> Result<Vec<Token>, StoreError>;
+    /// Tokens without their secrets, every user's or one's (admin listing: needs no key).
+    async fn list_tokens(&self, username: Option<&str>) -> Result<Vec<TokenInfo>, StoreError>;
+    /// Files the tokens kept under `from` (a spelling of the account that older versions
+    /// stored) under the account id `to`, resealed for their new owner. Returns how many moved.
+    async fn move_tokens(&self, from: &str, to: &str) -> Result<usize, StoreError>;
     async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
     /// Makes an unconfirmed token usable, recording the confirming code's time step so that code
     /// cannot log in afterwards. False if there is no such unconfirmed token of this user.
@@ -124,12 +167,18 @@ pub trait Store: Send + Sync {
     /// atomically: of two requests with the same code, one wins.
     async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError>;
 
-    /// Until when the user's second factor is locked, if it is.
-    async fn locked_until(&self, username: &str, now: UnixTime) -> Result<Option<UnixTime>, StoreError>;
-    async fn record_failure(&self, username: &str, now: UnixTime, policy: LockoutPolicy) -> Result<FailureOutcome, StoreError>;
-    /// A success clears the failure count and the doubling.
-    async fn record_success(&self, username: &str) -> Result<(), StoreError>;
-    /// Clears a lock (admin). True if there was anything to clear.
+    /// Until when the user's `factor` is locked, if it is.
+    async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError>;
+    async fn record_failure(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<FailureOutcome, StoreError>;
+    /// A success clears the factor's failure count and the doubling.
+    async fn record_success(&self, username: &str, factor: Factor) -> Result<(), StoreError>;
+    /// Clears both factors' locks and counts (admin). True if there was anything to clear.
     async fn unlock(&self, username: &str) -> Result<bool, StoreError>;
 
     /// Checks the limits and, if allowed, records the send, in one step.

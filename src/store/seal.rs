@@ -4,9 +4,15 @@
 //! seals, every key opens (so `radmfa keys rotate` can reseal old rows). A sealed value records
 //! its key id. Associated data binds a sealed value to its place (a token row, a State), so a
 //! blob moved elsewhere does not open. Without the key file, the database yields no seeds.
+//!
+//! A running server holds [`Keys`]: the ring, read again whenever the key file changes, so
+//! `radmfa keys rotate` takes effect on live servers — new seeds are sealed with the new key and
+//! resealed ones open — without a restart.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -102,6 +108,16 @@ impl KeyRing {
         Self::from_keys(raw).unwrap_or_else(unreachable_ring)
     }
 
+    /// Whether a key of this id is in the ring.
+    pub fn has_key(&self, id: &str) -> bool {
+        self.keys.contains_key(id)
+    }
+
+    /// The ids of the keys in the ring, newest first.
+    pub fn ids(&self) -> Vec<&str> {
+        self.raw.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
     /// Only the current key (after every sealed value was resealed with it).
     pub fn current_only(&self) -> Self {
         Self::from_keys(self.raw.iter().take(1).cloned().collect()).unwrap_or_else(unreachable_ring)
@@ -178,6 +194,85 @@ impl KeyRing {
     }
 }
 
+/// How often a running server looks at the key file for a change. `keys rotate` waits longer
+/// than two of these before it removes the old key.
+pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What identifies one version of the key file: a rewrite (write beside, rename) changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp { inode: m.ino(), len: m.len(), modified: m.modified().ok() })
+}
+
+/// The key ring in use, and where it came from.
+pub struct Keys {
+    path: Option<PathBuf>,
+    ring: RwLock<Arc<KeyRing>>,
+    seen: Mutex<Option<Stamp>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").field("path", &self.path).field("ring", &*self.current()).finish()
+    }
+}
+
+impl Keys {
+    /// Keys that never change (tests, in-memory stores).
+    pub fn fixed(ring: KeyRing) -> Self {
+        Self { path: None, ring: RwLock::new(Arc::new(ring)), seen: Mutex::new(None) }
+    }
+
+    /// The key file, read now and again when it changes.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let seen = stamp(path);
+        let ring = KeyRing::load(path)?;
+        Ok(Self { path: Some(path.to_path_buf()), ring: RwLock::new(Arc::new(ring)), seen: Mutex::new(seen) })
+    }
+
+    /// The ring to seal and open with now.
+    pub fn current(&self) -> Arc<KeyRing> {
+        Arc::clone(&self.ring.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Reads the key file again if it changed since it was last read. `Ok(true)` when a new
+    /// ring is in use. A file that does not load (mid-edit, wrong mode) leaves the ring in use
+    /// as it was, and is reported once per change.
+    pub fn reload_if_changed(&self) -> Result<bool, KeyError> {
+        let Some(path) = &self.path else { return Ok(false) };
+        let now = stamp(path);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen == now {
+                return Ok(false);
+            }
+            *seen = now;
+        }
+        let ring = KeyRing::load(path)?;
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        Ok(true)
+    }
+
+    /// Opens a sealed seed. One sealed with a key this ring does not hold yet (just rotated in
+    /// by another process) makes it look at the key file first.
+    pub fn open(&self, sealed: &str, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        let ring = self.current();
+        let id = sealed.split_once(':').map(|(id, _)| id).unwrap_or_default();
+        if !ring.keys.contains_key(id) && matches!(self.reload_if_changed(), Ok(true)) {
+            return self.current().open(sealed, aad);
+        }
+        ring.open(sealed, aad)
+    }
+}
+
 #[cold]
 fn unreachable_ring() -> KeyRing {
     // from_keys fails only for an empty list, and every caller passes at least one key.
@@ -219,6 +314,31 @@ mod tests {
         let resealed = rotated.seal(b"seed", b"aad");
         assert!(resealed.starts_with("k2:"));
         assert!(rotated.current_only().open(&sealed, b"aad").is_err(), "the old key is gone after rotation");
+    }
+
+    #[test]
+    fn a_running_server_picks_up_a_rotated_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let first = KeyRing::generate("k1");
+        first.save(&path).unwrap();
+        let keys = Keys::load(&path).unwrap();
+        let old_seal = keys.current().seal(b"seed", b"aad");
+        assert!(!keys.reload_if_changed().unwrap(), "nothing changed");
+        let rotated = first.with_new_key();
+        rotated.save(&path).unwrap();
+        let new_seal = rotated.seal(b"seed", b"aad");
+        // A seed sealed with the new key opens at once: the unknown key id triggers a look.
+        assert_eq!(keys.open(&new_seal, b"aad").unwrap().as_slice(), b"seed");
+        assert_eq!(keys.current().current_id(), "k2", "new seeds are sealed with the new key");
+        assert_eq!(keys.open(&old_seal, b"aad").unwrap().as_slice(), b"seed");
+        // A broken file keeps the ring in use.
+        std::fs::write(&path, "k3 not-base64!\n").unwrap();
+        assert!(keys.reload_if_changed().is_err());
+        assert_eq!(keys.current().current_id(), "k2");
+        rotated.current_only().save(&path).unwrap();
+        assert!(keys.reload_if_changed().unwrap());
+        assert!(keys.open(&old_seal, b"aad").is_err(), "the old key is gone once the file drops it");
     }
 
     #[test]

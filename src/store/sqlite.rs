@@ -3,15 +3,15 @@
 //! one commit instead of one each. WAL mode, a busy timeout, and schema migrations by
 //! `PRAGMA user_version`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::seal::KeyRing;
-use super::{FailureOutcome, LockoutPolicy, NewToken, SmsLimits, SmsReservation, Store, StoreError, Token, UnixTime};
+use super::seal::{KeyRing, Keys};
+use super::{Factor, FailureOutcome, LockoutPolicy, NewToken, SmsLimits, SmsReservation, Store, StoreError, Token, TokenInfo, UnixTime};
 use crate::otp::{Algorithm, TotpParams};
 use crate::secret::Secret;
 
@@ -58,44 +58,146 @@ const MIGRATIONS: &[&str] = &[
         nonce BLOB PRIMARY KEY,
         expires_at INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 2: a failure counter per factor (wrong passwords apart from wrong codes), forgetting old failures.
+    "ALTER TABLE lockouts ADD COLUMN last_failure_at INTEGER;
+     CREATE TABLE password_lockouts (
+        username TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL DEFAULT 0,
+        locked_until INTEGER,
+        lock_count INTEGER NOT NULL DEFAULT 0,
+        last_failure_at INTEGER
+     );",
 ];
+
+/// The table holding a factor's counters (a fixed name, never input).
+fn lockout_table(factor: Factor) -> &'static str {
+    match factor {
+        Factor::Password => "password_lockouts",
+        Factor::Code => "lockouts",
+    }
+}
 
 type Completion = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
-    keys: Arc<KeyRing>,
+    keys: Arc<Keys>,
+    path: Option<PathBuf>,
+    /// The file opened, to notice it being deleted or replaced.
+    file: Option<FileIdentity>,
+}
+
+/// Which file a path names: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self { device: m.dev(), inode: m.ino() })
+    }
+}
+
+/// Opens an existing database for writing, never creating one.
+fn open_existing(path: &Path) -> Result<Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    if !path.exists() {
+        return Err(StoreError::Database(format!("{} does not exist", path.display())));
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(not_writable_or)?;
+    // SQLite falls back to read-only when the file is not writable, and would stay so after the
+    // file became writable again: refuse, and let the caller try again.
+    if conn.is_readonly(rusqlite::DatabaseName::Main)? {
+        return Err(StoreError::NotWritable(format!("{} is read-only for this process", path.display())));
+    }
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(not_writable_or)?;
+    // FULL: each batch's commit reaches the disk before its logins are answered, so a power cut
+    // cannot forget a used time step or a lockout (measured in BENCHMARKS.md: batching makes
+    // the fsync cheap).
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// A write that changes nothing, to learn now (not at the first login) whether writes work.
+fn probe_write(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; PRAGMA user_version = {version}; COMMIT;")).map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        not_writable_or(e)
+    })
+}
+
+/// Errors that mean "this process cannot write the database now" become `NotWritable`.
+fn not_writable_or(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::SystemIoFailure | ErrorCode::DiskFull,
+        ) => StoreError::NotWritable(e.to_string()),
+        _ => StoreError::from(e),
+    }
 }
 
 impl SqliteStore {
-    /// Opens (creating if need be) the database, migrates it, and starts its thread.
-    pub fn open(path: &Path, keys: Arc<KeyRing>) -> Result<Self, StoreError> {
-        let existed = path.exists();
-        let conn = Connection::open(path)?;
-        if !existed {
+    /// Creates a new, empty database (the first start of a fresh install, `keygen`).
+    pub fn create(path: &Path, keys: Arc<Keys>) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        if path.exists() {
+            return Err(StoreError::Database(format!("{} exists already", path.display())));
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        {
             use std::os::unix::fs::PermissionsExt;
             // Seeds are sealed, but user names and usage times are nobody else's business.
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
-        Self::start(conn, keys)
+        Self::start(conn, Some(path.to_path_buf()), keys)
     }
 
-    pub fn in_memory(keys: Arc<KeyRing>) -> Result<Self, StoreError> {
-        Self::start(Connection::open_in_memory()?, keys)
+    /// Opens an existing database and migrates it. A missing file is an error (never silently
+    /// a new, empty store); so is one radmfa cannot write to ([`StoreError::NotWritable`]).
+    pub fn open(path: &Path, keys: Arc<Keys>) -> Result<Self, StoreError> {
+        let conn = open_existing(path)?;
+        Self::start(conn, Some(path.to_path_buf()), keys)
     }
 
-    fn start(conn: Connection, keys: Arc<KeyRing>) -> Result<Self, StoreError> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    pub fn in_memory(keys: Arc<Keys>) -> Result<Self, StoreError> {
+        Self::start(Connection::open_in_memory()?, None, keys)
+    }
+
+    fn start(conn: Connection, path: Option<PathBuf>, keys: Arc<Keys>) -> Result<Self, StoreError> {
+        configure(&conn)?;
         migrate(&conn)?;
+        probe_write(&conn)?;
+        let file = path.as_deref().and_then(FileIdentity::of);
         let (jobs, queue) = mpsc::channel::<Job>();
+        let reopen_from = path.clone();
         std::thread::Builder::new()
             .name("radmfa-store".into())
-            .spawn(move || run(conn, queue))
+            .spawn(move || run(conn, reopen_from, queue))
             .map_err(|e| StoreError::Database(format!("cannot start the store thread: {e}")))?;
-        Ok(Self { jobs, keys })
+        Ok(Self { jobs, keys, path, file })
+    }
+
+    /// Whether the database file is still the one opened. Deleted or replaced under a running
+    /// server, the data it writes goes to a file nobody will open again.
+    pub fn file_problem(&self) -> Option<String> {
+        let (path, opened) = (self.path.as_deref()?, self.file?);
+        match FileIdentity::of(path) {
+            None => Some(format!("{} was deleted while radmfa runs", path.display())),
+            Some(now) if now != opened => Some(format!("{} was replaced by another file while radmfa runs", path.display())),
+            Some(_) => None,
+        }
     }
 
     /// Runs `work` on the store thread inside the current batch's transaction.
@@ -149,13 +251,22 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, path: Option<PathBuf>, queue: mpsc::Receiver<Job>) {
+    let mut broken = false;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
+            }
+        }
+        if broken {
+            // The last batch failed to write (read-only, disk full, I/O error): a fresh
+            // connection sees the file as it is now, so service resumes once it is writable.
+            if let Some(fresh) = path.as_deref().and_then(|p| open_existing(p).ok()).filter(|c| configure(c).is_ok()) {
+                conn = fresh;
+                tracing::info!("store: the database is writable again");
             }
         }
         let began = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
@@ -168,11 +279,16 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
             let _ = conn.execute_batch(end);
             completions.push(completion);
         }
-        let committed = began && conn.execute_batch("COMMIT").is_ok();
-        if !committed {
+        let commit =
+            if began { conn.execute_batch("COMMIT").map_err(not_writable_or) } else { Err(StoreError::NotWritable("BEGIN failed".into())) };
+        let committed = commit.is_ok();
+        if let Err(e) = commit {
             let _ = conn.execute_batch("ROLLBACK");
-            tracing::error!("store: a transaction failed to commit; its operations report errors");
+            if !broken {
+                tracing::error!(error = %e, "store: a transaction failed to commit; its operations report errors until the database takes writes again");
+            }
         }
+        broken = !committed;
         for completion in completions {
             completion(committed);
         }
@@ -184,7 +300,7 @@ fn token_aad(id: i64, username: &str) -> Vec<u8> {
     format!("radmfa/token/v1/{id}/{username}").into_bytes()
 }
 
-fn read_token(keys: &KeyRing, row: &rusqlite::Row<'_>) -> Result<Token, StoreError> {
+fn read_token(keys: &Keys, row: &rusqlite::Row<'_>) -> Result<Token, StoreError> {
     let id: i64 = row.get(0)?;
     let username: String = row.get(1)?;
     let sealed: String = row.get(6)?;
@@ -209,7 +325,7 @@ fn read_token(keys: &KeyRing, row: &rusqlite::Row<'_>) -> Result<Token, StoreErr
 
 const TOKEN_COLUMNS: &str = "id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed";
 
-fn query_tokens(conn: &Connection, keys: &KeyRing, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Token>, StoreError> {
+fn query_tokens(conn: &Connection, keys: &Keys, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Token>, StoreError> {
     let mut statement = conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens {filter} ORDER BY id"))?;
     let mut rows = statement.query(args)?;
     let mut tokens = Vec::new();
@@ -238,7 +354,7 @@ impl Store for SqliteStore {
                 ],
             )?;
             let id = conn.last_insert_rowid();
-            let sealed = keys.seal(token.secret.expose(), &token_aad(id, &token.username));
+            let sealed = keys.current().seal(token.secret.expose(), &token_aad(id, &token.username));
             conn.execute("UPDATE tokens SET secret = ?1 WHERE id = ?2", params![sealed, id])?;
             Ok(id)
         })
@@ -251,9 +367,52 @@ impl Store for SqliteStore {
         self.call(move |conn| query_tokens(conn, &keys, "WHERE username = ?1", &[&username])).await
     }
 
-    async fn all_tokens(&self) -> Result<Vec<Token>, StoreError> {
+    async fn list_tokens(&self, username: Option<&str>) -> Result<Vec<TokenInfo>, StoreError> {
+        let username = username.map(str::to_owned);
+        self.call(move |conn| {
+            let mut statement = conn.prepare(
+                "SELECT id, username, name, created_at, last_used_at, confirmed, secret FROM tokens
+                 WHERE ?1 IS NULL OR username = ?1 ORDER BY id",
+            )?;
+            let rows = statement.query_map([&username], |r| {
+                let sealed: String = r.get(6)?;
+                Ok(TokenInfo {
+                    id: r.get(0)?,
+                    username: r.get(1)?,
+                    name: r.get(2)?,
+                    created_at: r.get(3)?,
+                    last_used_at: r.get(4)?,
+                    confirmed: r.get(5)?,
+                    sealed_with: sealed.split_once(':').map(|(id, _)| id.to_owned()).unwrap_or_default(),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn move_tokens(&self, from: &str, to: &str) -> Result<usize, StoreError> {
+        if from == to {
+            return Ok(0);
+        }
         let keys = Arc::clone(&self.keys);
-        self.call(move |conn| query_tokens(conn, &keys, "", &[])).await
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.call(move |conn| {
+            let rows: Vec<(i64, String)> = conn
+                .prepare_cached("SELECT id, secret FROM tokens WHERE username = ?1")?
+                .query_map([&from], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (id, sealed) in &rows {
+                // The seal names its owner, so a moved seed is sealed anew for the account.
+                let seed = keys.open(sealed, &token_aad(*id, &from)).map_err(|_| StoreError::Sealed(*id))?;
+                conn.execute(
+                    "UPDATE tokens SET username = ?1, secret = ?2 WHERE id = ?3",
+                    params![to, keys.current().seal(&seed, &token_aad(*id, &to)), id],
+                )?;
+            }
+            Ok(rows.len())
+        })
+        .await
     }
 
     async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
@@ -283,40 +442,59 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn locked_until(&self, username: &str, now: UnixTime) -> Result<Option<UnixTime>, StoreError> {
+    async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError> {
         let username = username.to_owned();
         self.call(move |conn| {
-            let until: Option<Option<UnixTime>> = conn
-                .prepare_cached("SELECT locked_until FROM lockouts WHERE username = ?1")?
-                .query_row([&username], |r| r.get(0))
-                .optional()?;
+            let sql = format!("SELECT locked_until FROM {} WHERE username = ?1", lockout_table(factor));
+            let until: Option<Option<UnixTime>> = conn.prepare_cached(&sql)?.query_row([&username], |r| r.get(0)).optional()?;
             Ok(until.flatten().filter(|&t| t > now))
         })
         .await
     }
 
-    async fn record_failure(&self, username: &str, now: UnixTime, policy: LockoutPolicy) -> Result<FailureOutcome, StoreError> {
+    async fn record_failure(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<FailureOutcome, StoreError> {
         let username = username.to_owned();
+        let table = lockout_table(factor);
         self.call(move |conn| {
-            conn.prepare_cached("INSERT INTO lockouts (username) VALUES (?1) ON CONFLICT(username) DO NOTHING")?.execute([&username])?;
+            conn.prepare_cached(&format!("INSERT INTO {table} (username) VALUES (?1) ON CONFLICT(username) DO NOTHING"))?
+                .execute([&username])?;
+            if let Some(forget) = policy.forget_after {
+                // Failures (and doublings) from long ago no longer count, once no lock is running.
+                let quiet_since = now - forget.as_secs() as UnixTime;
+                conn.prepare_cached(&format!(
+                    "UPDATE {table} SET failures = 0, lock_count = 0 WHERE username = ?1 AND last_failure_at < ?2
+                     AND (locked_until IS NULL OR locked_until <= ?3)"
+                ))?
+                .execute(params![username, quiet_since, now])?;
+            }
             let (failures, lock_count): (u32, u32) = conn
-                .prepare_cached("UPDATE lockouts SET failures = failures + 1 WHERE username = ?1 RETURNING failures, lock_count")?
-                .query_row([&username], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                .prepare_cached(&format!(
+                    "UPDATE {table} SET failures = failures + 1, last_failure_at = ?2 WHERE username = ?1 RETURNING failures, lock_count"
+                ))?
+                .query_row(params![username, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
             if failures < policy.max_failures.max(1) {
                 return Ok(FailureOutcome::Counted { failures });
             }
             let until = now + policy.lock_duration(lock_count).as_secs() as UnixTime;
-            conn.prepare_cached("UPDATE lockouts SET failures = 0, locked_until = ?1, lock_count = lock_count + 1 WHERE username = ?2")?
-                .execute(params![until, username])?;
+            conn.prepare_cached(&format!(
+                "UPDATE {table} SET failures = 0, locked_until = ?1, lock_count = lock_count + 1 WHERE username = ?2"
+            ))?
+            .execute(params![until, username])?;
             Ok(FailureOutcome::Locked { until })
         })
         .await
     }
 
-    async fn record_success(&self, username: &str) -> Result<(), StoreError> {
+    async fn record_success(&self, username: &str, factor: Factor) -> Result<(), StoreError> {
         let username = username.to_owned();
         self.call(move |conn| {
-            conn.prepare_cached("DELETE FROM lockouts WHERE username = ?1")?.execute([&username])?;
+            conn.prepare_cached(&format!("DELETE FROM {} WHERE username = ?1", lockout_table(factor)))?.execute([&username])?;
             Ok(())
         })
         .await
@@ -324,7 +502,12 @@ impl Store for SqliteStore {
 
     async fn unlock(&self, username: &str) -> Result<bool, StoreError> {
         let username = username.to_owned();
-        self.call(move |conn| Ok(conn.execute("DELETE FROM lockouts WHERE username = ?1", [&username])? == 1)).await
+        self.call(move |conn| {
+            let code = conn.execute("DELETE FROM lockouts WHERE username = ?1", [&username])?;
+            let password = conn.execute("DELETE FROM password_lockouts WHERE username = ?1", [&username])?;
+            Ok(code + password > 0)
+        })
+        .await
     }
 
     async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
@@ -364,6 +547,7 @@ impl Store for SqliteStore {
             conn.execute("DELETE FROM used_states WHERE expires_at < ?1", [now])?;
             conn.execute("DELETE FROM sms_sends WHERE sent_at < ?1", [now - SMS_HISTORY])?;
             conn.execute("UPDATE lockouts SET locked_until = NULL WHERE locked_until < ?1", [now])?;
+            conn.execute("UPDATE password_lockouts SET locked_until = NULL WHERE locked_until < ?1", [now])?;
             // Enrollments abandoned before their confirming code: never usable, so never kept long.
             conn.execute("DELETE FROM tokens WHERE confirmed = 0 AND created_at < ?1", [now - UNCONFIRMED_TOKEN_LIFETIME])?;
             Ok(())
@@ -378,7 +562,7 @@ mod tests {
     use std::time::Duration;
 
     fn store() -> SqliteStore {
-        SqliteStore::in_memory(Arc::new(KeyRing::generate("k1"))).unwrap()
+        SqliteStore::in_memory(Arc::new(Keys::fixed(KeyRing::generate("k1")))).unwrap()
     }
 
     fn new_token(user: &str, confirmed: bool) -> NewToken {
@@ -401,7 +585,10 @@ mod tests {
         assert_eq!(tokens[0].id, id);
         assert_eq!(tokens[0].secret.expose(), b"seed-bytes-0123456789");
         assert!(tokens[0].confirmed);
-        assert_eq!(s.all_tokens().await.unwrap().len(), 2);
+        let listed = s.list_tokens(None).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].sealed_with, "k1");
+        assert_eq!(s.list_tokens(Some("bob")).await.unwrap().len(), 1);
         assert!(!s.remove_token("bob", id).await.unwrap(), "only the owner removes a token");
         assert!(s.remove_token("alice", id).await.unwrap());
         assert!(s.tokens("alice").await.unwrap().is_empty());
@@ -433,25 +620,73 @@ mod tests {
     #[tokio::test]
     async fn failures_lock_with_doubling_and_success_resets() {
         let s = store();
-        let policy = LockoutPolicy { max_failures: 3, duration: Duration::from_secs(60), max_duration: Duration::from_secs(150) };
+        let code = Factor::Code;
+        let policy = LockoutPolicy {
+            max_failures: 3,
+            duration: Duration::from_secs(60),
+            max_duration: Duration::from_secs(150),
+            forget_after: None,
+        };
         for n in 1..=2 {
-            assert_eq!(s.record_failure("alice", 1000, policy).await.unwrap(), FailureOutcome::Counted { failures: n });
+            assert_eq!(s.record_failure("alice", code, 1000, policy).await.unwrap(), FailureOutcome::Counted { failures: n });
         }
-        assert_eq!(s.record_failure("alice", 1000, policy).await.unwrap(), FailureOutcome::Locked { until: 1060 });
-        assert_eq!(s.locked_until("alice", 1030).await.unwrap(), Some(1060));
-        assert_eq!(s.locked_until("alice", 1060).await.unwrap(), None, "released at the deadline");
+        assert_eq!(s.record_failure("alice", code, 1000, policy).await.unwrap(), FailureOutcome::Locked { until: 1060 });
+        assert_eq!(s.locked_until("alice", code, 1030).await.unwrap(), Some(1060));
+        assert_eq!(s.locked_until("alice", Factor::Password, 1030).await.unwrap(), None, "each factor has its own lock");
+        assert_eq!(s.locked_until("alice", code, 1060).await.unwrap(), None, "released at the deadline");
         for _ in 0..2 {
-            s.record_failure("alice", 2000, policy).await.unwrap();
+            s.record_failure("alice", code, 2000, policy).await.unwrap();
         }
-        assert_eq!(s.record_failure("alice", 2000, policy).await.unwrap(), FailureOutcome::Locked { until: 2120 }, "doubled");
+        assert_eq!(s.record_failure("alice", code, 2000, policy).await.unwrap(), FailureOutcome::Locked { until: 2120 }, "doubled");
         for _ in 0..3 {
-            s.record_failure("alice", 3000, policy).await.unwrap();
+            s.record_failure("alice", code, 3000, policy).await.unwrap();
         }
-        assert_eq!(s.locked_until("alice", 3000).await.unwrap(), Some(3150), "capped at max_duration");
-        s.record_success("alice").await.unwrap();
-        assert_eq!(s.locked_until("alice", 3000).await.unwrap(), None);
-        assert_eq!(s.record_failure("alice", 4000, policy).await.unwrap(), FailureOutcome::Counted { failures: 1 });
+        assert_eq!(s.locked_until("alice", code, 3000).await.unwrap(), Some(3150), "capped at max_duration");
+        s.record_success("alice", code).await.unwrap();
+        assert_eq!(s.locked_until("alice", code, 3000).await.unwrap(), None);
+        assert_eq!(s.record_failure("alice", code, 4000, policy).await.unwrap(), FailureOutcome::Counted { failures: 1 });
         assert!(s.unlock("alice").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn password_failures_are_forgotten_after_a_quiet_period() {
+        let s = store();
+        let pw = Factor::Password;
+        let policy = LockoutPolicy {
+            max_failures: 3,
+            duration: Duration::from_secs(600),
+            max_duration: Duration::from_secs(3600),
+            forget_after: Some(Duration::from_secs(900)),
+        };
+        for at in [1000, 1100] {
+            s.record_failure("alice", pw, at, policy).await.unwrap();
+        }
+        assert_eq!(
+            s.record_failure("alice", pw, 1100 + 901, policy).await.unwrap(),
+            FailureOutcome::Counted { failures: 1 },
+            "two typos a quarter of an hour ago no longer count"
+        );
+        for at in [3000, 3001] {
+            s.record_failure("alice", pw, at, policy).await.unwrap();
+        }
+        assert_eq!(s.record_failure("alice", pw, 3002, policy).await.unwrap(), FailureOutcome::Locked { until: 3602 });
+        assert_eq!(s.locked_until("alice", Factor::Code, 3100).await.unwrap(), None, "the code factor is untouched");
+        assert!(s.unlock("alice").await.unwrap(), "unlock clears the password lock too");
+        assert_eq!(s.locked_until("alice", pw, 3100).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn tokens_move_from_an_old_spelling_to_the_account_and_still_open() {
+        let s = store();
+        let id = s.add_token(new_token("alice@example.test", true)).await.unwrap();
+        s.add_token(new_token("bob", true)).await.unwrap();
+        assert_eq!(s.move_tokens("alice@example.test", "alice").await.unwrap(), 1);
+        assert!(s.tokens("alice@example.test").await.unwrap().is_empty());
+        let moved = s.tokens("alice").await.unwrap();
+        assert_eq!((moved.len(), moved[0].id), (1, id));
+        assert_eq!(moved[0].secret.expose(), b"seed-bytes-0123456789", "resealed for its new owner");
+        assert_eq!(s.move_tokens("nobody", "alice").await.unwrap(), 0);
+        assert_eq!(s.tokens("bob").await.unwrap().len(), 1, "others untouched");
     }
 
     #[tokio::test]
@@ -486,10 +721,10 @@ mod tests {
     async fn the_file_holds_no_seed_and_opens_with_no_other_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("radmfa.db");
-        let keys = Arc::new(KeyRing::generate("k1"));
+        let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
         let seed = b"distinctive-seed-value";
         {
-            let s = SqliteStore::open(&path, Arc::clone(&keys)).unwrap();
+            let s = SqliteStore::create(&path, Arc::clone(&keys)).unwrap();
             let mut t = new_token("alice", true);
             t.secret = Secret::new(seed.to_vec());
             s.add_token(t).await.unwrap();
@@ -501,12 +736,28 @@ mod tests {
         let b32 = crate::otp::totp::base32(seed);
         assert!(!bytes.windows(seed.len()).any(|w| w == seed));
         assert!(!bytes.windows(b32.expose().len()).any(|w| w == b32.expose().as_bytes()));
-        let other = SqliteStore::open(&path, Arc::new(KeyRing::generate("k1"))).unwrap();
+        let other = SqliteStore::open(&path, Arc::new(Keys::fixed(KeyRing::generate("k1")))).unwrap();
         assert!(matches!(other.tokens("alice").await, Err(StoreError::Sealed(_))));
-        let rotated = Arc::new(keys.with_new_key());
-        let s = SqliteStore::open(&path, Arc::clone(&rotated)).unwrap();
+        let rotated = Arc::new(keys.current().with_new_key());
+        let s = SqliteStore::open(&path, Arc::clone(&keys)).unwrap();
         assert_eq!(s.reseal_all(Arc::clone(&rotated)).await.unwrap(), 1);
-        let only_new = SqliteStore::open(&path, Arc::new(rotated.current_only())).unwrap();
+        let only_new = SqliteStore::open(&path, Arc::new(Keys::fixed(rotated.current_only()))).unwrap();
         assert_eq!(only_new.tokens("alice").await.unwrap()[0].secret.expose(), seed);
+    }
+
+    #[tokio::test]
+    async fn a_missing_database_is_never_created_by_open_and_a_vanished_one_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("radmfa.db");
+        let keys = || Arc::new(Keys::fixed(KeyRing::generate("k1")));
+        assert!(SqliteStore::open(&path, keys()).is_err());
+        assert!(!path.exists(), "open never makes an empty database");
+        let s = SqliteStore::create(&path, keys()).unwrap();
+        assert!(SqliteStore::create(&path, keys()).is_err(), "create never replaces one");
+        assert_eq!(s.file_problem(), None);
+        std::fs::remove_file(&path).unwrap();
+        assert!(s.file_problem().unwrap().contains("deleted"));
+        std::fs::write(&path, b"").unwrap();
+        assert!(s.file_problem().unwrap().contains("replaced"));
     }
 }

@@ -9,6 +9,7 @@ mod active_directory;
 mod cli;
 mod codec;
 mod harness;
+mod one_identity;
 mod oracle;
 mod portal_e2e;
 mod samba;

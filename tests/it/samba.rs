@@ -25,6 +25,9 @@ pub const DORA_DISABLED: (&str, &str) = ("dora", "Dora-Passw0rd!");
 pub const MIKE_MUST_CHANGE: (&str, &str) = ("mike", "Mike-Passw0rd!");
 pub const EVE_EXPIRED: (&str, &str) = ("eve", "Eve-Passw0rd!");
 pub const ASA: (&str, &str) = ("åsa.öberg", "Lösenord-ä1!");
+/// henry's UPN has another prefix and a suffix no `[usernames] realms` lists: one account, many names.
+pub const HENRY: (&str, &str) = ("henry", "Henry-Passw0rd!");
+pub const HENRY_UPN: &str = "henry.hansson@corp.example";
 
 pub struct Dc {
     pub url: String,
@@ -136,6 +139,28 @@ fn start() -> Result<Dc, String> {
     Ok(dc)
 }
 
+/// An attribute of an entry, read as the domain's Administrator (e.g. `badPwdCount`).
+pub fn read_attribute(dc: &Dc, dn: &str, attribute: &str) -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    runtime.block_on(async {
+        let mut ldap = admin(dc).await.ok()?;
+        let (entries, _) = ldap.search(dn, ldap3::Scope::Base, "(objectClass=*)", vec![attribute]).await.ok()?.success().ok()?;
+        let entry = ldap3::SearchEntry::construct(entries.into_iter().next()?);
+        entry.attrs.get(attribute)?.first().cloned()
+    })
+}
+
+/// Sets attributes on an entry as the domain's Administrator.
+pub fn replace_attributes(dc: &Dc, dn: &str, values: &[(&str, &str)]) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut ldap = admin(dc).await?;
+        let mods = values.iter().map(|(a, v)| Mod::Replace(a.as_bytes().to_vec(), set(&[v]))).collect();
+        ldap.modify(dn, mods).await.map_err(|e| e.to_string())?.success().map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
 async fn admin(dc: &Dc) -> Result<ldap3::Ldap, String> {
     let pem = std::fs::read(&dc.ca_file).map_err(|e| e.to_string())?;
     let mut roots = rustls::RootCertStore::empty();
@@ -200,6 +225,7 @@ async fn populate(dc: &Dc) -> Result<(), String> {
         (MIKE_MUST_CHANGE.0, MIKE_MUST_CHANGE.1, "Mike", "", vec!["VPN-Users"], vec![("pwdLastSet", "0")]),
         (EVE_EXPIRED.0, EVE_EXPIRED.1, "Eve", "", vec!["VPN-Users"], vec![("accountExpires", "1")]),
         (ASA.0, ASA.1, "Åsa", "070-333 33 33", vec!["VPN-Users"], vec![]),
+        (HENRY.0, HENRY.1, "Henry", "+46704444444", vec!["Staff"], vec![("userPrincipalName", HENRY_UPN)]),
     ];
     for (name, password, given, mobile, groups, extra) in users {
         let dn = format!("CN={name},CN=Users,{BASE_DN}");

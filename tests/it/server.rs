@@ -237,6 +237,17 @@ fn proxy_state_is_echoed_in_order_and_requires_message_authenticator() {
     let mut unsigned = oracle::access_request("alice", ALICE_PASSWORD);
     rfc2865::add_proxy_state(&mut unsigned, b"x");
     assert!(oracle::exchange(&socket, &unsigned.encode().unwrap(), SILENCE).is_none());
+    // An Accounting-Request through a proxy (FreeRADIUS adds Proxy-State, no Message-Authenticator):
+    // its Request Authenticator signs it, so it is answered, Proxy-State echoed.
+    let acct = oracle::socket("127.0.0.1:0", server.accounting);
+    let mut proxied = Packet::new(Code::AccountingRequest, SECRET.as_bytes());
+    rfc2865::add_user_name(&mut proxied, "alice");
+    rfc2865::add_proxy_state(&mut proxied, b"proxy-1");
+    let bytes = proxied.encode().unwrap();
+    let answer = oracle::exchange(&acct, &bytes, WAIT).expect("proxied accounting is answered");
+    assert_eq!(oracle::code(&answer), ACCOUNTING_RESPONSE);
+    assert!(Packet::is_authentic_response(&answer, &bytes, SECRET.as_bytes()));
+    assert_eq!(rfc2865::lookup_all_proxy_state(&oracle::decode(&answer)), vec![b"proxy-1".to_vec()]);
 }
 
 #[test]

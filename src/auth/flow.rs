@@ -1,0 +1,153 @@
+//! The RADIUS flows: the first step (password, perhaps with the code appended) and the answer
+//! to a challenge. Both key everything on the account the login name resolved to.
+
+use std::time::Duration;
+
+use super::second_factor::SentCode;
+use super::state::{ChallengeState, Stage};
+use super::{Authenticator, Decision, Login, Mode, NoToken, Reason, store_down};
+use crate::directory::{Account, UserProfile};
+use crate::otp::sms_code;
+use crate::store::{Factor, Token, UnixTime};
+
+impl Authenticator {
+    /// A request without State: the password (perhaps with a code appended).
+    pub(super) async fn first_step(&self, login: &mut Login<'_>) -> Result<Decision, Reason> {
+        let now = crate::store::now();
+        let account = self.resolve(&login.user).await?;
+        login.account = Some(account.id.clone());
+        // Both locks are checked before any bind: a locked account must not cost the directory
+        // (or AD's own lockout counter) anything.
+        self.check_locks(&account.id, now).await?;
+        let tokens = confirmed(self.services.store.tokens(&account.id).await.map_err(store_down)?);
+        let digits = self.settings.totp_digits as usize;
+        let split = match login.request.client.mode {
+            Mode::Challenge => None,
+            Mode::Append if !tokens.is_empty() => Some(split_code(login.answer, digits).ok_or(Reason::MissingCode)?),
+            Mode::Auto if !tokens.is_empty() => split_code(login.answer, digits),
+            Mode::Append | Mode::Auto => None,
+        };
+        let (password, code) = match split {
+            Some((password, code)) => (password, Some(code)),
+            None => (login.answer, None),
+        };
+        let password = login.request.client.password_encoding.to_utf8(password);
+        let profile = self.check_password(&account, &password, now).await?;
+        let client = &login.request.client;
+        if let Some(code) = code {
+            let code = std::str::from_utf8(code).unwrap_or_default();
+            self.verify_totp(&account.id, &tokens, code, now).await?;
+            return Ok(Decision::accept(Reason::Authenticated, client, &profile));
+        }
+        if !tokens.is_empty() {
+            let state = self.new_state(Stage::Totp, login, &account.id, self.settings.challenge_ttl, now);
+            return Ok(Decision::challenge(Reason::TotpChallenge, self.settings.messages.challenge_totp.clone(), self.seal(&state)?));
+        }
+        match client.no_token {
+            NoToken::Sms => self.send_sms(login, &account.id, &profile, now).await,
+            NoToken::Reject => Err(Reason::NoToken),
+            NoToken::PasswordOnly => Ok(Decision::accept(Reason::PasswordOnly, client, &profile)),
+        }
+    }
+
+    /// A request with State: the answer to a challenge.
+    pub(super) async fn continue_challenge(&self, login: &mut Login<'_>, state: &[u8]) -> Result<Decision, Reason> {
+        let now = crate::store::now();
+        let keys = self.services.keys.current();
+        let state = ChallengeState::open(state, &keys).ok_or(Reason::InvalidState)?;
+        if state.expires_at <= now {
+            return Err(Reason::StateExpired);
+        }
+        if !state.belongs_to(&login.user, &login.request.client.name) {
+            return Err(Reason::StateMismatch);
+        }
+        let account = state.account.clone();
+        login.account = Some(account.clone());
+        let store = &self.services.store;
+        if !store.consume_state(&state.nonce, state.expires_at).await.map_err(store_down)? {
+            return Err(Reason::StateReused);
+        }
+        if store.locked_until(&account, Factor::Code, now).await.map_err(store_down)?.is_some() {
+            return Err(Reason::SecondFactorLocked);
+        }
+        let answer = String::from_utf8_lossy(login.answer);
+        let answer = answer.trim();
+        let client = &login.request.client;
+        match state.stage {
+            Stage::Totp if answer.eq_ignore_ascii_case("sms") => {
+                let found = self.found_again(login, &account).await?;
+                self.send_sms(login, &account, &found.profile, now).await
+            }
+            Stage::Totp => {
+                let tokens = confirmed(store.tokens(&account).await.map_err(store_down)?);
+                self.verify_totp(&account, &tokens, answer, now).await?;
+                Ok(Decision::accept(Reason::Authenticated, client, &self.profile_with_groups(login, &account).await?))
+            }
+            Stage::Sms if sms_code::matches(answer, &state.code_salt, &state.code_hash) => {
+                store.record_success(&account, Factor::Code).await.map_err(store_down)?;
+                Ok(Decision::accept(Reason::Authenticated, client, &self.profile_with_groups(login, &account).await?))
+            }
+            Stage::Sms => {
+                let locked = self.count_failure(&account, Factor::Code, now).await?;
+                if locked || state.tries_left <= 1 {
+                    return Err(Reason::WrongCode);
+                }
+                let retry = state.retry();
+                Ok(Decision::challenge(Reason::SmsRetry, self.settings.messages.wrong_code_retry.clone(), self.seal(&retry)?))
+            }
+        }
+    }
+
+    /// The account of the first step, looked up again for what the answer needs (mobile number,
+    /// groups). The name must still resolve to the account the State was made for.
+    async fn found_again(&self, login: &Login<'_>, account: &str) -> Result<Account, Reason> {
+        let found = self.find(&login.user).await?;
+        if found.id != account {
+            return Err(Reason::StateMismatch);
+        }
+        Ok(found)
+    }
+
+    async fn profile_with_groups(&self, login: &Login<'_>, account: &str) -> Result<UserProfile, Reason> {
+        let found = self.found_again(login, account).await?;
+        let groups = self.services.directory.groups(&found).await.map_err(|e| {
+            tracing::error!(error = %e, "directory could not list a user's groups");
+            Reason::DirectoryUnavailable
+        })?;
+        Ok(UserProfile { groups, ..found.profile })
+    }
+
+    /// Sends a fresh SMS code to the user's mobile and challenges for it.
+    async fn send_sms(&self, login: &Login<'_>, account: &str, profile: &UserProfile, now: UnixTime) -> Result<Decision, Reason> {
+        let SentCode { salt, hash, masked, pending } = self.send_code(account, profile.mobile.as_deref(), now).await?;
+        let mut state = self.new_state(Stage::Sms, login, account, self.settings.sms_validity, now);
+        state.code_salt = salt;
+        state.code_hash = hash;
+        let prompt = self.settings.messages.challenge_sms.replace("{mobile}", &masked);
+        let reason = if pending { Reason::SmsPending } else { Reason::SmsSent };
+        Ok(Decision::challenge(reason, prompt, self.seal(&state)?))
+    }
+
+    fn new_state(&self, stage: Stage, login: &Login<'_>, account: &str, ttl: Duration, now: UnixTime) -> ChallengeState {
+        let expires_at: UnixTime = now + ttl.as_secs() as UnixTime;
+        ChallengeState::new(stage, &login.user, account, &login.request.client.name, expires_at, self.settings.sms_tries)
+    }
+
+    fn seal(&self, state: &ChallengeState) -> Result<Vec<u8>, Reason> {
+        state.seal(&self.services.keys.current()).map_err(|e| {
+            tracing::error!(error = %e, "cannot make a challenge State");
+            Reason::InvalidState
+        })
+    }
+}
+
+pub(super) fn confirmed(tokens: Vec<Token>) -> Vec<Token> {
+    tokens.into_iter().filter(|t| t.confirmed).collect()
+}
+
+/// Splits `password || code` when the field ends in `digits` digits and something precedes them.
+pub(super) fn split_code(field: &[u8], digits: usize) -> Option<(&[u8], &[u8])> {
+    let cut = field.len().checked_sub(digits).filter(|&cut| cut > 0)?;
+    let (password, code) = field.split_at(cut);
+    code.iter().all(u8::is_ascii_digit).then_some((password, code))
+}
