@@ -141,3 +141,84 @@ fn token_commands_list_verify_remove_and_rotate_keys() {
     assert!(!admin(&config, &["token", "remove", "alice", &id]).status.success(), "already gone");
     assert!(String::from_utf8(admin(&config, &["token", "list", "alice"]).stdout).unwrap().contains("no tokens"));
 }
+
+fn check_config(config: &std::path::Path) -> std::process::Output {
+    Command::new(binary()).args(["check-config", "--config"]).arg(config).output().unwrap()
+}
+
+#[test]
+fn config_errors_never_show_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    write_users(dir.path());
+    let config = write_config(dir.path(), &Options::default());
+    let good = std::fs::read_to_string(&config).unwrap();
+    let secret_line = format!("secret = \"{SECRET}\"");
+    for (broken, value) in [
+        ("secret = \"Unterminated-S3cret-Value".to_owned(), "Unterminated-S3cret-Value"),
+        ("secret = 80417263594".to_owned(), "80417263594"),
+        ("secret = [\"Array-S3cret-Value\"]".to_owned(), "Array-S3cret-Value"),
+    ] {
+        std::fs::write(&config, good.replacen(&secret_line, &broken, 1)).unwrap();
+        let out = check_config(&config);
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{broken}");
+        assert!(!said.contains(value), "the value must not be echoed (ExecStartPre puts this in the journal): {said}");
+        assert!(said.contains("line"), "it still says where: {said}");
+    }
+    // An SMS header value (a bearer token) in a table of its own.
+    let with_headers = format!("{good}\n[sms.headers]\nAuthorization = Bearer Tok3n-Value\n");
+    std::fs::write(&config, with_headers).unwrap();
+    let out = check_config(&config);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("Tok3n-Value"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A misspelled key that is not secret still shows its line, as before.
+    std::fs::write(&config, good.replace("reject_delay", "rejectdelay")).unwrap();
+    assert!(String::from_utf8_lossy(&check_config(&config).stderr).contains("rejectdelay = \"0s\""));
+}
+
+#[test]
+fn check_config_warns_about_secrets_others_can_read_and_secret_files_hold_one_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    write_users(dir.path());
+    let config = write_config(dir.path(), &Options::default());
+    let secret_file = dir.path().join("loopback.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let text =
+        std::fs::read_to_string(&config).unwrap().replacen(&format!("secret = \"{SECRET}\""), "secret_file = \"loopback.secret\"", 1);
+    std::fs::write(&config, text).unwrap();
+    for file in [&config, &secret_file, &dir.path().join("users.toml")] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let quiet = String::from_utf8(check_config(&config).stdout).unwrap();
+    assert!(!quiet.contains("accessible to"), "{quiet}");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let loud = String::from_utf8(check_config(&config).stdout).unwrap();
+    for file in ["radmfa.toml", "loopback.secret"] {
+        assert!(
+            loud.lines().any(|l| l.starts_with("warning:") && l.contains(file) && l.contains("accessible to everyone")),
+            "{file}: {loud}"
+        );
+    }
+    // The secret is the file's one line: a second line is a mistake worth stopping for.
+    std::fs::write(&secret_file, format!("{SECRET}\nsecond line\n")).unwrap();
+    let out = check_config(&config);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds more than one line"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("second line"));
+}
+
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    write_users(dir.path());
+    let config = write_config(dir.path(), &Options::default());
+    // `radmfa check-config | head -0`: the reader is gone before radmfa writes.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out =
+        Command::new(binary()).args(["check-config", "--config"]).arg(&config).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+}

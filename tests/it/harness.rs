@@ -38,6 +38,12 @@ pub struct Options {
     pub directory: Option<String>,
     /// More config text: further `[[client]]` sections, say.
     pub extra: String,
+    /// More `[[user]]` entries for the users file.
+    pub extra_users: String,
+    /// More keys for the `[server]` section (request_timeout, say).
+    pub server_extra: &'static str,
+    /// More keys for the `[lockout]` section.
+    pub lockout_extra: &'static str,
 }
 
 impl Default for Options {
@@ -55,8 +61,21 @@ impl Default for Options {
             sms_url: None,
             directory: None,
             extra: String::new(),
+            extra_users: String::new(),
+            server_extra: "",
+            lockout_extra: "",
         }
     }
+}
+
+/// An argon2id hash that costs the (debug) server a few hundred milliseconds to verify: a user
+/// whose wrong passwords keep the hashing threads busy.
+pub fn costly_hash(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(16384, 1, 1, None).unwrap();
+    let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    hasher.hash_password(password.as_bytes(), &salt).unwrap().to_string()
 }
 
 /// An argon2id hash with small parameters, so tests against the debug binary stay quick.
@@ -69,6 +88,10 @@ pub fn cheap_hash(password: &str) -> String {
 }
 
 pub fn write_users(dir: &Path) {
+    write_users_with(dir, "");
+}
+
+pub fn write_users_with(dir: &Path, extra: &str) {
     let users = format!(
         r#"
 [[user]]
@@ -96,7 +119,7 @@ groups = ["VPN-Users"]
         cheap_hash("dave-pw"),
         cheap_hash(CAROL_PASSWORD)
     );
-    std::fs::write(dir.join("users.toml"), users).unwrap();
+    std::fs::write(dir.join("users.toml"), users + extra).unwrap();
 }
 
 pub fn write_config(dir: &Path, o: &Options) -> PathBuf {
@@ -107,6 +130,7 @@ listen = ["{listen}"]
 accounting_listen = ["127.0.0.1:0"]
 reject_delay = "{reject_delay}"
 max_in_flight = {max_in_flight}
+{server_extra}
 
 [[client]]
 name = "loopback"
@@ -138,6 +162,7 @@ challenge_timeout = "{challenge_timeout}"
 
 [lockout]
 duration = "{lockout}"
+{lockout_extra}
 
 {sms}
 
@@ -158,6 +183,8 @@ duration = "{lockout}"
         listen = o.listen,
         reject_delay = o.reject_delay,
         max_in_flight = o.max_in_flight,
+        server_extra = o.server_extra,
+        lockout_extra = o.lockout_extra,
         require_ma = o.require_message_authenticator,
     );
     let path = dir.join("radmfa.toml");
@@ -185,7 +212,7 @@ pub fn admin(config: &Path, args: &[&str]) -> std::process::Output {
 impl TestServer {
     pub fn start(options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        write_users(dir.path());
+        write_users_with(dir.path(), &options.extra_users);
         let config = write_config(dir.path(), &options);
         let keygen = admin(&config, &["keygen"]);
         assert!(keygen.status.success(), "keygen: {}", String::from_utf8_lossy(&keygen.stderr));
@@ -206,7 +233,22 @@ impl TestServer {
     }
 
     fn spawn(dir: tempfile::TempDir, config: PathBuf, notify_socket: Option<PathBuf>) -> Self {
-        let mut command = Command::new(binary());
+        let mut server = Self::launch(dir, config, notify_socket, &[]);
+        server.wait_listening(Duration::from_secs(20));
+        server
+    }
+
+    /// Starts `radmfa serve` (behind `wrapper`, e.g. `setpriv ...`, when given) without waiting
+    /// for it to listen: for servers that are meant not to be ready yet.
+    pub fn launch(dir: tempfile::TempDir, config: PathBuf, notify_socket: Option<PathBuf>, wrapper: &[&str]) -> Self {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
         if let Some(path) = &notify_socket {
             command.env("NOTIFY_SOCKET", path);
         }
@@ -226,12 +268,14 @@ impl TestServer {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 match serde_json::from_str::<Value>(&line) {
                     Ok(v) => sink.lock().unwrap().push(v),
-                    Err(_) => eprintln!("radmfa (not JSON): {line}"),
+                    Err(_) => {
+                        eprintln!("radmfa (not JSON): {line}");
+                        sink.lock().unwrap().push(serde_json::json!({ "raw": line }));
+                    }
                 }
             }
         });
-        let portal_enabled = std::fs::read_to_string(&config).unwrap_or_default().contains("[portal]");
-        let mut server = Self {
+        Self {
             child: Some(child),
             logs,
             auth: ([0, 0, 0, 0], 0).into(),
@@ -240,18 +284,42 @@ impl TestServer {
             config,
             notify_socket,
             dir,
-        };
-        let address = |kind: &str| {
-            let line = server.wait_for(|v| v["message"] == "listening" && v["kind"] == kind, Duration::from_secs(20));
+        }
+    }
+
+    /// Waits for the "listening" lines and records the bound addresses.
+    pub fn wait_listening(&mut self, timeout: Duration) {
+        let portal_enabled = std::fs::read_to_string(&self.config).unwrap_or_default().contains("[portal]");
+        let address = |server: &Self, kind: &str| {
+            let line = server.wait_for(|v| v["message"] == "listening" && v["kind"] == kind, timeout);
             let line = line.unwrap_or_else(|| panic!("radmfa did not report a {kind} listening address; log: {:?}", server.logs()));
             line["address"].as_str().unwrap().parse::<SocketAddr>().unwrap()
         };
-        let (auth, accounting) = (address("auth"), address("accounting"));
-        let portal = portal_enabled.then(|| address("portal"));
-        server.auth = auth;
-        server.accounting = accounting;
-        server.portal = portal;
-        server
+        self.auth = address(self, "auth");
+        self.accounting = address(self, "accounting");
+        self.portal = portal_enabled.then(|| address(self, "portal"));
+    }
+
+    /// Takes the temp dir out (the server keeps running on it until dropped).
+    pub fn into_parts(mut self) -> (tempfile::TempDir, PathBuf) {
+        self.terminate();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, self.config.clone())
+    }
+
+    /// The exit status, once it exited by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn logs(&self) -> Vec<Value> {
@@ -358,6 +426,11 @@ pub struct SmsSink {
 
 impl SmsSink {
     pub fn start() -> Self {
+        Self::start_delayed(Duration::ZERO)
+    }
+
+    /// A provider that takes `delay` to answer each request (a slow gateway).
+    pub fn start_delayed(delay: Duration) -> Self {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/send", listener.local_addr().unwrap());
@@ -388,6 +461,7 @@ impl SmsSink {
                         }
                     }
                 }
+                std::thread::sleep(delay);
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
             }
         });

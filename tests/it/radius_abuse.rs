@@ -1,0 +1,220 @@
+//! RADIUS under abuse, over real UDP: one NAS flooding wrong passwords does not take another
+//! NAS's capacity; every Reject says the same and leaves at the same time after arrival; a
+//! request the server cannot decide in time gets no answer but an audit line; a slow SMS
+//! gateway does not hold the challenge past `answer_within`; and client text in the text log
+//! is quoted and escaped.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::{
+    ALICE_PASSWORD, CAROL_PASSWORD, Options, SmsSink, TestServer, admin, binary, costly_hash, enroll, write_config, write_users,
+};
+use crate::oracle::{self, ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCESS_REJECT};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn slowpoke() -> String {
+    format!("\n[[user]]\nusername = \"slowpoke\"\npassword_hash = \"{}\"\n", costly_hash("slowpoke-pw"))
+}
+
+#[test]
+fn a_nas_flooding_wrong_passwords_does_not_take_another_nas_capacity() {
+    let server = TestServer::start(Options {
+        max_in_flight: 8,
+        extra_users: slowpoke(),
+        // So the flood keeps costing hashing time instead of being refused early by the lock.
+        extra: "[[client]]\nname = \"nas-b\"\naddress = \"127.0.0.2\"\nsecret = \"testing123\"\nno_token = \"password_only\"\n".into(),
+        lockout_extra: "password_max_failures = 100000",
+        ..Options::default()
+    });
+    // NAS A: wrong passwords of a user whose hash is costly, ~300 a second, never waiting.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood = {
+        let (flooding, target) = (Arc::clone(&flooding), server.auth);
+        std::thread::spawn(move || {
+            let socket = oracle::socket("127.0.0.1:0", target);
+            let mut sent = 0u64;
+            while flooding.load(Ordering::Relaxed) {
+                let request = oracle::encode_signed(oracle::access_request("slowpoke", &format!("guess-{sent}")));
+                let _ = socket.send(&request);
+                sent += 1;
+                std::thread::sleep(Duration::from_micros(3300));
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // NAS B: ten ordinary logins, one try each, as a NAS would make them.
+    let b = oracle::socket("127.0.0.2:0", server.auth);
+    let mut answered = 0;
+    for _ in 0..10 {
+        let request = oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD));
+        if oracle::exchange(&b, &request, Duration::from_secs(3)).is_some_and(|r| oracle::code(&r) == ACCESS_ACCEPT) {
+            answered += 1;
+        }
+    }
+    flooding.store(false, Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    let (_, stats) = server.stop();
+    assert_eq!(answered, 10, "every login of NAS B answered within 3 s while NAS A sent {sent}");
+    assert!(stats.get("overloaded") > 0, "NAS A's excess was dropped (it had more than its share)");
+}
+
+fn timed_reject(server: &TestServer, user: &str, password: &str) -> (Duration, Option<String>) {
+    let socket = oracle::socket("127.0.0.1:0", server.auth);
+    let sent = Instant::now();
+    let answer = oracle::exchange(&socket, &oracle::encode_signed(oracle::access_request(user, password)), WAIT).expect("an answer");
+    assert_eq!(oracle::code(&answer), ACCESS_REJECT, "{user}");
+    (sent.elapsed(), oracle::reply_message(&answer))
+}
+
+#[test]
+fn every_reject_says_the_same_and_leaves_at_arrival_plus_reject_delay() {
+    let server = TestServer::start(Options {
+        reject_delay: "1s",
+        mode: "append",
+        no_token: "reject",
+        extra_users: slowpoke(),
+        ..Options::default()
+    });
+    enroll(&server.config, "alice");
+    for _ in 0..5 {
+        timed_reject(&server, "alice", &format!("{ALICE_PASSWORD}000000"));
+    }
+    let cases = [
+        ("nobody", "whatever-pw", "no_such_user"),
+        ("slowpoke", "wrong-but-costly-to-check", "wrong_password"),
+        ("dave", "dave-pw", "account_disabled"),
+        ("carol", CAROL_PASSWORD, "no_token"),
+        ("alice", ALICE_PASSWORD, "second_factor_locked"),
+    ];
+    let mut times = Vec::new();
+    for (user, password, _) in cases {
+        let (elapsed, message) = timed_reject(&server, user, password);
+        assert_eq!(message.as_deref(), Some("Authentication failed"), "{user}: one text for every reason");
+        times.push(elapsed);
+    }
+    let reasons: Vec<String> = server.wait_for_audit(10).iter().skip(5).map(|v| v["reason"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(reasons, cases.iter().map(|c| c.2).collect::<Vec<_>>());
+    // The costly wrong password (a few hundred ms of hashing) is not told apart from the rest.
+    let (fastest, slowest) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    assert!(*fastest >= Duration::from_secs(1), "held for reject_delay: {times:?}");
+    assert!(*slowest - *fastest < Duration::from_millis(150), "the time to answer tells nothing: {times:?}");
+}
+
+#[test]
+fn a_request_not_decided_in_time_gets_no_answer_and_one_audit_line() {
+    // A directory that accepts connections and then says nothing.
+    let blackhole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blackhole.local_addr().unwrap().port();
+    let directory = format!(
+        "[directory]\nkind = \"ldap\"\nurls = [\"ldaps://127.0.0.1:{port}\"]\nbind_dn = \"CN=svc\"\nbind_password = \"x\"\nbase_dn = \"DC=example,DC=test\"\ntls_insecure_skip_verify = true\ntimeout = \"10s\"\n"
+    );
+    let server = TestServer::start(Options { directory: Some(directory), server_extra: "request_timeout = \"1s\"", ..Options::default() });
+    let socket = oracle::socket("127.0.0.1:0", server.auth);
+    let request = oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD));
+    assert!(oracle::exchange(&socket, &request, Duration::from_secs(3)).is_none(), "no answer: the NAS tries its other server");
+    let audit = server.wait_for_audit(1);
+    assert_eq!((audit[0]["result"].as_str(), audit[0]["reason"].as_str()), (Some("none"), Some("timed_out")));
+    let (_, stats) = server.stop();
+    assert_eq!(stats.get("timed_out"), 1);
+    drop(blackhole);
+}
+
+#[test]
+fn a_slow_sms_gateway_does_not_hold_the_challenge_past_answer_within() {
+    let sms = SmsSink::start_delayed(Duration::from_secs(4));
+    let server = TestServer::start(Options { mode: "auto", no_token: "sms", sms_url: Some(sms.url.clone()), ..Options::default() });
+    let socket = oracle::socket("127.0.0.1:0", server.auth);
+    let asked = Instant::now();
+    let challenge = oracle::exchange(&socket, &oracle::encode_signed(oracle::access_request("carol", CAROL_PASSWORD)), WAIT).unwrap();
+    let waited = asked.elapsed();
+    assert_eq!(oracle::code(&challenge), ACCESS_CHALLENGE);
+    assert!(
+        waited < Duration::from_millis(3500),
+        "the challenge went out after answer_within (2 s), not after the gateway's 4 s: {waited:?}"
+    );
+    assert_eq!(server.wait_for_audit(1)[0]["reason"], "sms_pending");
+    let state = oracle::state_of(&challenge).unwrap();
+    let code = sms.last_code();
+    let answer = oracle::encode_signed(oracle::access_request_with_state("carol", &code, &state));
+    assert_eq!(oracle::code(&oracle::exchange(&socket, &answer, WAIT).unwrap()), ACCESS_ACCEPT);
+    assert!(server.wait_for(|v| v["message"] == "SMS taken by the gateway after the answer went out", WAIT).is_some());
+    let (_, stats) = server.stop();
+    assert_eq!((stats.get("sms_pending"), stats.get("sms_late_sent"), stats.get("sms_late_failed")), (1, 1, 0));
+    assert_eq!(server_audit_count(&stats), 2);
+}
+
+fn server_audit_count(stats: &crate::harness::Stats) -> u64 {
+    stats.get("accepts") + stats.get("challenges") + stats.get("rejects")
+}
+
+#[test]
+fn client_text_in_the_text_log_is_quoted_and_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    write_users(dir.path());
+    let config = write_config(dir.path(), &Options::default());
+    assert!(admin(&config, &["keygen"]).status.success());
+    let mut child = Command::new(binary())
+        .args(["--log-format", "text", "serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = (Arc::new(std::sync::Mutex::new(Vec::<String>::new())), std::sync::mpsc::channel::<()>());
+    let (sink, tick) = (Arc::clone(&lines), seen.0);
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+            let _ = tick.send(());
+        }
+    });
+    let until = Instant::now() + WAIT;
+    let port = loop {
+        let found = lines.lock().unwrap().iter().find(|l| l.contains("listening") && l.contains("kind=\"auth\"")).cloned();
+        if let Some(line) = found {
+            break line
+                .split("address=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse::<u16>()
+                .unwrap();
+        }
+        assert!(Instant::now() < until, "no listening line: {:?}", lines.lock().unwrap());
+        let _ = seen.1.recv_timeout(Duration::from_millis(100));
+    };
+    let socket = oracle::socket("127.0.0.1:0", ([127, 0, 0, 1], port).into());
+    let forged = "mallory\" result=\"accept\u{202e}gnp.exe";
+    let newline = "eve\nINFO radmfa::audit: decision user=\"alice\" result=\"accept\"";
+    for user in [forged, newline] {
+        oracle::exchange(&socket, &oracle::encode_signed(oracle::access_request(user, "x")), WAIT).expect("answered");
+    }
+    let until = Instant::now() + WAIT;
+    while lines.lock().unwrap().iter().filter(|l| l.contains("decision")).count() < 2 {
+        assert!(Instant::now() < until, "two audit lines");
+        let _ = seen.1.recv_timeout(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = lines.lock().unwrap().join("\n");
+    assert!(
+        log.contains("login=\"mallory\\\" result=\\\"accept\\u{202e}gnp.exe\""),
+        "quoted, inner quotes and the bidi override escaped:\n{log}"
+    );
+    assert!(log.contains("login=\"eve\\nINFO radmfa::audit: decision"), "the newline escaped:\n{log}");
+    assert!(!log.contains('\u{202e}'), "no raw right-to-left override reaches the log");
+    assert_eq!(log.lines().filter(|l| l.contains("result=\"accept\"")).count(), 0, "nothing that reads as an accept:\n{log}");
+}
