@@ -13,15 +13,10 @@ pub struct Http {
 
 pub struct Response {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
     /// The value of the hidden `csrf` field of the page's form.
     pub fn csrf(&self) -> String {
         let at = self.body.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
@@ -76,7 +71,7 @@ impl Http {
         }
         let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
         let body = if chunked { dechunk(body) } else { body.to_owned() };
-        Response { status, headers, body }
+        Response { status, body }
     }
 }
 
