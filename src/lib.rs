@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod directory;
+pub mod fairness;
 pub mod otp;
 pub mod portal;
 pub mod radius;

@@ -162,6 +162,17 @@ pub struct BenchArgs {
     /// For --kind append|challenge: a file of `user password base32-seed` lines.
     #[arg(long)]
     pub seeds: Option<PathBuf>,
+    /// For --kind access: a file of user names, one per line, used in turn (a spray over many
+    /// accounts) instead of --user.
+    #[arg(long)]
+    pub users: Option<PathBuf>,
+    /// Send open-loop at this many requests per second, whatever the answers (a flood), instead
+    /// of keeping --concurrency outstanding.
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// The local address to send from, e.g. 127.0.0.2:0 to be another NAS client.
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -417,6 +428,16 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
         (None, BenchKind::Append | BenchKind::Challenge) => return Err("--kind append and challenge need --seeds FILE".into()),
         (None, _) => Vec::new(),
     };
+    let names = match &args.users {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
+        }
+        None => Vec::new(),
+    };
+    if args.rate.is_some() && !matches!(kind, BenchKind::Access | BenchKind::StatusServer) {
+        return Err("--rate goes with --kind access or status-server".into());
+    }
     let options = BenchOptions {
         server: args.server,
         secret: Secret::new(args.secret.into_bytes()),
@@ -429,10 +450,16 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
         timeout: args.timeout,
         message_authenticator: args.message_authenticator,
         users,
+        names,
+        rate: args.rate,
+        bind: args.bind,
         totp: crate::otp::TotpParams::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let summary = format!("{} → {:?}, {} outstanding", options.server, options.kind, options.concurrency);
+    let summary = match options.rate {
+        Some(rate) => format!("{} → {:?}, {rate}/s open-loop", options.server, options.kind),
+        None => format!("{} → {:?}, {} outstanding", options.server, options.kind, options.concurrency),
+    };
     let report = runtime.block_on(crate::bench::run(options))?;
     if args.json {
         writeln!(std::io::stdout(), "{}", report.to_json())?;

@@ -63,6 +63,28 @@ fn bench_reports_its_figures() {
     assert_eq!(report["accepts"], 200, "{report}");
     assert!(report["p99_ms"].as_f64().unwrap() >= report["p50_ms"].as_f64().unwrap());
     assert_eq!(server.wait_for_audit(200).len(), 200);
+
+    // Open-loop from another address, cycling through names: a spray as the server sees it.
+    let names = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(names.path(), "alice\ncarol\nnobody\n").unwrap();
+    let out = Command::new(binary())
+        .args(["bench", "--server", &server.auth.to_string(), "--rate", "300", "--count", "90", "--bind", "127.0.0.1:0", "--json"])
+        .arg("--users")
+        .arg(names.path())
+        .env("RADMFA_BENCH_SECRET", SECRET)
+        .env("RADMFA_BENCH_PASSWORD", ALICE_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["requests"].as_u64(), report["accepts"].as_u64(), report["rejects"].as_u64()),
+        (Some(90), Some(30), Some(60)),
+        "{report}"
+    );
+    let users: std::collections::HashSet<String> =
+        server.wait_for_audit(290).iter().skip(200).map(|v| v["user"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(users.len(), 3, "{users:?}");
 }
 
 #[test]

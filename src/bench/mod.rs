@@ -6,6 +6,11 @@
 //!
 //! Flows (`append`, `challenge`) log in users from a seeds file, computing each code from the
 //! user's TOTP seed, and never reuse a time step for a user (the server would refuse it as a replay).
+//!
+//! With a rate (`rate`), requests go out open-loop instead: at that rate whatever the answers,
+//! as a flood or a password spray arrives.
+
+mod rate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,6 +77,12 @@ pub struct BenchOptions {
     pub message_authenticator: bool,
     /// Users for the flows.
     pub users: Vec<BenchUser>,
+    /// For `Access`: names to cycle through instead of `user` (a spray over many accounts).
+    pub names: Vec<String>,
+    /// Send open-loop at this many requests per second instead of keeping `concurrency` outstanding.
+    pub rate: Option<u32>,
+    /// The local address to send from (a NAS's address, when the server has several clients).
+    pub bind: Option<SocketAddr>,
     pub totp: crate::otp::TotpParams,
 }
 
@@ -178,6 +189,9 @@ impl std::fmt::Display for Report {
 
 pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
     let options = Arc::new(options);
+    if let Some(rate) = options.rate {
+        return rate::run(options, rate).await;
+    }
     let remaining = Arc::new(AtomicU64::new(options.count.unwrap_or(u64::MAX)));
     let started = Instant::now();
     let deadline = options.duration.map(|d| started + d);
@@ -189,10 +203,7 @@ pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
     let users = Arc::new(UserSteps::new(options.users.len()));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..workers_n {
-        let bind: SocketAddr =
-            if options.server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
-        let socket = UdpSocket::bind(bind).await?;
-        socket.connect(options.server).await?;
+        let socket = bound_socket(&options).await?;
         workers.spawn(worker(socket, Arc::clone(&options), Arc::clone(&remaining), deadline, Arc::clone(&users)));
     }
     let mut report = Report::default();
@@ -204,6 +215,14 @@ pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
     report.first_steps.sort_unstable();
     report.second_steps.sort_unstable();
     Ok(report)
+}
+
+/// A UDP socket from the `bind` address (or any), connected to the server.
+async fn bound_socket(options: &BenchOptions) -> std::io::Result<UdpSocket> {
+    let any: SocketAddr = if options.server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let socket = UdpSocket::bind(options.bind.unwrap_or(any)).await?;
+    socket.connect(options.server).await?;
+    Ok(socket)
 }
 
 /// What became of one request.
@@ -383,12 +402,17 @@ fn login_request(
 }
 
 fn encode(options: &BenchOptions, identifier: u8, authenticator: [u8; 16]) -> Result<Vec<u8>, radius::EncodeError> {
+    encode_for(options, &options.user, identifier, authenticator)
+}
+
+/// An Access-Request for `user` with the options' password (or a Status-Server).
+fn encode_for(options: &BenchOptions, user: &str, identifier: u8, authenticator: [u8; 16]) -> Result<Vec<u8>, radius::EncodeError> {
     let secret = options.secret.expose();
     let mut packet = match options.kind {
         BenchKind::StatusServer => Packet::new(Code::StatusServer, identifier, authenticator),
         BenchKind::Access | BenchKind::Append | BenchKind::Challenge => {
             let mut p = Packet::new(Code::AccessRequest, identifier, authenticator);
-            p.push(Attribute::standard(attr::USER_NAME, options.user.as_bytes()));
+            p.push(Attribute::standard(attr::USER_NAME, user.as_bytes()));
             p.push(Attribute::standard(attr::USER_PASSWORD, radius::hide_password(options.password.expose(), secret, &authenticator)?));
             p
         }
