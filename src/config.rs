@@ -61,6 +61,20 @@ struct PortalSection {
     session_max: Duration,
     #[serde(default = "defaults::enrollment_timeout", with = "humantime_serde")]
     enrollment_timeout: Duration,
+    #[serde(default = "defaults::max_sessions")]
+    max_sessions: usize,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default = "defaults::header_timeout", with = "humantime_serde")]
+    header_timeout: Duration,
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    idle_timeout: Duration,
+    #[serde(default = "defaults::portal_request_timeout", with = "humantime_serde")]
+    request_timeout: Duration,
+    #[serde(default = "defaults::max_connections")]
+    max_connections: usize,
+    #[serde(default = "defaults::max_connections_per_address")]
+    max_connections_per_address: usize,
 }
 
 // Sections with `#[serde(default)]` take every missing key from their `Default` impl, so each
@@ -315,6 +329,24 @@ mod defaults {
     }
     pub fn enrollment_timeout() -> Duration {
         Duration::from_secs(10 * 60)
+    }
+    pub fn max_sessions() -> usize {
+        10_000
+    }
+    pub fn header_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn portal_request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_connections() -> usize {
+        512
+    }
+    pub fn max_connections_per_address() -> usize {
+        32
     }
     pub fn password_encoding() -> crate::auth::PasswordEncoding {
         crate::auth::PasswordEncoding::Utf8
@@ -704,52 +736,7 @@ impl Config {
         };
         let gateway = build_gateway(file.sms, &base, &env).map_err(|(key, m)| invalid(&format!("sms.{key}"), m))?;
         let portal = match file.portal {
-            Some(p) if p.enabled => {
-                let listen: SocketAddr =
-                    p.listen.parse().map_err(|_| invalid("portal.listen", format!("{:?} is not an IP:port address", p.listen)))?;
-                let tls = match (p.cert_file, p.key_file) {
-                    (Some(cert), Some(key)) => {
-                        let (cert, key) = (base.join(cert), base.join(key));
-                        for (k, f) in [("portal.cert_file", &cert), ("portal.key_file", &key)] {
-                            if !f.exists() {
-                                return Err(invalid(k, format!("{} does not exist", f.display())));
-                            }
-                        }
-                        Some((cert, key))
-                    }
-                    (None, None) => None,
-                    _ => return Err(invalid("portal.cert_file", "cert_file and key_file go together".into())),
-                };
-                if tls.is_none() && !listen.ip().is_loopback() {
-                    return Err(invalid(
-                        "portal.listen",
-                        format!(
-                            "{listen} is not a loopback address: without cert_file/key_file the portal serves plain HTTP, so only on loopback behind a TLS reverse proxy"
-                        ),
-                    ));
-                }
-                let scheme = if tls.is_some() { "https" } else { "http" };
-                let public_url = p.public_url.unwrap_or_else(|| format!("{scheme}://{listen}"));
-                if tls.is_some() && !public_url.starts_with("https://") {
-                    return Err(invalid("portal.public_url", "must be https:// when the portal serves TLS".into()));
-                }
-                if !(public_url.starts_with("https://") || public_url.starts_with("http://")) {
-                    return Err(invalid("portal.public_url", "must start with https:// (or http:// for a loopback test)".into()));
-                }
-                if p.max_tokens == 0 {
-                    return Err(invalid("portal.max_tokens", "must be at least 1".into()));
-                }
-                Some(crate::portal::PortalSettings {
-                    listen,
-                    tls,
-                    public_url,
-                    issuer: p.issuer.unwrap_or_else(|| totp.issuer.clone()),
-                    max_tokens: p.max_tokens,
-                    session_idle: p.session_idle,
-                    session_max: p.session_max,
-                    enrollment_timeout: p.enrollment_timeout,
-                })
-            }
+            Some(p) if p.enabled => Some(build_portal(p, &base, &totp.issuer).map_err(|(key, m)| invalid(&format!("portal.{key}"), m))?),
             _ => None,
         };
 
@@ -991,6 +978,93 @@ fn build_client(
     })
 }
 
+/// `[portal]`, checked; errors name the key (without the `portal.` prefix).
+fn build_portal(p: PortalSection, base: &Path, default_issuer: &str) -> Result<crate::portal::PortalSettings, (&'static str, String)> {
+    let listen: SocketAddr = p.listen.parse().map_err(|_| ("listen", format!("{:?} is not an IP:port address", p.listen)))?;
+    let tls = match (p.cert_file, p.key_file) {
+        (Some(cert), Some(key)) => {
+            let (cert, key) = (base.join(cert), base.join(key));
+            for (k, f) in [("cert_file", &cert), ("key_file", &key)] {
+                if !f.exists() {
+                    return Err((k, format!("{} does not exist", f.display())));
+                }
+            }
+            Some((cert, key))
+        }
+        (None, None) => None,
+        _ => return Err(("cert_file", "cert_file and key_file go together".into())),
+    };
+    if tls.is_none() && !listen.ip().is_loopback() {
+        return Err((
+            "listen",
+            format!(
+                "{listen} is not a loopback address: without cert_file/key_file the portal serves plain HTTP, so only on loopback behind a TLS reverse proxy"
+            ),
+        ));
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public_url = p.public_url.unwrap_or_else(|| format!("{scheme}://{listen}"));
+    check_public_url(&public_url, tls.is_some()).map_err(|m| ("public_url", m))?;
+    let trusted_proxies =
+        p.trusted_proxies.iter().map(|t| parse_network(t)).collect::<Result<Vec<_>, _>>().map_err(|m| ("trusted_proxies", m))?;
+    for (key, n) in [("max_tokens", p.max_tokens), ("max_sessions", p.max_sessions), ("max_connections", p.max_connections)] {
+        if n == 0 {
+            return Err((key, "must be at least 1".into()));
+        }
+    }
+    if p.max_connections_per_address == 0 || p.max_connections_per_address > p.max_connections {
+        return Err(("max_connections_per_address", format!("must be between 1 and max_connections ({})", p.max_connections)));
+    }
+    for (key, d) in [("header_timeout", p.header_timeout), ("idle_timeout", p.idle_timeout), ("request_timeout", p.request_timeout)] {
+        if d.is_zero() {
+            return Err((key, "must be longer than 0s".into()));
+        }
+    }
+    if p.idle_timeout < p.request_timeout {
+        // hyper keeps a read pending while a request runs (to see the client leave), so a
+        // shorter idle timeout would cut off a request still waiting for the directory.
+        return Err(("idle_timeout", format!("must be at least request_timeout ({:?})", p.request_timeout)));
+    }
+    Ok(crate::portal::PortalSettings {
+        listen,
+        tls,
+        public_url,
+        issuer: p.issuer.unwrap_or_else(|| default_issuer.to_owned()),
+        max_tokens: p.max_tokens,
+        session_idle: p.session_idle,
+        session_max: p.session_max,
+        max_sessions: p.max_sessions,
+        enrollment_timeout: p.enrollment_timeout,
+        trusted_proxies,
+        header_timeout: p.header_timeout,
+        idle_timeout: p.idle_timeout,
+        request_timeout: p.request_timeout,
+        max_connections: p.max_connections,
+        max_connections_per_address: p.max_connections_per_address,
+    })
+}
+
+/// The address users type: https, or http for a portal only reached on this machine (the
+/// session cookie would otherwise cross the network in clear).
+fn check_public_url(text: &str, serves_tls: bool) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    let local = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if serves_tls => Err(format!("{text:?} must be https:// when the portal serves TLS")),
+        "http" if local => Ok(()),
+        "http" => Err(format!(
+            "{text:?} is http:// on a host other than loopback: users would send their session over the network in clear; use https:// (the URL users reach, e.g. the TLS reverse proxy's)"
+        )),
+        other => Err(format!("{text:?}: the scheme must be https (or http on loopback), not {other}")),
+    }
+}
+
 fn parse_network(text: &str) -> Result<IpNet, String> {
     let bad = || format!("{text:?} is not an IP address or CIDR network (e.g. \"10.0.0.5\" or \"10.0.0.0/24\")");
     if text.contains('/') {
@@ -1167,6 +1241,46 @@ tls_insecure_skip_verify = true
         let half = parse(&format!("{MINIMAL}{portal}cert_file = \"/etc/hosts\"\n")).unwrap_err().to_string();
         assert!(half.contains("cert_file and key_file go together"), "{half}");
         assert!(parse(&format!("{MINIMAL}\n[portal]\nenabled = false\n")).unwrap().portal.is_none());
+    }
+
+    #[test]
+    fn portal_limits_have_site_defaults_and_are_checked() {
+        let portal = "\n[portal]\nenabled = true\nlisten = \"127.0.0.1:8080\"\npublic_url = \"https://mfa.example.test\"\n";
+        let p = parse(&format!("{MINIMAL}{portal}")).unwrap().portal.unwrap();
+        assert_eq!(
+            (p.header_timeout, p.idle_timeout, p.request_timeout),
+            (Duration::from_secs(10), Duration::from_secs(60), Duration::from_secs(30))
+        );
+        assert_eq!((p.max_connections, p.max_connections_per_address, p.max_sessions), (512, 32, 10_000));
+        assert!(p.trusted_proxies.is_empty(), "nobody's X-Forwarded-For is believed unless configured");
+        let proxies = parse(&format!("{MINIMAL}{portal}trusted_proxies = [\"127.0.0.1\", \"::1\", \"10.1.0.0/16\"]\n")).unwrap();
+        let nets: Vec<String> = proxies.portal.unwrap().trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["127.0.0.1/32", "::1/128", "10.1.0.0/16"]);
+        let error = |extra: &str| parse(&format!("{MINIMAL}{portal}{extra}\n")).unwrap_err().to_string();
+        let bad_proxy = error("trusted_proxies = [\"proxy.example.test\"]");
+        assert!(bad_proxy.contains("portal.trusted_proxies") && bad_proxy.contains("not an IP address"), "{bad_proxy}");
+        assert!(error("idle_timeout = \"0s\"").contains("portal.idle_timeout: must be longer than 0s"));
+        assert!(error("idle_timeout = \"10s\"").contains("portal.idle_timeout: must be at least request_timeout"));
+        assert!(error("max_connections_per_address = 600").contains("portal.max_connections_per_address"));
+        assert!(error("max_sessions = 0").contains("portal.max_sessions: must be at least 1"));
+    }
+
+    #[test]
+    fn an_http_public_url_must_stay_on_loopback() {
+        let portal = |url: &str| format!("{MINIMAL}\n[portal]\nenabled = true\nlisten = \"127.0.0.1:8080\"\npublic_url = \"{url}\"\n");
+        for fine in ["http://127.0.0.1:8080", "http://localhost:8080/", "http://[::1]:8080", "https://mfa.example.test"] {
+            assert!(parse(&portal(fine)).is_ok(), "{fine}");
+        }
+        for (bad, says) in [
+            ("http://mfa.example.test", "http:// on a host other than loopback"),
+            ("http://192.0.2.10:8080", "http:// on a host other than loopback"),
+            ("http://localhost.example.test", "http:// on a host other than loopback"),
+            ("ftp://127.0.0.1", "the scheme must be https"),
+            ("mfa.example.test", "is not a URL"),
+        ] {
+            let e = parse(&portal(bad)).unwrap_err().to_string();
+            assert!(e.contains("portal.public_url") && e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

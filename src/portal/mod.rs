@@ -3,32 +3,52 @@
 //! the flow of the product radmfa replaces. axum + askama, plain HTML forms, no JavaScript.
 //!
 //! An edge like `server`: every decision goes through `auth`'s portal functions, with the same
-//! directory, store, lockout and SMS limits as RADIUS. Sessions are server-side (`session`);
-//! every form carries the session's CSRF token; responses carry a strict CSP.
+//! directory, store, lockout and SMS limits as RADIUS. Nothing is stored for a visitor until a
+//! password is accepted: the sign-in form carries a signed double-submit CSRF token (`csrf`)
+//! and the language choice is a cookie. From then on the session is server-side (`session`)
+//! and every form carries its CSRF token. Responses carry a strict CSP (and HSTS under https);
+//! `listener` serves it with timeouts and connection caps.
 
+mod client_addr;
+mod csrf;
 pub mod i18n;
+mod limiter;
+mod listener;
 pub mod session;
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use ipnet::IpNet;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::{Authenticator, Reason};
+use client_addr::ClientAddr;
+use csrf::SigninCsrf;
 use i18n::{Lang, Strings};
+use limiter::RateLimiter;
 use session::{Session, Sessions, Stage};
 
-const COOKIE: &str = "radmfa_session";
+pub use listener::serve;
+
+const LANG_COOKIE: &str = "lang";
+/// Sign-in forms (and their cookie) stay valid this long.
+const SIGNIN_FORM_LIFETIME: Duration = Duration::from_secs(3600);
+/// Keys each rate limiter remembers (see `limiter` for what happens beyond).
+const LIMITER_KEYS: usize = 50_000;
+/// The largest form body: the portal's forms hold a few short fields.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+const LIMIT_WINDOW: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub struct PortalSettings {
@@ -41,34 +61,87 @@ pub struct PortalSettings {
     pub max_tokens: usize,
     pub session_idle: Duration,
     pub session_max: Duration,
+    pub max_sessions: usize,
     pub enrollment_timeout: Duration,
+    /// Peers whose X-Forwarded-For is believed (see `client_addr`).
+    pub trusted_proxies: Vec<IpNet>,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
 }
 
 impl PortalSettings {
-    fn secure_cookie(&self) -> bool {
-        self.public_url.starts_with("https://")
+    fn https(&self) -> bool {
+        self.public_url.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
     }
+
+    /// Under https the cookies carry the `__Host-` prefix: the browser then takes them only
+    /// from this exact origin, Secure and for path `/`, so a sibling subdomain cannot plant a
+    /// CSRF nonce or session id.
+    fn cookie_name(&self, name: CookieName) -> &'static str {
+        match (name, self.https()) {
+            (CookieName::Session, true) => "__Host-radmfa_session",
+            (CookieName::Session, false) => "radmfa_session",
+            (CookieName::SigninCsrf, true) => "__Host-radmfa_csrf",
+            (CookieName::SigninCsrf, false) => "radmfa_csrf",
+        }
+    }
+
+    fn cookie(&self, name: &'static str, value: String, max_age: Option<Duration>, same_site: SameSite) -> Cookie<'static> {
+        let mut cookie = Cookie::new(name, value);
+        cookie.set_http_only(true);
+        cookie.set_same_site(same_site);
+        cookie.set_path("/");
+        cookie.set_secure(self.https());
+        if let Some(age) = max_age {
+            cookie.set_max_age(cookie::time::Duration::seconds(i64::try_from(age.as_secs()).unwrap_or(i64::MAX)));
+        }
+        cookie
+    }
+
+    /// A cookie telling the browser to forget `name` (same attributes, or `__Host-` ones are refused).
+    fn removal(&self, name: &'static str) -> Cookie<'static> {
+        let mut cookie = self.cookie(name, String::new(), None, SameSite::Strict);
+        cookie.make_removal();
+        cookie
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CookieName {
+    Session,
+    SigninCsrf,
 }
 
 pub struct Portal {
     auth: Arc<Authenticator>,
     settings: PortalSettings,
     sessions: Sessions,
-    limiter: RateLimiter,
+    signin_csrf: SigninCsrf,
+    /// Per client address, and per typed user name: separate, so churn in one cannot push out
+    /// the other's keys.
+    address_limits: RateLimiter,
+    user_limits: RateLimiter,
 }
 
 impl Portal {
     pub fn new(auth: Arc<Authenticator>, settings: PortalSettings) -> Arc<Self> {
         Arc::new(Self {
-            sessions: Sessions::new(settings.session_idle, settings.session_max),
+            sessions: Sessions::new(settings.max_sessions, settings.session_idle, settings.session_max),
+            signin_csrf: SigninCsrf::new(SIGNIN_FORM_LIFETIME),
             auth,
             settings,
-            limiter: RateLimiter::default(),
+            address_limits: RateLimiter::new(LIMITER_KEYS),
+            user_limits: RateLimiter::new(LIMITER_KEYS),
         })
     }
 }
 
 pub fn router(portal: Arc<Portal>) -> Router {
+    let hsts = portal.settings.https();
+    let request_timeout = portal.settings.request_timeout;
     Router::new()
         .route("/", get(home))
         .route("/signin", get(signin_page).post(signin))
@@ -82,34 +155,13 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/tokens/{id}/remove", get(remove_page).post(remove))
         .route("/signout", post(signout))
         .route("/static/style.css", get(stylesheet))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .layer(axum::middleware::map_response_with_state(hsts, security_headers))
         .with_state(portal)
 }
 
-/// Serves until `shutdown` is cancelled: HTTPS with the configured certificate, else HTTP.
-pub async fn serve(
-    portal: Arc<Portal>,
-    listener: tokio::net::TcpListener,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    let tls = portal.settings.tls.clone();
-    let app = router(portal).into_make_service_with_connect_info::<SocketAddr>();
-    let Some((cert, key)) = tls else {
-        return axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
-    };
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
-        .await
-        .map_err(|e| std::io::Error::other(format!("portal TLS ({}, {}): {e}", cert.display(), key.display())))?;
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-    });
-    axum_server::from_tcp_rustls(listener.into_std()?, config).handle(handle).serve(app).await
-}
-
-async fn security_headers(mut response: Response) -> Response {
+async fn security_headers(State(hsts): State<bool>, mut response: Response) -> Response {
     let h = response.headers_mut();
     let set = |h: &mut HeaderMap, name: &'static str, value: &'static str| {
         h.insert(name, HeaderValue::from_static(value));
@@ -124,6 +176,11 @@ async fn security_headers(mut response: Response) -> Response {
     set(h, "referrer-policy", "no-referrer");
     set(h, "cache-control", "no-store");
     set(h, "cross-origin-opener-policy", "same-origin");
+    if hsts {
+        // Browsers heed it only over https, which public_url says users reach us by (directly,
+        // or through the TLS proxy in front).
+        set(h, "strict-transport-security", "max-age=31536000");
+    }
     response
 }
 
@@ -131,35 +188,18 @@ async fn stylesheet() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("style.css"))
 }
 
-/// Per-key sliding-window limits, against password spraying and SMS pumping from the portal.
-#[derive(Default)]
-struct RateLimiter {
-    hits: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-impl RateLimiter {
-    fn allow(&self, key: String, max: usize, window: Duration) -> bool {
-        let now = Instant::now();
-        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
-        if hits.len() > 100_000 {
-            hits.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < Duration::from_secs(3600)));
-        }
-        let queue = hits.entry(key).or_default();
-        while queue.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            queue.pop_front();
-        }
-        if queue.len() >= max {
-            return false;
-        }
-        queue.push_back(now);
-        true
-    }
-}
-
-/// One request's session, language and cookie jar; `finish` stores the session and sets the cookie.
-struct Ctx {
+/// A stored session and its id, as one request sees it.
+struct OpenSession {
     id: String,
     session: Session,
+}
+
+/// One request's session (if the visitor has one), language and cookie jar; `finish` writes
+/// back what the request changed and sets the cookies.
+struct Ctx {
+    open: Option<OpenSession>,
+    /// The request changed its copy of the session, to be written back.
+    dirty: bool,
     lang: Lang,
     jar: CookieJar,
 }
@@ -170,57 +210,137 @@ struct LangQuery {
 }
 
 impl Ctx {
-    fn open(portal: &Portal, jar: CookieJar, headers: &HeaderMap, query: Option<&LangQuery>) -> Self {
-        let (id, mut session) = portal.sessions.take(jar.get(COOKIE).map(Cookie::value), Instant::now());
-        if let Some(lang) = query.and_then(|q| q.lang.as_deref()).and_then(Lang::parse) {
-            session.lang = Some(lang);
+    fn open(portal: &Portal, mut jar: CookieJar, headers: &HeaderMap, chosen: Option<&str>) -> Self {
+        let settings = &portal.settings;
+        let chosen = chosen.and_then(Lang::parse);
+        if let Some(lang) = chosen {
+            let year = Duration::from_secs(365 * 86_400);
+            jar = jar.add(settings.cookie(LANG_COOKIE, lang.code().to_owned(), Some(year), SameSite::Lax));
         }
+        let kept = jar.get(LANG_COOKIE).and_then(|c| Lang::parse(c.value()));
         let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).and_then(Lang::from_accept_language);
-        let lang = session.lang.or(accept).unwrap_or(Lang::En);
-        Self { id, session, lang, jar }
+        let lang = chosen.or(kept).or(accept).unwrap_or(Lang::En);
+        let name = settings.cookie_name(CookieName::Session);
+        let id = jar.get(name).map(|c| c.value().to_owned());
+        let open = id.as_deref().and_then(|id| Some(OpenSession { id: id.to_owned(), session: portal.sessions.get(id, Instant::now())? }));
+        if id.is_some() && open.is_none() {
+            // Timed out or signed out elsewhere: the browser may forget the id.
+            jar = jar.add(settings.removal(name));
+        }
+        Self { open, dirty: false, lang, jar }
     }
 
     fn s(&self) -> &'static Strings {
         self.lang.strings()
     }
 
+    fn stage(&self) -> Option<&Stage> {
+        self.open.as_ref().map(|o| &o.session.stage)
+    }
+
+    /// The session, to change (written back by `finish`).
+    fn session_mut(&mut self) -> Option<&mut Session> {
+        self.dirty = true;
+        self.open.as_mut().map(|o| &mut o.session)
+    }
+
     fn page(&mut self, tab: &'static str, error: Option<&'static str>) -> Page {
-        let signed_in = matches!(self.session.stage, Stage::SignedIn { .. });
-        Page {
-            s: self.s(),
-            lang: self.lang.code(),
-            other_lang: if self.lang == Lang::En { "sv" } else { "en" },
-            csrf: self.session.csrf.clone(),
-            signed_in,
-            tab,
-            notice: self.session.notice.take(),
-            error,
-        }
+        let (csrf, signed_in, notice) = match &mut self.open {
+            Some(open) => {
+                let notice = open.session.notice.take();
+                self.dirty |= notice.is_some();
+                (open.session.csrf.clone(), matches!(open.session.stage, Stage::SignedIn { .. }), notice)
+            }
+            None => (String::new(), false, None),
+        };
+        Page { s: self.s(), lang: self.lang.code(), other_lang: self.other_lang(), csrf, signed_in, tab, notice, error }
     }
 
-    /// A new session id (after sign-in), so an id planted before sign-in is worthless after.
-    fn rotate(&mut self) {
-        self.id = session::random_token();
+    fn other_lang(&self) -> &'static str {
+        if self.lang == Lang::En { "sv" } else { "en" }
     }
 
-    fn finish(self, portal: &Portal, response: impl IntoResponse) -> Response {
-        let mut cookie = Cookie::new(COOKIE, self.id.clone());
-        cookie.set_http_only(true);
-        cookie.set_same_site(SameSite::Strict);
-        cookie.set_path("/");
-        cookie.set_secure(portal.settings.secure_cookie());
-        portal.sessions.put(self.id, self.session, Instant::now());
-        (self.jar.add(cookie), response).into_response()
+    /// The sign-in form's page: a token for the browser's CSRF nonce cookie (set anew, so it
+    /// lives as long as the newest form; made when missing). Nothing is stored server-side.
+    fn signin_page(&mut self, portal: &Portal, notice: Option<&'static str>, error: Option<&'static str>) -> Page {
+        let settings = &portal.settings;
+        let name = settings.cookie_name(CookieName::SigninCsrf);
+        let nonce = match self.jar.get(name) {
+            Some(c) if SigninCsrf::is_nonce(c.value()) => c.value().to_owned(),
+            _ => session::random_token(),
+        };
+        let lifetime = Some(portal.signin_csrf.lifetime());
+        self.jar = std::mem::take(&mut self.jar).add(settings.cookie(name, nonce.clone(), lifetime, SameSite::Strict));
+        let csrf = portal.signin_csrf.token(&nonce, Instant::now());
+        let (s, lang, other_lang) = (self.s(), self.lang.code(), self.other_lang());
+        Page { s, lang, other_lang, csrf, signed_in: false, tab: "", notice, error }
+    }
+
+    fn signin_csrf_ok(&self, portal: &Portal, token: &str) -> bool {
+        let nonce = self.jar.get(portal.settings.cookie_name(CookieName::SigninCsrf));
+        nonce.is_some_and(|nonce| portal.signin_csrf.verify(nonce.value(), token, Instant::now()))
     }
 
     fn csrf_ok(&self, token: &str) -> bool {
-        bool::from(self.session.csrf.as_bytes().ct_eq(token.as_bytes()))
+        self.open.as_ref().is_some_and(|o| bool::from(o.session.csrf.as_bytes().ct_eq(token.as_bytes())))
+    }
+
+    fn set_session_cookie(&mut self, portal: &Portal, id: &str) {
+        let settings = &portal.settings;
+        let cookie = settings.cookie(settings.cookie_name(CookieName::Session), id.to_owned(), None, SameSite::Strict);
+        self.jar = std::mem::take(&mut self.jar).add(cookie);
+    }
+
+    /// The password was accepted: the first server-side state for this visitor, under a new id
+    /// (a session the browser had before is ended). The sign-in form's nonce is done with.
+    fn start_session(&mut self, portal: &Portal, stage: Stage) {
+        self.end_session(portal);
+        let now = Instant::now();
+        let session = Session::new(stage, now);
+        let id = portal.sessions.create(session.clone(), now);
+        self.set_session_cookie(portal, &id);
+        let nonce = portal.settings.removal(portal.settings.cookie_name(CookieName::SigninCsrf));
+        self.jar = std::mem::take(&mut self.jar).add(nonce);
+        self.open = Some(OpenSession { id, session });
+    }
+
+    /// Both factors passed: a new session id (an id planted before sign-in is worthless after)
+    /// and CSRF token. False when the session went meanwhile (signed out, or a concurrent
+    /// request signed in with it first).
+    fn sign_in(&mut self, portal: &Portal, user: String, profile: crate::directory::UserProfile) -> bool {
+        let Some(open) = self.open.as_mut() else { return false };
+        let now = Instant::now();
+        open.session.sign_in(user, profile, now);
+        let Some(id) = portal.sessions.rotate(&open.id, open.session.clone(), now) else {
+            self.open = None;
+            return false;
+        };
+        open.id.clone_from(&id);
+        self.dirty = false;
+        self.set_session_cookie(portal, &id);
+        true
+    }
+
+    fn end_session(&mut self, portal: &Portal) {
+        if let Some(open) = self.open.take() {
+            portal.sessions.remove(&open.id);
+            let removal = portal.settings.removal(portal.settings.cookie_name(CookieName::Session));
+            self.jar = std::mem::take(&mut self.jar).add(removal);
+        }
+        self.dirty = false;
+    }
+
+    fn finish(self, portal: &Portal, response: impl IntoResponse) -> Response {
+        if let (true, Some(open)) = (self.dirty, self.open) {
+            portal.sessions.update(&open.id, open.session);
+        }
+        (self.jar, response).into_response()
     }
 
     fn signed_in(&self) -> Option<&str> {
-        match &self.session.stage {
+        match self.stage()? {
             Stage::SignedIn { user, .. } => Some(user),
-            _ => None,
+            Stage::SecondFactor { .. } => None,
         }
     }
 }
@@ -347,18 +467,26 @@ fn date(t: Option<i64>, never: &str) -> String {
 }
 
 async fn home((State(portal), jar, headers): Ctx0, Query(q): Query<LangQuery>) -> Response {
-    let ctx = Ctx::open(&portal, jar, &headers, Some(&q));
-    let to = match ctx.session.stage {
-        Stage::SignedIn { .. } => "/general",
-        Stage::SecondFactor { .. } => "/otp",
-        Stage::Anonymous => "/signin",
+    let ctx = Ctx::open(&portal, jar, &headers, q.lang.as_deref());
+    let to = match ctx.stage() {
+        Some(Stage::SignedIn { .. }) => "/general",
+        Some(Stage::SecondFactor { .. }) => "/otp",
+        None => "/signin",
     };
     ctx.finish(&portal, Redirect::to(to))
 }
 
-async fn signin_page((State(portal), jar, headers): Ctx0, Query(q): Query<LangQuery>) -> Response {
-    let mut ctx = Ctx::open(&portal, jar, &headers, Some(&q));
-    let page = ctx.page("", None);
+#[derive(Deserialize, Default)]
+struct SigninQuery {
+    lang: Option<String>,
+    /// Set by the redirect after signing out, for the "You are signed out" notice.
+    signed_out: Option<String>,
+}
+
+async fn signin_page((State(portal), jar, headers): Ctx0, Query(q): Query<SigninQuery>) -> Response {
+    let mut ctx = Ctx::open(&portal, jar, &headers, q.lang.as_deref());
+    let notice = q.signed_out.is_some().then(|| ctx.s().signed_out);
+    let page = ctx.signin_page(&portal, notice, None);
     ctx.finish(&portal, render(SigninPage { page }))
 }
 
@@ -369,81 +497,66 @@ struct SigninForm {
     password: String,
 }
 
-async fn signin((State(portal), jar, headers): Ctx0, ConnectInfo(peer): ConnectInfo<SocketAddr>, Form(form): Form<SigninForm>) -> Response {
+async fn signin((State(portal), jar, headers): Ctx0, ClientAddr(from): ClientAddr, Form(form): Form<SigninForm>) -> Response {
     let mut ctx = Ctx::open(&portal, jar, &headers, None);
-    if !ctx.csrf_ok(&form.csrf) {
+    if !ctx.signin_csrf_ok(&portal, &form.csrf) {
         return forbidden(&portal, ctx);
     }
-    let from = client_ip(&portal, peer, &headers);
     let login = portal.auth.login_name(&form.username);
-    let limited = !portal.limiter.allow(format!("signin-ip:{}", ip_key(from)), 20, Duration::from_secs(300))
-        || !portal.limiter.allow(format!("signin-user:{login}"), 5, Duration::from_secs(300));
+    let limited = !portal.address_limits.allow(&format!("signin:{}", ip_key(from)), 20, LIMIT_WINDOW)
+        || !portal.user_limits.allow(&format!("signin:{login}"), 5, LIMIT_WINDOW);
     let error = if limited {
-        Some(ctx.s().too_many_attempts)
+        ctx.s().too_many_attempts
     } else {
         match portal.auth.portal_password(&form.username, form.password.as_bytes(), from).await {
-            Ok(crate::auth::portal::PortalUser { account: user, profile, has_token }) => {
-                let sms = if has_token {
-                    None
-                } else if profile.mobile.is_some() {
-                    match portal.auth.portal_send_sms(&user, &profile, from).await {
-                        Ok(challenge) => Some(challenge),
-                        Err(Reason::SmsRateLimited) => return error_page(&portal, ctx, |s| s.too_many_attempts),
-                        Err(_) => return error_page(&portal, ctx, |s| s.sms_failed),
-                    }
-                } else {
-                    // Neither an app nor a phone: never a way past the second factor.
-                    return error_page(&portal, ctx, |s| s.no_second_factor);
-                };
-                ctx.session.stage = Stage::SecondFactor { user, profile, has_token, sms };
-                return ctx.finish(&portal, Redirect::to("/otp"));
-            }
-            Err(Reason::SecondFactorLocked | Reason::PasswordLocked) => Some(ctx.s().too_many_attempts),
-            Err(_) => Some(ctx.s().sign_in_failed),
+            Ok(user) => return second_factor(&portal, ctx, user, from).await,
+            Err(Reason::SecondFactorLocked | Reason::PasswordLocked) => ctx.s().too_many_attempts,
+            Err(_) => ctx.s().sign_in_failed,
         }
     };
-    let page = ctx.page("", error);
+    let page = ctx.signin_page(&portal, None, Some(error));
     ctx.finish(&portal, (StatusCode::UNAUTHORIZED, render(SigninPage { page })))
 }
 
+/// The password was right: on to a code from the user's app, or one sent by SMS now.
+async fn second_factor(portal: &Portal, mut ctx: Ctx, user: crate::auth::portal::PortalUser, from: std::net::IpAddr) -> Response {
+    let crate::auth::portal::PortalUser { account, profile, has_token } = user;
+    let sms = if has_token {
+        None
+    } else if profile.mobile.is_some() {
+        match portal.auth.portal_send_sms(&account, &profile, from).await {
+            Ok(challenge) => Some(challenge),
+            Err(Reason::SmsRateLimited) => return error_page(portal, ctx, |s| s.too_many_attempts),
+            Err(_) => return error_page(portal, ctx, |s| s.sms_failed),
+        }
+    } else {
+        // Neither an app nor a phone: never a way past the second factor.
+        return error_page(portal, ctx, |s| s.no_second_factor);
+    };
+    ctx.start_session(portal, Stage::SecondFactor { user: account, profile, has_token, sms });
+    ctx.finish(portal, Redirect::to("/otp"))
+}
+
+/// Back to the sign-in form with a message; a session in progress ends.
 fn error_page(portal: &Portal, mut ctx: Ctx, message: impl Fn(&Strings) -> &'static str) -> Response {
-    ctx.session.stage = Stage::Anonymous;
+    ctx.end_session(portal);
     let error = message(ctx.s());
-    let page = ctx.page("", Some(error));
+    let page = ctx.signin_page(portal, None, Some(error));
     ctx.finish(portal, render(SigninPage { page }))
 }
 
-/// The user's address. Serving plain HTTP, the portal sits behind a TLS reverse proxy on
-/// loopback, so every connection comes from the proxy: then the address is the last entry of
-/// X-Forwarded-For, the one our proxy added (earlier entries are the client's to forge).
-fn client_ip(portal: &Portal, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    let behind_proxy = portal.settings.tls.is_none() && peer.ip().is_loopback();
-    let forwarded = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|last| last.trim().parse::<IpAddr>().ok());
-    match forwarded {
-        Some(ip) if behind_proxy => ip,
-        _ => peer.ip(),
-    }
-}
-
 /// Rate-limit key for an address: IPv6 by /64, since one host holds a whole /64.
-fn ip_key(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
+fn ip_key(ip: std::net::IpAddr) -> String {
+    match client_addr::host_key(ip) {
+        std::net::IpAddr::V6(net) => format!("{net}/64"),
+        v4 => v4.to_string(),
     }
 }
 
 async fn otp_page((State(portal), jar, headers): Ctx0, Query(q): Query<LangQuery>) -> Response {
-    let mut ctx = Ctx::open(&portal, jar, &headers, Some(&q));
-    let (sms_to, offer_sms) = match &ctx.session.stage {
-        Stage::SecondFactor { sms, has_token, profile, .. } => {
+    let mut ctx = Ctx::open(&portal, jar, &headers, q.lang.as_deref());
+    let (sms_to, offer_sms) = match ctx.stage() {
+        Some(Stage::SecondFactor { sms, has_token, profile, .. }) => {
             (sms.as_ref().map(|c| c.masked.clone()), *has_token && sms.is_none() && profile.mobile.is_some())
         }
         _ => return ctx.finish(&portal, Redirect::to("/")),
@@ -458,33 +571,28 @@ struct CodeForm {
     code: String,
 }
 
-async fn otp((State(portal), jar, headers): Ctx0, ConnectInfo(peer): ConnectInfo<SocketAddr>, Form(form): Form<CodeForm>) -> Response {
+async fn otp((State(portal), jar, headers): Ctx0, ClientAddr(from): ClientAddr, Form(form): Form<CodeForm>) -> Response {
     let mut ctx = Ctx::open(&portal, jar, &headers, None);
     if !ctx.csrf_ok(&form.csrf) {
         return forbidden(&portal, ctx);
     }
-    let Stage::SecondFactor { user, profile, has_token, mut sms } = ctx.session.stage.clone() else {
+    let Some(Stage::SecondFactor { user, profile, has_token, .. }) = ctx.stage().cloned() else {
         return ctx.finish(&portal, Redirect::to("/"));
     };
-    let from = client_ip(&portal, peer, &headers);
-    if !portal.limiter.allow(format!("otp-ip:{}", ip_key(from)), 30, Duration::from_secs(300)) {
+    if !portal.address_limits.allow(&format!("otp:{}", ip_key(from)), 30, LIMIT_WINDOW) {
         return error_page(&portal, ctx, |s| s.too_many_attempts);
     }
+    let Some(mut sms) = spend_sms_try(&portal, &ctx) else { return ctx.finish(&portal, Redirect::to("/")) };
     match portal.auth.portal_code(&user, &form.code, sms.as_mut(), from).await {
         Ok(()) => {
-            ctx.rotate();
-            ctx.session.sign_in(user, profile);
-            ctx.finish(&portal, Redirect::to("/general"))
+            let to = if ctx.sign_in(&portal, user, profile) { "/general" } else { "/" };
+            ctx.finish(&portal, Redirect::to(to))
         }
         Err(Reason::SecondFactorLocked | Reason::StateExpired) => error_page(&portal, ctx, |s| s.too_many_attempts),
+        Err(_) if sms.as_ref().is_some_and(|c| c.tries_left == 0) => error_page(&portal, ctx, |s| s.too_many_attempts),
         Err(_) => {
-            let exhausted = sms.as_ref().is_some_and(|c| c.tries_left == 0);
-            if exhausted {
-                return error_page(&portal, ctx, |s| s.too_many_attempts);
-            }
             let sms_to = sms.as_ref().map(|c| c.masked.clone());
             let offer_sms = has_token && sms.is_none() && profile.mobile.is_some();
-            ctx.session.stage = Stage::SecondFactor { user, profile, has_token, sms };
             let error = ctx.s().wrong_code;
             let page = ctx.page("", Some(error));
             ctx.finish(&portal, (StatusCode::UNAUTHORIZED, render(OtpPage { page, sms_to, offer_sms })))
@@ -492,22 +600,43 @@ async fn otp((State(portal), jar, headers): Ctx0, ConnectInfo(peer): ConnectInfo
     }
 }
 
+/// Spends one of the SMS code's tries in the stored session before the code is checked, so
+/// parallel guesses with one cookie cannot share a try. Returns the challenge as it was (for
+/// `portal_code`, which counts the try on its copy), `Some(None)` when no SMS was sent, and
+/// `None` when the session is gone or past this stage.
+fn spend_sms_try(portal: &Portal, ctx: &Ctx) -> Option<Option<crate::auth::portal::SmsChallenge>> {
+    let open = ctx.open.as_ref()?;
+    let spent = portal.sessions.modify(&open.id, Instant::now(), |session| match &mut session.stage {
+        Stage::SecondFactor { sms, .. } => {
+            let before = sms.clone();
+            if let Some(challenge) = sms {
+                challenge.tries_left = challenge.tries_left.saturating_sub(1);
+            }
+            Some(before)
+        }
+        Stage::SignedIn { .. } => None,
+    });
+    spent.flatten()
+}
+
 #[derive(Deserialize)]
 struct CsrfForm {
     csrf: String,
 }
 
-async fn otp_sms((State(portal), jar, headers): Ctx0, ConnectInfo(peer): ConnectInfo<SocketAddr>, Form(form): Form<CsrfForm>) -> Response {
+async fn otp_sms((State(portal), jar, headers): Ctx0, ClientAddr(from): ClientAddr, Form(form): Form<CsrfForm>) -> Response {
     let mut ctx = Ctx::open(&portal, jar, &headers, None);
     if !ctx.csrf_ok(&form.csrf) {
         return forbidden(&portal, ctx);
     }
-    let Stage::SecondFactor { user, profile, has_token, .. } = ctx.session.stage.clone() else {
+    let Some(Stage::SecondFactor { user, profile, has_token, .. }) = ctx.stage().cloned() else {
         return ctx.finish(&portal, Redirect::to("/"));
     };
-    match portal.auth.portal_send_sms(&user, &profile, client_ip(&portal, peer, &headers)).await {
+    match portal.auth.portal_send_sms(&user, &profile, from).await {
         Ok(challenge) => {
-            ctx.session.stage = Stage::SecondFactor { user, profile, has_token, sms: Some(challenge) };
+            if let Some(session) = ctx.session_mut() {
+                session.stage = Stage::SecondFactor { user, profile, has_token, sms: Some(challenge) };
+            }
             ctx.finish(&portal, Redirect::to("/otp"))
         }
         Err(Reason::SmsRateLimited) => error_page(&portal, ctx, |s| s.too_many_attempts),
@@ -516,8 +645,8 @@ async fn otp_sms((State(portal), jar, headers): Ctx0, ConnectInfo(peer): Connect
 }
 
 async fn general((State(portal), jar, headers): Ctx0, Query(q): Query<LangQuery>) -> Response {
-    let mut ctx = Ctx::open(&portal, jar, &headers, Some(&q));
-    let Stage::SignedIn { profile, .. } = &ctx.session.stage else { return ctx.finish(&portal, Redirect::to("/signin")) };
+    let mut ctx = Ctx::open(&portal, jar, &headers, q.lang.as_deref());
+    let Some(Stage::SignedIn { profile, .. }) = ctx.stage() else { return ctx.finish(&portal, Redirect::to("/signin")) };
     let p = profile.clone();
     let page = ctx.page("general", None);
     let body = GeneralPage {
@@ -532,7 +661,7 @@ async fn general((State(portal), jar, headers): Ctx0, Query(q): Query<LangQuery>
 }
 
 async fn tokens((State(portal), jar, headers): Ctx0, Query(q): Query<LangQuery>) -> Response {
-    let mut ctx = Ctx::open(&portal, jar, &headers, Some(&q));
+    let mut ctx = Ctx::open(&portal, jar, &headers, q.lang.as_deref());
     let Some(user) = ctx.signed_in().map(str::to_owned) else { return ctx.finish(&portal, Redirect::to("/signin")) };
     let never = ctx.s().never;
     let rows = match portal.auth.portal_tokens(&user).await {
@@ -547,7 +676,7 @@ async fn tokens((State(portal), jar, headers): Ctx0, Query(q): Query<LangQuery>)
 }
 
 async fn enroll_name_page((State(portal), jar, headers): Ctx0, Query(q): Query<LangQuery>) -> Response {
-    let mut ctx = Ctx::open(&portal, jar, &headers, Some(&q));
+    let mut ctx = Ctx::open(&portal, jar, &headers, q.lang.as_deref());
     if ctx.signed_in().is_none() {
         return ctx.finish(&portal, Redirect::to("/signin"));
     }
@@ -561,11 +690,7 @@ struct NameForm {
     name: String,
 }
 
-async fn enroll_name(
-    (State(portal), jar, headers): Ctx0,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Form(form): Form<NameForm>,
-) -> Response {
+async fn enroll_name((State(portal), jar, headers): Ctx0, ClientAddr(from): ClientAddr, Form(form): Form<NameForm>) -> Response {
     let mut ctx = Ctx::open(&portal, jar, &headers, None);
     if !ctx.csrf_ok(&form.csrf) {
         return forbidden(&portal, ctx);
@@ -577,12 +702,12 @@ async fn enroll_name(
         return ctx.finish(&portal, (StatusCode::BAD_REQUEST, render(EnrollNamePage { page })));
     }
     // A previous unfinished enrollment is abandoned (its token was never usable).
-    if let Stage::SignedIn { enrollment: Some(old), .. } = &ctx.session.stage {
-        let _ = portal.auth.portal_remove(&user, old.token_id, client_ip(&portal, peer, &headers)).await;
+    if let Some(Stage::SignedIn { enrollment: Some(old), .. }) = ctx.stage() {
+        let _ = portal.auth.portal_remove(&user, old.token_id, from).await;
     }
     match portal.auth.portal_enroll(&user, &name, &portal.settings.issuer, portal.settings.max_tokens).await {
         Ok(new) => {
-            if let Stage::SignedIn { enrollment, .. } = &mut ctx.session.stage {
+            if let Some(Session { stage: Stage::SignedIn { enrollment, .. }, .. }) = ctx.session_mut() {
                 *enrollment = Some(new);
             }
             ctx.finish(&portal, Redirect::to("/tokens/new/scan"))
@@ -597,8 +722,8 @@ async fn enroll_name(
 }
 
 async fn enroll_scan((State(portal), jar, headers): Ctx0, Query(q): Query<LangQuery>) -> Response {
-    let mut ctx = Ctx::open(&portal, jar, &headers, Some(&q));
-    let Stage::SignedIn { enrollment: Some(e), .. } = &ctx.session.stage else { return ctx.finish(&portal, Redirect::to("/tokens")) };
+    let mut ctx = Ctx::open(&portal, jar, &headers, q.lang.as_deref());
+    let Some(Stage::SignedIn { enrollment: Some(e), .. }) = ctx.stage() else { return ctx.finish(&portal, Redirect::to("/tokens")) };
     let qr_svg = match qrcode::QrCode::new(e.uri.expose().as_bytes()) {
         Ok(qr) => qr.render::<qrcode::render::svg::Color>().min_dimensions(240, 240).quiet_zone(true).build(),
         Err(_) => return ctx.finish(&portal, StatusCode::INTERNAL_SERVER_ERROR),
@@ -611,38 +736,36 @@ async fn enroll_scan((State(portal), jar, headers): Ctx0, Query(q): Query<LangQu
 }
 
 async fn enroll_confirm_page((State(portal), jar, headers): Ctx0, Query(q): Query<LangQuery>) -> Response {
-    let mut ctx = Ctx::open(&portal, jar, &headers, Some(&q));
-    if !matches!(&ctx.session.stage, Stage::SignedIn { enrollment: Some(_), .. }) {
+    let mut ctx = Ctx::open(&portal, jar, &headers, q.lang.as_deref());
+    if !matches!(ctx.stage(), Some(Stage::SignedIn { enrollment: Some(_), .. })) {
         return ctx.finish(&portal, Redirect::to("/tokens"));
     }
     let page = ctx.page("tokens", None);
     ctx.finish(&portal, render(EnrollConfirmPage { page }))
 }
 
-async fn enroll_confirm(
-    (State(portal), jar, headers): Ctx0,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Form(form): Form<CodeForm>,
-) -> Response {
+async fn enroll_confirm((State(portal), jar, headers): Ctx0, ClientAddr(from): ClientAddr, Form(form): Form<CodeForm>) -> Response {
     let mut ctx = Ctx::open(&portal, jar, &headers, None);
     if !ctx.csrf_ok(&form.csrf) {
         return forbidden(&portal, ctx);
     }
-    let Stage::SignedIn { user, enrollment: Some(e), .. } = &ctx.session.stage else { return ctx.finish(&portal, Redirect::to("/tokens")) };
+    let Some(Stage::SignedIn { user, enrollment: Some(e), .. }) = ctx.stage() else { return ctx.finish(&portal, Redirect::to("/tokens")) };
     let (user, e) = (user.clone(), e.clone());
-    let from = client_ip(&portal, peer, &headers);
-    match portal.auth.portal_confirm(&user, &e, &form.code, portal.settings.enrollment_timeout, from).await {
+    let result = portal.auth.portal_confirm(&user, &e, &form.code, portal.settings.enrollment_timeout, from).await;
+    if matches!(result, Ok(()) | Err(Reason::StateExpired)) {
+        if let Some(Session { stage: Stage::SignedIn { enrollment, .. }, .. }) = ctx.session_mut() {
+            *enrollment = None;
+        }
+    }
+    match result {
         Ok(()) => {
-            if let Stage::SignedIn { enrollment, .. } = &mut ctx.session.stage {
-                *enrollment = None;
+            let enrolled = ctx.s().enrolled;
+            if let Some(session) = ctx.session_mut() {
+                session.notice = Some(enrolled);
             }
-            ctx.session.notice = Some(ctx.s().enrolled);
             ctx.finish(&portal, Redirect::to("/tokens"))
         }
         Err(Reason::StateExpired) => {
-            if let Stage::SignedIn { enrollment, .. } = &mut ctx.session.stage {
-                *enrollment = None;
-            }
             let error = ctx.s().enrollment_expired;
             let page = ctx.page("tokens", Some(error));
             ctx.finish(&portal, (StatusCode::GONE, render(EnrollNamePage { page })))
@@ -656,7 +779,7 @@ async fn enroll_confirm(
 }
 
 async fn remove_page((State(portal), jar, headers): Ctx0, Path(id): Path<i64>, Query(q): Query<LangQuery>) -> Response {
-    let mut ctx = Ctx::open(&portal, jar, &headers, Some(&q));
+    let mut ctx = Ctx::open(&portal, jar, &headers, q.lang.as_deref());
     let Some(user) = ctx.signed_in().map(str::to_owned) else { return ctx.finish(&portal, Redirect::to("/signin")) };
     let Ok(tokens) = portal.auth.portal_tokens(&user).await else { return ctx.finish(&portal, StatusCode::SERVICE_UNAVAILABLE) };
     let Some(token) = tokens.into_iter().find(|t| t.id == id) else { return ctx.finish(&portal, Redirect::to("/tokens")) };
@@ -666,7 +789,7 @@ async fn remove_page((State(portal), jar, headers): Ctx0, Path(id): Path<i64>, Q
 
 async fn remove(
     (State(portal), jar, headers): Ctx0,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(from): ClientAddr,
     Path(id): Path<i64>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
@@ -675,8 +798,11 @@ async fn remove(
         return forbidden(&portal, ctx);
     }
     let Some(user) = ctx.signed_in().map(str::to_owned) else { return ctx.finish(&portal, Redirect::to("/signin")) };
-    if let Ok(true) = portal.auth.portal_remove(&user, id, client_ip(&portal, peer, &headers)).await {
-        ctx.session.notice = Some(ctx.s().removed);
+    if let Ok(true) = portal.auth.portal_remove(&user, id, from).await {
+        let removed = ctx.s().removed;
+        if let Some(session) = ctx.session_mut() {
+            session.notice = Some(removed);
+        }
     }
     ctx.finish(&portal, Redirect::to("/tokens"))
 }
@@ -686,11 +812,8 @@ async fn signout((State(portal), jar, headers): Ctx0, Form(form): Form<CsrfForm>
     if !ctx.csrf_ok(&form.csrf) {
         return forbidden(&portal, ctx);
     }
-    // The old session was taken out of the store when this request opened it: it is gone for good.
-    ctx.session = portal.sessions.take(None, Instant::now()).1;
-    ctx.rotate();
-    ctx.session.notice = Some(ctx.s().signed_out);
-    ctx.finish(&portal, Redirect::to("/signin"))
+    ctx.end_session(&portal);
+    ctx.finish(&portal, Redirect::to("/signin?signed_out=1"))
 }
 
 #[cfg(test)]

@@ -1,23 +1,39 @@
 //! Server-side portal sessions: the cookie holds only a random id; everything else stays here.
-//! Each session has its own CSRF token, an idle and an absolute timeout, and a new id after
-//! sign-in (no session fixation). The store is bounded.
+//! A session exists only once a password has been accepted, so anonymous page loads cost no
+//! memory. Each has its own CSRF token, an idle and an absolute timeout, and a new id after
+//! sign-in (no session fixation).
+//!
+//! Bounded and O(1) per request: an `lru::LruCache` (small, widely used, already in our
+//! dependency tree; unlike moka or quick_cache it lets us see what it evicts, which the
+//! per-account index below needs) holds at most `capacity` sessions and drops the least
+//! recently used one first. Each account keeps at most `PER_ACCOUNT` sessions; a new one pushes
+//! out its oldest. Expired sessions go when they are next looked up or reach the LRU end.
+//!
+//! A request reads a copy and leaves the stored session in place, so two requests with one
+//! cookie both find it. Changes are written back only while the entry still exists: a session
+//! that was signed out or given a new id meanwhile never comes back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use lru::LruCache;
 use rand::RngCore;
 
-use super::i18n::Lang;
 use crate::auth::portal::{Enrollment, SmsChallenge};
 use crate::directory::UserProfile;
 
-const MAX_SESSIONS: usize = 50_000;
+/// Live sessions one account may hold (browsers, tabs signed in separately); the oldest goes.
+pub const PER_ACCOUNT: usize = 10;
+
+/// Expired sessions removed from the LRU end per new session, so the store sheds them without
+/// a scan.
+const EXPIRED_SWEEP: usize = 4;
 
 #[derive(Debug, Clone)]
 pub enum Stage {
-    Anonymous,
     /// Password accepted; waiting for a code.
     SecondFactor {
         user: String,
@@ -32,17 +48,38 @@ pub enum Stage {
     },
 }
 
-#[derive(Debug, Clone)]
+impl Stage {
+    fn account(&self) -> &str {
+        match self {
+            Self::SecondFactor { user, .. } | Self::SignedIn { user, .. } => user,
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct Session {
     pub csrf: String,
-    pub lang: Option<Lang>,
     pub stage: Stage,
     /// A one-time message for the next page ("Your authenticator is ready").
     pub notice: Option<&'static str>,
+    account: String,
     created: Instant,
     last_seen: Instant,
 }
 
+/// The CSRF token is a credential: it stays out of Debug output.
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("account", &self.account)
+            .field("stage", &self.stage)
+            .field("created", &self.created)
+            .field("last_seen", &self.last_seen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// 256 random bits, URL-safe base64 (43 characters).
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -50,65 +87,153 @@ pub fn random_token() -> String {
 }
 
 impl Session {
-    fn new(now: Instant) -> Self {
-        Self { csrf: random_token(), lang: None, stage: Stage::Anonymous, notice: None, created: now, last_seen: now }
+    pub fn new(stage: Stage, now: Instant) -> Self {
+        Self { csrf: random_token(), account: stage.account().to_owned(), stage, notice: None, created: now, last_seen: now }
     }
 
-    /// Signed in: a new CSRF token goes with the new session id.
-    pub fn sign_in(&mut self, user: String, profile: UserProfile) {
+    /// Signed in: a new CSRF token goes with the new session id, and the absolute timeout
+    /// counts from here.
+    pub fn sign_in(&mut self, user: String, profile: UserProfile, now: Instant) {
+        self.account.clone_from(&user);
         self.stage = Stage::SignedIn { user, profile, enrollment: None };
         self.csrf = random_token();
-        self.created = Instant::now();
+        self.created = now;
+    }
+}
+
+struct Inner {
+    sessions: LruCache<String, Session>,
+    /// Each account's session ids, oldest first (at most `PER_ACCOUNT`).
+    by_account: HashMap<String, VecDeque<String>>,
+}
+
+impl Inner {
+    fn unindex(&mut self, account: &str, id: &str) {
+        if let Some(ids) = self.by_account.get_mut(account) {
+            ids.retain(|other| other != id);
+            if ids.is_empty() {
+                self.by_account.remove(account);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Session> {
+        let session = self.sessions.pop(id)?;
+        self.unindex(&session.account, id);
+        Some(session)
     }
 }
 
 pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
+    inner: Mutex<Inner>,
     idle: Duration,
     absolute: Duration,
 }
 
 impl Sessions {
-    pub fn new(idle: Duration, absolute: Duration) -> Self {
-        Self { map: Mutex::new(HashMap::new()), idle, absolute }
+    pub fn new(capacity: usize, idle: Duration, absolute: Duration) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Self { inner: Mutex::new(Inner { sessions: LruCache::new(capacity), by_account: HashMap::new() }), idle, absolute }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn live(&self, session: &Session, now: Instant) -> bool {
-        now.duration_since(session.last_seen) < self.idle && now.duration_since(session.created) < self.absolute
+        now.saturating_duration_since(session.last_seen) < self.idle && now.saturating_duration_since(session.created) < self.absolute
     }
 
-    /// The session for a cookie's id, taken out of the store for this request; a new anonymous
-    /// one (with a new id) when there is none or it timed out.
-    pub fn take(&self, id: Option<&str>, now: Instant) -> (String, Session) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(id) = id {
-            if let Some(session) = map.remove(id) {
-                if self.live(&session, now) {
-                    return (id.to_owned(), session);
-                }
+    /// A copy of the session for a cookie's id, marked as seen now; `None` when there is none
+    /// or it timed out (then it is removed).
+    pub fn get(&self, id: &str, now: Instant) -> Option<Session> {
+        self.modify(id, now, |session| session.clone())
+    }
+
+    /// Applies `change` to the stored session under the store's lock (for what concurrent
+    /// requests must not both do, such as spending one of an SMS code's tries).
+    pub fn modify<R>(&self, id: &str, now: Instant, change: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        let mut inner = self.lock();
+        let live = self.live(inner.sessions.peek(id)?, now);
+        if !live {
+            inner.remove(id);
+            return None;
+        }
+        let session = inner.sessions.get_mut(id)?;
+        session.last_seen = now;
+        Some(change(session))
+    }
+
+    /// Stores a new session under a new id and returns the id.
+    pub fn create(&self, mut session: Session, now: Instant) -> String {
+        session.last_seen = now;
+        let id = random_token();
+        let mut inner = self.lock();
+        self.sweep_expired(&mut inner, now);
+        let account = session.account.clone();
+        let ids = inner.by_account.entry(account.clone()).or_default();
+        let mut pushed_out = Vec::new();
+        while ids.len() >= PER_ACCOUNT {
+            pushed_out.extend(ids.pop_front());
+        }
+        ids.push_back(id.clone());
+        for old in pushed_out {
+            inner.sessions.pop(&old);
+        }
+        if let Some((evicted_id, evicted)) = inner.sessions.push(id.clone(), session) {
+            inner.unindex(&evicted.account, &evicted_id);
+        }
+        id
+    }
+
+    fn sweep_expired(&self, inner: &mut Inner, now: Instant) {
+        for _ in 0..EXPIRED_SWEEP {
+            let expired = inner.sessions.peek_lru().is_some_and(|(_, oldest)| !self.live(oldest, now));
+            if !expired {
+                return;
+            }
+            if let Some((id, session)) = inner.sessions.pop_lru() {
+                inner.unindex(&session.account, &id);
             }
         }
-        (random_token(), Session::new(now))
     }
 
-    /// Puts a session back after the request.
-    pub fn put(&self, id: String, mut session: Session, now: Instant) {
-        session.last_seen = now;
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_SESSIONS {
-            map.retain(|_, s| now.duration_since(s.last_seen) < self.idle && now.duration_since(s.created) < self.absolute);
+    /// Writes a request's changes back, unless the session was removed meanwhile.
+    pub fn update(&self, id: &str, session: Session) -> bool {
+        let mut inner = self.lock();
+        match inner.sessions.get_mut(id) {
+            Some(stored) => {
+                let last_seen = stored.last_seen.max(session.last_seen);
+                *stored = Session { last_seen, ..session };
+                true
+            }
+            None => false,
         }
-        if map.len() < MAX_SESSIONS {
-            map.insert(id, session);
-        }
+    }
+
+    /// Moves a session to a new id (the old one stops working); `None` when the old id is gone
+    /// (signed out, or a concurrent request already moved it).
+    pub fn rotate(&self, old_id: &str, session: Session, now: Instant) -> Option<String> {
+        self.lock().remove(old_id)?;
+        Some(self.create(session, now))
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().sessions.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many accounts have sessions (the per-account index never outgrows the store).
+    #[cfg(test)]
+    fn accounts(&self) -> usize {
+        self.lock().by_account.len()
     }
 }
 
@@ -116,21 +241,88 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    fn signed_in(user: &str, now: Instant) -> Session {
+        let profile = UserProfile { username: user.to_owned(), ..UserProfile::default() };
+        Session::new(Stage::SignedIn { user: user.to_owned(), profile, enrollment: None }, now)
+    }
+
     #[test]
     fn sessions_come_back_until_they_time_out() {
-        let store = Sessions::new(Duration::from_secs(60), Duration::from_secs(600));
+        let store = Sessions::new(100, Duration::from_secs(60), Duration::from_secs(600));
         let t0 = Instant::now();
-        let (id, mut session) = store.take(None, t0);
-        session.lang = Some(Lang::Sv);
+        let session = signed_in("alice", t0);
         let csrf = session.csrf.clone();
-        store.put(id.clone(), session, t0);
-        let (same, session) = store.take(Some(&id), t0 + Duration::from_secs(30));
-        assert_eq!((same.as_str(), session.csrf.as_str(), session.lang), (id.as_str(), csrf.as_str(), Some(Lang::Sv)));
-        store.put(same, session, t0 + Duration::from_secs(30));
-        let (fresh, session) = store.take(Some(&id), t0 + Duration::from_secs(95));
-        assert_ne!(fresh, id, "idle too long: a new session");
-        assert_ne!(session.csrf, csrf);
-        let (unknown, _) = store.take(Some("made-up"), t0);
-        assert_ne!(unknown, "made-up", "an id we did not issue is never adopted");
+        let id = store.create(session, t0);
+        let later = store.get(&id, t0 + Duration::from_secs(30)).expect("still live");
+        assert_eq!(later.csrf, csrf);
+        assert!(store.get(&id, t0 + Duration::from_secs(30)).is_some(), "reading does not remove it");
+        assert!(store.get(&id, t0 + Duration::from_secs(95)).is_none(), "idle too long");
+        assert!(store.is_empty(), "an expired session is removed when looked up");
+        assert!(store.get("made-up", t0).is_none(), "an id we did not issue is never adopted");
+    }
+
+    #[test]
+    fn the_absolute_timeout_holds_however_busy_the_session() {
+        let store = Sessions::new(100, Duration::from_secs(60), Duration::from_secs(120));
+        let t0 = Instant::now();
+        let id = store.create(signed_in("alice", t0), t0);
+        for s in [50, 100] {
+            assert!(store.get(&id, t0 + Duration::from_secs(s)).is_some());
+        }
+        assert!(store.get(&id, t0 + Duration::from_secs(125)).is_none());
+    }
+
+    #[test]
+    fn the_store_and_each_account_are_capped() {
+        let store = Sessions::new(50, Duration::from_secs(60), Duration::from_secs(600));
+        let t0 = Instant::now();
+        let first = store.create(signed_in("alice", t0), t0);
+        let mut alice = vec![first.clone()];
+        for _ in 1..PER_ACCOUNT + 3 {
+            alice.push(store.create(signed_in("alice", t0), t0));
+        }
+        assert_eq!(store.len(), PER_ACCOUNT, "alice's oldest sessions went");
+        assert!(store.get(&first, t0).is_none());
+        assert!(store.get(&alice[alice.len() - 1], t0).is_some());
+        for n in 0..200 {
+            store.create(signed_in(&format!("user{n}"), t0), t0);
+        }
+        assert_eq!(store.len(), 50, "capacity");
+        assert_eq!(store.accounts(), 50, "the index follows evictions");
+    }
+
+    #[test]
+    fn updates_never_bring_back_a_removed_or_rotated_session() {
+        let store = Sessions::new(10, Duration::from_secs(60), Duration::from_secs(600));
+        let t0 = Instant::now();
+        let id = store.create(signed_in("alice", t0), t0);
+        let copy = store.get(&id, t0).unwrap();
+        let new_id = store.rotate(&id, copy.clone(), t0).unwrap();
+        assert!(!store.update(&id, copy.clone()), "the old id stays gone");
+        assert!(store.rotate(&id, copy.clone(), t0).is_none(), "a second rotation of the old id fails");
+        store.remove(&new_id);
+        assert!(!store.update(&new_id, copy));
+        assert!(store.is_empty());
+        assert_eq!(store.accounts(), 0);
+    }
+
+    #[test]
+    fn expired_sessions_are_shed_as_new_ones_come() {
+        let store = Sessions::new(100, Duration::from_secs(60), Duration::from_secs(600));
+        let t0 = Instant::now();
+        for n in 0..20 {
+            store.create(signed_in(&format!("user{n}"), t0), t0);
+        }
+        let later = t0 + Duration::from_secs(120);
+        for n in 0..5 {
+            store.create(signed_in(&format!("late{n}"), later), later);
+        }
+        assert_eq!(store.len(), 25 - 5 * EXPIRED_SWEEP);
+    }
+
+    #[test]
+    fn debug_output_leaves_out_the_csrf_token() {
+        let session = signed_in("alice", Instant::now());
+        assert!(!format!("{session:?}").contains(&session.csrf));
     }
 }

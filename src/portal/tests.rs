@@ -2,25 +2,34 @@
 //! would, against an in-memory store, the fake directory (alice has a mobile, bob has none) and a
 //! recording SMS gateway.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
+use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
 
 use super::*;
-use crate::auth::tests::{FakeDirectory, RecordingGateway, settings};
+use crate::auth::tests::{FakeDirectory, RecordingGateway};
 use crate::auth::{ClientPolicy, Method, Mode, NoToken, Outcome, Services};
 use crate::otp::TotpParams;
 use crate::secret::Secret;
 use crate::store::seal::{KeyRing, Keys};
 use crate::store::sqlite::SqliteStore;
 
+const SESSION: &str = "__Host-radmfa_session";
+
 struct Browser {
     app: Router,
-    cookie: Option<String>,
+    portal: Arc<Portal>,
+    /// The browser's cookies, by name.
+    cookies: BTreeMap<String, String>,
     language: &'static str,
+    /// The TCP peer the portal sees, and an X-Forwarded-For header to send.
+    peer: SocketAddr,
+    forwarded_for: Option<String>,
     sms: Arc<RecordingGateway>,
     auth: Arc<Authenticator>,
 }
@@ -37,9 +46,13 @@ impl Page {
         let at = self.body.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
         self.body[at..].split('"').next().unwrap().to_owned()
     }
+
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    }
 }
 
-fn portal_settings() -> PortalSettings {
+pub(crate) fn portal_settings() -> PortalSettings {
     PortalSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: None,
@@ -48,7 +61,14 @@ fn portal_settings() -> PortalSettings {
         max_tokens: 2,
         session_idle: Duration::from_secs(900),
         session_max: Duration::from_secs(3600),
+        max_sessions: 10_000,
         enrollment_timeout: Duration::from_secs(600),
+        trusted_proxies: Vec::new(),
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(30),
+        max_connections: 512,
+        max_connections_per_address: 32,
     }
 }
 
@@ -58,20 +78,40 @@ fn browser_with(settings: PortalSettings) -> Browser {
     let sms = Arc::new(RecordingGateway::default());
     let services = Services { directory: Arc::new(FakeDirectory::default()), store, sms: sms.clone(), keys };
     let auth = Arc::new(Authenticator::new(services, crate::auth::tests::settings()));
-    let app = router(Portal::new(Arc::clone(&auth), settings)).layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000))));
-    Browser { app, cookie: None, language: "en", sms, auth }
+    let portal = Portal::new(Arc::clone(&auth), settings);
+    let app = router(Arc::clone(&portal));
+    let peer = SocketAddr::from(([192, 0, 2, 1], 40000));
+    Browser { app, portal, cookies: BTreeMap::new(), language: "en", peer, forwarded_for: None, sms, auth }
 }
 
 fn browser() -> Browser {
-    let _ = settings;
     browser_with(portal_settings())
 }
 
 impl Browser {
-    async fn send(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> Page {
+    /// Another browser on the same portal (its own cookies).
+    fn another(&self) -> Browser {
+        Browser {
+            app: self.app.clone(),
+            portal: Arc::clone(&self.portal),
+            cookies: BTreeMap::new(),
+            language: self.language,
+            peer: self.peer,
+            forwarded_for: None,
+            sms: Arc::clone(&self.sms),
+            auth: Arc::clone(&self.auth),
+        }
+    }
+
+    /// Sends a request with the browser's cookies, without taking in the cookies it sets.
+    async fn request(&self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> Page {
         let mut request = Request::builder().method(method).uri(path).header("accept-language", self.language);
-        if let Some(cookie) = &self.cookie {
-            request = request.header("cookie", cookie.clone());
+        if !self.cookies.is_empty() {
+            let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+            request = request.header("cookie", cookie);
+        }
+        if let Some(forwarded) = &self.forwarded_for {
+            request = request.header("x-forwarded-for", forwarded.clone());
         }
         let body = match form {
             Some(fields) => {
@@ -80,15 +120,28 @@ impl Browser {
             }
             None => Body::empty(),
         };
-        let response = self.app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-        if let Some(set) = response.headers().get("set-cookie") {
-            self.cookie = Some(set.to_str().unwrap().split(';').next().unwrap().to_owned());
-        }
+        let mut request = request.body(body).unwrap();
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let location = headers.get("location").map(|l| l.to_str().unwrap().to_owned());
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         Page { status, location, body: String::from_utf8_lossy(&bytes).into_owned(), headers }
+    }
+
+    async fn send(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> Page {
+        let page = self.request(method, path, form).await;
+        for set in page.set_cookies() {
+            let (pair, attributes) = set.split_once(';').unwrap_or((&set, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        page
     }
 
     async fn get(&mut self, path: &str) -> Page {
@@ -99,16 +152,27 @@ impl Browser {
         self.send("POST", path, Some(fields)).await
     }
 
-    /// Signs alice in with her password and the SMS code.
-    async fn sign_in_alice(&mut self) {
+    fn session_id(&self) -> Option<String> {
+        self.cookies.get(SESSION).cloned()
+    }
+
+    async fn try_password(&mut self, user: &str, password: &str) -> Page {
         let csrf = self.get("/signin").await.csrf();
-        let page = self.post("/signin", &[("csrf", &csrf), ("username", "alice"), ("password", "pw")]).await;
+        self.post("/signin", &[("csrf", &csrf), ("username", user), ("password", password)]).await
+    }
+
+    /// Signs alice in with her password and the SMS code.
+    /// A session exists from the password step on, and gets a new id when the code is right.
+    async fn sign_in_alice(&mut self) {
+        let page = self.try_password("alice", "pw").await;
         assert_eq!(page.location.as_deref(), Some("/otp"), "{}", page.body);
+        let half_way = self.session_id().expect("a session once the password is right");
         let otp = self.get("/otp").await;
         assert!(otp.body.contains("+46 70*** **67"), "{}", otp.body);
         let code = self.sms.last_code();
         let page = self.post("/otp", &[("csrf", &otp.csrf()), ("code", &code)]).await;
         assert_eq!(page.location.as_deref(), Some("/general"), "{}", page.body);
+        assert_ne!(self.session_id(), Some(half_way), "a new session id after sign-in");
     }
 
     /// Adds a token named `name` and returns its seed (from the secret shown on the scan page).
@@ -155,9 +219,8 @@ fn code(seed: &[u8], offset: i64) -> String {
 async fn sign_in_profile_enroll_and_the_token_works_over_radius() {
     let mut b = browser();
     assert_eq!(b.get("/").await.location.as_deref(), Some("/signin"));
-    let before = b.cookie.clone();
+    assert_eq!(b.session_id(), None, "no session before sign-in");
     b.sign_in_alice().await;
-    assert_ne!(b.cookie, before, "a new session id after sign-in");
     let general = b.get("/general").await;
     for shown in ["alice", "070-123 45 67"] {
         assert!(general.body.contains(shown), "GENERAL shows {shown}: {}", general.body);
@@ -208,7 +271,8 @@ async fn swedish_from_accept_language_and_switchable_on_every_page() {
     let page = b.get("/signin?lang=en").await;
     assert!(page.body.contains("Sign in") && page.body.contains("User name"));
     let page = b.get("/signin").await;
-    assert!(page.body.contains("Sign in"), "the choice sticks for the session");
+    assert!(page.body.contains("Sign in"), "the choice sticks (in a cookie)");
+    assert!(b.portal.sessions.is_empty(), "and needs no session");
 }
 
 #[tokio::test]
@@ -243,7 +307,18 @@ async fn pages_carry_security_headers_and_a_strict_cookie() {
     assert_eq!(page.headers.get("x-frame-options").unwrap(), "DENY");
     let cookie = page.headers.get("set-cookie").unwrap().to_str().unwrap();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Secure"), "{cookie}");
+    assert!(cookie.starts_with("__Host-radmfa_csrf=") && cookie.contains("Path=/") && cookie.contains("Max-Age=3600"), "{cookie}");
     assert!(!page.body.contains("<script"), "no JavaScript");
+    assert_eq!(page.headers.get("strict-transport-security").unwrap(), "max-age=31536000", "public_url is https");
+    b.sign_in_alice().await;
+    let general = b.get("/general").await;
+    assert!(general.headers.contains_key("strict-transport-security"));
+
+    let mut plain = browser_with(PortalSettings { public_url: "http://127.0.0.1:8080".into(), ..portal_settings() });
+    let page = plain.get("/signin").await;
+    assert!(!page.headers.contains_key("strict-transport-security"), "no HSTS over plain http");
+    let cookie = page.headers.get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cookie.starts_with("radmfa_csrf=") && !cookie.contains("Secure"), "no __Host- prefix without https: {cookie}");
 }
 
 #[tokio::test]
@@ -281,24 +356,134 @@ async fn an_enrollment_left_too_long_expires() {
 }
 
 #[test]
-fn behind_the_proxy_the_forwarded_address_counts_and_is_not_forgeable() {
-    let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
-    let store = Arc::new(SqliteStore::in_memory(Arc::clone(&keys)).unwrap());
-    let services = Services { directory: Arc::new(FakeDirectory::default()), store, sms: Arc::new(RecordingGateway::default()), keys };
-    let auth = Arc::new(Authenticator::new(services, crate::auth::tests::settings()));
-    let portal = Portal::new(auth, portal_settings());
-    let mut headers = HeaderMap::new();
-    headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 203.0.113.9"));
-    let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-    assert_eq!(client_ip(&portal, proxy, &headers), "203.0.113.9".parse::<IpAddr>().unwrap(), "the entry our proxy added");
-    let direct: SocketAddr = "198.51.100.7:5000".parse().unwrap();
-    assert_eq!(client_ip(&portal, direct, &headers), direct.ip(), "a direct client cannot claim another address");
-    assert_eq!(client_ip(&portal, proxy, &HeaderMap::new()), proxy.ip());
-}
-
-#[test]
 fn dates_render_in_utc() {
     assert_eq!(date(Some(0), "never"), "1970-01-01 00:00 UTC");
     assert_eq!(date(Some(1_700_000_000), "never"), "2023-11-14 22:13 UTC");
     assert_eq!(date(None, "aldrig"), "aldrig");
+}
+
+#[tokio::test]
+async fn page_loads_before_sign_in_store_nothing() {
+    let mut b = browser();
+    for n in 0..5_000 {
+        let path = match n % 4 {
+            0 => "/",
+            1 => "/signin?lang=sv",
+            _ => "/signin",
+        };
+        let page = b.request("GET", path, None).await;
+        assert!(page.status.is_success() || page.status.is_redirection(), "{}", page.status);
+    }
+    assert_eq!(b.portal.sessions.len(), 0, "no cookie-less page load creates a session");
+    // A new user meanwhile signs in as ever: the form's token is accepted, and only then is
+    // there a session.
+    b.sign_in_alice().await;
+    assert_eq!(b.portal.sessions.len(), 1);
+    assert!(b.get("/general").await.body.contains("alice"));
+}
+
+#[tokio::test]
+async fn the_sign_in_form_token_belongs_to_its_own_browser() {
+    let mut mallory = browser();
+    let mut victim = mallory.another();
+    let theirs = mallory.get("/signin").await.csrf();
+    victim.get("/signin").await;
+    async fn post(b: &mut Browser, csrf: &str) -> Page {
+        b.post("/signin", &[("csrf", csrf), ("username", "alice"), ("password", "pw")]).await
+    }
+    assert_eq!(post(&mut victim, &theirs).await.status, StatusCode::FORBIDDEN, "another browser's token");
+    let (issued, mac) = theirs.split_once('.').unwrap();
+    assert_eq!(post(&mut mallory, &format!("{}.{mac}", issued.parse::<u64>().unwrap() + 1)).await.status, StatusCode::FORBIDDEN);
+    let mut cookieless = mallory.another();
+    assert_eq!(post(&mut cookieless, &theirs).await.status, StatusCode::FORBIDDEN, "a token without its cookie");
+    assert_eq!(mallory.sms.count(), 0, "nothing happened");
+    assert!(mallory.portal.sessions.is_empty());
+    let page = post(&mut mallory, &theirs).await;
+    assert_eq!(page.location.as_deref(), Some("/otp"), "its own browser's token passes");
+    assert!(page.set_cookies().iter().any(|c| c.starts_with("__Host-radmfa_csrf=;")), "the nonce is done with: {:?}", page.set_cookies());
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_cookie_keep_the_session() {
+    let mut b = browser();
+    b.sign_in_alice().await;
+    for round in 0..50 {
+        let (one, two) = tokio::join!(b.request("GET", "/tokens", None), b.request("GET", "/tokens", None));
+        for page in [one, two] {
+            assert_eq!((page.status, page.location.as_deref()), (StatusCode::OK, None), "round {round}: still signed in");
+        }
+    }
+    assert_eq!(b.get("/general").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn parallel_guesses_cannot_share_the_sms_code_tries() {
+    let mut b = browser();
+    assert_eq!(b.try_password("alice", "pw").await.location.as_deref(), Some("/otp"));
+    let csrf = b.get("/otp").await.csrf();
+    let wrong = [("csrf", csrf.as_str()), ("code", "000000")];
+    let guess = || b.request("POST", "/otp", Some(&wrong));
+    let (one, two, three) = tokio::join!(guess(), guess(), guess());
+    assert!([one, two, three].iter().all(|p| p.location.as_deref() != Some("/general")), "wrong codes never sign in");
+    let right = b.sms.last_code();
+    let page = b.post("/otp", &[("csrf", &csrf), ("code", &right)]).await;
+    assert_ne!(page.location.as_deref(), Some("/general"), "three tries were spent, however parallel: {}", page.body);
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_for_good() {
+    let mut b = browser();
+    b.sign_in_alice().await;
+    let old = b.cookies.clone();
+    let csrf = b.get("/general").await.csrf();
+    let page = b.post("/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(page.location.as_deref(), Some("/signin?signed_out=1"));
+    assert_eq!(b.session_id(), None, "the browser is told to forget the id");
+    assert!(b.get("/signin?signed_out=1").await.body.contains("You are signed out."));
+    assert!(b.portal.sessions.is_empty());
+    let mut replay = b.another();
+    replay.cookies = old;
+    assert_eq!(replay.get("/general").await.location.as_deref(), Some("/signin"), "the old cookie is dead");
+}
+
+#[tokio::test]
+async fn a_forged_forwarded_for_counts_only_from_a_trusted_proxy() {
+    // Not trusted (trusted_proxies is empty by default), even on loopback, where any local user
+    // can connect: X-Forwarded-For is ignored, so the per-address limit (20 in 5 minutes) keys
+    // on the peer however it varies the header.
+    let mut b = browser();
+    b.peer = "127.0.0.1:50000".parse().unwrap();
+    for n in 0..20 {
+        b.forwarded_for = Some(format!("203.0.113.{n}"));
+        let page = b.try_password(&format!("nobody{n}"), "guess").await;
+        assert!(page.body.contains("Sign-in failed"), "attempt {n}: {}", page.body);
+    }
+    b.forwarded_for = Some("198.51.100.99".into());
+    assert!(b.try_password("nobody-else", "guess").await.body.contains("Too many attempts"), "the peer's limit");
+
+    // Behind a trusted proxy: the right-most entry it did not add is the client, each with its
+    // own limit; what the client wrote left of it does not matter.
+    let mut b = browser_with(PortalSettings { trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()], ..portal_settings() });
+    b.peer = "127.0.0.1:50000".parse().unwrap();
+    for n in 0..25 {
+        b.forwarded_for = Some(format!("6.6.6.6, 203.0.113.{n}"));
+        assert!(b.try_password(&format!("nobody{n}"), "guess").await.body.contains("Sign-in failed"), "client {n} has its own limit");
+    }
+    for n in 0..21 {
+        b.forwarded_for = Some(format!("10.0.0.{n}, 198.51.100.7"));
+        let page = b.try_password(&format!("someone{n}"), "guess").await;
+        assert_eq!(page.body.contains("Too many attempts"), n == 20, "attempt {n} of one client behind the proxy");
+    }
+}
+
+#[test]
+fn the_address_limiter_stays_at_its_cap_under_forged_keys() {
+    let portal = browser().portal;
+    let t0 = Instant::now();
+    for n in 0..120_000u32 {
+        let forged = IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        portal.address_limits.allow_at(&format!("signin:{}", ip_key(forged)), 20, LIMIT_WINDOW, t0);
+    }
+    assert_eq!(portal.address_limits.len(), LIMITER_KEYS, "bounded: the oldest keys went, no scan ever needed");
+    assert!(portal.user_limits.is_empty(), "user keys live apart");
 }

@@ -13,6 +13,7 @@ mod http;
 mod keys_and_database;
 mod one_identity;
 mod oracle;
+mod portal_abuse;
 mod portal_e2e;
 mod radius_abuse;
 mod samba;
