@@ -43,6 +43,8 @@ use super::{Portal, PortalSettings, router};
 
 /// How long shutdown waits for requests in flight.
 const GRACE: Duration = Duration::from_secs(10);
+/// Per connection (hyper's minimum is 8 KiB).
+const READ_BUFFER: usize = 32 * 1024;
 /// At most one log line per this long about refused connections or failing accepts.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -171,7 +173,9 @@ impl Connections {
             }
         });
         let mut builder = http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(self.header_timeout);
+        // The read buffer, and so the largest request head: hyper's ~400 KB default would let
+        // max_connections slow clients hold 200 MB. The portal's heads are well under 2 KB.
+        builder.timer(TokioTimer::new()).header_read_timeout(self.header_timeout).max_buf_size(READ_BUFFER);
         if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(io), service)).await {
             tracing::debug!(%peer, error = %e, "portal: connection closed");
         }

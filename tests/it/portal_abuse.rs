@@ -217,3 +217,18 @@ fn portal_at_the_connection_cap_idle_connections_make_room_for_real_requests() {
     let shed = server.wait_for(|v| v["message"] == "portal: at max_connections; closed the oldest idle connection", MARGIN);
     assert!(shed.is_some(), "logged: {:?}", server.logs());
 }
+
+#[test]
+fn portal_an_oversized_request_head_is_refused() {
+    let server = plain_portal();
+    let portal = server.portal.unwrap();
+    runtime().block_on(async {
+        let mut stream = connect_from([127, 0, 7, 1], portal).await;
+        let head = format!("GET /signin HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
+        let _ = stream.write_all(head.as_bytes()).await;
+        let (answer, _) = until_closed(&mut stream, MARGIN).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer}");
+        assert!(get(portal, [127, 0, 7, 1], "/signin").await.contains("200"), "a normal head still works");
+    });
+}
