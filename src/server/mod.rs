@@ -138,10 +138,26 @@ async fn serve_socket(shared: Arc<Shared>, socket: Arc<UdpSocket>, kind: PortKin
             },
         }
     }
-    while let Some(joined) = tasks.join_next().await {
-        report_join(&shared, joined);
+    // Requests in flight are finished, but not for ever: after a flood the backlog could hold a
+    // restart for minutes, while the NAS has long since retried elsewhere.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(joined) = tasks.join_next().await {
+            report_join(&shared, joined);
+        }
+    });
+    if drained.await.is_err() {
+        let left = tasks.len();
+        tasks.abort_all();
+        for _ in 0..left {
+            shared.stats.abandoned_at_shutdown.inc();
+        }
+        tracing::warn!(left, grace = ?SHUTDOWN_GRACE, "stopping: requests still being decided after the grace period get no answer");
+        while tasks.join_next().await.is_some() {}
     }
 }
+
+/// How long a stopping server goes on deciding the requests it has.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn report_join(shared: &Shared, joined: Result<(), tokio::task::JoinError>) {
     if let Err(e) = joined {

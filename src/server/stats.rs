@@ -33,6 +33,8 @@ counters! {
         timed_out,
         /// Request handlers that panicked (a bug; the server carries on).
         handler_panics,
+        /// Requests still being decided when the shutdown grace period ran out: no answer.
+        abandoned_at_shutdown,
         accepts,
         rejects,
         challenges,
