@@ -16,7 +16,7 @@ use crate::store::{Store, StoreError};
 
 pub fn serve(config_path: &Path) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
-    for warning in &config.warnings {
+    for warning in config.warnings.iter().chain(&super::file_mode_warnings(&config)) {
         tracing::warn!("{warning}");
     }
     super::create_key_on_first_start(&config)?;

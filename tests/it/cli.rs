@@ -158,10 +158,15 @@ fn token_commands_list_verify_remove_and_rotate_keys() {
     let unlock = String::from_utf8(admin(&config, &["user", "unlock", "alice"]).stdout).unwrap();
     assert!(unlock.contains("cleared"), "{unlock}");
 
+    // A name with a right-to-left override cannot reorder the listing around it.
+    assert!(admin(&config, &["token", "add", "alice", "--name", "Phone\u{202e}evil"]).status.success());
+    let listed = String::from_utf8(admin(&config, &["token", "list", "ALICE"]).stdout).unwrap();
+    assert!(listed.contains("Phone\\u{202e}evil") && !listed.contains('\u{202e}'), "{listed}");
     let id = list.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
     assert!(admin(&config, &["token", "remove", "alice", &id]).status.success());
     assert!(!admin(&config, &["token", "remove", "alice", &id]).status.success(), "already gone");
-    assert!(String::from_utf8(admin(&config, &["token", "list", "alice"]).stdout).unwrap().contains("no tokens"));
+    let left = String::from_utf8(admin(&config, &["token", "list", "alice"]).stdout).unwrap();
+    assert_eq!(left.lines().count(), 2, "one token left: {left}");
 }
 
 fn check_config(config: &std::path::Path) -> std::process::Output {

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub struct Http {
     pub base: SocketAddr,
     cookies: BTreeMap<String, String>,
+    /// Sent with every request (an X-Forwarded-For, say).
+    pub headers: Vec<(String, String)>,
 }
 
 pub struct Response {
@@ -26,7 +28,7 @@ impl Response {
 
 impl Http {
     pub fn new(base: SocketAddr) -> Self {
-        Self { base, cookies: BTreeMap::new() }
+        Self { base, cookies: BTreeMap::new(), headers: Vec::new() }
     }
 
     pub fn get(&mut self, path: &str) -> Response {
@@ -42,6 +44,9 @@ impl Http {
         let mut stream = TcpStream::connect(self.base).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept-Language: en\r\n", self.base);
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
         if !self.cookies.is_empty() {
             let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
             head.push_str(&format!("Cookie: {}\r\n", jar.join("; ")));

@@ -109,6 +109,27 @@ fn a_database_deleted_under_the_server_is_noticed_and_a_restart_without_it_refus
     assert!(!check.status.success() && String::from_utf8_lossy(&check.stderr).contains("does not exist"));
 }
 
+#[test]
+fn portal_audit_lines_name_the_client_behind_a_trusted_proxy_only() {
+    let sms = SmsSink::start();
+    let portal = format!("{PORTAL}trusted_proxies = [\"127.0.0.1\"]\n");
+    let server = TestServer::start(Options { no_token: "sms", sms_url: Some(sms.url.clone()), extra: portal, ..Options::default() });
+    let mut web = Http::new(server.portal.unwrap());
+    web.headers.push(("X-Forwarded-For".into(), "203.0.113.66, 198.51.100.7".into()));
+    let csrf = web.get("/signin").csrf();
+    web.post("/signin", &[("csrf", &csrf), ("username", "carol"), ("password", "not-her-password")]);
+    let line = server.wait_for(|v| v["client"] == "portal" && v["step"] == "sign_in_password", WAIT).expect("an audit line");
+    assert_eq!(line["from"], "198.51.100.7", "the right-most address the trusted proxy added: {line}");
+    drop(server);
+    let server = TestServer::start(Options { no_token: "sms", sms_url: Some(sms.url.clone()), extra: PORTAL.into(), ..Options::default() });
+    let mut web = Http::new(server.portal.unwrap());
+    web.headers.push(("X-Forwarded-For".into(), "198.51.100.7".into()));
+    let csrf = web.get("/signin").csrf();
+    web.post("/signin", &[("csrf", &csrf), ("username", "carol"), ("password", "not-her-password")]);
+    let line = server.wait_for(|v| v["client"] == "portal" && v["step"] == "sign_in_password", WAIT).expect("an audit line");
+    assert_eq!(line["from"], "127.0.0.1", "no trusted proxy: the header is the client's to forge, so it is ignored: {line}");
+}
+
 fn uid() -> u32 {
     let out = Command::new("id").arg("-u").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
