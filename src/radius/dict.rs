@@ -139,6 +139,16 @@ impl Dictionary {
         self.load_source(&Source::File(path.to_path_buf()), 0, &mut state)
     }
 
+    /// Loads dictionary text held in memory on top of this one; errors name it `name`.
+    ///
+    /// Text has no folder to resolve an `$INCLUDE` against, so `$INCLUDE` is refused rather
+    /// than resolved against the working directory: the fuzz target feeds arbitrary text here
+    /// and must never make the parser read files from the machine.
+    pub fn load_str(&mut self, name: &str, text: &str) -> Result<(), DictError> {
+        let mut state = LoadState::default();
+        self.load_source(&Source::Text { name: name.to_owned(), text: text.to_owned() }, 0, &mut state)
+    }
+
     pub fn attribute(&self, name: &str) -> Option<&AttributeDef> {
         self.by_name.get(&name.to_ascii_lowercase()).and_then(|&i| self.attributes.get(i))
     }
@@ -248,7 +258,8 @@ impl Dictionary {
                     let [name] = args else {
                         return Err(err(format!("{keyword} takes one file name")));
                     };
-                    let included = source.include(name);
+                    let included =
+                        source.include(name).ok_or_else(|| err(format!("{keyword} is not allowed in dictionary text given in memory")))?;
                     if keyword == "$INCLUDE-" && !included.exists() {
                         continue;
                     }
@@ -367,6 +378,11 @@ struct LoadState {
 enum Source {
     Builtin(&'static str),
     File(PathBuf),
+    /// Text given in memory ([`Dictionary::load_str`]); it includes nothing.
+    Text {
+        name: String,
+        text: String,
+    },
 }
 
 impl Source {
@@ -374,6 +390,7 @@ impl Source {
         match self {
             Self::Builtin(name) => format!("(built in) {name}"),
             Self::File(path) => path.display().to_string(),
+            Self::Text { name, .. } => name.clone(),
         }
     }
 
@@ -385,23 +402,25 @@ impl Source {
                 .map(|(_, text)| (*text).to_owned())
                 .ok_or_else(|| format!("no built-in dictionary {name}")),
             Self::File(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}")),
+            Self::Text { text, .. } => Ok(text.clone()),
         }
     }
 
-    /// An `$INCLUDE` resolves against the including file's folder.
-    fn include(&self, name: &str) -> Source {
-        match self {
+    /// An `$INCLUDE` resolves against the including file's folder; text in memory has none.
+    fn include(&self, name: &str) -> Option<Source> {
+        Some(match self {
             Self::Builtin(_) => match BUILTIN.iter().find(|(n, _)| *n == name) {
                 Some((n, _)) => Self::Builtin(n),
                 None => Self::File(PathBuf::from(name)),
             },
             Self::File(path) => Self::File(path.parent().unwrap_or(Path::new(".")).join(name)),
-        }
+            Self::Text { .. } => return None,
+        })
     }
 
     fn exists(&self) -> bool {
         match self {
-            Self::Builtin(_) => true,
+            Self::Builtin(_) | Self::Text { .. } => true,
             Self::File(path) => path.exists(),
         }
     }
@@ -510,5 +529,18 @@ mod tests {
 
         std::fs::write(dir.path().join("loop"), "$INCLUDE loop\n").unwrap();
         assert!(d.load_file(&dir.path().join("loop")).unwrap_err().to_string().contains("nested deeper"));
+    }
+
+    #[test]
+    fn text_in_memory_loads_but_includes_nothing() {
+        let mut d = Dictionary::builtin().unwrap();
+        d.load_str("inline", "VENDOR Acme 4242\nATTRIBUTE Acme-Role 1 integer Acme\nVALUE Acme-Role Admin 7\n").unwrap();
+        let role = d.attribute("Acme-Role").unwrap().clone();
+        assert_eq!((role.vendor, role.typ), (4242, 1));
+        assert_eq!(d.parse_value(&role, "Admin").unwrap(), vec![0, 0, 0, 7]);
+        for keyword in ["$INCLUDE", "$INCLUDE-"] {
+            let err = d.load_str("inline", &format!("# a comment\n{keyword} /etc/passwd\n")).unwrap_err().to_string();
+            assert_eq!(err, format!("inline:2: {keyword} is not allowed in dictionary text given in memory"));
+        }
     }
 }
