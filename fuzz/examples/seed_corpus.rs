@@ -296,19 +296,19 @@ fn hmac_md5(key: &[u8], data: &[u8]) -> [u8; 16] {
 
 fn sealed_states() -> Vec<(&'static str, Vec<u8>)> {
     let keys = fuzz_keys();
-    let mut totp = ChallengeState::new(Stage::Totp, "alice", "netscaler-1", 1_000_000, 0);
+    let mut totp = ChallengeState::new(Stage::Totp, "alice", "alice", "netscaler-1", 1_000_000, 0);
     totp.nonce = [1; 16];
-    let mut sms = ChallengeState::new(Stage::Sms, "åsa@example.test", "asa", 1_900_000_000, 3);
+    let mut sms = ChallengeState::new(Stage::Sms, "åsa@example.test", "åsa.öberg", "asa", 1_900_000_000, 3);
     sms.nonce = [2; 16];
     sms.code_salt = [3; 16];
     sms.code_hash = [4; 32];
     let retry = sms.retry();
-    let expired = ChallengeState::new(Stage::Sms, "bob", "", -1, 255);
+    let expired = ChallengeState::new(Stage::Sms, "bob", "bob", "", -1, 255);
     vec![
-        ("sealed-totp.state", totp.seal(&keys)),
-        ("sealed-sms.state", sms.seal(&keys)),
-        ("sealed-sms-retry.state", retry.seal(&keys)),
-        ("sealed-expired.state", expired.seal(&keys)),
+        ("sealed-totp.state", totp.seal(&keys).unwrap()),
+        ("sealed-sms.state", sms.seal(&keys).unwrap()),
+        ("sealed-sms-retry.state", retry.seal(&keys).unwrap()),
+        ("sealed-expired.state", expired.seal(&keys).unwrap()),
     ]
 }
 

@@ -43,7 +43,7 @@ fuzz_target!(|datagram: &[u8]| {
     }
     if let Some(name) = packet.get(attr::USER_NAME) {
         let name = String::from_utf8_lossy(name);
-        let _ = radmfa::auth::printable(&name);
+        let _ = radmfa::auth::shown(&name);
         let rules = radmfa::auth::username::UsernameRules { domains: vec!["EXAMPLE".into()], realms: vec!["example.test".into()] };
         let _ = rules.normalise(&name);
     }

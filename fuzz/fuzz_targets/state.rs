@@ -47,7 +47,8 @@ fuzz_target!(|data: &[u8]| {
 
     // The bytes as a State attribute: must open or be refused, and what opens reseals alike.
     if let Some(opened) = ChallengeState::open(data, keys) {
-        assert_eq!(ChallengeState::open(&opened.seal(keys), keys).as_ref(), Some(&opened));
+        let resealed = opened.seal(keys).expect("an opened State fits in one again");
+        assert_eq!(ChallengeState::open(&resealed, keys).as_ref(), Some(&opened));
     }
 
     // A State built from the bytes.
@@ -60,20 +61,26 @@ fuzz_target!(|data: &[u8]| {
     let code_hash = take::<32>(&mut rest);
     let flip = u16::from_be_bytes(take::<2>(&mut rest));
     let names = String::from_utf8_lossy(rest);
-    let (user, client) = names.split_once('\0').unwrap_or((&names, ""));
+    let mut parts = names.splitn(3, '\0');
+    let (user, account, client) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
 
-    let mut state = ChallengeState::new(stage, user, client, expires_at, tries_left);
+    let mut state = ChallengeState::new(stage, user, account, client, expires_at, tries_left);
     state.nonce = nonce;
     state.code_salt = code_salt;
     state.code_hash = code_hash;
-    let sealed = state.seal(keys);
+    let Ok(sealed) = state.seal(keys) else {
+        assert!(account.len() > radmfa::directory::MAX_ACCOUNT_ID, "only a too-long account id is refused");
+        return;
+    };
     let opened = ChallengeState::open(&sealed, keys);
     assert_eq!(opened.as_ref(), Some(&state));
     if let Some(opened) = &opened {
         assert!(opened.belongs_to(user, client));
+        assert_eq!(opened.account, account);
         let retry = opened.retry();
         assert_eq!(retry.tries_left, tries_left.saturating_sub(1));
-        assert_eq!(ChallengeState::open(&retry.seal(keys), keys).as_ref(), Some(&retry));
+        let resealed = retry.seal(keys).expect("a retry fits as its State did");
+        assert_eq!(ChallengeState::open(&resealed, keys).as_ref(), Some(&retry));
     }
 
     // Any single flipped bit, anywhere in the sealed bytes, makes it unopenable.
