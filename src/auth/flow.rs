@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::second_factor::SentCode;
+use super::second_factor::{SentCode, Settled};
 use super::state::{ChallengeState, Stage};
 use super::{Authenticator, Decision, Login, Mode, NoToken, Reason, store_down};
 use crate::directory::{Account, UserProfile};
@@ -16,9 +16,9 @@ impl Authenticator {
         let now = crate::store::now();
         let account = self.resolve(&login.user).await?;
         login.account = Some(account.id.clone());
-        // Both locks are checked before any bind: a locked account must not cost the directory
-        // (or AD's own lockout counter) anything.
-        self.check_locks(&account.id, now).await?;
+        // A locked second factor is refused before any bind; the password try is counted (and
+        // the password lock checked) when the bind is about to be made.
+        self.check_code_lock(&account.id, now).await?;
         let tokens = confirmed(self.services.store.tokens(&account.id).await.map_err(store_down)?);
         let digits = self.settings.totp_digits as usize;
         let split = match login.request.client.mode {
@@ -83,13 +83,14 @@ impl Authenticator {
                 self.verify_totp(&account, &tokens, answer, now).await?;
                 Ok(Decision::accept(Reason::Authenticated, client, &self.profile_with_groups(login, &account).await?))
             }
-            Stage::Sms if sms_code::matches(answer, &state.code_salt, &state.code_hash) => {
-                store.record_success(&account, Factor::Code).await.map_err(store_down)?;
-                Ok(Decision::accept(Reason::Authenticated, client, &self.profile_with_groups(login, &account).await?))
-            }
             Stage::Sms => {
-                let locked = self.count_failure(&account, Factor::Code, now).await?;
-                if locked || state.tries_left <= 1 {
+                let last = self.begin(&account, Factor::Code, now).await?;
+                if sms_code::matches(answer, &state.code_salt, &state.code_hash) {
+                    self.settle(&account, Factor::Code, last, Settled::Right).await?;
+                    return Ok(Decision::accept(Reason::Authenticated, client, &self.profile_with_groups(login, &account).await?));
+                }
+                self.settle(&account, Factor::Code, last, Settled::Wrong).await?;
+                if last || state.tries_left <= 1 {
                     return Err(Reason::WrongCode);
                 }
                 let retry = state.retry();

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::flow::confirmed;
+use super::second_factor::Settled;
 use super::{Authenticator, Reason, store_down};
 use crate::directory::UserProfile;
 use crate::otp::{sms_code, totp};
@@ -58,7 +59,7 @@ impl Authenticator {
         }
         let now = crate::store::now();
         let account = self.resolve(&login).await.map_err(|r| audit(&login, r))?;
-        self.check_locks(&account.id, now).await.map_err(|r| audit(&account.id, r))?;
+        self.check_code_lock(&account.id, now).await.map_err(|r| audit(&account.id, r))?;
         let profile = self.check_password(&account, password, now).await.map_err(|r| audit(&account.id, r))?;
         let tokens = self.services.store.tokens(&account.id).await.map_err(store_down).map_err(|r| audit(&account.id, r))?;
         Ok(PortalUser { has_token: !confirmed(tokens).is_empty(), account: account.id, profile })
@@ -94,11 +95,12 @@ impl Authenticator {
         match sms {
             Some(challenge) if challenge.expires_at > now && challenge.tries_left > 0 => {
                 challenge.tries_left -= 1;
+                let last = self.begin(account, Factor::Code, now).await.map_err(audit)?;
                 if !sms_code::matches(code, &challenge.salt, &challenge.hash) {
-                    self.count_failure(account, Factor::Code, now).await.map_err(audit)?;
+                    self.settle(account, Factor::Code, last, Settled::Wrong).await.map_err(audit)?;
                     return Err(audit(Reason::WrongCode));
                 }
-                store.record_success(account, Factor::Code).await.map_err(store_down).map_err(audit)?;
+                self.settle(account, Factor::Code, last, Settled::Right).await.map_err(audit)?;
             }
             Some(_) => return Err(audit(Reason::StateExpired)),
             None => {

@@ -9,7 +9,16 @@ use super::{Authenticator, Reason, store_down};
 use crate::directory::{Account, Denial, PasswordCheck, UserProfile};
 use crate::otp::{phone, sms_code};
 use crate::secret::Secret;
-use crate::store::{Factor, FailureOutcome, SmsReservation, Token, UnixTime};
+use crate::store::{Attempt, Factor, SmsReservation, Token, UnixTime};
+
+/// What a counted try turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settled {
+    Right,
+    Wrong,
+    /// Neither: the directory could not answer, or answers "locked" whatever the password.
+    Unknown,
+}
 
 /// An SMS code on its way: what to check the answer against and how to show the number.
 #[derive(Debug, Clone)]
@@ -49,30 +58,31 @@ impl Authenticator {
         Ok(account)
     }
 
-    /// Refuses an account whose second factor or password step is locked.
-    pub(super) async fn check_locks(&self, account: &str, now: UnixTime) -> Result<(), Reason> {
-        let store = &self.services.store;
-        if store.locked_until(account, Factor::Code, now).await.map_err(store_down)?.is_some() {
+    /// Refuses an account whose second factor is locked: checked before any bind, so a locked
+    /// account costs the directory nothing. (The password lock is taken by the try itself.)
+    pub(super) async fn check_code_lock(&self, account: &str, now: UnixTime) -> Result<(), Reason> {
+        if self.services.store.locked_until(account, Factor::Code, now).await.map_err(store_down)?.is_some() {
             return Err(Reason::SecondFactorLocked);
-        }
-        if store.locked_until(account, Factor::Password, now).await.map_err(store_down)?.is_some() {
-            return Err(Reason::PasswordLocked);
         }
         Ok(())
     }
 
-    /// The directory's verdict on the password. A wrong one counts towards the account's
-    /// password lock; a right one clears the count.
+    /// The directory's verdict on the password. The try is counted before the bind (so tries
+    /// made at once cannot all reach the directory); a right password clears the count.
     pub(super) async fn check_password(&self, account: &Account, password: &[u8], now: UnixTime) -> Result<UserProfile, Reason> {
-        match self.services.directory.check_password(account, password).await {
-            Ok(PasswordCheck::Valid(profile)) => {
-                self.services.store.record_success(&account.id, Factor::Password).await.map_err(store_down)?;
-                Ok(profile)
-            }
-            Ok(PasswordCheck::Denied(Denial::WrongPassword)) => {
-                self.count_failure(&account.id, Factor::Password, now).await?;
-                Err(Reason::Directory(Denial::WrongPassword))
-            }
+        let last = self.begin(&account.id, Factor::Password, now).await?;
+        let verdict = self.services.directory.check_password(account, password).await;
+        let settled = match &verdict {
+            Ok(PasswordCheck::Valid(_)) => Settled::Right,
+            Ok(PasswordCheck::Denied(Denial::WrongPassword)) => Settled::Wrong,
+            // AD says "locked" whatever the password; a vanished entry says nothing either.
+            Ok(PasswordCheck::Denied(Denial::AccountLocked | Denial::NoSuchUser)) | Err(_) => Settled::Unknown,
+            // Disabled, expired, must change...: AD checked the password first, and it was right.
+            Ok(PasswordCheck::Denied(_)) => Settled::Right,
+        };
+        self.settle(&account.id, Factor::Password, last, settled).await?;
+        match verdict {
+            Ok(PasswordCheck::Valid(profile)) => Ok(profile),
             Ok(PasswordCheck::Denied(denial)) => Err(Reason::Directory(denial)),
             Err(e) => {
                 tracing::error!(error = %e, "directory could not check a password");
@@ -82,8 +92,9 @@ impl Authenticator {
     }
 
     /// Tries a code against each confirmed token; the first match whose time step is new wins.
-    /// A miss counts towards the second-factor lock.
+    /// The try is counted first, so codes sent at once cannot all be checked.
     pub(super) async fn verify_totp(&self, account: &str, tokens: &[Token], code: &str, now: UnixTime) -> Result<(), Reason> {
+        let last = self.begin(account, Factor::Code, now).await?;
         let store = &self.services.store;
         let mut replayed = false;
         for token in tokens {
@@ -91,37 +102,58 @@ impl Authenticator {
                 continue;
             };
             if store.use_step(token.id, step, now).await.map_err(store_down)? {
-                store.record_success(account, Factor::Code).await.map_err(store_down)?;
+                self.settle(account, Factor::Code, last, Settled::Right).await?;
                 return Ok(());
             }
             replayed = true;
         }
-        self.count_failure(account, Factor::Code, now).await?;
+        self.settle(account, Factor::Code, last, Settled::Wrong).await?;
         Err(if replayed { Reason::CodeReplayed } else { Reason::WrongCode })
     }
 
-    /// Counts a failure of `factor`; true if it locked it.
-    pub(super) async fn count_failure(&self, account: &str, factor: Factor, now: UnixTime) -> Result<bool, Reason> {
-        let policy = match factor {
+    /// Counts a try of `factor` before it is made. `Ok(last)`: go ahead (`last`: this try used
+    /// up the allowance). Refused with the factor's lock reason.
+    pub(super) async fn begin(&self, account: &str, factor: Factor, now: UnixTime) -> Result<bool, Reason> {
+        match self.services.store.begin_attempt(account, factor, now, self.policy(factor)).await.map_err(store_down)? {
+            Attempt::Allowed { last } => Ok(last),
+            Attempt::Locked { .. } => Err(match factor {
+                Factor::Code => Reason::SecondFactorLocked,
+                Factor::Password => Reason::PasswordLocked,
+            }),
+        }
+    }
+
+    /// What a counted try turned out to be: a right answer clears the count, a wrong one stays
+    /// counted (and says so when it locked the factor), one that said nothing is given back.
+    pub(super) async fn settle(&self, account: &str, factor: Factor, last: bool, settled: Settled) -> Result<(), Reason> {
+        let store = &self.services.store;
+        match settled {
+            Settled::Right => store.record_success(account, factor).await.map_err(store_down),
+            Settled::Unknown => store.refund_attempt(account, factor, last, self.policy(factor)).await.map_err(store_down),
+            Settled::Wrong if last => {
+                let until = store.locked_until(account, factor, crate::store::now()).await.map_err(store_down)?.unwrap_or_default();
+                match factor {
+                    Factor::Code => {
+                        tracing::warn!(target: "radmfa::audit", user = account, locked_until = until, "second factor locked after repeated wrong codes")
+                    }
+                    Factor::Password => tracing::warn!(
+                        target: "radmfa::audit",
+                        user = account,
+                        locked_until = until,
+                        "password step locked after repeated wrong passwords: the directory is not asked for this account until then"
+                    ),
+                }
+                Ok(())
+            }
+            Settled::Wrong => Ok(()),
+        }
+    }
+
+    fn policy(&self, factor: Factor) -> crate::store::LockoutPolicy {
+        match factor {
             Factor::Code => self.settings.lockout,
             Factor::Password => self.settings.password_lockout,
-        };
-        let outcome = self.services.store.record_failure(account, factor, now, policy).await.map_err(store_down)?;
-        if let FailureOutcome::Locked { until } = outcome {
-            match factor {
-                Factor::Code => {
-                    tracing::warn!(target: "radmfa::audit", user = account, locked_until = until, "second factor locked after repeated wrong codes")
-                }
-                Factor::Password => tracing::warn!(
-                    target: "radmfa::audit",
-                    user = account,
-                    locked_until = until,
-                    "password step locked after repeated wrong passwords: the directory is not asked for this account until then"
-                ),
-            }
-            return Ok(true);
         }
-        Ok(false)
     }
 
     /// Sends a fresh code to the mobile number, within the limits. Waits for the gateway at

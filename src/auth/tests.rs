@@ -586,3 +586,47 @@ async fn an_undecided_request_gets_no_answer_after_the_limit() {
     let req = request(&client(Mode::Auto, NoToken::Sms), "alice", b"pw", None);
     assert_eq!(f.auth.decide_within(&req, Duration::from_millis(50)).await, None);
 }
+
+#[tokio::test]
+async fn tries_sent_at_once_cannot_all_reach_the_directory_or_the_codes() {
+    let f = fixture().await;
+    let nas = client(Mode::Append, NoToken::Reject);
+    let burst = (0..30).map(|i| request(&nas, "alice", format!("guess-{i}{}", f.code(0)).as_bytes(), None)).collect::<Vec<_>>();
+    let decisions = futures_join_all(burst.iter().map(|r| f.auth.decide(r))).await;
+    assert_eq!(f.directory.binds.load(Ordering::SeqCst), 5, "of thirty wrong passwords at once, five reached the directory");
+    assert_eq!(decisions.iter().filter(|d| d.reason == Reason::PasswordLocked).count(), 25);
+    f.store.unlock("alice").await.unwrap();
+
+    // A challenge answered thirty times at once (thirty States collected first): five code checks.
+    let challenge = client(Mode::Challenge, NoToken::Reject);
+    let mut states = Vec::new();
+    for _ in 0..30 {
+        states.push(f.decide(&challenge, "alice", b"pw", None).await.state);
+    }
+    let answers =
+        states.into_iter().enumerate().map(|(i, s)| request(&challenge, "alice", format!("{:06}", i).as_bytes(), s)).collect::<Vec<_>>();
+    let decisions = futures_join_all(answers.iter().map(|r| f.auth.decide(r))).await;
+    let checked = decisions.iter().filter(|d| d.reason == Reason::WrongCode).count();
+    assert_eq!(checked, 5, "{:?}", decisions.iter().map(|d| d.reason).collect::<Vec<_>>());
+    assert_eq!(decisions.iter().filter(|d| d.reason == Reason::SecondFactorLocked).count(), 25);
+}
+
+/// Runs the futures concurrently on this task and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (fut, slot) in set.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}

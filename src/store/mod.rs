@@ -101,11 +101,19 @@ impl LockoutPolicy {
     }
 }
 
+/// Whether a try of a factor (a password bind, a code check) may go ahead.
+///
+/// The try is counted as a failure when it is allowed, before the directory or the code is
+/// asked, so tries that run at once cannot all pass a check made before any of them failed: of
+/// any burst, at most `max_failures` go ahead. A right answer clears the count
+/// ([`Store::record_success`]); an answer that says nothing about the guess (the directory was
+/// down) gives the try back ([`Store::refund_attempt`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureOutcome {
-    /// Counted; not yet locked.
-    Counted { failures: u32 },
-    /// This failure locked the second factor until then.
+pub enum Attempt {
+    /// Go ahead. `last`: this try used up the allowance, and the lock is already in place
+    /// (lifted again if the answer is right).
+    Allowed { last: bool },
+    /// Locked until then: refuse without asking.
     Locked { until: UnixTime },
 }
 
@@ -169,13 +177,11 @@ pub trait Store: Send + Sync {
 
     /// Until when the user's `factor` is locked, if it is.
     async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError>;
-    async fn record_failure(
-        &self,
-        username: &str,
-        factor: Factor,
-        now: UnixTime,
-        policy: LockoutPolicy,
-    ) -> Result<FailureOutcome, StoreError>;
+    /// Counts a try of `factor` before it is made, or says the factor is locked (see [`Attempt`]).
+    async fn begin_attempt(&self, username: &str, factor: Factor, now: UnixTime, policy: LockoutPolicy) -> Result<Attempt, StoreError>;
+    /// Gives back a try that said nothing about the guess. `last` as [`Attempt::Allowed`] said:
+    /// the lock that try put in place is lifted.
+    async fn refund_attempt(&self, username: &str, factor: Factor, last: bool, policy: LockoutPolicy) -> Result<(), StoreError>;
     /// A success clears the factor's failure count and the doubling.
     async fn record_success(&self, username: &str, factor: Factor) -> Result<(), StoreError>;
     /// Clears both factors' locks and counts (admin). True if there was anything to clear.

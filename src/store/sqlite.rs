@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::seal::{KeyRing, Keys};
-use super::{Factor, FailureOutcome, LockoutPolicy, NewToken, SmsLimits, SmsReservation, Store, StoreError, Token, TokenInfo, UnixTime};
+use super::{Attempt, Factor, LockoutPolicy, NewToken, SmsLimits, SmsReservation, Store, StoreError, Token, TokenInfo, UnixTime};
 use crate::otp::{Algorithm, TotpParams};
 use crate::secret::Secret;
 
@@ -452,41 +452,53 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_failure(
-        &self,
-        username: &str,
-        factor: Factor,
-        now: UnixTime,
-        policy: LockoutPolicy,
-    ) -> Result<FailureOutcome, StoreError> {
+    async fn begin_attempt(&self, username: &str, factor: Factor, now: UnixTime, policy: LockoutPolicy) -> Result<Attempt, StoreError> {
         let username = username.to_owned();
         let table = lockout_table(factor);
         self.call(move |conn| {
             conn.prepare_cached(&format!("INSERT INTO {table} (username) VALUES (?1) ON CONFLICT(username) DO NOTHING"))?
                 .execute([&username])?;
-            if let Some(forget) = policy.forget_after {
-                // Failures (and doublings) from long ago no longer count, once no lock is running.
-                let quiet_since = now - forget.as_secs() as UnixTime;
-                conn.prepare_cached(&format!(
-                    "UPDATE {table} SET failures = 0, lock_count = 0 WHERE username = ?1 AND last_failure_at < ?2
-                     AND (locked_until IS NULL OR locked_until <= ?3)"
-                ))?
-                .execute(params![username, quiet_since, now])?;
+            let (failures, locked_until, lock_count, last_failure): (u32, Option<UnixTime>, u32, Option<UnixTime>) = conn
+                .prepare_cached(&format!("SELECT failures, locked_until, lock_count, last_failure_at FROM {table} WHERE username = ?1"))?
+                .query_row([&username], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            if let Some(until) = locked_until.filter(|&until| until > now) {
+                return Ok(Attempt::Locked { until });
             }
-            let (failures, lock_count): (u32, u32) = conn
-                .prepare_cached(&format!(
-                    "UPDATE {table} SET failures = failures + 1, last_failure_at = ?2 WHERE username = ?1 RETURNING failures, lock_count"
-                ))?
-                .query_row(params![username, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            // Failures (and doublings) from long ago no longer count.
+            let forgotten = policy.forget_after.is_some_and(|f| last_failure.is_some_and(|at| at < now - f.as_secs() as UnixTime));
+            let (failures, lock_count) = if forgotten { (0, 0) } else { (failures, lock_count) };
+            let failures = failures + 1;
             if failures < policy.max_failures.max(1) {
-                return Ok(FailureOutcome::Counted { failures });
+                conn.prepare_cached(&format!(
+                    "UPDATE {table} SET failures = ?2, lock_count = ?3, last_failure_at = ?4, locked_until = NULL WHERE username = ?1"
+                ))?
+                .execute(params![username, failures, lock_count, now])?;
+                return Ok(Attempt::Allowed { last: false });
             }
             let until = now + policy.lock_duration(lock_count).as_secs() as UnixTime;
             conn.prepare_cached(&format!(
-                "UPDATE {table} SET failures = 0, locked_until = ?1, lock_count = lock_count + 1 WHERE username = ?2"
+                "UPDATE {table} SET failures = 0, lock_count = ?2, last_failure_at = ?3, locked_until = ?4 WHERE username = ?1"
             ))?
-            .execute(params![until, username])?;
-            Ok(FailureOutcome::Locked { until })
+            .execute(params![username, lock_count + 1, now, until])?;
+            Ok(Attempt::Allowed { last: true })
+        })
+        .await
+    }
+
+    async fn refund_attempt(&self, username: &str, factor: Factor, last: bool, policy: LockoutPolicy) -> Result<(), StoreError> {
+        let username = username.to_owned();
+        let table = lockout_table(factor);
+        self.call(move |conn| {
+            if last {
+                let sql = format!(
+                    "UPDATE {table} SET locked_until = NULL, lock_count = MAX(lock_count - 1, 0), failures = ?2 WHERE username = ?1"
+                );
+                conn.prepare_cached(&sql)?.execute(params![username, policy.max_failures.saturating_sub(1)])?;
+            } else {
+                let sql = format!("UPDATE {table} SET failures = MAX(failures - 1, 0) WHERE username = ?1");
+                conn.prepare_cached(&sql)?.execute([&username])?;
+            }
+            Ok(())
         })
         .await
     }
@@ -627,25 +639,54 @@ mod tests {
             max_duration: Duration::from_secs(150),
             forget_after: None,
         };
-        for n in 1..=2 {
-            assert_eq!(s.record_failure("alice", code, 1000, policy).await.unwrap(), FailureOutcome::Counted { failures: n });
+        let allowed = |last| Attempt::Allowed { last };
+        for _ in 1..=2 {
+            assert_eq!(s.begin_attempt("alice", code, 1000, policy).await.unwrap(), allowed(false));
         }
-        assert_eq!(s.record_failure("alice", code, 1000, policy).await.unwrap(), FailureOutcome::Locked { until: 1060 });
+        assert_eq!(s.begin_attempt("alice", code, 1000, policy).await.unwrap(), allowed(true), "the third try may go, and locks");
+        assert_eq!(s.begin_attempt("alice", code, 1000, policy).await.unwrap(), Attempt::Locked { until: 1060 });
         assert_eq!(s.locked_until("alice", code, 1030).await.unwrap(), Some(1060));
         assert_eq!(s.locked_until("alice", Factor::Password, 1030).await.unwrap(), None, "each factor has its own lock");
         assert_eq!(s.locked_until("alice", code, 1060).await.unwrap(), None, "released at the deadline");
         for _ in 0..2 {
-            s.record_failure("alice", code, 2000, policy).await.unwrap();
+            s.begin_attempt("alice", code, 2000, policy).await.unwrap();
         }
-        assert_eq!(s.record_failure("alice", code, 2000, policy).await.unwrap(), FailureOutcome::Locked { until: 2120 }, "doubled");
+        assert_eq!(s.begin_attempt("alice", code, 2000, policy).await.unwrap(), allowed(true));
+        assert_eq!(s.locked_until("alice", code, 2000).await.unwrap(), Some(2120), "doubled");
         for _ in 0..3 {
-            s.record_failure("alice", code, 3000, policy).await.unwrap();
+            s.begin_attempt("alice", code, 3000, policy).await.unwrap();
         }
         assert_eq!(s.locked_until("alice", code, 3000).await.unwrap(), Some(3150), "capped at max_duration");
         s.record_success("alice", code).await.unwrap();
-        assert_eq!(s.locked_until("alice", code, 3000).await.unwrap(), None);
-        assert_eq!(s.record_failure("alice", code, 4000, policy).await.unwrap(), FailureOutcome::Counted { failures: 1 });
+        assert_eq!(s.locked_until("alice", code, 3000).await.unwrap(), None, "a right answer lifts it");
+        assert_eq!(s.begin_attempt("alice", code, 4000, policy).await.unwrap(), allowed(false));
         assert!(s.unlock("alice").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn tries_made_at_once_cannot_all_pass_and_a_refund_gives_one_back() {
+        let s = Arc::new(store());
+        let policy = LockoutPolicy {
+            max_failures: 4,
+            duration: Duration::from_secs(600),
+            max_duration: Duration::from_secs(600),
+            forget_after: None,
+        };
+        let burst = (0..30).map(|_| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.begin_attempt("alice", Factor::Password, 1000, policy).await.unwrap() })
+        });
+        let mut allowed = 0;
+        for attempt in burst {
+            if matches!(attempt.await.unwrap(), Attempt::Allowed { .. }) {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 4, "of thirty tries at once, four go to the directory");
+        s.refund_attempt("alice", Factor::Password, true, policy).await.unwrap();
+        assert_eq!(s.locked_until("alice", Factor::Password, 1000).await.unwrap(), None, "the locking try said nothing: no lock");
+        assert_eq!(s.begin_attempt("alice", Factor::Password, 1000, policy).await.unwrap(), Attempt::Allowed { last: true });
+        s.refund_attempt("bob", Factor::Password, false, policy).await.unwrap();
     }
 
     #[tokio::test]
@@ -659,17 +700,18 @@ mod tests {
             forget_after: Some(Duration::from_secs(900)),
         };
         for at in [1000, 1100] {
-            s.record_failure("alice", pw, at, policy).await.unwrap();
+            s.begin_attempt("alice", pw, at, policy).await.unwrap();
         }
         assert_eq!(
-            s.record_failure("alice", pw, 1100 + 901, policy).await.unwrap(),
-            FailureOutcome::Counted { failures: 1 },
+            s.begin_attempt("alice", pw, 1100 + 901, policy).await.unwrap(),
+            Attempt::Allowed { last: false },
             "two typos a quarter of an hour ago no longer count"
         );
         for at in [3000, 3001] {
-            s.record_failure("alice", pw, at, policy).await.unwrap();
+            s.begin_attempt("alice", pw, at, policy).await.unwrap();
         }
-        assert_eq!(s.record_failure("alice", pw, 3002, policy).await.unwrap(), FailureOutcome::Locked { until: 3602 });
+        assert_eq!(s.begin_attempt("alice", pw, 3002, policy).await.unwrap(), Attempt::Allowed { last: true });
+        assert_eq!(s.locked_until("alice", pw, 3100).await.unwrap(), Some(3602));
         assert_eq!(s.locked_until("alice", Factor::Code, 3100).await.unwrap(), None, "the code factor is untouched");
         assert!(s.unlock("alice").await.unwrap(), "unlock clears the password lock too");
         assert_eq!(s.locked_until("alice", pw, 3100).await.unwrap(), None);
