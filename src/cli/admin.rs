@@ -235,7 +235,7 @@ pub fn rotate(config_path: &Path) -> Result<(), CliError> {
             )?;
             return Ok(());
         }
-        stragglers += rt.block_on(store.reseal_all(Arc::clone(&rotated)))?.min(old);
+        stragglers += rt.block_on(store.reseal_all(Arc::clone(&rotated)))?;
     }
     Err(format!("{}: seeds sealed with the old key keep appearing; the old key is kept (run `radmfa keys rotate` again)", path.display())
         .into())

@@ -124,7 +124,8 @@ async fn open_store_when_writable(
     }
 }
 
-/// Forgets used States and old SMS sends now and then, so the store stays small.
+/// Forgets used States and old SMS sends now and then, so the store stays small, and folds the
+/// write-ahead log into the database file.
 async fn purge_periodically(store: Arc<SqliteStore>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(300));
     loop {
@@ -132,6 +133,10 @@ async fn purge_periodically(store: Arc<SqliteStore>, shutdown: CancellationToken
             _ = every.tick() => {
                 if let Err(e) = store.purge(crate::store::now()).await {
                     tracing::warn!(error = %e, "store purge failed");
+                }
+                // So that radmfa.db alone (a backup copy) holds what was written.
+                if let Err(e) = store.checkpoint().await {
+                    tracing::warn!(error = %e, "store checkpoint failed");
                 }
             }
             () = shutdown.cancelled() => break,

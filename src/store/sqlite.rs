@@ -78,10 +78,21 @@ fn lockout_table(factor: Factor) -> &'static str {
 }
 
 type Completion = Box<dyn FnOnce(bool) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+type Operation = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+/// What the store thread is asked to do.
+enum Job {
+    /// An operation, run in the current batch's transaction.
+    Operation(Operation),
+    /// Fold the write-ahead log into the database file (outside any transaction), so a copy of
+    /// the database file alone holds everything written so far.
+    Checkpoint(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+}
 
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Job>,
+    /// `None` once dropped: the thread then checkpoints and ends.
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     keys: Arc<Keys>,
     path: Option<PathBuf>,
     /// The file opened, to notice it being deleted or replaced.
@@ -161,6 +172,10 @@ impl SqliteStore {
             // Seeds are sealed, but user names and usage times are nobody else's business.
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
+        configure(&conn)?;
+        migrate(&conn)?;
+        // The schema goes into the database file itself, not only its write-ahead log.
+        checkpoint(&conn, "TRUNCATE")?;
         Self::start(conn, Some(path.to_path_buf()), keys)
     }
 
@@ -168,25 +183,51 @@ impl SqliteStore {
     /// a new, empty store); so is one radmfa cannot write to ([`StoreError::NotWritable`]).
     pub fn open(path: &Path, keys: Arc<Keys>) -> Result<Self, StoreError> {
         let conn = open_existing(path)?;
+        configure(&conn)?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version == 0 {
+            // An empty file, or radmfa.db copied without its radmfa.db-wal: starting on it would
+            // be starting with no tokens, letting every enrolled user in under no_token.
+            return Err(StoreError::Database(format!(
+                "{} holds no radmfa tables (an empty file, or a copy made without its -wal file?): \
+                 restore the database from a backup; to start over with no tokens, move the key file away",
+                path.display()
+            )));
+        }
+        migrate(&conn)?;
         Self::start(conn, Some(path.to_path_buf()), keys)
     }
 
     pub fn in_memory(keys: Arc<Keys>) -> Result<Self, StoreError> {
-        Self::start(Connection::open_in_memory()?, None, keys)
+        let conn = Connection::open_in_memory()?;
+        configure(&conn)?;
+        migrate(&conn)?;
+        Self::start(conn, None, keys)
     }
 
     fn start(conn: Connection, path: Option<PathBuf>, keys: Arc<Keys>) -> Result<Self, StoreError> {
-        configure(&conn)?;
-        migrate(&conn)?;
         probe_write(&conn)?;
         let file = path.as_deref().and_then(FileIdentity::of);
         let (jobs, queue) = mpsc::channel::<Job>();
         let reopen_from = path.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("radmfa-store".into())
             .spawn(move || run(conn, reopen_from, queue))
             .map_err(|e| StoreError::Database(format!("cannot start the store thread: {e}")))?;
-        Ok(Self { jobs, keys, path, file })
+        Ok(Self { jobs: Some(jobs), thread: Some(thread), keys, path, file })
+    }
+
+    /// Folds the write-ahead log into the database file, so a copy of radmfa.db alone (a
+    /// backup) holds everything written so far. The server does this every few minutes and at
+    /// shutdown.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(Job::Checkpoint(reply))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs.as_ref().ok_or(StoreError::Closed)?.send(job).map_err(|_| StoreError::Closed)
     }
 
     /// Whether the database file is still the one opened. Deleted or replaced under a running
@@ -206,7 +247,7 @@ impl SqliteStore {
         work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let operation: Operation = Box::new(move |conn| {
             let result = work(conn);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |committed| {
@@ -214,17 +255,18 @@ impl SqliteStore {
             });
             (ok, completion)
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        self.send(Job::Operation(operation))?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Reseals every seed with `keys`' current key, in one transaction (`radmfa keys rotate`).
-    /// `keys` must still hold the old keys. Returns how many were resealed.
+    /// Reseals every seed not yet sealed with `keys`' current key, in one transaction
+    /// (`radmfa keys rotate`). `keys` must still hold the old keys. Returns how many were resealed.
     pub async fn reseal_all(&self, keys: Arc<KeyRing>) -> Result<usize, StoreError> {
         self.call(move |conn| {
+            let current = format!("{}:%", keys.current_id());
             let rows: Vec<(i64, String, String)> = conn
-                .prepare("SELECT id, username, secret FROM tokens")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .prepare("SELECT id, username, secret FROM tokens WHERE secret NOT LIKE ?1")?
+                .query_map([&current], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
             for (id, username, sealed) in &rows {
                 let aad = token_aad(*id, username);
@@ -235,6 +277,22 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread, which folds the write-ahead log into the file
+        // first: wait for it, so a process that exits next leaves a complete database file.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn checkpoint(conn: &Connection, mode: &str) -> Result<(), StoreError> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))?;
+    Ok(())
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -253,11 +311,25 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 
 fn run(mut conn: Connection, path: Option<PathBuf>, queue: mpsc::Receiver<Job>) {
     let mut broken = false;
-    while let Ok(first) = queue.recv() {
+    let mut next = queue.recv().ok();
+    while let Some(job) = next.take() {
+        let first = match job {
+            Job::Checkpoint(reply) => {
+                let _ = reply.send(checkpoint(&conn, "PASSIVE"));
+                next = queue.recv().ok();
+                continue;
+            }
+            Job::Operation(operation) => operation,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Job::Operation(operation)) => batch.push(operation),
+                // A checkpoint waits for the batch before it (it cannot run inside a transaction).
+                Ok(checkpoint) => {
+                    next = Some(checkpoint);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -269,30 +341,42 @@ fn run(mut conn: Connection, path: Option<PathBuf>, queue: mpsc::Receiver<Job>) 
                 tracing::info!("store: the database is writable again");
             }
         }
-        let began = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
-        let mut completions = Vec::with_capacity(batch.len());
-        for job in batch {
-            let _ = conn.execute_batch("SAVEPOINT op");
-            let (ok, completion) = job(&conn);
-            // A failed operation leaves no half-done writes behind, and the batch goes on.
-            let end = if ok { "RELEASE op" } else { "ROLLBACK TO op; RELEASE op" };
-            let _ = conn.execute_batch(end);
-            completions.push(completion);
-        }
-        let commit =
-            if began { conn.execute_batch("COMMIT").map_err(not_writable_or) } else { Err(StoreError::NotWritable("BEGIN failed".into())) };
-        let committed = commit.is_ok();
-        if let Err(e) = commit {
-            let _ = conn.execute_batch("ROLLBACK");
-            if !broken {
-                tracing::error!(error = %e, "store: a transaction failed to commit; its operations report errors until the database takes writes again");
-            }
-        }
-        broken = !committed;
-        for completion in completions {
-            completion(committed);
+        broken = !run_batch(&conn, batch, broken);
+        if next.is_none() {
+            next = queue.recv().ok();
         }
     }
+    // Everyone is done with the store: leave everything in the database file itself.
+    if let Err(e) = checkpoint(&conn, "TRUNCATE") {
+        tracing::warn!(error = %e, "store: the write-ahead log could not be folded into the database at close");
+    }
+}
+
+/// Runs operations in one transaction, a savepoint each; true if it committed.
+fn run_batch(conn: &Connection, batch: Vec<Operation>, already_broken: bool) -> bool {
+    let began = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+    let mut completions = Vec::with_capacity(batch.len());
+    for operation in batch {
+        let _ = conn.execute_batch("SAVEPOINT op");
+        let (ok, completion) = operation(conn);
+        // A failed operation leaves no half-done writes behind, and the batch goes on.
+        let end = if ok { "RELEASE op" } else { "ROLLBACK TO op; RELEASE op" };
+        let _ = conn.execute_batch(end);
+        completions.push(completion);
+    }
+    let commit =
+        if began { conn.execute_batch("COMMIT").map_err(not_writable_or) } else { Err(StoreError::NotWritable("BEGIN failed".into())) };
+    let committed = commit.is_ok();
+    if let Err(e) = commit {
+        let _ = conn.execute_batch("ROLLBACK");
+        if !already_broken {
+            tracing::error!(error = %e, "store: a transaction failed to commit; its operations report errors until the database takes writes again");
+        }
+    }
+    for completion in completions {
+        completion(committed);
+    }
+    committed
 }
 
 /// Binds a sealed seed to its row and owner: copied to another row, it does not open.
@@ -801,5 +885,31 @@ mod tests {
         assert!(s.file_problem().unwrap().contains("deleted"));
         std::fs::write(&path, b"").unwrap();
         assert!(s.file_problem().unwrap().contains("replaced"));
+        drop(s);
+        let refused = SqliteStore::open(&path, keys()).err().expect("an empty file is no radmfa database");
+        assert!(refused.to_string().contains("holds no radmfa tables"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn the_database_file_alone_holds_everything_after_close_or_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("radmfa.db");
+        let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
+        let copy = |name: &str| {
+            let to = dir.path().join(name);
+            std::fs::copy(&path, &to).unwrap();
+            to
+        };
+        let s = SqliteStore::create(&path, Arc::clone(&keys)).unwrap();
+        s.add_token(new_token("alice", true)).await.unwrap();
+        s.checkpoint().await.unwrap();
+        let backup = copy("backup-while-running.db");
+        s.add_token(new_token("bob", true)).await.unwrap();
+        drop(s);
+        let at_stop = copy("backup-after-stop.db");
+        let running = SqliteStore::open(&backup, Arc::clone(&keys)).unwrap();
+        assert_eq!(running.tokens("alice").await.unwrap().len(), 1, "the checkpoint put alice's token in the file");
+        let stopped = SqliteStore::open(&at_stop, Arc::clone(&keys)).unwrap();
+        assert_eq!(stopped.list_tokens(None).await.unwrap().len(), 2, "closing put everything in the file");
     }
 }

@@ -130,6 +130,27 @@ fn portal_audit_lines_name_the_client_behind_a_trusted_proxy_only() {
     assert_eq!(line["from"], "127.0.0.1", "no trusted proxy: the header is the client's to forge, so it is ignored: {line}");
 }
 
+#[test]
+fn an_empty_database_file_is_refused_and_a_stopped_server_leaves_a_complete_one() {
+    let server = TestServer::start(Options { mode: "append", no_token: "password_only", ..Options::default() });
+    let seed = enroll(&server.config, "alice");
+    assert_eq!(login(&server, "alice", &format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0))), ACCESS_ACCEPT);
+    let (dir, config) = server.into_parts();
+    // Stopped cleanly: radmfa.db alone (what a backup copies) holds the token.
+    assert!(!dir.path().join("radmfa.db-wal").exists() || std::fs::metadata(dir.path().join("radmfa.db-wal")).unwrap().len() == 0);
+    let list = String::from_utf8(admin(&config, &["token", "list"]).stdout).unwrap();
+    assert!(list.contains("alice"), "{list}");
+    // An empty file where the database was: refused, not taken for a store with no tokens.
+    std::fs::write(dir.path().join("radmfa.db"), b"").unwrap();
+    for wal in ["radmfa.db-wal", "radmfa.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(wal));
+    }
+    let mut restarted = TestServer::launch(dir, config, None, &[]);
+    assert!(!restarted.wait_exit(WAIT).expect("it exits instead of serving").success());
+    let said = restarted.logs().iter().filter_map(|v| v["raw"].as_str().map(str::to_owned)).collect::<Vec<_>>().join("\n");
+    assert!(said.contains("holds no radmfa tables"), "{said}");
+}
+
 fn uid() -> u32 {
     let out = Command::new("id").arg("-u").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
