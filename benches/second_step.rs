@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use radmfa::auth::messages::{Language, Messages};
 use radmfa::auth::{AuthSettings, Authenticator, ClientPolicy, Method, Mode, NoToken, Outcome, Request, Services, UsernameRules};
-use radmfa::directory::{Account, Directory, DirectoryError, PasswordCheck, UserProfile};
+use radmfa::directory::{Account, Directory, DirectoryError, LoginName, PasswordCheck, UserProfile};
 use radmfa::otp::TotpParams;
 use radmfa::secret::Secret;
 use radmfa::sms::LogGateway;
@@ -26,9 +26,9 @@ struct InstantDirectory;
 
 #[async_trait]
 impl Directory for InstantDirectory {
-    async fn find(&self, login: &str) -> Result<Option<Account>, DirectoryError> {
-        let profile = UserProfile { username: login.into(), ..Default::default() };
-        Ok(Some(Account { id: login.into(), locator: login.into(), profile }))
+    async fn find(&self, login: &LoginName) -> Result<Option<Account>, DirectoryError> {
+        let profile = UserProfile { username: login.name.clone(), ..Default::default() };
+        Ok(Some(Account { id: login.name.clone(), locator: login.name.clone(), profile }))
     }
     async fn check_password(&self, account: &Account, _: &[u8]) -> Result<PasswordCheck, DirectoryError> {
         Ok(PasswordCheck::Valid(account.profile.clone()))

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use super::second_factor::{SentCode, Settled};
+use super::second_factor::SentCode;
 use super::state::{ChallengeState, Stage};
 use super::{Authenticator, Decision, Login, Mode, NoToken, Reason, store_down};
 use crate::directory::{Account, UserProfile};
 use crate::otp::sms_code;
-use crate::store::{Factor, Token, UnixTime};
+use crate::store::{Factor, Outcome, Token, UnixTime};
 
 impl Authenticator {
     /// A request without State: the password (perhaps with a code appended).
@@ -58,7 +58,7 @@ impl Authenticator {
         if state.expires_at <= now {
             return Err(Reason::StateExpired);
         }
-        if !state.belongs_to(&login.user, &login.request.client.name) {
+        if !state.belongs_to(&login.user.name, &login.request.client.name) {
             return Err(Reason::StateMismatch);
         }
         let account = state.account.clone();
@@ -84,13 +84,14 @@ impl Authenticator {
                 Ok(Decision::accept(Reason::Authenticated, client, &self.profile_with_groups(login, &account).await?))
             }
             Stage::Sms => {
-                let last = self.begin(&account, Factor::Code, now).await?;
+                let attempt = self.begin(&account, Factor::Code, now).await?;
                 if sms_code::matches(answer, &state.code_salt, &state.code_hash) {
-                    self.settle(&account, Factor::Code, last, Settled::Right).await?;
+                    attempt.settle(Outcome::Right).await?;
                     return Ok(Decision::accept(Reason::Authenticated, client, &self.profile_with_groups(login, &account).await?));
                 }
-                self.settle(&account, Factor::Code, last, Settled::Wrong).await?;
-                if last || state.tries_left <= 1 {
+                attempt.settle(Outcome::Wrong).await?;
+                let locked = store.locked_until(&account, Factor::Code, now).await.map_err(store_down)?.is_some();
+                if locked || state.tries_left <= 1 {
                     return Err(Reason::WrongCode);
                 }
                 let retry = state.retry();
@@ -131,7 +132,7 @@ impl Authenticator {
 
     fn new_state(&self, stage: Stage, login: &Login<'_>, account: &str, ttl: Duration, now: UnixTime) -> ChallengeState {
         let expires_at: UnixTime = now + ttl.as_secs() as UnixTime;
-        ChallengeState::new(stage, &login.user, account, &login.request.client.name, expires_at, self.settings.sms_tries)
+        ChallengeState::new(stage, &login.user.name, account, &login.request.client.name, expires_at, self.settings.sms_tries)
     }
 
     fn seal(&self, state: &ChallengeState) -> Result<Vec<u8>, Reason> {

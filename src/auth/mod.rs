@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
-use crate::directory::{Denial, Directory, UserProfile};
+use crate::directory::{Denial, Directory, LoginName, UserProfile};
 use crate::radius::Attribute;
 use crate::secret::Secret;
 use crate::sms::{Gateway, SmsStats};
@@ -293,13 +293,15 @@ pub struct Authenticator {
     services: Services,
     settings: AuthSettings,
     sms_stats: Arc<SmsStats>,
+    /// Woken whenever a password or code try is settled: tries waiting for the allowance look again.
+    tries_settled: Arc<tokio::sync::Notify>,
 }
 
 /// One request on its way through the flows.
 struct Login<'a> {
     request: &'a Request,
-    /// The login name, normalised: what the State binds the answer to.
-    user: String,
+    /// The name to look up; its `name` is what the State binds the answer to.
+    user: LoginName,
     /// The account the name resolved to, once known: what the audit line names.
     account: Option<String>,
     answer: &'a [u8],
@@ -307,7 +309,7 @@ struct Login<'a> {
 
 impl Authenticator {
     pub fn new(services: Services, settings: AuthSettings) -> Self {
-        Self { services, settings, sms_stats: Arc::default() }
+        Self { services, settings, sms_stats: Arc::default(), tries_settled: Arc::default() }
     }
 
     /// What became of the SMS codes sent, for the counters logged at stop.
@@ -333,7 +335,7 @@ impl Authenticator {
                 Some(decision)
             }
             Err(_) => {
-                let user = request.user_name.as_deref().and_then(valid_user_name).map(|u| self.settings.usernames.normalise(u));
+                let user = request.user_name.as_deref().and_then(valid_user_name).map(|u| self.settings.usernames.login_name(u).name);
                 audit(request, user.as_deref(), "none", Reason::TimedOut, started.elapsed());
                 None
             }
@@ -344,9 +346,9 @@ impl Authenticator {
         let user = match request.user_name.as_deref().map(valid_user_name) {
             None => return (None, self.rejected(Reason::MissingUserName)),
             Some(None) => return (None, self.rejected(Reason::InvalidUserName)),
-            Some(Some(user)) => self.settings.usernames.normalise(user),
+            Some(Some(user)) => self.settings.usernames.login_name(user),
         };
-        let reject = |reason| (Some(user.clone()), self.rejected(reason));
+        let reject = |reason| (Some(user.name.clone()), self.rejected(reason));
         if request.method != Method::Pap {
             tracing::warn!(
                 client = request.client.name.as_str(),
@@ -372,7 +374,7 @@ impl Authenticator {
             Ok(decision) => decision,
             Err(reason) => self.rejected(reason),
         };
-        (Some(login.account.unwrap_or(user)), decision)
+        (Some(login.account.unwrap_or(user.name)), decision)
     }
 
     /// A Reject: one Reply-Message for every reason, so the NAS (and whoever drives it) learns

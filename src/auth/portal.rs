@@ -6,12 +6,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::flow::confirmed;
-use super::second_factor::Settled;
 use super::{Authenticator, Reason, store_down};
-use crate::directory::UserProfile;
+use crate::directory::{LoginName, UserProfile};
 use crate::otp::{sms_code, totp};
 use crate::secret::Secret;
-use crate::store::{Factor, NewToken, Token, UnixTime};
+use crate::store::{Factor, NewToken, Outcome, Token, UnixTime};
 
 /// A code sent by SMS during a portal sign-in, kept in the server-side session.
 #[derive(Debug, Clone)]
@@ -44,9 +43,14 @@ pub struct PortalUser {
 }
 
 impl Authenticator {
-    /// The normalised form of what a user typed (for rate-limit keys; not an account id).
-    pub fn login_name(&self, typed: &str) -> String {
-        self.settings.usernames.normalise(typed)
+    /// The name to look up for what a user typed.
+    pub fn login_name(&self, typed: &str) -> LoginName {
+        self.settings.usernames.login_name(typed)
+    }
+
+    /// A key for per-user rate limits: every case and realm spelling of a name shares one.
+    pub fn rate_key(&self, typed: &str) -> String {
+        super::UsernameRules::legacy_key(&self.login_name(typed))
     }
 
     /// The password step of a portal sign-in, for the account the typed name resolves to.
@@ -55,10 +59,10 @@ impl Authenticator {
         let login = self.login_name(typed);
         let audit = |account: &str, reason| self.portal_audit(account, from, "sign_in_password", reason);
         if password.is_empty() {
-            return Err(audit(&login, Reason::EmptyPassword));
+            return Err(audit(&login.name, Reason::EmptyPassword));
         }
         let now = crate::store::now();
-        let account = self.resolve(&login).await.map_err(|r| audit(&login, r))?;
+        let account = self.resolve(&login).await.map_err(|r| audit(&login.name, r))?;
         self.check_code_lock(&account.id, now).await.map_err(|r| audit(&account.id, r))?;
         let profile = self.check_password(&account, password, now).await.map_err(|r| audit(&account.id, r))?;
         let tokens = self.services.store.tokens(&account.id).await.map_err(store_down).map_err(|r| audit(&account.id, r))?;
@@ -95,12 +99,12 @@ impl Authenticator {
         match sms {
             Some(challenge) if challenge.expires_at > now && challenge.tries_left > 0 => {
                 challenge.tries_left -= 1;
-                let last = self.begin(account, Factor::Code, now).await.map_err(audit)?;
+                let attempt = self.begin(account, Factor::Code, now).await.map_err(audit)?;
                 if !sms_code::matches(code, &challenge.salt, &challenge.hash) {
-                    self.settle(account, Factor::Code, last, Settled::Wrong).await.map_err(audit)?;
+                    attempt.settle(Outcome::Wrong).await.map_err(audit)?;
                     return Err(audit(Reason::WrongCode));
                 }
-                self.settle(account, Factor::Code, last, Settled::Right).await.map_err(audit)?;
+                attempt.settle(Outcome::Right).await.map_err(audit)?;
             }
             Some(_) => return Err(audit(Reason::StateExpired)),
             None => {

@@ -5,19 +5,62 @@
 
 use std::sync::Arc;
 
+use super::UsernameRules;
 use super::{Authenticator, Reason, store_down};
-use crate::directory::{Account, Denial, PasswordCheck, UserProfile};
+use crate::directory::{Account, Denial, LoginName, PasswordCheck, UserProfile};
 use crate::otp::{phone, sms_code};
 use crate::secret::Secret;
-use crate::store::{Attempt, Factor, SmsReservation, Token, UnixTime};
+use crate::store::{Attempt, Factor, Outcome, SmsReservation, Token, UnixTime};
 
-/// What a counted try turned out to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Settled {
-    Right,
-    Wrong,
-    /// Neither: the directory could not answer, or answers "locked" whatever the password.
-    Unknown,
+/// A try of a factor in flight. Settle it with what it turned out to be; dropped unsettled (the
+/// request was cancelled or failed), it is settled as telling nothing, so it does not hold the
+/// account's allowance.
+pub(super) struct Try {
+    store: Arc<dyn crate::store::Store>,
+    settled: Arc<tokio::sync::Notify>,
+    account: String,
+    factor: Factor,
+    policy: crate::store::LockoutPolicy,
+    done: bool,
+}
+
+impl Try {
+    pub(super) async fn settle(mut self, outcome: Outcome) -> Result<(), Reason> {
+        self.done = true;
+        let locked = self.store.settle_attempt(&self.account, self.factor, outcome, crate::store::now(), self.policy).await;
+        self.settled.notify_waiters();
+        if let Some(until) = locked.map_err(store_down)? {
+            let user = self.account.as_str();
+            match self.factor {
+                Factor::Code => {
+                    tracing::warn!(target: "radmfa::audit", user, locked_until = until, "second factor locked after repeated wrong codes")
+                }
+                Factor::Password => tracing::warn!(
+                    target: "radmfa::audit",
+                    user,
+                    locked_until = until,
+                    "password step locked after repeated wrong passwords: the directory is not asked for this account until then"
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Try {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (store, settled) = (Arc::clone(&self.store), Arc::clone(&self.settled));
+        let (account, factor, policy) = (std::mem::take(&mut self.account), self.factor, self.policy);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = store.settle_attempt(&account, factor, Outcome::Unknown, crate::store::now(), policy).await;
+                settled.notify_waiters();
+            });
+        }
+    }
 }
 
 /// An SMS code on its way: what to check the answer against and how to show the number.
@@ -33,7 +76,7 @@ pub(crate) struct SentCode {
 
 impl Authenticator {
     /// The account a login name denotes, or why there is none.
-    pub(super) async fn find(&self, login: &str) -> Result<Account, Reason> {
+    pub(super) async fn find(&self, login: &LoginName) -> Result<Account, Reason> {
         match self.services.directory.find(login).await {
             Ok(Some(account)) => Ok(account),
             Ok(None) => Err(Reason::Directory(Denial::NoSuchUser)),
@@ -44,15 +87,18 @@ impl Authenticator {
         }
     }
 
-    /// Resolves a (normalised) login name to its account. Tokens an older radmfa filed under
-    /// this spelling (it keyed on the name as typed) move to the account, so they keep working
-    /// and no spelling is left with a second, empty set.
-    pub(crate) async fn resolve(&self, login: &str) -> Result<Account, Reason> {
+    /// Resolves a login name to its account. Tokens a version before one identity per account
+    /// filed under this spelling (lower-cased, as typed) move to the account — but only when the
+    /// directory says that spelling is this account too: under `kalle` may lie the tokens of
+    /// another account than the one `Kalle` (KELVIN SIGN) denotes.
+    pub(crate) async fn resolve(&self, login: &LoginName) -> Result<Account, Reason> {
         let account = self.find(login).await?;
-        if login != account.id {
-            let moved = self.services.store.move_tokens(login, &account.id).await.map_err(store_down)?;
-            if moved > 0 {
-                tracing::info!(target: "radmfa::audit", user = account.id.as_str(), from = login, tokens = moved, "tokens filed under another spelling moved to the account");
+        let legacy = UsernameRules::legacy_key(login);
+        if legacy != account.id && !self.services.store.list_tokens(Some(&legacy)).await.map_err(store_down)?.is_empty() {
+            let same = self.services.directory.find(&LoginName::plain(&legacy)).await.ok().flatten().is_some_and(|a| a.id == account.id);
+            if same {
+                let moved = self.services.store.move_tokens(&legacy, &account.id).await.map_err(store_down)?;
+                tracing::info!(target: "radmfa::audit", user = account.id.as_str(), from = legacy.as_str(), tokens = moved, "tokens filed under another spelling moved to the account");
             }
         }
         Ok(account)
@@ -67,20 +113,20 @@ impl Authenticator {
         Ok(())
     }
 
-    /// The directory's verdict on the password. The try is counted before the bind (so tries
-    /// made at once cannot all reach the directory); a right password clears the count.
+    /// The directory's verdict on the password. The try is begun before the bind (tries made
+    /// at once cannot all reach the directory); a right password clears the count.
     pub(super) async fn check_password(&self, account: &Account, password: &[u8], now: UnixTime) -> Result<UserProfile, Reason> {
-        let last = self.begin(&account.id, Factor::Password, now).await?;
+        let attempt = self.begin(&account.id, Factor::Password, now).await?;
         let verdict = self.services.directory.check_password(account, password).await;
-        let settled = match &verdict {
-            Ok(PasswordCheck::Valid(_)) => Settled::Right,
-            Ok(PasswordCheck::Denied(Denial::WrongPassword)) => Settled::Wrong,
+        let outcome = match &verdict {
+            Ok(PasswordCheck::Valid(_)) => Outcome::Right,
+            Ok(PasswordCheck::Denied(Denial::WrongPassword)) => Outcome::Wrong,
             // AD says "locked" whatever the password; a vanished entry says nothing either.
-            Ok(PasswordCheck::Denied(Denial::AccountLocked | Denial::NoSuchUser)) | Err(_) => Settled::Unknown,
+            Ok(PasswordCheck::Denied(Denial::AccountLocked | Denial::NoSuchUser)) | Err(_) => Outcome::Unknown,
             // Disabled, expired, must change...: AD checked the password first, and it was right.
-            Ok(PasswordCheck::Denied(_)) => Settled::Right,
+            Ok(PasswordCheck::Denied(_)) => Outcome::Right,
         };
-        self.settle(&account.id, Factor::Password, last, settled).await?;
+        attempt.settle(outcome).await?;
         match verdict {
             Ok(PasswordCheck::Valid(profile)) => Ok(profile),
             Ok(PasswordCheck::Denied(denial)) => Err(Reason::Directory(denial)),
@@ -92,9 +138,9 @@ impl Authenticator {
     }
 
     /// Tries a code against each confirmed token; the first match whose time step is new wins.
-    /// The try is counted first, so codes sent at once cannot all be checked.
+    /// The try is begun first, so codes sent at once cannot all be checked.
     pub(super) async fn verify_totp(&self, account: &str, tokens: &[Token], code: &str, now: UnixTime) -> Result<(), Reason> {
-        let last = self.begin(account, Factor::Code, now).await?;
+        let attempt = self.begin(account, Factor::Code, now).await?;
         let store = &self.services.store;
         let mut replayed = false;
         for token in tokens {
@@ -102,57 +148,40 @@ impl Authenticator {
                 continue;
             };
             if store.use_step(token.id, step, now).await.map_err(store_down)? {
-                self.settle(account, Factor::Code, last, Settled::Right).await?;
-                return Ok(());
+                return attempt.settle(Outcome::Right).await;
             }
             replayed = true;
         }
-        self.settle(account, Factor::Code, last, Settled::Wrong).await?;
+        attempt.settle(Outcome::Wrong).await?;
         Err(if replayed { Reason::CodeReplayed } else { Reason::WrongCode })
     }
 
-    /// Counts a try of `factor` before it is made. `Ok(last)`: go ahead (`last`: this try used
-    /// up the allowance). Refused with the factor's lock reason.
-    pub(super) async fn begin(&self, account: &str, factor: Factor, now: UnixTime) -> Result<bool, Reason> {
-        match self.services.store.begin_attempt(account, factor, now, self.policy(factor)).await.map_err(store_down)? {
-            Attempt::Allowed { last } => Ok(last),
-            Attempt::Locked { .. } => Err(match factor {
-                Factor::Code => Reason::SecondFactorLocked,
-                Factor::Password => Reason::PasswordLocked,
-            }),
-        }
-    }
-
-    /// What a counted try turned out to be: a right answer clears the count, a wrong one stays
-    /// counted (and says so when it locked the factor), one that said nothing is given back.
-    pub(super) async fn settle(&self, account: &str, factor: Factor, last: bool, settled: Settled) -> Result<(), Reason> {
-        let store = &self.services.store;
-        match settled {
-            Settled::Right => store.record_success(account, factor).await.map_err(store_down),
-            Settled::Unknown => store.refund_attempt(account, factor, last, self.policy(factor)).await.map_err(store_down),
-            Settled::Wrong if last => {
-                let until = store.locked_until(account, factor, crate::store::now()).await.map_err(store_down)?.unwrap_or_default();
-                match factor {
-                    Factor::Code => {
-                        tracing::warn!(target: "radmfa::audit", user = account, locked_until = until, "second factor locked after repeated wrong codes")
-                    }
-                    Factor::Password => tracing::warn!(
-                        target: "radmfa::audit",
-                        user = account,
-                        locked_until = until,
-                        "password step locked after repeated wrong passwords: the directory is not asked for this account until then"
-                    ),
-                }
-                Ok(())
-            }
-            Settled::Wrong => Ok(()),
-        }
-    }
-
-    fn policy(&self, factor: Factor) -> crate::store::LockoutPolicy {
-        match factor {
+    /// Begins a try of `factor`: refused when it is locked; while the allowance is taken by
+    /// tries in flight, waits for one of them to be settled (the request's deadline bounds the wait).
+    pub(super) async fn begin(&self, account: &str, factor: Factor, now: UnixTime) -> Result<Try, Reason> {
+        let policy = match factor {
             Factor::Code => self.settings.lockout,
             Factor::Password => self.settings.password_lockout,
+        };
+        loop {
+            // Asked to be woken before asking the store, so a settle in between is not missed.
+            let settled = self.tries_settled.notified();
+            match self.services.store.begin_attempt(account, factor, now, policy).await.map_err(store_down)? {
+                Attempt::Allowed => {
+                    let (store, settled) = (Arc::clone(&self.services.store), Arc::clone(&self.tries_settled));
+                    return Ok(Try { store, settled, account: account.to_owned(), factor, policy, done: false });
+                }
+                Attempt::Locked { .. } => {
+                    return Err(match factor {
+                        Factor::Code => Reason::SecondFactorLocked,
+                        Factor::Password => Reason::PasswordLocked,
+                    });
+                }
+                // Another node's tries are not announced here: look again now and then.
+                Attempt::Busy => {
+                    let _ = tokio::time::timeout(std::time::Duration::from_millis(50), settled).await;
+                }
+            }
         }
     }
 

@@ -51,6 +51,12 @@ fn tag<const N: usize>(kind: &str, value: &str) -> [u8; N] {
     out
 }
 
+/// The login name's tag, ignoring ASCII case only: `ALICE` may answer `alice`'s challenge (one
+/// AD account), but `Kalle` with a KELVIN SIGN may not answer `kalle`'s (two accounts).
+fn user_tag(login: &str) -> [u8; 16] {
+    tag("user", &login.to_ascii_lowercase())
+}
+
 pub fn random16() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -72,7 +78,7 @@ impl ChallengeState {
             expires_at,
             nonce: random16(),
             account: account.to_owned(),
-            user_tag: tag("user", login),
+            user_tag: user_tag(login),
             client_tag: tag("client", client),
             code_salt: [0; 16],
             code_hash: [0; 32],
@@ -85,7 +91,7 @@ impl ChallengeState {
     }
 
     pub fn belongs_to(&self, user: &str, client: &str) -> bool {
-        self.user_tag == tag::<16>("user", user) && self.client_tag == tag::<8>("client", client)
+        self.user_tag == user_tag(user) && self.client_tag == tag::<8>("client", client)
     }
 
     pub fn seal(&self, keys: &KeyRing) -> Result<Vec<u8>, AccountTooLong> {
@@ -157,6 +163,9 @@ mod tests {
         assert!(opened.belongs_to("alice@example.test", "netscaler-1"));
         assert!(!opened.belongs_to("alice", "netscaler-1"), "the answer comes under the name the NAS sent first");
         assert!(!opened.belongs_to("bob", "netscaler-1"));
+        assert!(opened.belongs_to("ALICE@example.TEST", "netscaler-1"), "ASCII case aside");
+        let kelvin = ChallengeState::new(Stage::Totp, "\u{212a}alle", "\u{212a}alle", "nas", 1, 3);
+        assert!(!kelvin.belongs_to("kalle", "nas"), "KELVIN SIGN is another name");
         assert!(!opened.belongs_to("alice@example.test", "asa"));
         assert!(ChallengeState::open(&wire, &KeyRing::generate("k1")).is_none(), "another server's key");
         let mut forged = wire.clone();

@@ -1,28 +1,38 @@
-//! One spelling per account: `ALICE`, `EXAMPLE\alice` and `alice@example.test` are the same user
-//! when the domain and realm are configured as ours. Tokens, lockouts and SMS limits are all
-//! keyed by this form, so no spelling gets a second set of tries.
+//! From the User-Name a NAS sent to the name the directory is asked about: trimmed, our own
+//! NetBIOS domain (`EXAMPLE\alice`) dropped, our own realm (`alice@example.test`) noted as a
+//! fallback. Never case-folded: the directory decides which account a name denotes, and every
+//! spelling it resolves to one account meets that account's tokens, lockouts and SMS limits.
+
+use crate::directory::LoginName;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsernameRules {
     /// NetBIOS domains whose `DOMAIN\user` prefix is dropped (compared case-insensitively).
     pub domains: Vec<String>,
-    /// Realms whose `user@realm` suffix is dropped (compared case-insensitively).
+    /// Realms whose `user@realm` is also tried as `user` (compared case-insensitively).
     pub realms: Vec<String>,
 }
 
 impl UsernameRules {
-    /// Trimmed, prefix/suffix of our own domains and realms removed, lower-cased.
-    pub fn normalise(&self, raw: &str) -> String {
+    /// The name to look up: trimmed, a `DOMAIN\` prefix of ours dropped; for `user@realm` with a
+    /// realm of ours, `user` as the fallback.
+    pub fn login_name(&self, raw: &str) -> LoginName {
         let name = raw.trim();
         let name = match name.split_once('\\') {
             Some((domain, user)) if self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) => user,
             _ => name,
         };
-        let name = match name.rsplit_once('@') {
-            Some((user, realm)) if self.realms.iter().any(|r| r.eq_ignore_ascii_case(realm)) => user,
-            _ => name,
+        let local_part = match name.rsplit_once('@') {
+            Some((user, realm)) if !user.is_empty() && self.realms.iter().any(|r| r.eq_ignore_ascii_case(realm)) => Some(user.to_owned()),
+            _ => None,
         };
-        name.to_lowercase()
+        LoginName { name: name.to_owned(), local_part }
+    }
+
+    /// Where versions before one identity per account filed this login's tokens: the name
+    /// lower-cased, without our realm.
+    pub fn legacy_key(login: &LoginName) -> String {
+        login.local_part.as_deref().unwrap_or(&login.name).to_lowercase()
     }
 }
 
@@ -31,13 +41,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spellings_of_one_account_meet() {
+    fn our_domain_is_dropped_our_realm_is_a_fallback_and_case_is_kept() {
         let rules = UsernameRules { domains: vec!["EXAMPLE".into()], realms: vec!["example.test".into()] };
-        for spelling in ["alice", " ALICE ", "example\\Alice", "EXAMPLE\\alice", "alice@EXAMPLE.test", "Alice@example.test"] {
-            assert_eq!(rules.normalise(spelling), "alice", "{spelling}");
-        }
-        assert_eq!(rules.normalise("OTHER\\alice"), "other\\alice", "a foreign domain is not ours to strip");
-        assert_eq!(rules.normalise("alice@other.test"), "alice@other.test");
-        assert_eq!(UsernameRules::default().normalise("EXAMPLE\\Åsa"), "example\\åsa");
+        let login = |raw: &str| rules.login_name(raw);
+        assert_eq!(login(" Alice "), LoginName::plain("Alice"), "trimmed, the case kept for the directory");
+        assert_eq!(login("example\\Alice"), LoginName::plain("Alice"));
+        assert_eq!(login("Alice@EXAMPLE.test"), LoginName { name: "Alice@EXAMPLE.test".into(), local_part: Some("Alice".into()) });
+        assert_eq!(login("OTHER\\alice"), LoginName::plain("OTHER\\alice"), "a foreign domain is not ours to strip");
+        assert_eq!(login("alice@other.test"), LoginName::plain("alice@other.test"), "a UPN is looked up as a UPN");
+        assert_eq!(login("@example.test").local_part, None);
+        assert_eq!(login("\u{212a}alle"), LoginName::plain("\u{212a}alle"), "KELVIN SIGN is not folded to k");
+        assert_eq!(UsernameRules::legacy_key(&login("Alice@EXAMPLE.test")), "alice");
+        assert_eq!(UsernameRules::legacy_key(&login("alice@other.test")), "alice@other.test");
     }
 }

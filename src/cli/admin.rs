@@ -51,12 +51,12 @@ async fn account_for(auth: &Authenticator, typed: &str) -> String {
     match auth.resolve(&login).await {
         Ok(account) => account.id,
         Err(Reason::Directory(Denial::NoSuchUser)) => {
-            eprintln!("note: the directory has no user {}; using {} as given", shown(typed), shown(&login));
-            login
+            eprintln!("note: the directory has no user {}; using {} as given", shown(typed), shown(&login.name));
+            login.name
         }
         Err(reason) => {
-            eprintln!("note: the directory could not be asked ({}); using {} as given", reason.as_str(), shown(&login));
-            login
+            eprintln!("note: the directory could not be asked ({}); using {} as given", reason.as_str(), shown(&login.name));
+            login.name
         }
     }
 }
@@ -68,7 +68,7 @@ fn add(config_path: &Path, user: &str, name: &str, force: bool) -> Result<(), Cl
         let login = auth.login_name(user);
         let user = match auth.resolve(&login).await {
             Ok(account) => account.id,
-            Err(_) if force => login,
+            Err(_) if force => login.name,
             Err(Reason::Directory(Denial::NoSuchUser)) => {
                 return Err(format!("the directory has no user {} (add --force to enroll anyway)", shown(user)).into());
             }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::hashing::HashingPool;
-use super::{Account, Denial, Directory, DirectoryError, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
+use super::{Account, Denial, Directory, DirectoryError, LoginName, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,8 +124,9 @@ fn hash_with(params: argon2::Params, password: &[u8]) -> Result<String, argon2::
     Ok(hasher.hash_password(password, &salt)?.to_string())
 }
 
+/// Names match case-insensitively; the file refuses two users whose names fold alike.
 fn fold(username: &str) -> String {
-    Account::id_for(username)
+    username.trim().to_lowercase()
 }
 
 fn verify(hash: &str, password: &[u8]) -> bool {
@@ -164,9 +165,13 @@ fn verify_reusing_memory(hash: &str, password: &[u8]) -> Option<bool> {
 
 #[async_trait]
 impl Directory for UsersFile {
-    async fn find(&self, login: &str) -> Result<Option<Account>, DirectoryError> {
-        let key = fold(login);
-        Ok(self.users.get(&key).map(|user| Account { id: key.clone(), locator: key, profile: user.profile.clone() }))
+    async fn find(&self, login: &LoginName) -> Result<Option<Account>, DirectoryError> {
+        // The name as typed first (a user may be listed under a UPN), then without our realm.
+        let keys = std::iter::once(&login.name).chain(&login.local_part).map(|name| fold(name));
+        Ok(keys.into_iter().find_map(|key| {
+            let user = self.users.get(&key)?;
+            Some(Account { id: key.clone(), locator: key, profile: user.profile.clone() })
+        }))
     }
 
     async fn check_password(&self, account: &Account, password: &[u8]) -> Result<PasswordCheck, DirectoryError> {
@@ -228,9 +233,16 @@ disabled = true
     async fn every_spelling_finds_one_account_and_checks_its_password() {
         let dir = UsersFile::parse(&users_toml()).unwrap();
         assert_eq!(dir.len(), 2);
-        let alice = dir.find(" ALICE ").await.unwrap().unwrap();
+        let find = |name: &str| {
+            let login = LoginName::plain(name);
+            let dir = &dir;
+            async move { dir.find(&login).await }
+        };
+        let alice = find(" ALICE ").await.unwrap().unwrap();
         assert_eq!(alice.id, "alice", "the account id is the lower-cased username, whatever the spelling");
-        assert_eq!(dir.find("alice").await.unwrap(), Some(alice.clone()));
+        assert_eq!(find("alice").await.unwrap(), Some(alice.clone()));
+        let upn = LoginName { name: "alice@example.test".into(), local_part: Some("alice".into()) };
+        assert_eq!(dir.find(&upn).await.unwrap(), Some(alice.clone()), "the name before a realm of ours");
         match dir.check_password(&alice, b"correct horse").await.unwrap() {
             PasswordCheck::Valid(p) => {
                 assert_eq!(p.username, "Alice");
@@ -240,8 +252,8 @@ disabled = true
         }
         assert_eq!(dir.check_password(&alice, b"wrong").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
         assert_eq!(dir.check_password(&alice, b"").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
-        assert_eq!(dir.find("mallory").await.unwrap(), None);
-        let dave = dir.find("dave").await.unwrap().unwrap();
+        assert_eq!(find("mallory").await.unwrap(), None);
+        let dave = find("dave").await.unwrap().unwrap();
         assert_eq!(dir.check_password(&dave, b"pw").await.unwrap(), PasswordCheck::Denied(Denial::AccountDisabled));
         assert_eq!(dir.check_password(&dave, b"nope").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
         assert_eq!(alice.profile.mobile.as_deref(), Some("+46701234567"));

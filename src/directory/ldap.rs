@@ -1,8 +1,9 @@
 //! Active Directory (and other LDAP servers) as the directory, through the ldap3 crate.
 //!
 //! A service account searches (over a small pool of kept-open connections) for the entry a
-//! login name denotes; its `username_attribute` (sAMAccountName), lower-cased, is the account id
-//! everything else is keyed on. The password is then checked by binding as the entry's DN on a
+//! login name denotes — a name with `@` as a UPN first, as AD itself resolves it — and its
+//! `username_attribute` (sAMAccountName), exactly as AD returns it, is the account id everything
+//! else is keyed on. The password is then checked by binding as the entry's DN on a
 //! connection of its own, and nested groups are read only after that bind succeeded. Several servers
 //! are tried in order, each operation under a timeout, and a server that failed is skipped for a
 //! back-off period rather than costing every request a timeout. TLS is LDAPS or StartTLS with
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 
-use super::{Account, Denial, Directory, DirectoryError, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
+use super::{Account, Denial, Directory, DirectoryError, LoginName, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
 use crate::secret::Secret;
 
 /// AD's LDAP_MATCHING_RULE_IN_CHAIN: membership through any depth of nested groups.
@@ -203,12 +204,26 @@ impl LdapDirectory {
         Ok(result)
     }
 
-    /// Finds the one user entry for a login name (none, or more than one, is no user).
-    async fn find_entry(&self, ldap: &mut Ldap, username: &str) -> Result<Option<SearchEntry>, Failure> {
-        let template = match &self.settings.upn_filter {
-            Some(upn) if username.contains('@') => upn,
-            _ => &self.settings.user_filter,
-        };
+    /// Finds the one entry for a login name: a name with `@` by its UPN, and only when no account
+    /// has that UPN by the name before a realm of ours (AD's own order). None, or more than one
+    /// entry for a search, is no user.
+    async fn find_entry(&self, ldap: &mut Ldap, login: &LoginName) -> Result<Option<SearchEntry>, Failure> {
+        match &self.settings.upn_filter {
+            Some(upn) if login.name.contains('@') => {
+                if let Some(entry) = self.search_one(ldap, upn, &login.name).await? {
+                    return Ok(Some(entry));
+                }
+                match &login.local_part {
+                    Some(local) => self.search_one(ldap, &self.settings.user_filter, local).await,
+                    None => Ok(None),
+                }
+            }
+            _ => self.search_one(ldap, &self.settings.user_filter, login.local_part.as_deref().unwrap_or(&login.name)).await,
+        }
+    }
+
+    /// The one entry `template` (with `{user}` escaped) finds.
+    async fn search_one(&self, ldap: &mut Ldap, template: &str, username: &str) -> Result<Option<SearchEntry>, Failure> {
         let filter = template.replace("{user}", &ldap_escape(username));
         let a = &self.settings.attributes;
         let mut attrs: Vec<&str> = vec![&a.username, &a.given_name, &a.surname, &a.email, &a.member_of];
@@ -242,7 +257,8 @@ impl LdapDirectory {
                 entry.dn, a.username
             )));
         };
-        let id = Account::id_for(&name);
+        // As stored, not case-folded: AD holds `kalle` and `Kalle` (KELVIN SIGN) as two accounts.
+        let id = name.trim().to_owned();
         if id.len() > MAX_ACCOUNT_ID {
             return Err(Failure(format!("{}: its {} is longer than {MAX_ACCOUNT_ID} bytes", entry.dn, a.username)));
         }
@@ -327,7 +343,7 @@ fn client_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, Stri
 
 #[async_trait]
 impl Directory for LdapDirectory {
-    async fn find(&self, login: &str) -> Result<Option<Account>, DirectoryError> {
+    async fn find(&self, login: &LoginName) -> Result<Option<Account>, DirectoryError> {
         let found = self.with_service(|mut ldap| async move {
             let entry = self.find_entry(&mut ldap, login).await;
             (ldap, entry)

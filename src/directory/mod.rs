@@ -101,8 +101,9 @@ pub enum DirectoryError {
 /// challenge States, audit lines, portal sessions — is filed under that `id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
-    /// The directory's own name for the account, lower-cased: AD's `sAMAccountName` (the
-    /// configured `username_attribute`), the users file's `username`.
+    /// The directory's own name for the account: AD's `sAMAccountName` (the configured
+    /// `username_attribute`) exactly as AD returns it, whatever case the user typed; the users
+    /// file's `username`, lower-cased (the file refuses two names that fold alike).
     pub id: String,
     /// Where the directory finds the account again (for LDAP, the entry's DN).
     pub locator: String,
@@ -111,22 +112,34 @@ pub struct Account {
     pub profile: UserProfile,
 }
 
+/// A name to find an account by, as the user typed it: trimmed, our own `DOMAIN\` dropped, and
+/// never case-folded — the directory compares names its own way (folding `K` KELVIN SIGN to `k`
+/// would find another AD account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginName {
+    /// The name as typed; a UPN keeps its suffix.
+    pub name: String,
+    /// For `x@realm` with a realm of ours: `x`, tried as the account name when no account has
+    /// the UPN (as AD accepts `sam@domain`).
+    pub local_part: Option<String>,
+}
+
+impl LoginName {
+    /// A name with no realm of ours in it.
+    pub fn plain(name: &str) -> Self {
+        Self { name: name.to_owned(), local_part: None }
+    }
+}
+
 /// The longest account id radmfa files things under: it travels inside the challenge State
 /// (253 octets in all). AD's sAMAccountName is at most 20 characters.
 pub const MAX_ACCOUNT_ID: usize = 120;
-
-impl Account {
-    /// The store key for a directory name: lower-cased, as every spelling must meet.
-    pub fn id_for(name: &str) -> String {
-        name.trim().to_lowercase()
-    }
-}
 
 #[async_trait]
 pub trait Directory: Send + Sync {
     /// Finds the account a login name denotes, in any spelling the directory accepts. No
     /// password is involved: this decides what every later step is keyed on.
-    async fn find(&self, login: &str) -> Result<Option<Account>, DirectoryError>;
+    async fn find(&self, login: &LoginName) -> Result<Option<Account>, DirectoryError>;
 
     /// Checks the password of an account `find` returned, and the group requirements. Callers
     /// reject empty passwords before calling (an LDAP bind with an empty password is an

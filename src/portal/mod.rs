@@ -502,7 +502,7 @@ async fn signin((State(portal), jar, headers): Ctx0, ClientAddr(from): ClientAdd
     if !ctx.signin_csrf_ok(&portal, &form.csrf) {
         return forbidden(&portal, ctx);
     }
-    let login = portal.auth.login_name(&form.username);
+    let login = portal.auth.rate_key(&form.username);
     let limited = !portal.address_limits.allow(&format!("signin:{}", ip_key(from)), 20, LIMIT_WINDOW)
         || !portal.user_limits.allow(&format!("signin:{login}"), 5, LIMIT_WINDOW);
     let error = if limited {

@@ -103,18 +103,28 @@ impl LockoutPolicy {
 
 /// Whether a try of a factor (a password bind, a code check) may go ahead.
 ///
-/// The try is counted as a failure when it is allowed, before the directory or the code is
-/// asked, so tries that run at once cannot all pass a check made before any of them failed: of
-/// any burst, at most `max_failures` go ahead. A right answer clears the count
-/// ([`Store::record_success`]); an answer that says nothing about the guess (the directory was
-/// down) gives the try back ([`Store::refund_attempt`]).
+/// Tries in flight count against the allowance as failures do: a try starts only while
+/// `failures + tries in flight < max_failures`, so of any burst at most the allowance reaches
+/// the directory or the codes, while right answers made at once only wait for each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
-    /// Go ahead. `last`: this try used up the allowance, and the lock is already in place
-    /// (lifted again if the answer is right).
-    Allowed { last: bool },
+    /// Go ahead; settle the try with [`Store::settle_attempt`].
+    Allowed,
+    /// The allowance is taken by tries in flight: ask again once one of them is settled.
+    Busy,
     /// Locked until then: refuse without asking.
     Locked { until: UnixTime },
+}
+
+/// What a try turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Clears the failures and the doubling.
+    Right,
+    /// Counts as a failure; may lock.
+    Wrong,
+    /// Says nothing about the guess (the directory could not answer): not counted.
+    Unknown,
 }
 
 /// Limits on SMS sends, against cost and SMS pumping.
@@ -177,13 +187,17 @@ pub trait Store: Send + Sync {
 
     /// Until when the user's `factor` is locked, if it is.
     async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError>;
-    /// Counts a try of `factor` before it is made, or says the factor is locked (see [`Attempt`]).
+    /// Starts a try of `factor`, or says why it cannot start now (see [`Attempt`]).
     async fn begin_attempt(&self, username: &str, factor: Factor, now: UnixTime, policy: LockoutPolicy) -> Result<Attempt, StoreError>;
-    /// Gives back a try that said nothing about the guess. `last` as [`Attempt::Allowed`] said:
-    /// the lock that try put in place is lifted.
-    async fn refund_attempt(&self, username: &str, factor: Factor, last: bool, policy: LockoutPolicy) -> Result<(), StoreError>;
-    /// A success clears the factor's failure count and the doubling.
-    async fn record_success(&self, username: &str, factor: Factor) -> Result<(), StoreError>;
+    /// Ends a try begun with [`Store::begin_attempt`]. `Some(until)` when this wrong answer locked the factor.
+    async fn settle_attempt(
+        &self,
+        username: &str,
+        factor: Factor,
+        outcome: Outcome,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<Option<UnixTime>, StoreError>;
     /// Clears both factors' locks and counts (admin). True if there was anything to clear.
     async fn unlock(&self, username: &str) -> Result<bool, StoreError>;
 

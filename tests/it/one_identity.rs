@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::harness::{Options, SmsSink, TestServer, admin, enroll, totp_code};
 use crate::oracle::{self, ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCESS_REJECT};
-use crate::samba::{self, BASE_DN, HENRY, HENRY_UPN};
+use crate::samba::{self, BASE_DN, HENRY, HENRY_SHADOW, HENRY_UPN, KALLE, KELVIN, KELVIN_UPN};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -37,7 +37,7 @@ fn every_name_of_an_ad_account_meets_its_token_lockout_sms_allowance_and_passwor
         no_token: "password_only",
         sms_url: Some(sms.url.clone()),
         extra: "[[client]]\nname = \"challenger\"\naddress = \"127.0.0.2\"\nsecret = \"testing123\"\nmode = \"challenge\"\nno_token = \"sms\"\n\n\
-                [usernames]\ndomains = [\"EXAMPLE\"]\nrealms = [\"example.test\"]\n"
+                [usernames]\ndomains = [\"EXAMPLE\"]\nrealms = [\"example.test\", \"corp.example\"]\n"
             .into(),
         ..Options::default()
     });
@@ -55,12 +55,19 @@ fn every_name_of_an_ad_account_meets_its_token_lockout_sms_allowance_and_passwor
     }
     let audit = audit_users(&server, spellings.len());
     assert!(audit.iter().all(|(user, reason)| user == "henry" && reason == "missing_code"), "{audit:?}");
+    // henry's UPN is a UPN first: `henry.hansson`, the account its local part names, is not
+    // reached through it (corp.example is one of our realms here), nor gets in with its password.
+    assert_eq!(oracle::code(&ask(HENRY_UPN, &format!("{}123456", HENRY_SHADOW.1))), ACCESS_REJECT);
+    let shadow = server.wait_for_audit(spellings.len() + 1).last().cloned().unwrap();
+    assert_eq!((shadow["user"].as_str(), shadow["reason"].as_str()), (Some("henry"), Some("wrong_password")), "{shadow}");
+    assert_eq!(oracle::code(&ask(HENRY_SHADOW.0, HENRY_SHADOW.1)), ACCESS_ACCEPT, "the other account is itself, and has no token");
+    let seen = spellings.len() + 2;
 
     // The code works under any name, and once: one replay record.
     let code = totp_code(&seed, 0);
     assert_eq!(oracle::code(&ask(HENRY_UPN, &format!("{}{code}", HENRY.1))), ACCESS_ACCEPT);
     assert_eq!(oracle::code(&ask("henry", &format!("{}{code}", HENRY.1))), ACCESS_REJECT);
-    let n = spellings.len() + 2;
+    let n = seen + 2;
     assert_eq!(audit_users(&server, n)[n - 1], ("henry".into(), "code_replayed".into()));
 
     // Wrong codes under different names add up to one lock, which holds under every name.
@@ -106,4 +113,33 @@ fn every_name_of_an_ad_account_meets_its_token_lockout_sms_allowance_and_passwor
     assert_eq!(oracle::code(&right), ACCESS_REJECT, "locked for a while, even with the right password");
     assert!(admin(&server.config, &["user", "unlock", "henry"]).status.success());
     assert_eq!(oracle::code(&ask("henry", &format!("{}{}", HENRY.1, totp_code(&seed, 1)))), ACCESS_ACCEPT, "and in again after an unlock");
+}
+
+#[test]
+fn two_accounts_that_unicode_lower_casing_would_merge_stay_two() {
+    let Some(dc) = samba::dc() else { return };
+    let server = TestServer::start(Options {
+        directory: Some(dc.directory_section(std::slice::from_ref(&dc.url), "")),
+        mode: "append",
+        no_token: "password_only",
+        ..Options::default()
+    });
+    let seed = enroll(&server.config, KALLE.0);
+    // The KELVIN SIGN account is another person: no token of its own, so password_only lets it
+    // in — it must not be taken for kalle (who would need his code) under any of its names.
+    let ask = |user: &str, password: &str| ask_from("127.0.0.1:0", &server, user, password, None);
+    for name in [KELVIN.0, KELVIN_UPN] {
+        assert_eq!(oracle::code(&ask(name, KELVIN.1)), ACCESS_ACCEPT, "{name}");
+    }
+    assert!(audit_users(&server, 2).iter().all(|(user, reason)| user == KELVIN.0 && reason == "password_only"));
+    // It enrolls a token of its own (the portal and the CLI resolve names the same way)...
+    let planted = enroll(&server.config, KELVIN_UPN);
+    let list = String::from_utf8(admin(&server.config, &["token", "list"]).stdout).unwrap();
+    assert_eq!(list.lines().filter(|l| l.contains(KELVIN.0)).count(), 1, "filed under its own account: {list}");
+    assert_eq!(list.lines().filter(|l| l.contains(" kalle ")).count(), 1, "and kalle's under his: {list}");
+    // ...which is no second factor for kalle, whose own token still is.
+    assert_eq!(oracle::code(&ask(KALLE.0, &format!("{}{}", KALLE.1, totp_code(&planted, 0)))), ACCESS_REJECT);
+    assert_eq!(oracle::code(&ask(KALLE.0, &format!("{}{}", KALLE.1, totp_code(&seed, 0)))), ACCESS_ACCEPT);
+    let audit = audit_users(&server, 4);
+    assert_eq!(audit[2], (KALLE.0.into(), "wrong_code".into()));
 }

@@ -28,6 +28,13 @@ pub const ASA: (&str, &str) = ("åsa.öberg", "Lösenord-ä1!");
 /// henry's UPN has another prefix and a suffix no `[usernames] realms` lists: one account, many names.
 pub const HENRY: (&str, &str) = ("henry", "Henry-Passw0rd!");
 pub const HENRY_UPN: &str = "henry.hansson@corp.example";
+/// Another account whose sAMAccountName is the local part of henry's UPN.
+pub const HENRY_SHADOW: (&str, &str) = ("henry.hansson", "Shadow-Passw0rd!");
+/// Two accounts AD keeps apart that Unicode lower-casing would merge: `kalle`, and `Kalle`
+/// written with U+212A KELVIN SIGN.
+pub const KALLE: (&str, &str) = ("kalle", "Kalle-Passw0rd!");
+pub const KELVIN: (&str, &str) = ("\u{212a}alle", "Kelvin-Passw0rd!");
+pub const KELVIN_UPN: &str = "kelvin.user@corp.example";
 
 pub struct Dc {
     pub url: String,
@@ -226,6 +233,9 @@ async fn populate(dc: &Dc) -> Result<(), String> {
         (EVE_EXPIRED.0, EVE_EXPIRED.1, "Eve", "", vec!["VPN-Users"], vec![("accountExpires", "1")]),
         (ASA.0, ASA.1, "Åsa", "070-333 33 33", vec!["VPN-Users"], vec![]),
         (HENRY.0, HENRY.1, "Henry", "+46704444444", vec!["Staff"], vec![("userPrincipalName", HENRY_UPN)]),
+        (HENRY_SHADOW.0, HENRY_SHADOW.1, "Shadow", "", vec!["VPN-Users"], vec![]),
+        (KALLE.0, KALLE.1, "Kalle", "", vec!["VPN-Users"], vec![]),
+        (KELVIN.0, KELVIN.1, "Kelvin", "", vec!["VPN-Users"], vec![("userPrincipalName", KELVIN_UPN)]),
     ];
     for (name, password, given, mobile, groups, extra) in users {
         let dn = format!("CN={name},CN=Users,{BASE_DN}");
