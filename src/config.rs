@@ -294,6 +294,9 @@ mod defaults {
     pub fn dead_server_backoff() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn ldap_max_connections() -> usize {
+        32
+    }
     pub fn pool_size() -> usize {
         4
     }
@@ -414,6 +417,8 @@ enum DirectorySection {
         dead_server_backoff: Duration,
         #[serde(default = "defaults::pool_size")]
         pool_size: usize,
+        #[serde(default = "defaults::ldap_max_connections")]
+        max_connections: usize,
         #[serde(default = "defaults::attr_username")]
         username_attribute: String,
         #[serde(default = "defaults::attr_given_name")]
@@ -604,6 +609,7 @@ impl Config {
                 timeout,
                 dead_server_backoff,
                 pool_size,
+                max_connections,
                 username_attribute,
                 given_name_attribute,
                 surname_attribute,
@@ -657,6 +663,7 @@ impl Config {
                     timeout,
                     dead_server_backoff,
                     pool_size: pool_size.max(1),
+                    max_connections: max_connections.max(1),
                     attributes: crate::directory::ldap::AttributeMap {
                         username: username_attribute,
                         given_name: given_name_attribute,

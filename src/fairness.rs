@@ -1,18 +1,156 @@
-//! Which NAS client a piece of work is done for, so queues that every request shares (the
-//! password-hashing threads) can serve clients in turn: one client's backlog then delays another
-//! client's work by one job, not by the whole backlog. The server sets it around each decision;
-//! work outside any request (the portal, the CLI) runs as client 0.
+//! Which NAS a piece of work is done for, so what every request shares (the password-hashing
+//! threads, the directory's connections) serves NAS in turn: one NAS's backlog then delays
+//! another NAS's work by one turn, not by the whole backlog. A NAS is its source address (so the
+//! devices of one `[[client]]` network entry are apart too). The server sets it around each
+//! decision; work outside any request (the portal, the CLI) runs as key 0.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+/// A NAS, as fairness tells them apart.
+pub type Key = u128;
 
 tokio::task_local! {
-    static CLIENT: u64;
+    static CLIENT: Key;
+}
+
+/// The key of a source address (IPv4 as its IPv4-mapped IPv6 form, so both spellings meet).
+pub fn key_of(address: IpAddr) -> Key {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
 }
 
 /// Runs `work` on behalf of `client`.
-pub async fn on_behalf_of<F: std::future::Future>(client: u64, work: F) -> F::Output {
+pub async fn on_behalf_of<F: std::future::Future>(client: Key, work: F) -> F::Output {
     CLIENT.scope(client, work).await
 }
 
 /// The client the current task works for (0 outside any request).
-pub fn current_client() -> u64 {
+pub fn current_client() -> Key {
     CLIENT.try_with(|client| *client).unwrap_or(0)
+}
+
+/// At most `n` holders at once; those waiting are let in one client at a time, in turn.
+pub struct FairGate {
+    state: Mutex<GateState>,
+}
+
+struct GateState {
+    free: usize,
+    waiting: HashMap<Key, VecDeque<oneshot::Sender<GatePass>>>,
+    turn: VecDeque<Key>,
+}
+
+/// A place in the gate; dropping it lets the next one in.
+pub struct GatePass {
+    gate: Option<Arc<FairGate>>,
+}
+
+impl FairGate {
+    pub fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self { state: Mutex::new(GateState { free: n.max(1), waiting: HashMap::new(), turn: VecDeque::new() }) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a place, in the current client's turn.
+    pub async fn enter(self: &Arc<Self>) -> GatePass {
+        let waiting = {
+            let mut state = self.lock();
+            if state.free > 0 && state.turn.is_empty() {
+                state.free -= 1;
+                return GatePass { gate: Some(Arc::clone(self)) };
+            }
+            let (tx, rx) = oneshot::channel();
+            let client = current_client();
+            let state = &mut *state;
+            let queue = state.waiting.entry(client).or_default();
+            if queue.is_empty() {
+                state.turn.push_back(client);
+            }
+            queue.push_back(tx);
+            rx
+        };
+        // The sender is dropped only with the gate, which this pass's holder keeps alive.
+        waiting.await.unwrap_or(GatePass { gate: None })
+    }
+
+    /// Hands a freed place to the next client in turn, or keeps it free.
+    fn release(self: &Arc<Self>) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        while let Some(client) = state.turn.pop_front() {
+            let Some(queue) = state.waiting.get_mut(&client) else { continue };
+            let next = queue.pop_front();
+            if queue.is_empty() {
+                state.waiting.remove(&client);
+            } else {
+                state.turn.push_back(client);
+            }
+            let Some(next) = next else { continue };
+            match next.send(GatePass { gate: Some(Arc::clone(self)) }) {
+                Ok(()) => return,
+                // That waiter gave up: the pass comes back; forget it without releasing again.
+                Err(mut pass) => pass.gate = None,
+            }
+        }
+        state.free += 1;
+    }
+}
+
+impl Drop for GatePass {
+    fn drop(&mut self) {
+        if let Some(gate) = self.gate.take() {
+            gate.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_key_alike_in_both_spellings() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(key_of(v4), key_of(mapped));
+        assert_ne!(key_of(v4), key_of("192.0.2.8".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn waiting_clients_are_let_in_by_turns_and_cancelled_waits_lose_nothing() {
+        let gate = FairGate::new(1);
+        let held = gate.enter().await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for (client, name) in [(1, "flood"), (1, "flood"), (1, "flood"), (2, "login")] {
+            let (gate, order) = (Arc::clone(&gate), Arc::clone(&order));
+            waiters.push(tokio::spawn(on_behalf_of(client, async move {
+                let _pass = gate.enter().await;
+                order.lock().unwrap().push(name);
+            })));
+            tokio::task::yield_now().await;
+        }
+        // One more that gives up before its turn.
+        let gave_up = tokio::spawn(on_behalf_of(3, {
+            let gate = Arc::clone(&gate);
+            async move { gate.enter().await }
+        }));
+        tokio::task::yield_now().await;
+        gave_up.abort();
+        drop(held);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["flood", "login", "flood", "flood"], "the login waits for one of the flood, not three");
+        let _again = tokio::time::timeout(std::time::Duration::from_secs(1), gate.enter()).await.expect("the place came back");
+    }
 }

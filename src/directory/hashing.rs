@@ -14,6 +14,8 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use crate::fairness::Key;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +25,13 @@ pub struct PoolError;
 /// Jobs waiting, per client, and the clients with work in the order they are served.
 #[derive(Default)]
 struct Queues {
-    by_client: HashMap<u64, VecDeque<Job>>,
-    turn: VecDeque<u64>,
+    by_client: HashMap<Key, VecDeque<Job>>,
+    turn: VecDeque<Key>,
     closed: bool,
 }
 
 impl Queues {
-    fn push(&mut self, client: u64, job: Job) {
+    fn push(&mut self, client: Key, job: Job) {
         let queue = self.by_client.entry(client).or_default();
         if queue.is_empty() {
             self.turn.push_back(client);

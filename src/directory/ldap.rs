@@ -45,6 +45,9 @@ pub struct LdapSettings {
     pub timeout: Duration,
     pub dead_server_backoff: Duration,
     pub pool_size: usize,
+    /// LDAP operations in flight at once (searches and binds): more wait, one NAS at a time in
+    /// turn, instead of opening a connection each and overwhelming the DC.
+    pub max_connections: usize,
     pub attributes: AttributeMap,
 }
 
@@ -75,6 +78,8 @@ pub struct LdapDirectory {
     /// serves many users' binds and each login saves a TLS handshake (the DC's biggest cost).
     /// They are only ever used to bind, never to search as whoever bound last.
     bind_pool: Mutex<Vec<Ldap>>,
+    /// Bounds the operations in flight; waiting requests are let in one NAS at a time.
+    gate: Arc<crate::fairness::FairGate>,
 }
 
 /// Why an LDAP operation failed (not the user's fault).
@@ -106,7 +111,8 @@ impl LdapDirectory {
             tracing::warn!("tls_insecure_skip_verify = true: LDAP server certificates are NOT checked; for a lab only");
         }
         let servers = settings.urls.iter().map(|url| Server { url: url.clone(), dead_until: Mutex::new(None) }).collect();
-        Ok(Self { settings, tls, servers, pool: Mutex::new(Vec::new()), bind_pool: Mutex::new(Vec::new()) })
+        let gate = crate::fairness::FairGate::new(settings.max_connections);
+        Ok(Self { settings, tls, servers, pool: Mutex::new(Vec::new()), bind_pool: Mutex::new(Vec::new()), gate })
     }
 
     /// A new connection to the first server that answers, skipping those in back-off.
@@ -123,8 +129,14 @@ impl LdapDirectory {
                     return Ok(ldap);
                 }
                 Err(e) => {
-                    tracing::warn!(url = %server.url, error = %e.0, backoff = ?self.settings.dead_server_backoff, "LDAP server unreachable; skipping it for the back-off period");
-                    *lock(&server.dead_until) = Some(now + self.settings.dead_server_backoff);
+                    // Said once per back-off, not by every request that failed at the same time.
+                    let already =
+                        lock(&server.dead_until).replace(now + self.settings.dead_server_backoff).is_some_and(|until| until > now);
+                    if already {
+                        tracing::debug!(url = %server.url, error = %e.0, "LDAP server unreachable (again)");
+                    } else {
+                        tracing::warn!(url = %server.url, error = %e.0, backoff = ?self.settings.dead_server_backoff, "LDAP server unreachable; skipping it for the back-off period");
+                    }
                     last_error = Some(e);
                 }
             }
@@ -179,6 +191,7 @@ impl LdapDirectory {
     /// Binds as `dn` with `password`, on a pooled bind connection when one is open. A pooled
     /// connection that fails is dropped and the bind tried once on a new one.
     async fn user_bind(&self, dn: &str, password: &str) -> Result<ldap3::LdapResult, Failure> {
+        let _turn = self.gate.enter().await;
         let pooled = loop {
             let Some(mut ldap) = lock(&self.bind_pool).pop() else { break None };
             if !ldap.is_closed() {
@@ -281,6 +294,7 @@ impl LdapDirectory {
     where
         Op: Future<Output = (Ldap, Result<T, Failure>)>,
     {
+        let _turn = self.gate.enter().await;
         let (ldap, result) = op(self.service().await?).await;
         match result {
             Ok(value) => {

@@ -1,4 +1,4 @@
-//! Decisions in flight, shared fairly between NAS clients, so one NAS's flood (a password spray,
+//! Decisions in flight, shared fairly between NAS (source addresses), so one NAS's flood (a password spray,
 //! a misconfigured retry storm) cannot take the capacity another NAS's users need.
 //!
 //! A client alone may use all of `max_in_flight`. While several have work in flight, each is
@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Which client a permit belongs to: the identity of its entry in the client table.
-pub type ClientKey = usize;
+/// Which NAS a permit belongs to: its source address (`crate::fairness::key_of`), so the
+/// devices behind one `[[client]]` network entry have a share each.
+pub type ClientKey = crate::fairness::Key;
 
 pub struct FairShare {
     limit: usize,

@@ -131,11 +131,11 @@ impl Shared {
             }
             Lookup::New(ticket) => ticket,
         };
-        let Some(permit) = self.permits.try_acquire(client_key(client)) else {
+        let Some(permit) = self.permits.try_acquire(crate::fairness::key_of(peer.ip())) else {
             // Dropping the ticket forgets the request: the NAS's retransmit gets another chance.
             stats.overloaded.inc();
             if let Some(suppressed) = self.overload_log.allow(now) {
-                tracing::warn!(%peer, client = client.policy.name.as_str(), suppressed, "this client has its share of max_in_flight requests being decided; request dropped");
+                tracing::warn!(%peer, client = client.policy.name.as_str(), suppressed, "this NAS has its share of max_in_flight requests being decided; request dropped");
             }
             return Admission::Drop;
         };
@@ -155,9 +155,10 @@ pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job
         _ => {
             let request = auth_request(&packet, &client);
             let limit = shared.settings.request_timeout.saturating_sub(arrived.elapsed());
-            // The client travels with the decision, so the shared hashing queue serves NAS in turn.
+            // The NAS travels with the decision, so the shared queues (hashing, the directory's
+            // connections) serve NAS in turn.
             let deciding = shared.authenticator.decide_within(&request, limit);
-            let Some(decision) = crate::fairness::on_behalf_of(client_key(&client) as u64, deciding).await else {
+            let Some(decision) = crate::fairness::on_behalf_of(crate::fairness::key_of(peer.ip()), deciding).await else {
                 shared.stats.timed_out.inc();
                 tracing::error!(%peer, client = client.policy.name.as_str(), "no decision within request_timeout; request dropped");
                 return;
@@ -202,12 +203,6 @@ pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job
     if let Err(e) = socket.send_to(&bytes, peer).await {
         tracing::warn!(%peer, error = %e, "UDP send failed");
     }
-}
-
-/// The client's identity for fairness: its entry in the client table, which lives as long as
-/// the server.
-fn client_key(client: &Arc<ClientSettings>) -> super::fair::ClientKey {
-    Arc::as_ptr(client) as usize
 }
 
 /// The facts `auth` needs, taken out of a verified Access-Request.

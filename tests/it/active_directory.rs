@@ -227,3 +227,49 @@ fn starttls_upn_and_certificate_checking() {
     let complaint = server.logs().iter().any(|v| v["error"].as_str().is_some_and(|e| e.to_lowercase().contains("certificate")));
     assert!(complaint, "the log says why: {:?}", server.logs());
 }
+
+#[test]
+fn a_nas_flooding_unknown_names_does_not_starve_another_nas_at_the_directory() {
+    let Some(dc) = samba::dc() else { return };
+    // Every unknown name costs the DC a search: a flood of them from NAS A, as fast as a
+    // misbehaving NAS or a spray sends, while NAS B's users log in.
+    let server = TestServer::start(Options {
+        directory: Some(dc.directory_section(std::slice::from_ref(&dc.url), "")),
+        mode: "append",
+        no_token: "password_only",
+        max_in_flight: 256,
+        extra: "[[client]]\nname = \"nas-b\"\naddress = \"127.0.0.2\"\nsecret = \"testing123\"\nno_token = \"password_only\"\n".into(),
+        ..Options::default()
+    });
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood = {
+        let (flooding, target) = (Arc::clone(&flooding), server.auth);
+        std::thread::spawn(move || {
+            let socket = oracle::socket("127.0.0.1:0", target);
+            let mut sent = 0u64;
+            while flooding.load(Ordering::Relaxed) {
+                let _ = socket.send(&oracle::encode_signed(oracle::access_request(&format!("ghost-{sent}"), "Whatever-1!")));
+                sent += 1;
+                std::thread::sleep(Duration::from_micros(1500));
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let mut answered = 0;
+    for _ in 0..15 {
+        let b = oracle::socket("127.0.0.2:0", server.auth);
+        let mut request = radius::core::packet::Packet::new(radius::core::code::Code::AccessRequest, SECRET.as_bytes());
+        radius::core::rfc2865::add_user_name(&mut request, ASA.0);
+        radius::core::rfc2865::add_user_password(&mut request, ASA.1.as_bytes()).unwrap();
+        if oracle::exchange(&b, &oracle::encode_signed(request), Duration::from_secs(3)).is_some_and(|r| oracle::code(&r) == ACCESS_ACCEPT)
+        {
+            answered += 1;
+        }
+    }
+    flooding.store(false, Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    assert_eq!(answered, 15, "every login of NAS B answered within 3 s while NAS A sent {sent} unknown names");
+    let unavailable = server.audit().iter().filter(|v| v["reason"] == "directory_unavailable").count();
+    assert_eq!(unavailable, 0, "the DC was never taken for dead");
+}

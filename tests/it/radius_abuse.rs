@@ -22,24 +22,25 @@ fn slowpoke() -> String {
     format!("\n[[user]]\nusername = \"slowpoke\"\npassword_hash = \"{}\"\n", costly_hash("slowpoke-pw"))
 }
 
-#[test]
-fn a_nas_flooding_wrong_passwords_does_not_take_another_nas_capacity() {
-    // max_in_flight 64: NAS A's flood keeps dozens of costly hashes queued, so NAS B's logins are
-    // answered in time only if it is admitted (its share) and served in turn by the hashing threads.
+/// NAS A floods wrong passwords of a user with a costly hash (~300/s, never waiting) from
+/// `flood_from` while NAS B makes ten ordinary logins from `login_from`, one try each, as a NAS
+/// would. How many of B's were answered within 3 s, what A sent, and the server's counters.
+fn logins_answered_during_a_flood(extra: &str, flood_from: &'static str, login_from: &str) -> (usize, u64, crate::harness::Stats) {
+    // max_in_flight 64: the flood keeps dozens of costly hashes queued, so B's logins are answered
+    // in time only if B is admitted (its share) and served in turn by the hashing threads.
     let server = TestServer::start(Options {
         max_in_flight: 64,
         extra_users: slowpoke(),
+        extra: extra.into(),
         // So the flood keeps costing hashing time instead of being refused early by the lock.
-        extra: "[[client]]\nname = \"nas-b\"\naddress = \"127.0.0.2\"\nsecret = \"testing123\"\nno_token = \"password_only\"\n".into(),
         lockout_extra: "password_max_failures = 100000",
         ..Options::default()
     });
-    // NAS A: wrong passwords of a user whose hash is costly, ~300 a second, never waiting.
     let flooding = Arc::new(AtomicBool::new(true));
     let flood = {
         let (flooding, target) = (Arc::clone(&flooding), server.auth);
         std::thread::spawn(move || {
-            let socket = oracle::socket("127.0.0.1:0", target);
+            let socket = oracle::socket(flood_from, target);
             let mut sent = 0u64;
             while flooding.load(Ordering::Relaxed) {
                 let request = oracle::encode_signed(oracle::access_request("slowpoke", &format!("guess-{sent}")));
@@ -51,8 +52,7 @@ fn a_nas_flooding_wrong_passwords_does_not_take_another_nas_capacity() {
         })
     };
     std::thread::sleep(Duration::from_millis(500));
-    // NAS B: ten ordinary logins, one try each, as a NAS would make them.
-    let b = oracle::socket("127.0.0.2:0", server.auth);
+    let b = oracle::socket(login_from, server.auth);
     let mut answered = 0;
     for _ in 0..10 {
         let request = oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD));
@@ -62,10 +62,25 @@ fn a_nas_flooding_wrong_passwords_does_not_take_another_nas_capacity() {
     }
     flooding.store(false, Ordering::Relaxed);
     let sent = flood.join().unwrap();
-    assert_eq!(answered, 10, "every login of NAS B answered within 3 s while NAS A sent {sent}");
     let (status, stats) = server.stop();
     assert!(status.success(), "the backlog does not hold the shutdown past its grace period");
+    (answered, sent, stats)
+}
+
+#[test]
+fn a_nas_flooding_wrong_passwords_does_not_take_another_nas_capacity() {
+    let nas_b = "[[client]]\nname = \"nas-b\"\naddress = \"127.0.0.2\"\nsecret = \"testing123\"\nno_token = \"password_only\"\n";
+    let (answered, sent, stats) = logins_answered_during_a_flood(nas_b, "127.0.0.1:0", "127.0.0.2:0");
+    assert_eq!(answered, 10, "every login of NAS B answered within 3 s while NAS A sent {sent}");
     assert!(stats.get("overloaded") > 0, "NAS A's excess was dropped (it had more than its share)");
+}
+
+#[test]
+fn devices_behind_one_network_client_entry_each_have_their_share() {
+    // Two NAS in one `[[client]]` entry (a pool of gateways sharing a secret and a policy).
+    let pool = "[[client]]\nname = \"pool\"\naddress = \"127.0.0.16/29\"\nsecret = \"testing123\"\nno_token = \"password_only\"\n";
+    let (answered, sent, _) = logins_answered_during_a_flood(pool, "127.0.0.17:0", "127.0.0.18:0");
+    assert_eq!(answered, 10, "every login of the second gateway answered within 3 s while the first sent {sent}");
 }
 
 /// Sends each (user, password) from its own socket at once; the time to each Reject and its text.
