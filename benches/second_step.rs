@@ -75,6 +75,7 @@ fn request(client: &Arc<ClientPolicy>, user: &str, answer: &str, state: Option<V
         nas_ip: None,
         nas_identifier: None,
         calling_station: None,
+        arrived: std::time::Instant::now(),
     }
 }
 

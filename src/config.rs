@@ -713,6 +713,12 @@ impl Config {
         if sms.answer_within.is_zero() {
             return Err(invalid("sms.answer_within", "must be more than 0s, e.g. \"2s\"".into()));
         }
+        if file.server.request_timeout <= sms.answer_within {
+            return Err(invalid(
+                "server.request_timeout",
+                format!("must be longer than sms.answer_within ({:?}): a login that sends an SMS would get no answer", sms.answer_within),
+            ));
+        }
         let auth = AuthSettings {
             totp_digits: t.digits,
             totp_window: t.window,

@@ -8,6 +8,7 @@ use super::state::{ChallengeState, Stage};
 use super::{Authenticator, Decision, Login, Mode, NoToken, Reason, store_down};
 use crate::directory::{Account, UserProfile};
 use crate::otp::sms_code;
+use crate::sms::delivery::Delivered;
 use crate::store::{Factor, Outcome, Token, UnixTime};
 
 impl Authenticator {
@@ -121,12 +122,20 @@ impl Authenticator {
 
     /// Sends a fresh SMS code to the user's mobile and challenges for it.
     async fn send_sms(&self, login: &Login<'_>, account: &str, profile: &UserProfile, now: UnixTime) -> Result<Decision, Reason> {
-        let SentCode { salt, hash, masked, pending } = self.send_code(account, profile.mobile.as_deref(), now).await?;
+        let answer_by = login.request.arrived + self.settings.sms_answer_within;
+        let SentCode { salt, hash, masked, delivered } = self.send_code(account, profile.mobile.as_deref(), now, answer_by).await?;
         let mut state = self.new_state(Stage::Sms, login, account, self.settings.sms_validity, now);
         state.code_salt = salt;
         state.code_hash = hash;
         let prompt = self.settings.messages.challenge_sms.replace("{mobile}", &masked);
-        let reason = if pending { Reason::SmsPending } else { Reason::SmsSent };
+        // A failed send still gets its challenge: a Reject now would come later than every other
+        // one (it waited on the gateway) and so tell that the password was right. The user, who
+        // gets no code, logs in again; the failure is logged and counted.
+        let reason = match delivered {
+            Delivered::Sent => Reason::SmsSent,
+            Delivered::Pending => Reason::SmsPending,
+            Delivered::Failed(_) => Reason::SmsFailed,
+        };
         Ok(Decision::challenge(reason, prompt, self.seal(&state)?))
     }
 

@@ -130,6 +130,8 @@ pub struct Request {
     pub nas_ip: Option<IpAddr>,
     pub nas_identifier: Option<String>,
     pub calling_station: Option<String>,
+    /// When the datagram was read: what bounds how long the answer may wait for an SMS gateway.
+    pub arrived: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +187,8 @@ pub enum Reason {
     TooManyTokens,
     /// Not decided within `request_timeout`: no answer was sent.
     TimedOut,
+    /// Given up undecided (the server stopping): no answer was sent.
+    Abandoned,
 }
 
 impl Reason {
@@ -221,6 +225,7 @@ impl Reason {
             Self::StateReused => "state_reused",
             Self::TooManyTokens => "too_many_tokens",
             Self::TimedOut => "timed_out",
+            Self::Abandoned => "abandoned",
         }
     }
 }
@@ -326,20 +331,27 @@ impl Authenticator {
     }
 
     /// As [`decide`](Self::decide), but gives up after `limit`: then nothing is answered (the
-    /// NAS retransmits or fails over) and the audit line says `timed_out`.
+    /// NAS retransmits or fails over) and the audit line says `timed_out`. A decision dropped
+    /// half-way (the server stopping) still writes its line, saying `abandoned`.
     pub async fn decide_within(&self, request: &Request, limit: Duration) -> Option<Decision> {
-        let started = Instant::now();
-        match tokio::time::timeout(limit, self.decide_inner(request)).await {
+        let mut line = AuditOnDrop { request, login: self.login_of(request), started: Instant::now(), written: false };
+        let decided = tokio::time::timeout(limit, self.decide_inner(request)).await;
+        line.written = true;
+        match decided {
             Ok((user, decision)) => {
-                audit(request, user.as_deref(), decision.outcome.as_str(), decision.reason, started.elapsed());
+                audit(request, user.as_deref(), decision.outcome.as_str(), decision.reason, line.started.elapsed());
                 Some(decision)
             }
             Err(_) => {
-                let user = request.user_name.as_deref().and_then(valid_user_name).map(|u| self.settings.usernames.login_name(u).name);
-                audit(request, user.as_deref(), "none", Reason::TimedOut, started.elapsed());
+                audit(request, line.login.as_deref(), "none", Reason::TimedOut, line.started.elapsed());
                 None
             }
         }
+    }
+
+    /// The login name for an audit line written without a decision.
+    fn login_of(&self, request: &Request) -> Option<String> {
+        request.user_name.as_deref().and_then(valid_user_name).map(|u| self.settings.usernames.login_name(u).name)
     }
 
     async fn decide_inner(&self, request: &Request) -> (Option<String>, Decision) {
@@ -387,6 +399,22 @@ impl Authenticator {
 fn store_down(e: crate::store::StoreError) -> Reason {
     tracing::error!(error = %e, "store failed");
     Reason::StoreUnavailable
+}
+
+/// Writes the `abandoned` audit line of a decision dropped before it wrote its own.
+struct AuditOnDrop<'a> {
+    request: &'a Request,
+    login: Option<String>,
+    started: Instant,
+    written: bool,
+}
+
+impl Drop for AuditOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.written {
+            audit(self.request, self.login.as_deref(), "none", Reason::Abandoned, self.started.elapsed());
+        }
+    }
 }
 
 /// A User-Name we are willing to look up: UTF-8, not blank, no control characters.

@@ -10,6 +10,7 @@ use super::{Authenticator, Reason, store_down};
 use crate::directory::{LoginName, UserProfile};
 use crate::otp::{sms_code, totp};
 use crate::secret::Secret;
+use crate::sms::delivery::Delivered;
 use crate::store::{Factor, NewToken, Outcome, Token, UnixTime};
 
 /// A code sent by SMS during a portal sign-in, kept in the server-side session.
@@ -72,11 +73,15 @@ impl Authenticator {
     /// Sends a sign-in code by SMS to the profile's mobile number (same limits as RADIUS).
     pub async fn portal_send_sms(&self, account: &str, profile: &UserProfile, from: IpAddr) -> Result<SmsChallenge, Reason> {
         let now = crate::store::now();
-        let sent = self
-            .send_code(account, profile.mobile.as_deref(), now)
-            .await
-            .map_err(|r| self.portal_audit(account, from, "sign_in_sms", r))?;
-        self.portal_audit(account, from, "sign_in_sms", if sent.pending { Reason::SmsPending } else { Reason::SmsSent });
+        let audit = |reason| self.portal_audit(account, from, "sign_in_sms", reason);
+        let answer_by = std::time::Instant::now() + self.settings.sms_answer_within;
+        let sent = self.send_code(account, profile.mobile.as_deref(), now, answer_by).await.map_err(audit)?;
+        match sent.delivered {
+            Delivered::Sent => audit(Reason::SmsSent),
+            Delivered::Pending => audit(Reason::SmsPending),
+            // Past the password already: the page may say the SMS failed.
+            Delivered::Failed(_) => return Err(audit(Reason::SmsFailed)),
+        };
         Ok(SmsChallenge {
             salt: sent.salt,
             hash: sent.hash,

@@ -10,7 +10,9 @@ use super::{Authenticator, Reason, store_down};
 use crate::directory::{Account, Denial, LoginName, PasswordCheck, UserProfile};
 use crate::otp::{phone, sms_code};
 use crate::secret::Secret;
+use crate::sms::delivery::{Delivered, Delivery};
 use crate::store::{Attempt, Factor, Outcome, SmsReservation, Token, UnixTime};
+use std::time::Instant;
 
 /// A try of a factor in flight. Settle it with what it turned out to be; dropped unsettled (the
 /// request was cancelled or failed), it is settled as telling nothing, so it does not hold the
@@ -64,14 +66,14 @@ impl Drop for Try {
 }
 
 /// An SMS code on its way: what to check the answer against and how to show the number.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct SentCode {
     pub salt: [u8; 16],
     pub hash: [u8; 32],
     /// `+46 70*** **67`.
     pub masked: String,
-    /// The gateway had not confirmed it when `sms_answer_within` ran out.
-    pub pending: bool,
+    /// How far the gateway got by the time the answer had to go out.
+    pub delivered: Delivered,
 }
 
 impl Authenticator {
@@ -185,10 +187,17 @@ impl Authenticator {
         }
     }
 
-    /// Sends a fresh code to the mobile number, within the limits. Waits for the gateway at
-    /// most `sms_answer_within`: a slower one finishes in the background (its result logged and
-    /// counted), so the caller can answer before the NAS gives up.
-    pub(crate) async fn send_code(&self, account: &str, mobile: Option<&str>, now: UnixTime) -> Result<SentCode, Reason> {
+    /// Sends a fresh code to the mobile number, within the limits. Waits for the gateway until
+    /// `answer_by` at the latest (the request's arrival + `sms_answer_within`): a slower one
+    /// finishes in the background, its result logged and counted, so the answer goes out before
+    /// the NAS gives up.
+    pub(crate) async fn send_code(
+        &self,
+        account: &str,
+        mobile: Option<&str>,
+        now: UnixTime,
+        answer_by: Instant,
+    ) -> Result<SentCode, Reason> {
         let Some(mobile) = mobile.and_then(|m| phone::to_e164(m, &self.settings.default_country_code)) else {
             return Err(Reason::NoMobile);
         };
@@ -198,46 +207,10 @@ impl Authenticator {
         }
         let code = sms_code::generate();
         let salt = super::state::random16();
-        let sent = SentCode { salt, hash: sms_code::hash(code.expose(), &salt), masked: phone::mask(&mobile), pending: false };
+        let masked = phone::mask(&mobile);
         let text = Secret::new(self.settings.messages.sms_text.replace("{code}", code.expose()));
-        let gateway = Arc::clone(&self.services.sms);
-        let mut sending = tokio::spawn(async move { crate::sms::send_with_retry(gateway.as_ref(), &mobile, &text).await });
-        let stats = Arc::clone(&self.sms_stats);
-        let kind = self.services.sms.kind();
-        match tokio::time::timeout(self.settings.sms_answer_within, &mut sending).await {
-            Ok(Ok(Ok(()))) => {
-                stats.sent.inc();
-                Ok(sent)
-            }
-            Ok(result) => {
-                let error = result.map_or_else(|e| e.to_string(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
-                tracing::error!(gateway = kind, error = error.as_str(), "SMS could not be sent");
-                stats.failed.inc();
-                Err(Reason::SmsFailed)
-            }
-            Err(_) => {
-                stats.pending.inc();
-                let account = account.to_owned();
-                tokio::spawn(async move {
-                    match sending.await {
-                        Ok(Ok(())) => {
-                            stats.late_sent.inc();
-                            tracing::info!(gateway = kind, user = account.as_str(), "SMS taken by the gateway after the answer went out");
-                        }
-                        result => {
-                            stats.late_failed.inc();
-                            let error = result.map_or_else(|e| e.to_string(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
-                            tracing::error!(
-                                gateway = kind,
-                                user = account.as_str(),
-                                error = error.as_str(),
-                                "SMS failed after the challenge went out: the user gets no code"
-                            );
-                        }
-                    }
-                });
-                Ok(SentCode { pending: true, ..sent })
-            }
-        }
+        let delivery = Delivery::start(Arc::clone(&self.services.sms), mobile, text, Arc::clone(&self.sms_stats), account);
+        let delivered = delivery.wait_until(answer_by.into()).await;
+        Ok(SentCode { salt, hash: sms_code::hash(code.expose(), &salt), masked, delivered })
     }
 }

@@ -176,6 +176,7 @@ fn request(client: &Arc<ClientPolicy>, user: &str, password: &[u8], state: Optio
         nas_ip: None,
         nas_identifier: None,
         calling_station: None,
+        arrived: std::time::Instant::now(),
     }
 }
 
@@ -314,13 +315,29 @@ async fn users_without_a_mobile_or_over_the_limit_are_told_so() {
 }
 
 #[tokio::test]
-async fn a_failing_gateway_rejects_with_a_clear_message() {
+async fn a_failing_gateway_still_challenges_so_the_answer_tells_nothing() {
     let f = fixture_with(FakeDirectory::default(), RecordingGateway { broken: true, ..Default::default() }, settings()).await;
     f.store.remove_token("alice", 1).await.unwrap();
     let d = f.decide(&client(Mode::Auto, NoToken::Sms), "alice", b"pw", None).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::SmsFailed));
-    assert_eq!(d.reply_message.as_deref(), Some("Authentication failed"));
+    // A Reject would leave later than any other (it waited on the gateway): a challenge instead,
+    // which a wrong password never gets anyway; the failure is logged and counted.
+    assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::SmsFailed));
     assert_eq!(f.auth.sms_stats().failed.get(), 1);
+}
+
+#[tokio::test]
+async fn the_wait_for_the_gateway_counts_from_the_packets_arrival() {
+    let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
+    let store = Arc::new(SqliteStore::in_memory(Arc::clone(&keys)).unwrap());
+    let services =
+        Services { directory: Arc::new(FakeDirectory::default()), store, sms: Arc::new(SlowGateway(Duration::from_secs(1))), keys };
+    let auth = Authenticator::new(services, AuthSettings { sms_answer_within: Duration::from_secs(2), ..settings() });
+    let mut late = request(&client(Mode::Auto, NoToken::Sms), "alice", b"pw", None);
+    late.arrived = std::time::Instant::now() - Duration::from_millis(1900);
+    let started = std::time::Instant::now();
+    let d = auth.decide(&late).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::SmsPending));
+    assert!(started.elapsed() < Duration::from_millis(600), "the packet waited 1.9 s already: {:?}", started.elapsed());
 }
 
 #[tokio::test]

@@ -204,6 +204,7 @@ impl Browser {
             nas_ip: None,
             nas_identifier: None,
             calling_station: None,
+            arrived: std::time::Instant::now(),
         };
         self.auth.decide(&request).await.outcome
     }

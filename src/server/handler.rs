@@ -153,7 +153,7 @@ pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job
             with_proxy_state(Packet::new(Code::AccountingResponse, packet.identifier, [0; 16]), &packet)
         }
         _ => {
-            let request = auth_request(&packet, &client);
+            let request = auth_request(&packet, &client, arrived);
             let limit = shared.settings.request_timeout.saturating_sub(arrived.elapsed());
             // The NAS travels with the decision, so the shared queues (hashing, the directory's
             // connections) serve NAS in turn.
@@ -206,7 +206,7 @@ pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job
 }
 
 /// The facts `auth` needs, taken out of a verified Access-Request.
-fn auth_request(packet: &Packet, client: &ClientSettings) -> Request {
+fn auth_request(packet: &Packet, client: &ClientSettings, arrived: Instant) -> Request {
     let secret = client.secret.expose();
     let method = if packet.get(attr::CHAP_PASSWORD).is_some() {
         Method::Chap
@@ -239,6 +239,7 @@ fn auth_request(packet: &Packet, client: &ClientSettings) -> Request {
         nas_ip,
         nas_identifier: text(attr::NAS_IDENTIFIER),
         calling_station: text(attr::CALLING_STATION_ID),
+        arrived,
     }
 }
 

@@ -5,6 +5,7 @@
 //! `46elks` and `twilio` (their APIs, by preset), and `exec` (a program of the admin's, given
 //! number and message as arguments, never through a shell). Credentials are never logged.
 
+pub mod delivery;
 pub mod http;
 
 use std::time::Duration;

@@ -44,6 +44,8 @@ pub struct Options {
     pub server_extra: &'static str,
     /// More keys for the `[lockout]` section.
     pub lockout_extra: &'static str,
+    /// More keys for the `[sms]` section (with `sms_url`).
+    pub sms_extra: &'static str,
 }
 
 impl Default for Options {
@@ -64,6 +66,7 @@ impl Default for Options {
             extra_users: String::new(),
             server_extra: "",
             lockout_extra: "",
+            sms_extra: "",
         }
     }
 }
@@ -176,7 +179,8 @@ duration = "{lockout}"
         challenge_timeout = o.challenge_timeout,
         sms = match &o.sms_url {
             Some(url) => format!(
-                "[sms]\ngateway = \"http\"\nurl = \"{url}\"\nmethod = \"POST\"\nbody = '{{\"to\":\"{{to}}\",\"message\":\"{{message}}\"}}'\ncontent_type = \"application/json\"\n"
+                "[sms]\ngateway = \"http\"\nurl = \"{url}\"\nmethod = \"POST\"\nbody = '{{\"to\":\"{{to}}\",\"message\":\"{{message}}\"}}'\ncontent_type = \"application/json\"\n{}\n",
+                o.sms_extra
             ),
             None => String::new(),
         },
@@ -363,7 +367,13 @@ impl TestServer {
     }
 
     /// SIGTERM, then the exit status and the counters from the "stopped" line.
-    pub fn stop(mut self) -> (ExitStatus, Stats) {
+    pub fn stop(self) -> (ExitStatus, Stats) {
+        let (status, stats, _) = self.stop_with_logs();
+        (status, stats)
+    }
+
+    /// As `stop`, with every log line the server wrote.
+    pub fn stop_with_logs(mut self) -> (ExitStatus, Stats, Vec<Value>) {
         self.terminate();
         let mut child = self.child.take().unwrap();
         let until = Instant::now() + Duration::from_secs(15);
@@ -375,7 +385,7 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(20));
         };
         let stopped = self.wait_for(|v| v["message"] == "stopped", Duration::from_secs(5)).expect("a stopped line with counters");
-        (status, Stats(stopped["stats"].as_str().unwrap_or_default().to_owned()))
+        (status, Stats(stopped["stats"].as_str().unwrap_or_default().to_owned()), self.logs())
     }
 }
 
@@ -431,6 +441,11 @@ impl SmsSink {
 
     /// A provider that takes `delay` to answer each request (a slow gateway).
     pub fn start_delayed(delay: Duration) -> Self {
+        Self::start_answering(delay, "200 OK")
+    }
+
+    /// A provider that answers every request with `status` (e.g. "500 Internal Server Error").
+    pub fn start_answering(delay: Duration, status: &'static str) -> Self {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/send", listener.local_addr().unwrap());
@@ -462,7 +477,7 @@ impl SmsSink {
                     }
                 }
                 std::thread::sleep(delay);
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                let _ = stream.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").as_bytes());
             }
         });
         Self { url, bodies }

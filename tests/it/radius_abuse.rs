@@ -250,3 +250,46 @@ fn client_text_in_the_text_log_is_quoted_and_escaped() {
     assert!(!log.contains('\u{202e}'), "no raw right-to-left override reaches the log");
     assert_eq!(log.lines().filter(|l| l.contains("result=\"accept\"")).count(), 0, "nothing that reads as an accept:\n{log}");
 }
+
+#[test]
+fn a_failing_sms_gateway_still_gets_a_challenge_not_a_late_reject() {
+    // A gateway that fails (500, then 500 again on the retry half a second later).
+    let sms = SmsSink::start_answering(Duration::from_millis(200), "500 Internal Server Error");
+    let server = TestServer::start(Options { reject_delay: "1s", no_token: "sms", sms_url: Some(sms.url.clone()), ..Options::default() });
+    let socket = oracle::socket("127.0.0.1:0", server.auth);
+    let answer = oracle::exchange(&socket, &oracle::encode_signed(oracle::access_request("carol", CAROL_PASSWORD)), WAIT).unwrap();
+    assert_eq!(oracle::code(&answer), ACCESS_CHALLENGE, "a Reject after 1.4 s would tell the password was right");
+    let audit = server.wait_for_audit(1);
+    assert_eq!((audit[0]["result"].as_str(), audit[0]["reason"].as_str()), (Some("challenge"), Some("sms_failed")));
+    let (_, stats) = server.stop();
+    assert_eq!(stats.get("sms_failed"), 1);
+}
+
+#[test]
+fn a_request_given_up_at_shutdown_still_gets_its_audit_line() {
+    // A gateway slower than the shutdown's grace, and the answer allowed to wait for it.
+    let sms = SmsSink::start_delayed(Duration::from_secs(20));
+    let server = TestServer::start(Options {
+        no_token: "sms",
+        sms_url: Some(sms.url.clone()),
+        sms_extra: "answer_within = \"30s\"",
+        server_extra: "request_timeout = \"60s\"",
+        ..Options::default()
+    });
+    let socket = oracle::socket("127.0.0.1:0", server.auth);
+    socket.send(&oracle::encode_signed(oracle::access_request("carol", CAROL_PASSWORD))).unwrap();
+    let until = Instant::now() + WAIT;
+    while sms.messages().is_empty() {
+        assert!(Instant::now() < until, "the SMS went to the gateway");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, stats, logs) = server.stop_with_logs();
+    assert!(status.success());
+    assert_eq!(stats.get("abandoned_at_shutdown"), 1);
+    let audit: Vec<_> = logs.iter().filter(|v| v["target"] == "radmfa::audit" && v["message"] == "decision").collect();
+    assert_eq!(audit.len(), 1, "exactly one line: {audit:?}");
+    assert_eq!(
+        (audit[0]["result"].as_str(), audit[0]["reason"].as_str(), audit[0]["user"].as_str()),
+        (Some("none"), Some("abandoned"), Some("carol"))
+    );
+}
