@@ -75,6 +75,8 @@ struct PortalSection {
     max_connections: usize,
     #[serde(default = "defaults::max_connections_per_address")]
     max_connections_per_address: usize,
+    #[serde(default = "defaults::reject_delay", with = "humantime_serde")]
+    reject_delay: Duration,
 }
 
 // Sections with `#[serde(default)]` take every missing key from their `Default` impl, so each
@@ -643,10 +645,10 @@ impl Config {
                         )
                     })?;
                 let ca_file = ca_file.map(|f| base.join(f));
-                if let Some(ca) = &ca_file {
-                    if !ca.exists() {
-                        return Err(invalid("directory.ca_file", format!("{} does not exist", ca.display())));
-                    }
+                if let Some(ca) = &ca_file
+                    && !ca.exists()
+                {
+                    return Err(invalid("directory.ca_file", format!("{} does not exist", ca.display())));
                 }
                 DirectorySettings::Ldap(Box::new(crate::directory::ldap::LdapSettings {
                     urls,
@@ -823,28 +825,65 @@ fn secret_files(path: &Path, base: &Path, file: &ConfigFile) -> Vec<PathBuf> {
     files
 }
 
-/// A TOML error for the admin, never showing a secret: for a line that sets a secret-like key,
-/// the line itself is not shown and its value is cut out of the parser's message.
+/// A TOML error for the admin, never showing a secret. The source line is shown only when the
+/// error stands on a `key = value` line whose key is not secret-like and which is not inside (or
+/// the start of) a string running over several lines; otherwise the error gets its position and
+/// the parser's message with every quoted value cut out.
 fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let Some(span) = e.span() else { return e.message().to_owned() };
+    let message = e.message().trim();
+    let Some(span) = e.span() else { return elide_values(message) };
     let start = span.start.min(text.len());
-    let line_no = text.get(..start).unwrap_or_default().matches('\n').count() + 1;
+    let before = text.get(..start).unwrap_or_default();
+    let line_no = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or_default();
-    let lower = line.to_ascii_lowercase();
-    let secretive = ["secret", "password", "token", "authorization", "key", "bearer"].iter().any(|word| lower.contains(word))
-        || in_headers_table(text, line_no);
-    if !secretive {
+    let key = line
+        .split_once('=')
+        .map(|(key, _)| key.trim())
+        .filter(|key| !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"')));
+    let secret_like = |text: &str| {
+        let lower = text.to_ascii_lowercase();
+        ["secret", "password", "token", "authorization", "key", "bearer"].iter().any(|word| lower.contains(word))
+    };
+    let long_quotes = |l: &str| l.matches(r#"""""#).count() + l.matches("'''").count();
+    let inside_long_string = text.lines().take(line_no - 1).map(long_quotes).sum::<usize>() % 2 == 1;
+    let shown = key.is_some_and(|key| !secret_like(key))
+        && !secret_like(line)
+        && !inside_long_string
+        && long_quotes(line) == 0
+        && !in_headers_table(text, line_no);
+    if shown {
         return e.to_string();
     }
-    let mut message = e.message().trim().to_owned();
-    if let Some((_, value)) = line.split_once('=') {
-        for piece in [value.trim(), value.trim().trim_matches(['"', '\'']).trim()] {
-            if !piece.is_empty() {
-                message = message.replace(piece, "…");
+    let about_a_key = ["unknown field", "missing field", "duplicate key", "unknown variant"].iter().any(|p| message.starts_with(p));
+    let message = if about_a_key { message.to_owned() } else { elide_values(message) };
+    format!("TOML parse error at line {line_no}, column {column} (the line is not shown: it may hold a secret): {message}")
+}
+
+/// The parser's message with anything in backticks or double quotes cut out (it may quote a value).
+fn elide_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut open: Option<char> = None;
+    for c in message.chars() {
+        match open {
+            Some(quote) if c == quote => {
+                out.push('…');
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '`' || c == '"' {
+                    open = Some(c);
+                }
             }
         }
     }
-    format!("TOML parse error at line {line_no} (the line is not shown: it may hold a secret): {message}")
+    if open.is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Whether line `line_no` lies in an `[sms.headers]` table, whose values are credentials.
@@ -1054,6 +1093,7 @@ fn build_portal(p: PortalSection, base: &Path, default_issuer: &str) -> Result<c
         request_timeout: p.request_timeout,
         max_connections: p.max_connections,
         max_connections_per_address: p.max_connections_per_address,
+        reject_delay: p.reject_delay,
     })
 }
 

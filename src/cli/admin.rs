@@ -89,10 +89,19 @@ fn add(config_path: &Path, user: &str, name: &str, force: bool) -> Result<(), Cl
         let uri = params.otpauth_uri(secret.expose(), &config.totp.issuer, &user);
         let qr = qrcode::QrCode::new(uri.expose().as_bytes()).map_err(|e| format!("QR code: {e}"))?;
         let picture = qr.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build();
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "Token {id} ({}) added for {}. Scan this with the authenticator app:\n\n{picture}\n", shown(name), shown(&user))?;
-        writeln!(out, "otpauth URI: {}", uri.expose())?;
-        writeln!(out, "secret (base32, to type by hand): {}", totp::base32(secret.expose()).expose())?;
+        let shown_to_admin = (|| -> std::io::Result<()> {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "Token {id} ({}) added for {}. Scan this with the authenticator app:\n\n{picture}\n", shown(name), shown(&user))?;
+            writeln!(out, "otpauth URI: {}", uri.expose())?;
+            writeln!(out, "secret (base32, to type by hand): {}", totp::base32(secret.expose()).expose())?;
+            out.flush()
+        })();
+        if let Err(e) = shown_to_admin {
+            // Nobody saw the secret: a token kept now would lock its user out (under no_token =
+            // "password_only", it would even take away a login that worked).
+            store.remove_token(&user, id).await?;
+            return Err(format!("the secret could not be shown ({e}); the token was not kept").into());
+        }
         Ok(())
     })
 }
@@ -213,6 +222,17 @@ pub fn keygen(config_path: &Path) -> Result<(), CliError> {
 pub fn rotate(config_path: &Path) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
     let path = &config.store.key_file;
+    // One rotation at a time: two would each drop the key the other just resealed with.
+    let lock_path = path.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
+        return Err(format!("another `radmfa keys rotate` is running (it holds {})", lock_path.display()).into());
+    }
     let rotated = Arc::new(KeyRing::load(path)?.with_new_key());
     let current = rotated.current_id().to_owned();
     // The file holds old and new keys before anything is resealed, so a crash midway loses nothing.

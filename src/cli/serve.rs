@@ -66,10 +66,10 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         tokio::spawn(reload_keys(keys, shutdown.clone()));
         notify_systemd(sd_notify::NotifyState::Ready);
         server.run(sockets, shutdown).await;
-        if let Some(portal) = portal {
-            if let Ok(Err(e)) = portal.await {
-                tracing::error!(error = %e, "portal stopped with an error");
-            }
+        if let Some(portal) = portal
+            && let Ok(Err(e)) = portal.await
+        {
+            tracing::error!(error = %e, "portal stopped with an error");
         }
         let counters = server.stats().snapshot().into_iter().chain(sms_stats.snapshot().into_iter().map(|(name, n)| (sms_name(name), n)));
         let stats: Vec<String> = counters.map(|(name, n)| format!("{name}={n}")).collect();

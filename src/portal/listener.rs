@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -160,14 +162,20 @@ impl Connections {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (app, tracker) = (self.app.clone(), Arc::clone(tracker));
+        let (app, tracker, body_timeout) = (self.app.clone(), Arc::clone(tracker), self.header_timeout);
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             // What axum's `into_make_service_with_connect_info` would give the handlers.
             request.extensions_mut().insert(ConnectInfo(peer));
-            let running = RequestRunning::start(&tracker);
-            let response = app.clone().oneshot(request);
+            let (app, tracker) = (app.clone(), Arc::clone(&tracker));
             async move {
-                let response = response.await;
+                // The body is read first, within header_timeout, while the connection still
+                // counts as idle: a client trickling a body cannot hold a place no one may take.
+                let request = match read_body(request, body_timeout).await {
+                    Ok(request) => request,
+                    Err(status) => return Ok(status.into_response()),
+                };
+                let running = RequestRunning::start(&tracker);
+                let response = app.oneshot(request).await;
                 drop(running);
                 response
             }
@@ -181,6 +189,24 @@ impl Connections {
         }
     }
 }
+
+/// The request with its body read (at most `MAX_BODY` bytes, within `within`), or the status to
+/// answer instead.
+async fn read_body(request: hyper::Request<Incoming>, within: Duration) -> Result<axum::extract::Request, StatusCode> {
+    use http_body_util::BodyExt;
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match tokio::time::timeout(within, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(axum::extract::Request::from_parts(parts, axum::body::Body::from(collected.to_bytes()))),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(StatusCode::PAYLOAD_TOO_LARGE),
+        Ok(Err(_)) => Err(StatusCode::BAD_REQUEST),
+        Err(_) => Err(StatusCode::REQUEST_TIMEOUT),
+    }
+}
+
+/// The largest request body read: the portal's forms are far smaller (the router refuses more
+/// than 16 KiB), so this only bounds memory.
+const MAX_BODY: usize = 64 * 1024;
 
 /// The connection caps: counts open connections, in all and per client address, and knows
 /// which of them have no request running, oldest first, to make room for a newcomer.
@@ -210,12 +236,12 @@ impl OpenConnections {
     /// Stops counting a connection (closed, or shed to make room); idempotent.
     fn forget(&mut self, seq: u64) -> Option<Arc<Tracker>> {
         let tracker = self.live.remove(&seq)?;
-        if let Some(a) = tracker.address {
-            if let Some(n) = self.per_address.get_mut(&a) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.per_address.remove(&a);
-                }
+        if let Some(a) = tracker.address
+            && let Some(n) = self.per_address.get_mut(&a)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_address.remove(&a);
             }
         }
         Some(tracker)

@@ -70,6 +70,9 @@ pub struct PortalSettings {
     pub request_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_address: usize,
+    /// A failed sign-in is answered this long after the request arrived, whatever failed and
+    /// however long finding out took: the time to answer tells nothing about the account.
+    pub reject_delay: Duration,
 }
 
 impl PortalSettings {
@@ -498,6 +501,7 @@ struct SigninForm {
 }
 
 async fn signin((State(portal), jar, headers): Ctx0, ClientAddr(from): ClientAddr, Form(form): Form<SigninForm>) -> Response {
+    let arrived = tokio::time::Instant::now();
     let mut ctx = Ctx::open(&portal, jar, &headers, None);
     if !ctx.signin_csrf_ok(&portal, &form.csrf) {
         return forbidden(&portal, ctx);
@@ -510,11 +514,13 @@ async fn signin((State(portal), jar, headers): Ctx0, ClientAddr(from): ClientAdd
     } else {
         match portal.auth.portal_password(&form.username, form.password.as_bytes(), from).await {
             Ok(user) => return second_factor(&portal, ctx, user, from).await,
-            Err(Reason::SecondFactorLocked | Reason::PasswordLocked) => ctx.s().too_many_attempts,
+            // A lock says the account exists: it gets the words of any other failure.
             Err(_) => ctx.s().sign_in_failed,
         }
     };
     let page = ctx.signin_page(&portal, None, Some(error));
+    // Unknown name, wrong password, locked account: the answer leaves at one time after arrival.
+    tokio::time::sleep_until(arrived + portal.settings.reject_delay).await;
     ctx.finish(&portal, (StatusCode::UNAUTHORIZED, render(SigninPage { page })))
 }
 
@@ -752,10 +758,10 @@ async fn enroll_confirm((State(portal), jar, headers): Ctx0, ClientAddr(from): C
     let Some(Stage::SignedIn { user, enrollment: Some(e), .. }) = ctx.stage() else { return ctx.finish(&portal, Redirect::to("/tokens")) };
     let (user, e) = (user.clone(), e.clone());
     let result = portal.auth.portal_confirm(&user, &e, &form.code, portal.settings.enrollment_timeout, from).await;
-    if matches!(result, Ok(()) | Err(Reason::StateExpired)) {
-        if let Some(Session { stage: Stage::SignedIn { enrollment, .. }, .. }) = ctx.session_mut() {
-            *enrollment = None;
-        }
+    if matches!(result, Ok(()) | Err(Reason::StateExpired))
+        && let Some(Session { stage: Stage::SignedIn { enrollment, .. }, .. }) = ctx.session_mut()
+    {
+        *enrollment = None;
     }
     match result {
         Ok(()) => {

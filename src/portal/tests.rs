@@ -69,6 +69,7 @@ pub(crate) fn portal_settings() -> PortalSettings {
         request_timeout: Duration::from_secs(30),
         max_connections: 512,
         max_connections_per_address: 32,
+        reject_delay: Duration::ZERO,
     }
 }
 
@@ -297,6 +298,34 @@ async fn wrong_passwords_fail_and_the_user_limit_stops_guessing() {
     let csrf = b.get("/signin").await.csrf();
     let page = b.post("/signin", &[("csrf", &csrf), ("username", "alice"), ("password", "pw")]).await;
     assert!(page.body.contains("Too many attempts"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn a_locked_account_reads_like_any_failure_and_every_failure_leaves_at_one_time() {
+    let delay = Duration::from_millis(400);
+    let mut b = browser_with(PortalSettings { reject_delay: delay, ..portal_settings() });
+    let timed = async |b: &mut Browser, user: &str, password: &str| {
+        let csrf = b.get("/signin").await.csrf();
+        let started = std::time::Instant::now();
+        let page = b.post("/signin", &[("csrf", &csrf), ("username", user), ("password", password)]).await;
+        (started.elapsed(), page)
+    };
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let (t, page) = timed(&mut b, "alice", "guess").await;
+        assert!(page.body.contains("Sign-in failed"));
+        times.push(t);
+    }
+    // Locked now (five wrong passwords). Under another name (its own rate limit), with the right
+    // password: the words of any failure, not "too many attempts", which would tell it exists.
+    let (t, page) = timed(&mut b, "a.andersson", "pw").await;
+    assert!(page.body.contains("Sign-in failed") && !page.body.contains("Too many"), "{}", page.body);
+    times.push(t);
+    let (t, page) = timed(&mut b, "nobody-at-all", "pw").await;
+    assert!(page.body.contains("Sign-in failed"));
+    times.push(t);
+    assert!(times.iter().all(|t| *t >= delay), "{times:?}");
+    assert!(times.iter().max().unwrap().saturating_sub(*times.iter().min().unwrap()) < Duration::from_millis(150), "{times:?}");
 }
 
 #[tokio::test]

@@ -49,7 +49,7 @@ pub enum PasswordError {
 /// Recovers the password bytes, trailing NUL padding removed. The bytes are kept raw: a NAS
 /// may send UTF-8 or Latin-1, and only the directory knows how to compare them.
 pub fn unhide_password(hidden: &[u8], secret: &[u8], authenticator: &[u8; 16]) -> Result<Zeroizing<Vec<u8>>, PasswordError> {
-    if hidden.is_empty() || hidden.len() > MAX_PASSWORD_LEN || hidden.len() % 16 != 0 {
+    if hidden.is_empty() || hidden.len() > MAX_PASSWORD_LEN || !hidden.len().is_multiple_of(16) {
         return Err(PasswordError::BadLength(hidden.len()));
     }
     let mut out = Zeroizing::new(hidden.to_vec());

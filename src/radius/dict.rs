@@ -274,10 +274,10 @@ impl Dictionary {
                     };
                     let id =
                         parse_number(id).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| err(format!("bad vendor number {id:?}")))?;
-                    if let Some(&existing) = self.vendors.get(&name.to_ascii_lowercase()) {
-                        if existing != id {
-                            return Err(err(format!("vendor {name} already defined as {existing}")));
-                        }
+                    if let Some(&existing) = self.vendors.get(&name.to_ascii_lowercase())
+                        && existing != id
+                    {
+                        return Err(err(format!("vendor {name} already defined as {existing}")));
                     }
                     self.vendors.insert(name.to_ascii_lowercase(), id);
                     self.vendor_names.entry(id).or_insert_with(|| (*name).to_owned());
@@ -439,7 +439,7 @@ fn parse_number(text: &str) -> Option<u64> {
 }
 
 fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()

@@ -186,11 +186,11 @@ impl Packet {
         let mut attributes = Vec::new();
         for raw in RawAttributes::new(body) {
             let (typ, value) = raw?;
-            if typ == VENDOR_SPECIFIC {
-                if let Some(subs) = split_vendor_specific(value) {
-                    attributes.extend(subs);
-                    continue;
-                }
+            if typ == VENDOR_SPECIFIC
+                && let Some(subs) = split_vendor_specific(value)
+            {
+                attributes.extend(subs);
+                continue;
             }
             attributes.push(Attribute::standard(typ, value));
         }

@@ -66,15 +66,16 @@ impl ResponseCache {
     pub fn begin(self: &Arc<Self>, key: Key, authenticator: [u8; 16], now: Instant) -> Lookup {
         let mut inner = self.lock();
         inner.expire(now, self.ttl);
-        if let Some(entry) = inner.entries.get(&key) {
-            if entry.authenticator == authenticator {
-                return match &entry.state {
-                    State::Done(bytes) => Lookup::Replay(Arc::clone(bytes)),
-                    State::InFlight => Lookup::InFlight,
-                };
-            }
-            // Same identifier, new authenticator: the NAS moved on; the new request replaces it.
+        if let Some(entry) = inner.entries.get(&key)
+            && entry.authenticator == authenticator
+        {
+            return match &entry.state {
+                State::Done(bytes) => Lookup::Replay(Arc::clone(bytes)),
+                State::InFlight => Lookup::InFlight,
+            };
         }
+        // New, or the same identifier with a new authenticator (the NAS moved on): this request
+        // takes the entry.
         while inner.entries.len() >= self.capacity && !inner.entries.contains_key(&key) {
             if !inner.evict_oldest() {
                 break;

@@ -160,11 +160,11 @@ async fn serve_socket(shared: Arc<Shared>, socket: Arc<UdpSocket>, kind: PortKin
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn report_join(shared: &Shared, joined: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = joined {
-        if e.is_panic() {
-            shared.stats.handler_panics.inc();
-            tracing::error!("a request handler panicked; the request was dropped and the server carries on");
-        }
+    if let Err(e) = joined
+        && e.is_panic()
+    {
+        shared.stats.handler_panics.inc();
+        tracing::error!("a request handler panicked; the request was dropped and the server carries on");
     }
 }
 

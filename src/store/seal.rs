@@ -99,9 +99,11 @@ impl KeyRing {
         Self::from_keys(vec![(id.to_owned(), key)]).unwrap_or_else(unreachable_ring)
     }
 
-    /// This ring with a fresh key in front (the new sealing key); old keys still open.
+    /// This ring with a fresh key in front (the new sealing key); old keys still open. Its id is
+    /// one past the highest `k<n>`, so an id is never used for a second key.
     pub fn with_new_key(&self) -> Self {
-        let next = (1..).map(|n| format!("k{n}")).find(|id| !self.keys.contains_key(id)).unwrap_or_else(|| "k".into());
+        let highest = self.raw.iter().filter_map(|(id, _)| id.strip_prefix('k')?.parse::<u64>().ok()).max().unwrap_or(0);
+        let next = (highest + 1..).map(|n| format!("k{n}")).find(|id| !self.keys.contains_key(id)).unwrap_or_else(|| "k".into());
         let fresh = Self::generate(&next);
         let mut raw = fresh.raw;
         raw.extend(self.raw.iter().map(|(id, key)| (id.clone(), key.clone())));
@@ -314,6 +316,7 @@ mod tests {
         let resealed = rotated.seal(b"seed", b"aad");
         assert!(resealed.starts_with("k2:"));
         assert!(rotated.current_only().open(&sealed, b"aad").is_err(), "the old key is gone after rotation");
+        assert_eq!(rotated.current_only().with_new_key().current_id(), "k3", "k1 is never used again");
     }
 
     #[test]

@@ -184,6 +184,8 @@ fn config_errors_never_show_a_secret() {
         ("secret = \"Unterminated-S3cret-Value".to_owned(), "Unterminated-S3cret-Value"),
         ("secret = 80417263594".to_owned(), "80417263594"),
         ("secret = [\"Array-S3cret-Value\"]".to_owned(), "Array-S3cret-Value"),
+        // A multi-line string left open: the parser stops lines later, on the secret's text.
+        ("secret = \"\"\"line1\nS3CR3T-8 \"\" x".to_owned(), "S3CR3T-8"),
     ] {
         std::fs::write(&config, good.replacen(&secret_line, &broken, 1)).unwrap();
         let out = check_config(&config);
@@ -248,4 +250,31 @@ fn a_closed_stdout_is_no_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+}
+
+#[test]
+fn a_token_whose_secret_nobody_saw_is_not_kept_and_rotations_do_not_overlap() {
+    use crate::harness::admin;
+    let server = TestServer::start(Options::default());
+    let config = server.config.clone();
+    // `radmfa token add bob | true`: the secret goes nowhere, so no token may be left behind.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(binary()).args(["token", "add", "carol", "--config"]).arg(&config).stdout(writer).output().unwrap();
+    assert!(!out.status.success(), "it says it failed");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the token was not kept"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(admin(&config, &["token", "list", "carol"]).stdout).unwrap().contains("no tokens"));
+    // Two rotations at once: the second is refused instead of dropping the first one's key.
+    let first = Command::new(binary())
+        .args(["keys", "rotate", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let second = admin(&config, &["keys", "rotate"]);
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another `radmfa keys rotate` is running"));
+    assert!(first.wait_with_output().unwrap().status.success());
 }

@@ -68,10 +68,10 @@ impl Http {
         let headers: Vec<(String, String)> =
             lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
         for (name, value) in &headers {
-            if name.eq_ignore_ascii_case("set-cookie") {
-                if let Some((k, v)) = value.split(';').next().and_then(|kv| kv.split_once('=')) {
-                    self.cookies.insert(k.trim().to_owned(), v.trim().to_owned());
-                }
+            if name.eq_ignore_ascii_case("set-cookie")
+                && let Some((k, v)) = value.split(';').next().and_then(|kv| kv.split_once('='))
+            {
+                self.cookies.insert(k.trim().to_owned(), v.trim().to_owned());
             }
         }
         let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));

@@ -318,7 +318,7 @@ fn a_hundred_thousand_random_packets_do_not_stop_the_server() {
                 p.extend(rng.bytes(16));
                 for _ in 0..(rng.next() % 8) {
                     let len = 2 + (rng.next() % 40) as usize;
-                    p.push(if rng.next() % 5 == 0 { 80 } else { rng.next() as u8 });
+                    p.push(if rng.next().is_multiple_of(5) { 80 } else { rng.next() as u8 });
                     p.push(len as u8);
                     p.extend(rng.bytes(len - 2));
                 }
