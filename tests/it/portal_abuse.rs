@@ -219,6 +219,26 @@ fn portal_at_the_connection_cap_idle_connections_make_room_for_real_requests() {
 }
 
 #[test]
+fn portal_at_the_connection_cap_slow_bodies_make_room_for_real_requests() {
+    let extra = "[portal]\nenabled = true\nlisten = \"127.0.0.1:0\"\nheader_timeout = \"30s\"\nmax_connections = 20\nmax_connections_per_address = 8\n";
+    let server = TestServer::start(Options { extra: extra.into(), ..Options::default() });
+    let portal = server.portal.unwrap();
+    runtime().block_on(async {
+        // 20 sign-in POSTs whose bodies trickle in (a byte now and then): their heads are in, but
+        // a connection still waiting for its body does not count as busy.
+        let mut slow = Vec::new();
+        for n in 0..20u8 {
+            let mut stream = connect_from([127, 0, 7, 1 + n / 8], portal).await;
+            stream.write_all(b"POST /signin HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10000\r\n\r\nc").await.unwrap();
+            slow.push(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(get(portal, [127, 0, 7, 9], "/signin").await.contains("200"), "a real user still gets in");
+        until_closed(&mut slow[0], MARGIN).await;
+    });
+}
+
+#[test]
 fn portal_an_oversized_request_head_is_refused() {
     let server = plain_portal();
     let portal = server.portal.unwrap();

@@ -148,7 +148,8 @@ fn a_request_not_decided_in_time_gets_no_answer_and_one_audit_line() {
         "[directory]\nkind = \"ldap\"\nurls = [\"ldaps://127.0.0.1:{port}\"]\nbind_dn = \"CN=svc\"\nbind_password = \"x\"\nbase_dn = \"DC=example,DC=test\"\ntls_insecure_skip_verify = true\ntimeout = \"10s\"\n"
     );
     // (request_timeout must exceed [sms] answer_within, 2 s by default.)
-    let server = TestServer::start(Options { directory: Some(directory), server_extra: "request_timeout = \"2500ms\"", ..Options::default() });
+    let server =
+        TestServer::start(Options { directory: Some(directory), server_extra: "request_timeout = \"2500ms\"", ..Options::default() });
     let socket = oracle::socket("127.0.0.1:0", server.auth);
     let request = oracle::encode_signed(oracle::access_request("alice", ALICE_PASSWORD));
     assert!(oracle::exchange(&socket, &request, Duration::from_secs(4)).is_none(), "no answer: the NAS tries its other server");
