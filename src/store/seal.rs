@@ -115,11 +115,6 @@ impl KeyRing {
         self.keys.contains_key(id)
     }
 
-    /// The ids of the keys in the ring, newest first.
-    pub fn ids(&self) -> Vec<&str> {
-        self.raw.iter().map(|(id, _)| id.as_str()).collect()
-    }
-
     /// Only the current key (after every sealed value was resealed with it).
     pub fn current_only(&self) -> Self {
         Self::from_keys(self.raw.iter().take(1).cloned().collect()).unwrap_or_else(unreachable_ring)
