@@ -45,7 +45,7 @@ fuzz_target!(|datagram: &[u8]| {
         let name = String::from_utf8_lossy(name);
         let _ = radmfa::auth::shown(&name);
         let rules = radmfa::auth::username::UsernameRules { domains: vec!["EXAMPLE".into()], realms: vec!["example.test".into()] };
-        let _ = rules.normalise(&name);
+        let _ = rules.login_name(&name);
     }
 
     // decode → encode → decode is the identity (the bytes may differ: padding is dropped and a

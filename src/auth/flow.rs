@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
+use super::allowance::Guess;
 use super::second_factor::SentCode;
 use super::state::{ChallengeState, Stage};
 use super::{Authenticator, Decision, Login, Mode, NoToken, Reason, store_down};
 use crate::directory::{Account, UserProfile};
 use crate::otp::sms_code;
 use crate::sms::delivery::Delivered;
-use crate::store::{Factor, Outcome, Token, UnixTime};
+use crate::store::{Factor, Token, UnixTime};
 
 impl Authenticator {
     /// A request without State: the password (perhaps with a code appended).
@@ -87,10 +88,10 @@ impl Authenticator {
             Stage::Sms => {
                 let attempt = self.begin(&account, Factor::Code, now).await?;
                 if sms_code::matches(answer, &state.code_salt, &state.code_hash) {
-                    attempt.settle(Outcome::Right).await?;
+                    attempt.settle(Guess::Right).await?;
                     return Ok(Decision::accept(Reason::Authenticated, client, &self.profile_with_groups(login, &account).await?));
                 }
-                attempt.settle(Outcome::Wrong).await?;
+                attempt.settle(Guess::Wrong).await?;
                 let locked = store.locked_until(&account, Factor::Code, now).await.map_err(store_down)?.is_some();
                 if locked || state.tries_left <= 1 {
                     return Err(Reason::WrongCode);

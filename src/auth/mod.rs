@@ -10,6 +10,7 @@
 //! limits. The flows live in `flow`, the second factor (shared with the portal) in
 //! `second_factor`. Every Reject carries the same Reply-Message, whatever its reason.
 
+mod allowance;
 mod flow;
 pub mod messages;
 pub mod portal;
@@ -298,8 +299,8 @@ pub struct Authenticator {
     services: Services,
     settings: AuthSettings,
     sms_stats: Arc<SmsStats>,
-    /// Woken whenever a password or code try is settled: tries waiting for the allowance look again.
-    tries_settled: Arc<tokio::sync::Notify>,
+    /// Password and code tries in flight per account.
+    allowance: allowance::Allowance,
 }
 
 /// One request on its way through the flows.
@@ -314,7 +315,7 @@ struct Login<'a> {
 
 impl Authenticator {
     pub fn new(services: Services, settings: AuthSettings) -> Self {
-        Self { services, settings, sms_stats: Arc::default(), tries_settled: Arc::default() }
+        Self { services, settings, sms_stats: Arc::default(), allowance: allowance::Allowance::default() }
     }
 
     /// What became of the SMS codes sent, for the counters logged at stop.

@@ -5,13 +5,14 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::allowance::Guess;
 use super::flow::confirmed;
 use super::{Authenticator, Reason, store_down};
 use crate::directory::{LoginName, UserProfile};
 use crate::otp::{sms_code, totp};
 use crate::secret::Secret;
 use crate::sms::delivery::Delivered;
-use crate::store::{Factor, NewToken, Outcome, Token, UnixTime};
+use crate::store::{Factor, NewToken, Token, UnixTime};
 
 /// A code sent by SMS during a portal sign-in, kept in the server-side session.
 #[derive(Debug, Clone)]
@@ -106,10 +107,10 @@ impl Authenticator {
                 challenge.tries_left -= 1;
                 let attempt = self.begin(account, Factor::Code, now).await.map_err(audit)?;
                 if !sms_code::matches(code, &challenge.salt, &challenge.hash) {
-                    attempt.settle(Outcome::Wrong).await.map_err(audit)?;
+                    attempt.settle(Guess::Wrong).await.map_err(audit)?;
                     return Err(audit(Reason::WrongCode));
                 }
-                attempt.settle(Outcome::Right).await.map_err(audit)?;
+                attempt.settle(Guess::Right).await.map_err(audit)?;
             }
             Some(_) => return Err(audit(Reason::StateExpired)),
             None => {

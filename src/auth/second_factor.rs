@@ -6,62 +6,41 @@
 use std::sync::Arc;
 
 use super::UsernameRules;
+use super::allowance::{Guess, Refused};
 use super::{Authenticator, Reason, store_down};
 use crate::directory::{Account, Denial, LoginName, PasswordCheck, UserProfile};
 use crate::otp::{phone, sms_code};
 use crate::secret::Secret;
 use crate::sms::delivery::{Delivered, Delivery};
-use crate::store::{Attempt, Factor, Outcome, SmsReservation, Token, UnixTime};
+use crate::store::{Factor, SmsReservation, Token, UnixTime};
 use std::time::Instant;
 
-/// A try of a factor in flight. Settle it with what it turned out to be; dropped unsettled (the
-/// request was cancelled or failed), it is settled as telling nothing, so it does not hold the
-/// account's allowance.
+/// A try of a factor in flight (see [`super::allowance`]), with what its lock message says.
 pub(super) struct Try {
-    store: Arc<dyn crate::store::Store>,
-    settled: Arc<tokio::sync::Notify>,
+    inner: super::allowance::Try,
     account: String,
     factor: Factor,
-    policy: crate::store::LockoutPolicy,
-    done: bool,
 }
 
 impl Try {
-    pub(super) async fn settle(mut self, outcome: Outcome) -> Result<(), Reason> {
-        self.done = true;
-        let locked = self.store.settle_attempt(&self.account, self.factor, outcome, crate::store::now(), self.policy).await;
-        self.settled.notify_waiters();
-        if let Some(until) = locked.map_err(store_down)? {
-            let user = self.account.as_str();
-            match self.factor {
-                Factor::Code => {
-                    tracing::warn!(target: "radmfa::audit", user, locked_until = until, "second factor locked after repeated wrong codes")
-                }
-                Factor::Password => tracing::warn!(
-                    target: "radmfa::audit",
-                    user,
-                    locked_until = until,
-                    "password step locked after repeated wrong passwords: the directory is not asked for this account until then"
-                ),
+    pub(super) async fn settle(self, guess: Guess) -> Result<(), Reason> {
+        let Self { inner, account, factor } = self;
+        let Some(until) = inner.settle(guess, crate::store::now()).await.map_err(store_down)? else {
+            return Ok(());
+        };
+        let user = account.as_str();
+        match factor {
+            Factor::Code => {
+                tracing::warn!(target: "radmfa::audit", user, locked_until = until, "second factor locked after repeated wrong codes")
             }
+            Factor::Password => tracing::warn!(
+                target: "radmfa::audit",
+                user,
+                locked_until = until,
+                "password step locked after repeated wrong passwords: the directory is not asked for this account until then"
+            ),
         }
         Ok(())
-    }
-}
-
-impl Drop for Try {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let (store, settled) = (Arc::clone(&self.store), Arc::clone(&self.settled));
-        let (account, factor, policy) = (std::mem::take(&mut self.account), self.factor, self.policy);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = store.settle_attempt(&account, factor, Outcome::Unknown, crate::store::now(), policy).await;
-                settled.notify_waiters();
-            });
-        }
     }
 }
 
@@ -121,12 +100,12 @@ impl Authenticator {
         let attempt = self.begin(&account.id, Factor::Password, now).await?;
         let verdict = self.services.directory.check_password(account, password).await;
         let outcome = match &verdict {
-            Ok(PasswordCheck::Valid(_)) => Outcome::Right,
-            Ok(PasswordCheck::Denied(Denial::WrongPassword)) => Outcome::Wrong,
+            Ok(PasswordCheck::Valid(_)) => Guess::Right,
+            Ok(PasswordCheck::Denied(Denial::WrongPassword)) => Guess::Wrong,
             // AD says "locked" whatever the password; a vanished entry says nothing either.
-            Ok(PasswordCheck::Denied(Denial::AccountLocked | Denial::NoSuchUser)) | Err(_) => Outcome::Unknown,
+            Ok(PasswordCheck::Denied(Denial::AccountLocked | Denial::NoSuchUser)) | Err(_) => Guess::Unknown,
             // Disabled, expired, must change...: AD checked the password first, and it was right.
-            Ok(PasswordCheck::Denied(_)) => Outcome::Right,
+            Ok(PasswordCheck::Denied(_)) => Guess::Right,
         };
         attempt.settle(outcome).await?;
         match verdict {
@@ -150,40 +129,28 @@ impl Authenticator {
                 continue;
             };
             if store.use_step(token.id, step, now).await.map_err(store_down)? {
-                return attempt.settle(Outcome::Right).await;
+                return attempt.settle(Guess::Right).await;
             }
             replayed = true;
         }
-        attempt.settle(Outcome::Wrong).await?;
+        attempt.settle(Guess::Wrong).await?;
         Err(if replayed { Reason::CodeReplayed } else { Reason::WrongCode })
     }
 
     /// Begins a try of `factor`: refused when it is locked; while the allowance is taken by
-    /// tries in flight, waits for one of them to be settled (the request's deadline bounds the wait).
+    /// tries in flight, waits for one of them to end (the request's deadline bounds the wait).
     pub(super) async fn begin(&self, account: &str, factor: Factor, now: UnixTime) -> Result<Try, Reason> {
         let policy = match factor {
             Factor::Code => self.settings.lockout,
             Factor::Password => self.settings.password_lockout,
         };
-        loop {
-            // Asked to be woken before asking the store, so a settle in between is not missed.
-            let settled = self.tries_settled.notified();
-            match self.services.store.begin_attempt(account, factor, now, policy).await.map_err(store_down)? {
-                Attempt::Allowed => {
-                    let (store, settled) = (Arc::clone(&self.services.store), Arc::clone(&self.tries_settled));
-                    return Ok(Try { store, settled, account: account.to_owned(), factor, policy, done: false });
-                }
-                Attempt::Locked { .. } => {
-                    return Err(match factor {
-                        Factor::Code => Reason::SecondFactorLocked,
-                        Factor::Password => Reason::PasswordLocked,
-                    });
-                }
-                // Another node's tries are not announced here: look again now and then.
-                Attempt::Busy => {
-                    let _ = tokio::time::timeout(std::time::Duration::from_millis(50), settled).await;
-                }
-            }
+        match self.allowance.begin(&self.services.store, account, factor, now, policy).await {
+            Ok(inner) => Ok(Try { inner, account: account.to_owned(), factor }),
+            Err(Refused::Locked) => Err(match factor {
+                Factor::Code => Reason::SecondFactorLocked,
+                Factor::Password => Reason::PasswordLocked,
+            }),
+            Err(Refused::Store(e)) => Err(store_down(e)),
         }
     }
 

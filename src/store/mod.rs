@@ -62,7 +62,7 @@ pub struct Token {
 
 /// Which factor a failure counter and lock belong to. Each has its own, so a user who knows
 /// the password is not locked out by someone guessing codes, nor the reverse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Factor {
     /// Wrong directory passwords: counted before AD's own lockout counts them, so a password
     /// spray through radmfa stops here instead of locking the users' AD accounts.
@@ -101,30 +101,15 @@ impl LockoutPolicy {
     }
 }
 
-/// Whether a try of a factor (a password bind, a code check) may go ahead.
-///
-/// Tries in flight count against the allowance as failures do: a try starts only while
-/// `failures + tries in flight < max_failures`, so of any burst at most the allowance reaches
-/// the directory or the codes, while right answers made at once only wait for each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attempt {
-    /// Go ahead; settle the try with [`Store::settle_attempt`].
-    Allowed,
-    /// The allowance is taken by tries in flight: ask again once one of them is settled.
-    Busy,
-    /// Locked until then: refuse without asking.
-    Locked { until: UnixTime },
-}
-
-/// What a try turned out to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Clears the failures and the doubling.
-    Right,
-    /// Counts as a failure; may lock.
-    Wrong,
-    /// Says nothing about the guess (the directory could not answer): not counted.
-    Unknown,
+/// What the store knows of a factor's failures for an account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockoutState {
+    /// Locked until then.
+    pub locked_until: Option<UnixTime>,
+    /// Failures that count now (those older than the policy's `forget_after` do not).
+    pub failures: u32,
+    /// Numbers the failures: a right answer clears them only if none came since its try began.
+    pub seq: u64,
 }
 
 /// Limits on SMS sends, against cost and SMS pumping.
@@ -187,17 +172,20 @@ pub trait Store: Send + Sync {
 
     /// Until when the user's `factor` is locked, if it is.
     async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError>;
-    /// Starts a try of `factor`, or says why it cannot start now (see [`Attempt`]).
-    async fn begin_attempt(&self, username: &str, factor: Factor, now: UnixTime, policy: LockoutPolicy) -> Result<Attempt, StoreError>;
-    /// Ends a try begun with [`Store::begin_attempt`]. `Some(until)` when this wrong answer locked the factor.
-    async fn settle_attempt(
+    /// The factor's failures and lock for the account.
+    async fn lockout_state(&self, username: &str, factor: Factor, now: UnixTime, policy: LockoutPolicy)
+    -> Result<LockoutState, StoreError>;
+    /// Counts a wrong answer; `Some(until)` when it locked the factor.
+    async fn record_failure(
         &self,
         username: &str,
         factor: Factor,
-        outcome: Outcome,
         now: UnixTime,
         policy: LockoutPolicy,
     ) -> Result<Option<UnixTime>, StoreError>;
+    /// A right answer clears the failures and the doubling — only if no failure was counted
+    /// since `seen` (the [`LockoutState::seq`] read when its try began).
+    async fn record_success(&self, username: &str, factor: Factor, seen: u64) -> Result<(), StoreError>;
     /// Clears both factors' locks and counts (admin). True if there was anything to clear.
     async fn unlock(&self, username: &str) -> Result<bool, StoreError>;
 

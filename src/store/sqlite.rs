@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::seal::{KeyRing, Keys};
-use super::{Attempt, Factor, LockoutPolicy, NewToken, Outcome, SmsLimits, SmsReservation, Store, StoreError, Token, TokenInfo, UnixTime};
+use super::{Factor, LockoutPolicy, LockoutState, NewToken, SmsLimits, SmsReservation, Store, StoreError, Token, TokenInfo, UnixTime};
 use crate::otp::{Algorithm, TotpParams};
 use crate::secret::Secret;
 
@@ -59,24 +59,18 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
      ) WITHOUT ROWID;",
     // 2: a failure counter per factor (wrong passwords apart from wrong codes), forgetting old
-    // failures, and the tries in flight, so tries made at once cannot all pass the check.
+    // failures, numbering them (a right answer clears only those counted before its try began).
     "ALTER TABLE lockouts ADD COLUMN last_failure_at INTEGER;
-     ALTER TABLE lockouts ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
-     ALTER TABLE lockouts ADD COLUMN pending_at INTEGER;
+     ALTER TABLE lockouts ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
      CREATE TABLE password_lockouts (
         username TEXT PRIMARY KEY,
         failures INTEGER NOT NULL DEFAULT 0,
         locked_until INTEGER,
         lock_count INTEGER NOT NULL DEFAULT 0,
         last_failure_at INTEGER,
-        pending INTEGER NOT NULL DEFAULT 0,
-        pending_at INTEGER
+        seq INTEGER NOT NULL DEFAULT 0
      );",
 ];
-
-/// Tries in flight older than this are taken for lost (a process that died mid-try), so they
-/// cannot hold an account's allowance for ever.
-const PENDING_LIFETIME: UnixTime = 60;
 
 /// The table holding a factor's counters (a fixed name, never input).
 fn lockout_table(factor: Factor) -> &'static str {
@@ -545,83 +539,77 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn begin_attempt(&self, username: &str, factor: Factor, now: UnixTime, policy: LockoutPolicy) -> Result<Attempt, StoreError> {
+    async fn lockout_state(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<LockoutState, StoreError> {
         let username = username.to_owned();
         let table = lockout_table(factor);
         self.call(move |conn| {
-            conn.prepare_cached(&format!("INSERT INTO {table} (username) VALUES (?1) ON CONFLICT(username) DO NOTHING"))?
-                .execute([&username])?;
-            let row = conn
-                .prepare_cached(&format!(
-                    "SELECT failures, locked_until, lock_count, last_failure_at, pending, pending_at FROM {table} WHERE username = ?1"
-                ))?
-                .query_row([&username], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
-            let (failures, locked_until, lock_count, last_failure, pending, pending_at): (
-                u32,
-                Option<UnixTime>,
-                u32,
-                Option<UnixTime>,
-                u32,
-                Option<UnixTime>,
-            ) = row;
-            if let Some(until) = locked_until.filter(|&until| until > now) {
-                return Ok(Attempt::Locked { until });
-            }
-            // Failures (and doublings) from long ago no longer count; tries in flight for too
-            // long were lost.
+            let sql = format!("SELECT failures, locked_until, last_failure_at, seq FROM {table} WHERE username = ?1");
+            let row: Option<(u32, Option<UnixTime>, Option<UnixTime>, u64)> =
+                conn.prepare_cached(&sql)?.query_row([&username], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()?;
+            let Some((failures, locked_until, last_failure, seq)) = row else { return Ok(LockoutState::default()) };
             let forgotten = policy.forget_after.is_some_and(|f| last_failure.is_some_and(|at| at < now - f.as_secs() as UnixTime));
-            let (failures, lock_count) = if forgotten { (0, 0) } else { (failures, lock_count) };
-            let pending = if pending_at.is_some_and(|at| at < now - PENDING_LIFETIME) { 0 } else { pending };
-            let max = policy.max_failures.max(1);
-            if failures + pending >= max {
-                return Ok(Attempt::Busy);
-            }
-            conn.prepare_cached(&format!(
-                "UPDATE {table} SET failures = ?2, lock_count = ?3, pending = ?4, pending_at = ?5 WHERE username = ?1"
-            ))?
-            .execute(params![username, failures, lock_count, pending + 1, now])?;
-            Ok(Attempt::Allowed)
+            Ok(LockoutState {
+                locked_until: locked_until.filter(|&until| until > now),
+                failures: if forgotten { 0 } else { failures },
+                seq,
+            })
         })
         .await
     }
 
-    async fn settle_attempt(
+    async fn record_failure(
         &self,
         username: &str,
         factor: Factor,
-        outcome: Outcome,
         now: UnixTime,
         policy: LockoutPolicy,
     ) -> Result<Option<UnixTime>, StoreError> {
         let username = username.to_owned();
         let table = lockout_table(factor);
         self.call(move |conn| {
-            let done = format!("UPDATE {table} SET pending = MAX(pending - 1, 0) WHERE username = ?1");
-            conn.prepare_cached(&done)?.execute([&username])?;
-            match outcome {
-                Outcome::Unknown => Ok(None),
-                Outcome::Right => {
-                    let clear = format!("UPDATE {table} SET failures = 0, lock_count = 0, locked_until = NULL WHERE username = ?1");
-                    conn.prepare_cached(&clear)?.execute([&username])?;
-                    Ok(None)
-                }
-                Outcome::Wrong => {
-                    let (failures, lock_count): (u32, u32) = conn
-                        .prepare_cached(&format!(
-                            "UPDATE {table} SET failures = failures + 1, last_failure_at = ?2 WHERE username = ?1 RETURNING failures, lock_count"
-                        ))?
-                        .query_row(params![username, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    if failures < policy.max_failures.max(1) {
-                        return Ok(None);
-                    }
-                    let until = now + policy.lock_duration(lock_count).as_secs() as UnixTime;
-                    conn.prepare_cached(&format!(
-                        "UPDATE {table} SET failures = 0, locked_until = ?2, lock_count = lock_count + 1 WHERE username = ?1"
-                    ))?
-                    .execute(params![username, until])?;
-                    Ok(Some(until))
-                }
+            conn.prepare_cached(&format!("INSERT INTO {table} (username) VALUES (?1) ON CONFLICT(username) DO NOTHING"))?
+                .execute([&username])?;
+            if let Some(forget) = policy.forget_after {
+                // Failures (and doublings) from long ago no longer count, once no lock is running.
+                conn.prepare_cached(&format!(
+                    "UPDATE {table} SET failures = 0, lock_count = 0 WHERE username = ?1 AND last_failure_at < ?2
+                     AND (locked_until IS NULL OR locked_until <= ?3)"
+                ))?
+                .execute(params![username, now - forget.as_secs() as UnixTime, now])?;
             }
+            let (failures, lock_count): (u32, u32) = conn
+                .prepare_cached(&format!(
+                    "UPDATE {table} SET failures = failures + 1, last_failure_at = ?2, seq = seq + 1 WHERE username = ?1
+                     RETURNING failures, lock_count"
+                ))?
+                .query_row(params![username, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if failures < policy.max_failures.max(1) {
+                return Ok(None);
+            }
+            let until = now + policy.lock_duration(lock_count).as_secs() as UnixTime;
+            conn.prepare_cached(&format!(
+                "UPDATE {table} SET failures = 0, locked_until = ?1, lock_count = lock_count + 1 WHERE username = ?2"
+            ))?
+            .execute(params![until, username])?;
+            Ok(Some(until))
+        })
+        .await
+    }
+
+    async fn record_success(&self, username: &str, factor: Factor, seen: u64) -> Result<(), StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            // Only when no failure was counted since the try began (seq unchanged): a wrong try
+            // that finished meanwhile stays counted, as AD counted it.
+            let sql = format!("DELETE FROM {} WHERE username = ?1 AND seq = ?2", lockout_table(factor));
+            conn.prepare_cached(&sql)?.execute(params![username, seen as i64])?;
+            Ok(())
         })
         .await
     }
@@ -753,84 +741,46 @@ mod tests {
             max_duration: Duration::from_secs(150),
             forget_after: None,
         };
-        let wrong = |at| {
-            let s = &s;
-            async move {
-                assert_eq!(s.begin_attempt("alice", code, at, policy).await.unwrap(), Attempt::Allowed);
-                s.settle_attempt("alice", code, Outcome::Wrong, at, policy).await.unwrap()
-            }
-        };
-        assert_eq!(wrong(1000).await, None);
-        assert_eq!(wrong(1000).await, None);
-        assert_eq!(wrong(1000).await, Some(1060), "the third wrong answer locks");
-        assert_eq!(s.begin_attempt("alice", code, 1000, policy).await.unwrap(), Attempt::Locked { until: 1060 });
-        assert_eq!(s.locked_until("alice", code, 1030).await.unwrap(), Some(1060));
+        assert_eq!(s.record_failure("alice", code, 1000, policy).await.unwrap(), None);
+        assert_eq!(s.record_failure("alice", code, 1000, policy).await.unwrap(), None);
+        assert_eq!(s.record_failure("alice", code, 1000, policy).await.unwrap(), Some(1060), "the third wrong answer locks");
+        let state = s.lockout_state("alice", code, 1030, policy).await.unwrap();
+        assert_eq!((state.locked_until, state.seq), (Some(1060), 3));
         assert_eq!(s.locked_until("alice", Factor::Password, 1030).await.unwrap(), None, "each factor has its own lock");
         assert_eq!(s.locked_until("alice", code, 1060).await.unwrap(), None, "released at the deadline");
-        wrong(2000).await;
-        wrong(2000).await;
-        assert_eq!(wrong(2000).await, Some(2120), "doubled");
+        for _ in 0..2 {
+            s.record_failure("alice", code, 2000, policy).await.unwrap();
+        }
+        assert_eq!(s.record_failure("alice", code, 2000, policy).await.unwrap(), Some(2120), "doubled");
         for _ in 0..3 {
-            wrong(3000).await;
+            s.record_failure("alice", code, 3000, policy).await.unwrap();
         }
         assert_eq!(s.locked_until("alice", code, 3000).await.unwrap(), Some(3150), "capped at max_duration");
-        s.unlock("alice").await.unwrap();
-        assert_eq!(s.begin_attempt("alice", code, 3000, policy).await.unwrap(), Attempt::Allowed);
-        s.settle_attempt("alice", code, Outcome::Right, 3000, policy).await.unwrap();
-        assert_eq!(wrong(4000).await, None, "a right answer cleared the count and the doubling");
+        let seen = s.lockout_state("alice", code, 3000, policy).await.unwrap().seq;
+        s.record_success("alice", code, seen).await.unwrap();
+        assert_eq!(s.locked_until("alice", code, 3000).await.unwrap(), None, "a right answer lifts it");
+        assert_eq!(s.record_failure("alice", code, 4000, policy).await.unwrap(), None);
         assert!(s.unlock("alice").await.unwrap());
     }
 
     #[tokio::test]
-    async fn tries_made_at_once_cannot_all_pass_and_right_ones_only_wait() {
-        let s = Arc::new(store());
+    async fn a_right_answer_clears_only_failures_counted_before_its_try_began() {
+        let s = store();
         let policy = LockoutPolicy {
             max_failures: 4,
             duration: Duration::from_secs(600),
             max_duration: Duration::from_secs(600),
             forget_after: None,
         };
-        let burst = (0..30).map(|_| {
-            let s = Arc::clone(&s);
-            tokio::spawn(async move { s.begin_attempt("alice", Factor::Password, 1000, policy).await.unwrap() })
-        });
-        let mut answers = Vec::new();
-        for attempt in burst {
-            answers.push(attempt.await.unwrap());
-        }
-        assert_eq!(answers.iter().filter(|a| **a == Attempt::Allowed).count(), 4, "of thirty tries at once, four go ahead");
-        assert_eq!(answers.iter().filter(|a| **a == Attempt::Busy).count(), 26, "the others wait");
-        // A right answer frees its place (and clears the count); a wrong one keeps its place counted.
-        s.settle_attempt("alice", Factor::Password, Outcome::Right, 1000, policy).await.unwrap();
-        assert_eq!(s.begin_attempt("alice", Factor::Password, 1000, policy).await.unwrap(), Attempt::Allowed);
-        s.settle_attempt("alice", Factor::Password, Outcome::Unknown, 1000, policy).await.unwrap();
-        assert_eq!(
-            s.begin_attempt("alice", Factor::Password, 1000, policy).await.unwrap(),
-            Attempt::Allowed,
-            "an unknown answer is not counted"
-        );
-        for _ in 0..3 {
-            assert_eq!(s.settle_attempt("alice", Factor::Password, Outcome::Wrong, 1000, policy).await.unwrap(), None);
-        }
-        assert_eq!(s.begin_attempt("alice", Factor::Password, 1000, policy).await.unwrap(), Attempt::Busy, "3 failures + 1 in flight");
-        assert_eq!(s.settle_attempt("alice", Factor::Password, Outcome::Wrong, 1000, policy).await.unwrap(), Some(1600));
-        assert_eq!(s.begin_attempt("alice", Factor::Password, 1000, policy).await.unwrap(), Attempt::Locked { until: 1600 });
-    }
-
-    #[tokio::test]
-    async fn tries_lost_in_flight_do_not_hold_the_allowance_for_ever() {
-        let s = store();
-        let policy = LockoutPolicy {
-            max_failures: 2,
-            duration: Duration::from_secs(600),
-            max_duration: Duration::from_secs(600),
-            forget_after: None,
-        };
-        for _ in 0..2 {
-            assert_eq!(s.begin_attempt("alice", Factor::Code, 1000, policy).await.unwrap(), Attempt::Allowed);
-        }
-        assert_eq!(s.begin_attempt("alice", Factor::Code, 1030, policy).await.unwrap(), Attempt::Busy);
-        assert_eq!(s.begin_attempt("alice", Factor::Code, 1000 + PENDING_LIFETIME + 1, policy).await.unwrap(), Attempt::Allowed);
+        s.record_failure("alice", Factor::Password, 1000, policy).await.unwrap();
+        let seen = s.lockout_state("alice", Factor::Password, 1000, policy).await.unwrap().seq;
+        // A wrong try finished while the right one was still on its way.
+        s.record_failure("alice", Factor::Password, 1001, policy).await.unwrap();
+        s.record_success("alice", Factor::Password, seen).await.unwrap();
+        assert_eq!(s.lockout_state("alice", Factor::Password, 1002, policy).await.unwrap().failures, 2, "both stay counted");
+        let seen = s.lockout_state("alice", Factor::Password, 1002, policy).await.unwrap().seq;
+        s.record_success("alice", Factor::Password, seen).await.unwrap();
+        assert_eq!(s.lockout_state("alice", Factor::Password, 1003, policy).await.unwrap(), LockoutState::default());
     }
 
     #[tokio::test]
@@ -843,19 +793,15 @@ mod tests {
             max_duration: Duration::from_secs(3600),
             forget_after: Some(Duration::from_secs(900)),
         };
-        let wrong = |at| {
-            let s = &s;
-            async move {
-                assert_eq!(s.begin_attempt("alice", pw, at, policy).await.unwrap(), Attempt::Allowed);
-                s.settle_attempt("alice", pw, Outcome::Wrong, at, policy).await.unwrap()
-            }
-        };
-        wrong(1000).await;
-        wrong(1100).await;
-        assert_eq!(wrong(1100 + 901).await, None, "two typos a quarter of an hour ago no longer count");
-        wrong(3000).await;
-        wrong(3001).await;
-        assert_eq!(wrong(3002).await, Some(3602));
+        for at in [1000, 1100] {
+            s.record_failure("alice", pw, at, policy).await.unwrap();
+        }
+        assert_eq!(s.lockout_state("alice", pw, 1100 + 901, policy).await.unwrap().failures, 0, "two typos a quarter of an hour ago");
+        assert_eq!(s.record_failure("alice", pw, 1100 + 901, policy).await.unwrap(), None);
+        for at in [3000, 3001] {
+            s.record_failure("alice", pw, at, policy).await.unwrap();
+        }
+        assert_eq!(s.record_failure("alice", pw, 3002, policy).await.unwrap(), Some(3602));
         assert_eq!(s.locked_until("alice", Factor::Code, 3100).await.unwrap(), None, "the code factor is untouched");
         assert!(s.unlock("alice").await.unwrap(), "unlock clears the password lock too");
         assert_eq!(s.locked_until("alice", pw, 3100).await.unwrap(), None);
