@@ -557,8 +557,12 @@ impl Config {
     /// Parses `text` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let file: ConfigFile =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: describe_toml_error(text, &e) })?;
+        // The path of keys to a bad value (`server.reject_delay`): named in the error, since the
+        // line itself is never shown.
+        let file: ConfigFile = serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Parse { path: shown.clone(), message: describe_toml_error(text, e.inner(), &key) }
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let secret_files = secret_files(path, &base, &file);
         let invalid = |key: &str, message: String| ConfigError::Invalid { path: shown.clone(), key: key.to_owned(), message };
@@ -829,35 +833,34 @@ fn secret_files(path: &Path, base: &Path, file: &ConfigFile) -> Vec<PathBuf> {
 /// error stands on a `key = value` line whose key is not secret-like and which is not inside (or
 /// the start of) a string running over several lines; otherwise the error gets its position and
 /// the parser's message with every quoted value cut out.
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+fn describe_toml_error(text: &str, e: &toml::de::Error, key: &str) -> String {
     let message = e.message().trim();
-    let Some(span) = e.span() else { return elide_values(message) };
-    let start = span.start.min(text.len());
-    let before = text.get(..start).unwrap_or_default();
+    // The source line is never shown and values in the message are cut out: any line may hold
+    // a secret (a key spelled wrong, a value in a multi-line string, a header table...). Key
+    // names stay, so a typo is still named.
+    let about_a_key = ["unknown field", "missing field", "duplicate key"].iter().any(|p| message.starts_with(p));
+    let message = if about_a_key {
+        message.to_owned()
+    } else if let Some(rest) = message.strip_prefix("unknown variant ") {
+        // "unknown variant `chalenge`, expected `append`, ...": the choices help, the value may not be shown.
+        match rest.split_once(", ") {
+            Some((_, expected)) => format!("unknown variant `…`, {expected}"),
+            None => "unknown variant `…`".to_owned(),
+        }
+    } else {
+        elide_values(message)
+    };
+    // "." when the error is not under a key (a syntax error); keys are never secrets.
+    let message = if key.is_empty() || key == "." || about_a_key { message } else { format!("{key}: {message}") };
+    let Some(span) = e.span() else { return format!("TOML parse error: {message}") };
+    let mut start = span.start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let before = &text[..start];
     let line_no = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
-    let line = text.lines().nth(line_no - 1).unwrap_or_default();
-    let key = line
-        .split_once('=')
-        .map(|(key, _)| key.trim())
-        .filter(|key| !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"')));
-    let secret_like = |text: &str| {
-        let lower = text.to_ascii_lowercase();
-        ["secret", "password", "token", "authorization", "key", "bearer"].iter().any(|word| lower.contains(word))
-    };
-    let long_quotes = |l: &str| l.matches(r#"""""#).count() + l.matches("'''").count();
-    let inside_long_string = text.lines().take(line_no - 1).map(long_quotes).sum::<usize>() % 2 == 1;
-    let shown = key.is_some_and(|key| !secret_like(key))
-        && !secret_like(line)
-        && !inside_long_string
-        && long_quotes(line) == 0
-        && !in_headers_table(text, line_no);
-    if shown {
-        return e.to_string();
-    }
-    let about_a_key = ["unknown field", "missing field", "duplicate key", "unknown variant"].iter().any(|p| message.starts_with(p));
-    let message = if about_a_key { message.to_owned() } else { elide_values(message) };
-    format!("TOML parse error at line {line_no}, column {column} (the line is not shown: it may hold a secret): {message}")
+    format!("TOML parse error at line {line_no}, column {column}: {message}")
 }
 
 /// The parser's message with anything in backticks or double quotes cut out (it may quote a value).
@@ -884,12 +887,6 @@ fn elide_values(message: &str) -> String {
         out.push('…');
     }
     out
-}
-
-/// Whether line `line_no` lies in an `[sms.headers]` table, whose values are credentials.
-fn in_headers_table(text: &str, line_no: usize) -> bool {
-    let table = text.lines().take(line_no).filter(|l| l.trim_start().starts_with('[')).last().unwrap_or_default();
-    table.replace(' ', "").starts_with("[sms.headers]")
 }
 
 fn build_gateway(s: SmsSection, base: &Path, env: &impl Fn(&str) -> Option<String>) -> Result<GatewaySettings, (&'static str, String)> {
@@ -1179,8 +1176,11 @@ path = "users.toml"
             (MINIMAL.replace("127.0.0.1/32", "127.0.0.300"), "client[0] (\"netscaler-1\").address"),
             (MINIMAL.replace("secret = \"testing123\"", ""), "client[0] (\"netscaler-1\").secret: missing"),
             (MINIMAL.replace("[directory]", "[[client]]\nname=\"b\"\naddress=\"127.0.0.1\"\nsecret=\"x\"\n[directory]"), "already client"),
-            (MINIMAL.replace("kind = \"file\"", "kind = \"flie\""), "unknown variant `flie`"),
-            (MINIMAL.replace("listen = [", "reject_delay = \"soon\"\nlisten = ["), "reject_delay"),
+            (
+                MINIMAL.replace("kind = \"file\"", "kind = \"flie\""),
+                "line 12, column 8: directory.kind: unknown variant `…`, expected `file` or `ldap`",
+            ),
+            (MINIMAL.replace("listen = [", "reject_delay = \"soon\"\nlisten = ["), "line 3, column 16: server.reject_delay: invalid value"),
         ];
         for (text, expected) in cases {
             let err = parse(&text).unwrap_err().to_string();

@@ -186,6 +186,10 @@ pub enum Reason {
     StateMismatch,
     StateReused,
     TooManyTokens,
+    /// Too many tries from one address or for one name lately (the portal's limits).
+    RateLimited,
+    /// The portal's password step passed; the second factor comes next.
+    PasswordVerified,
     /// Not decided within `request_timeout`: no answer was sent.
     TimedOut,
     /// Given up undecided (the server stopping): no answer was sent.
@@ -225,6 +229,8 @@ impl Reason {
             Self::StateMismatch => "state_mismatch",
             Self::StateReused => "state_reused",
             Self::TooManyTokens => "too_many_tokens",
+            Self::RateLimited => "rate_limited",
+            Self::PasswordVerified => "password_verified",
             Self::TimedOut => "timed_out",
             Self::Abandoned => "abandoned",
         }

@@ -68,7 +68,16 @@ impl Authenticator {
         self.check_code_lock(&account.id, now).await.map_err(|r| audit(&account.id, r))?;
         let profile = self.check_password(&account, password, now).await.map_err(|r| audit(&account.id, r))?;
         let tokens = self.services.store.tokens(&account.id).await.map_err(store_down).map_err(|r| audit(&account.id, r))?;
-        Ok(PortalUser { has_token: !confirmed(tokens).is_empty(), account: account.id, profile })
+        let has_token = !confirmed(tokens).is_empty();
+        // Neither an app nor a phone: the portal can only say so (never a way past the factor).
+        audit(&account.id, if has_token || profile.mobile.is_some() { Reason::PasswordVerified } else { Reason::NoMobile });
+        Ok(PortalUser { has_token, account: account.id, profile })
+    }
+
+    /// Audits a sign-in refused by the portal's rate limits before any check (`key` is the
+    /// name's rate-limit key: no directory lookup is made for it).
+    pub fn portal_rate_limited(&self, key: &str, from: IpAddr) {
+        self.portal_audit(key, from, "sign_in_password", Reason::RateLimited);
     }
 
     /// Sends a sign-in code by SMS to the profile's mobile number (same limits as RADIUS).
@@ -182,6 +191,7 @@ impl Authenticator {
     fn portal_audit(&self, user: &str, from: IpAddr, step: &'static str, reason: Reason) -> Reason {
         let result = match reason {
             Reason::Authenticated => "accept",
+            Reason::PasswordVerified => "continue",
             Reason::SmsSent | Reason::SmsPending => "challenge",
             _ => "reject",
         };

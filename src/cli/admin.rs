@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{CliError, TokenCommand, open_authenticator, open_keys, open_store};
-use crate::auth::{Authenticator, Reason, shown};
+use crate::auth::{Authenticator, Reason, UsernameRules, shown};
 use crate::config::Config;
 use crate::directory::Denial;
 use crate::otp::totp;
@@ -48,37 +48,58 @@ pub fn token(command: TokenCommand) -> Result<(), CliError> {
 /// cannot be asked, the name as given (normalised) is used, and the admin is told so.
 async fn account_for(auth: &Authenticator, typed: &str) -> String {
     let login = auth.login_name(typed);
+    // Where `token add --force` files a name the directory does not know.
+    let filed = UsernameRules::legacy_key(&login);
     match auth.resolve(&login).await {
         Ok(account) => account.id,
         Err(Reason::Directory(Denial::NoSuchUser)) => {
-            eprintln!("note: the directory has no user {}; using {} as given", shown(typed), shown(&login.name));
-            login.name
+            eprintln!("note: the directory has no user {}; using {}", shown(typed), shown(&filed));
+            filed
         }
         Err(reason) => {
-            eprintln!("note: the directory could not be asked ({}); using {} as given", reason.as_str(), shown(&login.name));
-            login.name
+            eprintln!("note: the directory could not be asked ({}); using {}", reason.as_str(), shown(&filed));
+            filed
         }
     }
 }
 
+/// Holds the key file's lock while a command seals with its keys: shared by commands that seal
+/// (so they may run together), exclusive for `keys rotate` (which drops a key once it has
+/// resealed everything: a token sealed meanwhile with the old key would be lost).
+fn lock_keys(config: &Config, exclusive: bool) -> Result<std::fs::File, CliError> {
+    let lock_path = config.store.key_file.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    let taken = if exclusive { lock.try_lock() } else { lock.try_lock_shared() };
+    if let Err(std::fs::TryLockError::WouldBlock) = taken {
+        let what = if exclusive { "`radmfa keys rotate` or `token add`" } else { "`radmfa keys rotate`" };
+        return Err(format!("{what} is running (it holds {}); try again when it has finished", lock_path.display()).into());
+    }
+    Ok(lock)
+}
+
 fn add(config_path: &Path, user: &str, name: &str, force: bool) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
+    let _keys_kept = lock_keys(&config, false)?;
     let (auth, store) = open_authenticator(&config)?;
     runtime()?.block_on(async {
         let login = auth.login_name(user);
         let user = match auth.resolve(&login).await {
             Ok(account) => account.id,
-            Err(_) if force => login.name,
+            // Filed as a version before one identity per account did: once the directory knows
+            // the name, the first login moves the token to the account it denotes.
+            Err(Reason::Directory(Denial::NoSuchUser)) if force => UsernameRules::legacy_key(&login),
             Err(Reason::Directory(Denial::NoSuchUser)) => {
                 return Err(format!("the directory has no user {} (add --force to enroll anyway)", shown(user)).into());
             }
+            // A name filed as typed while the directory is down could be another spelling of an
+            // account, beside its real tokens: not even with --force.
             Err(reason) => {
-                return Err(format!(
-                    "the directory could not be asked ({}); add --force to enroll {} as given",
-                    reason.as_str(),
-                    shown(user)
-                )
-                .into());
+                return Err(format!("the directory could not be asked ({}); try again when it answers", reason.as_str()).into());
             }
         };
         let secret = totp::new_secret();
@@ -222,17 +243,9 @@ pub fn keygen(config_path: &Path) -> Result<(), CliError> {
 pub fn rotate(config_path: &Path) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
     let path = &config.store.key_file;
-    // One rotation at a time: two would each drop the key the other just resealed with.
-    let lock_path = path.with_extension("lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
-        return Err(format!("another `radmfa keys rotate` is running (it holds {})", lock_path.display()).into());
-    }
+    // One rotation at a time (two would each drop the key the other just resealed with), and
+    // none while `token add` seals with the keys it loaded.
+    let _lock = lock_keys(&config, true)?;
     let rotated = Arc::new(KeyRing::load(path)?.with_new_key());
     let current = rotated.current_id().to_owned();
     // The file holds old and new keys before anything is resealed, so a crash midway loses nothing.

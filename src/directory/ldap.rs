@@ -84,17 +84,28 @@ pub struct LdapDirectory {
 
 /// Why an LDAP operation failed (not the user's fault).
 #[derive(Debug)]
-struct Failure(String);
+struct Failure {
+    message: String,
+    /// The server got the operation and did not answer in time: it may still carry it out, so
+    /// a bind is not sent again (AD would count a wrong password twice).
+    timed_out: bool,
+}
+
+impl Failure {
+    fn new(message: String) -> Self {
+        Self { message, timed_out: false }
+    }
+}
 
 impl From<ldap3::LdapError> for Failure {
     fn from(e: ldap3::LdapError) -> Self {
-        Self(e.to_string())
+        Self::new(e.to_string())
     }
 }
 
 impl From<Failure> for DirectoryError {
     fn from(f: Failure) -> Self {
-        DirectoryError::Unavailable(f.0)
+        DirectoryError::Unavailable(f.message)
     }
 }
 
@@ -133,15 +144,15 @@ impl LdapDirectory {
                     let already =
                         lock(&server.dead_until).replace(now + self.settings.dead_server_backoff).is_some_and(|until| until > now);
                     if already {
-                        tracing::debug!(url = %server.url, error = %e.0, "LDAP server unreachable (again)");
+                        tracing::debug!(url = %server.url, error = %e.message, "LDAP server unreachable (again)");
                     } else {
-                        tracing::warn!(url = %server.url, error = %e.0, backoff = ?self.settings.dead_server_backoff, "LDAP server unreachable; skipping it for the back-off period");
+                        tracing::warn!(url = %server.url, error = %e.message, backoff = ?self.settings.dead_server_backoff, "LDAP server unreachable; skipping it for the back-off period");
                     }
                     last_error = Some(e);
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| Failure("every LDAP server is in its back-off period after failing".into())))
+        Err(last_error.unwrap_or_else(|| Failure::new("every LDAP server is in its back-off period after failing".into())))
     }
 
     async fn connect_to(&self, url: &str) -> Result<Ldap, Failure> {
@@ -155,12 +166,21 @@ impl LdapDirectory {
             settings = settings.set_config(Arc::clone(config));
         }
         let connecting = LdapConnAsync::with_settings(settings, url);
-        let (conn, mut ldap) = tokio::time::timeout(self.settings.timeout, connecting)
+        let (conn, ldap) = tokio::time::timeout(self.settings.timeout, connecting)
             .await
-            .map_err(|_| Failure(format!("{url}: no connection within {:?}", self.settings.timeout)))??;
+            .map_err(|_| Failure::new(format!("{url}: no connection within {:?}", self.settings.timeout)))??;
         ldap3::drive!(conn);
-        ldap.with_timeout(self.settings.timeout);
         Ok(ldap)
+    }
+
+    /// One operation under `timeout`. (ldap3's own `with_timeout` covers only the next call on
+    /// a connection, so a pooled one would wait forever.) A connection whose operation timed out
+    /// is dropped by the caller, never pooled: its answer may still come.
+    async fn within<T>(&self, op: impl Future<Output = Result<T, ldap3::LdapError>>) -> Result<T, Failure> {
+        match tokio::time::timeout(self.settings.timeout, op).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(Failure { message: format!("no answer within {:?}", self.settings.timeout), timed_out: true }),
+        }
     }
 
     /// A bound service-account connection: from the pool, or new.
@@ -172,12 +192,11 @@ impl LdapDirectory {
             }
         }
         let mut ldap = self.connect().await?;
-        let result = ldap.simple_bind(&self.settings.bind_dn, self.settings.bind_password.expose()).await?;
+        let result = self.within(ldap.simple_bind(&self.settings.bind_dn, self.settings.bind_password.expose())).await?;
         if result.rc != 0 {
             tracing::error!(rc = result.rc, bind_dn = %self.settings.bind_dn, "the service account cannot bind: check bind_dn and bind_password");
-            return Err(Failure(format!("service account bind failed with result {}", result.rc)));
+            return Err(Failure::new(format!("service account bind failed with result {}", result.rc)));
         }
-        ldap.with_timeout(self.settings.timeout);
         Ok(ldap)
     }
 
@@ -199,14 +218,20 @@ impl LdapDirectory {
             }
         };
         let attempt = match pooled {
-            Some(mut ldap) => ldap.simple_bind(dn, password).await.map(|result| (ldap, result)),
-            None => Err(ldap3::LdapError::EndOfStream),
+            Some(mut ldap) => {
+                let result = self.within(ldap.simple_bind(dn, password)).await;
+                result.map(|result| (ldap, result))
+            }
+            None => Err(Failure::new("no pooled connection".into())),
         };
         let (ldap, result) = match attempt {
             Ok(done) => done,
+            // Sent and unanswered: the DC may have counted it. Not sent twice.
+            Err(failure) if failure.timed_out => return Err(failure),
+            // The pooled connection was closed by the server: the bind never reached it.
             Err(_) => {
                 let mut ldap = self.connect().await?;
-                let result = ldap.simple_bind(dn, password).await?;
+                let result = self.within(ldap.simple_bind(dn, password)).await?;
                 (ldap, result)
             }
         };
@@ -241,7 +266,7 @@ impl LdapDirectory {
         let a = &self.settings.attributes;
         let mut attrs: Vec<&str> = vec![&a.username, &a.given_name, &a.surname, &a.email, &a.member_of];
         attrs.extend(a.mobile.iter().map(String::as_str));
-        let (entries, _) = ldap.search(&self.settings.base_dn, Scope::Subtree, &filter, attrs).await?.success()?;
+        let (entries, _) = self.within(ldap.search(&self.settings.base_dn, Scope::Subtree, &filter, attrs)).await?.success()?;
         // Referrals (AD's DomainDnsZones etc.) come back as entries without a DN worth binding to.
         let mut users: Vec<SearchEntry> = entries.into_iter().map(SearchEntry::construct).filter(|e| !e.dn.is_empty()).collect();
         if users.len() > 1 {
@@ -254,7 +279,7 @@ impl LdapDirectory {
     /// The groups (DNs) of the entry at `dn`: nested through AD's in-chain rule.
     async fn nested_groups(&self, ldap: &mut Ldap, dn: &str) -> Result<Vec<String>, Failure> {
         let filter = format!("(&(objectClass=group)(member:{IN_CHAIN}:={}))", ldap_escape(dn));
-        let (entries, _) = ldap.search(&self.settings.base_dn, Scope::Subtree, &filter, vec!["cn"]).await?.success()?;
+        let (entries, _) = self.within(ldap.search(&self.settings.base_dn, Scope::Subtree, &filter, vec!["cn"])).await?.success()?;
         Ok(entries.into_iter().map(SearchEntry::construct).map(|e| e.dn).filter(|dn| !dn.is_empty()).collect())
     }
 
@@ -265,7 +290,7 @@ impl LdapDirectory {
         let Some(name) = first(&a.username) else {
             // Without it there is no stable key for the account; filing it under the name as
             // typed would give every spelling its own tokens and lockout.
-            return Err(Failure(format!(
+            return Err(Failure::new(format!(
                 "{} has no {}: set username_attribute to the attribute that names accounts",
                 entry.dn, a.username
             )));
@@ -273,7 +298,7 @@ impl LdapDirectory {
         // As stored, not case-folded: AD holds `kalle` and `Kalle` (KELVIN SIGN) as two accounts.
         let id = name.trim().to_owned();
         if id.len() > MAX_ACCOUNT_ID {
-            return Err(Failure(format!("{}: its {} is longer than {MAX_ACCOUNT_ID} bytes", entry.dn, a.username)));
+            return Err(Failure::new(format!("{}: its {} is longer than {MAX_ACCOUNT_ID} bytes", entry.dn, a.username)));
         }
         let groups = if self.settings.nested_groups { Vec::new() } else { entry.attrs.get(&a.member_of).cloned().unwrap_or_default() };
         let profile = UserProfile {
@@ -301,8 +326,10 @@ impl LdapDirectory {
                 self.give_back(ldap);
                 Ok(value)
             }
+            // A search the server is still working on would only be queued behind itself.
+            Err(first) if first.timed_out => Err(first),
             Err(first) => {
-                tracing::debug!(error = %first.0, "LDAP operation failed; retrying on a new connection");
+                tracing::debug!(error = %first.message, "LDAP operation failed; retrying on a new connection");
                 let (ldap, result) = op(self.service().await?).await;
                 let value = result?;
                 self.give_back(ldap);

@@ -177,6 +177,13 @@ impl Connections {
                 let running = RequestRunning::start(&tracker);
                 let response = app.oneshot(request).await;
                 drop(running);
+                // Held back (a failed sign-in leaves at one time after arrival) while counting as
+                // idle: waiting out the delay takes no place a real request needs.
+                if let Ok(response) = &response
+                    && let Some(NotBefore(at)) = response.extensions().get::<NotBefore>().copied()
+                {
+                    tokio::time::sleep_until(at).await;
+                }
                 response
             }
         });
@@ -189,6 +196,10 @@ impl Connections {
         }
     }
 }
+
+/// A response extension: do not send the response before then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NotBefore(pub tokio::time::Instant);
 
 /// The request with its body read (at most `MAX_BODY` bytes, within `within`), or the status to
 /// answer instead.

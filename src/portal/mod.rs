@@ -510,18 +510,24 @@ async fn signin((State(portal), jar, headers): Ctx0, ClientAddr(from): ClientAdd
     let limited = !portal.address_limits.allow(&format!("signin:{}", ip_key(from)), 20, LIMIT_WINDOW)
         || !portal.user_limits.allow(&format!("signin:{login}"), 5, LIMIT_WINDOW);
     let error = if limited {
+        portal.auth.portal_rate_limited(&login, from);
         ctx.s().too_many_attempts
     } else {
-        match portal.auth.portal_password(&form.username, form.password.as_bytes(), from).await {
-            Ok(user) => return second_factor(&portal, ctx, user, from).await,
+        // Run to its end even if the browser hangs up: a bind the directory made is counted.
+        let (auth, SigninForm { username, password, .. }) = (Arc::clone(&portal.auth), form);
+        let checked = tokio::spawn(async move { auth.portal_password(&username, password.as_bytes(), from).await }).await;
+        match checked {
+            Ok(Ok(user)) => return second_factor(&portal, ctx, user, from).await,
             // A lock says the account exists: it gets the words of any other failure.
-            Err(_) => ctx.s().sign_in_failed,
+            Ok(Err(_)) | Err(_) => ctx.s().sign_in_failed,
         }
     };
     let page = ctx.signin_page(&portal, None, Some(error));
-    // Unknown name, wrong password, locked account: the answer leaves at one time after arrival.
-    tokio::time::sleep_until(arrived + portal.settings.reject_delay).await;
-    ctx.finish(&portal, (StatusCode::UNAUTHORIZED, render(SigninPage { page })))
+    // Unknown name, wrong password, locked account: the answer leaves at one time after
+    // arrival — held back by the listener, where the wait takes no request place.
+    let mut response = ctx.finish(&portal, (StatusCode::UNAUTHORIZED, render(SigninPage { page })));
+    response.extensions_mut().insert(listener::NotBefore(arrived + portal.settings.reject_delay));
+    response
 }
 
 /// The password was right: on to a code from the user's app, or one sent by SMS now.
@@ -589,7 +595,14 @@ async fn otp((State(portal), jar, headers): Ctx0, ClientAddr(from): ClientAddr, 
         return error_page(&portal, ctx, |s| s.too_many_attempts);
     }
     let Some(mut sms) = spend_sms_try(&portal, &ctx) else { return ctx.finish(&portal, Redirect::to("/")) };
-    match portal.auth.portal_code(&user, &form.code, sms.as_mut(), from).await {
+    // Run to its end even if the browser hangs up: a wrong code is counted.
+    let (auth, account, code) = (Arc::clone(&portal.auth), user.clone(), form.code);
+    let checked = tokio::spawn(async move {
+        let result = auth.portal_code(&account, &code, sms.as_mut(), from).await;
+        (result, sms)
+    });
+    let Ok((result, sms)) = checked.await else { return ctx.finish(&portal, StatusCode::INTERNAL_SERVER_ERROR) };
+    match result {
         Ok(()) => {
             let to = if ctx.sign_in(&portal, user, profile) { "/general" } else { "/" };
             ctx.finish(&portal, Redirect::to(to))

@@ -124,6 +124,10 @@ impl Browser {
         let mut request = request.body(body).unwrap();
         request.extensions_mut().insert(ConnectInfo(self.peer));
         let response = self.app.clone().oneshot(request).await.unwrap();
+        // What the listener does with a response held back.
+        if let Some(super::listener::NotBefore(at)) = response.extensions().get().copied() {
+            tokio::time::sleep_until(at).await;
+        }
         let status = response.status();
         let headers = response.headers().clone();
         let location = headers.get("location").map(|l| l.to_str().unwrap().to_owned());

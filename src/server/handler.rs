@@ -146,11 +146,13 @@ impl Shared {
 pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job, shutdown: CancellationToken) {
     let Job { packet, peer, client, ticket, permit, arrived } = job;
     let secret = client.secret.expose().as_slice();
-    let reply = match packet.code {
+    let (reply, bytes) = match packet.code {
         Code::AccountingRequest => {
             log_accounting(&packet, &client);
             shared.stats.accounting.inc();
-            with_proxy_state(Packet::new(Code::AccountingResponse, packet.identifier, [0; 16]), &packet)
+            let reply = with_proxy_state(Packet::new(Code::AccountingResponse, packet.identifier, [0; 16]), &packet);
+            let Ok(bytes) = radius::encode_response(&reply, packet.code, &packet.authenticator, secret) else { return };
+            (reply, bytes)
         }
         _ => {
             let request = auth_request(&packet, &client, arrived);
@@ -165,36 +167,51 @@ pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job
             };
             // The permit bounds decisions in progress; encoding and sending need none.
             drop(permit);
-            match decision.outcome {
+            let mut reply = response_packet(&packet, &decision);
+            let mut outcome = decision.outcome;
+            let bytes = match radius::encode_response(&reply, packet.code, &packet.authenticator, secret) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    // Too big to send (many groups?): fail closed rather than answer nothing,
+                    // and at the time of every other Reject.
+                    shared.stats.unencodable_answers.inc();
+                    tracing::error!(%peer, client = client.policy.name.as_str(), error = %e, "response could not be encoded; sending Access-Reject instead");
+                    reply = with_proxy_state(Packet::new(Code::AccessReject, packet.identifier, [0; 16]), &packet);
+                    outcome = Outcome::Reject;
+                    match radius::encode_response(&reply, packet.code, &packet.authenticator, secret) {
+                        Ok(bytes) => bytes,
+                        Err(_) => return,
+                    }
+                }
+            };
+            match outcome {
                 Outcome::Accept => shared.stats.accepts.inc(),
                 Outcome::Reject => shared.stats.rejects.inc(),
                 Outcome::Challenge => shared.stats.challenges.inc(),
             }
-            if decision.outcome == Outcome::Reject && !shared.settings.reject_delay.is_zero() {
+            if outcome == Outcome::Reject && !shared.settings.reject_delay.is_zero() {
                 // Every Reject leaves at arrival + reject_delay, however long its reason took to
                 // find (an unknown user, a locked one, a wrong password): timing tells nothing,
                 // guessing is slowed, and no worker is held (the permit is already back).
                 let at = tokio::time::Instant::from_std(arrived + shared.settings.reject_delay);
+                if at < tokio::time::Instant::now() {
+                    shared.stats.late_rejects.inc();
+                    let late = shared.stats.late_rejects.get();
+                    // Said at the first and then ever more rarely (2nd, 4th, 8th...): a slow
+                    // directory must not also flood the log.
+                    if late.is_power_of_two() {
+                        tracing::warn!(late_rejects = late, reject_delay = ?shared.settings.reject_delay, "a Reject was decided after reject_delay had passed, so its timing may tell why: is the directory slow? raise reject_delay above its slowest answers");
+                    }
+                }
                 tokio::select! {
                     () = tokio::time::sleep_until(at) => {}
                     () = shutdown.cancelled() => {}
                 }
             }
-            response_packet(&packet, &decision)
+            (reply, bytes)
         }
     };
-    let bytes: Arc<[u8]> = match radius::encode_response(&reply, packet.code, &packet.authenticator, secret) {
-        Ok(bytes) => bytes.into(),
-        Err(e) => {
-            // Too big to send (many groups?): fail closed rather than answer nothing.
-            tracing::error!(%peer, error = %e, "response could not be encoded; sending Access-Reject");
-            let reject = with_proxy_state(Packet::new(Code::AccessReject, packet.identifier, [0; 16]), &packet);
-            match radius::encode_response(&reject, packet.code, &packet.authenticator, secret) {
-                Ok(bytes) => bytes.into(),
-                Err(_) => return,
-            }
-        }
-    };
+    let bytes: Arc<[u8]> = bytes.into();
     if tracing::enabled!(tracing::Level::DEBUG) {
         let attributes: Vec<String> = reply.attributes.iter().map(|a| shared.dictionary.describe(a)).collect();
         tracing::debug!(%peer, code = %reply.code, id = reply.identifier, ?attributes, "sent");

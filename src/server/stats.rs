@@ -35,6 +35,11 @@ counters! {
         handler_panics,
         /// Requests still being decided when the shutdown grace period ran out: no answer.
         abandoned_at_shutdown,
+        /// Rejects decided after `reject_delay` had passed (a slow directory): they left late, so
+        /// their timing could tell why. Raise reject_delay above the directory's slowest answers.
+        late_rejects,
+        /// Answers too big to encode (many groups in reply attributes?), replaced by an Access-Reject.
+        unencodable_answers,
         accepts,
         rejects,
         challenges,

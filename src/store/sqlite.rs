@@ -198,6 +198,7 @@ impl SqliteStore {
             )));
         }
         migrate(&conn)?;
+        check_tables(&conn, path)?;
         Self::start(conn, Some(path.to_path_buf()), keys)
     }
 
@@ -296,6 +297,20 @@ impl Drop for SqliteStore {
 fn checkpoint(conn: &Connection, mode: &str) -> Result<(), StoreError> {
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))?;
     Ok(())
+}
+
+/// The tables every login needs. A file whose version says "radmfa" but which lacks one (a
+/// table dropped by hand, a partial restore) is refused: a missing `tokens` table would read
+/// as "no tokens" for everyone.
+const REQUIRED_TABLES: [&str; 5] = ["tokens", "lockouts", "password_lockouts", "sms_sends", "used_states"];
+
+fn check_tables(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut exists = conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?;
+    let missing: Vec<&str> = REQUIRED_TABLES.into_iter().filter(|t| !exists.exists([t]).unwrap_or(false)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Database(format!("{} lacks the table(s) {}: restore the database from a backup", path.display(), missing.join(", "))))
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -894,6 +909,14 @@ mod tests {
         drop(s);
         let refused = SqliteStore::open(&path, keys()).err().expect("an empty file is no radmfa database");
         assert!(refused.to_string().contains("holds no radmfa tables"), "{refused}");
+
+        // A radmfa database with a table gone (dropped by hand, a partial restore) is refused too:
+        // no tokens table would read as "nobody has a token".
+        let other = dir.path().join("other.db");
+        drop(SqliteStore::create(&other, keys()).unwrap());
+        Connection::open(&other).unwrap().execute_batch("DROP TABLE tokens").unwrap();
+        let refused = SqliteStore::open(&other, keys()).err().expect("a table is missing");
+        assert!(refused.to_string().contains("lacks the table(s) tokens"), "{refused}");
     }
 
     #[tokio::test]

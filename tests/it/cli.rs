@@ -125,6 +125,13 @@ fn token_commands_list_verify_remove_and_rotate_keys() {
     let config = server.config.clone();
     let seed = enroll(&config, "Alice");
     assert!(!admin(&config, &["token", "add", "nobody"]).status.success(), "unknown users are refused without --force");
+    // With --force, filed under the name lower-cased: the first login once the directory knows
+    // the name moves it to the account.
+    let forced = admin(&config, &["token", "add", "Nobody", "--force"]);
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    let list = String::from_utf8(admin(&config, &["token", "list", "NOBODY"]).stdout).unwrap();
+    assert!(list.contains("nobody") && !list.contains("Nobody"), "{list}");
+    assert!(admin(&config, &["token", "remove", "nobody", "2"]).status.success());
 
     let list = String::from_utf8(admin(&config, &["token", "list"]).stdout).unwrap();
     assert!(list.contains("alice") && list.contains("Test phone") && list.contains("active") && list.contains("never"), "{list}");
@@ -186,7 +193,12 @@ fn config_errors_never_show_a_secret() {
         ("secret = [\"Array-S3cret-Value\"]".to_owned(), "Array-S3cret-Value"),
         // A multi-line string left open: the parser stops lines later, on the secret's text.
         ("secret = \"\"\"line1\nS3CR3T-8 \"\" x".to_owned(), "S3CR3T-8"),
+        // A secret under a misspelled key, and one typed where a choice was expected.
+        ("secert = \"Misspelt-S3cret\"".to_owned(), "Misspelt-S3cret"),
+        ("mode = \"Choice-S3cret\"".to_owned(), "Choice-S3cret"),
     ] {
+        let mode_line = good.lines().find(|l| l.starts_with("mode = ")).unwrap();
+        let good = if broken.starts_with("mode") { good.replacen(mode_line, "", 1) } else { good.clone() };
         std::fs::write(&config, good.replacen(&secret_line, &broken, 1)).unwrap();
         let out = check_config(&config);
         let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -199,9 +211,16 @@ fn config_errors_never_show_a_secret() {
     std::fs::write(&config, with_headers).unwrap();
     let out = check_config(&config);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("Tok3n-Value"), "{}", String::from_utf8_lossy(&out.stderr));
-    // A misspelled key that is not secret still shows its line, as before.
+    // A misspelled key is named, with where it is and what was expected; its line is not shown.
     std::fs::write(&config, good.replace("reject_delay", "rejectdelay")).unwrap();
-    assert!(String::from_utf8_lossy(&check_config(&config).stderr).contains("rejectdelay = \"0s\""));
+    let said = String::from_utf8_lossy(&check_config(&config).stderr).into_owned();
+    assert!(said.contains("unknown field `rejectdelay`, expected one of") && said.contains("line "), "{said}");
+    assert!(!said.contains("\"0s\""), "{said}");
+    // A choice misspelled: the choices are listed, the value is not echoed.
+    let mode_line = good.lines().find(|l| l.starts_with("mode = ")).unwrap();
+    std::fs::write(&config, good.replacen(mode_line, "mode = \"chalenge\"", 1)).unwrap();
+    let said = String::from_utf8_lossy(&check_config(&config).stderr).into_owned();
+    assert!(said.contains("expected") && said.contains("challenge") && !said.contains("chalenge"), "{said}");
 }
 
 #[test]
@@ -275,6 +294,10 @@ fn a_token_whose_secret_nobody_saw_is_not_kept_and_rotations_do_not_overlap() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     let second = admin(&config, &["keys", "rotate"]);
     assert!(!second.status.success());
-    assert!(String::from_utf8_lossy(&second.stderr).contains("another `radmfa keys rotate` is running"));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("is running"), "{}", String::from_utf8_lossy(&second.stderr));
+    // Nor is a token sealed meanwhile with a key the rotation is about to drop.
+    let add = admin(&config, &["token", "add", "alice"]);
+    assert!(!add.status.success());
+    assert!(String::from_utf8_lossy(&add.stderr).contains("`radmfa keys rotate` is running"), "{}", String::from_utf8_lossy(&add.stderr));
     assert!(first.wait_with_output().unwrap().status.success());
 }

@@ -513,11 +513,12 @@ pub struct RadclientOutput {
     pub stderr: String,
 }
 
-/// Runs FreeRADIUS's radclient once (one try, 1 s timeout) with `input` as its attribute list.
+/// Runs FreeRADIUS's radclient once (one try, 4 s timeout: a debug build sharing two cores with
+/// the other tests may take over a second for a first LDAPS login) with `input` as its attribute list.
 pub fn radclient(server: SocketAddr, command: &str, secret: &str, input: &str) -> Option<RadclientOutput> {
     let tool = system_tool("radclient", "freeradius-utils")?;
     let mut child = Command::new(tool)
-        .args(["-x", "-r", "1", "-t", "1"])
+        .args(["-x", "-r", "1", "-t", "4"])
         .arg(server.to_string())
         .args([command, secret])
         .stdin(Stdio::piped())
