@@ -153,6 +153,9 @@ impl Try {
         let (account, factor) = (&self.key.0, self.key.1);
         match guess {
             Guess::Wrong => self.store.record_failure(account, factor, now, self.policy).await,
+            // Nothing counted when the try began (no row: seq 0) — nothing to clear, no write.
+            // A failure counted since then made a row with a new seq, which stays.
+            Guess::Right if self.seen == 0 => Ok(None),
             Guess::Right => self.store.record_success(account, factor, self.seen).await.map(|()| None),
             Guess::Unknown => Ok(None),
         }

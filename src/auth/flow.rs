@@ -69,14 +69,13 @@ impl Authenticator {
         if !store.consume_state(&state.nonce, state.expires_at).await.map_err(store_down)? {
             return Err(Reason::StateReused);
         }
-        if store.locked_until(&account, Factor::Code, now).await.map_err(store_down)?.is_some() {
-            return Err(Reason::SecondFactorLocked);
-        }
         let answer = String::from_utf8_lossy(login.answer);
         let answer = answer.trim();
         let client = &login.request.client;
+        // A locked second factor is refused by the code try itself (its begin reads the lock).
         match state.stage {
             Stage::Totp if answer.eq_ignore_ascii_case("sms") => {
+                self.check_code_lock(&account, now).await?;
                 let found = self.found_again(login, &account).await?;
                 self.send_sms(login, &account, &found.profile, now).await
             }

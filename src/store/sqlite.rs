@@ -62,6 +62,8 @@ const MIGRATIONS: &[&str] = &[
     // failures, numbering them (a right answer clears only those counted before its try began).
     "ALTER TABLE lockouts ADD COLUMN last_failure_at INTEGER;
      ALTER TABLE lockouts ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+     -- Rows are numbered from 1 (seq 0 means no row): a right answer then clears these too.
+     UPDATE lockouts SET seq = 1;
      CREATE TABLE password_lockouts (
         username TEXT PRIMARY KEY,
         failures INTEGER NOT NULL DEFAULT 0,
