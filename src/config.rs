@@ -557,12 +557,7 @@ impl Config {
     /// Parses `text` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        // The path of keys to a bad value (`server.reject_delay`): named in the error, since the
-        // line itself is never shown.
-        let file: ConfigFile = serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
-            let key = e.path().to_string();
-            ConfigError::Parse { path: shown.clone(), message: describe_toml_error(text, e.inner(), &key) }
-        })?;
+        let file: ConfigFile = crate::toml_error::parse(text).map_err(|message| ConfigError::Parse { path: shown.clone(), message })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let secret_files = secret_files(path, &base, &file);
         let invalid = |key: &str, message: String| ConfigError::Invalid { path: shown.clone(), key: key.to_owned(), message };
@@ -626,14 +621,22 @@ impl Config {
                 if urls.is_empty() {
                     return Err(invalid("directory.urls", "needs at least one server, e.g. [\"ldaps://dc1.example.test:636\"]".into()));
                 }
-                if let Some(bad) = urls.iter().find(|u| !(u.starts_with("ldaps://") || u.starts_with("ldap://"))) {
-                    return Err(invalid("directory.urls", format!("{bad:?} is not an ldaps:// or ldap:// URL")));
-                }
-                if let Some(plain) = urls.iter().find(|u| u.starts_with("ldap://")).filter(|_| !starttls) {
-                    return Err(invalid(
-                        "directory.urls",
-                        format!("{plain:?} would send passwords in clear: use ldaps://, or set starttls = true"),
-                    ));
+                for (i, raw) in urls.iter().enumerate() {
+                    // Named by position, never quoted: a URL may carry a password.
+                    let key = format!("directory.urls[{i}]");
+                    let url = url::Url::parse(raw).map_err(|e| invalid(&key, format!("not a URL ({e})")))?;
+                    if !url.username().is_empty() || url.password().is_some() {
+                        return Err(invalid(
+                            &key,
+                            "holds a user or password: give them as bind_dn and bind_password (URLs are shown in logs)".into(),
+                        ));
+                    }
+                    if !matches!(url.scheme(), "ldaps" | "ldap") || url.host_str().is_none_or(str::is_empty) {
+                        return Err(invalid(&key, "is not an ldaps://host[:port] or ldap://host[:port] URL".into()));
+                    }
+                    if url.scheme() == "ldap" && !starttls {
+                        return Err(invalid(&key, "ldap:// would send passwords in clear: use ldaps://, or set starttls = true".into()));
+                    }
                 }
                 for (key, filter) in [("directory.user_filter", &user_filter), ("directory.upn_filter", &upn_filter)] {
                     if !filter.contains("{user}") {
@@ -793,7 +796,7 @@ fn load_secret(
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Secret<String>>, String> {
     if let Some(value) = env(env_name) {
-        return Ok(Some(Secret::new(value)));
+        return one_line(Secret::new(value), &format!("the environment variable {env_name}")).map(Some);
     }
     match (inline, file) {
         (Some(_), Some(_)) => Err("set the value or its _file, not both".into()),
@@ -807,12 +810,17 @@ fn load_secret(
 /// key file or a certificate named by mistake), and so is an empty file.
 fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
     let text = Secret::new(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    one_line(text, &path.display().to_string())
+}
+
+/// A secret's one line (a line break after it dropped), from a file or the environment alike.
+fn one_line(text: Secret<String>, from: &str) -> Result<Secret<String>, String> {
     let value = text.expose().strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(text.expose());
     if value.contains(['\n', '\r']) {
-        return Err(format!("{}: holds more than one line; a secret file holds the secret alone, on one line", path.display()));
+        return Err(format!("{from}: holds more than one line; a secret is given alone, on one line"));
     }
-    if value.is_empty() {
-        return Err(format!("{}: is empty", path.display()));
+    if value.trim().is_empty() {
+        return Err(format!("{from}: is empty"));
     }
     Ok(Secret::new(value.to_owned()))
 }
@@ -827,66 +835,6 @@ fn secret_files(path: &Path, base: &Path, file: &ConfigFile) -> Vec<PathBuf> {
     }
     files.extend([&file.sms.password_file, &file.sms.auth_token_file].into_iter().flatten().map(|f| base.join(f)));
     files
-}
-
-/// A TOML error for the admin, never showing a secret. The source line is shown only when the
-/// error stands on a `key = value` line whose key is not secret-like and which is not inside (or
-/// the start of) a string running over several lines; otherwise the error gets its position and
-/// the parser's message with every quoted value cut out.
-fn describe_toml_error(text: &str, e: &toml::de::Error, key: &str) -> String {
-    let message = e.message().trim();
-    // The source line is never shown and values in the message are cut out: any line may hold
-    // a secret (a key spelled wrong, a value in a multi-line string, a header table...). Key
-    // names stay, so a typo is still named.
-    let about_a_key = ["unknown field", "missing field", "duplicate key"].iter().any(|p| message.starts_with(p));
-    let message = if about_a_key {
-        message.to_owned()
-    } else if let Some(rest) = message.strip_prefix("unknown variant ") {
-        // "unknown variant `chalenge`, expected `append`, ...": the choices help, the value may not be shown.
-        match rest.split_once(", ") {
-            Some((_, expected)) => format!("unknown variant `…`, {expected}"),
-            None => "unknown variant `…`".to_owned(),
-        }
-    } else {
-        elide_values(message)
-    };
-    // "." when the error is not under a key (a syntax error); keys are never secrets.
-    let message = if key.is_empty() || key == "." || about_a_key { message } else { format!("{key}: {message}") };
-    let Some(span) = e.span() else { return format!("TOML parse error: {message}") };
-    let mut start = span.start.min(text.len());
-    while !text.is_char_boundary(start) {
-        start -= 1;
-    }
-    let before = &text[..start];
-    let line_no = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
-    format!("TOML parse error at line {line_no}, column {column}: {message}")
-}
-
-/// The parser's message with anything in backticks or double quotes cut out (it may quote a value).
-fn elide_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut open: Option<char> = None;
-    for c in message.chars() {
-        match open {
-            Some(quote) if c == quote => {
-                out.push('…');
-                out.push(c);
-                open = None;
-            }
-            Some(_) => {}
-            None => {
-                out.push(c);
-                if c == '`' || c == '"' {
-                    open = Some(c);
-                }
-            }
-        }
-    }
-    if open.is_some() {
-        out.push('…');
-    }
-    out
 }
 
 fn build_gateway(s: SmsSection, base: &Path, env: &impl Fn(&str) -> Option<String>) -> Result<GatewaySettings, (&'static str, String)> {
@@ -989,7 +937,14 @@ fn build_client(
     }
     let network = parse_network(&section.address).map_err(|m| ("address", m))?;
     let secret = match (env(&client_secret_env(&section.name)), &section.secret, &section.secret_file) {
-        (Some(from_env), _, _) => from_env.into_bytes(),
+        (Some(from_env), _, _) => {
+            let name = client_secret_env(&section.name);
+            one_line(Secret::new(from_env), &format!("the environment variable {name}"))
+                .map_err(|m| ("secret", m))?
+                .expose()
+                .as_bytes()
+                .to_vec()
+        }
         (None, Some(_), Some(_)) => return Err(("secret", "set either secret or secret_file, not both".into())),
         (None, Some(secret), None) => secret.expose().as_bytes().to_vec(),
         (None, None, Some(file)) => read_secret_file(&base.join(file)).map_err(|m| ("secret_file", m))?.expose().as_bytes().to_vec(),
@@ -1199,6 +1154,12 @@ path = "users.toml"
             Config::parse(&dir.path().join("radmfa.toml"), &text, |k| (k == "RADMFA_CLIENT_NETSCALER_1_SECRET").then(|| "from-env".into()))
                 .unwrap();
         assert_eq!(c.clients[0].secret.expose(), b"from-env");
+        // The environment's value follows the rules of a secret file: one line, not blank.
+        for bad in ["two\nlines", "   ", ""] {
+            let env = |k: &str| (k == "RADMFA_CLIENT_NETSCALER_1_SECRET").then(|| bad.to_owned());
+            let err = Config::parse(&dir.path().join("radmfa.toml"), &text, env).unwrap_err().to_string();
+            assert!(err.contains("RADMFA_CLIENT_NETSCALER_1_SECRET") && !err.contains("two"), "{err}");
+        }
     }
 
     #[test]
@@ -1276,6 +1237,14 @@ tls_insecure_skip_verify = true
         assert!(!format!("{c:?}").contains("s3rvice"), "the bind password stays out of Debug");
         let clear = parse(&text.replace("ldaps://dc1.example.test:636", "ldap://dc1.example.test:389")).unwrap_err().to_string();
         assert!(clear.contains("directory.urls") && clear.contains("starttls"), "{clear}");
+        for (url, said) in [
+            ("ldaps://admin:S3cret@dc1.example.test", "user or password"),
+            ("ldaps://dc1.example.test:bad", "not a URL"),
+            ("http://dc1", "not an ldaps"),
+        ] {
+            let err = parse(&text.replace("ldaps://dc1.example.test:636", url)).unwrap_err().to_string();
+            assert!(err.contains("directory.urls[0]") && err.contains(said) && !err.contains("S3cret") && !err.contains(":bad"), "{err}");
+        }
         let missing = parse(&text.replace("bind_password = \"s3rvice\"\n", "")).unwrap_err().to_string();
         assert!(missing.contains("directory.bind_password: missing"), "{missing}");
         let typo = parse(&text.replace("base_dn", "basedn")).unwrap_err().to_string();

@@ -18,3 +18,4 @@ pub mod secret;
 pub mod server;
 pub mod sms;
 pub mod store;
+mod toml_error;

@@ -16,7 +16,7 @@ impl Authenticator {
     /// A request without State: the password (perhaps with a code appended).
     pub(super) async fn first_step(&self, login: &mut Login<'_>) -> Result<Decision, Reason> {
         let now = crate::store::now();
-        let account = self.resolve(&login.user).await?;
+        let account = self.resolve_for_password(&login.user, login.answer).await?;
         login.account = Some(account.id.clone());
         // A locked second factor is refused before any bind; the password try is counted (and
         // the password lock checked) when the bind is about to be made.

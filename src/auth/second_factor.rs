@@ -85,6 +85,17 @@ impl Authenticator {
         Ok(account)
     }
 
+    /// [`Self::resolve`] for a step that checks `password`: a name that denotes no account
+    /// costs what a password check would while checks are queued (see
+    /// [`crate::directory::Directory::spend_like_a_check`]).
+    pub(super) async fn resolve_for_password(&self, login: &LoginName, password: &[u8]) -> Result<Account, Reason> {
+        let resolved = self.resolve(login).await;
+        if let Err(Reason::Directory(Denial::NoSuchUser)) = resolved {
+            self.services.directory.spend_like_a_check(password).await;
+        }
+        resolved
+    }
+
     /// Refuses an account whose second factor is locked: checked before any bind, so a locked
     /// account costs the directory nothing. (The password lock is taken by the try itself.)
     pub(super) async fn check_code_lock(&self, account: &str, now: UnixTime) -> Result<(), Reason> {

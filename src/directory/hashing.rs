@@ -27,6 +27,8 @@ pub struct PoolError;
 struct Queues {
     by_client: HashMap<Key, VecDeque<Job>>,
     turn: VecDeque<Key>,
+    /// Threads waiting for a job.
+    idle: usize,
     closed: bool,
 }
 
@@ -85,7 +87,9 @@ impl HashingPool {
                             if queues.closed {
                                 return;
                             }
+                            queues.idle += 1;
                             queues = shared.ready.wait(queues).unwrap_or_else(|p| p.into_inner());
+                            queues.idle -= 1;
                         }
                     };
                     // A panicking job drops its reply channel (the caller sees PoolError); the thread lives on.
@@ -99,6 +103,12 @@ impl HashingPool {
     /// One thread per available core.
     pub fn per_core() -> std::io::Result<Self> {
         Self::new(std::thread::available_parallelism().map_or(1, usize::from))
+    }
+
+    /// Whether a job given now would wait: every thread busy or jobs already queued.
+    pub fn busy(&self) -> bool {
+        let queues = self.shared.lock();
+        queues.idle == 0 || !queues.turn.is_empty()
     }
 
     /// Runs `work` on a hashing thread, in the current client's turn, and waits for it without
@@ -135,6 +145,30 @@ mod tests {
         let failed = pool.run(|| -> u8 { panic!("boom") }).await;
         assert!(failed.is_err());
         assert_eq!(pool.run(|| "still here").await.unwrap(), "still here", "the thread outlived the panic");
+    }
+
+    #[tokio::test]
+    async fn busy_while_every_thread_works_or_jobs_wait() {
+        let pool = Arc::new(HashingPool::new(1).unwrap());
+        let idle_by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pool.busy() {
+            assert!(std::time::Instant::now() < idle_by, "the thread never became idle");
+            tokio::task::yield_now().await;
+        }
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let running = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.run(move || wait.recv().is_ok()).await.unwrap() }
+        });
+        while !pool.busy() {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        assert!(running.await.unwrap());
+        while pool.busy() {
+            assert!(std::time::Instant::now() < idle_by, "idle again once the job is done");
+            tokio::task::yield_now().await;
+        }
     }
 
     #[test]

@@ -150,4 +150,11 @@ pub trait Directory: Send + Sync {
     /// The account's groups (nested membership resolved), without a password: for the reply
     /// attributes of an Accept that follows a challenge.
     async fn groups(&self, account: &Account) -> Result<Vec<String>, DirectoryError>;
+
+    /// Called with the password given for a name that denotes no account. A directory whose
+    /// password checks queue (the users file's hashing threads) spends a check's work here while
+    /// they are queued: otherwise, under load, only the Rejects of real accounts would leave
+    /// after `reject_delay`, telling which names exist. Idle, it spends nothing (every Reject
+    /// leaves at the same time anyway). By default nothing.
+    async fn spend_like_a_check(&self, _password: &[u8]) {}
 }

@@ -127,6 +127,9 @@ pub struct Portal {
     /// the other's keys.
     address_limits: RateLimiter,
     user_limits: RateLimiter,
+    /// One audit line per limited address or name and window: a client hammering past its limit
+    /// must not fill the log as well.
+    limits_audited: RateLimiter,
 }
 
 impl Portal {
@@ -138,6 +141,7 @@ impl Portal {
             settings,
             address_limits: RateLimiter::new(LIMITER_KEYS),
             user_limits: RateLimiter::new(LIMITER_KEYS),
+            limits_audited: RateLimiter::new(LIMITER_KEYS),
         })
     }
 }
@@ -507,10 +511,19 @@ async fn signin((State(portal), jar, headers): Ctx0, ClientAddr(from): ClientAdd
         return forbidden(&portal, ctx);
     }
     let login = portal.auth.rate_key(&form.username);
-    let limited = !portal.address_limits.allow(&format!("signin:{}", ip_key(from)), 20, LIMIT_WINDOW)
-        || !portal.user_limits.allow(&format!("signin:{login}"), 5, LIMIT_WINDOW);
-    let error = if limited {
-        portal.auth.portal_rate_limited(&login, from);
+    let by_address = format!("signin:{}", ip_key(from));
+    let by_name = format!("signin:{login}");
+    let limited = if !portal.address_limits.allow(&by_address, 20, LIMIT_WINDOW) {
+        Some(by_address)
+    } else if !portal.user_limits.allow(&by_name, 5, LIMIT_WINDOW) {
+        Some(by_name)
+    } else {
+        None
+    };
+    let error = if let Some(limit) = limited {
+        if portal.limits_audited.allow(&limit, 1, LIMIT_WINDOW) {
+            portal.auth.portal_rate_limited(&login, from);
+        }
         ctx.s().too_many_attempts
     } else {
         // Run to its end even if the browser hangs up: a bind the directory made is counted.

@@ -77,11 +77,12 @@ fn bench_reports_its_figures() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (report["requests"].as_u64(), report["accepts"].as_u64(), report["rejects"].as_u64()),
-        (Some(90), Some(30), Some(60)),
-        "{report}"
-    );
+    let answered = (report["requests"].as_u64(), report["accepts"].as_u64(), report["rejects"].as_u64());
+    if answered != (Some(90), Some(30), Some(60)) {
+        // Once, under the whole suite's load, 3 of 90 went unanswered: say what the server did.
+        let said: Vec<String> = server.logs().iter().filter(|v| v["level"] != "INFO").map(|v| v.to_string()).collect();
+        panic!("{report}\nserver warnings and errors:\n{}", said.join("\n"));
+    }
     let users: std::collections::HashSet<String> =
         server.wait_for_audit(290).iter().skip(200).map(|v| v["user"].as_str().unwrap().to_owned()).collect();
     assert_eq!(users.len(), 3, "{users:?}");
@@ -216,6 +217,16 @@ fn config_errors_never_show_a_secret() {
     let said = String::from_utf8_lossy(&check_config(&config).stderr).into_owned();
     assert!(said.contains("unknown field `rejectdelay`, expected one of") && said.contains("line "), "{said}");
     assert!(!said.contains("\"0s\""), "{said}");
+    // The users file likewise: a clear-text password under a wrong key, a broken hash line.
+    let users = dir.path().join("users.toml");
+    let good_users = std::fs::read_to_string(&users).unwrap();
+    std::fs::write(&config, &good).unwrap();
+    for broken in ["password = \"Plain-S3cret-Pw\"", "password_hash = \"Plain-S3cret-Pw", "groups = \"Plain-S3cret-Pw\""] {
+        std::fs::write(&users, good_users.replacen("[[user]]", &format!("[[user]]\n{broken}"), 1)).unwrap();
+        let said = String::from_utf8_lossy(&check_config(&config).stderr).into_owned();
+        assert!(said.contains("users.toml") && said.contains("line ") && !said.contains("Plain-S3cret-Pw"), "{said}");
+    }
+    std::fs::write(&users, good_users).unwrap();
     // A choice misspelled: the choices are listed, the value is not echoed.
     let mode_line = good.lines().find(|l| l.starts_with("mode = ")).unwrap();
     std::fs::write(&config, good.replacen(mode_line, "mode = \"chalenge\"", 1)).unwrap();
