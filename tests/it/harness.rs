@@ -535,3 +535,26 @@ pub fn radclient(server: SocketAddr, command: &str, secret: &str, input: &str) -
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
 }
+
+/// A certificate for the portal (localhost and 127.0.0.1) signed by a CA made for the test,
+/// written into `dir`.
+pub struct TestCertificate {
+    pub ca_pem: String,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+pub fn portal_certificate(dir: &Path) -> TestCertificate {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.subject_alt_names.push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let (cert_file, key_file) = (dir.join("portal.pem"), dir.join("portal.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    TestCertificate { ca_pem: ca.pem(), cert_file, key_file }
+}

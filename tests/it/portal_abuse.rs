@@ -159,15 +159,7 @@ fn portal_a_slow_request_body_is_cut_off() {
 #[test]
 fn portal_tls_needs_a_hello_within_the_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
-    let (cert_file, key_file) = (dir.path().join("portal.pem"), dir.path().join("portal.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let crate::harness::TestCertificate { ca_pem, cert_file, key_file } = crate::harness::portal_certificate(dir.path());
     let extra = format!(
         "[portal]\nenabled = true\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://localhost\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n{LIMITS}",
         cert_file.display(),
@@ -183,7 +175,7 @@ fn portal_tls_needs_a_hello_within_the_header_timeout() {
         assert!(opened.elapsed() >= Duration::from_millis(500), "closed by the handshake timeout");
 
         let client = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
             .resolve("localhost", portal)
             .build()
             .unwrap();

@@ -216,17 +216,7 @@ fn a_user_enrolls_an_app_in_the_portal_and_logs_in_over_radius() {
 #[test]
 fn the_portal_serves_https_with_its_own_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    params.subject_alt_names.push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let (cert_file, key_file) = (dir.path().join("portal.pem"), dir.path().join("portal.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let crate::harness::TestCertificate { ca_pem, cert_file, key_file } = crate::harness::portal_certificate(dir.path());
     let portal = format!(
         "[portal]\nenabled = true\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://127.0.0.1\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
         cert_file.display(),
@@ -237,7 +227,7 @@ fn the_portal_serves_https_with_its_own_certificate() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let trusting =
-            reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()).build().unwrap();
+            reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()).build().unwrap();
         let page = trusting.get(format!("https://{address}/signin")).send().await.unwrap();
         assert_eq!(page.status(), 200);
         let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
