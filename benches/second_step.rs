@@ -30,7 +30,7 @@ impl Directory for InstantDirectory {
         let profile = UserProfile { username: login.name.clone(), ..Default::default() };
         Ok(Some(Account { id: login.name.clone(), locator: login.name.clone(), profile }))
     }
-    async fn check_password(&self, account: &Account, _: &[u8]) -> Result<PasswordCheck, DirectoryError> {
+    async fn check_password(&self, account: &Account, _: &[u8], _: bool) -> Result<PasswordCheck, DirectoryError> {
         Ok(PasswordCheck::Valid(account.profile.clone()))
     }
     async fn groups(&self, _: &Account) -> Result<Vec<String>, DirectoryError> {

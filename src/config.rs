@@ -299,6 +299,9 @@ mod defaults {
     pub fn ldap_max_connections() -> usize {
         32
     }
+    pub fn group_cache_ttl() -> Duration {
+        Duration::from_secs(300)
+    }
     pub fn pool_size() -> usize {
         4
     }
@@ -408,6 +411,8 @@ enum DirectorySection {
         required_groups: Vec<String>,
         #[serde(default = "defaults::yes")]
         nested_groups: bool,
+        #[serde(default = "defaults::group_cache_ttl", with = "humantime_serde")]
+        group_cache_ttl: Duration,
         ca_file: Option<PathBuf>,
         #[serde(default)]
         tls_insecure_skip_verify: bool,
@@ -604,6 +609,7 @@ impl Config {
                 upn_filter,
                 required_groups,
                 nested_groups,
+                group_cache_ttl,
                 ca_file,
                 tls_insecure_skip_verify,
                 starttls,
@@ -666,6 +672,7 @@ impl Config {
                     upn_filter: Some(upn_filter),
                     required_groups,
                     nested_groups,
+                    group_cache_ttl,
                     ca_file,
                     tls_insecure_skip_verify,
                     starttls,

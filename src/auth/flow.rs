@@ -1,13 +1,20 @@
 //! The RADIUS flows: the first step (password, perhaps with the code appended) and the answer
-//! to a challenge. Both key everything on the account the login name resolved to.
+//! to a challenge. Both key everything on the account the login name resolved to, and read the
+//! time once, as the datagram's arrival.
+//!
+//! A challenge's code step asks the directory nothing: what its answer needs (the profile, the
+//! groups for reply attributes, the mobile number for "sms") was kept, sealed, in the store under
+//! the State's nonce by the step that issued it — so any node sharing the store and key file
+//! finishes it, and a DC that went down between the two steps does not stop it.
 
 use std::time::Duration;
 
 use super::allowance::Guess;
+use super::context;
 use super::second_factor::SentCode;
 use super::state::{ChallengeState, Stage};
 use super::{Authenticator, Decision, Login, Mode, NoToken, Reason, store_down};
-use crate::directory::{Account, UserProfile};
+use crate::directory::UserProfile;
 use crate::otp::sms_code;
 use crate::sms::delivery::Delivered;
 use crate::store::{Factor, Token, UnixTime};
@@ -15,7 +22,7 @@ use crate::store::{Factor, Token, UnixTime};
 impl Authenticator {
     /// A request without State: the password (perhaps with a code appended).
     pub(super) async fn first_step(&self, login: &mut Login<'_>) -> Result<Decision, Reason> {
-        let now = crate::store::now();
+        let now = login.request.arrival_time();
         let account = self.resolve_for_password(&login.user, login.answer).await?;
         login.account = Some(account.id.clone());
         // A locked second factor is refused before any bind; the password try is counted (and
@@ -34,8 +41,8 @@ impl Authenticator {
             None => (login.answer, None),
         };
         let password = login.request.client.password_encoding.to_utf8(password);
-        let profile = self.check_password(&account, &password, now).await?;
         let client = &login.request.client;
+        let profile = self.check_password(&account, &password, client.needs_groups(), now).await?;
         if let Some(code) = code {
             let code = std::str::from_utf8(code).unwrap_or_default();
             self.verify_totp(&account.id, &tokens, code, now).await?;
@@ -43,7 +50,9 @@ impl Authenticator {
         }
         if !tokens.is_empty() {
             let state = self.new_state(Stage::Totp, login, &account.id, self.settings.challenge_ttl, now);
-            return Ok(Decision::challenge(Reason::TotpChallenge, self.settings.messages.challenge_totp.clone(), self.seal(&state)?));
+            let sealed = self.seal(&state)?;
+            self.keep_context(&state, &profile).await?;
+            return Ok(Decision::challenge(Reason::TotpChallenge, self.settings.messages.challenge_totp.clone(), sealed));
         }
         match client.no_token {
             NoToken::Sms => self.send_sms(login, &account.id, &profile, now).await,
@@ -54,7 +63,7 @@ impl Authenticator {
 
     /// A request with State: the answer to a challenge.
     pub(super) async fn continue_challenge(&self, login: &mut Login<'_>, state: &[u8]) -> Result<Decision, Reason> {
-        let now = crate::store::now();
+        let now = login.request.arrival_time();
         let keys = self.services.keys.current();
         let state = ChallengeState::open(state, &keys).ok_or(Reason::InvalidState)?;
         if state.expires_at <= now {
@@ -76,19 +85,19 @@ impl Authenticator {
         match state.stage {
             Stage::Totp if answer.eq_ignore_ascii_case("sms") => {
                 self.check_code_lock(&account, now).await?;
-                let found = self.found_again(login, &account).await?;
-                self.send_sms(login, &account, &found.profile, now).await
+                let profile = self.context(&state, login).await?;
+                self.send_sms(login, &account, &profile, now).await
             }
             Stage::Totp => {
                 let tokens = confirmed(store.tokens(&account).await.map_err(store_down)?);
                 self.verify_totp(&account, &tokens, answer, now).await?;
-                Ok(Decision::accept(Reason::Authenticated, client, &self.profile_with_groups(login, &account).await?))
+                Ok(Decision::accept(Reason::Authenticated, client, &self.context(&state, login).await?))
             }
             Stage::Sms => {
                 let attempt = self.begin(&account, Factor::Code, now).await?;
                 if sms_code::matches(answer, &state.code_salt, &state.code_hash) {
                     attempt.settle(Guess::Right).await?;
-                    return Ok(Decision::accept(Reason::Authenticated, client, &self.profile_with_groups(login, &account).await?));
+                    return Ok(Decision::accept(Reason::Authenticated, client, &self.context(&state, login).await?));
                 }
                 attempt.settle(Guess::Wrong).await?;
                 let locked = store.locked_until(&account, Factor::Code, now).await.map_err(store_down)?.is_some();
@@ -96,27 +105,43 @@ impl Authenticator {
                     return Err(Reason::WrongCode);
                 }
                 let retry = state.retry();
-                Ok(Decision::challenge(Reason::SmsRetry, self.settings.messages.wrong_code_retry.clone(), self.seal(&retry)?))
+                let sealed = self.seal(&retry)?;
+                let profile = self.context(&state, login).await?;
+                self.keep_context(&retry, &profile).await?;
+                Ok(Decision::challenge(Reason::SmsRetry, self.settings.messages.wrong_code_retry.clone(), sealed))
             }
         }
     }
 
-    /// The account of the first step, looked up again for what the answer needs (mobile number,
-    /// groups). The name must still resolve to the account the State was made for.
-    async fn found_again(&self, login: &Login<'_>, account: &str) -> Result<Account, Reason> {
-        let found = self.find(&login.user).await?;
-        if found.id != account {
-            return Err(Reason::StateMismatch);
-        }
-        Ok(found)
+    /// Keeps what the code step of `state` will need, sealed, in the store until it expires.
+    async fn keep_context(&self, state: &ChallengeState, profile: &UserProfile) -> Result<(), Reason> {
+        let sealed = context::seal(profile, &state.nonce, &self.services.keys.current()).map_err(|e| {
+            tracing::error!(error = %e, "cannot keep a challenge's context");
+            Reason::InvalidState
+        })?;
+        self.services.store.keep_challenge_context(&state.nonce, state.expires_at, sealed).await.map_err(store_down)
     }
 
-    async fn profile_with_groups(&self, login: &Login<'_>, account: &str) -> Result<UserProfile, Reason> {
-        let found = self.found_again(login, account).await?;
-        let groups = self.services.directory.groups(&found).await.map_err(|e| {
-            tracing::error!(error = %e, "directory could not list a user's groups");
-            Reason::DirectoryUnavailable
-        })?;
+    /// What the step that issued `state` kept for its answer. A State issued by a version that
+    /// kept nothing is served from the directory, as then: the name must still resolve to the
+    /// State's account.
+    async fn context(&self, state: &ChallengeState, login: &Login<'_>) -> Result<UserProfile, Reason> {
+        let kept = self.services.store.challenge_context(&state.nonce).await.map_err(store_down)?;
+        if let Some(sealed) = kept {
+            return context::open(&sealed, &state.nonce, &self.services.keys.current()).ok_or_else(|| {
+                tracing::error!("a challenge's kept context does not open with the key file: was the key replaced?");
+                Reason::InvalidState
+            });
+        }
+        tracing::debug!(user = state.account.as_str(), "no context kept for this challenge: asking the directory");
+        let found = self.find(&login.user).await?;
+        if found.id != state.account {
+            return Err(Reason::StateMismatch);
+        }
+        if !login.request.client.needs_groups() {
+            return Ok(found.profile);
+        }
+        let groups = self.services.directory.groups(&found).await.map_err(|e| super::directory_down(&e, "listed a user's groups"))?;
         Ok(UserProfile { groups, ..found.profile })
     }
 
@@ -127,6 +152,8 @@ impl Authenticator {
         let mut state = self.new_state(Stage::Sms, login, account, self.settings.sms_validity, now);
         state.code_salt = salt;
         state.code_hash = hash;
+        let sealed = self.seal(&state)?;
+        self.keep_context(&state, profile).await?;
         let prompt = self.settings.messages.challenge_sms.replace("{mobile}", &masked);
         // A failed send still gets its challenge: a Reject now would come later than every other
         // one (it waited on the gateway) and so tell that the password was right. The user, who
@@ -136,7 +163,7 @@ impl Authenticator {
             Delivered::Pending => Reason::SmsPending,
             Delivered::Failed(_) => Reason::SmsFailed,
         };
-        Ok(Decision::challenge(reason, prompt, self.seal(&state)?))
+        Ok(Decision::challenge(reason, prompt, sealed))
     }
 
     fn new_state(&self, stage: Stage, login: &Login<'_>, account: &str, ttl: Duration, now: UnixTime) -> ChallengeState {

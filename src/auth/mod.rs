@@ -11,6 +11,7 @@
 //! `second_factor`. Every Reject carries the same Reply-Message, whatever its reason.
 
 mod allowance;
+mod context;
 mod flow;
 pub mod messages;
 pub mod portal;
@@ -94,6 +95,13 @@ pub struct ClientPolicy {
 }
 
 impl ClientPolicy {
+    /// Whether an Accept for this client names the user's groups: only then are they resolved.
+    pub fn needs_groups(&self) -> bool {
+        self.reply_attributes.iter().any(|t| matches!(t, ReplyTemplate::PerGroup { .. } | ReplyTemplate::Joined { .. }))
+    }
+}
+
+impl ClientPolicy {
     /// A policy with the defaults: auto mode, SMS for users without a token, no reply attributes.
     pub fn named(name: &str) -> Self {
         Self {
@@ -131,8 +139,18 @@ pub struct Request {
     pub nas_ip: Option<IpAddr>,
     pub nas_identifier: Option<String>,
     pub calling_station: Option<String>,
-    /// When the datagram was read: what bounds how long the answer may wait for an SMS gateway.
+    /// When the datagram was read: what bounds how long the answer may wait for an SMS gateway,
+    /// and the time its code and expiries are checked at.
     pub arrived: Instant,
+}
+
+impl Request {
+    /// The wall-clock time the datagram was read: a code typed just before its time step ended
+    /// stays valid however long the directory then takes.
+    pub fn arrival_time(&self) -> crate::store::UnixTime {
+        let at = std::time::SystemTime::now().checked_sub(self.arrived.elapsed()).unwrap_or(std::time::UNIX_EPOCH);
+        at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +158,8 @@ pub enum Outcome {
     Accept,
     Reject,
     Challenge,
+    /// Nothing is sent (the directory is busy): the NAS retransmits, or asks its other server.
+    NoAnswer,
 }
 
 impl Outcome {
@@ -148,6 +168,7 @@ impl Outcome {
             Self::Accept => "accept",
             Self::Reject => "reject",
             Self::Challenge => "challenge",
+            Self::NoAnswer => "none",
         }
     }
 }
@@ -170,6 +191,8 @@ pub enum Reason {
     UnsupportedMethod(Method),
     Directory(Denial),
     DirectoryUnavailable,
+    /// The directory did not answer in time: left unanswered rather than rejected.
+    DirectoryBusy,
     StoreUnavailable,
     MissingCode,
     WrongCode,
@@ -214,6 +237,7 @@ impl Reason {
             Self::UnsupportedMethod(_) => "eap_not_supported",
             Self::Directory(denial) => denial.as_str(),
             Self::DirectoryUnavailable => "directory_unavailable",
+            Self::DirectoryBusy => "directory_busy",
             Self::StoreUnavailable => "store_unavailable",
             Self::MissingCode => "missing_code",
             Self::WrongCode => "wrong_code",
@@ -252,6 +276,10 @@ pub struct Decision {
 impl Decision {
     fn reject(reason: Reason) -> Self {
         Self { outcome: Outcome::Reject, reply_message: None, state: None, attributes: Vec::new(), reason }
+    }
+
+    fn no_answer(reason: Reason) -> Self {
+        Self { outcome: Outcome::NoAnswer, reply_message: None, state: None, attributes: Vec::new(), reason }
     }
 
     fn challenge(reason: Reason, message: String, state: Vec<u8>) -> Self {
@@ -391,6 +419,9 @@ impl Authenticator {
         let decision = match decision {
             Ok(decision) if decision.outcome == Outcome::Reject => self.rejected(decision.reason),
             Ok(decision) => decision,
+            // A busy DC says nothing about the user: a Reject would lock out valid users at the
+            // morning peak. Unanswered, the NAS retries or fails over.
+            Err(Reason::DirectoryBusy) => Decision::no_answer(Reason::DirectoryBusy),
             Err(reason) => self.rejected(reason),
         };
         (Some(login.account.unwrap_or(user.name)), decision)
@@ -400,6 +431,20 @@ impl Authenticator {
     /// nothing about which accounts exist, have tokens, or are locked.
     fn rejected(&self, reason: Reason) -> Decision {
         Decision { reply_message: Some(self.settings.messages.rejected.clone()), ..Decision::reject(reason) }
+    }
+}
+
+/// The reason for a directory that could not answer, logged.
+fn directory_down(e: &crate::directory::DirectoryError, doing: &str) -> Reason {
+    match e {
+        crate::directory::DirectoryError::Busy(_) => {
+            tracing::debug!(error = %e, "directory busy while it {doing}: the request is left unanswered");
+            Reason::DirectoryBusy
+        }
+        _ => {
+            tracing::error!(error = %e, "directory could not answer while it {doing}");
+            Reason::DirectoryUnavailable
+        }
     }
 }
 

@@ -66,7 +66,7 @@ impl Authenticator {
         let now = crate::store::now();
         let account = self.resolve_for_password(&login, password).await.map_err(|r| audit(&login.name, r))?;
         self.check_code_lock(&account.id, now).await.map_err(|r| audit(&account.id, r))?;
-        let profile = self.check_password(&account, password, now).await.map_err(|r| audit(&account.id, r))?;
+        let profile = self.check_password(&account, password, false, now).await.map_err(|r| audit(&account.id, r))?;
         let tokens = self.services.store.tokens(&account.id).await.map_err(store_down).map_err(|r| audit(&account.id, r))?;
         let has_token = !confirmed(tokens).is_empty();
         // Neither an app nor a phone: the portal can only say so (never a way past the factor).

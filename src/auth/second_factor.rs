@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::UsernameRules;
 use super::allowance::{Guess, Refused};
-use super::{Authenticator, Reason, store_down};
+use super::{Authenticator, Reason, directory_down, store_down};
 use crate::directory::{Account, Denial, LoginName, PasswordCheck, UserProfile};
 use crate::otp::{phone, sms_code};
 use crate::secret::Secret;
@@ -61,10 +61,7 @@ impl Authenticator {
         match self.services.directory.find(login).await {
             Ok(Some(account)) => Ok(account),
             Ok(None) => Err(Reason::Directory(Denial::NoSuchUser)),
-            Err(e) => {
-                tracing::error!(error = %e, "directory could not look a user up");
-                Err(Reason::DirectoryUnavailable)
-            }
+            Err(e) => Err(directory_down(&e, "looked a user up")),
         }
     }
 
@@ -105,11 +102,18 @@ impl Authenticator {
         Ok(())
     }
 
-    /// The directory's verdict on the password. The try is begun before the bind (tries made
-    /// at once cannot all reach the directory); a right password clears the count.
-    pub(super) async fn check_password(&self, account: &Account, password: &[u8], now: UnixTime) -> Result<UserProfile, Reason> {
+    /// The directory's verdict on the password, with the account's groups when `with_groups`.
+    /// The try is begun before the bind (tries made at once cannot all reach the directory); a
+    /// right password clears the count.
+    pub(super) async fn check_password(
+        &self,
+        account: &Account,
+        password: &[u8],
+        with_groups: bool,
+        now: UnixTime,
+    ) -> Result<UserProfile, Reason> {
         let attempt = self.begin(&account.id, Factor::Password, now).await?;
-        let verdict = self.services.directory.check_password(account, password).await;
+        let verdict = self.services.directory.check_password(account, password, with_groups).await;
         let outcome = match &verdict {
             Ok(PasswordCheck::Valid(_)) => Guess::Right,
             Ok(PasswordCheck::Denied(Denial::WrongPassword)) => Guess::Wrong,
@@ -122,10 +126,7 @@ impl Authenticator {
         match verdict {
             Ok(PasswordCheck::Valid(profile)) => Ok(profile),
             Ok(PasswordCheck::Denied(denial)) => Err(Reason::Directory(denial)),
-            Err(e) => {
-                tracing::error!(error = %e, "directory could not check a password");
-                Err(Reason::DirectoryUnavailable)
-            }
+            Err(e) => Err(directory_down(&e, "checked a password")),
         }
     }
 

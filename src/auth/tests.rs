@@ -2,7 +2,7 @@
 //! in-memory SQLite store, and a gateway that records what it was asked to send.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 
@@ -15,13 +15,26 @@ use crate::store::seal::KeyRing;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Factor, NewToken};
 
-/// `alice` / `pw` with a mobile number, also found as `alice@example.test` (her UPN) and
-/// `a.andersson`; `bob` / `pw` without one. Counts binds; can be down, or slow.
+/// `alice` / `pw` with a mobile number and a group, also found as `alice@example.test` (her UPN)
+/// and `a.andersson`; `bob` / `pw` without either. Counts what it is asked; can be down (refusing),
+/// busy (not answering in time), or slow.
 #[derive(Default)]
 pub(crate) struct FakeDirectory {
     pub(crate) binds: AtomicUsize,
-    pub(crate) down: bool,
+    pub(crate) finds: AtomicUsize,
+    pub(crate) group_reads: AtomicUsize,
+    pub(crate) down: AtomicBool,
+    pub(crate) busy: AtomicBool,
     pub(crate) slow: Option<Duration>,
+}
+
+impl FakeDirectory {
+    fn failure(&self) -> Option<DirectoryError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Some(DirectoryError::Unavailable("down".into()));
+        }
+        self.busy.load(Ordering::SeqCst).then(|| DirectoryError::Busy("no answer in time".into()))
+    }
 }
 
 impl FakeDirectory {
@@ -45,8 +58,9 @@ impl Directory for FakeDirectory {
         if let Some(slow) = self.slow {
             tokio::time::sleep(slow).await;
         }
-        if self.down {
-            return Err(DirectoryError::Unavailable("down".into()));
+        self.finds.fetch_add(1, Ordering::SeqCst);
+        if let Some(failure) = self.failure() {
+            return Err(failure);
         }
         // Like AD: names compare without regard to (ASCII) case; a UPN first, then our realm's name.
         let id = |name: &str| match name.to_ascii_lowercase().as_str() {
@@ -58,15 +72,28 @@ impl Directory for FakeDirectory {
         Ok(found.and_then(|id| Self::profile(id).map(|profile| Account { id: id.into(), locator: format!("CN={id}"), profile })))
     }
 
-    async fn check_password(&self, account: &Account, password: &[u8]) -> Result<PasswordCheck, DirectoryError> {
+    async fn check_password(&self, account: &Account, password: &[u8], with_groups: bool) -> Result<PasswordCheck, DirectoryError> {
         self.binds.fetch_add(1, Ordering::SeqCst);
+        if let Some(failure) = self.failure() {
+            return Err(failure);
+        }
+        if with_groups {
+            self.group_reads.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(match password {
-            b"pw" => PasswordCheck::Valid(account.profile.clone()),
+            b"pw" => PasswordCheck::Valid(UserProfile {
+                groups: if with_groups { account.profile.groups.clone() } else { Vec::new() },
+                ..account.profile.clone()
+            }),
             _ => PasswordCheck::Denied(Denial::WrongPassword),
         })
     }
 
     async fn groups(&self, account: &Account) -> Result<Vec<String>, DirectoryError> {
+        self.group_reads.fetch_add(1, Ordering::SeqCst);
+        if let Some(failure) = self.failure() {
+            return Err(failure);
+        }
         Ok(account.profile.groups.clone())
     }
 }
@@ -383,9 +410,97 @@ async fn bad_input_is_rejected_before_the_directory() {
 
 #[tokio::test]
 async fn directory_outage_rejects() {
-    let f = fixture_with(FakeDirectory { down: true, ..Default::default() }, RecordingGateway::default(), settings()).await;
+    let f = fixture_with(FakeDirectory { down: true.into(), ..Default::default() }, RecordingGateway::default(), settings()).await;
     let d = f.decide(&client(Mode::Auto, NoToken::Sms), "alice", b"pw", None).await;
     assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::DirectoryUnavailable));
+}
+
+#[tokio::test]
+async fn a_busy_directory_leaves_the_request_unanswered_not_rejected() {
+    let f = fixture_with(FakeDirectory { busy: true.into(), ..Default::default() }, RecordingGateway::default(), settings()).await;
+    let nas = client(Mode::Auto, NoToken::Sms);
+    let d = f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await;
+    assert_eq!((d.outcome, d.reason, d.reply_message), (Outcome::NoAnswer, Reason::DirectoryBusy, None));
+    // Busy spells count no wrong password: after more of them than the lock allows, the user
+    // still gets in.
+    f.directory.busy.store(false, Ordering::SeqCst);
+    let d = f.decide(&nas, "alice", b"wrong", None).await;
+    assert_eq!(d.reason, Reason::Directory(Denial::WrongPassword));
+    let before = f.directory.binds.load(Ordering::SeqCst);
+    f.directory.busy.store(true, Ordering::SeqCst);
+    for _ in 0..6 {
+        assert_eq!(f.decide(&nas, "alice", b"pw", None).await.outcome, Outcome::NoAnswer);
+    }
+    assert_eq!(f.directory.binds.load(Ordering::SeqCst), before, "a busy search stops before the bind");
+    f.directory.busy.store(false, Ordering::SeqCst);
+    let d = f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated), "nothing was locked by the busy spell");
+}
+
+/// A client whose Accept names the user's groups.
+fn client_with_groups(mode: Mode) -> Arc<ClientPolicy> {
+    let dict = crate::radius::dict::Dictionary::builtin().unwrap();
+    let groups = ReplyTemplate::new(&dict, "Citrix-User-Groups", "{group}").unwrap();
+    Arc::new(ClientPolicy { mode, no_token: NoToken::Reject, reply_attributes: vec![groups], ..ClientPolicy::named("nas") })
+}
+
+#[tokio::test]
+async fn groups_are_resolved_only_for_a_client_whose_answer_names_them() {
+    let f = fixture().await;
+    let d = f.decide(&client(Mode::Append, NoToken::Reject), "alice", &with_code("pw", &f.code(0)), None).await;
+    assert_eq!(d.outcome, Outcome::Accept);
+    assert_eq!(f.directory.group_reads.load(Ordering::SeqCst), 0);
+    let d = f.decide(&client_with_groups(Mode::Append), "alice", &with_code("pw", &f.code(1)), None).await;
+    assert_eq!(d.outcome, Outcome::Accept);
+    assert_eq!(d.attributes, vec![Attribute::vendor(66, 16, *b"VPN-Users")]);
+    assert_eq!(f.directory.group_reads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_code_step_asks_the_directory_nothing_and_survives_its_outage() {
+    let f = fixture().await;
+    let nas = client_with_groups(Mode::Challenge);
+    let first = f.decide(&nas, "alice", b"pw", None).await;
+    assert_eq!(first.reason, Reason::TotpChallenge);
+    let asked = |d: &FakeDirectory| (d.finds.load(Ordering::SeqCst), d.binds.load(Ordering::SeqCst), d.group_reads.load(Ordering::SeqCst));
+    let after_first = asked(&f.directory);
+    // The DC goes down between the two rounds.
+    f.directory.down.store(true, Ordering::SeqCst);
+    let d = f.decide(&nas, "alice", f.code(0).as_bytes(), first.state).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated));
+    assert_eq!(d.attributes, vec![Attribute::vendor(66, 16, *b"VPN-Users")], "the groups of the first round");
+    // "sms" instead of a code: the mobile number comes from the first round too, and so do a
+    // wrong SMS code's retry and the right code's groups.
+    f.directory.down.store(false, Ordering::SeqCst);
+    let first = f.decide(&nas, "alice", b"pw", None).await;
+    let after_second_first = asked(&f.directory);
+    f.directory.down.store(true, Ordering::SeqCst);
+    let d = f.decide(&nas, "alice", b"sms", first.state).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::SmsSent));
+    assert_eq!(d.reply_message.as_deref(), Some("Enter the code sent to +46 70*** **67"));
+    let d = f.decide(&nas, "alice", b"000000", d.state).await;
+    assert_eq!(d.reason, Reason::SmsRetry);
+    let d = f.decide(&nas, "alice", f.sms.last_code().as_bytes(), d.state).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated));
+    assert_eq!(d.attributes, vec![Attribute::vendor(66, 16, *b"VPN-Users")]);
+    assert_eq!(asked(&f.directory), after_second_first, "no directory operation on any code step");
+    assert_eq!(after_first.0 + 1, after_second_first.0);
+}
+
+#[tokio::test]
+async fn the_code_is_checked_at_the_packets_arrival_however_long_the_directory_takes() {
+    // No window: only the step of the arrival is right.
+    let f = fixture_with(FakeDirectory::default(), RecordingGateway::default(), AuthSettings { totp_window: 0, ..settings() }).await;
+    let nas = client(Mode::Append, NoToken::Reject);
+    let p = TotpParams::default();
+    // A datagram that arrived 30 s ago, in the previous time step, decided only now (the
+    // directory took that long): its code is the previous step's.
+    let mut late = request(&nas, "alice", b"", None);
+    late.arrived = std::time::Instant::now().checked_sub(Duration::from_secs(30)).unwrap();
+    let code = p.code_at_step(&f.secret, p.step_at(late.arrival_time() as u64)).expose().clone();
+    late.password = Some(Secret::new(with_code("pw", &code)));
+    let d = f.auth.decide(&late).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated), "read at the decision's end, the step had passed");
 }
 
 #[test]

@@ -26,8 +26,11 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let Some(store) = open_store_when_writable(&config, &keys, &shutdown).await? else { return Ok(()) };
+        let directory = super::open_directory(&config)?;
+        let warming = Arc::clone(&directory);
+        tokio::spawn(async move { warming.warm_up().await });
         let services = Services {
-            directory: super::open_directory(&config)?,
+            directory: Arc::clone(&directory),
             store: store.clone(),
             sms: super::open_gateway(&config)?,
             keys: Arc::clone(&keys),
@@ -73,6 +76,7 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         }
         let counters = server.stats().snapshot().into_iter().chain(sms_stats.snapshot().into_iter().map(|(name, n)| (sms_name(name), n)));
         let stats: Vec<String> = counters.map(|(name, n)| format!("{name}={n}")).collect();
+        directory.log_totals();
         tracing::info!(stats = %stats.join(" "), "stopped");
         Ok::<(), CliError>(())
     })

@@ -174,7 +174,7 @@ impl Directory for UsersFile {
         }))
     }
 
-    async fn check_password(&self, account: &Account, password: &[u8]) -> Result<PasswordCheck, DirectoryError> {
+    async fn check_password(&self, account: &Account, password: &[u8], _with_groups: bool) -> Result<PasswordCheck, DirectoryError> {
         if password.is_empty() {
             return Ok(PasswordCheck::Denied(Denial::WrongPassword));
         }
@@ -253,19 +253,19 @@ disabled = true
         assert_eq!(find("alice").await.unwrap(), Some(alice.clone()));
         let upn = LoginName { name: "alice@example.test".into(), local_part: Some("alice".into()) };
         assert_eq!(dir.find(&upn).await.unwrap(), Some(alice.clone()), "the name before a realm of ours");
-        match dir.check_password(&alice, b"correct horse").await.unwrap() {
+        match dir.check_password(&alice, b"correct horse", true).await.unwrap() {
             PasswordCheck::Valid(p) => {
                 assert_eq!(p.username, "Alice");
                 assert_eq!(p.groups, vec!["VPN-Users"]);
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(dir.check_password(&alice, b"wrong").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
-        assert_eq!(dir.check_password(&alice, b"").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
+        assert_eq!(dir.check_password(&alice, b"wrong", true).await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
+        assert_eq!(dir.check_password(&alice, b"", true).await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
         assert_eq!(find("mallory").await.unwrap(), None);
         let dave = find("dave").await.unwrap().unwrap();
-        assert_eq!(dir.check_password(&dave, b"pw").await.unwrap(), PasswordCheck::Denied(Denial::AccountDisabled));
-        assert_eq!(dir.check_password(&dave, b"nope").await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
+        assert_eq!(dir.check_password(&dave, b"pw", true).await.unwrap(), PasswordCheck::Denied(Denial::AccountDisabled));
+        assert_eq!(dir.check_password(&dave, b"nope", true).await.unwrap(), PasswordCheck::Denied(Denial::WrongPassword));
         assert_eq!(alice.profile.mobile.as_deref(), Some("+46701234567"));
         assert_eq!(dir.groups(&alice).await.unwrap(), vec!["VPN-Users"]);
     }

@@ -11,7 +11,7 @@ pub mod ldap;
 use async_trait::async_trait;
 
 /// What the directory knows of a user that the rest of radmfa uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserProfile {
     /// The account name as the directory spells it.
     pub username: String,
@@ -85,13 +85,20 @@ impl Denial {
     }
 }
 
-/// The directory could not answer (unreachable, misconfigured): not the user's fault.
+/// The directory could not answer: not the user's fault. The message is safe to log (no
+/// credentials).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DirectoryError {
-    /// The backing store failed; the message is safe to log (no credentials).
+    /// Every server refused (connection refused, TLS or service-account bind failed) or the
+    /// backing file failed: nothing will answer soon.
     #[error("directory unavailable: {0}")]
     Unavailable(String),
+    /// A server took the work but did not answer in time, or dropped it half-way: busy, not
+    /// gone. The request is better left unanswered (the NAS retries, or asks its other RADIUS
+    /// server) than rejected as if the user were wrong.
+    #[error("directory busy: {0}")]
+    Busy(String),
 }
 
 /// The account a login name resolved to, before any password is checked.
@@ -144,12 +151,23 @@ pub trait Directory: Send + Sync {
     /// Checks the password of an account `find` returned, and the group requirements. Callers
     /// reject empty passwords before calling (an LDAP bind with an empty password is an
     /// anonymous bind that succeeds); implementations refuse them too. `Valid` carries the
-    /// profile with every group the account holds.
-    async fn check_password(&self, account: &Account, password: &[u8]) -> Result<PasswordCheck, DirectoryError>;
+    /// profile; with `with_groups`, every group the account holds (nested membership
+    /// resolved) — asked for only when an answer names them, as resolving names costs the
+    /// directory work.
+    async fn check_password(&self, account: &Account, password: &[u8], with_groups: bool) -> Result<PasswordCheck, DirectoryError>;
 
-    /// The account's groups (nested membership resolved), without a password: for the reply
-    /// attributes of an Accept that follows a challenge.
+    /// The account's groups (nested membership resolved), without a password. The RADIUS code
+    /// step does not need it (the first step keeps what the Accept needs with the challenge);
+    /// it is there for a challenge begun by an older version.
     async fn groups(&self, account: &Account) -> Result<Vec<String>, DirectoryError>;
+
+    /// Opens, in the background at start, what the first requests would otherwise wait for
+    /// (connections). By default nothing.
+    async fn warm_up(&self) {}
+
+    /// Logs what the directory did since start (operations, connections, waits), at stop. By
+    /// default nothing.
+    fn log_totals(&self) {}
 
     /// Called with the password given for a name that denotes no account. A directory whose
     /// password checks queue (the users file's hashing threads) spends a check's work here while

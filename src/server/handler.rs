@@ -165,6 +165,16 @@ pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job
                 tracing::error!(%peer, client = client.policy.name.as_str(), "no decision within request_timeout; request dropped");
                 return;
             };
+            if decision.outcome == Outcome::NoAnswer {
+                // The directory is busy: silence makes the NAS retry or ask its other server,
+                // where a Reject would tell it the user's credentials were wrong.
+                shared.stats.directory_busy.inc();
+                let n = shared.stats.directory_busy.get();
+                if n.is_power_of_two() {
+                    tracing::warn!(%peer, client = client.policy.name.as_str(), directory_busy = n, "the directory did not answer in time: request left unanswered (said at the 1st, 2nd, 4th... time)");
+                }
+                return;
+            }
             // The permit bounds decisions in progress; encoding and sending need none.
             drop(permit);
             let mut reply = response_packet(&packet, &decision);
@@ -188,6 +198,7 @@ pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job
                 Outcome::Accept => shared.stats.accepts.inc(),
                 Outcome::Reject => shared.stats.rejects.inc(),
                 Outcome::Challenge => shared.stats.challenges.inc(),
+                Outcome::NoAnswer => {}
             }
             if outcome == Outcome::Reject && !shared.settings.reject_delay.is_zero() {
                 // Every Reject leaves at arrival + reject_delay, however long its reason took to
@@ -264,7 +275,8 @@ fn auth_request(packet: &Packet, client: &ClientSettings, arrived: Instant) -> R
 fn response_packet(request: &Packet, decision: &Decision) -> Packet {
     let code = match decision.outcome {
         Outcome::Accept => Code::AccessAccept,
-        Outcome::Reject => Code::AccessReject,
+        // NoAnswer never gets here (nothing is sent); were it to, it fails closed.
+        Outcome::Reject | Outcome::NoAnswer => Code::AccessReject,
         Outcome::Challenge => Code::AccessChallenge,
     };
     let mut reply = Packet::new(code, request.identifier, [0; 16]);

@@ -31,6 +31,8 @@ counters! {
         overloaded,
         /// Requests whose decision took longer than `request_timeout` and got no answer.
         timed_out,
+        /// Requests left unanswered because the directory did not answer in time.
+        directory_busy,
         /// Request handlers that panicked (a bug; the server carries on).
         handler_panics,
         /// Requests still being decided when the shutdown grace period ran out: no answer.

@@ -195,6 +195,14 @@ pub trait Store: Send + Sync {
     /// Marks a challenge State's nonce used. False if it already was (a replayed State).
     async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError>;
 
-    /// Forgets what has expired (used States, old SMS sends).
+    /// Keeps what a challenge's code step needs (sealed by the caller) under its State's nonce,
+    /// until the State expires: any node sharing the store resumes the challenge without asking
+    /// the directory.
+    async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError>;
+
+    /// What [`Store::keep_challenge_context`] kept under a nonce.
+    async fn challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Forgets what has expired (used States and their contexts, old SMS sends).
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError>;
 }

@@ -72,6 +72,12 @@ const MIGRATIONS: &[&str] = &[
         last_failure_at INTEGER,
         seq INTEGER NOT NULL DEFAULT 0
      );",
+    // 3: what a challenge's code step needs (sealed profile and groups), so it asks no directory.
+    "CREATE TABLE challenge_contexts (
+        nonce BLOB PRIMARY KEY,
+        expires_at INTEGER NOT NULL,
+        context BLOB NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// The table holding a factor's counters (a fixed name, never input).
@@ -304,7 +310,7 @@ fn checkpoint(conn: &Connection, mode: &str) -> Result<(), StoreError> {
 /// The tables every login needs. A file whose version says "radmfa" but which lacks one (a
 /// table dropped by hand, a partial restore) is refused: a missing `tokens` table would read
 /// as "no tokens" for everyone.
-const REQUIRED_TABLES: [&str; 5] = ["tokens", "lockouts", "password_lockouts", "sms_sends", "used_states"];
+const REQUIRED_TABLES: [&str; 6] = ["tokens", "lockouts", "password_lockouts", "sms_sends", "used_states", "challenge_contexts"];
 
 fn check_tables(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let mut exists = conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?;
@@ -673,9 +679,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError> {
+        let nonce = nonce.to_vec();
+        self.call(move |conn| {
+            conn.prepare_cached("INSERT OR REPLACE INTO challenge_contexts (nonce, expires_at, context) VALUES (?1, ?2, ?3)")?
+                .execute(params![nonce, expires_at, context])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let nonce = nonce.to_vec();
+        self.call(move |conn| {
+            let context = conn
+                .prepare_cached("SELECT context FROM challenge_contexts WHERE nonce = ?1")?
+                .query_row([nonce], |r| r.get(0))
+                .optional()?;
+            Ok(context)
+        })
+        .await
+    }
+
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.execute("DELETE FROM used_states WHERE expires_at < ?1", [now])?;
+            conn.execute("DELETE FROM challenge_contexts WHERE expires_at < ?1", [now])?;
             conn.execute("DELETE FROM sms_sends WHERE sent_at < ?1", [now - SMS_HISTORY])?;
             conn.execute("UPDATE lockouts SET locked_until = NULL WHERE locked_until < ?1", [now])?;
             conn.execute("UPDATE password_lockouts SET locked_until = NULL WHERE locked_until < ?1", [now])?;

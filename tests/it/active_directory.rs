@@ -2,14 +2,15 @@
 //! first factor over verified LDAPS, AD's refusal reasons, nested required groups, groups back to
 //! the NAS, hostile user names, non-ASCII and Latin-1 passwords, failover and outage.
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Options, SECRET, TestServer, enroll, radclient, totp_code};
 use crate::oracle::{self, ACCESS_ACCEPT, ACCESS_REJECT};
-use crate::samba::{self, ALICE, ASA, BOB, DORA_DISABLED, EVE_EXPIRED, MIKE_MUST_CHANGE};
+use crate::samba::{self, ALICE, ASA, BOB, DORA_DISABLED, EVE_EXPIRED, MIKE_MUST_CHANGE, NINA};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -130,29 +131,45 @@ fn a_dead_first_server_is_skipped_and_not_retried_per_request() {
     for _ in 0..4 {
         assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT);
     }
-    let skipped = server.logs().iter().filter(|v| v["message"] == "LDAP server unreachable; skipping it for the back-off period").count();
+    let skipped = server
+        .logs()
+        .iter()
+        .filter(|v| v["message"] == "LDAP server failing; the other servers are asked until the back-off has passed")
+        .count();
     assert_eq!(skipped, 1, "the dead server cost one attempt, not one per request");
 }
 
-/// A TCP relay to the DC that can be taken down and brought back, to play an outage.
+/// A TCP relay to the DC that can be taken down and brought back, to play an outage, and can
+/// hold back what the DC sends, to play a DC that answers slowly.
 struct Relay {
     port: u16,
     up: Arc<AtomicBool>,
     open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    /// Milliseconds each chunk from the DC is held back.
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Relay {
     fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let relay = Self { port, up: Arc::new(AtomicBool::new(true)), open: Default::default() };
+        let relay = Self { port, up: Arc::new(AtomicBool::new(true)), open: Default::default(), delay_ms: Default::default() };
         relay.serve(listener);
         relay
+    }
+
+    fn url(&self) -> String {
+        format!("ldaps://127.0.0.1:{}", self.port)
+    }
+
+    fn delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     fn serve(&self, listener: TcpListener) {
         let up = Arc::clone(&self.up);
         let open = Arc::clone(&self.open);
+        let delay_ms = Arc::clone(&self.delay_ms);
         listener.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
             while up.load(Ordering::SeqCst) {
@@ -161,14 +178,23 @@ impl Relay {
                         client.set_nonblocking(false).unwrap();
                         let Ok(upstream) = TcpStream::connect("127.0.0.1:636") else { continue };
                         open.lock().unwrap().extend([client.try_clone().unwrap(), upstream.try_clone().unwrap()]);
-                        for (mut from, mut to) in [(client.try_clone().unwrap(), upstream.try_clone().unwrap()), (upstream, client)] {
-                            let up = Arc::clone(&up);
-                            std::thread::spawn(move || {
-                                let _ = std::io::copy(&mut from, &mut to);
-                                let _ = to.shutdown(std::net::Shutdown::Both);
-                                drop(up);
-                            });
-                        }
+                        let (mut from, mut to) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                        let (mut from, mut to) = (upstream, client);
+                        let delay_ms = Arc::clone(&delay_ms);
+                        std::thread::spawn(move || {
+                            let mut buffer = [0u8; 16384];
+                            while let Ok(n @ 1..) = from.read(&mut buffer) {
+                                std::thread::sleep(Duration::from_millis(delay_ms.load(Ordering::SeqCst)));
+                                if to.write_all(&buffer[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -196,8 +222,7 @@ impl Relay {
 fn with_every_server_down_logins_fail_fast_and_resume_when_the_dc_returns() {
     let Some(dc) = samba::dc() else { return };
     let mut relay = Relay::start();
-    let via_relay = format!("ldaps://127.0.0.1:{}", relay.port);
-    let server = ad_server(dc, &[via_relay], "dead_server_backoff = \"1s\"", "password_only");
+    let server = ad_server(dc, &[relay.url()], "dead_server_backoff = \"1s\"", "password_only");
     assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT);
     relay.down();
     let asked = Instant::now();
@@ -272,4 +297,103 @@ fn a_nas_flooding_unknown_names_does_not_starve_another_nas_at_the_directory() {
     assert_eq!(answered, 15, "every login of NAS B answered within 3 s while NAS A sent {sent} unknown names");
     let unavailable = server.audit().iter().filter(|v| v["reason"] == "directory_unavailable").count();
     assert_eq!(unavailable, 0, "the DC was never taken for dead");
+}
+
+#[test]
+fn nested_membership_two_levels_down_through_token_groups_and_its_removal() {
+    let Some(dc) = samba::dc() else { return };
+    let server = ad_server(dc, std::slice::from_ref(&dc.url), "", "password_only");
+    // nina is in Remote-Staff, in Staff, in VPN-Users (the required group).
+    let accept = ask(&server, NINA.0, NINA.1);
+    assert_eq!(oracle::code(&accept), ACCESS_ACCEPT);
+    assert!(accept.windows(b"VPN-Users".len()).any(|w| w == b"VPN-Users"), "the group two levels up named to the NAS");
+    let nina = format!("CN={},CN=Users,{}", NINA.0, samba::BASE_DN);
+    samba::set_member(dc, samba::REMOTE_STAFF, &nina, false).unwrap();
+    let refused = ask(&server, NINA.0, NINA.1);
+    samba::set_member(dc, samba::REMOTE_STAFF, &nina, true).unwrap();
+    assert_eq!(oracle::code(&refused), ACCESS_REJECT, "membership is read at every login, never cached");
+    assert_eq!(last_reason(&server, 2), "not_in_required_group");
+    assert_eq!(oracle::code(&ask(&server, NINA.0, NINA.1)), ACCESS_ACCEPT);
+    // bob is in Finance only.
+    assert_eq!(oracle::code(&ask(&server, BOB.0, BOB.1)), ACCESS_REJECT);
+    assert_eq!(last_reason(&server, 4), "not_in_required_group");
+}
+
+#[test]
+fn a_challenge_finishes_with_its_groups_when_the_dc_went_down_between_the_rounds() {
+    let Some(dc) = samba::dc() else { return };
+    let relay = Relay::start();
+    let server = ad_server_in(dc, &[relay.url()], "", "challenge", "reject");
+    let seed = enroll(&server.config, ALICE.0);
+    let challenge = ask(&server, ALICE.0, ALICE.1);
+    assert_eq!(oracle::code(&challenge), crate::oracle::ACCESS_CHALLENGE);
+    relay.down();
+    let state = oracle::state_of(&challenge).unwrap();
+    let socket = oracle::socket("127.0.0.1:0", server.auth);
+    let request = oracle::encode_signed(oracle::access_request_with_state(ALICE.0, &totp_code(&seed, 0), &state));
+    let accept = oracle::exchange(&socket, &request, WAIT).unwrap();
+    assert_eq!(oracle::code(&accept), ACCESS_ACCEPT, "{:?}", server.audit());
+    assert!(accept.windows(b"VPN-Users".len()).any(|w| w == b"VPN-Users"), "the first round's groups on the final Accept");
+}
+
+/// Sends `n` logins at once, each from its own socket, and returns the answers' codes (0: none
+/// within `wait`).
+fn burst(server: &TestServer, user: &str, password: &str, n: usize, wait: Duration) -> Vec<u8> {
+    let sockets: Vec<_> = (0..n).map(|_| oracle::socket("127.0.0.1:0", server.auth)).collect();
+    for socket in &sockets {
+        socket.send(&oracle::encode_signed(oracle::access_request(user, password))).unwrap();
+    }
+    let until = Instant::now() + wait;
+    let left = || until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    sockets.iter().map(|s| oracle::receive(s, left()).map_or(0, |a| oracle::code(&a))).collect()
+}
+
+#[test]
+fn a_dc_slower_than_the_timeout_under_a_burst_leaves_logins_unanswered_never_rejected() {
+    let Some(dc) = samba::dc() else { return };
+    let relay = Relay::start();
+    let directory = dc.directory_section(&[relay.url()], "").replace("timeout = \"2s\"", "timeout = \"1s\"");
+    let server = TestServer::start(Options { directory: Some(directory), mode: "append", no_token: "password_only", ..Options::default() });
+    assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT);
+    relay.delay(Duration::from_secs(3));
+    let answers = burst(&server, ASA.0, ASA.1, 24, Duration::from_secs(6));
+    assert!(!answers.contains(&ACCESS_REJECT), "a busy DC rejected a valid user: {answers:?} {:?}", server.audit());
+    let audit = server.wait_for_audit(25);
+    let reasons: Vec<&str> = audit[1..].iter().map(|v| v["reason"].as_str().unwrap()).collect();
+    assert!(reasons.iter().all(|r| *r == "directory_busy"), "{reasons:?}");
+    assert!(audit[1..].iter().all(|v| v["result"] == "none"));
+    relay.delay(Duration::ZERO);
+    assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT, "the NAS's retry gets in once the DC keeps up");
+}
+
+#[test]
+fn a_code_typed_just_before_its_step_ends_is_accepted_when_the_directory_takes_seconds() {
+    let Some(dc) = samba::dc() else { return };
+    let relay = Relay::start();
+    let directory = dc.directory_section(&[relay.url()], "").replace("timeout = \"2s\"", "timeout = \"5s\"");
+    // Five-second steps and no window: only the code of the arrival's step is right.
+    let server = TestServer::start(Options {
+        directory: Some(directory),
+        mode: "append",
+        no_token: "reject",
+        totp_extra: "period = 5\nwindow = 0",
+        ..Options::default()
+    });
+    let seed = enroll(&server.config, ALICE.0);
+    let code_at = |unix: u64| {
+        let secret = totp_rs::Secret::Encoded(seed.clone()).to_bytes().unwrap();
+        totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 0, 5, secret, None, String::new()).generate(unix)
+    };
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    // A first login fills the group caches, so the timed one costs a search, a bind and a read.
+    assert_eq!(oracle::code(&ask(&server, ALICE.0, &format!("{}{}", ALICE.1, code_at(now().as_secs())))), ACCESS_ACCEPT);
+    relay.delay(Duration::from_millis(1500));
+    // One second before a step ends.
+    let into_step = now().as_millis() % 5000;
+    std::thread::sleep(Duration::from_millis(((4000 + 5000 - into_step) % 5000) as u64));
+    let sent_at = now();
+    let answer = ask(&server, ALICE.0, &format!("{}{}", ALICE.1, code_at(sent_at.as_secs())));
+    let took = now() - sent_at;
+    assert!(took >= Duration::from_secs(2), "the directory was slow: {took:?}");
+    assert_eq!(oracle::code(&answer), ACCESS_ACCEPT, "{:?}", server.audit());
 }

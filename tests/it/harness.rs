@@ -46,6 +46,8 @@ pub struct Options {
     pub lockout_extra: &'static str,
     /// More keys for the `[sms]` section (with `sms_url`).
     pub sms_extra: &'static str,
+    /// More keys for the `[totp]` section.
+    pub totp_extra: &'static str,
 }
 
 impl Default for Options {
@@ -67,6 +69,7 @@ impl Default for Options {
             server_extra: "",
             lockout_extra: "",
             sms_extra: "",
+            totp_extra: "",
         }
     }
 }
@@ -162,6 +165,7 @@ key_file = "master.key"
 [totp]
 issuer = "Example Region"
 challenge_timeout = "{challenge_timeout}"
+{totp_extra}
 
 [lockout]
 duration = "{lockout}"
@@ -177,6 +181,7 @@ duration = "{lockout}"
         no_token = o.no_token,
         lockout = o.lockout,
         challenge_timeout = o.challenge_timeout,
+        totp_extra = o.totp_extra,
         sms = match &o.sms_url {
             Some(url) => format!(
                 "[sms]\ngateway = \"http\"\nurl = \"{url}\"\nmethod = \"POST\"\nbody = '{{\"to\":\"{{to}}\",\"message\":\"{{message}}\"}}'\ncontent_type = \"application/json\"\n{}\n",

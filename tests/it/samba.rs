@@ -32,6 +32,9 @@ pub const HENRY_UPN: &str = "henry.hansson@corp.example";
 pub const HENRY_SHADOW: (&str, &str) = ("henry.hansson", "Shadow-Passw0rd!");
 /// Two accounts AD keeps apart that Unicode lower-casing would merge: `kalle`, and `Kalle`
 /// written with U+212A KELVIN SIGN.
+/// In Remote-Staff, which is in Staff, which is in VPN-Users: a VPN user two levels down.
+pub const NINA: (&str, &str) = ("nina", "Nina-Passw0rd!");
+pub const REMOTE_STAFF: &str = "CN=Remote-Staff,CN=Users,DC=example,DC=test";
 pub const KALLE: (&str, &str) = ("kalle", "Kalle-Passw0rd!");
 pub const KELVIN: (&str, &str) = ("\u{212a}alle", "Kelvin-Passw0rd!");
 pub const KELVIN_UPN: &str = "kelvin.user@corp.example";
@@ -168,6 +171,18 @@ pub fn replace_attributes(dc: &Dc, dn: &str, values: &[(&str, &str)]) -> Result<
     })
 }
 
+/// Adds or removes a member of a group as the domain's Administrator.
+pub fn set_member(dc: &Dc, group: &str, member: &str, present: bool) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut ldap = admin(dc).await?;
+        let values = set(&[member]);
+        let change = if present { Mod::Add(b"member".to_vec(), values) } else { Mod::Delete(b"member".to_vec(), values) };
+        ldap.modify(group, vec![change]).await.map_err(|e| e.to_string())?.success().map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
 async fn admin(dc: &Dc) -> Result<ldap3::Ldap, String> {
     let pem = std::fs::read(&dc.ca_file).map_err(|e| e.to_string())?;
     let mut roots = rustls::RootCertStore::empty();
@@ -212,12 +227,17 @@ async fn populate(dc: &Dc) -> Result<(), String> {
         }
     };
     let group = |cn: &str| format!("CN={cn},CN=Users,{BASE_DN}");
-    for cn in ["VPN-Users", "Staff", "Citrix-Admins", "Finance"] {
+    for cn in ["VPN-Users", "Staff", "Remote-Staff", "Citrix-Admins", "Finance"] {
         let attrs = vec![(b"objectClass".to_vec(), set(&["top", "group"])), (b"sAMAccountName".to_vec(), set(&[cn]))];
         ldap.add(&group(cn), attrs).await.map_err(|e| e.to_string())?.success().map_err(|e| format!("add group {cn}: {e}"))?;
     }
     // Nesting: Staff is a member of VPN-Users, so Staff's members are VPN users through it.
     ldap.modify(&group("VPN-Users"), vec![Mod::Add(b"member".to_vec(), set(&[&group("Staff")]))])
+        .await
+        .map_err(|e| e.to_string())?
+        .success()
+        .map_err(|e| e.to_string())?;
+    ldap.modify(&group("Staff"), vec![Mod::Add(b"member".to_vec(), set(&[&group("Remote-Staff")]))])
         .await
         .map_err(|e| e.to_string())?
         .success()
@@ -234,6 +254,7 @@ async fn populate(dc: &Dc) -> Result<(), String> {
         (ASA.0, ASA.1, "Åsa", "070-333 33 33", vec!["VPN-Users"], vec![]),
         (HENRY.0, HENRY.1, "Henry", "+46704444444", vec!["Staff"], vec![("userPrincipalName", HENRY_UPN)]),
         (HENRY_SHADOW.0, HENRY_SHADOW.1, "Shadow", "", vec!["VPN-Users"], vec![]),
+        (NINA.0, NINA.1, "Nina", "", vec!["Remote-Staff"], vec![]),
         (KALLE.0, KALLE.1, "Kalle", "", vec!["VPN-Users"], vec![]),
         (KELVIN.0, KELVIN.1, "Kelvin", "", vec!["VPN-Users"], vec![("userPrincipalName", KELVIN_UPN)]),
     ];

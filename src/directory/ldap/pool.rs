@@ -1,0 +1,500 @@
+//! The LDAP servers and the connections kept open to them.
+//!
+//! Each server has two sets of idle connections — bound as the service account (for searches),
+//! and for user binds — that grow with the load up to `max_connections` operations in flight per
+//! server and are kept, so a login costs the DC no TLS handshake. `pool_size` of each are opened
+//! at start. Work beyond `max_connections` waits for a connection, one NAS at a time in turn;
+//! the wait counts against the request's deadline, never against the server.
+//!
+//! Busy is not dead. A server is skipped for `dead_server_backoff` only when connecting to it
+//! fails (refused, unreachable, TLS, the service account's bind) or operations on fresh
+//! connections fail several times in a row — never because answers are slow under load — and
+//! the last server not skipped is never skipped: with one DC, every request still tries it.
+//! Each change of a server's state is one log line.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, Scope, SearchEntry};
+
+use super::LdapSettings;
+use crate::directory::DirectoryError;
+use crate::fairness::FairGate;
+
+/// Operations that failed on fresh connections, in a row, before a server is skipped.
+const FAILURES_BEFORE_SKIP: u32 = 3;
+
+/// Which identity a connection is bound as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// The service account: searches and reads.
+    Service,
+    /// Whoever bound last: used only to bind again, never to search.
+    UserBind,
+}
+
+/// Why an LDAP operation failed (not the user's fault).
+#[derive(Debug)]
+pub(super) struct Failure {
+    pub message: String,
+    pub kind: FailureKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FailureKind {
+    /// No connection could be made: refused, unreachable, TLS, or the service account's bind
+    /// refused.
+    Refused,
+    /// Sent, and no answer in time. The server may still carry it out, so a bind is not sent
+    /// again (AD would count a wrong password twice).
+    TimedOut,
+    /// The connection broke, or the server answered an error that is not about the user.
+    Broken,
+}
+
+impl Failure {
+    pub(super) fn broken(message: String) -> Self {
+        Self { message, kind: FailureKind::Broken }
+    }
+
+    fn refused(message: String) -> Self {
+        Self { message, kind: FailureKind::Refused }
+    }
+}
+
+impl From<ldap3::LdapError> for Failure {
+    fn from(e: ldap3::LdapError) -> Self {
+        Self::broken(e.to_string())
+    }
+}
+
+impl From<Failure> for DirectoryError {
+    fn from(f: Failure) -> Self {
+        match f.kind {
+            FailureKind::Refused => DirectoryError::Unavailable(f.message),
+            FailureKind::TimedOut | FailureKind::Broken => DirectoryError::Busy(f.message),
+        }
+    }
+}
+
+/// What the directory did since start: logged at stop, read by `scripts/bench-ad`.
+#[derive(Debug, Default)]
+pub(super) struct Totals {
+    pub searches: AtomicU64,
+    /// User binds (password checks); the service account's binds are part of `connects`.
+    pub binds: AtomicU64,
+    pub connects: AtomicU64,
+    /// Operations that had to wait for a connection, and how long in all and at most.
+    pub waited: AtomicU64,
+    pub wait_micros: AtomicU64,
+    pub wait_micros_max: AtomicU64,
+    /// Operations sent and not answered within `timeout`.
+    pub timed_out: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Up,
+    /// Failing, but the last server not skipped, so still tried.
+    Failing,
+    Skipped(Instant),
+}
+
+struct Health {
+    state: State,
+    failures_in_a_row: u32,
+}
+
+struct Server {
+    url: String,
+    health: Mutex<Health>,
+    idle_service: Mutex<Vec<Ldap>>,
+    idle_bind: Mutex<Vec<Ldap>>,
+    /// Connections open to it, idle or in use.
+    open: AtomicUsize,
+    /// Operations in flight on it; more wait, one NAS at a time in turn.
+    gate: Arc<FairGate>,
+    /// When "every connection in use" was last said, so it is said at most once a minute.
+    said_full: Mutex<Option<Instant>>,
+}
+
+impl Server {
+    fn idle(&self, role: Role) -> &Mutex<Vec<Ldap>> {
+        match role {
+            Role::Service => &self.idle_service,
+            Role::UserBind => &self.idle_bind,
+        }
+    }
+
+    fn skipped(&self, now: Instant) -> bool {
+        matches!(lock(&self.health).state, State::Skipped(until) if until > now)
+    }
+}
+
+pub(super) struct Pool {
+    settings: Arc<LdapSettings>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    servers: Vec<Server>,
+    pub totals: Totals,
+}
+
+impl Pool {
+    pub(super) fn new(settings: Arc<LdapSettings>) -> Result<Self, String> {
+        if settings.urls.is_empty() {
+            return Err("urls: at least one server is needed".into());
+        }
+        let tls = match &settings.ca_file {
+            Some(path) if !settings.tls_insecure_skip_verify => Some(Arc::new(client_config(path)?)),
+            _ => None,
+        };
+        if settings.tls_insecure_skip_verify {
+            tracing::warn!("tls_insecure_skip_verify = true: LDAP server certificates are NOT checked; for a lab only");
+        }
+        let servers = settings
+            .urls
+            .iter()
+            .map(|url| Server {
+                url: url.clone(),
+                health: Mutex::new(Health { state: State::Up, failures_in_a_row: 0 }),
+                idle_service: Mutex::new(Vec::new()),
+                idle_bind: Mutex::new(Vec::new()),
+                open: AtomicUsize::new(0),
+                gate: FairGate::new(settings.max_connections),
+                said_full: Mutex::new(None),
+            })
+            .collect();
+        Ok(Self { settings, tls, servers, totals: Totals::default() })
+    }
+
+    /// Opens `pool_size` connections of each kind to the first server not skipped, and keeps
+    /// them idle. Failures are logged as any connection failure is.
+    pub(super) async fn warm_up(&self) {
+        let Some(server) = self.servers.iter().find(|s| !s.skipped(Instant::now())) else { return };
+        for role in [Role::Service, Role::UserBind] {
+            for _ in 0..self.settings.pool_size {
+                match self.open(server, role).await {
+                    Ok(ldap) => {
+                        self.connected(server);
+                        self.keep(server, role, ldap);
+                    }
+                    Err(failure) => {
+                        self.connect_failed(server, &failure);
+                        return;
+                    }
+                }
+            }
+        }
+        tracing::debug!(url = %server.url, connections = server.open.load(Ordering::Relaxed), "LDAP connections opened at start");
+    }
+
+    /// Runs `op` on a connection of `role`: an idle one of the first server not skipped, or a
+    /// new one (a server that cannot be connected to gives way to the next). A pooled
+    /// connection that fails (the server may have closed it while idle) is replaced and the
+    /// operation tried once more — unless it was sent and not answered in time. The operation
+    /// takes the connection and hands it back with its result.
+    pub(super) async fn run<T, Op>(&self, role: Role, op: impl Fn(Ldap) -> Op) -> Result<T, Failure>
+    where
+        Op: Future<Output = (Ldap, Result<T, Failure>)>,
+    {
+        let mut last_failure = None;
+        for server in self.candidates() {
+            let _turn = self.enter(server).await;
+            let pooled = take_idle(server, role);
+            let (ldap, fresh) = match pooled {
+                Some(ldap) => (ldap, false),
+                None => match self.open(server, role).await {
+                    Ok(ldap) => (ldap, true),
+                    Err(failure) => {
+                        self.connect_failed(server, &failure);
+                        last_failure = Some(failure);
+                        continue;
+                    }
+                },
+            };
+            if fresh {
+                self.connected(server);
+            }
+            let (ldap, result) = op(ldap).await;
+            let failure = match result {
+                Ok(value) => {
+                    self.succeeded(server);
+                    self.keep(server, role, ldap);
+                    return Ok(value);
+                }
+                Err(failure) => failure,
+            };
+            self.drop_connection(server, ldap);
+            if failure.kind == FailureKind::TimedOut {
+                bump(&self.totals.timed_out);
+                return Err(failure);
+            }
+            if fresh {
+                self.operation_failed(server, &failure);
+                return Err(failure);
+            }
+            tracing::debug!(url = %server.url, error = %failure.message, "LDAP operation failed on a kept connection; trying a new one");
+            let ldap = match self.open(server, role).await {
+                Ok(ldap) => ldap,
+                Err(failure) => {
+                    self.connect_failed(server, &failure);
+                    return Err(failure);
+                }
+            };
+            self.connected(server);
+            let (ldap, result) = op(ldap).await;
+            return match result {
+                Ok(value) => {
+                    self.succeeded(server);
+                    self.keep(server, role, ldap);
+                    Ok(value)
+                }
+                Err(failure) => {
+                    self.drop_connection(server, ldap);
+                    if failure.kind == FailureKind::TimedOut {
+                        bump(&self.totals.timed_out);
+                    } else {
+                        self.operation_failed(server, &failure);
+                    }
+                    Err(failure)
+                }
+            };
+        }
+        Err(last_failure.unwrap_or_else(|| Failure::refused("every LDAP server is skipped after failing".into())))
+    }
+
+    /// The servers to try, in order: those not skipped — or, should two have failed at the
+    /// same moment and each taken the other for the one left, all of them.
+    fn candidates(&self) -> Vec<&Server> {
+        let now = Instant::now();
+        let usable: Vec<&Server> = self.servers.iter().filter(|s| !s.skipped(now)).collect();
+        if usable.is_empty() { self.servers.iter().collect() } else { usable }
+    }
+
+    /// A place among the server's operations in flight; a wait is counted.
+    async fn enter(&self, server: &Server) -> crate::fairness::GatePass {
+        let asked = Instant::now();
+        let pass = server.gate.enter().await;
+        let waited = asked.elapsed();
+        if waited >= Duration::from_millis(1) {
+            let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+            bump(&self.totals.waited);
+            self.totals.wait_micros.fetch_add(micros, Ordering::Relaxed);
+            self.totals.wait_micros_max.fetch_max(micros, Ordering::Relaxed);
+            let mut said = lock(&server.said_full);
+            if said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                *said = Some(Instant::now());
+                tracing::info!(
+                    url = %server.url,
+                    max_connections = self.settings.max_connections,
+                    waited_ms = waited.as_millis() as u64,
+                    "every LDAP connection to the server is in use: requests wait their turn (said at most once a minute)"
+                );
+            }
+        }
+        pass
+    }
+
+    /// A new connection of `role` to `server`, bound as the service account for `Service`.
+    async fn open(&self, server: &Server, role: Role) -> Result<Ldap, Failure> {
+        bump(&self.totals.connects);
+        let url = &server.url;
+        let timeout = self.settings.timeout;
+        // The whole of connecting (TCP, TLS, StartTLS) is bounded below, so that running out of
+        // time reads as unanswered, not as refused.
+        let mut conn_settings = LdapConnSettings::new();
+        if self.settings.starttls && url.starts_with("ldap://") {
+            conn_settings = conn_settings.set_starttls(true);
+        }
+        if self.settings.tls_insecure_skip_verify {
+            conn_settings = conn_settings.set_no_tls_verify(true);
+        } else if let Some(config) = &self.tls {
+            conn_settings = conn_settings.set_config(Arc::clone(config));
+        }
+        let connecting = LdapConnAsync::with_settings(conn_settings, url);
+        let (conn, mut ldap) = match tokio::time::timeout(timeout, connecting).await {
+            // Unanswered is not refused: a DC busy with handshakes answers late.
+            Err(_) => return Err(Failure { message: format!("{url}: no connection within {timeout:?}"), kind: FailureKind::TimedOut }),
+            Ok(Err(ldap3::LdapError::Timeout { .. })) => {
+                return Err(Failure { message: format!("{url}: no connection within {timeout:?}"), kind: FailureKind::TimedOut });
+            }
+            Ok(Err(e)) => return Err(Failure::refused(format!("{url}: {e}"))),
+            Ok(Ok(connected)) => connected,
+        };
+        ldap3::drive!(conn);
+        server.open.fetch_add(1, Ordering::Relaxed);
+        if role == Role::Service {
+            let bound = self.within(ldap.simple_bind(&self.settings.bind_dn, self.settings.bind_password.expose())).await;
+            let refused = match bound {
+                Ok(result) if result.rc == 0 => None,
+                Ok(result) => {
+                    tracing::error!(rc = result.rc, bind_dn = %self.settings.bind_dn, "the service account cannot bind: check bind_dn and bind_password");
+                    Some(format!("{url}: the service account's bind answered result {}", result.rc))
+                }
+                Err(failure) => {
+                    self.drop_connection(server, ldap);
+                    return Err(Failure { message: format!("{url}: the service account's bind: {}", failure.message), ..failure });
+                }
+            };
+            if let Some(message) = refused {
+                self.drop_connection(server, ldap);
+                return Err(Failure::refused(message));
+            }
+        }
+        Ok(ldap)
+    }
+
+    /// Keeps a connection that worked, up to `max_connections` idle of its kind.
+    fn keep(&self, server: &Server, role: Role, ldap: Ldap) {
+        let mut idle = lock(server.idle(role));
+        if idle.len() < self.settings.max_connections {
+            idle.push(ldap);
+        } else {
+            drop(idle);
+            self.drop_connection(server, ldap);
+        }
+    }
+
+    fn drop_connection(&self, server: &Server, ldap: Ldap) {
+        drop(ldap);
+        server.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// One operation under `timeout`. (ldap3's own `with_timeout` covers only the next call on
+    /// a connection, so a pooled one would wait forever.) A connection whose operation timed out
+    /// is dropped, never pooled: its answer may still come.
+    pub(super) async fn within<T>(&self, op: impl Future<Output = Result<T, ldap3::LdapError>>) -> Result<T, Failure> {
+        match tokio::time::timeout(self.settings.timeout, op).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(Failure { message: format!("no answer within {:?}", self.settings.timeout), kind: FailureKind::TimedOut }),
+        }
+    }
+
+    /// A search, counted.
+    pub(super) async fn search(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attributes: Vec<&str>,
+    ) -> Result<(Vec<SearchEntry>, LdapResult), Failure> {
+        bump(&self.totals.searches);
+        let ldap3::SearchResult(entries, result) = self.within(ldap.search(base, scope, filter, attributes)).await?;
+        Ok((entries.into_iter().map(SearchEntry::construct).collect(), result))
+    }
+
+    /// A user's bind, counted.
+    pub(super) async fn bind(&self, ldap: &mut Ldap, dn: &str, password: &str) -> Result<LdapResult, Failure> {
+        bump(&self.totals.binds);
+        self.within(ldap.simple_bind(dn, password)).await
+    }
+
+    fn connected(&self, server: &Server) {
+        let open = server.open.load(Ordering::Relaxed);
+        tracing::debug!(url = %server.url, open, "LDAP connection opened");
+    }
+
+    fn succeeded(&self, server: &Server) {
+        let mut health = lock(&server.health);
+        health.failures_in_a_row = 0;
+        if health.state != State::Up {
+            health.state = State::Up;
+            tracing::info!(url = %server.url, "LDAP server answers again");
+        }
+    }
+
+    fn connect_failed(&self, server: &Server, failure: &Failure) {
+        self.failed(server, failure, true);
+    }
+
+    fn operation_failed(&self, server: &Server, failure: &Failure) {
+        self.failed(server, failure, false);
+    }
+
+    /// Skips the server for the back-off — when connecting failed, or operations on fresh
+    /// connections failed several times in a row — unless it is the last server not skipped.
+    fn failed(&self, server: &Server, failure: &Failure, connecting: bool) {
+        let now = Instant::now();
+        let others_usable = self.servers.iter().any(|s| !std::ptr::eq(s, server) && !s.skipped(now));
+        let mut health = lock(&server.health);
+        health.failures_in_a_row += 1;
+        if !connecting && health.failures_in_a_row < FAILURES_BEFORE_SKIP {
+            tracing::debug!(url = %server.url, error = %failure.message, "LDAP operation failed");
+            return;
+        }
+        let backoff = self.settings.dead_server_backoff;
+        let next = if others_usable { State::Skipped(now + backoff) } else { State::Failing };
+        let was = health.state;
+        health.state = next;
+        match (was, next) {
+            (State::Skipped(_), State::Skipped(_)) | (State::Failing, State::Failing) => {
+                tracing::debug!(url = %server.url, error = %failure.message, "LDAP server still failing");
+            }
+            (_, State::Skipped(_)) => {
+                tracing::warn!(url = %server.url, error = %failure.message, ?backoff, "LDAP server failing; the other servers are asked until the back-off has passed");
+            }
+            _ => {
+                tracing::warn!(url = %server.url, error = %failure.message, "LDAP server failing, and no other server is available: still asking it");
+            }
+        }
+    }
+
+    /// The counters, for the line logged at stop.
+    pub(super) fn log_totals(&self) {
+        let t = &self.totals;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let open: usize = self.servers.iter().map(|s| s.open.load(Ordering::Relaxed)).sum();
+        tracing::info!(
+            searches = get(&t.searches),
+            binds = get(&t.binds),
+            connects = get(&t.connects),
+            open,
+            waited = get(&t.waited),
+            wait_ms_total = get(&t.wait_micros) / 1000,
+            wait_ms_max = get(&t.wait_micros_max) / 1000,
+            timed_out = get(&t.timed_out),
+            "directory totals"
+        );
+    }
+}
+
+fn take_idle(server: &Server, role: Role) -> Option<Ldap> {
+    let mut idle = lock(server.idle(role));
+    while let Some(mut ldap) = idle.pop() {
+        if !ldap.is_closed() {
+            return Some(ldap);
+        }
+        server.open.fetch_sub(1, Ordering::Relaxed);
+    }
+    None
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn client_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    let shown = ca_file.display();
+    let pem = std::fs::read(ca_file).map_err(|e| format!("ca_file {shown}: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("ca_file {shown}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("ca_file {shown}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("ca_file {shown}: no PEM certificate in it"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
