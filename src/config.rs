@@ -627,6 +627,13 @@ impl Config {
                 if urls.is_empty() {
                     return Err(invalid("directory.urls", "needs at least one server, e.g. [\"ldaps://dc1.example.test:636\"]".into()));
                 }
+                if let Some(i) = required_groups.iter().position(|g| !g.contains('=')) {
+                    // A bare name ("VPN-Users") names no entry: every login would be refused.
+                    return Err(invalid(
+                        &format!("directory.required_groups[{i}]"),
+                        "must be a group's DN, e.g. \"CN=VPN-Users,OU=Groups,DC=example,DC=test\"".into(),
+                    ));
+                }
                 for (i, raw) in urls.iter().enumerate() {
                     // Named by position, never quoted: a URL may carry a password.
                     let key = format!("directory.urls[{i}]");
@@ -1252,6 +1259,9 @@ tls_insecure_skip_verify = true
             let err = parse(&text.replace("ldaps://dc1.example.test:636", url)).unwrap_err().to_string();
             assert!(err.contains("directory.urls[0]") && err.contains(said) && !err.contains("S3cret") && !err.contains(":bad"), "{err}");
         }
+        let bare = parse(&text.replace("[\"CN=VPN-Users,CN=Users,DC=example,DC=test\"]", "[\"VPN-Users\"]")).unwrap_err().to_string();
+        assert!(bare.contains("directory.required_groups[0]") && bare.contains("DN"), "{bare}");
+        assert_eq!(s.group_cache_ttl, Duration::from_secs(300));
         let missing = parse(&text.replace("bind_password = \"s3rvice\"\n", "")).unwrap_err().to_string();
         assert!(missing.contains("directory.bind_password: missing"), "{missing}");
         let typo = parse(&text.replace("base_dn", "basedn")).unwrap_err().to_string();

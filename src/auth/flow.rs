@@ -13,7 +13,7 @@ use super::allowance::Guess;
 use super::context;
 use super::second_factor::SentCode;
 use super::state::{ChallengeState, Stage};
-use super::{Authenticator, Decision, Login, Mode, NoToken, Reason, store_down};
+use super::{Authenticator, ClientPolicy, Decision, Login, Mode, NoToken, Reason, store_down};
 use crate::directory::UserProfile;
 use crate::otp::sms_code;
 use crate::sms::delivery::Delivered;
@@ -51,7 +51,7 @@ impl Authenticator {
         if !tokens.is_empty() {
             let state = self.new_state(Stage::Totp, login, &account.id, self.settings.challenge_ttl, now);
             let sealed = self.seal(&state)?;
-            self.keep_context(&state, &profile).await?;
+            self.keep_context(&state, client, &profile).await?;
             return Ok(Decision::challenge(Reason::TotpChallenge, self.settings.messages.challenge_totp.clone(), sealed));
         }
         match client.no_token {
@@ -107,15 +107,18 @@ impl Authenticator {
                 let retry = state.retry();
                 let sealed = self.seal(&retry)?;
                 let profile = self.context(&state, login).await?;
-                self.keep_context(&retry, &profile).await?;
+                self.keep_context(&retry, client, &profile).await?;
                 Ok(Decision::challenge(Reason::SmsRetry, self.settings.messages.wrong_code_retry.clone(), sealed))
             }
         }
     }
 
-    /// Keeps what the code step of `state` will need, sealed, in the store until it expires.
-    async fn keep_context(&self, state: &ChallengeState, profile: &UserProfile) -> Result<(), Reason> {
-        let sealed = context::seal(profile, &state.nonce, &self.services.keys.current()).map_err(|e| {
+    /// Keeps what the code step of `state` will need, sealed, in the store until it expires:
+    /// of the groups, only those the client's answer names.
+    async fn keep_context(&self, state: &ChallengeState, client: &ClientPolicy, profile: &UserProfile) -> Result<(), Reason> {
+        let groups = profile.groups.iter().filter(|g| super::reply::names_group(client, g)).cloned().collect();
+        let profile = UserProfile { groups, ..profile.clone() };
+        let sealed = context::seal(&profile, &state.nonce, &self.services.keys.current()).map_err(|e| {
             tracing::error!(error = %e, "cannot keep a challenge's context");
             Reason::InvalidState
         })?;
@@ -126,7 +129,7 @@ impl Authenticator {
     /// kept nothing is served from the directory, as then: the name must still resolve to the
     /// State's account.
     async fn context(&self, state: &ChallengeState, login: &Login<'_>) -> Result<UserProfile, Reason> {
-        let kept = self.services.store.challenge_context(&state.nonce).await.map_err(store_down)?;
+        let kept = self.services.store.take_challenge_context(&state.nonce).await.map_err(store_down)?;
         if let Some(sealed) = kept {
             return context::open(&sealed, &state.nonce, &self.services.keys.current()).ok_or_else(|| {
                 tracing::error!("a challenge's kept context does not open with the key file: was the key replaced?");
@@ -153,7 +156,7 @@ impl Authenticator {
         state.code_salt = salt;
         state.code_hash = hash;
         let sealed = self.seal(&state)?;
-        self.keep_context(&state, profile).await?;
+        self.keep_context(&state, &login.request.client, profile).await?;
         let prompt = self.settings.messages.challenge_sms.replace("{mobile}", &masked);
         // A failed send still gets its challenge: a Reject now would come later than every other
         // one (it waited on the gateway) and so tell that the password was right. The user, who

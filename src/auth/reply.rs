@@ -70,17 +70,18 @@ impl ReplyTemplate {
     }
 }
 
+/// Whether an answer to this client names `group` (a DN or a name): `group_filter` lets it
+/// through.
+pub fn names_group(client: &ClientPolicy, group: &str) -> bool {
+    client.group_filter.as_ref().is_none_or(|re| re.is_match(group_name(group)))
+}
+
 /// Every reply attribute of the client, expanded for this user.
 pub fn expand_all(client: &ClientPolicy, profile: &UserProfile) -> Vec<Attribute> {
     if client.reply_attributes.is_empty() {
         return Vec::new();
     }
-    let groups: Vec<&str> = profile
-        .groups
-        .iter()
-        .map(|g| group_name(g))
-        .filter(|name| client.group_filter.as_ref().is_none_or(|re| re.is_match(name)))
-        .collect();
+    let groups: Vec<&str> = profile.groups.iter().filter(|g| names_group(client, g)).map(|g| group_name(g)).collect();
     let mut out = Vec::new();
     for template in &client.reply_attributes {
         template.expand(profile, &groups, &mut out);

@@ -200,8 +200,9 @@ pub trait Store: Send + Sync {
     /// the directory.
     async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError>;
 
-    /// What [`Store::keep_challenge_context`] kept under a nonce.
-    async fn challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// What [`Store::keep_challenge_context`] kept under a nonce, forgotten as it is read (the
+    /// State it serves works once).
+    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Forgets what has expired (used States and their contexts, old SMS sends).
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError>;

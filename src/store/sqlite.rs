@@ -689,13 +689,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let nonce = nonce.to_vec();
         self.call(move |conn| {
             let context = conn
                 .prepare_cached("SELECT context FROM challenge_contexts WHERE nonce = ?1")?
-                .query_row([nonce], |r| r.get(0))
+                .query_row([&nonce], |r| r.get(0))
                 .optional()?;
+            if context.is_some() {
+                conn.prepare_cached("DELETE FROM challenge_contexts WHERE nonce = ?1")?.execute([&nonce])?;
+            }
             Ok(context)
         })
         .await

@@ -44,18 +44,20 @@ impl GroupCache {
 }
 
 impl LdapDirectory {
-    /// The SIDs of every group the entry at `dn` is in, nested (its `tokenGroups`).
-    pub(super) async fn token_groups(&self, dn: &str) -> Result<Vec<Sid>, Failure> {
+    /// The groups the entry at `dn` is in, nested (its `tokenGroups`), and which of them is its
+    /// primary group.
+    pub(super) async fn token_groups(&self, dn: &str) -> Result<TokenGroups, Failure> {
         self.pool
             .run(Role::Service, |mut ldap| async move {
-                let read = self.pool.search(&mut ldap, dn, Scope::Base, "(objectClass=*)", vec!["tokenGroups"]).await;
-                let sids = read.and_then(|(entries, result)| match result.rc {
-                    0 => Ok(entries.first().map(|e| binary_values(e, "tokenGroups")).unwrap_or_default()),
+                let attributes = vec!["tokenGroups", "objectSid", "primaryGroupID"];
+                let read = self.pool.search(&mut ldap, dn, Scope::Base, "(objectClass=*)", attributes).await;
+                let groups = read.and_then(|(entries, result)| match result.rc {
+                    0 => Ok(entries.first().map(TokenGroups::of).unwrap_or_default()),
                     // The entry went away since it was found: it is in no group.
-                    32 => Ok(Vec::new()),
-                    rc => Err(Failure::broken(format!("reading tokenGroups answered result {rc}"))),
+                    32 => Ok(TokenGroups::default()),
+                    rc => Err(Failure::broken(format!("reading tokenGroups answered result {rc}: {}", result.text))),
                 });
-                (ldap, sids)
+                (ldap, groups)
             })
             .await
     }
@@ -72,8 +74,9 @@ impl LdapDirectory {
         let mut sids = Vec::new();
         for dn in &self.settings.required_groups {
             match self.object_sid(dn).await {
-                Ok(Some(sid)) => {
-                    self.groups.remember(sid.clone(), Some(dn.clone()));
+                Ok(Some((sid, spelled))) => {
+                    // Named as the directory spells it (what `group_filter` is written against).
+                    self.groups.remember(sid.clone(), Some(spelled));
                     sids.push(sid);
                 }
                 Ok(None) => {
@@ -92,15 +95,17 @@ impl LdapDirectory {
         Ok(sids)
     }
 
-    /// The `objectSid` of the entry at `dn`, if there is one.
-    async fn object_sid(&self, dn: &str) -> Result<Option<Sid>, Failure> {
+    /// The `objectSid` of the entry at `dn`, with its DN as the directory spells it, if there
+    /// is one.
+    async fn object_sid(&self, dn: &str) -> Result<Option<(Sid, String)>, Failure> {
         self.pool
             .run(Role::Service, |mut ldap| async move {
                 let read = self.pool.search(&mut ldap, dn, Scope::Base, "(objectClass=*)", vec!["objectSid"]).await;
                 let sid = read.and_then(|(entries, result)| match result.rc {
-                    0 => Ok(entries.first().and_then(|e| binary_values(e, "objectSid").into_iter().next())),
-                    32 => Ok(None),
-                    rc => Err(Failure::broken(format!("reading {dn} answered result {rc}"))),
+                    0 => Ok(entries.first().and_then(|e| binary_values(e, "objectSid").into_iter().next().map(|sid| (sid, e.dn.clone())))),
+                    // No such entry, or not a DN at all: no group of that name.
+                    32 | 34 => Ok(None),
+                    rc => Err(Failure::broken(format!("reading a required group answered result {rc}: {}", result.text))),
                 });
                 (ldap, sid)
             })
@@ -162,6 +167,46 @@ fn binary_values(entry: &SearchEntry, name: &str) -> Vec<Vec<u8>> {
     text.chain(binary).collect()
 }
 
+/// What a `tokenGroups` read says.
+#[derive(Debug, Default)]
+pub(super) struct TokenGroups {
+    pub all: Vec<Sid>,
+    /// The primary group (usually Domain Users), which AD holds by `primaryGroupID` rather than
+    /// as a member.
+    pub primary: Option<Sid>,
+}
+
+impl TokenGroups {
+    fn of(entry: &SearchEntry) -> Self {
+        let all = binary_values(entry, "tokenGroups");
+        let rid =
+            entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("primaryGroupID")).and_then(|(_, v)| v.first()?.parse::<u32>().ok());
+        let own = binary_values(entry, "objectSid").into_iter().next();
+        let primary = match (own, rid) {
+            // The domain's SID with the group's RID in place of the user's.
+            (Some(mut sid), Some(rid)) if sid.len() >= 12 => {
+                let at = sid.len() - 4;
+                sid[at..].copy_from_slice(&rid.to_le_bytes());
+                Some(sid)
+            }
+            _ => None,
+        };
+        Self { all, primary }
+    }
+
+    /// The groups to name in an answer: not the primary group nor the builtin ones (Users,
+    /// which every account is in through it) — as before tokenGroups, when only groups that list
+    /// the account (or a group of it) as a member were named.
+    pub fn named(&self) -> Vec<Sid> {
+        self.all.iter().filter(|sid| Some(*sid) != self.primary.as_ref() && !is_builtin(sid)).cloned().collect()
+    }
+}
+
+/// A SID of the BUILTIN domain (S-1-5-32-...).
+fn is_builtin(sid: &[u8]) -> bool {
+    sid.len() >= 12 && sid[0] == 1 && sid[2..8] == [0, 0, 0, 0, 0, 5] && sid[8..12] == 32u32.to_le_bytes()
+}
+
 /// A binary value for a filter (RFC 4515): every octet as `\xx`.
 fn escape_binary(value: &[u8]) -> String {
     value.iter().map(|b| format!("\\{b:02x}")).collect()
@@ -192,5 +237,35 @@ mod tests {
         };
         assert_eq!(binary_values(&entry, "tokenGroups"), vec![vec![1, 1, 0, 0, 0, 0, 0, 5], vec![1, 5, 0xff]]);
         assert!(binary_values(&entry, "objectSid").is_empty());
+    }
+
+    #[test]
+    fn the_primary_and_builtin_groups_are_not_named() {
+        // S-1-5-21-1-2-3-1105 (the user), primary group 513; groups 513, S-1-5-32-545, 1107.
+        let domain = |rid: u32| {
+            [
+                &[1u8, 5, 0, 0, 0, 0, 0, 5][..],
+                &21u32.to_le_bytes(),
+                &1u32.to_le_bytes(),
+                &2u32.to_le_bytes(),
+                &3u32.to_le_bytes(),
+                &rid.to_le_bytes(),
+            ]
+            .concat()
+        };
+        let builtin_users = [&[1u8, 2, 0, 0, 0, 0, 0, 5][..], &32u32.to_le_bytes(), &545u32.to_le_bytes()].concat();
+        let entry = SearchEntry {
+            dn: "CN=alice".into(),
+            attrs: HashMap::from([("primaryGroupID".to_owned(), vec!["513".to_owned()])]),
+            bin_attrs: HashMap::from([
+                ("objectSid".to_owned(), vec![domain(1105)]),
+                ("tokenGroups".to_owned(), vec![domain(513), builtin_users.clone(), domain(1107)]),
+            ]),
+        };
+        let groups = TokenGroups::of(&entry);
+        assert_eq!(groups.primary, Some(domain(513)));
+        assert!(is_builtin(&builtin_users) && !is_builtin(&domain(1107)));
+        assert_eq!(groups.named(), vec![domain(1107)]);
+        assert_eq!(groups.all.len(), 3, "all of them still count for required_groups");
     }
 }

@@ -175,15 +175,15 @@ impl LdapDirectory {
             let admitted = required.is_empty() || groups.iter().any(|g| required.iter().any(|r| r.eq_ignore_ascii_case(g)));
             return Ok((admitted, if with_groups { groups.clone() } else { Vec::new() }));
         }
-        let sids = self.token_groups(&account.locator).await?;
+        let groups = self.token_groups(&account.locator).await?;
         let admitted = required.is_empty() || {
             let wanted = self.required_sids().await?;
-            sids.iter().any(|sid| wanted.contains(sid))
+            groups.all.iter().any(|sid| wanted.contains(sid))
         };
         if !admitted || !with_groups {
             return Ok((admitted, Vec::new()));
         }
-        Ok((true, self.group_names(&sids).await?))
+        Ok((true, self.group_names(&groups.named()).await?))
     }
 }
 

@@ -83,19 +83,54 @@ impl From<Failure> for DirectoryError {
 #[derive(Debug, Default)]
 pub(super) struct Totals {
     pub searches: AtomicU64,
-    /// User binds (password checks); the service account's binds are part of `connects`.
+    /// User binds (password checks); the service account binds once per connection it opens
+    /// (counted in `connects`).
     pub binds: AtomicU64,
     pub connects: AtomicU64,
     /// Operations that had to wait for a connection, and how long in all and at most.
     pub waited: AtomicU64,
     pub wait_micros: AtomicU64,
     pub wait_micros_max: AtomicU64,
-    /// Operations sent and not answered within `timeout`.
+    /// Operations and connections not answered within `timeout`. (A request given up by
+    /// `request_timeout` while its operation waited is counted by the server, as `timed_out`.)
     pub timed_out: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A connection to a server, counted among its open ones while it lives (however its
+/// operation ends: a request given up half-way drops it too).
+pub(super) struct Conn {
+    ldap: Ldap,
+    open: Arc<AtomicUsize>,
+}
+
+impl Conn {
+    fn new(ldap: Ldap, open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self { ldap, open: Arc::clone(open) }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Ldap;
+    fn deref(&self) -> &Ldap {
+        &self.ldap
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Ldap {
+        &mut self.ldap
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,10 +149,10 @@ struct Health {
 struct Server {
     url: String,
     health: Mutex<Health>,
-    idle_service: Mutex<Vec<Ldap>>,
-    idle_bind: Mutex<Vec<Ldap>>,
+    idle_service: Mutex<Vec<Conn>>,
+    idle_bind: Mutex<Vec<Conn>>,
     /// Connections open to it, idle or in use.
-    open: AtomicUsize,
+    open: Arc<AtomicUsize>,
     /// Operations in flight on it; more wait, one NAS at a time in turn.
     gate: Arc<FairGate>,
     /// When "every connection in use" was last said, so it is said at most once a minute.
@@ -125,7 +160,7 @@ struct Server {
 }
 
 impl Server {
-    fn idle(&self, role: Role) -> &Mutex<Vec<Ldap>> {
+    fn idle(&self, role: Role) -> &Mutex<Vec<Conn>> {
         match role {
             Role::Service => &self.idle_service,
             Role::UserBind => &self.idle_bind,
@@ -164,7 +199,7 @@ impl Pool {
                 health: Mutex::new(Health { state: State::Up, failures_in_a_row: 0 }),
                 idle_service: Mutex::new(Vec::new()),
                 idle_bind: Mutex::new(Vec::new()),
-                open: AtomicUsize::new(0),
+                open: Arc::default(),
                 gate: FairGate::new(settings.max_connections),
                 said_full: Mutex::new(None),
             })
@@ -198,82 +233,77 @@ impl Pool {
     /// connection that fails (the server may have closed it while idle) is replaced and the
     /// operation tried once more — unless it was sent and not answered in time. The operation
     /// takes the connection and hands it back with its result.
-    pub(super) async fn run<T, Op>(&self, role: Role, op: impl Fn(Ldap) -> Op) -> Result<T, Failure>
+    pub(super) async fn run<T, Op>(&self, role: Role, op: impl Fn(Conn) -> Op) -> Result<T, Failure>
     where
-        Op: Future<Output = (Ldap, Result<T, Failure>)>,
+        Op: Future<Output = (Conn, Result<T, Failure>)>,
     {
-        let mut last_failure = None;
+        let mut failures = Vec::new();
         for server in self.candidates() {
             let _turn = self.enter(server).await;
-            let pooled = take_idle(server, role);
-            let (ldap, fresh) = match pooled {
-                Some(ldap) => (ldap, false),
-                None => match self.open(server, role).await {
-                    Ok(ldap) => (ldap, true),
-                    Err(failure) => {
-                        self.connect_failed(server, &failure);
-                        last_failure = Some(failure);
-                        continue;
+            let mut kept = take_idle(server, role);
+            let mut retried = false;
+            loop {
+                let (conn, fresh) = match kept.take() {
+                    Some(conn) => (conn, false),
+                    None => match self.open(server, role).await {
+                        Ok(conn) => {
+                            self.connected(server);
+                            (conn, true)
+                        }
+                        Err(failure) => {
+                            if failure.kind == FailureKind::TimedOut {
+                                bump(&self.totals.timed_out);
+                            }
+                            // The next server, if there is one, may answer.
+                            self.connect_failed(server, &failure);
+                            failures.push(failure);
+                            break;
+                        }
+                    },
+                };
+                let (conn, result) = op(conn).await;
+                let failure = match result {
+                    Ok(value) => {
+                        self.succeeded(server);
+                        self.keep(server, role, conn);
+                        return Ok(value);
                     }
-                },
-            };
-            if fresh {
-                self.connected(server);
-            }
-            let (ldap, result) = op(ldap).await;
-            let failure = match result {
-                Ok(value) => {
-                    self.succeeded(server);
-                    self.keep(server, role, ldap);
-                    return Ok(value);
+                    Err(failure) => failure,
+                };
+                drop(conn);
+                if failure.kind == FailureKind::TimedOut {
+                    bump(&self.totals.timed_out);
                 }
-                Err(failure) => failure,
-            };
-            self.drop_connection(server, ldap);
-            if failure.kind == FailureKind::TimedOut {
-                bump(&self.totals.timed_out);
-                return Err(failure);
-            }
-            if fresh {
-                self.operation_failed(server, &failure);
-                return Err(failure);
-            }
-            tracing::debug!(url = %server.url, error = %failure.message, "LDAP operation failed on a kept connection; trying a new one");
-            let ldap = match self.open(server, role).await {
-                Ok(ldap) => ldap,
-                Err(failure) => {
-                    self.connect_failed(server, &failure);
-                    return Err(failure);
-                }
-            };
-            self.connected(server);
-            let (ldap, result) = op(ldap).await;
-            return match result {
-                Ok(value) => {
-                    self.succeeded(server);
-                    self.keep(server, role, ldap);
-                    Ok(value)
-                }
-                Err(failure) => {
-                    self.drop_connection(server, ldap);
-                    if failure.kind == FailureKind::TimedOut {
-                        bump(&self.totals.timed_out);
-                    } else {
+                // A kept connection may have been closed or lost while it was idle (a firewall
+                // forgets idle sessions): once, a new one. Not for a bind sent and unanswered:
+                // AD may have counted it, and would count a wrong password twice.
+                let unanswered_bind = failure.kind == FailureKind::TimedOut && role == Role::UserBind;
+                let resend = !(fresh || retried || unanswered_bind);
+                if !resend {
+                    if fresh && failure.kind != FailureKind::TimedOut {
                         self.operation_failed(server, &failure);
                     }
-                    Err(failure)
+                    return Err(failure);
                 }
-            };
+                tracing::debug!(url = %server.url, error = %failure.message, "LDAP operation failed on a kept connection; trying a new one");
+                retried = true;
+            }
         }
-        Err(last_failure.unwrap_or_else(|| Failure::refused("every LDAP server is skipped after failing".into())))
+        // Refused only when every server refused: one that did not answer in time may be busy.
+        let unanswered = failures.iter().position(|f| f.kind == FailureKind::TimedOut);
+        let failure = match unanswered {
+            Some(i) => failures.swap_remove(i),
+            None => failures.pop().unwrap_or_else(|| Failure::refused("no LDAP server to ask".into())),
+        };
+        Err(failure)
     }
 
-    /// The servers to try, in order: those not skipped — or, should two have failed at the
-    /// same moment and each taken the other for the one left, all of them.
+    /// The servers to try, in order: those not skipped, then — when every one of those failed
+    /// to connect — the skipped ones, so a DC that is back is used before its back-off ends.
     fn candidates(&self) -> Vec<&Server> {
         let now = Instant::now();
-        let usable: Vec<&Server> = self.servers.iter().filter(|s| !s.skipped(now)).collect();
-        if usable.is_empty() { self.servers.iter().collect() } else { usable }
+        let (usable, skipped): (Vec<&Server>, Vec<&Server>) = self.servers.iter().partition(|s| !s.skipped(now));
+        usable.into_iter().chain(skipped).collect()
     }
 
     /// A place among the server's operations in flight; a wait is counted.
@@ -301,7 +331,7 @@ impl Pool {
     }
 
     /// A new connection of `role` to `server`, bound as the service account for `Service`.
-    async fn open(&self, server: &Server, role: Role) -> Result<Ldap, Failure> {
+    async fn open(&self, server: &Server, role: Role) -> Result<Conn, Failure> {
         bump(&self.totals.connects);
         let url = &server.url;
         let timeout = self.settings.timeout;
@@ -317,7 +347,7 @@ impl Pool {
             conn_settings = conn_settings.set_config(Arc::clone(config));
         }
         let connecting = LdapConnAsync::with_settings(conn_settings, url);
-        let (conn, mut ldap) = match tokio::time::timeout(timeout, connecting).await {
+        let (conn, ldap) = match tokio::time::timeout(timeout, connecting).await {
             // Unanswered is not refused: a DC busy with handshakes answers late.
             Err(_) => return Err(Failure { message: format!("{url}: no connection within {timeout:?}"), kind: FailureKind::TimedOut }),
             Ok(Err(ldap3::LdapError::Timeout { .. })) => {
@@ -327,7 +357,7 @@ impl Pool {
             Ok(Ok(connected)) => connected,
         };
         ldap3::drive!(conn);
-        server.open.fetch_add(1, Ordering::Relaxed);
+        let mut ldap = Conn::new(ldap, &server.open);
         if role == Role::Service {
             let bound = self.within(ldap.simple_bind(&self.settings.bind_dn, self.settings.bind_password.expose())).await;
             let refused = match bound {
@@ -337,12 +367,10 @@ impl Pool {
                     Some(format!("{url}: the service account's bind answered result {}", result.rc))
                 }
                 Err(failure) => {
-                    self.drop_connection(server, ldap);
                     return Err(Failure { message: format!("{url}: the service account's bind: {}", failure.message), ..failure });
                 }
             };
             if let Some(message) = refused {
-                self.drop_connection(server, ldap);
                 return Err(Failure::refused(message));
             }
         }
@@ -350,19 +378,11 @@ impl Pool {
     }
 
     /// Keeps a connection that worked, up to `max_connections` idle of its kind.
-    fn keep(&self, server: &Server, role: Role, ldap: Ldap) {
+    fn keep(&self, server: &Server, role: Role, conn: Conn) {
         let mut idle = lock(server.idle(role));
         if idle.len() < self.settings.max_connections {
-            idle.push(ldap);
-        } else {
-            drop(idle);
-            self.drop_connection(server, ldap);
+            idle.push(conn);
         }
-    }
-
-    fn drop_connection(&self, server: &Server, ldap: Ldap) {
-        drop(ldap);
-        server.open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// One operation under `timeout`. (ldap3's own `with_timeout` covers only the next call on
@@ -464,13 +484,12 @@ impl Pool {
     }
 }
 
-fn take_idle(server: &Server, role: Role) -> Option<Ldap> {
+fn take_idle(server: &Server, role: Role) -> Option<Conn> {
     let mut idle = lock(server.idle(role));
-    while let Some(mut ldap) = idle.pop() {
-        if !ldap.is_closed() {
-            return Some(ldap);
+    while let Some(mut conn) = idle.pop() {
+        if !conn.is_closed() {
+            return Some(conn);
         }
-        server.open.fetch_sub(1, Ordering::Relaxed);
     }
     None
 }
