@@ -167,8 +167,19 @@ impl Server {
         }
     }
 
-    fn skipped(&self, now: Instant) -> bool {
-        matches!(lock(&self.health).state, State::Skipped(until) if until > now)
+    /// Whether the server is to be skipped now. When its back-off has passed, the one caller
+    /// that notices is let through to try it — the others keep skipping it for another back-off
+    /// — so a server that is still dead costs one request, not every request in flight.
+    fn skipped(&self, now: Instant, backoff: Duration) -> bool {
+        let mut health = lock(&self.health);
+        match health.state {
+            State::Skipped(until) if until > now => true,
+            State::Skipped(_) => {
+                health.state = State::Skipped(now + backoff);
+                false
+            }
+            State::Up | State::Failing => false,
+        }
     }
 }
 
@@ -210,7 +221,7 @@ impl Pool {
     /// Opens `pool_size` connections of each kind to the first server not skipped, and keeps
     /// them idle. Failures are logged as any connection failure is.
     pub(super) async fn warm_up(&self) {
-        let Some(server) = self.servers.iter().find(|s| !s.skipped(Instant::now())) else { return };
+        let Some(server) = self.servers.iter().find(|s| !s.skipped(Instant::now(), self.settings.dead_server_backoff)) else { return };
         for role in [Role::Service, Role::UserBind] {
             for _ in 0..self.settings.pool_size {
                 match self.open(server, role).await {
@@ -302,7 +313,8 @@ impl Pool {
     /// to connect — the skipped ones, so a DC that is back is used before its back-off ends.
     fn candidates(&self) -> Vec<&Server> {
         let now = Instant::now();
-        let (usable, skipped): (Vec<&Server>, Vec<&Server>) = self.servers.iter().partition(|s| !s.skipped(now));
+        let backoff = self.settings.dead_server_backoff;
+        let (usable, skipped): (Vec<&Server>, Vec<&Server>) = self.servers.iter().partition(|s| !s.skipped(now, backoff));
         usable.into_iter().chain(skipped).collect()
     }
 
@@ -441,7 +453,8 @@ impl Pool {
     /// connections failed several times in a row — unless it is the last server not skipped.
     fn failed(&self, server: &Server, failure: &Failure, connecting: bool) {
         let now = Instant::now();
-        let others_usable = self.servers.iter().any(|s| !std::ptr::eq(s, server) && !s.skipped(now));
+        let others_usable =
+            self.servers.iter().any(|s| !std::ptr::eq(s, server) && !matches!(lock(&s.health).state, State::Skipped(until) if until > now));
         let mut health = lock(&server.health);
         health.failures_in_a_row += 1;
         if !connecting && health.failures_in_a_row < FAILURES_BEFORE_SKIP {
