@@ -388,9 +388,9 @@ fn a_code_typed_just_before_its_step_ends_is_accepted_when_the_directory_takes_s
     // A first login fills the group caches, so the timed one costs a search, a bind and a read.
     assert_eq!(oracle::code(&ask(&server, ALICE.0, &format!("{}{}", ALICE.1, code_at(now().as_secs())))), ACCESS_ACCEPT);
     relay.delay(Duration::from_millis(1500));
-    // One second before a step ends.
-    let into_step = now().as_millis() % 5000;
-    std::thread::sleep(Duration::from_millis(((4000 + 5000 - into_step) % 5000) as u64));
+    // One second before the next step ends (this one's code is spent).
+    let millis = now().as_millis() as u64;
+    std::thread::sleep(Duration::from_millis((millis / 5000 + 1) * 5000 + 4000 - millis));
     let sent_at = now();
     let answer = ask(&server, ALICE.0, &format!("{}{}", ALICE.1, code_at(sent_at.as_secs())));
     let took = now() - sent_at;
