@@ -5,12 +5,20 @@
 //! retransmits: a request unanswered within the timeout counts as a timeout.
 //!
 //! Flows (`append`, `challenge`) log in users from a seeds file, computing each code from the
-//! user's TOTP seed, and never reuse a time step for a user (the server would refuse it as a replay).
+//! user's TOTP seed, and never reuse a time step for a user (the server would refuse it as a
+//! replay) unless told the server does not mind (see `steps`).
 //!
 //! With a rate (`rate`), requests go out open-loop instead: at that rate whatever the answers,
 //! as a flood or a password spray arrives.
+//!
+//! `ldap-bind` measures the directory instead of a RADIUS server (see `ldap`).
 
+mod ldap;
 mod rate;
+mod steps;
+
+pub use ldap::LdapBindOptions;
+pub use steps::{StepOptions, StepPolicy};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +30,7 @@ use tokio::net::UdpSocket;
 
 use crate::radius::{self, Attribute, Code, Packet, attr};
 use crate::secret::Secret;
+use steps::{Claim, UserSteps};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchKind {
@@ -33,6 +42,8 @@ pub enum BenchKind {
     Append,
     /// Two requests per login: the password, then the code with the State of the challenge.
     Challenge,
+    /// LDAP simple binds as the seeds file's users, on kept connections: no RADIUS at all.
+    LdapBind,
 }
 
 /// A user the flows log in: `user password base32-seed` per line of the seeds file.
@@ -84,6 +95,13 @@ pub struct BenchOptions {
     /// The local address to send from (a NAS's address, when the server has several clients).
     pub bind: Option<SocketAddr>,
     pub totp: crate::otp::TotpParams,
+    /// Which time steps the flows' codes come from.
+    pub steps: StepOptions,
+    /// The flows' used steps, read before and written after the run: a later run against the
+    /// same server then sends no code it has seen.
+    pub step_state: Option<std::path::PathBuf>,
+    /// For `LdapBind`.
+    pub ldap: Option<LdapBindOptions>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -100,8 +118,68 @@ pub struct Report {
     /// For challenge flows: each step alone, sorted.
     pub first_steps: Vec<Duration>,
     pub second_steps: Vec<Duration>,
-    /// Logins skipped because every user had used every time step the server's window allows.
+    /// Waits because every user had used every time step the server's window allows.
     pub starved: u64,
+    /// Waits because the current step ended too soon to send its code.
+    pub too_late: u64,
+    /// Time the workers spent in those waits, added up.
+    pub waited: Duration,
+    /// For challenge flows: the answers to the password step and to the code step.
+    pub first_answers: Answers,
+    pub second_answers: Answers,
+}
+
+/// Answers by code.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Answers {
+    pub accepts: u64,
+    pub rejects: u64,
+    pub challenges: u64,
+    pub timeouts: u64,
+    pub invalid: u64,
+}
+
+impl Answers {
+    fn add(&mut self, other: Answers) {
+        self.accepts += other.accepts;
+        self.rejects += other.rejects;
+        self.challenges += other.challenges;
+        self.timeouts += other.timeouts;
+        self.invalid += other.invalid;
+    }
+
+    fn count(&mut self, answer: &Answer) {
+        match answer {
+            Answer::Reply(reply, _) => match reply.code {
+                Code::AccessAccept | Code::AccountingResponse => self.accepts += 1,
+                Code::AccessReject => self.rejects += 1,
+                Code::AccessChallenge => self.challenges += 1,
+                _ => self.invalid += 1,
+            },
+            Answer::Timeout => self.timeouts += 1,
+            Answer::Invalid => self.invalid += 1,
+        }
+    }
+
+    fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "accepts": self.accepts,
+            "rejects": self.rejects,
+            "challenges": self.challenges,
+            "timeouts": self.timeouts,
+            "invalid": self.invalid,
+        })
+    }
+}
+
+impl std::fmt::Display for Answers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "accept {}  reject {}  challenge {}  timeout {}  invalid {}",
+            self.accepts, self.rejects, self.challenges, self.timeouts, self.invalid
+        )
+    }
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
@@ -144,6 +222,10 @@ impl Report {
             "second_step_p50_ms": ms(percentile(&self.second_steps, 0.50)),
             "second_step_p99_ms": ms(percentile(&self.second_steps, 0.99)),
             "starved": self.starved,
+            "too_late": self.too_late,
+            "waited_seconds": self.waited.as_secs_f64(),
+            "password_step": self.first_answers.to_json(),
+            "code_step": self.second_answers.to_json(),
         })
     }
 
@@ -154,6 +236,10 @@ impl Report {
         self.timeouts += part.timeouts;
         self.invalid += part.invalid;
         self.starved += part.starved;
+        self.too_late += part.too_late;
+        self.waited += part.waited;
+        self.first_answers.add(part.first_answers);
+        self.second_answers.add(part.second_answers);
         self.latencies.extend(part.latencies);
         self.first_steps.extend(part.first_steps);
         self.second_steps.extend(part.second_steps);
@@ -179,9 +265,16 @@ impl std::fmt::Display for Report {
         if !self.second_steps.is_empty() {
             let step = |v: &[Duration]| format!("p50 {}  p99 {}", ms(percentile(v, 0.5)), ms(percentile(v, 0.99)));
             write!(f, "\nsteps     password {}  |  code {}", step(&self.first_steps), step(&self.second_steps))?;
+            write!(f, "\npassword  {}\ncode      {}", self.first_answers, self.second_answers)?;
         }
         if self.starved > 0 {
             write!(f, "\nnote      {} waits for a fresh time step: give more users for this rate", self.starved)?;
+        }
+        if self.too_late > 0 {
+            write!(f, "\nnote      {} waits for the next time step (the current one ended too soon to send its code)", self.too_late)?;
+        }
+        if !self.waited.is_zero() {
+            write!(f, "\nwaited    {:.1} worker-seconds for a usable time step", self.waited.as_secs_f64())?;
         }
         Ok(())
     }
@@ -189,6 +282,10 @@ impl std::fmt::Display for Report {
 
 pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
     let options = Arc::new(options);
+    if options.kind == BenchKind::LdapBind {
+        let ldap = options.ldap.clone().ok_or_else(|| std::io::Error::other("--kind ldap-bind needs --ldap-url and --ca-file"))?;
+        return ldap::run(options, &ldap).await;
+    }
     if let Some(rate) = options.rate {
         return rate::run(options, rate).await;
     }
@@ -200,7 +297,15 @@ pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
     if flows && options.users.is_empty() {
         return Err(std::io::Error::other("no users to log in: give --seeds"));
     }
-    let users = Arc::new(UserSteps::new(options.users.len()));
+    let users = Arc::new(UserSteps::new(options.users.len(), options.steps.clone()));
+    let names: Vec<&str> = options.users.iter().map(|u| u.user.as_str()).collect();
+    if let Some(path) = &options.step_state {
+        match std::fs::read_to_string(path) {
+            Ok(text) => users.load(&names, &text).map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(std::io::Error::other(format!("{}: {e}", path.display()))),
+        }
+    }
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..workers_n {
         let socket = bound_socket(&options).await?;
@@ -211,6 +316,9 @@ pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
         report.merge(joined.map_err(std::io::Error::other)??);
     }
     report.elapsed = started.elapsed();
+    if let Some(path) = &options.step_state {
+        users.save(&names, path).map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+    }
     report.latencies.sort_unstable();
     report.first_steps.sort_unstable();
     report.second_steps.sort_unstable();
@@ -267,46 +375,13 @@ impl Client<'_> {
 }
 
 fn count(report: &mut Report, answer: &Answer) {
-    match answer {
-        Answer::Reply(reply, _) => match reply.code {
-            Code::AccessAccept | Code::AccountingResponse => report.accepts += 1,
-            Code::AccessReject => report.rejects += 1,
-            Code::AccessChallenge => report.challenges += 1,
-            _ => report.invalid += 1,
-        },
-        Answer::Timeout => report.timeouts += 1,
-        Answer::Invalid => report.invalid += 1,
-    }
-}
-
-/// The next time step each user may use, shared by all workers: a user's step is claimed
-/// atomically, so no two logins use one code (the server would refuse the second as a replay).
-struct UserSteps {
-    next: Vec<AtomicU64>,
-    cursor: std::sync::atomic::AtomicUsize,
-}
-
-impl UserSteps {
-    fn new(n: usize) -> Self {
-        Self { next: (0..n).map(|_| AtomicU64::new(0)).collect(), cursor: Default::default() }
-    }
-
-    /// A user and a time step within the server's window (now ±1) nobody has used yet.
-    fn claim(&self, now: u64) -> Option<(usize, u64)> {
-        let n = self.next.len();
-        for _ in 0..n {
-            let i = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
-            let next = self.next[i].load(Ordering::Relaxed);
-            let step = next.max(now.saturating_sub(1));
-            if step > now + 1 {
-                continue;
-            }
-            if self.next[i].compare_exchange(next, step + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-                return Some((i, step));
-            }
-        }
-        None
-    }
+    let mut answers = Answers::default();
+    answers.count(answer);
+    report.accepts += answers.accepts;
+    report.rejects += answers.rejects;
+    report.challenges += answers.challenges;
+    report.timeouts += answers.timeouts;
+    report.invalid += answers.invalid;
 }
 
 async fn worker(
@@ -326,7 +401,7 @@ async fn worker(
             break;
         }
         match options.kind {
-            BenchKind::Access | BenchKind::StatusServer => {
+            BenchKind::Access | BenchKind::StatusServer | BenchKind::LdapBind => {
                 let answer = client.ask(|id, auth| encode(&options, id, auth)).await?;
                 if let Answer::Reply(_, latency) = &answer {
                     report.latencies.push(*latency);
@@ -334,23 +409,40 @@ async fn worker(
                 count(&mut report, &answer);
             }
             BenchKind::Append | BenchKind::Challenge => {
-                let now = options.totp.step_at(crate::store::now().max(0) as u64);
-                let Some((slot, step)) = users.claim(now) else {
-                    report.starved += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    remaining.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+                let (slot, step) = match users.claim(now) {
+                    Claim::Login { user, step } => (user, step),
+                    claim @ (Claim::Starved(wait) | Claim::TooLate(wait)) => {
+                        let wait = deadline.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
+                        match claim {
+                            Claim::TooLate(_) => report.too_late += 1,
+                            _ => report.starved += 1,
+                        }
+                        report.waited += wait;
+                        tokio::time::sleep(wait).await;
+                        remaining.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                 };
                 let user = &options.users[slot];
                 let code = options.totp.code_at_step(user.seed.expose(), step);
-                flow(&mut client, &options, user, code.expose(), &mut report).await?;
+                if let Some(latency) = flow(&mut client, &options, user, code.expose(), &mut report).await? {
+                    users.record_latency(latency);
+                }
             }
         }
     }
     Ok(report)
 }
 
-async fn flow(client: &mut Client<'_>, options: &BenchOptions, user: &BenchUser, code: &str, report: &mut Report) -> std::io::Result<()> {
+/// One login; its latency if it was answered (whatever the answer).
+async fn flow(
+    client: &mut Client<'_>,
+    options: &BenchOptions,
+    user: &BenchUser,
+    code: &str,
+    report: &mut Report,
+) -> std::io::Result<Option<Duration>> {
     let secret = options.secret.expose();
     let started = Instant::now();
     let first_password = match options.kind {
@@ -358,29 +450,34 @@ async fn flow(client: &mut Client<'_>, options: &BenchOptions, user: &BenchUser,
         _ => user.password.expose().clone(),
     };
     let answer = client.ask(|id, auth| login_request(secret, id, auth, &user.user, &first_password, None)).await?;
-    if options.kind == BenchKind::Challenge {
-        let Answer::Reply(challenge, first) = &answer else {
-            count(report, &answer);
-            return Ok(());
+    let last = if options.kind == BenchKind::Challenge {
+        report.first_answers.count(&answer);
+        let state = match &answer {
+            Answer::Reply(challenge, first) if challenge.code == Code::AccessChallenge => {
+                report.first_steps.push(*first);
+                challenge.get(attr::STATE).map(<[u8]>::to_vec)
+            }
+            _ => None,
         };
-        let Some(state) = challenge.get(attr::STATE).filter(|_| challenge.code == Code::AccessChallenge).map(<[u8]>::to_vec) else {
-            count(report, &answer);
-            return Ok(());
-        };
-        report.first_steps.push(*first);
-        let second = client.ask(|id, auth| login_request(secret, id, auth, &user.user, code, Some(&state))).await?;
-        if let Answer::Reply(_, latency) = &second {
-            report.second_steps.push(*latency);
-            report.latencies.push(started.elapsed());
+        match state {
+            Some(state) => {
+                let second = client.ask(|id, auth| login_request(secret, id, auth, &user.user, code, Some(&state))).await?;
+                report.second_answers.count(&second);
+                if let Answer::Reply(_, latency) = &second {
+                    report.second_steps.push(*latency);
+                }
+                second
+            }
+            // A challenge without a State cannot be answered: it counts as what it was.
+            None => answer,
         }
-        count(report, &second);
-        return Ok(());
-    }
-    if let Answer::Reply(_, _) = &answer {
-        report.latencies.push(started.elapsed());
-    }
-    count(report, &answer);
-    Ok(())
+    } else {
+        answer
+    };
+    count(report, &last);
+    let latency = matches!(last, Answer::Reply(..)).then(|| started.elapsed());
+    report.latencies.extend(latency);
+    Ok(latency)
 }
 
 fn login_request(
@@ -410,7 +507,7 @@ fn encode_for(options: &BenchOptions, user: &str, identifier: u8, authenticator:
     let secret = options.secret.expose();
     let mut packet = match options.kind {
         BenchKind::StatusServer => Packet::new(Code::StatusServer, identifier, authenticator),
-        BenchKind::Access | BenchKind::Append | BenchKind::Challenge => {
+        BenchKind::Access | BenchKind::Append | BenchKind::Challenge | BenchKind::LdapBind => {
             let mut p = Packet::new(Code::AccessRequest, identifier, authenticator);
             p.push(Attribute::standard(attr::USER_NAME, user.as_bytes()));
             p.push(Attribute::standard(attr::USER_PASSWORD, radius::hide_password(options.password.expose(), secret, &authenticator)?));

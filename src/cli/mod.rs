@@ -61,7 +61,7 @@ pub enum Command {
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Load-test a RADIUS server.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,9 +130,9 @@ pub struct BenchArgs {
     /// The server to load, IP:port.
     #[arg(long, default_value = "127.0.0.1:1812")]
     pub server: SocketAddr,
-    /// The shared secret (or set RADMFA_BENCH_SECRET).
+    /// The shared secret (or set RADMFA_BENCH_SECRET); not for --kind ldap-bind.
     #[arg(long, env = "RADMFA_BENCH_SECRET", hide_env_values = true)]
-    pub secret: String,
+    pub secret: Option<String>,
     #[arg(long, default_value = "alice")]
     pub user: String,
     /// The password (or set RADMFA_BENCH_PASSWORD).
@@ -159,9 +159,35 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// For --kind append|challenge: a file of `user password base32-seed` lines.
+    /// For --kind append|challenge|ldap-bind: a file of `user password base32-seed` lines.
     #[arg(long)]
     pub seeds: Option<PathBuf>,
+    /// For --kind append|challenge: the time steps codes come from. `window`: now-1, now and
+    /// now+1 (a TOTP window of ±1); `current`: the current step only (FreeRADIUS's rlm_totp).
+    #[arg(long, value_enum, default_value_t = StepsArg::Window)]
+    pub steps: StepsArg,
+    /// For --kind append|challenge: users may use a step again (for a server without replay
+    /// protection, such as rlm_totp); users are then taken in turn whatever their steps.
+    #[arg(long)]
+    pub reuse_steps: bool,
+    /// For --kind append|challenge: no code is sent whose step ends within this plus 1.25 × the
+    /// mean login latency so far (the server would check it too late).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "250ms")]
+    pub step_margin: Duration,
+    /// For --kind append|challenge: a file of the steps each user has used, read before the run
+    /// and written after it, so runs one after another against one server send no replays.
+    #[arg(long)]
+    pub step_state: Option<PathBuf>,
+    /// For --kind ldap-bind: the directory, ldaps://host[:port].
+    #[arg(long)]
+    pub ldap_url: Option<String>,
+    /// For --kind ldap-bind: the CA certificate(s), PEM, the directory's certificate is verified with.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// For --kind ldap-bind: the name to bind as, {user} replaced by the user name from --seeds,
+    /// e.g. 'CN={user},CN=Users,DC=example,DC=test' or '{user}@example.test'.
+    #[arg(long, default_value = "{user}")]
+    pub bind_dn_template: String,
     /// For --kind access: a file of user names, one per line, used in turn (a spray over many
     /// accounts) instead of --user.
     #[arg(long)]
@@ -185,6 +211,17 @@ pub enum KindArg {
     Append,
     /// Logins from --seeds: password, then the code with the challenge's State.
     Challenge,
+    /// LDAP simple binds as the users of --seeds on --concurrency kept connections to
+    /// --ldap-url: the directory's own bind rate, no RADIUS.
+    LdapBind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StepsArg {
+    /// now-1, now, now+1.
+    Window,
+    /// The current step only.
+    Current,
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
@@ -202,7 +239,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token(command) => admin::token(command),
         Command::Keygen(args) => admin::keygen(&args.config),
         Command::Keys(KeysCommand::Rotate(args)) => admin::rotate(&args.config),
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => bench(*args),
     }
 }
 
@@ -419,13 +456,16 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
         KindArg::StatusServer => BenchKind::StatusServer,
         KindArg::Append => BenchKind::Append,
         KindArg::Challenge => BenchKind::Challenge,
+        KindArg::LdapBind => BenchKind::LdapBind,
     };
     let users = match (&args.seeds, kind) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             crate::bench::read_seeds(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
-        (None, BenchKind::Append | BenchKind::Challenge) => return Err("--kind append and challenge need --seeds FILE".into()),
+        (None, BenchKind::Append | BenchKind::Challenge | BenchKind::LdapBind) => {
+            return Err("--kind append, challenge and ldap-bind need --seeds FILE".into());
+        }
         (None, _) => Vec::new(),
     };
     let names = match &args.users {
@@ -438,9 +478,32 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
     if args.rate.is_some() && !matches!(kind, BenchKind::Access | BenchKind::StatusServer) {
         return Err("--rate goes with --kind access or status-server".into());
     }
+    let ldap = match (kind, args.ldap_url, args.ca_file) {
+        (BenchKind::LdapBind, Some(url), Some(ca_file)) => {
+            Some(crate::bench::LdapBindOptions { url, ca_file, dn_template: args.bind_dn_template })
+        }
+        (BenchKind::LdapBind, _, _) => return Err("--kind ldap-bind needs --ldap-url and --ca-file".into()),
+        (_, None, None) => None,
+        _ => return Err("--ldap-url and --ca-file go with --kind ldap-bind".into()),
+    };
+    let secret = match (args.secret, kind) {
+        (Some(secret), _) => secret,
+        (None, BenchKind::LdapBind) => String::new(),
+        (None, _) => return Err("give --secret (or set RADMFA_BENCH_SECRET)".into()),
+    };
+    let totp = crate::otp::TotpParams::default();
+    let steps = crate::bench::StepOptions {
+        policy: match args.steps {
+            StepsArg::Window => crate::bench::StepPolicy::Window,
+            StepsArg::Current => crate::bench::StepPolicy::Current,
+        },
+        reuse: args.reuse_steps,
+        margin: args.step_margin,
+        period: totp.period,
+    };
     let options = BenchOptions {
         server: args.server,
-        secret: Secret::new(args.secret.into_bytes()),
+        secret: Secret::new(secret.into_bytes()),
         user: args.user,
         password: Secret::new(args.password.into_bytes()),
         kind,
@@ -453,12 +516,16 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
         names,
         rate: args.rate,
         bind: args.bind,
-        totp: crate::otp::TotpParams::default(),
+        totp,
+        steps,
+        step_state: args.step_state,
+        ldap,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let summary = match options.rate {
-        Some(rate) => format!("{} → {:?}, {rate}/s open-loop", options.server, options.kind),
-        None => format!("{} → {:?}, {} outstanding", options.server, options.kind, options.concurrency),
+    let summary = match (&options.ldap, options.rate) {
+        (Some(ldap), _) => format!("{} → simple binds, {} kept connections", ldap.url, options.concurrency),
+        (None, Some(rate)) => format!("{} → {:?}, {rate}/s open-loop", options.server, options.kind),
+        (None, None) => format!("{} → {:?}, {} outstanding", options.server, options.kind, options.concurrency),
     };
     let report = runtime.block_on(crate::bench::run(options))?;
     if args.json {
