@@ -6,7 +6,7 @@
 //! per connection, as fast as the directory answers. A refused bind counts as a reject, an
 //! unanswered one as a timeout, a broken connection as invalid (it is opened again).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,27 +24,6 @@ pub struct LdapBindOptions {
     /// The bind name, `{user}` replaced by the (DN-escaped) user name, e.g.
     /// `CN={user},CN=Users,DC=example,DC=test` or `{user}@example.test`.
     pub dn_template: String,
-}
-
-/// The same TLS settings as radmfa's LDAP directory: the CA file's certificates as the only roots.
-fn client_config(ca_file: &Path) -> Result<rustls::ClientConfig, String> {
-    let shown = ca_file.display();
-    let pem = std::fs::read(ca_file).map_err(|e| format!("{shown}: {e}"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("{shown}: {e}"))?;
-        roots.add(cert).map_err(|e| format!("{shown}: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{shown}: no PEM certificate in it"));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
 }
 
 async fn connect(url: &str, tls: &Arc<rustls::ClientConfig>, timeout: Duration) -> std::io::Result<Ldap> {
@@ -65,7 +44,8 @@ pub(super) async fn run(options: Arc<BenchOptions>, ldap: &LdapBindOptions) -> s
     if options.users.is_empty() {
         return Err(std::io::Error::other("no users to bind as: give --seeds"));
     }
-    let tls = Arc::new(client_config(&ldap.ca_file).map_err(std::io::Error::other)?);
+    // The same TLS settings as radmfa's LDAP directory: the CA file's certificates as the only roots.
+    let tls = Arc::new(crate::directory::ldap::client_config(&ldap.ca_file).map_err(std::io::Error::other)?);
     let mut connections = Vec::with_capacity(options.concurrency.max(1));
     for _ in 0..options.concurrency.max(1) {
         connections.push(connect(&ldap.url, &tls, options.timeout).await?);

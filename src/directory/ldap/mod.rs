@@ -24,6 +24,7 @@ use ldap3::{Ldap, Scope, SearchEntry, ldap_escape};
 
 use super::{Account, Denial, Directory, DirectoryError, LoginName, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
 use crate::secret::Secret;
+pub(crate) use pool::client_config;
 use pool::{Failure, Pool, Role};
 
 #[derive(Debug, Clone)]

@@ -511,7 +511,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn client_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+/// A TLS client that trusts the certificates of `ca_file` alone (rustls with ring).
+pub(crate) fn client_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, String> {
     let shown = ca_file.display();
     let pem = std::fs::read(ca_file).map_err(|e| format!("ca_file {shown}: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();
