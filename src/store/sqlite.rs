@@ -693,12 +693,9 @@ impl Store for SqliteStore {
         let nonce = nonce.to_vec();
         self.call(move |conn| {
             let context = conn
-                .prepare_cached("SELECT context FROM challenge_contexts WHERE nonce = ?1")?
-                .query_row([&nonce], |r| r.get(0))
+                .prepare_cached("DELETE FROM challenge_contexts WHERE nonce = ?1 RETURNING context")?
+                .query_row([nonce], |r| r.get(0))
                 .optional()?;
-            if context.is_some() {
-                conn.prepare_cached("DELETE FROM challenge_contexts WHERE nonce = ?1")?.execute([&nonce])?;
-            }
             Ok(context)
         })
         .await
@@ -886,10 +883,15 @@ mod tests {
     #[tokio::test]
     async fn a_state_nonce_is_consumed_once() {
         let s = store();
+        s.keep_challenge_context(b"nonce-1", 2000, b"sealed".to_vec()).await.unwrap();
+        s.keep_challenge_context(b"nonce-2", 2000, b"other".to_vec()).await.unwrap();
+        assert_eq!(s.take_challenge_context(b"nonce-1").await.unwrap().as_deref(), Some(&b"sealed"[..]));
+        assert_eq!(s.take_challenge_context(b"nonce-1").await.unwrap(), None, "forgotten as it is read");
         assert!(s.consume_state(b"nonce-1", 2000).await.unwrap());
         assert!(!s.consume_state(b"nonce-1", 2000).await.unwrap());
         s.purge(3000).await.unwrap();
         assert!(s.consume_state(b"nonce-1", 4000).await.unwrap(), "purged after expiry");
+        assert_eq!(s.take_challenge_context(b"nonce-2").await.unwrap(), None, "an unread context purged after expiry");
         s.add_token(new_token("alice", false)).await.unwrap();
         s.add_token(new_token("alice", true)).await.unwrap();
         s.purge(crate::store::now() + UNCONFIRMED_TOKEN_LIFETIME + 1).await.unwrap();

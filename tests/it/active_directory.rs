@@ -397,3 +397,40 @@ fn a_code_typed_just_before_its_step_ends_is_accepted_when_the_directory_takes_s
     assert!(took >= Duration::from_secs(2), "the directory was slow: {took:?}");
     assert_eq!(oracle::code(&answer), ACCESS_ACCEPT, "{:?}", server.audit());
 }
+
+/// The `directory totals` line a server writes at stop: (searches, binds).
+fn directory_operations(server: TestServer) -> (u64, u64) {
+    let (_, _, logs) = server.stop_with_logs();
+    let totals = logs.iter().find(|v| v["message"] == "directory totals").expect("a directory totals line");
+    (totals["searches"].as_u64().unwrap(), totals["binds"].as_u64().unwrap())
+}
+
+#[test]
+fn a_login_costs_the_dc_one_search_and_one_bind_plus_one_read_for_groups_and_a_code_step_nothing() {
+    let Some(dc) = samba::dc() else { return };
+    // Nothing needs groups (no required_groups; the 127.0.0.2 client names none): no group work.
+    let directory =
+        dc.directory_section(std::slice::from_ref(&dc.url), "").replace(&format!("required_groups = [\"{}\"]\n", samba::VPN_USERS), "");
+    let server = TestServer::start(Options {
+        directory: Some(directory),
+        mode: "append",
+        no_token: "password_only",
+        extra: "[[client]]\nname = \"plain-nas\"\naddress = \"127.0.0.2\"\nsecret = \"testing123\"\nno_token = \"password_only\"\n".into(),
+        ..Options::default()
+    });
+    assert_eq!(oracle::code(&ask_from("127.0.0.2:0", &server, ALICE.0, ALICE.1.as_bytes())), ACCESS_ACCEPT);
+    assert_eq!(directory_operations(server), (1, 1), "the user search and the bind");
+    // Groups required and named: the read of tokenGroups on top, and the code step of each
+    // challenge nothing. (Once per server: the required group's SID, and one search naming
+    // alice's other groups.)
+    let server = ad_server_in(dc, std::slice::from_ref(&dc.url), "", "challenge", "reject");
+    let seed = enroll(&server.config, ALICE.0);
+    for step in [-1, 0, 1] {
+        let challenge = ask(&server, ALICE.0, ALICE.1);
+        let state = oracle::state_of(&challenge).unwrap();
+        let socket = oracle::socket("127.0.0.1:0", server.auth);
+        let request = oracle::encode_signed(oracle::access_request_with_state(ALICE.0, &totp_code(&seed, step), &state));
+        assert_eq!(oracle::code(&oracle::exchange(&socket, &request, WAIT).unwrap()), ACCESS_ACCEPT);
+    }
+    assert_eq!(directory_operations(server), (3 * 2 + 2, 3), "per login a search, a bind and a tokenGroups read; per code step none");
+}

@@ -225,10 +225,7 @@ impl Pool {
         for role in [Role::Service, Role::UserBind] {
             for _ in 0..self.settings.pool_size {
                 match self.open(server, role).await {
-                    Ok(ldap) => {
-                        self.connected(server);
-                        self.keep(server, role, ldap);
-                    }
+                    Ok(ldap) => self.keep(server, role, ldap),
                     Err(failure) => {
                         self.connect_failed(server, &failure);
                         return;
@@ -257,14 +254,8 @@ impl Pool {
                 let (conn, fresh) = match kept.take() {
                     Some(conn) => (conn, false),
                     None => match self.open(server, role).await {
-                        Ok(conn) => {
-                            self.connected(server);
-                            (conn, true)
-                        }
+                        Ok(conn) => (conn, true),
                         Err(failure) => {
-                            if failure.kind == FailureKind::TimedOut {
-                                bump(&self.totals.timed_out);
-                            }
                             // The next server, if there is one, may answer.
                             self.connect_failed(server, &failure);
                             failures.push(failure);
@@ -282,9 +273,6 @@ impl Pool {
                     Err(failure) => failure,
                 };
                 drop(conn);
-                if failure.kind == FailureKind::TimedOut {
-                    bump(&self.totals.timed_out);
-                }
                 // A kept connection may have been closed or lost while it was idle (a firewall
                 // forgets idle sessions): once, a new one. Not for a bind sent and unanswered:
                 // AD may have counted it, and would count a wrong password twice.
@@ -361,9 +349,8 @@ impl Pool {
         let connecting = LdapConnAsync::with_settings(conn_settings, url);
         let (conn, ldap) = match tokio::time::timeout(timeout, connecting).await {
             // Unanswered is not refused: a DC busy with handshakes answers late.
-            Err(_) => return Err(Failure { message: format!("{url}: no connection within {timeout:?}"), kind: FailureKind::TimedOut }),
-            Ok(Err(ldap3::LdapError::Timeout { .. })) => {
-                return Err(Failure { message: format!("{url}: no connection within {timeout:?}"), kind: FailureKind::TimedOut });
+            Err(_) | Ok(Err(ldap3::LdapError::Timeout { .. })) => {
+                return Err(self.unanswered(format!("{url}: no connection within {timeout:?}")));
             }
             Ok(Err(e)) => return Err(Failure::refused(format!("{url}: {e}"))),
             Ok(Ok(connected)) => connected,
@@ -386,6 +373,7 @@ impl Pool {
                 return Err(Failure::refused(message));
             }
         }
+        tracing::debug!(url = %server.url, open = server.open.load(Ordering::Relaxed), "LDAP connection opened");
         Ok(ldap)
     }
 
@@ -403,7 +391,7 @@ impl Pool {
     pub(super) async fn within<T>(&self, op: impl Future<Output = Result<T, ldap3::LdapError>>) -> Result<T, Failure> {
         match tokio::time::timeout(self.settings.timeout, op).await {
             Ok(result) => Ok(result?),
-            Err(_) => Err(Failure { message: format!("no answer within {:?}", self.settings.timeout), kind: FailureKind::TimedOut }),
+            Err(_) => Err(self.unanswered(format!("no answer within {:?}", self.settings.timeout))),
         }
     }
 
@@ -427,9 +415,10 @@ impl Pool {
         self.within(ldap.simple_bind(dn, password)).await
     }
 
-    fn connected(&self, server: &Server) {
-        let open = server.open.load(Ordering::Relaxed);
-        tracing::debug!(url = %server.url, open, "LDAP connection opened");
+    /// A failure for what was not answered within `timeout`, counted.
+    fn unanswered(&self, message: String) -> Failure {
+        bump(&self.totals.timed_out);
+        Failure { message, kind: FailureKind::TimedOut }
     }
 
     fn succeeded(&self, server: &Server) {
