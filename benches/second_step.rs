@@ -28,7 +28,7 @@ struct InstantDirectory;
 impl Directory for InstantDirectory {
     async fn find(&self, login: &LoginName) -> Result<Option<Account>, DirectoryError> {
         let profile = UserProfile { username: login.name.clone(), ..Default::default() };
-        Ok(Some(Account { id: login.name.clone(), locator: login.name.clone(), profile }))
+        Ok(Some(Account { id: login.name.clone(), locator: login.name.clone(), profile, primary_group: None }))
     }
     async fn check_password(&self, account: &Account, _: &[u8], _: bool) -> Result<PasswordCheck, DirectoryError> {
         Ok(PasswordCheck::Valid(account.profile.clone()))

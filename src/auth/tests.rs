@@ -69,7 +69,7 @@ impl Directory for FakeDirectory {
             _ => None,
         };
         let found = id(&login.name).or_else(|| login.local_part.as_deref().and_then(id));
-        Ok(found.and_then(|id| Self::profile(id).map(|profile| Account { id: id.into(), locator: format!("CN={id}"), profile })))
+        Ok(found.and_then(|id| Self::profile(id).map(|profile| Account { id: id.into(), locator: format!("CN={id}"), profile, primary_group: None })))
     }
 
     async fn check_password(&self, account: &Account, password: &[u8], with_groups: bool) -> Result<PasswordCheck, DirectoryError> {

@@ -170,7 +170,7 @@ impl Directory for UsersFile {
         let keys = std::iter::once(&login.name).chain(&login.local_part).map(|name| fold(name));
         Ok(keys.into_iter().find_map(|key| {
             let user = self.users.get(&key)?;
-            Some(Account { id: key.clone(), locator: key, profile: user.profile.clone() })
+            Some(Account { id: key.clone(), locator: key, profile: user.profile.clone(), primary_group: None })
         }))
     }
 

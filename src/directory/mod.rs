@@ -117,6 +117,9 @@ pub struct Account {
     /// Names, mail and mobile from the directory. `groups` holds what the entry itself lists;
     /// nested membership is resolved by a successful password check or [`Directory::groups`].
     pub profile: UserProfile,
+    /// AD: the SID of the account's primary group (Domain Users as a rule), which AD holds in
+    /// `primaryGroupID` and never lists among its groups. None elsewhere.
+    pub primary_group: Option<Vec<u8>>,
 }
 
 /// A name to find an account by, as the user typed it: trimmed, our own `DOMAIN\` dropped, and

@@ -35,6 +35,7 @@ pub const HENRY_SHADOW: (&str, &str) = ("henry.hansson", "Shadow-Passw0rd!");
 /// In Remote-Staff, which is in Staff, which is in VPN-Users: a VPN user two levels down.
 pub const NINA: (&str, &str) = ("nina", "Nina-Passw0rd!");
 pub const REMOTE_STAFF: &str = "CN=Remote-Staff,CN=Users,DC=example,DC=test";
+pub const STAFF: &str = "CN=Staff,CN=Users,DC=example,DC=test";
 pub const KALLE: (&str, &str) = ("kalle", "Kalle-Passw0rd!");
 pub const KELVIN: (&str, &str) = ("\u{212a}alle", "Kelvin-Passw0rd!");
 pub const KELVIN_UPN: &str = "kelvin.user@corp.example";

@@ -1,15 +1,20 @@
-//! Nested group membership at a price the DC can pay.
+//! Nested group membership at a price the DC can pay: no operation of its own per login.
 //!
-//! Active Directory computes an account's `tokenGroups` — the SIDs of every group it is in,
-//! through any depth of nesting, its primary group included — on a base-scope read of its
-//! entry: one cheap operation. (The in-chain matching rule, 1.2.840.113556.1.4.1941, walks the
-//! groups instead, and cost the DC ~27 ms of CPU per login with a 4,000-member group.) The SIDs
-//! are matched against the `objectSid`s of `required_groups`, and turned into group DNs for
-//! reply attributes through a cache: an entry is trusted for `group_cache_ttl`, and the SIDs not
-//! in it are looked up in one search. Membership itself is never cached: removing a user from a
-//! group takes effect at the next login.
+//! The user search already returns the entry's `memberOf` (the groups that list it as a
+//! member, read fresh at every login) and, on AD, its `objectSid` and `primaryGroupID` (the
+//! primary group, Domain Users as a rule, which AD never lists in `memberOf`). What those groups
+//! are in, and so on up, comes from a cache of the group graph: each group's own `memberOf`,
+//! trusted for `group_cache_ttl` and read again after it (64 groups per search, one refresh at a
+//! time). A login thus costs the DC one search and one bind, with or without groups — where a
+//! `tokenGroups` read cost it one operation more, and the in-chain matching rule
+//! (1.2.840.113556.1.4.1941) ~27 ms of CPU with a 4,000-member group.
+//!
+//! Removing a user from a group takes effect at the next login; removing a group from another
+//! group, within `group_cache_ttl`. A refresh the DC cannot answer keeps what was read before.
+//! The primary group counts for `required_groups` but is not named in answers, and neither is
+//! what it is in (as with the in-chain rule, which only follows `member`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,145 +23,270 @@ use ldap3::{Scope, SearchEntry};
 use super::LdapDirectory;
 use super::pool::{Failure, Role};
 
-/// A security identifier in its binary form, as `tokenGroups` and `objectSid` carry it.
-pub(super) type Sid = Vec<u8>;
+/// Groups looked up per search (a filter of that many alternatives).
+const GROUPS_PER_SEARCH: usize = 64;
 
-/// SIDs looked up per search when naming groups (a filter of that many alternatives).
-const NAMES_PER_SEARCH: usize = 64;
+/// More groups than this through nesting is a loop the cache missed or a directory to fix: the
+/// walk stops there rather than read without end.
+const MAX_GROUPS: usize = 5_000;
+
+/// A value and when it was read.
+type Dated<T> = (Instant, T);
 
 pub(super) struct GroupCache {
     ttl: Duration,
-    /// The SIDs of `required_groups`, and when they were read. Refreshed by one request at a
-    /// time; the others wait for it.
-    required: tokio::sync::Mutex<Option<(Instant, Vec<Sid>)>>,
-    /// SID → the group's DN (`None`: no entry under `base_dn` has it, e.g. a builtin SID).
-    names: Mutex<HashMap<Sid, (Instant, Option<String>)>>,
+    /// `required_groups` as the directory spells them (lower-cased), and when they were read.
+    required: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
+    /// A group's DN (lower-cased) → the groups it is a member of, as the directory spells them.
+    parents: Mutex<HashMap<String, Dated<Vec<String>>>>,
+    /// A primary group's SID → its DN (`None`: no entry has it).
+    primary: Mutex<HashMap<Vec<u8>, Dated<Option<String>>>>,
+    /// Held while the graph is read, so that a cold cache is read once, not by every login.
+    refresh: tokio::sync::Mutex<()>,
 }
 
 impl GroupCache {
     pub(super) fn new(ttl: Duration) -> Self {
-        Self { ttl, required: tokio::sync::Mutex::new(None), names: Mutex::new(HashMap::new()) }
+        Self {
+            ttl,
+            required: tokio::sync::Mutex::new(None),
+            parents: Mutex::new(HashMap::new()),
+            primary: Mutex::new(HashMap::new()),
+            refresh: tokio::sync::Mutex::new(()),
+        }
     }
 
-    fn remember(&self, sid: Sid, dn: Option<String>) {
-        lock(&self.names).insert(sid, (Instant::now(), dn));
+    /// The cached parents of `dn`: fresh ones, or with `stale_too` any.
+    fn parents_of(&self, dn: &str, stale_too: bool) -> Option<Vec<String>> {
+        let cache = lock(&self.parents);
+        let (at, parents) = cache.get(&dn.to_ascii_lowercase())?;
+        (stale_too || at.elapsed() < self.ttl).then(|| parents.clone())
     }
 }
 
+/// What the user search says about an account's groups, beyond `memberOf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PrimaryGroup {
+    /// The domain's SID with the group's RID in place of the account's.
+    pub sid: Vec<u8>,
+}
+
+impl PrimaryGroup {
+    /// From the entry's `objectSid` and `primaryGroupID`, when it has both.
+    pub(super) fn of(entry: &SearchEntry) -> Option<Self> {
+        let rid = entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("primaryGroupID")).and_then(|(_, v)| v.first()?.parse::<u32>().ok())?;
+        let mut sid = binary_values(entry, "objectSid").into_iter().next().filter(|sid| sid.len() >= 12)?;
+        let at = sid.len() - 4;
+        sid[at..].copy_from_slice(&rid.to_le_bytes());
+        Some(Self { sid })
+    }
+}
+
+/// An account's groups, nesting resolved.
+#[derive(Debug, Default)]
+pub(super) struct Membership {
+    /// Every group, the primary group and what it is in included (for `required_groups`).
+    pub all: Vec<String>,
+    /// The groups to name in answers: those reached through `memberOf`.
+    pub named: Vec<String>,
+}
+
 impl LdapDirectory {
-    /// The groups the entry at `dn` is in, nested (its `tokenGroups`), and which of them is its
-    /// primary group.
-    pub(super) async fn token_groups(&self, dn: &str) -> Result<TokenGroups, Failure> {
+    /// The groups an account is in: `member_of` (its entry's `memberOf`) and `primary`, and
+    /// every group those are in, through the cached group graph.
+    pub(super) async fn membership_of(&self, member_of: &[String], primary: Option<&PrimaryGroup>) -> Result<Membership, Failure> {
+        let primary = match primary {
+            Some(primary) => self.primary_group_dn(&primary.sid).await?,
+            None => None,
+        };
+        let Some(primary) = primary else {
+            let all = self.close_over(member_of.to_vec()).await?;
+            return Ok(Membership { named: all.clone(), all });
+        };
+        // Both walked at once (one read per level of a cold cache); then the named part again,
+        // from the cache.
+        let all = self.close_over(member_of.iter().cloned().chain([primary]).collect()).await?;
+        let named = self.close_over(member_of.to_vec()).await?;
+        Ok(Membership { all, named })
+    }
+
+    /// `start` and every group they are in, however deep, each once (loops in the graph end).
+    async fn close_over(&self, start: Vec<String>) -> Result<Vec<String>, Failure> {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut found = Vec::new();
+        let mut frontier: Vec<String> = start.into_iter().filter(|dn| seen.insert(dn.to_ascii_lowercase())).collect();
+        while !frontier.is_empty() {
+            found.extend(frontier.iter().cloned());
+            if found.len() > MAX_GROUPS {
+                return Err(Failure::broken(format!("more than {MAX_GROUPS} groups through nesting: refusing to read further")));
+            }
+            let parents = self.parents(&frontier).await?;
+            frontier = parents.into_iter().flatten().filter(|dn| seen.insert(dn.to_ascii_lowercase())).collect();
+        }
+        Ok(found)
+    }
+
+    /// The parents of each group in `dns`: from the cache, and what it lacks (or holds past
+    /// `group_cache_ttl`) read from the directory, by one refresh at a time.
+    async fn parents(&self, dns: &[String]) -> Result<Vec<Vec<String>>, Failure> {
+        let cache = &self.groups;
+        if let Some(all) = dns.iter().map(|dn| cache.parents_of(dn, false)).collect::<Option<Vec<_>>>() {
+            return Ok(all);
+        }
+        let _refreshing = cache.refresh.lock().await;
+        // Another login may have read them while this one waited.
+        let mut missing: Vec<&String> = dns.iter().filter(|dn| cache.parents_of(dn, false).is_none()).collect();
+        // One search reads groups of one domain.
+        missing.sort_by_cached_key(|dn| domain_of(dn).map(str::to_ascii_lowercase));
+        let chunks = missing.chunk_by(|a, b| domain_of(a).map(str::to_ascii_lowercase) == domain_of(b).map(str::to_ascii_lowercase));
+        for chunk in chunks.flat_map(|same_domain| same_domain.chunks(GROUPS_PER_SEARCH)) {
+            match self.read_parents(chunk).await {
+                Ok(read) => {
+                    let now = Instant::now();
+                    let mut parents = lock(&cache.parents);
+                    for dn in chunk {
+                        let of_dn = read.get(&dn.to_ascii_lowercase()).cloned().unwrap_or_default();
+                        parents.insert(dn.to_ascii_lowercase(), (now, of_dn));
+                    }
+                }
+                Err(failure) if chunk.iter().all(|dn| cache.parents_of(dn, true).is_some()) => {
+                    tracing::debug!(error = %failure.message, "could not refresh the group graph; using what was read before");
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+        Ok(dns.iter().map(|dn| cache.parents_of(dn, true).unwrap_or_default()).collect())
+    }
+
+    /// The `memberOf` of each of these groups, keyed by its lower-cased DN; a group not found
+    /// (deleted since, or outside the domain) is in none.
+    async fn read_parents(&self, dns: &[&String]) -> Result<HashMap<String, Vec<String>>, Failure> {
+        let filter: String = dns.iter().map(|dn| format!("(distinguishedName={})", ldap3::ldap_escape(dn.as_str()))).collect();
+        let filter = format!("(|{filter})");
+        // Searched from the domain the groups are in (their `DC=` components), which need not be
+        // under `base_dn`.
+        let base = domain_of(dns[0]).unwrap_or(&self.settings.base_dn);
+        let member_of = self.settings.attributes.member_of.as_str();
         self.pool
-            .run(Role::Service, |mut ldap| async move {
-                let attributes = vec!["tokenGroups", "objectSid", "primaryGroupID"];
-                let read = self.pool.search(&mut ldap, dn, Scope::Base, "(objectClass=*)", attributes).await;
-                let groups = read.and_then(|(entries, result)| match result.rc {
-                    0 => Ok(entries.first().map(TokenGroups::of).unwrap_or_default()),
-                    // The entry went away since it was found: it is in no group.
-                    32 => Ok(TokenGroups::default()),
-                    rc => Err(Failure::broken(format!("reading tokenGroups answered result {rc}: {}", result.text))),
-                });
-                (ldap, groups)
+            .run(Role::Service, |mut ldap| {
+                let filter = &filter;
+                async move {
+                    let search = self.pool.search(&mut ldap, base, Scope::Subtree, filter, vec![member_of]).await;
+                    let read = search.and_then(|(entries, result)| match result.rc {
+                        0 | 32 => Ok(entries
+                            .into_iter()
+                            .filter(|e| !e.dn.is_empty())
+                            .map(|e| (e.dn.to_ascii_lowercase(), values(&e, member_of)))
+                            .collect()),
+                        rc => Err(Failure::broken(format!("reading groups answered result {rc}: {}", result.text))),
+                    });
+                    (ldap, read)
+                }
             })
             .await
     }
 
-    /// The SIDs of `required_groups`, read again after `group_cache_ttl`. A refresh the
-    /// directory cannot answer keeps the SIDs read before.
-    pub(super) async fn required_sids(&self) -> Result<Vec<Sid>, Failure> {
+    /// `required_groups` as the directory spells them (lower-cased), read again after
+    /// `group_cache_ttl`. A refresh the directory cannot answer keeps those read before.
+    pub(super) async fn required_dns(&self) -> Result<Vec<String>, Failure> {
         let mut cached = self.groups.required.lock().await;
-        if let Some((read_at, sids)) = &*cached
+        if let Some((read_at, dns)) = &*cached
             && read_at.elapsed() < self.groups.ttl
         {
-            return Ok(sids.clone());
+            return Ok(dns.clone());
         }
-        let mut sids = Vec::new();
+        let mut dns = Vec::new();
         for dn in &self.settings.required_groups {
-            match self.object_sid(dn).await {
-                Ok(Some((sid, spelled))) => {
-                    // Named as the directory spells it (what `group_filter` is written against).
-                    self.groups.remember(sid.clone(), Some(spelled));
-                    sids.push(sid);
-                }
+            match self.spelled(dn).await {
+                Ok(Some(spelled)) => dns.push(spelled.to_ascii_lowercase()),
                 Ok(None) => {
                     tracing::error!(group = %dn, "a required group was not found in the directory: nobody is admitted through it");
                 }
                 Err(failure) => {
                     if let Some((_, stale)) = &*cached {
-                        tracing::debug!(error = %failure.message, "could not refresh the required groups' SIDs; using those read before");
+                        tracing::debug!(error = %failure.message, "could not refresh the required groups; using those read before");
                         return Ok(stale.clone());
                     }
                     return Err(failure);
                 }
             }
         }
-        *cached = Some((Instant::now(), sids.clone()));
-        Ok(sids)
+        *cached = Some((Instant::now(), dns.clone()));
+        Ok(dns)
     }
 
-    /// The `objectSid` of the entry at `dn`, with its DN as the directory spells it, if there
-    /// is one.
-    async fn object_sid(&self, dn: &str) -> Result<Option<(Sid, String)>, Failure> {
+    /// The DN of the entry at `dn` as the directory spells it (the configuration may not: extra
+    /// spaces, other case, `cn=` for `CN=`), if there is one.
+    async fn spelled(&self, dn: &str) -> Result<Option<String>, Failure> {
         self.pool
             .run(Role::Service, |mut ldap| async move {
-                let read = self.pool.search(&mut ldap, dn, Scope::Base, "(objectClass=*)", vec!["objectSid"]).await;
-                let sid = read.and_then(|(entries, result)| match result.rc {
-                    0 => Ok(entries.first().and_then(|e| binary_values(e, "objectSid").into_iter().next().map(|sid| (sid, e.dn.clone())))),
+                let read = self.pool.search(&mut ldap, dn, Scope::Base, "(objectClass=*)", vec!["1.1"]).await;
+                let spelled = read.and_then(|(entries, result)| match result.rc {
+                    0 => Ok(entries.into_iter().next().map(|e| e.dn)),
                     // No such entry, or not a DN at all: no group of that name.
                     32 | 34 => Ok(None),
                     rc => Err(Failure::broken(format!("reading a required group answered result {rc}: {}", result.text))),
                 });
-                (ldap, sid)
+                (ldap, spelled)
             })
             .await
     }
 
-    /// The DNs of the groups with these SIDs (those under `base_dn`), sorted: from the cache,
-    /// and what it lacks from one search per `NAMES_PER_SEARCH` SIDs.
-    pub(super) async fn group_names(&self, sids: &[Sid]) -> Result<Vec<String>, Failure> {
-        let mut names = Vec::new();
-        let mut missing = Vec::new();
-        {
-            let cache = lock(&self.groups.names);
-            for sid in sids {
-                match cache.get(sid) {
-                    Some((at, dn)) if at.elapsed() < self.groups.ttl => names.extend(dn.iter().cloned()),
-                    _ => missing.push(sid.clone()),
+    /// The DN of the group with this SID (a primary group), cached like the graph.
+    async fn primary_group_dn(&self, sid: &[u8]) -> Result<Option<String>, Failure> {
+        let cached = |stale_too: bool| {
+            let cache = lock(&self.groups.primary);
+            cache.get(sid).filter(|(at, _)| stale_too || at.elapsed() < self.groups.ttl).map(|(_, dn)| dn.clone())
+        };
+        if let Some(dn) = cached(false) {
+            return Ok(dn);
+        }
+        let _refreshing = self.groups.refresh.lock().await;
+        if let Some(dn) = cached(false) {
+            return Ok(dn);
+        }
+        let filter = format!("(objectSid={})", escape_binary(sid));
+        let base = &self.settings.base_dn;
+        let read = self
+            .pool
+            .run(Role::Service, |mut ldap| {
+                let filter = &filter;
+                async move {
+                    let search = self.pool.search(&mut ldap, base, Scope::Subtree, filter, vec!["1.1"]).await;
+                    (ldap, search.map(|(entries, _)| entries.into_iter().map(|e| e.dn).find(|dn| !dn.is_empty())))
                 }
+            })
+            .await;
+        match read {
+            Ok(dn) => {
+                lock(&self.groups.primary).insert(sid.to_vec(), (Instant::now(), dn.clone()));
+                Ok(dn)
             }
+            Err(failure) => cached(true).ok_or(failure),
         }
-        for chunk in missing.chunks(NAMES_PER_SEARCH) {
-            let filter: String = chunk.iter().map(|sid| format!("(objectSid={})", escape_binary(sid))).collect();
-            let filter = format!("(|{filter})");
-            let base = &self.settings.base_dn;
-            let found = self
-                .pool
-                .run(Role::Service, |mut ldap| {
-                    let filter = &filter;
-                    async move {
-                        let search = self.pool.search(&mut ldap, base, Scope::Subtree, filter, vec!["objectSid"]).await;
-                        let found = search.map(|(entries, _)| {
-                            entries
-                                .into_iter()
-                                .filter(|e| !e.dn.is_empty())
-                                .filter_map(|e| binary_values(&e, "objectSid").into_iter().next().map(|sid| (sid, e.dn)))
-                                .collect::<Vec<_>>()
-                        });
-                        (ldap, found)
-                    }
-                })
-                .await?;
-            for sid in chunk {
-                let dn = found.iter().find(|(s, _)| s == sid).map(|(_, dn)| dn.clone());
-                names.extend(dn.iter().cloned());
-                self.groups.remember(sid.clone(), dn);
-            }
-        }
-        names.sort_unstable_by_key(|dn| dn.to_ascii_lowercase());
-        names.dedup();
-        Ok(names)
     }
+}
+
+/// The `DC=` components that end a DN (the naming context of an AD domain), if any.
+fn domain_of(dn: &str) -> Option<&str> {
+    let lower = dn.to_ascii_lowercase();
+    let mut start = None;
+    let mut at = 0;
+    for part in lower.split(',') {
+        let trimmed = part.trim_start();
+        match (trimmed.starts_with("dc="), start) {
+            (true, None) => start = Some(at + (part.len() - trimmed.len())),
+            (false, Some(_)) => start = None,
+            _ => {}
+        }
+        at += part.len() + 1;
+    }
+    start.map(|s| &dn[s..])
+}
+
+/// Every value of an attribute, whatever the case of its name.
+fn values(entry: &SearchEntry, name: &str) -> Vec<String> {
+    entry.attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v.iter().cloned()).collect()
 }
 
 /// Every value of an attribute as bytes. (ldap3 files an attribute whose values all happen to be
@@ -165,46 +295,6 @@ fn binary_values(entry: &SearchEntry, name: &str) -> Vec<Vec<u8>> {
     let text = entry.attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v.iter().map(|s| s.as_bytes().to_vec()));
     let binary = entry.bin_attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v.iter().cloned());
     text.chain(binary).collect()
-}
-
-/// What a `tokenGroups` read says.
-#[derive(Debug, Default)]
-pub(super) struct TokenGroups {
-    pub all: Vec<Sid>,
-    /// The primary group (usually Domain Users), which AD holds by `primaryGroupID` rather than
-    /// as a member.
-    pub primary: Option<Sid>,
-}
-
-impl TokenGroups {
-    fn of(entry: &SearchEntry) -> Self {
-        let all = binary_values(entry, "tokenGroups");
-        let rid =
-            entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("primaryGroupID")).and_then(|(_, v)| v.first()?.parse::<u32>().ok());
-        let own = binary_values(entry, "objectSid").into_iter().next();
-        let primary = match (own, rid) {
-            // The domain's SID with the group's RID in place of the user's.
-            (Some(mut sid), Some(rid)) if sid.len() >= 12 => {
-                let at = sid.len() - 4;
-                sid[at..].copy_from_slice(&rid.to_le_bytes());
-                Some(sid)
-            }
-            _ => None,
-        };
-        Self { all, primary }
-    }
-
-    /// The groups to name in an answer: not the primary group nor the builtin ones (Users,
-    /// which every account is in through it) — as before tokenGroups, when only groups that list
-    /// the account (or a group of it) as a member were named.
-    pub fn named(&self) -> Vec<Sid> {
-        self.all.iter().filter(|sid| Some(*sid) != self.primary.as_ref() && !is_builtin(sid)).cloned().collect()
-    }
-}
-
-/// A SID of the BUILTIN domain (S-1-5-32-...).
-fn is_builtin(sid: &[u8]) -> bool {
-    sid.len() >= 12 && sid[0] == 1 && sid[2..8] == [0, 0, 0, 0, 0, 5] && sid[8..12] == 32u32.to_le_bytes()
 }
 
 /// A binary value for a filter (RFC 4515): every octet as `\xx`.
@@ -232,16 +322,16 @@ mod tests {
     fn values_are_read_whether_ldap3_took_them_for_text_or_not() {
         let entry = SearchEntry {
             dn: "CN=alice".into(),
-            attrs: HashMap::from([("tokenGroups".to_owned(), vec!["\u{1}\u{1}\0\0\0\0\0\u{5}".to_owned()])]),
-            bin_attrs: HashMap::from([("TOKENGROUPS".to_owned(), vec![vec![1, 5, 0xff]])]),
+            attrs: HashMap::from([("objectSid".to_owned(), vec!["\u{1}\u{1}\0\0\0\0\0\u{5}".to_owned()])]),
+            bin_attrs: HashMap::from([("OBJECTSID".to_owned(), vec![vec![1, 5, 0xff]])]),
         };
-        assert_eq!(binary_values(&entry, "tokenGroups"), vec![vec![1, 1, 0, 0, 0, 0, 0, 5], vec![1, 5, 0xff]]);
-        assert!(binary_values(&entry, "objectSid").is_empty());
+        assert_eq!(binary_values(&entry, "objectSid"), vec![vec![1, 1, 0, 0, 0, 0, 0, 5], vec![1, 5, 0xff]]);
+        assert!(binary_values(&entry, "tokenGroups").is_empty());
     }
 
     #[test]
-    fn the_primary_and_builtin_groups_are_not_named() {
-        // S-1-5-21-1-2-3-1105 (the user), primary group 513; groups 513, S-1-5-32-545, 1107.
+    fn the_primary_group_is_the_domain_sid_with_its_rid() {
+        // S-1-5-21-1-2-3-1105 (the user), primary group 513.
         let domain = |rid: u32| {
             [
                 &[1u8, 5, 0, 0, 0, 0, 0, 5][..],
@@ -253,19 +343,24 @@ mod tests {
             ]
             .concat()
         };
-        let builtin_users = [&[1u8, 2, 0, 0, 0, 0, 0, 5][..], &32u32.to_le_bytes(), &545u32.to_le_bytes()].concat();
         let entry = SearchEntry {
             dn: "CN=alice".into(),
             attrs: HashMap::from([("primaryGroupID".to_owned(), vec!["513".to_owned()])]),
-            bin_attrs: HashMap::from([
-                ("objectSid".to_owned(), vec![domain(1105)]),
-                ("tokenGroups".to_owned(), vec![domain(513), builtin_users.clone(), domain(1107)]),
-            ]),
+            bin_attrs: HashMap::from([("objectSid".to_owned(), vec![domain(1105)])]),
         };
-        let groups = TokenGroups::of(&entry);
-        assert_eq!(groups.primary, Some(domain(513)));
-        assert!(is_builtin(&builtin_users) && !is_builtin(&domain(1107)));
-        assert_eq!(groups.named(), vec![domain(1107)]);
-        assert_eq!(groups.all.len(), 3, "all of them still count for required_groups");
+        assert_eq!(PrimaryGroup::of(&entry), Some(PrimaryGroup { sid: domain(513) }));
+        let no_rid = SearchEntry { attrs: HashMap::new(), ..entry.clone() };
+        assert_eq!(PrimaryGroup::of(&no_rid), None, "an LDAP server other than AD");
+        let short = SearchEntry { bin_attrs: HashMap::from([("objectSid".to_owned(), vec![vec![1, 0]])]), ..entry };
+        assert_eq!(PrimaryGroup::of(&short), None, "a value that is no SID");
+    }
+
+    #[test]
+    fn the_domain_is_the_dc_components_that_end_a_dn() {
+        assert_eq!(domain_of("CN=Staff,OU=Groups,DC=example,DC=test"), Some("DC=example,DC=test"));
+        assert_eq!(domain_of("cn=x, dc=Example, dc=test"), Some("dc=Example, dc=test"));
+        assert_eq!(domain_of("CN=dc=x\\,y,OU=a"), None);
+        assert_eq!(domain_of("DC=a,CN=b,DC=c"), Some("DC=c"));
+        assert_eq!(domain_of("CN=Staff,O=example"), None);
     }
 }

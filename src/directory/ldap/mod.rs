@@ -5,9 +5,9 @@
 //! AD returns it, is the account id everything else is keyed on. The password is then checked by
 //! binding as the entry's DN on a connection kept for binds, and groups are read only after that
 //! bind succeeded, and only when something needs them (`required_groups`, or reply attributes
-//! that name groups): AD's `tokenGroups` for nested membership (`groups`), `memberOf` as the
-//! entry lists it otherwise. An append login thus costs the DC one search, one bind and, with
-//! groups, one base read. Connections, servers and their failures are `pool`'s. TLS is LDAPS or
+//! that name groups): from the entry's `memberOf` (read by the user search) and, for nested
+//! membership, a cached graph of what groups are in (`groups`). An append login thus costs the
+//! DC one search and one bind, groups or not. Connections, servers and their failures are `pool`'s. TLS is LDAPS or
 //! StartTLS with certificate checking on (a CA file, or the system's roots). User input reaches
 //! filters only through RFC 4515 escaping. AD's bind sub-codes (52e, 533, 775, ...) become audit
 //! reasons.
@@ -40,10 +40,11 @@ pub struct LdapSettings {
     pub upn_filter: Option<String>,
     /// Group DNs; a user must be in one of them (directly or nested). Empty: no requirement.
     pub required_groups: Vec<String>,
-    /// Resolve nested groups through AD's `tokenGroups`; else use `memberOf` as it stands (for
-    /// LDAP servers other than AD).
+    /// Resolve nested groups (and AD's primary group) through the group graph; else use
+    /// `memberOf` as it stands.
     pub nested_groups: bool,
-    /// How long a group's SID and name are trusted before they are read again.
+    /// How long what a group is a member of (and a required group's DN) is trusted before it is
+    /// read again.
     pub group_cache_ttl: Duration,
     pub ca_file: Option<PathBuf>,
     pub tls_insecure_skip_verify: bool,
@@ -117,9 +118,9 @@ impl LdapDirectory {
     async fn search_one(&self, ldap: &mut Ldap, template: &str, username: &str) -> Result<Option<SearchEntry>, Failure> {
         let filter = template.replace("{user}", &ldap_escape(username));
         let a = &self.settings.attributes;
-        let mut attrs: Vec<&str> = vec![&a.username, &a.given_name, &a.surname, &a.email];
-        if !self.settings.nested_groups {
-            attrs.push(&a.member_of);
+        let mut attrs: Vec<&str> = vec![&a.username, &a.given_name, &a.surname, &a.email, &a.member_of];
+        if self.settings.nested_groups {
+            attrs.extend(["objectSid", "primaryGroupID"]);
         }
         attrs.extend(a.mobile.iter().map(String::as_str));
         let (entries, result) = self.pool.search(ldap, &self.settings.base_dn, Scope::Subtree, &filter, attrs).await?;
@@ -152,7 +153,8 @@ impl LdapDirectory {
         if id.len() > MAX_ACCOUNT_ID {
             return Err(Failure::broken(format!("{}: its {} is longer than {MAX_ACCOUNT_ID} bytes", entry.dn, a.username)));
         }
-        let groups = if self.settings.nested_groups { Vec::new() } else { entry.attrs.get(&a.member_of).cloned().unwrap_or_default() };
+        let groups = entry.attrs.get(&a.member_of).cloned().unwrap_or_default();
+        let primary_group = if self.settings.nested_groups { groups::PrimaryGroup::of(&entry).map(|p| p.sid) } else { None };
         let profile = UserProfile {
             username: name,
             given_name: first(&a.given_name),
@@ -161,7 +163,7 @@ impl LdapDirectory {
             mobile: a.mobile.iter().find_map(|name| first(name)),
             groups,
         };
-        Ok(Account { id, locator: entry.dn, profile })
+        Ok(Account { id, locator: entry.dn, profile, primary_group })
     }
 
     /// Whether the account may pass `required_groups`, and its groups when `with_groups` asks
@@ -176,15 +178,18 @@ impl LdapDirectory {
             let admitted = required.is_empty() || groups.iter().any(|g| required.iter().any(|r| r.eq_ignore_ascii_case(g)));
             return Ok((admitted, if with_groups { groups.clone() } else { Vec::new() }));
         }
-        let groups = self.token_groups(&account.locator).await?;
+        let primary = account.primary_group.clone().map(|sid| groups::PrimaryGroup { sid });
+        let groups = self.membership_of(&account.profile.groups, primary.as_ref()).await?;
         let admitted = required.is_empty() || {
-            let wanted = self.required_sids().await?;
-            groups.all.iter().any(|sid| wanted.contains(sid))
+            let wanted = self.required_dns().await?;
+            groups.all.iter().any(|dn| wanted.contains(&dn.to_ascii_lowercase()))
         };
         if !admitted || !with_groups {
             return Ok((admitted, Vec::new()));
         }
-        Ok((true, self.group_names(&groups.named()).await?))
+        let mut named = groups.named;
+        named.sort_unstable_by_key(|dn| dn.to_ascii_lowercase());
+        Ok((true, named))
     }
 }
 
