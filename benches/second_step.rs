@@ -76,6 +76,7 @@ fn request(client: &Arc<ClientPolicy>, user: &str, answer: &str, state: Option<V
         nas_identifier: None,
         calling_station: None,
         arrived: std::time::Instant::now(),
+        answer_room: 4096 - 38,
     }
 }
 

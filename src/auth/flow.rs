@@ -43,6 +43,20 @@ impl Authenticator {
         let password = login.request.client.password_encoding.to_utf8(password);
         let client = &login.request.client;
         let profile = self.check_password(&account, &password, client.needs_groups(), now).await?;
+        if client.needs_groups() {
+            // Said now, before a code is used up or an SMS sent for an Accept that cannot be sent.
+            let size: usize = super::reply::expand_all(client, &profile).iter().map(crate::radius::Attribute::encoded_len).sum();
+            if size > login.request.answer_room {
+                tracing::error!(
+                    user = account.id.as_str(),
+                    client = client.name.as_str(),
+                    octets = size,
+                    room = login.request.answer_room,
+                    "the Accept's reply attributes (the user's groups) would not fit in one RADIUS packet: rejected; narrow the client's group_filter"
+                );
+                return Err(Reason::AnswerTooBig);
+            }
+        }
         if let Some(code) = code {
             let code = std::str::from_utf8(code).unwrap_or_default();
             self.verify_totp(&account.id, &tokens, code, now).await?;
@@ -116,7 +130,16 @@ impl Authenticator {
     /// Keeps what the code step of `state` will need, sealed, in the store until it expires:
     /// of the groups, only those the client's answer names.
     async fn keep_context(&self, state: &ChallengeState, client: &ClientPolicy, profile: &UserProfile) -> Result<(), Reason> {
-        let groups = profile.groups.iter().filter(|g| super::reply::names_group(client, g)).cloned().collect();
+        // No Accept names more than a packet holds (the first step checked), so neither is more
+        // kept: a `{groups}` value too long for its attribute is left out of the Accept anyway.
+        let mut room = crate::radius::MAX_PACKET_LEN;
+        let groups = profile
+            .groups
+            .iter()
+            .filter(|g| super::reply::names_group(client, g))
+            .take_while(|g| room.checked_sub(g.len()).map(|left| room = left).is_some())
+            .cloned()
+            .collect();
         let profile = UserProfile { groups, ..profile.clone() };
         let sealed = context::seal(&profile, &state.nonce, &self.services.keys.current()).map_err(|e| {
             tracing::error!(error = %e, "cannot keep a challenge's context");

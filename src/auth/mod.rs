@@ -142,6 +142,9 @@ pub struct Request {
     /// When the datagram was read: what bounds how long the answer may wait for an SMS gateway,
     /// and the time its code and expiries are checked at.
     pub arrived: Instant,
+    /// Octets the answer's attributes may take: a packet's 4096 less its header, the
+    /// Message-Authenticator and the Proxy-State copied from the request.
+    pub answer_room: usize,
 }
 
 impl Request {
@@ -194,6 +197,8 @@ pub enum Reason {
     /// The directory did not answer in time: left unanswered rather than rejected.
     DirectoryBusy,
     StoreUnavailable,
+    /// The Accept's reply attributes (many groups?) would not fit in one RADIUS packet.
+    AnswerTooBig,
     MissingCode,
     WrongCode,
     CodeReplayed,
@@ -238,6 +243,7 @@ impl Reason {
             Self::Directory(denial) => denial.as_str(),
             Self::DirectoryUnavailable => "directory_unavailable",
             Self::DirectoryBusy => "directory_busy",
+            Self::AnswerTooBig => "answer_too_big",
             Self::StoreUnavailable => "store_unavailable",
             Self::MissingCode => "missing_code",
             Self::WrongCode => "wrong_code",
@@ -424,7 +430,22 @@ impl Authenticator {
             Err(Reason::DirectoryBusy) => Decision::no_answer(Reason::DirectoryBusy),
             Err(reason) => self.rejected(reason),
         };
-        (Some(login.account.unwrap_or(user.name)), decision)
+        let user = login.account.unwrap_or(user.name);
+        let size: usize = decision.attributes.iter().map(Attribute::encoded_len).sum();
+        if size > request.answer_room {
+            // Decided here, not when the packet fails to encode, so that the audit line and the
+            // counters say what the NAS got.
+            tracing::error!(
+                user = user.as_str(),
+                client = request.client.name.as_str(),
+                attributes = decision.attributes.len(),
+                octets = size,
+                room = request.answer_room,
+                "the Accept's reply attributes do not fit in one RADIUS packet: rejected; narrow the client's group_filter"
+            );
+            return (Some(user), self.rejected(Reason::AnswerTooBig));
+        }
+        (Some(user), decision)
     }
 
     /// A Reject: one Reply-Message for every reason, so the NAS (and whoever drives it) learns

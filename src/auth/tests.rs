@@ -69,7 +69,9 @@ impl Directory for FakeDirectory {
             _ => None,
         };
         let found = id(&login.name).or_else(|| login.local_part.as_deref().and_then(id));
-        Ok(found.and_then(|id| Self::profile(id).map(|profile| Account { id: id.into(), locator: format!("CN={id}"), profile, primary_group: None })))
+        Ok(found.and_then(|id| {
+            Self::profile(id).map(|profile| Account { id: id.into(), locator: format!("CN={id}"), profile, primary_group: None })
+        }))
     }
 
     async fn check_password(&self, account: &Account, password: &[u8], with_groups: bool) -> Result<PasswordCheck, DirectoryError> {
@@ -204,6 +206,7 @@ fn request(client: &Arc<ClientPolicy>, user: &str, password: &[u8], state: Optio
         nas_identifier: None,
         calling_station: None,
         arrived: std::time::Instant::now(),
+        answer_room: 4096 - 38,
     }
 }
 
@@ -454,6 +457,22 @@ async fn groups_are_resolved_only_for_a_client_whose_answer_names_them() {
     assert_eq!(d.outcome, Outcome::Accept);
     assert_eq!(d.attributes, vec![Attribute::vendor(66, 16, *b"VPN-Users")]);
     assert_eq!(f.directory.group_reads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_accept_too_big_for_a_packet_is_rejected_and_audited_as_such() {
+    let f = fixture().await;
+    let nas = client_with_groups(Mode::Append);
+    let mut squeezed = request(&nas, "alice", &with_code("pw", &f.code(0)), None);
+    // Room for less than one Citrix-User-Groups attribute (8 octets of VSA header + "VPN-Users").
+    squeezed.answer_room = 16;
+    let d = f.auth.decide(&squeezed).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::AnswerTooBig));
+    assert!(d.attributes.is_empty());
+    // Refused before the code was checked: the same code still works.
+    let mut roomy = request(&nas, "alice", &with_code("pw", &f.code(0)), None);
+    roomy.answer_room = 17;
+    assert_eq!(f.auth.decide(&roomy).await.outcome, Outcome::Accept, "exactly the room it needs");
 }
 
 #[tokio::test]

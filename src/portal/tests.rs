@@ -210,6 +210,7 @@ impl Browser {
             nas_identifier: None,
             calling_station: None,
             arrived: std::time::Instant::now(),
+            answer_room: 4096 - 38,
         };
         self.auth.decide(&request).await.outcome
     }

@@ -102,6 +102,14 @@ impl Attribute {
         }
     }
 
+    /// Octets the attribute takes in a packet (a vendor's inside its Vendor-Specific).
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Self::Standard { value, .. } => value.len() + 2,
+            Self::Vendor { value, .. } => value.len() + 8,
+        }
+    }
+
     pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match self {
             Self::Standard { typ, value } => {

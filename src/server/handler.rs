@@ -268,7 +268,15 @@ fn auth_request(packet: &Packet, client: &ClientSettings, arrived: Instant) -> R
         nas_identifier: text(attr::NAS_IDENTIFIER),
         calling_station: text(attr::CALLING_STATION_ID),
         arrived,
+        answer_room: answer_room(packet),
     }
+}
+
+/// Octets left for an answer's own attributes once the header, the Message-Authenticator and
+/// the request's Proxy-State (copied back) are in.
+fn answer_room(request: &Packet) -> usize {
+    let proxy_state: usize = request.get_all(attr::PROXY_STATE).map(|v| v.len() + 2).sum();
+    radius::MAX_PACKET_LEN.saturating_sub(radius::packet::HEADER_LEN + 18 + proxy_state)
 }
 
 /// The unsigned response for a decision.

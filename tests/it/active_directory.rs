@@ -139,6 +139,27 @@ fn a_dead_first_server_is_skipped_and_not_retried_per_request() {
     assert_eq!(skipped, 1, "the dead server cost one attempt, not one per request");
 }
 
+#[test]
+fn a_skipped_server_is_still_asked_before_anyone_is_rejected() {
+    let Some(dc) = samba::dc() else { return };
+    let (mut first, second) = (Relay::start(), Relay::start());
+    let server = ad_server(dc, &[first.url(), second.url()], "dead_server_backoff = \"60s\"", "password_only");
+    first.down();
+    assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT, "the second server answers");
+    // The first comes back within its back-off while the second goes: the skipped one is asked
+    // last, not left out.
+    first.up_again();
+    second.down();
+    assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT, "{:?}", server.audit());
+    assert_eq!(oracle::code(&ask(&server, ASA.0, ASA.1)), ACCESS_ACCEPT);
+    // One line per change of state: the first skipped; the second failing with no other left
+    // (it is never skipped then); the first answering again.
+    let said = |m: &str| server.logs().iter().filter(|v| v["message"] == m).count();
+    assert_eq!(said("LDAP server failing; the other servers are asked until the back-off has passed"), 1);
+    assert_eq!(said("LDAP server failing, and no other server is available: still asking it"), 1);
+    assert_eq!(said("LDAP server answers again"), 1);
+}
+
 /// A TCP relay to the DC that can be taken down and brought back, to play an outage, and can
 /// hold back what the DC sends, to play a DC that answers slowly.
 struct Relay {

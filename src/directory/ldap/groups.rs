@@ -74,7 +74,8 @@ pub(super) struct PrimaryGroup {
 impl PrimaryGroup {
     /// From the entry's `objectSid` and `primaryGroupID`, when it has both.
     pub(super) fn of(entry: &SearchEntry) -> Option<Self> {
-        let rid = entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("primaryGroupID")).and_then(|(_, v)| v.first()?.parse::<u32>().ok())?;
+        let rid =
+            entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("primaryGroupID")).and_then(|(_, v)| v.first()?.parse::<u32>().ok())?;
         let mut sid = binary_values(entry, "objectSid").into_iter().next().filter(|sid| sid.len() >= 12)?;
         let at = sid.len() - 4;
         sid[at..].copy_from_slice(&rid.to_le_bytes());

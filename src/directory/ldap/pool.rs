@@ -105,14 +105,21 @@ fn bump(counter: &AtomicU64) {
 pub(super) struct Conn {
     ldap: Ldap,
     open: Arc<AtomicUsize>,
+    /// When it was last put back idle.
+    idle_since: Instant,
 }
 
 impl Conn {
     fn new(ldap: Ldap, open: &Arc<AtomicUsize>) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
-        Self { ldap, open: Arc::clone(open) }
+        Self { ldap, open: Arc::clone(open), idle_since: Instant::now() }
     }
 }
+
+/// How long a connection is kept idle. AD closes LDAP connections idle for 15 minutes
+/// (MaxConnIdleTime) and firewalls forget quiet sessions, often silently: a bind sent on such a
+/// connection is never answered, and is not sent again (AD may have counted it).
+const IDLE_LIMIT: Duration = Duration::from_secs(5 * 60);
 
 impl Drop for Conn {
     fn drop(&mut self) {
@@ -378,9 +385,10 @@ impl Pool {
     }
 
     /// Keeps a connection that worked, up to `max_connections` idle of its kind.
-    fn keep(&self, server: &Server, role: Role, conn: Conn) {
+    fn keep(&self, server: &Server, role: Role, mut conn: Conn) {
         let mut idle = lock(server.idle(role));
         if idle.len() < self.settings.max_connections {
+            conn.idle_since = Instant::now();
             idle.push(conn);
         }
     }
@@ -486,8 +494,15 @@ impl Pool {
     }
 }
 
+/// The connection of `role` kept last (closed ones and those idle past `IDLE_LIMIT` dropped).
 fn take_idle(server: &Server, role: Role) -> Option<Conn> {
     let mut idle = lock(server.idle(role));
+    // Kept in the order they were put back: the oldest first.
+    let stale = idle.iter().take_while(|c| c.idle_since.elapsed() >= IDLE_LIMIT).count();
+    if stale > 0 {
+        idle.drain(..stale);
+        tracing::debug!(url = %server.url, closed = stale, "LDAP connections idle too long closed");
+    }
     while let Some(mut conn) = idle.pop() {
         if !conn.is_closed() {
             return Some(conn);
