@@ -43,20 +43,7 @@ impl Authenticator {
         let password = login.request.client.password_encoding.to_utf8(password);
         let client = &login.request.client;
         let profile = self.check_password(&account, &password, client.needs_groups(), now).await?;
-        if client.needs_groups() {
-            // Said now, before a code is used up or an SMS sent for an Accept that cannot be sent.
-            let size: usize = super::reply::expand_all(client, &profile).iter().map(crate::radius::Attribute::encoded_len).sum();
-            if size > login.request.answer_room {
-                tracing::error!(
-                    user = account.id.as_str(),
-                    client = client.name.as_str(),
-                    octets = size,
-                    room = login.request.answer_room,
-                    "the Accept's reply attributes (the user's groups) would not fit in one RADIUS packet: rejected; narrow the client's group_filter"
-                );
-                return Err(Reason::AnswerTooBig);
-            }
-        }
+        Self::answer_fits(login, &account.id, &profile)?;
         if let Some(code) = code {
             let code = std::str::from_utf8(code).unwrap_or_default();
             self.verify_totp(&account.id, &tokens, code, now).await?;
@@ -95,23 +82,25 @@ impl Authenticator {
         let answer = String::from_utf8_lossy(login.answer);
         let answer = answer.trim();
         let client = &login.request.client;
+        let profile = self.context(&state, login).await?;
+        // This request's Proxy-State may leave less room than the first one's did.
+        Self::answer_fits(login, &account, &profile)?;
         // A locked second factor is refused by the code try itself (its begin reads the lock).
         match state.stage {
             Stage::Totp if answer.eq_ignore_ascii_case("sms") => {
                 self.check_code_lock(&account, now).await?;
-                let profile = self.context(&state, login).await?;
                 self.send_sms(login, &account, &profile, now).await
             }
             Stage::Totp => {
                 let tokens = confirmed(store.tokens(&account).await.map_err(store_down)?);
                 self.verify_totp(&account, &tokens, answer, now).await?;
-                Ok(Decision::accept(Reason::Authenticated, client, &self.context(&state, login).await?))
+                Ok(Decision::accept(Reason::Authenticated, client, &profile))
             }
             Stage::Sms => {
                 let attempt = self.begin(&account, Factor::Code, now).await?;
                 if sms_code::matches(answer, &state.code_salt, &state.code_hash) {
                     attempt.settle(Guess::Right).await?;
-                    return Ok(Decision::accept(Reason::Authenticated, client, &self.context(&state, login).await?));
+                    return Ok(Decision::accept(Reason::Authenticated, client, &profile));
                 }
                 attempt.settle(Guess::Wrong).await?;
                 let locked = store.locked_until(&account, Factor::Code, now).await.map_err(store_down)?.is_some();
@@ -120,24 +109,45 @@ impl Authenticator {
                 }
                 let retry = state.retry();
                 let sealed = self.seal(&retry)?;
-                let profile = self.context(&state, login).await?;
                 self.keep_context(&retry, client, &profile).await?;
                 Ok(Decision::challenge(Reason::SmsRetry, self.settings.messages.wrong_code_retry.clone(), sealed))
             }
         }
     }
 
+    /// Whether the Accept for `profile` fits in the answer to this request: said before a code
+    /// is used up or an SMS sent for an Accept that could not be sent.
+    fn answer_fits(login: &Login<'_>, account: &str, profile: &UserProfile) -> Result<(), Reason> {
+        let client = &login.request.client;
+        if client.reply_attributes.is_empty() {
+            return Ok(());
+        }
+        let size: usize = super::reply::expand_all(client, profile).iter().map(crate::radius::Attribute::encoded_len).sum();
+        if size > login.request.answer_room {
+            tracing::error!(
+                user = account,
+                client = client.name.as_str(),
+                octets = size,
+                room = login.request.answer_room,
+                "the Accept's reply attributes (the user's groups?) would not fit in one RADIUS packet: rejected; narrow the client's group_filter"
+            );
+            return Err(Reason::AnswerTooBig);
+        }
+        Ok(())
+    }
+
     /// Keeps what the code step of `state` will need, sealed, in the store until it expires:
     /// of the groups, only those the client's answer names.
     async fn keep_context(&self, state: &ChallengeState, client: &ClientPolicy, profile: &UserProfile) -> Result<(), Reason> {
-        // No Accept names more than a packet holds (the first step checked), so neither is more
-        // kept: a `{groups}` value too long for its attribute is left out of the Accept anyway.
+        // No Accept names more than a packet holds (the first step checked: each name sent takes
+        // at least its length and an attribute header), so neither is more kept — a `{groups}`
+        // value too long for its attribute is left out of the Accept anyway.
         let mut room = crate::radius::MAX_PACKET_LEN;
         let groups = profile
             .groups
             .iter()
             .filter(|g| super::reply::names_group(client, g))
-            .take_while(|g| room.checked_sub(g.len()).map(|left| room = left).is_some())
+            .take_while(|g| room.checked_sub(super::reply::group_name(g).len() + 2).map(|left| room = left).is_some())
             .cloned()
             .collect();
         let profile = UserProfile { groups, ..profile.clone() };

@@ -4,6 +4,8 @@
 //! groups in one attribute (`{groups}`, joined by a separator): this is how NetScaler
 //! (Citrix-User-Groups), FortiGate, Palo Alto and ASA learn a user's groups.
 
+use std::borrow::Cow;
+
 use crate::directory::UserProfile;
 use crate::radius::Attribute;
 use crate::radius::dict::{AttributeDef, DataType, Dictionary};
@@ -52,7 +54,7 @@ impl ReplyTemplate {
         })
     }
 
-    fn expand(&self, profile: &UserProfile, groups: &[&str], out: &mut Vec<Attribute>) {
+    fn expand(&self, profile: &UserProfile, groups: &[Cow<'_, str>], out: &mut Vec<Attribute>) {
         match self {
             Self::Fixed(attribute) => out.push(attribute.clone()),
             Self::PerUser { def, template } => push_checked(def, template.replace("{user}", &profile.username), out),
@@ -73,7 +75,7 @@ impl ReplyTemplate {
 /// Whether an answer to this client names `group` (a DN or a name): `group_filter` lets it
 /// through.
 pub fn names_group(client: &ClientPolicy, group: &str) -> bool {
-    client.group_filter.as_ref().is_none_or(|re| re.is_match(group_name(group)))
+    client.group_filter.as_ref().is_none_or(|re| re.is_match(&group_name(group)))
 }
 
 /// Every reply attribute of the client, expanded for this user.
@@ -81,7 +83,7 @@ pub fn expand_all(client: &ClientPolicy, profile: &UserProfile) -> Vec<Attribute
     if client.reply_attributes.is_empty() {
         return Vec::new();
     }
-    let groups: Vec<&str> = profile.groups.iter().filter(|g| names_group(client, g)).map(|g| group_name(g)).collect();
+    let groups: Vec<Cow<'_, str>> = profile.groups.iter().filter(|g| names_group(client, g)).map(|g| group_name(g)).collect();
     let mut out = Vec::new();
     for template in &client.reply_attributes {
         template.expand(profile, &groups, &mut out);
@@ -89,12 +91,13 @@ pub fn expand_all(client: &ClientPolicy, profile: &UserProfile) -> Vec<Attribute
     out
 }
 
-/// The name a NAS expects: the CN of a DN (`CN=VPN-Users,OU=...` → `VPN-Users`), else as is.
-pub fn group_name(group: &str) -> &str {
-    let first = group.split(',').next().unwrap_or(group);
-    match first.split_once('=') {
-        Some((key, value)) if key.trim().eq_ignore_ascii_case("cn") && group.contains(',') => value.trim(),
-        _ => group,
+/// The name a NAS expects: the CN of a DN, unescaped (`CN=VPN-Users,OU=...` → `VPN-Users`,
+/// `CN=Smith\, John,OU=...` → `Smith, John`), else as is.
+pub fn group_name(group: &str) -> Cow<'_, str> {
+    let rdns = crate::directory::dn::rdns(group);
+    match rdns[0].split_once('=') {
+        Some((key, value)) if key.trim().eq_ignore_ascii_case("cn") && rdns.len() > 1 => crate::directory::dn::unescape(value.trim_start()),
+        _ => Cow::Borrowed(group),
     }
 }
 
@@ -145,6 +148,23 @@ mod tests {
                 Attribute::standard(27, 3600u32.to_be_bytes()),
             ]
         );
+    }
+
+    #[test]
+    fn group_names_are_the_unescaped_cn() {
+        assert_eq!(group_name("CN=Smith\\, John,OU=Groups,DC=example,DC=test"), "Smith, John");
+        assert_eq!(group_name("CN=VPN\\+Ops,OU=Groups,DC=example,DC=test"), "VPN+Ops");
+        assert_eq!(group_name("cn=VPN-Users,dc=x"), "VPN-Users");
+        assert_eq!(group_name("Staff"), "Staff", "a name, not a DN");
+        assert_eq!(group_name("CN=alone"), "CN=alone");
+        let p = policy(&[("Citrix-User-Groups", "{group}")], Some("^(Smith, John|VPN\\+Ops)$"));
+        let profile = UserProfile {
+            username: "erin".into(),
+            groups: vec!["CN=Smith\\, John,OU=G,DC=x".into(), "CN=VPN\\+Ops,OU=G,DC=x".into(), "CN=Smith\\, Jane,OU=G,DC=x".into()],
+            ..Default::default()
+        };
+        let sent: Vec<Vec<u8>> = expand_all(&p, &profile).iter().map(|a| a.value().to_vec()).collect();
+        assert_eq!(sent, vec![b"Smith, John".to_vec(), b"VPN+Ops".to_vec()]);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub(crate) struct FakeDirectory {
     pub(crate) down: AtomicBool,
     pub(crate) busy: AtomicBool,
     pub(crate) slow: Option<Duration>,
+    /// Groups for alice instead of her own.
+    pub(crate) alice_groups: Mutex<Option<Vec<String>>>,
 }
 
 impl FakeDirectory {
@@ -69,9 +71,15 @@ impl Directory for FakeDirectory {
             _ => None,
         };
         let found = id(&login.name).or_else(|| login.local_part.as_deref().and_then(id));
-        Ok(found.and_then(|id| {
-            Self::profile(id).map(|profile| Account { id: id.into(), locator: format!("CN={id}"), profile, primary_group: None })
-        }))
+        let profile = |id: &str| {
+            let mut profile = Self::profile(id)?;
+            if let Some(groups) = self.alice_groups.lock().unwrap().clone().filter(|_| id == "alice") {
+                profile.groups = groups;
+            }
+            Some(profile)
+        };
+        Ok(found
+            .and_then(|id| profile(id).map(|profile| Account { id: id.into(), locator: format!("CN={id}"), profile, primary_group: None })))
     }
 
     async fn check_password(&self, account: &Account, password: &[u8], with_groups: bool) -> Result<PasswordCheck, DirectoryError> {
@@ -473,6 +481,32 @@ async fn an_accept_too_big_for_a_packet_is_rejected_and_audited_as_such() {
     let mut roomy = request(&nas, "alice", &with_code("pw", &f.code(0)), None);
     roomy.answer_room = 17;
     assert_eq!(f.auth.decide(&roomy).await.outcome, Outcome::Accept, "exactly the room it needs");
+}
+
+#[tokio::test]
+async fn a_challenge_keeps_every_group_its_accept_names_and_checks_the_room_again() {
+    let f = fixture().await;
+    // 100 groups whose DNs (~80 octets each) fill two packets, whose names (15 octets sent each)
+    // fit in one.
+    let groups: Vec<String> =
+        (0..100).map(|n| format!("CN=Grp-{n:03},OU=A-Long-Organisational-Unit-Name,OU=Groups,DC=example,DC=test")).collect();
+    *f.directory.alice_groups.lock().unwrap() = Some(groups);
+    let nas = client_with_groups(Mode::Challenge);
+    let first = f.decide(&nas, "alice", b"pw", None).await;
+    assert_eq!(first.reason, Reason::TotpChallenge);
+    let d = f.decide(&nas, "alice", f.code(0).as_bytes(), first.state).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated));
+    assert_eq!(d.attributes.len(), 100, "every group the first step checked");
+    // The code step's own request leaves less room (a proxy's Proxy-State): refused before the
+    // code is used.
+    let first = f.decide(&nas, "alice", b"pw", None).await;
+    let mut squeezed = request(&nas, "alice", f.code(1).as_bytes(), first.state);
+    squeezed.answer_room = 1000;
+    let d = f.auth.decide(&squeezed).await;
+    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::AnswerTooBig));
+    let first = f.decide(&nas, "alice", b"pw", None).await;
+    let d = f.decide(&nas, "alice", f.code(1).as_bytes(), first.state).await;
+    assert_eq!(d.outcome, Outcome::Accept, "the code was not used up by the refused request");
 }
 
 #[tokio::test]

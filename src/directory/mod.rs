@@ -4,6 +4,7 @@
 //! users file that is the embedded default, and [`ldap::LdapDirectory`] for Active Directory
 //! (and other LDAP servers).
 
+pub mod dn;
 pub mod file;
 pub mod hashing;
 pub mod ldap;

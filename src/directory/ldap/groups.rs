@@ -22,6 +22,7 @@ use ldap3::{Scope, SearchEntry};
 
 use super::LdapDirectory;
 use super::pool::{Failure, Role};
+use crate::directory::dn::domain_of;
 
 /// Groups looked up per search (a filter of that many alternatives).
 const GROUPS_PER_SEARCH: usize = 64;
@@ -95,9 +96,15 @@ pub(super) struct Membership {
 impl LdapDirectory {
     /// The groups an account is in: `member_of` (its entry's `memberOf`) and `primary`, and
     /// every group those are in, through the cached group graph.
-    pub(super) async fn membership_of(&self, member_of: &[String], primary: Option<&PrimaryGroup>) -> Result<Membership, Failure> {
+    pub(super) async fn membership_of(
+        &self,
+        account_dn: &str,
+        member_of: &[String],
+        primary: Option<&PrimaryGroup>,
+    ) -> Result<Membership, Failure> {
         let primary = match primary {
-            Some(primary) => self.primary_group_dn(&primary.sid).await?,
+            // Searched for in the account's domain, which `base_dn` may not cover.
+            Some(primary) => self.primary_group_dn(&primary.sid, domain_of(account_dn).unwrap_or(&self.settings.base_dn)).await?,
             None => None,
         };
         let Some(primary) = primary else {
@@ -119,7 +126,7 @@ impl LdapDirectory {
         while !frontier.is_empty() {
             found.extend(frontier.iter().cloned());
             if found.len() > MAX_GROUPS {
-                return Err(Failure::broken(format!("more than {MAX_GROUPS} groups through nesting: refusing to read further")));
+                return Err(Failure::unusable(format!("more than {MAX_GROUPS} groups through nesting: refusing to read further")));
             }
             let parents = self.parents(&frontier).await?;
             frontier = parents.into_iter().flatten().filter(|dn| seen.insert(dn.to_ascii_lowercase())).collect();
@@ -174,12 +181,14 @@ impl LdapDirectory {
                 async move {
                     let search = self.pool.search(&mut ldap, base, Scope::Subtree, filter, vec![member_of]).await;
                     let read = search.and_then(|(entries, result)| match result.rc {
-                        0 | 32 => Ok(entries
+                        // 10: a referral, for groups in another domain of the forest, whose
+                        // parents this DC cannot tell: none, as for groups not found.
+                        0 | 10 | 32 => Ok(entries
                             .into_iter()
                             .filter(|e| !e.dn.is_empty())
                             .map(|e| (e.dn.to_ascii_lowercase(), values(&e, member_of)))
                             .collect()),
-                        rc => Err(Failure::broken(format!("reading groups answered result {rc}: {}", result.text))),
+                        _ => Err(Failure::answered("reading groups", &result)),
                     });
                     (ldap, read)
                 }
@@ -226,7 +235,7 @@ impl LdapDirectory {
                     0 => Ok(entries.into_iter().next().map(|e| e.dn)),
                     // No such entry, or not a DN at all: no group of that name.
                     32 | 34 => Ok(None),
-                    rc => Err(Failure::broken(format!("reading a required group answered result {rc}: {}", result.text))),
+                    _ => Err(Failure::answered("reading a required group", &result)),
                 });
                 (ldap, spelled)
             })
@@ -234,7 +243,7 @@ impl LdapDirectory {
     }
 
     /// The DN of the group with this SID (a primary group), cached like the graph.
-    async fn primary_group_dn(&self, sid: &[u8]) -> Result<Option<String>, Failure> {
+    async fn primary_group_dn(&self, sid: &[u8], base: &str) -> Result<Option<String>, Failure> {
         let cached = |stale_too: bool| {
             let cache = lock(&self.groups.primary);
             cache.get(sid).filter(|(at, _)| stale_too || at.elapsed() < self.groups.ttl).map(|(_, dn)| dn.clone())
@@ -247,7 +256,6 @@ impl LdapDirectory {
             return Ok(dn);
         }
         let filter = format!("(objectSid={})", escape_binary(sid));
-        let base = &self.settings.base_dn;
         let read = self
             .pool
             .run(Role::Service, |mut ldap| {
@@ -266,23 +274,6 @@ impl LdapDirectory {
             Err(failure) => cached(true).ok_or(failure),
         }
     }
-}
-
-/// The `DC=` components that end a DN (the naming context of an AD domain), if any.
-fn domain_of(dn: &str) -> Option<&str> {
-    let lower = dn.to_ascii_lowercase();
-    let mut start = None;
-    let mut at = 0;
-    for part in lower.split(',') {
-        let trimmed = part.trim_start();
-        match (trimmed.starts_with("dc="), start) {
-            (true, None) => start = Some(at + (part.len() - trimmed.len())),
-            (false, Some(_)) => start = None,
-            _ => {}
-        }
-        at += part.len() + 1;
-    }
-    start.map(|s| &dn[s..])
 }
 
 /// Every value of an attribute, whatever the case of its name.
@@ -354,14 +345,5 @@ mod tests {
         assert_eq!(PrimaryGroup::of(&no_rid), None, "an LDAP server other than AD");
         let short = SearchEntry { bin_attrs: HashMap::from([("objectSid".to_owned(), vec![vec![1, 0]])]), ..entry };
         assert_eq!(PrimaryGroup::of(&short), None, "a value that is no SID");
-    }
-
-    #[test]
-    fn the_domain_is_the_dc_components_that_end_a_dn() {
-        assert_eq!(domain_of("CN=Staff,OU=Groups,DC=example,DC=test"), Some("DC=example,DC=test"));
-        assert_eq!(domain_of("cn=x, dc=Example, dc=test"), Some("dc=Example, dc=test"));
-        assert_eq!(domain_of("CN=dc=x\\,y,OU=a"), None);
-        assert_eq!(domain_of("DC=a,CN=b,DC=c"), Some("DC=c"));
-        assert_eq!(domain_of("CN=Staff,O=example"), None);
     }
 }

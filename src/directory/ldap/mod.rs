@@ -125,7 +125,7 @@ impl LdapDirectory {
         attrs.extend(a.mobile.iter().map(String::as_str));
         let (entries, result) = self.pool.search(ldap, &self.settings.base_dn, Scope::Subtree, &filter, attrs).await?;
         if result.rc != 0 {
-            return Err(Failure::broken(format!("the user search answered result {}: {}", result.rc, result.text)));
+            return Err(Failure::answered("the user search", &result));
         }
         // Referrals (AD's DomainDnsZones etc.) come back as entries without a DN worth binding to.
         let mut users: Vec<SearchEntry> = entries.into_iter().filter(|e| !e.dn.is_empty()).collect();
@@ -139,11 +139,14 @@ impl LdapDirectory {
     /// The account for an entry: its id from `username_attribute`, as the directory spells it.
     fn account_of(&self, entry: SearchEntry) -> Result<Account, Failure> {
         let a = &self.settings.attributes;
-        let first = |name: &str| entry.attrs.get(name).and_then(|v| v.first()).filter(|v| !v.is_empty()).cloned();
+        // Attribute names compare without regard to case (RFC 4512): `samaccountname` in the
+        // configuration finds AD's `sAMAccountName`.
+        let values = |name: &str| entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+        let first = |name: &str| values(name).and_then(|v| v.first()).filter(|v| !v.is_empty()).cloned();
         let Some(name) = first(&a.username) else {
             // Without it there is no stable key for the account; filing it under the name as
             // typed would give every spelling its own tokens and lockout.
-            return Err(Failure::broken(format!(
+            return Err(Failure::unusable(format!(
                 "{} has no {}: set username_attribute to the attribute that names accounts",
                 entry.dn, a.username
             )));
@@ -151,9 +154,9 @@ impl LdapDirectory {
         // As stored, not case-folded: AD holds `kalle` and `Kalle` (KELVIN SIGN) as two accounts.
         let id = name.trim().to_owned();
         if id.len() > MAX_ACCOUNT_ID {
-            return Err(Failure::broken(format!("{}: its {} is longer than {MAX_ACCOUNT_ID} bytes", entry.dn, a.username)));
+            return Err(Failure::unusable(format!("{}: its {} is longer than {MAX_ACCOUNT_ID} bytes", entry.dn, a.username)));
         }
-        let groups = entry.attrs.get(&a.member_of).cloned().unwrap_or_default();
+        let groups = values(&a.member_of).cloned().unwrap_or_default();
         let primary_group = if self.settings.nested_groups { groups::PrimaryGroup::of(&entry).map(|p| p.sid) } else { None };
         let profile = UserProfile {
             username: name,
@@ -175,11 +178,16 @@ impl LdapDirectory {
         }
         if !self.settings.nested_groups {
             let groups = &account.profile.groups;
-            let admitted = required.is_empty() || groups.iter().any(|g| required.iter().any(|r| r.eq_ignore_ascii_case(g)));
+            // Compared as the directory spells the required groups (the configuration may have
+            // spaces after commas, or other case).
+            let admitted = required.is_empty() || {
+                let wanted = self.required_dns().await?;
+                groups.iter().any(|g| wanted.contains(&g.to_ascii_lowercase()))
+            };
             return Ok((admitted, if with_groups { groups.clone() } else { Vec::new() }));
         }
         let primary = account.primary_group.clone().map(|sid| groups::PrimaryGroup { sid });
-        let groups = self.membership_of(&account.profile.groups, primary.as_ref()).await?;
+        let groups = self.membership_of(&account.locator, &account.profile.groups, primary.as_ref()).await?;
         let admitted = required.is_empty() || {
             let wanted = self.required_dns().await?;
             groups.all.iter().any(|dn| wanted.contains(&dn.to_ascii_lowercase()))

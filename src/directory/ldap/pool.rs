@@ -50,8 +50,12 @@ pub(super) enum FailureKind {
     /// Sent, and no answer in time. The server may still carry it out, so a bind is not sent
     /// again (AD would count a wrong password twice).
     TimedOut,
-    /// The connection broke, or the server answered an error that is not about the user.
+    /// The connection broke, or the server said it is busy or unavailable.
     Broken,
+    /// The server answered, with something radmfa cannot use (an unexpected result code, data
+    /// to fix in the directory or the configuration): the same every time, so neither retried
+    /// nor left unanswered — the server is fine, the login is refused and the reason logged.
+    Unusable,
 }
 
 impl Failure {
@@ -61,6 +65,20 @@ impl Failure {
 
     fn refused(message: String) -> Self {
         Self { message, kind: FailureKind::Refused }
+    }
+
+    pub(super) fn unusable(message: String) -> Self {
+        Self { message, kind: FailureKind::Unusable }
+    }
+
+    /// For an operation (`doing`) that answered result `rc` (not success): busy, unavailable
+    /// and time limits may pass; anything else will not.
+    pub(super) fn answered(doing: &str, result: &ldap3::LdapResult) -> Self {
+        let message = format!("{doing} answered result {}: {}", result.rc, result.text);
+        match result.rc {
+            3 | 51 | 52 => Self::broken(message),
+            _ => Self::unusable(message),
+        }
     }
 }
 
@@ -73,7 +91,7 @@ impl From<ldap3::LdapError> for Failure {
 impl From<Failure> for DirectoryError {
     fn from(f: Failure) -> Self {
         match f.kind {
-            FailureKind::Refused => DirectoryError::Unavailable(f.message),
+            FailureKind::Refused | FailureKind::Unusable => DirectoryError::Unavailable(f.message),
             FailureKind::TimedOut | FailureKind::Broken => DirectoryError::Busy(f.message),
         }
     }
@@ -276,6 +294,12 @@ impl Pool {
                         self.succeeded(server);
                         self.keep(server, role, conn);
                         return Ok(value);
+                    }
+                    Err(failure) if failure.kind == FailureKind::Unusable => {
+                        // The server answered: it is well, and so is the connection.
+                        self.succeeded(server);
+                        self.keep(server, role, conn);
+                        return Err(failure);
                     }
                     Err(failure) => failure,
                 };
