@@ -40,7 +40,7 @@ impl Directory for InstantDirectory {
 
 fn settings() -> AuthSettings {
     AuthSettings {
-        totp_digits: 6,
+        totp: radmfa::otp::TotpParams::default(),
         totp_window: 1,
         lockout: LockoutPolicy {
             max_failures: 5,

@@ -743,7 +743,7 @@ impl Config {
             ));
         }
         let auth = AuthSettings {
-            totp_digits: t.digits,
+            totp: TotpParams { algorithm: t.algorithm, digits: t.digits, period: t.period },
             totp_window: t.window,
             lockout: LockoutPolicy {
                 max_failures: file.lockout.max_failures,

@@ -29,7 +29,7 @@ impl Authenticator {
         // the password lock checked) when the bind is about to be made.
         self.check_code_lock(&account.id, now).await?;
         let tokens = confirmed(self.services.store.tokens(&account.id).await.map_err(store_down)?);
-        let digits = self.settings.totp_digits as usize;
+        let digits = self.settings.totp.digits as usize;
         let split = match login.request.client.mode {
             Mode::Challenge => None,
             Mode::Append if !tokens.is_empty() => Some(split_code(login.answer, digits).ok_or(Reason::MissingCode)?),

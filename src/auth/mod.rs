@@ -303,8 +303,9 @@ const MAX_USER_NAME: usize = 253;
 /// The second-factor settings `auth` applies.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
-    /// Digits of a TOTP code (what `append` splits off the password).
-    pub totp_digits: u32,
+    /// `[totp]` algorithm, digits and period: of every token enrolled (portal and CLI alike),
+    /// and the length of the code `append` splits off the password.
+    pub totp: crate::otp::TotpParams,
     /// Time steps accepted either side of now.
     pub totp_window: u64,
     /// Wrong codes before the second factor locks.

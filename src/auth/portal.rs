@@ -144,7 +144,7 @@ impl Authenticator {
             return Err(Reason::TooManyTokens);
         }
         let secret = totp::new_secret();
-        let params = crate::otp::TotpParams { digits: self.settings.totp_digits, ..Default::default() };
+        let params = self.settings.totp;
         let token_id = store
             .add_token(NewToken { username: user.to_owned(), name: name.to_owned(), params, secret: secret.clone(), confirmed: false })
             .await
@@ -168,7 +168,7 @@ impl Authenticator {
             let _ = store.remove_token(user, enrollment.token_id).await;
             return Err(self.portal_audit(user, from, "enroll", Reason::StateExpired));
         }
-        let params = crate::otp::TotpParams { digits: self.settings.totp_digits, ..Default::default() };
+        let params = self.settings.totp;
         let Some(step) = params.matching_step(enrollment.secret.expose(), code.trim(), now.max(0) as u64, self.settings.totp_window) else {
             return Err(self.portal_audit(user, from, "enroll", Reason::WrongCode));
         };
