@@ -431,22 +431,7 @@ impl Authenticator {
             Err(Reason::DirectoryBusy) => Decision::no_answer(Reason::DirectoryBusy),
             Err(reason) => self.rejected(reason),
         };
-        let user = login.account.unwrap_or(user.name);
-        let size: usize = decision.attributes.iter().map(Attribute::encoded_len).sum();
-        if size > request.answer_room {
-            // Decided here, not when the packet fails to encode, so that the audit line and the
-            // counters say what the NAS got.
-            tracing::error!(
-                user = user.as_str(),
-                client = request.client.name.as_str(),
-                attributes = decision.attributes.len(),
-                octets = size,
-                room = request.answer_room,
-                "the Accept's reply attributes do not fit in one RADIUS packet: rejected; narrow the client's group_filter"
-            );
-            return (Some(user), self.rejected(Reason::AnswerTooBig));
-        }
-        (Some(user), decision)
+        (Some(login.account.unwrap_or(user.name)), decision)
     }
 
     /// A Reject: one Reply-Message for every reason, so the NAS (and whoever drives it) learns

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use ldap3::{Scope, SearchEntry};
 
-use super::LdapDirectory;
 use super::pool::{Failure, Role};
+use super::{LdapDirectory, values};
 use crate::directory::dn::domain_of;
 
 /// Groups looked up per search (a filter of that many alternatives).
@@ -65,23 +65,14 @@ impl GroupCache {
     }
 }
 
-/// What the user search says about an account's groups, beyond `memberOf`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PrimaryGroup {
-    /// The domain's SID with the group's RID in place of the account's.
-    pub sid: Vec<u8>,
-}
-
-impl PrimaryGroup {
-    /// From the entry's `objectSid` and `primaryGroupID`, when it has both.
-    pub(super) fn of(entry: &SearchEntry) -> Option<Self> {
-        let rid =
-            entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("primaryGroupID")).and_then(|(_, v)| v.first()?.parse::<u32>().ok())?;
-        let mut sid = binary_values(entry, "objectSid").into_iter().next().filter(|sid| sid.len() >= 12)?;
-        let at = sid.len() - 4;
-        sid[at..].copy_from_slice(&rid.to_le_bytes());
-        Some(Self { sid })
-    }
+/// The SID of an account's primary group, from its entry's `objectSid` and `primaryGroupID`
+/// when it has both: the domain's SID with the group's RID in place of the account's.
+pub(super) fn primary_group_sid(entry: &SearchEntry) -> Option<Vec<u8>> {
+    let rid = values(entry, "primaryGroupID").first()?.parse::<u32>().ok()?;
+    let mut sid = binary_values(entry, "objectSid").into_iter().next().filter(|sid| sid.len() >= 12)?;
+    let at = sid.len() - 4;
+    sid[at..].copy_from_slice(&rid.to_le_bytes());
+    Some(sid)
 }
 
 /// An account's groups, nesting resolved.
@@ -100,11 +91,11 @@ impl LdapDirectory {
         &self,
         account_dn: &str,
         member_of: &[String],
-        primary: Option<&PrimaryGroup>,
+        primary_sid: Option<&[u8]>,
     ) -> Result<Membership, Failure> {
-        let primary = match primary {
+        let primary = match primary_sid {
             // Searched for in the account's domain, which `base_dn` may not cover.
-            Some(primary) => self.primary_group_dn(&primary.sid, domain_of(account_dn).unwrap_or(&self.settings.base_dn)).await?,
+            Some(sid) => self.primary_group_dn(sid, domain_of(account_dn).unwrap_or(&self.settings.base_dn)).await?,
             None => None,
         };
         let Some(primary) = primary else {
@@ -186,7 +177,7 @@ impl LdapDirectory {
                         0 | 10 | 32 => Ok(entries
                             .into_iter()
                             .filter(|e| !e.dn.is_empty())
-                            .map(|e| (e.dn.to_ascii_lowercase(), values(&e, member_of)))
+                            .map(|e| (e.dn.to_ascii_lowercase(), values(&e, member_of).to_vec()))
                             .collect()),
                         _ => Err(Failure::answered("reading groups", &result)),
                     });
@@ -276,11 +267,6 @@ impl LdapDirectory {
     }
 }
 
-/// Every value of an attribute, whatever the case of its name.
-fn values(entry: &SearchEntry, name: &str) -> Vec<String> {
-    entry.attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v.iter().cloned()).collect()
-}
-
 /// Every value of an attribute as bytes. (ldap3 files an attribute whose values all happen to be
 /// valid UTF-8 — a SID can be — under `attrs`, the others under `bin_attrs`.)
 fn binary_values(entry: &SearchEntry, name: &str) -> Vec<Vec<u8>> {
@@ -340,10 +326,10 @@ mod tests {
             attrs: HashMap::from([("primaryGroupID".to_owned(), vec!["513".to_owned()])]),
             bin_attrs: HashMap::from([("objectSid".to_owned(), vec![domain(1105)])]),
         };
-        assert_eq!(PrimaryGroup::of(&entry), Some(PrimaryGroup { sid: domain(513) }));
+        assert_eq!(primary_group_sid(&entry), Some(domain(513)));
         let no_rid = SearchEntry { attrs: HashMap::new(), ..entry.clone() };
-        assert_eq!(PrimaryGroup::of(&no_rid), None, "an LDAP server other than AD");
+        assert_eq!(primary_group_sid(&no_rid), None, "an LDAP server other than AD");
         let short = SearchEntry { bin_attrs: HashMap::from([("objectSid".to_owned(), vec![vec![1, 0]])]), ..entry };
-        assert_eq!(PrimaryGroup::of(&short), None, "a value that is no SID");
+        assert_eq!(primary_group_sid(&short), None, "a value that is no SID");
     }
 }

@@ -7,10 +7,10 @@
 //! bind succeeded, and only when something needs them (`required_groups`, or reply attributes
 //! that name groups): from the entry's `memberOf` (read by the user search) and, for nested
 //! membership, a cached graph of what groups are in (`groups`). An append login thus costs the
-//! DC one search and one bind, groups or not. Connections, servers and their failures are `pool`'s. TLS is LDAPS or
-//! StartTLS with certificate checking on (a CA file, or the system's roots). User input reaches
-//! filters only through RFC 4515 escaping. AD's bind sub-codes (52e, 533, 775, ...) become audit
-//! reasons.
+//! DC one search and one bind, groups or not. Connections, servers and their failures are
+//! `pool`'s. TLS is LDAPS or StartTLS with certificate checking on (a CA file, or the system's
+//! roots). User input reaches filters only through RFC 4515 escaping. AD's bind sub-codes (52e,
+//! 533, 775, ...) become audit reasons.
 
 mod groups;
 mod pool;
@@ -139,10 +139,7 @@ impl LdapDirectory {
     /// The account for an entry: its id from `username_attribute`, as the directory spells it.
     fn account_of(&self, entry: SearchEntry) -> Result<Account, Failure> {
         let a = &self.settings.attributes;
-        // Attribute names compare without regard to case (RFC 4512): `samaccountname` in the
-        // configuration finds AD's `sAMAccountName`.
-        let values = |name: &str| entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-        let first = |name: &str| values(name).and_then(|v| v.first()).filter(|v| !v.is_empty()).cloned();
+        let first = |name: &str| values(&entry, name).first().filter(|v| !v.is_empty()).cloned();
         let Some(name) = first(&a.username) else {
             // Without it there is no stable key for the account; filing it under the name as
             // typed would give every spelling its own tokens and lockout.
@@ -156,8 +153,8 @@ impl LdapDirectory {
         if id.len() > MAX_ACCOUNT_ID {
             return Err(Failure::unusable(format!("{}: its {} is longer than {MAX_ACCOUNT_ID} bytes", entry.dn, a.username)));
         }
-        let groups = values(&a.member_of).cloned().unwrap_or_default();
-        let primary_group = if self.settings.nested_groups { groups::PrimaryGroup::of(&entry).map(|p| p.sid) } else { None };
+        let groups = values(&entry, &a.member_of).to_vec();
+        let primary_group = if self.settings.nested_groups { groups::primary_group_sid(&entry) } else { None };
         let profile = UserProfile {
             username: name,
             given_name: first(&a.given_name),
@@ -186,8 +183,7 @@ impl LdapDirectory {
             };
             return Ok((admitted, if with_groups { groups.clone() } else { Vec::new() }));
         }
-        let primary = account.primary_group.clone().map(|sid| groups::PrimaryGroup { sid });
-        let groups = self.membership_of(&account.locator, &account.profile.groups, primary.as_ref()).await?;
+        let groups = self.membership_of(&account.locator, &account.profile.groups, account.primary_group.as_deref()).await?;
         let admitted = required.is_empty() || {
             let wanted = self.required_dns().await?;
             groups.all.iter().any(|dn| wanted.contains(&dn.to_ascii_lowercase()))
@@ -199,6 +195,12 @@ impl LdapDirectory {
         named.sort_unstable_by_key(|dn| dn.to_ascii_lowercase());
         Ok((true, named))
     }
+}
+
+/// The values of an attribute (none if absent), its name compared without regard to case (RFC
+/// 4512): `samaccountname` in the configuration finds AD's `sAMAccountName`.
+fn values<'e>(entry: &'e SearchEntry, name: &str) -> &'e [String] {
+    entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map_or(&[], |(_, v)| v.as_slice())
 }
 
 /// The AD sub-code in a bind error's diagnostic text: "... AcceptSecurityContext error, data 52e, v4563".
