@@ -2,7 +2,8 @@
 //! code from an authenticator app or SMS — in front of VPN and Citrix gateways.
 //!
 //! The protocol edge (`server`) is thin; `auth` decides, knowing nothing of UDP.
-//! `radius` is our own codec; `config` turns the TOML file into validated settings.
+//! `radius` is our own codec; each subsystem owns its section of the TOML file (`settings`
+//! modules) and `config` assembles them for the command line.
 
 pub mod auth;
 pub mod bench;
@@ -16,6 +17,7 @@ pub mod portal;
 pub mod radius;
 pub mod secret;
 pub mod server;
+pub mod settings;
 pub mod sms;
 pub mod store;
 mod toml_error;

@@ -17,6 +17,7 @@ pub mod messages;
 pub mod portal;
 pub mod reply;
 mod second_factor;
+pub mod settings;
 pub mod state;
 pub mod username;
 

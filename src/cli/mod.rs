@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use crate::auth::{Authenticator, Services};
 use crate::bench::{BenchKind, BenchOptions};
-use crate::config::{Config, DirectorySettings, GatewaySettings};
+use crate::config::Config;
 use crate::directory::file::UsersFile;
+use crate::directory::settings::DirectorySettings;
 use crate::secret::Secret;
-use crate::sms::http::{HttpGateway, HttpSettings};
-use crate::sms::{ExecGateway, Gateway, LogGateway};
+use crate::sms::Gateway;
 use crate::store::seal::{KeyRing, Keys};
 use crate::store::sqlite::SqliteStore;
 
@@ -303,27 +303,7 @@ pub(crate) fn missing_database(config: &Config) -> String {
 }
 
 pub(crate) fn open_gateway(config: &Config) -> Result<Arc<dyn Gateway>, CliError> {
-    Ok(match &config.sms {
-        GatewaySettings::Log => Arc::new(LogGateway),
-        GatewaySettings::Http { url, method, body, content_type, headers, basic_auth, timeout } => {
-            Arc::new(HttpGateway::generic(HttpSettings {
-                url: url.clone(),
-                method: method.clone(),
-                headers: headers.clone(),
-                basic_auth: basic_auth.clone(),
-                body: body.clone(),
-                content_type: content_type.clone(),
-                timeout: *timeout,
-            })?)
-        }
-        GatewaySettings::Elks46 { url, username, password, from, timeout } => {
-            Arc::new(HttpGateway::elks46(url.clone(), username.clone(), password.clone(), from.clone(), *timeout)?)
-        }
-        GatewaySettings::Twilio { url, account_sid, auth_token, from, timeout } => {
-            Arc::new(HttpGateway::twilio(url.clone(), account_sid.clone(), auth_token.clone(), from.clone(), *timeout)?)
-        }
-        GatewaySettings::Exec { command, timeout } => Arc::new(ExecGateway { command: command.clone(), timeout: *timeout }),
-    })
+    Ok(config.sms.open()?)
 }
 
 /// Everything `auth` needs, opened from the config.

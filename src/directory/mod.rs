@@ -8,6 +8,7 @@ pub mod dn;
 pub mod file;
 pub mod hashing;
 pub mod ldap;
+pub mod settings;
 
 use async_trait::async_trait;
 

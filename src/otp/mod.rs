@@ -4,6 +4,7 @@
 //! shared state lives in `store`, and the decisions in `auth`.
 
 pub mod phone;
+pub mod settings;
 pub mod sms_code;
 pub mod totp;
 

@@ -54,7 +54,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 pub async fn serve(portal: Arc<Portal>, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
     let settings = portal.settings.clone();
     let tls = match &settings.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        Some(files) => Some(tls_acceptor(&files.chain, &files.key)?),
         None => None,
     };
     if tls.is_none() && settings.trusted_proxies.is_empty() {

@@ -15,7 +15,7 @@ pub mod i18n;
 mod limiter;
 mod listener;
 pub mod session;
-mod settings;
+pub mod settings;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ use session::{Session, Sessions, Stage};
 
 pub use listener::serve;
 use settings::CookieName;
-pub use settings::PortalSettings;
+pub use settings::{PortalSection, PortalSettings, TlsFiles};
 
 const LANG_COOKIE: &str = "lang";
 /// Sign-in forms (and their cookie) stay valid this long.

@@ -57,7 +57,7 @@ pub(crate) fn portal_settings() -> PortalSettings {
     PortalSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: None,
-        public_url: "https://portal.example.test".into(),
+        public_url: url::Url::parse("https://portal.example.test").unwrap(),
         issuer: "Example Region".into(),
         max_tokens: 2,
         session_idle: Duration::from_secs(900),
@@ -350,7 +350,7 @@ async fn pages_carry_security_headers_and_a_strict_cookie() {
     let general = b.get("/general").await;
     assert!(general.headers.contains_key("strict-transport-security"));
 
-    let mut plain = browser_with(PortalSettings { public_url: "http://127.0.0.1:8080".into(), ..portal_settings() });
+    let mut plain = browser_with(PortalSettings { public_url: url::Url::parse("http://127.0.0.1:8080").unwrap(), ..portal_settings() });
     let page = plain.get("/signin").await;
     assert!(!page.headers.contains_key("strict-transport-security"), "no HSTS over plain http");
     let cookie = page.headers.get("set-cookie").unwrap().to_str().unwrap();

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::ClientSettings;
+use super::settings::ClientSettings;
 
 /// Looks clients up by source address: an exact host entry first, then the most specific network.
 #[derive(Debug, Default)]

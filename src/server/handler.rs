@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::cache::{Lookup, Ticket};
 use super::fair::Permit;
+use super::settings::ClientSettings;
 use super::{PortKind, Shared};
 use crate::auth::{Decision, Method, Outcome, Request};
-use crate::config::ClientSettings;
 use crate::radius::{self, Attribute, Code, MessageAuthenticator, Packet, attr};
 use crate::secret::Secret;
 

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod clients;
 pub mod fair;
 mod handler;
+pub mod settings;
 pub mod stats;
 
 use std::io;
@@ -21,11 +22,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::config::{ClientSettings, ServerSettings};
 use crate::radius::{Dictionary, MAX_PACKET_LEN};
 use cache::ResponseCache;
 use clients::ClientTable;
 use handler::Admission;
+use settings::{ClientSettings, ServerSettings};
 pub use stats::Stats;
 
 /// Which service a socket offers.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::settings::{AccountSettings, HttpSettings};
 use super::{Gateway, SmsError};
 use crate::secret::Secret;
 
@@ -30,86 +31,51 @@ pub struct HttpGateway {
     form: Vec<(String, String)>,
 }
 
-/// The settings of a generic HTTP gateway.
-pub struct HttpSettings {
-    pub url: String,
-    pub method: String,
-    pub headers: Vec<(String, Secret<String>)>,
-    pub basic_auth: Option<(String, Secret<String>)>,
-    /// A body template; with `content_type` containing "json", values are JSON-escaped.
-    pub body: Option<String>,
-    pub content_type: Option<String>,
-    pub timeout: Duration,
-}
-
 impl HttpGateway {
-    pub fn generic(s: HttpSettings) -> Result<Self, String> {
-        let method = reqwest::Method::from_bytes(s.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| format!("unknown HTTP method {:?}", s.method))?;
-        let has_body = s.body.is_some();
+    pub fn generic(s: &HttpSettings) -> Result<Self, String> {
         Ok(Self {
             kind: "http",
             client: client(s.timeout)?,
-            method,
-            url: s.url,
-            headers: s.headers,
-            basic_auth: s.basic_auth,
-            body: if has_body { BodyKind::Template } else { BodyKind::None },
-            template: s.body.unwrap_or_default(),
-            content_type: s.content_type.unwrap_or_else(|| "text/plain; charset=utf-8".into()),
+            method: s.method.clone(),
+            url: s.url.clone(),
+            headers: s.headers.clone(),
+            basic_auth: s.basic_auth.clone(),
+            body: if s.body.is_some() { BodyKind::Template } else { BodyKind::None },
+            template: s.body.clone().unwrap_or_default(),
+            content_type: s.content_type.clone().unwrap_or_else(|| "text/plain; charset=utf-8".into()),
             form: Vec::new(),
         })
     }
 
     /// 46elks: form POST with HTTP basic auth (API username and password).
-    pub fn elks46(
-        url: Option<String>,
-        username: String,
-        password: Secret<String>,
-        from: String,
-        timeout: Duration,
-    ) -> Result<Self, String> {
+    pub fn elks46(a: &AccountSettings) -> Result<Self, String> {
         Self::form_preset(
             "46elks",
-            url.unwrap_or_else(|| "https://api.46elks.com/a1/sms".into()),
-            (username, password),
-            vec![("from".into(), from), ("to".into(), "{to}".into()), ("message".into(), "{message}".into())],
-            timeout,
+            a.url.clone().unwrap_or_else(|| "https://api.46elks.com/a1/sms".into()),
+            a,
+            vec![("from".into(), a.from.clone()), ("to".into(), "{to}".into()), ("message".into(), "{message}".into())],
         )
     }
 
     /// Twilio: form POST to the account's Messages resource, basic auth (account SID, auth token).
-    pub fn twilio(
-        url: Option<String>,
-        account_sid: String,
-        auth_token: Secret<String>,
-        from: String,
-        timeout: Duration,
-    ) -> Result<Self, String> {
-        let url = url.unwrap_or_else(|| format!("https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Messages.json"));
+    pub fn twilio(a: &AccountSettings) -> Result<Self, String> {
+        let url = a.url.clone().unwrap_or_else(|| format!("https://api.twilio.com/2010-04-01/Accounts/{}/Messages.json", a.account));
         Self::form_preset(
             "twilio",
             url,
-            (account_sid, auth_token),
-            vec![("To".into(), "{to}".into()), ("From".into(), from), ("Body".into(), "{message}".into())],
-            timeout,
+            a,
+            vec![("To".into(), "{to}".into()), ("From".into(), a.from.clone()), ("Body".into(), "{message}".into())],
         )
     }
 
-    fn form_preset(
-        kind: &'static str,
-        url: String,
-        auth: (String, Secret<String>),
-        form: Vec<(String, String)>,
-        timeout: Duration,
-    ) -> Result<Self, String> {
+    fn form_preset(kind: &'static str, url: String, account: &AccountSettings, form: Vec<(String, String)>) -> Result<Self, String> {
         Ok(Self {
             kind,
-            client: client(timeout)?,
+            client: client(account.timeout)?,
             method: reqwest::Method::POST,
             url,
             headers: Vec::new(),
-            basic_auth: Some(auth),
+            basic_auth: Some((account.account.clone(), account.credential.clone())),
             body: BodyKind::Form,
             template: String::new(),
             content_type: "application/x-www-form-urlencoded".into(),
@@ -213,11 +179,20 @@ mod tests {
             .to_ascii_lowercase()
     }
 
+    fn account(url: String, account: &str, credential: &str, from: &str) -> AccountSettings {
+        AccountSettings {
+            url: Some(url),
+            account: account.into(),
+            credential: Secret::new(credential.into()),
+            from: from.into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
     #[tokio::test]
     async fn elks46_posts_its_form_with_basic_auth() {
         let (url, request) = capture_one();
-        let gateway =
-            HttpGateway::elks46(Some(url), "u123".into(), Secret::new("p456".into()), "Region".into(), Duration::from_secs(5)).unwrap();
+        let gateway = HttpGateway::elks46(&account(url, "u123", "p456", "Region")).unwrap();
         gateway.send_once("+46701234567", &Secret::new("Kod: 123456 & mer".into())).await.unwrap();
         let raw = request.join().unwrap();
         assert!(raw.starts_with("POST /sms HTTP/1.1"), "{raw}");
@@ -228,8 +203,7 @@ mod tests {
     #[tokio::test]
     async fn twilio_posts_to_body_from_with_basic_auth() {
         let (url, request) = capture_one();
-        let gateway =
-            HttpGateway::twilio(Some(url), "AC1".into(), Secret::new("tok".into()), "+4610".into(), Duration::from_secs(5)).unwrap();
+        let gateway = HttpGateway::twilio(&account(url, "AC1", "tok", "+4610")).unwrap();
         gateway.send_once("+46701234567", &Secret::new("Code 1".into())).await.unwrap();
         let raw = request.join().unwrap();
         assert!(raw.to_ascii_lowercase().contains(&basic("AC1", "tok")), "{raw}");
@@ -238,9 +212,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_status_is_an_error_and_an_unreachable_gateway_too() {
-        let gateway = HttpGateway::generic(HttpSettings {
+        let gateway = HttpGateway::generic(&HttpSettings {
             url: "http://127.0.0.1:9/unreachable".into(),
-            method: "POST".into(),
+            method: reqwest::Method::POST,
             headers: vec![],
             basic_auth: None,
             body: None,

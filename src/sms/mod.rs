@@ -7,6 +7,7 @@
 
 pub mod delivery;
 pub mod http;
+pub mod settings;
 
 use std::time::Duration;
 

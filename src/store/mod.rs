@@ -5,6 +5,7 @@
 //! `auth` sees only the [`Store`] trait; [`sqlite::SqliteStore`] is the embedded default.
 
 pub mod seal;
+pub mod settings;
 pub mod sqlite;
 
 use std::time::Duration;
