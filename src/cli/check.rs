@@ -1,0 +1,95 @@
+//! `radmfa check-config`: loads the configuration, the users file or LDAP settings, the SMS
+//! gateway and the key file as `serve` would, and reports problems and warnings without
+//! starting anything; also the file-mode checks `serve` logs at start.
+
+use std::io::Write;
+
+use super::{CliError, missing_database, open_gateway};
+use crate::config::Config;
+use crate::directory::file::UsersFile;
+use crate::directory::settings::DirectorySettings;
+use crate::store::seal::KeyRing;
+
+pub(super) fn check_config(path: &std::path::Path) -> Result<(), CliError> {
+    let config = Config::load(path)?;
+    let directory = match &config.directory {
+        DirectorySettings::File { path } => format!("users file with {} user(s)", UsersFile::load(path)?.len()),
+        DirectorySettings::Ldap(settings) => {
+            crate::directory::ldap::LdapDirectory::new((**settings).clone())?;
+            format!("LDAP directory at {}", settings.urls.join(", "))
+        }
+    };
+    open_gateway(&config)?;
+    let mut out = std::io::stdout().lock();
+    let (key, db) = (&config.store.key_file, &config.store.path);
+    if !key.exists() && !db.exists() {
+        writeln!(
+            out,
+            "note: no key file and no database yet: `radmfa serve` creates {} and {} at first start",
+            key.display(),
+            db.display()
+        )?;
+    } else if let Err(e) = KeyRing::load(key) {
+        return Err(format!("{e}\n(create the key file with: radmfa keygen --config {})", path.display()).into());
+    } else if !db.exists() {
+        return Err(missing_database(&config).into());
+    }
+    writeln!(
+        out,
+        "{}: OK — {} listen address(es), {} client(s), {directory}",
+        path.display(),
+        config.server.listen.len() + config.server.accounting_listen.len(),
+        config.clients.len(),
+    )?;
+    for warning in config.warnings.iter().chain(&file_mode_warnings(&config)) {
+        writeln!(out, "warning: {warning}")?;
+    }
+    if config.clients.is_empty() {
+        writeln!(out, "warning: no [[client]] is configured, so every request will be dropped")?;
+    }
+    for client in &config.clients {
+        if client.secret.expose().len() < 16 {
+            writeln!(out, "warning: client {:?} has a shared secret shorter than 16 characters", client.policy.name)?;
+        }
+        if !client.require_message_authenticator {
+            writeln!(
+                out,
+                "warning: client {:?} does not require Message-Authenticator (BlastRADIUS, CVE-2024-3596); enable it once the NAS sends one",
+                client.policy.name
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Files holding secrets (the config, secret files, the users file's hashes) that others may
+/// read. Group-readable is fine for the service's own group (`root:radmfa 0640`, as the unit's
+/// install steps make them).
+pub(crate) fn file_mode_warnings(config: &Config) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let own_group = std::fs::metadata("/proc/self").map(|m| m.gid()).ok();
+    let mut warnings = Vec::new();
+    for file in &config.secret_files {
+        let Ok(meta) = std::fs::metadata(file) else { continue };
+        let mode = meta.mode() & 0o777;
+        let shown = file.display();
+        if mode & 0o007 != 0 {
+            warnings.push(format!("{shown} holds secrets and is accessible to everyone (mode {mode:o}): chmod o-rwx {shown}"));
+        } else if mode & 0o070 != 0 && Some(meta.gid()) != own_group && group_name(meta.gid()).as_deref() != Some("radmfa") {
+            let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
+            warnings.push(format!(
+                "{shown} holds secrets and is accessible to group {group} (mode {mode:o}): make it 0600, or 0640 with the radmfa group"
+            ));
+        }
+    }
+    warnings
+}
+
+fn group_name(gid: u32) -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == gid).then(|| name.to_owned())
+    })
+}
