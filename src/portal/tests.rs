@@ -6,12 +6,15 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
 
+use super::limiter::LimitKey;
+use super::pages::date;
 use super::*;
 use crate::auth::tests::{FakeDirectory, RecordingGateway};
 use crate::auth::{ClientPolicy, Method, Mode, NoToken, Outcome, Services};
@@ -518,7 +521,7 @@ fn the_address_limiter_stays_at_its_cap_under_forged_keys() {
     let t0 = Instant::now();
     for n in 0..120_000u32 {
         let forged = IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
-        portal.address_limits.allow_at(&format!("signin:{}", ip_key(forged)), 20, LIMIT_WINDOW, t0);
+        portal.address_limits.allow_at(&LimitKey::signin_from(forged), 20, LIMIT_WINDOW, t0);
     }
     assert_eq!(portal.address_limits.len(), LIMITER_KEYS, "bounded: the oldest keys went, no scan ever needed");
     assert!(portal.user_limits.is_empty(), "user keys live apart");
