@@ -260,6 +260,22 @@ async fn sign_in_profile_enroll_and_the_token_works_over_radius() {
 }
 
 #[tokio::test]
+async fn the_navigation_marks_the_page_s_own_tab() {
+    let mut b = browser();
+    b.sign_in_alice().await;
+    let general = b.get("/general").await.body;
+    assert!(
+        general.contains("<a href=\"/general\" aria-current=\"page\">") && !general.contains("<a href=\"/tokens\" aria-current"),
+        "{general}"
+    );
+    let tokens = b.get("/tokens/new").await.body;
+    assert!(
+        tokens.contains("<a href=\"/tokens\" aria-current=\"page\">") && !tokens.contains("<a href=\"/general\" aria-current"),
+        "{tokens}"
+    );
+}
+
+#[tokio::test]
 async fn a_post_without_the_csrf_token_is_refused() {
     let mut b = browser();
     b.get("/signin").await;
