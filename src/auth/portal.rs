@@ -44,6 +44,29 @@ pub struct PortalUser {
     pub has_token: bool,
 }
 
+/// The portal step an audit line is about (its `step` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortalStep {
+    SignInPassword,
+    SignInSms,
+    SignInCode,
+    /// Both factors passed.
+    SignedIn,
+    Enroll,
+}
+
+impl PortalStep {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::SignInPassword => "sign_in_password",
+            Self::SignInSms => "sign_in_sms",
+            Self::SignInCode => "sign_in_code",
+            Self::SignedIn => "sign_in",
+            Self::Enroll => "enroll",
+        }
+    }
+}
+
 impl Authenticator {
     /// The name to look up for what a user typed.
     pub fn login_name(&self, typed: &str) -> LoginName {
@@ -57,13 +80,12 @@ impl Authenticator {
 
     /// The password step of a portal sign-in, for the account the typed name resolves to.
     /// Locks (of either factor) are checked before the directory binds.
-    pub async fn portal_password(&self, typed: &str, password: &[u8], from: IpAddr) -> Result<PortalUser, Reason> {
+    pub async fn portal_password(&self, typed: &str, password: &[u8], from: IpAddr, now: UnixTime) -> Result<PortalUser, Reason> {
         let login = self.login_name(typed);
-        let audit = |account: &str, reason| self.portal_audit(account, from, "sign_in_password", reason);
+        let audit = |account: &str, reason| self.portal_audit(account, from, PortalStep::SignInPassword, reason);
         if password.is_empty() {
             return Err(audit(&login.name, Reason::EmptyPassword));
         }
-        let now = crate::store::now();
         let account = self.resolve_for_password(&login, password).await.map_err(|r| audit(&login.name, r))?;
         self.check_code_lock(&account.id, now).await.map_err(|r| audit(&account.id, r))?;
         let profile = self.check_password(&account, password, false, now).await.map_err(|r| audit(&account.id, r))?;
@@ -77,13 +99,12 @@ impl Authenticator {
     /// Audits a sign-in refused by the portal's rate limits before any check (`key` is the
     /// name's rate-limit key: no directory lookup is made for it).
     pub fn portal_rate_limited(&self, key: &str, from: IpAddr) {
-        self.portal_audit(key, from, "sign_in_password", Reason::RateLimited);
+        self.portal_audit(key, from, PortalStep::SignInPassword, Reason::RateLimited);
     }
 
     /// Sends a sign-in code by SMS to the profile's mobile number (same limits as RADIUS).
-    pub async fn portal_send_sms(&self, account: &str, profile: &UserProfile, from: IpAddr) -> Result<SmsChallenge, Reason> {
-        let now = crate::store::now();
-        let audit = |reason| self.portal_audit(account, from, "sign_in_sms", reason);
+    pub async fn portal_send_sms(&self, account: &str, profile: &UserProfile, from: IpAddr, now: UnixTime) -> Result<SmsChallenge, Reason> {
+        let audit = |reason| self.portal_audit(account, from, PortalStep::SignInSms, reason);
         let answer_by = std::time::Instant::now() + self.settings.sms_answer_within;
         let sent = self.send_code(account, profile.mobile.as_deref(), now, answer_by).await.map_err(audit)?;
         match sent.delivered {
@@ -103,10 +124,16 @@ impl Authenticator {
 
     /// The second step of a portal sign-in: the SMS code if one was sent, else a code from one of
     /// the user's apps. Wrong codes count towards the same lockout as RADIUS.
-    pub async fn portal_code(&self, account: &str, code: &str, sms: Option<&mut SmsChallenge>, from: IpAddr) -> Result<(), Reason> {
-        let now = crate::store::now();
+    pub async fn portal_code(
+        &self,
+        account: &str,
+        code: &str,
+        sms: Option<&mut SmsChallenge>,
+        from: IpAddr,
+        now: UnixTime,
+    ) -> Result<(), Reason> {
         let store = &self.services.store;
-        let audit = |reason| self.portal_audit(account, from, "sign_in_code", reason);
+        let audit = |reason| self.portal_audit(account, from, PortalStep::SignInCode, reason);
         if store.locked_until(account, Factor::Code, now).await.map_err(store_down).map_err(audit)?.is_some() {
             return Err(audit(Reason::SecondFactorLocked));
         }
@@ -127,7 +154,7 @@ impl Authenticator {
                 self.verify_totp(account, &tokens, code, now).await.map_err(audit)?;
             }
         }
-        self.portal_audit(account, from, "sign_in", Reason::Authenticated);
+        self.portal_audit(account, from, PortalStep::SignedIn, Reason::Authenticated);
         Ok(())
     }
 
@@ -137,7 +164,14 @@ impl Authenticator {
     }
 
     /// Starts an enrollment: a new, unconfirmed token (never accepted at login until confirmed).
-    pub async fn portal_enroll(&self, user: &str, name: &str, issuer: &str, max_tokens: usize) -> Result<Enrollment, Reason> {
+    pub async fn portal_enroll(
+        &self,
+        user: &str,
+        name: &str,
+        issuer: &str,
+        max_tokens: usize,
+        now: UnixTime,
+    ) -> Result<Enrollment, Reason> {
         let store = &self.services.store;
         let tokens = store.tokens(user).await.map_err(store_down)?;
         if confirmed(tokens).len() >= max_tokens {
@@ -150,7 +184,7 @@ impl Authenticator {
             .await
             .map_err(store_down)?;
         let uri = params.otpauth_uri(secret.expose(), issuer, user);
-        Ok(Enrollment { token_id, name: name.to_owned(), secret, uri, started_at: crate::store::now() })
+        Ok(Enrollment { token_id, name: name.to_owned(), secret, uri, started_at: now })
     }
 
     /// Confirms an enrollment with a code from the app; the token becomes usable only then.
@@ -161,19 +195,19 @@ impl Authenticator {
         code: &str,
         timeout: Duration,
         from: IpAddr,
+        now: UnixTime,
     ) -> Result<(), Reason> {
-        let now = crate::store::now();
         let store = &self.services.store;
         if now - enrollment.started_at > timeout.as_secs() as UnixTime {
             let _ = store.remove_token(user, enrollment.token_id).await;
-            return Err(self.portal_audit(user, from, "enroll", Reason::StateExpired));
+            return Err(self.portal_audit(user, from, PortalStep::Enroll, Reason::StateExpired));
         }
         let params = self.settings.totp;
         let Some(step) = params.matching_step(enrollment.secret.expose(), code.trim(), now.max(0) as u64, self.settings.totp_window) else {
-            return Err(self.portal_audit(user, from, "enroll", Reason::WrongCode));
+            return Err(self.portal_audit(user, from, PortalStep::Enroll, Reason::WrongCode));
         };
         if !store.confirm_token(user, enrollment.token_id, step).await.map_err(store_down)? {
-            return Err(self.portal_audit(user, from, "enroll", Reason::NoToken));
+            return Err(self.portal_audit(user, from, PortalStep::Enroll, Reason::NoToken));
         }
         tracing::info!(target: "radmfa::audit", user, client = "portal", from = %from, token = enrollment.token_id, name = enrollment.name.as_str(), "portal: token enrolled");
         Ok(())
@@ -188,14 +222,14 @@ impl Authenticator {
     }
 
     /// One audit line per portal step, naming the account and the client's address.
-    fn portal_audit(&self, user: &str, from: IpAddr, step: &'static str, reason: Reason) -> Reason {
+    fn portal_audit(&self, user: &str, from: IpAddr, step: PortalStep, reason: Reason) -> Reason {
         let result = match reason {
             Reason::Authenticated => "accept",
             Reason::PasswordVerified => "continue",
             Reason::SmsSent | Reason::SmsPending => "challenge",
             _ => "reject",
         };
-        tracing::info!(target: "radmfa::audit", user, client = "portal", from = %from, step, result, reason = reason.as_str(), "portal");
+        tracing::info!(target: "radmfa::audit", user, client = "portal", from = %from, step = step.as_str(), result, reason = reason.as_str(), "portal");
         reason
     }
 }

@@ -836,12 +836,12 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
 async fn the_portal_enrolls_with_the_configured_algorithm_and_period() {
     let configured = TotpParams { algorithm: crate::otp::Algorithm::Sha256, digits: 8, period: 60 };
     let f = fixture_with(FakeDirectory::default(), RecordingGateway::default(), AuthSettings { totp: configured, ..settings() }).await;
-    let enrollment = f.auth.portal_enroll("bob", "phone", "radmfa", 5).await.unwrap();
+    let enrollment = f.auth.portal_enroll("bob", "phone", "radmfa", 5, crate::store::now()).await.unwrap();
     let uri = enrollment.uri.expose();
     assert!(uri.contains("algorithm=SHA256") && uri.contains("period=60") && uri.contains("digits=8"), "{uri}");
     let stored = f.store.tokens("bob").await.unwrap();
     assert_eq!(stored[0].params, configured, "what the app is told is what the server checks");
     let code = configured.code_at_step(enrollment.secret.expose(), configured.step_at(crate::store::now() as u64));
     let from = std::net::IpAddr::from([127, 0, 0, 1]);
-    f.auth.portal_confirm("bob", &enrollment, code.expose(), Duration::from_secs(300), from).await.unwrap();
+    f.auth.portal_confirm("bob", &enrollment, code.expose(), Duration::from_secs(300), from, crate::store::now()).await.unwrap();
 }

@@ -11,27 +11,54 @@
 //! own limiter, which only sign-in attempts (each one also per-address limited) fill, and the
 //! password and code lockouts that `auth` keeps in the store hold regardless.
 
+use std::borrow::Borrow;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-pub struct RateLimiter {
-    arrivals: Mutex<LruCache<String, Instant>>,
+use super::client_addr::host_key;
+
+/// What the portal counts attempts by. Addresses are kept as `host_key` makes them (an IPv4
+/// address, or an IPv6 /64), so one host is one key however it varies its address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// Sign-in attempts from one client.
+    SigninFrom(IpAddr),
+    /// Sign-in attempts for one user name (`Authenticator::rate_key`: every spelling shares one).
+    SigninAs(String),
+    /// Codes tried from one client.
+    CodeFrom(IpAddr),
 }
 
-impl RateLimiter {
+impl LimitKey {
+    pub fn signin_from(ip: IpAddr) -> Self {
+        Self::SigninFrom(host_key(ip))
+    }
+
+    pub fn code_from(ip: IpAddr) -> Self {
+        Self::CodeFrom(host_key(ip))
+    }
+}
+
+pub struct RateLimiter<K = LimitKey> {
+    arrivals: Mutex<LruCache<K, Instant>>,
+}
+
+impl<K: Hash + Eq> RateLimiter<K> {
     pub fn new(capacity: usize) -> Self {
         Self { arrivals: Mutex::new(LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN))) }
     }
 
-    /// Counts one attempt for `key` if fewer than `max` fit in the last `window`.
-    pub fn allow(&self, key: &str, max: u32, window: Duration) -> bool {
-        self.allow_at(key, max, window, Instant::now())
-    }
-
-    pub fn allow_at(&self, key: &str, max: u32, window: Duration, now: Instant) -> bool {
+    /// Counts one attempt for `key` at `now` if fewer than `max` fit in the `window` before.
+    pub fn allow_at<Q>(&self, key: &Q, max: u32, window: Duration, now: Instant) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let interval = window / max.max(1);
         let mut arrivals = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
         let next = match arrivals.get(key) {
@@ -67,7 +94,7 @@ mod tests {
 
     #[test]
     fn a_burst_of_max_then_one_per_interval() {
-        let limiter = RateLimiter::new(10);
+        let limiter = RateLimiter::<String>::new(10);
         let t0 = Instant::now();
         let window = Duration::from_secs(300);
         for _ in 0..5 {
@@ -85,7 +112,7 @@ mod tests {
 
     #[test]
     fn forged_keys_beyond_the_capacity_keep_the_size_at_the_cap() {
-        let limiter = RateLimiter::new(50_000);
+        let limiter = RateLimiter::<String>::new(50_000);
         let t0 = Instant::now();
         for n in 0..120_000u32 {
             assert!(limiter.allow_at(

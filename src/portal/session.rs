@@ -10,8 +10,9 @@
 //! out its oldest. Expired sessions go when they are next looked up or reach the LRU end.
 //!
 //! A request reads a copy and leaves the stored session in place, so two requests with one
-//! cookie both find it. Changes are written back only while the entry still exists: a session
-//! that was signed out or given a new id meanwhile never comes back.
+//! cookie both find it. Changes are made to the stored entry, under the store's lock
+//! (`modify`, `rotate`), and only while it still exists: a session that was signed out or given
+//! a new id meanwhile never comes back.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
@@ -198,23 +199,17 @@ impl Sessions {
         }
     }
 
-    /// Writes a request's changes back, unless the session was removed meanwhile.
-    pub fn update(&self, id: &str, session: Session) -> bool {
-        let mut inner = self.lock();
-        match inner.sessions.get_mut(id) {
-            Some(stored) => {
-                let last_seen = stored.last_seen.max(session.last_seen);
-                *stored = Session { last_seen, ..session };
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Moves a session to a new id (the old one stops working); `None` when the old id is gone
-    /// (signed out, or a concurrent request already moved it).
-    pub fn rotate(&self, old_id: &str, session: Session, now: Instant) -> Option<String> {
-        self.lock().remove(old_id)?;
+    /// Moves a session to a new id (the old one stops working), changed by `change` on the way;
+    /// `None` when the old id is gone (signed out, timed out, or a concurrent request already
+    /// moved it).
+    pub fn rotate(&self, old_id: &str, now: Instant, change: impl FnOnce(&mut Session)) -> Option<String> {
+        let mut session = {
+            let mut inner = self.lock();
+            let live = self.live(inner.sessions.peek(old_id)?, now);
+            let session = inner.remove(old_id)?;
+            live.then_some(session)?
+        };
+        change(&mut session);
         Some(self.create(session, now))
     }
 
@@ -296,12 +291,11 @@ mod tests {
         let store = Sessions::new(10, Duration::from_secs(60), Duration::from_secs(600));
         let t0 = Instant::now();
         let id = store.create(signed_in("alice", t0), t0);
-        let copy = store.get(&id, t0).unwrap();
-        let new_id = store.rotate(&id, copy.clone(), t0).unwrap();
-        assert!(!store.update(&id, copy.clone()), "the old id stays gone");
-        assert!(store.rotate(&id, copy.clone(), t0).is_none(), "a second rotation of the old id fails");
+        let new_id = store.rotate(&id, t0, |_| ()).unwrap();
+        assert!(store.modify(&id, t0, |_| ()).is_none(), "the old id stays gone");
+        assert!(store.rotate(&id, t0, |_| ()).is_none(), "a second rotation of the old id fails");
         store.remove(&new_id);
-        assert!(!store.update(&new_id, copy));
+        assert!(store.modify(&new_id, t0, |_| ()).is_none());
         assert!(store.is_empty());
         assert_eq!(store.accounts(), 0);
     }

@@ -6,12 +6,15 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
 
+use super::limiter::LimitKey;
+use super::pages::date;
 use super::*;
 use crate::auth::tests::{FakeDirectory, RecordingGateway};
 use crate::auth::{ClientPolicy, Method, Mode, NoToken, Outcome, Services};
@@ -254,6 +257,22 @@ async fn sign_in_profile_enroll_and_the_token_works_over_radius() {
     // The seed is shown during enrollment only.
     let again = b.get("/tokens/new/scan").await;
     assert_eq!(again.location.as_deref(), Some("/tokens"));
+}
+
+#[tokio::test]
+async fn the_navigation_marks_the_page_s_own_tab() {
+    let mut b = browser();
+    b.sign_in_alice().await;
+    let general = b.get("/general").await.body;
+    assert!(
+        general.contains("<a href=\"/general\" aria-current=\"page\">") && !general.contains("<a href=\"/tokens\" aria-current"),
+        "{general}"
+    );
+    let tokens = b.get("/tokens/new").await.body;
+    assert!(
+        tokens.contains("<a href=\"/tokens\" aria-current=\"page\">") && !tokens.contains("<a href=\"/general\" aria-current"),
+        "{tokens}"
+    );
 }
 
 #[tokio::test]
@@ -518,7 +537,7 @@ fn the_address_limiter_stays_at_its_cap_under_forged_keys() {
     let t0 = Instant::now();
     for n in 0..120_000u32 {
         let forged = IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
-        portal.address_limits.allow_at(&format!("signin:{}", ip_key(forged)), 20, LIMIT_WINDOW, t0);
+        portal.address_limits.allow_at(&LimitKey::signin_from(forged), 20, LIMIT_WINDOW, t0);
     }
     assert_eq!(portal.address_limits.len(), LIMITER_KEYS, "bounded: the oldest keys went, no scan ever needed");
     assert!(portal.user_limits.is_empty(), "user keys live apart");

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 
-use crate::harness::{CAROL_PASSWORD, Options, SECRET, SmsSink, TestServer, radclient, system_tool};
+use crate::harness::{CAROL_PASSWORD, Options, SECRET, SmsSink, TestServer, cheap_hash, radclient, system_tool};
+use crate::http::Http;
 
 struct Driver(Child);
 
@@ -236,4 +237,25 @@ fn the_portal_serves_https_with_its_own_certificate() {
         let plain = reqwest::Client::new().get(format!("https://{address}/signin")).send().await;
         assert!(plain.is_err(), "a client that does not trust the CA is refused");
     });
+}
+
+/// A user with neither a confirmed app nor a mobile number is turned away at the password step,
+/// and the audit trail says why — as the RADIUS flow audits the same user.
+#[test]
+fn a_portal_user_with_neither_app_nor_phone_is_audited_as_no_mobile() {
+    let erin = format!("\n[[user]]\nusername = \"erin\"\npassword_hash = \"{}\"\ngiven_name = \"Erin\"\n", cheap_hash("erin-pw"));
+    let portal = "[portal]\nenabled = true\nlisten = \"127.0.0.1:0\"\n".to_owned();
+    let server = TestServer::start(Options { no_token: "sms", extra: portal, extra_users: erin, ..Options::default() });
+    let mut web = Http::new(server.portal.unwrap());
+    let csrf = web.get("/signin").csrf();
+    let page = web.post("/signin", &[("csrf", &csrf), ("username", "erin"), ("password", "erin-pw")]);
+    assert!(page.body.contains("Contact the help desk"), "{}", page.body);
+    let line = server
+        .wait_for(|v| v["target"] == "radmfa::audit" && v["client"] == "portal" && v["user"] == "erin", Duration::from_secs(10))
+        .expect("an audit line for erin's sign-in");
+    assert_eq!(
+        (&line["step"], &line["reason"], &line["result"]),
+        (&"sign_in_password".into(), &"no_mobile".into(), &"reject".into()),
+        "{line}"
+    );
 }

@@ -1,0 +1,189 @@
+//! The portal's pages as askama templates (`templates/`), what every page's layout needs
+//! (`Page`), and the pages that belong to no flow: the start, GENERAL (the profile) and the
+//! "form expired" page.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+
+use super::Portal;
+use super::extract::{SignedIn, Visit};
+use super::i18n::{Lang, Strings};
+use super::session::Stage;
+
+/// The tab of the navigation a page belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    General,
+    Tokens,
+}
+
+/// What every page's layout needs.
+pub struct Page {
+    pub s: &'static Strings,
+    pub lang: &'static str,
+    pub other_lang: &'static str,
+    pub csrf: String,
+    pub signed_in: bool,
+    pub tab: Option<Tab>,
+    pub notice: Option<&'static str>,
+    pub error: Option<&'static str>,
+}
+
+impl Page {
+    pub fn new(
+        lang: Lang,
+        csrf: String,
+        signed_in: bool,
+        tab: Option<Tab>,
+        notice: Option<&'static str>,
+        error: Option<&'static str>,
+    ) -> Self {
+        let other_lang = if lang == Lang::En { "sv" } else { "en" };
+        Self { s: lang.strings(), lang: lang.code(), other_lang, csrf, signed_in, tab, notice, error }
+    }
+
+    /// For the layout's `aria-current`.
+    pub fn on_general(&self) -> bool {
+        self.tab == Some(Tab::General)
+    }
+
+    pub fn on_tokens(&self) -> bool {
+        self.tab == Some(Tab::Tokens)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+pub struct SigninPage {
+    pub page: Page,
+}
+
+#[derive(Template)]
+#[template(path = "otp.html")]
+pub struct OtpPage {
+    pub page: Page,
+    pub sms_to: Option<String>,
+    pub offer_sms: bool,
+}
+
+#[derive(Template)]
+#[template(path = "general.html")]
+struct GeneralPage {
+    page: Page,
+    username: String,
+    given_name: String,
+    surname: String,
+    email: String,
+    mobile: String,
+}
+
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub created: String,
+    pub last_used: String,
+}
+
+#[derive(Template)]
+#[template(path = "tokens.html")]
+pub struct TokensPage {
+    pub page: Page,
+    pub tokens: Vec<TokenRow>,
+}
+
+#[derive(Template)]
+#[template(path = "enroll_name.html")]
+pub struct EnrollNamePage {
+    pub page: Page,
+}
+
+#[derive(Template)]
+#[template(path = "enroll_scan.html")]
+pub struct EnrollScanPage {
+    pub page: Page,
+    pub qr_svg: String,
+    pub secret_grouped: String,
+}
+
+#[derive(Template)]
+#[template(path = "enroll_confirm.html")]
+pub struct EnrollConfirmPage {
+    pub page: Page,
+}
+
+#[derive(Template)]
+#[template(path = "remove.html")]
+pub struct RemovePage {
+    pub page: Page,
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    page: Page,
+}
+
+pub fn render(t: impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "portal template failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// A form posted without its CSRF token (or with an old one): 403, and the way back.
+pub fn form_expired(portal: &Portal, visit: Visit) -> Response {
+    let page = visit.page(portal, None, Some(visit.s().form_expired));
+    visit.respond((StatusCode::FORBIDDEN, render(MessagePage { page })))
+}
+
+/// A time as the TOKENS tab shows it, or `never`.
+pub fn date(t: Option<i64>, never: &str) -> String {
+    let Some(t) = t else { return never.to_owned() };
+    let days = t.div_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), so no date crate is needed.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let secs = t.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", secs / 3600, (secs % 3600) / 60)
+}
+
+/// `/`: wherever the visitor is in the flow.
+pub async fn home(visit: Visit) -> Response {
+    let to = match visit.stage() {
+        Some(Stage::SignedIn { .. }) => "/general",
+        Some(Stage::SecondFactor { .. }) => "/otp",
+        None => "/signin",
+    };
+    visit.respond(Redirect::to(to))
+}
+
+/// GENERAL: the profile as the directory has it.
+pub async fn general(State(portal): State<Arc<Portal>>, signed_in: SignedIn) -> Response {
+    let SignedIn { visit, profile, .. } = signed_in;
+    let page = visit.page(&portal, Some(Tab::General), None);
+    let body = GeneralPage {
+        page,
+        username: profile.username,
+        given_name: profile.given_name.unwrap_or_default(),
+        surname: profile.surname.unwrap_or_default(),
+        email: profile.email.unwrap_or_default(),
+        mobile: profile.mobile.unwrap_or_default(),
+    };
+    visit.respond(render(body))
+}
