@@ -1,6 +1,6 @@
 //! The RADIUS edge: NAS clients, the RFC checks, dispatch to `auth`, and the UDP transport.
 //!
-//! Split as hickory-dns splits its server, transport apart from request handling: [`verify`]
+//! Split as hickory-dns splits its server, transport apart from request handling: [`verify()`]
 //! checks a framed packet from a known client (size, decoding, port and code, authenticators,
 //! Message-Authenticator and Proxy-State rules) and `handler` answers a verified one
 //! (Status-Server, accounting, an Access-Request decided by `auth` and signed). Neither knows

@@ -1,5 +1,5 @@
 //! The UDP transport: one receive loop per socket, and what only UDP needs around the shared
-//! [`verify`](super::verify) and [`Handler`]: the client found by source address, the
+//! [`verify()`](super::verify()) and [`Handler`]: the client found by source address, the
 //! retransmission cache (RFC 5080 §2.2.2: a NAS retries by resending the same datagram), and the
 //! fair admission that bounds decisions in progress. Admission runs on the receive loop (cheap,
 //! no awaiting); the decision runs in a spawned task.

@@ -202,4 +202,19 @@ mod tests {
         discard.counter(&stats).inc();
         assert_eq!(stats.bad_accounting_authenticator.get(), 1);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn verify_never_panics(code in proptest::sample::select(vec![1u8, 2, 4, 12, 99]), padding in 0usize..8,
+                               body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), required: bool) {
+            let mut bytes = vec![code, 1];
+            bytes.extend_from_slice(&((20 + body.len()) as u16).to_be_bytes());
+            bytes.extend_from_slice(&[0; 16]);
+            bytes.extend_from_slice(&body);
+            bytes.resize(bytes.len() + padding, 0);
+            for port in [PortKind::Auth, PortKind::Accounting] {
+                let _ = verify(&bytes, &client(required), port);
+            }
+        }
+    }
 }
