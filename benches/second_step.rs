@@ -143,8 +143,8 @@ fn main() {
             for i in next_user..next_user + batch {
                 let user = format!("user{i}");
                 let d = auth.decide(&request(&client, &user, "pw", None)).await;
-                assert_eq!(d.outcome, Outcome::Challenge);
-                states.push((user, i, d.state.unwrap()));
+                assert_eq!(d.outcome(), Outcome::Challenge);
+                states.push((user, i, d.into_state().unwrap()));
             }
             next_user += batch;
             let queue = Arc::new(std::sync::Mutex::new(states));
@@ -164,7 +164,7 @@ fn main() {
                         let t = Instant::now();
                         let d = auth.decide(&request(&client, &user, code.expose(), Some(state))).await;
                         latencies.push(t.elapsed());
-                        accepted += usize::from(d.outcome == Outcome::Accept);
+                        accepted += usize::from(d.outcome() == Outcome::Accept);
                     }
                     (latencies, accepted)
                 });

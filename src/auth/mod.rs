@@ -12,6 +12,7 @@
 
 mod allowance;
 mod context;
+mod decision;
 mod flow;
 pub mod messages;
 pub mod portal;
@@ -27,12 +28,12 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
-use crate::directory::{Denial, Directory, LoginName, UserProfile};
-use crate::radius::Attribute;
+use crate::directory::{Directory, LoginName};
 use crate::secret::Secret;
 use crate::sms::{Gateway, SmsStats};
 use crate::store::seal::Keys;
 use crate::store::{LockoutPolicy, SmsLimits, Store};
+pub use decision::{Decision, Outcome, Reason, Verdict};
 pub use messages::Messages;
 pub use reply::ReplyTemplate;
 pub use username::UsernameRules;
@@ -157,147 +158,6 @@ impl Request {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Accept,
-    Reject,
-    Challenge,
-    /// Nothing is sent (the directory is busy): the NAS retransmits, or asks its other server.
-    NoAnswer,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Accept => "accept",
-            Self::Reject => "reject",
-            Self::Challenge => "challenge",
-            Self::NoAnswer => "none",
-        }
-    }
-}
-
-/// Why the decision went the way it did: for the audit log, never for the NAS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Reason {
-    Authenticated,
-    PasswordOnly,
-    TotpChallenge,
-    SmsSent,
-    /// The challenge went out while the SMS gateway was still busy with the code.
-    SmsPending,
-    SmsRetry,
-    MissingUserName,
-    InvalidUserName,
-    MissingPassword,
-    EmptyPassword,
-    UnsupportedMethod(Method),
-    Directory(Denial),
-    DirectoryUnavailable,
-    /// The directory did not answer in time: left unanswered rather than rejected.
-    DirectoryBusy,
-    StoreUnavailable,
-    /// The Accept's reply attributes (many groups?) would not fit in one RADIUS packet.
-    AnswerTooBig,
-    MissingCode,
-    WrongCode,
-    CodeReplayed,
-    SecondFactorLocked,
-    /// Too many wrong passwords for this account lately: refused before the directory binds.
-    PasswordLocked,
-    NoToken,
-    NoMobile,
-    SmsRateLimited,
-    SmsFailed,
-    InvalidState,
-    StateExpired,
-    StateMismatch,
-    StateReused,
-    TooManyTokens,
-    /// Too many tries from one address or for one name lately (the portal's limits).
-    RateLimited,
-    /// The portal's password step passed; the second factor comes next.
-    PasswordVerified,
-    /// Not decided within `request_timeout`: no answer was sent.
-    TimedOut,
-    /// Given up undecided (the server stopping): no answer was sent.
-    Abandoned,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Authenticated => "authenticated",
-            Self::PasswordOnly => "password_only",
-            Self::TotpChallenge => "totp_challenge",
-            Self::SmsSent => "sms_sent",
-            Self::SmsPending => "sms_pending",
-            Self::SmsRetry => "sms_retry",
-            Self::MissingUserName => "missing_user_name",
-            Self::InvalidUserName => "invalid_user_name",
-            Self::MissingPassword => "missing_password",
-            Self::EmptyPassword => "empty_password",
-            Self::UnsupportedMethod(Method::Chap) => "chap_not_supported",
-            Self::UnsupportedMethod(Method::MsChap) => "mschap_not_supported",
-            Self::UnsupportedMethod(_) => "eap_not_supported",
-            Self::Directory(denial) => denial.as_str(),
-            Self::DirectoryUnavailable => "directory_unavailable",
-            Self::DirectoryBusy => "directory_busy",
-            Self::AnswerTooBig => "answer_too_big",
-            Self::StoreUnavailable => "store_unavailable",
-            Self::MissingCode => "missing_code",
-            Self::WrongCode => "wrong_code",
-            Self::CodeReplayed => "code_replayed",
-            Self::SecondFactorLocked => "second_factor_locked",
-            Self::PasswordLocked => "password_locked",
-            Self::NoToken => "no_token",
-            Self::NoMobile => "no_mobile",
-            Self::SmsRateLimited => "sms_rate_limited",
-            Self::SmsFailed => "sms_failed",
-            Self::InvalidState => "invalid_state",
-            Self::StateExpired => "state_expired",
-            Self::StateMismatch => "state_mismatch",
-            Self::StateReused => "state_reused",
-            Self::TooManyTokens => "too_many_tokens",
-            Self::RateLimited => "rate_limited",
-            Self::PasswordVerified => "password_verified",
-            Self::TimedOut => "timed_out",
-            Self::Abandoned => "abandoned",
-        }
-    }
-}
-
-/// What to answer. The server turns it into a signed packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub outcome: Outcome,
-    /// Text for the user. Never built from anything the client sent (BlastRADIUS); on a Reject
-    /// always the one `rejected` text, so the reason cannot be read from it.
-    pub reply_message: Option<String>,
-    pub state: Option<Vec<u8>>,
-    pub attributes: Vec<Attribute>,
-    pub reason: Reason,
-}
-
-impl Decision {
-    fn reject(reason: Reason) -> Self {
-        Self { outcome: Outcome::Reject, reply_message: None, state: None, attributes: Vec::new(), reason }
-    }
-
-    fn no_answer(reason: Reason) -> Self {
-        Self { outcome: Outcome::NoAnswer, reply_message: None, state: None, attributes: Vec::new(), reason }
-    }
-
-    fn challenge(reason: Reason, message: String, state: Vec<u8>) -> Self {
-        Self { outcome: Outcome::Challenge, reply_message: Some(message), state: Some(state), attributes: Vec::new(), reason }
-    }
-
-    fn accept(reason: Reason, client: &ClientPolicy, profile: &UserProfile) -> Self {
-        Self { outcome: Outcome::Accept, reply_message: None, state: None, attributes: reply::expand_all(client, profile), reason }
-    }
-}
-
 /// Longest User-Name we take: AD's sAMAccountName is 20, a UPN 1024, but RADIUS carries 253.
 const MAX_USER_NAME: usize = 253;
 
@@ -369,7 +229,7 @@ impl Authenticator {
     pub async fn decide(&self, request: &Request) -> Decision {
         let started = Instant::now();
         let (user, decision) = self.decide_inner(request).await;
-        audit(request, user.as_deref(), decision.outcome.as_str(), decision.reason, started.elapsed());
+        audit(request, user.as_deref(), decision.outcome().as_str(), decision.reason, started.elapsed());
         decision
     }
 
@@ -382,7 +242,7 @@ impl Authenticator {
         line.written = true;
         match decided {
             Ok((user, decision)) => {
-                audit(request, user.as_deref(), decision.outcome.as_str(), decision.reason, line.started.elapsed());
+                audit(request, user.as_deref(), decision.outcome().as_str(), decision.reason, line.started.elapsed());
                 Some(decision)
             }
             Err(_) => {
@@ -425,7 +285,7 @@ impl Authenticator {
             None => self.first_step(&mut login).await,
         };
         let decision = match decision {
-            Ok(decision) if decision.outcome == Outcome::Reject => self.rejected(decision.reason),
+            Ok(Decision { verdict: Verdict::Reject { .. }, reason }) => self.rejected(reason),
             Ok(decision) => decision,
             // A busy DC says nothing about the user: a Reject would lock out valid users at the
             // morning peak. Unanswered, the NAS retries or fails over.
@@ -438,7 +298,7 @@ impl Authenticator {
     /// A Reject: one Reply-Message for every reason, so the NAS (and whoever drives it) learns
     /// nothing about which accounts exist, have tokens, or are locked.
     fn rejected(&self, reason: Reason) -> Decision {
-        Decision { reply_message: Some(self.settings.messages.rejected.clone()), ..Decision::reject(reason) }
+        Decision::reject(reason, self.settings.messages.rejected.clone())
     }
 }
 

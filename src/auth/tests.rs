@@ -8,8 +8,9 @@ use async_trait::async_trait;
 
 use super::flow::split_code;
 use super::*;
-use crate::directory::{Account, DirectoryError, LoginName, PasswordCheck};
+use crate::directory::{Account, Denial, DirectoryError, LoginName, PasswordCheck, UserProfile};
 use crate::otp::TotpParams;
+use crate::radius::Attribute;
 use crate::sms::SmsError;
 use crate::store::seal::KeyRing;
 use crate::store::sqlite::SqliteStore;
@@ -241,16 +242,16 @@ async fn append_accepts_password_plus_code_once() {
     let nas = client(Mode::Append, NoToken::Reject);
     let code = f.code(0);
     let d = f.decide(&nas, "alice", &with_code("pw", &code), None).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated));
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::Authenticated));
     let d = f.decide(&nas, "alice", &with_code("pw", &code), None).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::CodeReplayed), "the same code twice");
+    assert_eq!((d.outcome(), d.reason), (Outcome::Reject, Reason::CodeReplayed), "the same code twice");
     let d = f.decide(&nas, "alice", &with_code("pw", &f.code(-1)), None).await;
     assert_eq!(d.reason, Reason::CodeReplayed, "an earlier step after a later one");
     let d = f.decide(&nas, "alice", &with_code("pw", &f.code(1)), None).await;
-    assert_eq!(d.outcome, Outcome::Accept, "the next step, within the window");
+    assert_eq!(d.outcome(), Outcome::Accept, "the next step, within the window");
     let d = f.decide(&nas, "alice", &with_code("nope", &f.code(0)), None).await;
     assert_eq!(d.reason, Reason::Directory(Denial::WrongPassword));
-    assert_eq!(d.reply_message.as_deref(), Some("Authentication failed"));
+    assert_eq!(d.reply_message(), Some("Authentication failed"));
     let d = f.decide(&nas, "alice", b"pw", None).await;
     assert_eq!(d.reason, Reason::MissingCode, "append mode needs the code");
     assert_eq!(f.directory.binds.load(Ordering::SeqCst), 5, "one bind per request, none without a code");
@@ -261,9 +262,9 @@ async fn challenge_round_trip_and_state_rules() {
     let f = fixture().await;
     let nas = client(Mode::Challenge, NoToken::Reject);
     let first = f.decide(&nas, "EXAMPLE\\Alice", b"pw", None).await;
-    assert_eq!((first.outcome, first.reason), (Outcome::Challenge, Reason::TotpChallenge));
-    assert_eq!(first.reply_message.as_deref(), Some("Enter the code from your authenticator app, or type sms"));
-    let state = first.state.clone().unwrap();
+    assert_eq!((first.outcome(), first.reason), (Outcome::Challenge, Reason::TotpChallenge));
+    assert_eq!(first.reply_message(), Some("Enter the code from your authenticator app, or type sms"));
+    let state = first.state().unwrap().to_vec();
     // The State belongs to alice on this client: not to bob, not to another NAS.
     let d = f.decide(&nas, "bob", f.code(0).as_bytes(), Some(state.clone())).await;
     assert_eq!(d.reason, Reason::StateMismatch);
@@ -271,8 +272,8 @@ async fn challenge_round_trip_and_state_rules() {
     let d = f.decide(&other_nas, "alice", f.code(0).as_bytes(), Some(state.clone())).await;
     assert_eq!(d.reason, Reason::StateMismatch);
     let d = f.decide(&nas, "alice", f.code(0).as_bytes(), Some(state.clone())).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated));
-    assert_eq!(d.attributes, Vec::<Attribute>::new());
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::Authenticated));
+    assert_eq!(d.attributes(), Vec::<Attribute>::new());
     let d = f.decide(&nas, "alice", f.code(1).as_bytes(), Some(state)).await;
     assert_eq!(d.reason, Reason::StateReused, "a State works once");
     let d = f.decide(&nas, "alice", b"x", Some(b"forged state".to_vec())).await;
@@ -286,7 +287,7 @@ async fn an_expired_state_is_rejected() {
         fixture_with(FakeDirectory::default(), RecordingGateway::default(), AuthSettings { challenge_ttl: Duration::ZERO, ..settings() })
             .await;
     let nas = client(Mode::Challenge, NoToken::Reject);
-    let state = f.decide(&nas, "alice", b"pw", None).await.state.unwrap();
+    let state = f.decide(&nas, "alice", b"pw", None).await.into_state().unwrap();
     let d = f.decide(&nas, "alice", f.code(0).as_bytes(), Some(state)).await;
     assert_eq!(d.reason, Reason::StateExpired);
 }
@@ -295,16 +296,16 @@ async fn an_expired_state_is_rejected() {
 async fn sms_at_the_challenge_sends_one_code_that_logs_in() {
     let f = fixture().await;
     let nas = client(Mode::Challenge, NoToken::Reject);
-    let state = f.decide(&nas, "alice", b"pw", None).await.state.unwrap();
+    let state = f.decide(&nas, "alice", b"pw", None).await.into_state().unwrap();
     let d = f.decide(&nas, "alice", b"SMS", Some(state)).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::SmsSent));
-    assert_eq!(d.reply_message.as_deref(), Some("Enter the code sent to +46 70*** **67"));
+    assert_eq!((d.outcome(), d.reason), (Outcome::Challenge, Reason::SmsSent));
+    assert_eq!(d.reply_message(), Some("Enter the code sent to +46 70*** **67"));
     assert_eq!(f.sms.count(), 1);
     assert_eq!(f.sms.sent.lock().unwrap()[0].0, "+46701234567", "E.164 from the directory's 070-123 45 67");
     let code = f.sms.last_code();
     assert_eq!(code.len(), 6);
-    let d = f.decide(&nas, "alice", code.as_bytes(), d.state).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated));
+    let d = f.decide(&nas, "alice", code.as_bytes(), d.into_state()).await;
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::Authenticated));
 }
 
 #[tokio::test]
@@ -314,23 +315,23 @@ async fn no_token_means_sms_and_wrong_sms_codes_get_three_tries() {
     f.store.remove_token("alice", 1).await.unwrap();
     let d = f.decide(&nas, "alice", b"pw", None).await;
     assert_eq!(d.reason, Reason::SmsSent);
-    let d = f.decide(&nas, "alice", b"000000x", d.state).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::SmsRetry));
-    assert_eq!(d.reply_message.as_deref(), Some("Wrong code, try again"));
-    let d = f.decide(&nas, "alice", b"000000x", d.state).await;
+    let d = f.decide(&nas, "alice", b"000000x", d.into_state()).await;
+    assert_eq!((d.outcome(), d.reason), (Outcome::Challenge, Reason::SmsRetry));
+    assert_eq!(d.reply_message(), Some("Wrong code, try again"));
+    let d = f.decide(&nas, "alice", b"000000x", d.into_state()).await;
     assert_eq!(d.reason, Reason::SmsRetry);
-    let d = f.decide(&nas, "alice", f.sms.last_code().as_bytes(), d.state).await;
-    assert_eq!(d.outcome, Outcome::Accept, "the third try may still be right");
+    let d = f.decide(&nas, "alice", f.sms.last_code().as_bytes(), d.into_state()).await;
+    assert_eq!(d.outcome(), Outcome::Accept, "the third try may still be right");
 
     let d = f.decide(&nas, "alice", b"pw", None).await;
-    let mut state = d.state;
+    let mut state = d.into_state();
     for _ in 0..2 {
-        state = f.decide(&nas, "alice", b"wrong", state).await.state;
+        state = f.decide(&nas, "alice", b"wrong", state).await.into_state();
     }
     let d = f.decide(&nas, "alice", f.sms.last_code().as_bytes(), None).await;
-    assert_ne!(d.outcome, Outcome::Accept, "a code is no password");
+    assert_ne!(d.outcome(), Outcome::Accept, "a code is no password");
     let d = f.decide(&nas, "alice", b"wrong", state).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::WrongCode), "three wrong tries end it");
+    assert_eq!((d.outcome(), d.reason), (Outcome::Reject, Reason::WrongCode), "three wrong tries end it");
 }
 
 #[tokio::test]
@@ -338,7 +339,7 @@ async fn users_without_a_mobile_or_over_the_limit_are_told_so() {
     let f = fixture().await;
     let nas = client(Mode::Auto, NoToken::Sms);
     let d = f.decide(&nas, "bob", b"pw", None).await;
-    assert_eq!((d.outcome, d.reply_message.as_deref()), (Outcome::Reject, Some("Authentication failed")), "the reason is not told");
+    assert_eq!((d.outcome(), d.reply_message()), (Outcome::Reject, Some("Authentication failed")), "the reason is not told");
     assert_eq!(d.reason, Reason::NoMobile);
     f.store.remove_token("alice", 1).await.unwrap();
     for _ in 0..3 {
@@ -349,7 +350,7 @@ async fn users_without_a_mobile_or_over_the_limit_are_told_so() {
     let d = f.decide(&client(Mode::Auto, NoToken::Reject), "bob", b"pw", None).await;
     assert_eq!(d.reason, Reason::NoToken);
     let d = f.decide(&client(Mode::Auto, NoToken::PasswordOnly), "bob", b"pw", None).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::PasswordOnly));
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::PasswordOnly));
 }
 
 #[tokio::test]
@@ -359,7 +360,7 @@ async fn a_failing_gateway_still_challenges_so_the_answer_tells_nothing() {
     let d = f.decide(&client(Mode::Auto, NoToken::Sms), "alice", b"pw", None).await;
     // A Reject would leave later than any other (it waited on the gateway): a challenge instead,
     // which a wrong password never gets anyway; the failure is logged and counted.
-    assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::SmsFailed));
+    assert_eq!((d.outcome(), d.reason), (Outcome::Challenge, Reason::SmsFailed));
     assert_eq!(f.auth.sms_stats().failed.get(), 1);
 }
 
@@ -374,7 +375,7 @@ async fn the_wait_for_the_gateway_counts_from_the_packets_arrival() {
     late.arrived = std::time::Instant::now() - Duration::from_millis(1900);
     let started = std::time::Instant::now();
     let d = auth.decide(&late).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::SmsPending));
+    assert_eq!((d.outcome(), d.reason), (Outcome::Challenge, Reason::SmsPending));
     assert!(started.elapsed() < Duration::from_millis(600), "the packet waited 1.9 s already: {:?}", started.elapsed());
 }
 
@@ -387,18 +388,18 @@ async fn five_wrong_codes_lock_the_second_factor_before_any_bind() {
     }
     let binds = f.directory.binds.load(Ordering::SeqCst);
     let d = f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::SecondFactorLocked), "even the right code");
-    assert_eq!(d.reply_message.as_deref(), Some("Authentication failed"), "the lock does not reveal itself");
+    assert_eq!((d.outcome(), d.reason), (Outcome::Reject, Reason::SecondFactorLocked), "even the right code");
+    assert_eq!(d.reply_message(), Some("Authentication failed"), "the lock does not reveal itself");
     assert_eq!(f.directory.binds.load(Ordering::SeqCst), binds, "no bind while locked");
     f.store.unlock("alice").await.unwrap();
-    assert_eq!(f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await.outcome, Outcome::Accept);
+    assert_eq!(f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await.outcome(), Outcome::Accept);
 }
 
 #[tokio::test]
 async fn auto_appends_only_for_token_users_with_trailing_digits() {
     let f = fixture().await;
     let nas = client(Mode::Auto, NoToken::Sms);
-    assert_eq!(f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await.outcome, Outcome::Accept);
+    assert_eq!(f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await.outcome(), Outcome::Accept);
     assert_eq!(f.decide(&nas, "alice", b"pw", None).await.reason, Reason::TotpChallenge);
 }
 
@@ -423,7 +424,7 @@ async fn bad_input_is_rejected_before_the_directory() {
 async fn directory_outage_rejects() {
     let f = fixture_with(FakeDirectory { down: true.into(), ..Default::default() }, RecordingGateway::default(), settings()).await;
     let d = f.decide(&client(Mode::Auto, NoToken::Sms), "alice", b"pw", None).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::DirectoryUnavailable));
+    assert_eq!((d.outcome(), d.reason), (Outcome::Reject, Reason::DirectoryUnavailable));
 }
 
 #[tokio::test]
@@ -431,7 +432,7 @@ async fn a_busy_directory_leaves_the_request_unanswered_not_rejected() {
     let f = fixture_with(FakeDirectory { busy: true.into(), ..Default::default() }, RecordingGateway::default(), settings()).await;
     let nas = client(Mode::Auto, NoToken::Sms);
     let d = f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await;
-    assert_eq!((d.outcome, d.reason, d.reply_message), (Outcome::NoAnswer, Reason::DirectoryBusy, None));
+    assert_eq!((d.outcome(), d.reason, d.reply_message()), (Outcome::NoAnswer, Reason::DirectoryBusy, None));
     // Busy spells count no wrong password: after more of them than the lock allows, the user
     // still gets in.
     f.directory.busy.store(false, Ordering::SeqCst);
@@ -440,12 +441,12 @@ async fn a_busy_directory_leaves_the_request_unanswered_not_rejected() {
     let before = f.directory.binds.load(Ordering::SeqCst);
     f.directory.busy.store(true, Ordering::SeqCst);
     for _ in 0..6 {
-        assert_eq!(f.decide(&nas, "alice", b"pw", None).await.outcome, Outcome::NoAnswer);
+        assert_eq!(f.decide(&nas, "alice", b"pw", None).await.outcome(), Outcome::NoAnswer);
     }
     assert_eq!(f.directory.binds.load(Ordering::SeqCst), before, "a busy search stops before the bind");
     f.directory.busy.store(false, Ordering::SeqCst);
     let d = f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated), "nothing was locked by the busy spell");
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::Authenticated), "nothing was locked by the busy spell");
 }
 
 /// A client whose Accept names the user's groups.
@@ -459,11 +460,11 @@ fn client_with_groups(mode: Mode) -> Arc<ClientPolicy> {
 async fn groups_are_resolved_only_for_a_client_whose_answer_names_them() {
     let f = fixture().await;
     let d = f.decide(&client(Mode::Append, NoToken::Reject), "alice", &with_code("pw", &f.code(0)), None).await;
-    assert_eq!(d.outcome, Outcome::Accept);
+    assert_eq!(d.outcome(), Outcome::Accept);
     assert_eq!(f.directory.group_reads.load(Ordering::SeqCst), 0);
     let d = f.decide(&client_with_groups(Mode::Append), "alice", &with_code("pw", &f.code(1)), None).await;
-    assert_eq!(d.outcome, Outcome::Accept);
-    assert_eq!(d.attributes, vec![Attribute::vendor(66, 16, *b"VPN-Users")]);
+    assert_eq!(d.outcome(), Outcome::Accept);
+    assert_eq!(d.attributes(), vec![Attribute::vendor(66, 16, *b"VPN-Users")]);
     assert_eq!(f.directory.group_reads.load(Ordering::SeqCst), 1);
 }
 
@@ -475,12 +476,12 @@ async fn an_accept_too_big_for_a_packet_is_rejected_and_audited_as_such() {
     // Room for less than one Citrix-User-Groups attribute (8 octets of VSA header + "VPN-Users").
     squeezed.answer_room = 16;
     let d = f.auth.decide(&squeezed).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::AnswerTooBig));
-    assert!(d.attributes.is_empty());
+    assert_eq!((d.outcome(), d.reason), (Outcome::Reject, Reason::AnswerTooBig));
+    assert!(d.attributes().is_empty());
     // Refused before the code was checked: the same code still works.
     let mut roomy = request(&nas, "alice", &with_code("pw", &f.code(0)), None);
     roomy.answer_room = 17;
-    assert_eq!(f.auth.decide(&roomy).await.outcome, Outcome::Accept, "exactly the room it needs");
+    assert_eq!(f.auth.decide(&roomy).await.outcome(), Outcome::Accept, "exactly the room it needs");
 }
 
 #[tokio::test]
@@ -494,19 +495,19 @@ async fn a_challenge_keeps_every_group_its_accept_names_and_checks_the_room_agai
     let nas = client_with_groups(Mode::Challenge);
     let first = f.decide(&nas, "alice", b"pw", None).await;
     assert_eq!(first.reason, Reason::TotpChallenge);
-    let d = f.decide(&nas, "alice", f.code(0).as_bytes(), first.state).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated));
-    assert_eq!(d.attributes.len(), 100, "every group the first step checked");
+    let d = f.decide(&nas, "alice", f.code(0).as_bytes(), first.into_state()).await;
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::Authenticated));
+    assert_eq!(d.attributes().len(), 100, "every group the first step checked");
     // The code step's own request leaves less room (a proxy's Proxy-State): refused before the
     // code is used.
     let first = f.decide(&nas, "alice", b"pw", None).await;
-    let mut squeezed = request(&nas, "alice", f.code(1).as_bytes(), first.state);
+    let mut squeezed = request(&nas, "alice", f.code(1).as_bytes(), first.into_state());
     squeezed.answer_room = 1000;
     let d = f.auth.decide(&squeezed).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::AnswerTooBig));
+    assert_eq!((d.outcome(), d.reason), (Outcome::Reject, Reason::AnswerTooBig));
     let first = f.decide(&nas, "alice", b"pw", None).await;
-    let d = f.decide(&nas, "alice", f.code(1).as_bytes(), first.state).await;
-    assert_eq!(d.outcome, Outcome::Accept, "the code was not used up by the refused request");
+    let d = f.decide(&nas, "alice", f.code(1).as_bytes(), first.into_state()).await;
+    assert_eq!(d.outcome(), Outcome::Accept, "the code was not used up by the refused request");
 }
 
 #[tokio::test]
@@ -519,23 +520,23 @@ async fn the_code_step_asks_the_directory_nothing_and_survives_its_outage() {
     let after_first = asked(&f.directory);
     // The DC goes down between the two rounds.
     f.directory.down.store(true, Ordering::SeqCst);
-    let d = f.decide(&nas, "alice", f.code(0).as_bytes(), first.state).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated));
-    assert_eq!(d.attributes, vec![Attribute::vendor(66, 16, *b"VPN-Users")], "the groups of the first round");
+    let d = f.decide(&nas, "alice", f.code(0).as_bytes(), first.into_state()).await;
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::Authenticated));
+    assert_eq!(d.attributes(), vec![Attribute::vendor(66, 16, *b"VPN-Users")], "the groups of the first round");
     // "sms" instead of a code: the mobile number comes from the first round too, and so do a
     // wrong SMS code's retry and the right code's groups.
     f.directory.down.store(false, Ordering::SeqCst);
     let first = f.decide(&nas, "alice", b"pw", None).await;
     let after_second_first = asked(&f.directory);
     f.directory.down.store(true, Ordering::SeqCst);
-    let d = f.decide(&nas, "alice", b"sms", first.state).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::SmsSent));
-    assert_eq!(d.reply_message.as_deref(), Some("Enter the code sent to +46 70*** **67"));
-    let d = f.decide(&nas, "alice", b"000000", d.state).await;
+    let d = f.decide(&nas, "alice", b"sms", first.into_state()).await;
+    assert_eq!((d.outcome(), d.reason), (Outcome::Challenge, Reason::SmsSent));
+    assert_eq!(d.reply_message(), Some("Enter the code sent to +46 70*** **67"));
+    let d = f.decide(&nas, "alice", b"000000", d.into_state()).await;
     assert_eq!(d.reason, Reason::SmsRetry);
-    let d = f.decide(&nas, "alice", f.sms.last_code().as_bytes(), d.state).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated));
-    assert_eq!(d.attributes, vec![Attribute::vendor(66, 16, *b"VPN-Users")]);
+    let d = f.decide(&nas, "alice", f.sms.last_code().as_bytes(), d.into_state()).await;
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::Authenticated));
+    assert_eq!(d.attributes(), vec![Attribute::vendor(66, 16, *b"VPN-Users")]);
     assert_eq!(asked(&f.directory), after_second_first, "no directory operation on any code step");
     assert_eq!(after_first.0 + 1, after_second_first.0);
 }
@@ -553,7 +554,7 @@ async fn the_code_is_checked_at_the_packets_arrival_however_long_the_directory_t
     let code = p.code_at_step(&f.secret, p.step_at(late.arrival_time() as u64)).expose().clone();
     late.password = Some(Secret::new(with_code("pw", &code)));
     let d = f.auth.decide(&late).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Accept, Reason::Authenticated), "read at the decision's end, the step had passed");
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::Authenticated), "read at the decision's end, the step had passed");
 }
 
 #[test]
@@ -605,11 +606,11 @@ async fn a_code_is_tried_against_each_confirmed_token() {
     let nas = client(Mode::Append, NoToken::Reject);
     let spare_code = p.code_at_step(&spare, step);
     assert_eq!(
-        f.decide(&nas, "alice", &with_code("pw", spare_code.expose()), None).await.outcome,
+        f.decide(&nas, "alice", &with_code("pw", spare_code.expose()), None).await.outcome(),
         Outcome::Accept,
         "the spare phone's code"
     );
-    assert_eq!(f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await.outcome, Outcome::Accept, "and the main phone's");
+    assert_eq!(f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await.outcome(), Outcome::Accept, "and the main phone's");
     let pending = p.code_at_step(&unconfirmed, step);
     assert_eq!(
         f.decide(&nas, "alice", &with_code("pw", pending.expose()), None).await.reason,
@@ -625,23 +626,23 @@ async fn every_spelling_of_an_enrolled_account_meets_its_token() {
     let rollout = client(Mode::Auto, NoToken::PasswordOnly);
     for spelling in ["alice@example.test", "A.Andersson", "EXAMPLE\\alice", "ALICE"] {
         let d = f.decide(&rollout, spelling, b"pw", None).await;
-        assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::TotpChallenge), "{spelling}: asked for her code, never let in");
+        assert_eq!((d.outcome(), d.reason), (Outcome::Challenge, Reason::TotpChallenge), "{spelling}: asked for her code, never let in");
     }
     let append = client(Mode::Append, NoToken::PasswordOnly);
     let d = f.decide(&append, "alice@example.test", b"pw", None).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::MissingCode));
+    assert_eq!((d.outcome(), d.reason), (Outcome::Reject, Reason::MissingCode));
     let d = f.decide(&append, "alice@example.test", &with_code("pw", &f.code(0)), None).await;
-    assert_eq!(d.outcome, Outcome::Accept);
+    assert_eq!(d.outcome(), Outcome::Accept);
     let d = f.decide(&append, "alice", &with_code("pw", &f.code(0)), None).await;
     assert_eq!(d.reason, Reason::CodeReplayed, "one account, one replay record");
     // A State begun under one spelling is answered under that spelling, filed under the account.
     let challenge = client(Mode::Challenge, NoToken::Reject);
-    let state = f.decide(&challenge, "alice@example.test", b"pw", None).await.state;
+    let state = f.decide(&challenge, "alice@example.test", b"pw", None).await.into_state();
     let d = f.decide(&challenge, "alice", f.code(1).as_bytes(), state.clone()).await;
     assert_eq!(d.reason, Reason::StateMismatch, "the NAS answers under the name it sent first");
-    let state = f.decide(&challenge, "alice@example.test", b"pw", None).await.state;
+    let state = f.decide(&challenge, "alice@example.test", b"pw", None).await.into_state();
     let d = f.decide(&challenge, "alice@example.test", f.code(1).as_bytes(), state).await;
-    assert_eq!(d.outcome, Outcome::Accept);
+    assert_eq!(d.outcome(), Outcome::Accept);
 }
 
 #[tokio::test]
@@ -683,7 +684,7 @@ async fn tokens_an_older_version_filed_under_a_spelling_move_to_the_account() {
     let code = p.code_at_step(&upn_seed, p.step_at(crate::store::now() as u64));
     let nas = client(Mode::Append, NoToken::PasswordOnly);
     let d = f.decide(&nas, "alice@example.test", &with_code("pw", code.expose()), None).await;
-    assert_eq!(d.outcome, Outcome::Accept, "the token keeps working");
+    assert_eq!(d.outcome(), Outcome::Accept, "the token keeps working");
     assert!(f.store.tokens("alice@example.test").await.unwrap().is_empty());
     assert_eq!(f.store.tokens("alice").await.unwrap().len(), 2, "now filed under the account");
 }
@@ -698,13 +699,13 @@ async fn wrong_passwords_lock_the_password_step_before_any_bind() {
     }
     let binds = f.directory.binds.load(Ordering::SeqCst);
     let d = f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Reject, Reason::PasswordLocked), "even the right password, for a while");
-    assert_eq!(d.reply_message.as_deref(), Some("Authentication failed"));
+    assert_eq!((d.outcome(), d.reason), (Outcome::Reject, Reason::PasswordLocked), "even the right password, for a while");
+    assert_eq!(d.reply_message(), Some("Authentication failed"));
     assert_eq!(f.directory.binds.load(Ordering::SeqCst), binds, "no bind: AD's own lockout counter is not fed");
     let d = f.decide(&nas, "bob", b"pw", None).await;
     assert_eq!(d.reason, Reason::NoToken, "other accounts are not affected");
     f.store.unlock("alice").await.unwrap();
-    assert_eq!(f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await.outcome, Outcome::Accept);
+    assert_eq!(f.decide(&nas, "alice", &with_code("pw", &f.code(0)), None).await.outcome(), Outcome::Accept);
     // A success clears the count: four more typos do not lock.
     for _ in 0..4 {
         f.decide(&nas, "alice", &with_code("typo", &f.code(1)), None).await;
@@ -727,7 +728,7 @@ async fn every_reject_says_the_same_whatever_the_reason() {
     let mut reasons = Vec::new();
     for (nas, user, password) in cases {
         let d = f.decide(&nas, user, password, None).await;
-        assert_eq!((d.outcome, d.reply_message.as_deref()), (Outcome::Reject, Some("Authentication failed")), "{user}");
+        assert_eq!((d.outcome(), d.reply_message()), (Outcome::Reject, Some("Authentication failed")), "{user}");
         reasons.push(d.reason);
     }
     let distinct: std::collections::HashSet<_> = reasons.iter().map(|r| r.as_str()).collect();
@@ -758,7 +759,7 @@ async fn a_slow_gateway_does_not_hold_the_challenge_past_answer_within() {
     let auth = Authenticator::new(services, AuthSettings { sms_answer_within: Duration::from_millis(100), ..settings() });
     let started = std::time::Instant::now();
     let d = auth.decide(&request(&client(Mode::Auto, NoToken::Sms), "alice", b"pw", None)).await;
-    assert_eq!((d.outcome, d.reason), (Outcome::Challenge, Reason::SmsPending));
+    assert_eq!((d.outcome(), d.reason), (Outcome::Challenge, Reason::SmsPending));
     assert!(started.elapsed() < Duration::from_millis(500), "answered before the gateway finished: {:?}", started.elapsed());
     let stats = auth.sms_stats();
     assert_eq!((stats.pending.get(), stats.late_sent.get()), (1, 0));
@@ -789,7 +790,7 @@ async fn tries_sent_at_once_cannot_all_reach_the_directory_or_the_codes() {
     let challenge = client(Mode::Challenge, NoToken::Reject);
     let mut states = Vec::new();
     for _ in 0..30 {
-        states.push(f.decide(&challenge, "alice", b"pw", None).await.state);
+        states.push(f.decide(&challenge, "alice", b"pw", None).await.into_state());
     }
     let answers =
         states.into_iter().enumerate().map(|(i, s)| request(&challenge, "alice", format!("{:06}", i).as_bytes(), s)).collect::<Vec<_>>();
@@ -808,7 +809,7 @@ async fn right_answers_made_at_once_only_wait_for_each_other() {
     let rollout = client(Mode::Auto, NoToken::PasswordOnly);
     let burst = (0..12).map(|_| request(&rollout, "alice", b"pw", None)).collect::<Vec<_>>();
     let decisions = futures_join_all(burst.iter().map(|r| f.auth.decide(r))).await;
-    assert!(decisions.iter().all(|d| d.outcome == Outcome::Accept), "{:?}", decisions.iter().map(|d| d.reason).collect::<Vec<_>>());
+    assert!(decisions.iter().all(|d| d.outcome() == Outcome::Accept), "{:?}", decisions.iter().map(|d| d.reason).collect::<Vec<_>>());
     assert_eq!(f.directory.binds.load(Ordering::SeqCst), 12);
 }
 

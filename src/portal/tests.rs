@@ -216,7 +216,7 @@ impl Browser {
             arrived: std::time::Instant::now(),
             answer_room: 4096 - 38,
         };
-        self.auth.decide(&request).await.outcome
+        self.auth.decide(&request).await.outcome()
     }
 }
 

@@ -9,10 +9,9 @@ use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::packet::{self, Code, DecodeError, EncodeError, HEADER_LEN, Packet, RawAttributes};
+use super::attr::MESSAGE_AUTHENTICATOR;
+use super::packet::{self, Code, DecodeError, EncodeError, HEADER_LEN, MessageAuthenticatorSlot, Packet, RawAttributes};
 
-pub const USER_PASSWORD: u8 = 2;
-pub const MESSAGE_AUTHENTICATOR: u8 = 80;
 /// RFC 2865 §5.2: the hidden password is at most 128 octets.
 pub const MAX_PASSWORD_LEN: usize = 128;
 
@@ -131,17 +130,7 @@ pub fn encode_response(
     request_authenticator: &[u8; 16],
     secret: &[u8],
 ) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::with_capacity(HEADER_LEN + 18 + 64);
-    out.push(u8::from(response.code));
-    out.push(response.identifier);
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(request_authenticator);
-    out.extend_from_slice(&[MESSAGE_AUTHENTICATOR, 18]);
-    out.extend_from_slice(&[0; 16]);
-    for attribute in response.attributes.iter().filter(|a| !is_message_authenticator(a)) {
-        attribute.encode(&mut out)?;
-    }
-    packet::set_length(&mut out)?;
+    let mut out = response.encode_as(request_authenticator, MessageAuthenticatorSlot::First)?;
     let zero_basis = response.code == Code::AccountingResponse && request_code != Code::StatusServer;
     if zero_basis {
         out[4..HEADER_LEN].fill(0);
@@ -157,19 +146,8 @@ pub fn encode_response(
 /// Encodes an Access-Request or Status-Server as a client: the packet's own random
 /// authenticator, User-Password hidden with it, and optionally a Message-Authenticator (first).
 pub fn encode_request(request: &Packet, secret: &[u8], message_authenticator: bool) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::with_capacity(HEADER_LEN + 18 + 64);
-    out.push(u8::from(request.code));
-    out.push(request.identifier);
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&request.authenticator);
-    if message_authenticator {
-        out.extend_from_slice(&[MESSAGE_AUTHENTICATOR, 18]);
-        out.extend_from_slice(&[0; 16]);
-    }
-    for attribute in request.attributes.iter().filter(|a| !is_message_authenticator(a)) {
-        attribute.encode(&mut out)?;
-    }
-    packet::set_length(&mut out)?;
+    let slot = if message_authenticator { MessageAuthenticatorSlot::First } else { MessageAuthenticatorSlot::Omitted };
+    let mut out = request.encode_as(&request.authenticator, slot)?;
     if request.code == Code::AccountingRequest {
         // The Request Authenticator of accounting covers the packet (RFC 2866 §3); the
         // Message-Authenticator, if any, is computed first over a zero authenticator.
@@ -194,10 +172,6 @@ pub fn verify_response(datagram: &[u8], request_authenticator: &[u8; 16], secret
     let received: [u8; 16] = packet[4..HEADER_LEN].try_into().unwrap_or_default();
     copy[4..HEADER_LEN].copy_from_slice(request_authenticator);
     Ok(bool::from(md5_with_secret(&copy, secret).ct_eq(&received)))
-}
-
-fn is_message_authenticator(attribute: &packet::Attribute) -> bool {
-    matches!(attribute, packet::Attribute::Standard { typ: MESSAGE_AUTHENTICATOR, .. })
 }
 
 fn hmac_md5(secret: &[u8], data: &[u8]) -> [u8; 16] {

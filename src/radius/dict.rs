@@ -265,23 +265,7 @@ impl Dictionary {
                     }
                     self.load_source(&included, depth + 1, state)?;
                 }
-                "VENDOR" => {
-                    let (name, id) = match args {
-                        [name, id] => (name, id),
-                        [name, id, format] if *format == "format=1,1" => (name, id),
-                        [_, _, format] => return Err(err(format!("vendor format {format:?} is not supported (only 1,1)"))),
-                        _ => return Err(err("VENDOR takes a name and a number".into())),
-                    };
-                    let id =
-                        parse_number(id).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| err(format!("bad vendor number {id:?}")))?;
-                    if let Some(&existing) = self.vendors.get(&name.to_ascii_lowercase())
-                        && existing != id
-                    {
-                        return Err(err(format!("vendor {name} already defined as {existing}")));
-                    }
-                    self.vendors.insert(name.to_ascii_lowercase(), id);
-                    self.vendor_names.entry(id).or_insert_with(|| (*name).to_owned());
-                }
+                "VENDOR" => self.add_vendor(args).map_err(err)?,
                 "BEGIN-VENDOR" => {
                     let [name, ..] = args else {
                         return Err(err("BEGIN-VENDOR takes a vendor name".into()));
@@ -310,16 +294,39 @@ impl Dictionary {
         }
         if depth == 0 {
             // VALUE lines may precede their ATTRIBUTE (or stand in another file): resolve last.
-            for (file, line, attribute, name, n) in std::mem::take(&mut state.pending_values) {
-                let index = *self.by_name.get(&attribute.to_ascii_lowercase()).ok_or_else(|| DictError {
-                    file,
-                    line,
-                    message: format!("VALUE for unknown attribute {attribute}"),
-                })?;
-                let (by_name, by_num) = self.values.entry(index).or_default();
-                by_name.insert(name.to_ascii_lowercase(), n);
-                by_num.entry(n).or_insert(name);
-            }
+            self.add_values(std::mem::take(&mut state.pending_values))?;
+        }
+        Ok(())
+    }
+
+    fn add_vendor(&mut self, args: &[&str]) -> Result<(), String> {
+        let (name, id) = match args {
+            [name, id] => (name, id),
+            [name, id, format] if *format == "format=1,1" => (name, id),
+            [_, _, format] => return Err(format!("vendor format {format:?} is not supported (only 1,1)")),
+            _ => return Err("VENDOR takes a name and a number".into()),
+        };
+        let id = parse_number(id).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| format!("bad vendor number {id:?}"))?;
+        if let Some(&existing) = self.vendors.get(&name.to_ascii_lowercase())
+            && existing != id
+        {
+            return Err(format!("vendor {name} already defined as {existing}"));
+        }
+        self.vendors.insert(name.to_ascii_lowercase(), id);
+        self.vendor_names.entry(id).or_insert_with(|| (*name).to_owned());
+        Ok(())
+    }
+
+    fn add_values(&mut self, values: Vec<PendingValue>) -> Result<(), DictError> {
+        for (file, line, attribute, name, n) in values {
+            let index = *self.by_name.get(&attribute.to_ascii_lowercase()).ok_or_else(|| DictError {
+                file,
+                line,
+                message: format!("VALUE for unknown attribute {attribute}"),
+            })?;
+            let (by_name, by_num) = self.values.entry(index).or_default();
+            by_name.insert(name.to_ascii_lowercase(), n);
+            by_num.entry(n).or_insert(name);
         }
         Ok(())
     }
@@ -370,9 +377,12 @@ impl Dictionary {
 /// An attribute's `VALUE`s: name (lower case) → number, and number → display name.
 type NamedValues = (HashMap<String, u64>, HashMap<u64, String>);
 
+/// A `VALUE` line not yet resolved: file, line, attribute, name, number.
+type PendingValue = (String, usize, String, String, u64);
+
 #[derive(Default)]
 struct LoadState {
-    pending_values: Vec<(String, usize, String, String, u64)>,
+    pending_values: Vec<PendingValue>,
 }
 
 enum Source {
@@ -427,8 +437,8 @@ impl Source {
 }
 
 fn is_credential(vendor: u32, typ: u8) -> bool {
-    const MICROSOFT: u32 = 311;
-    matches!((vendor, typ), (0, 2) | (0, 3) | (MICROSOFT, 1..=6) | (MICROSOFT, 25) | (MICROSOFT, 27))
+    use super::attr::{CHAP_PASSWORD, USER_PASSWORD, VENDOR_MICROSOFT as MICROSOFT};
+    matches!((vendor, typ), (0, USER_PASSWORD | CHAP_PASSWORD) | (MICROSOFT, 1..=6) | (MICROSOFT, 25) | (MICROSOFT, 27))
 }
 
 fn parse_number(text: &str) -> Option<u64> {

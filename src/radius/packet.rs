@@ -3,6 +3,7 @@
 //! Decoding is purely structural and keyless: it checks every length and never panics.
 //! Signing and verifying, which need the shared secret, live in [`super::crypto`].
 
+use super::attr::MESSAGE_AUTHENTICATOR;
 use super::codec::Reader;
 
 pub const HEADER_LEN: usize = 20;
@@ -100,6 +101,10 @@ impl Attribute {
         match self {
             Self::Standard { value, .. } | Self::Vendor { value, .. } => value,
         }
+    }
+
+    fn is_message_authenticator(&self) -> bool {
+        matches!(self, Self::Standard { typ: MESSAGE_AUTHENTICATOR, .. })
     }
 
     /// Octets the attribute takes in a packet (a vendor's inside its Vendor-Specific).
@@ -207,12 +212,23 @@ impl Packet {
 
     /// Encodes the packet with its authenticator field as it stands; the caller signs it.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        let mut out = Vec::with_capacity(HEADER_LEN + 64);
+        self.encode_as(&self.authenticator, MessageAuthenticatorSlot::AsGiven)
+    }
+
+    /// The one header-and-attributes encoder: the header with `authenticator` in its field,
+    /// the attributes laid out as `slot` says, and the Length field set.
+    pub(crate) fn encode_as(&self, authenticator: &[u8; 16], slot: MessageAuthenticatorSlot) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(HEADER_LEN + 18 + 64);
         out.push(u8::from(self.code));
         out.push(self.identifier);
         out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&self.authenticator);
-        for attribute in &self.attributes {
+        out.extend_from_slice(authenticator);
+        if slot == MessageAuthenticatorSlot::First {
+            out.extend_from_slice(&[MESSAGE_AUTHENTICATOR, 18]);
+            out.extend_from_slice(&[0; 16]);
+        }
+        let keep = |a: &&Attribute| slot == MessageAuthenticatorSlot::AsGiven || !a.is_message_authenticator();
+        for attribute in self.attributes.iter().filter(keep) {
             attribute.encode(&mut out)?;
         }
         set_length(&mut out)?;
@@ -242,6 +258,17 @@ impl Packet {
     pub fn push(&mut self, attribute: Attribute) {
         self.attributes.push(attribute);
     }
+}
+
+/// Where [`Packet::encode_as`] puts Message-Authenticator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MessageAuthenticatorSlot {
+    /// The attributes exactly as the packet holds them.
+    AsGiven,
+    /// None at all: any the packet holds is left out.
+    Omitted,
+    /// A zeroed one first, for the signer to fill in; any other the packet holds is left out.
+    First,
 }
 
 /// The part of a datagram the Length field covers, after checking it.

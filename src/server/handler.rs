@@ -1,235 +1,174 @@
-//! One datagram's way through the server: admission checks on the receive loop (cheap, no
-//! awaiting), then a spawned task that asks `auth` and signs the answer.
+//! What a verified request gets, whatever transport carried it: the counterpart of
+//! hickory-dns's `RequestHandler` (the UDP transport is `udp`). Status-Server and
+//! Accounting-Request are answered by the server itself; an Access-Request is decided by `auth`,
+//! and its decision becomes a signed response. Nothing here knows of sockets, the retransmission
+//! cache or admission permits: a transport calls [`Handler::decide`], lets go of what bounds
+//! decisions in progress, then calls [`Handler::answer`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::cache::{Lookup, Ticket};
-use super::fair::Permit;
-use super::settings::ClientSettings;
-use super::{PortKind, Shared};
-use crate::auth::{Decision, Method, Outcome, Request};
-use crate::radius::{self, Attribute, Code, MessageAuthenticator, Packet, attr};
+use super::PortKind;
+use super::settings::{ClientSettings, ServerSettings};
+use super::stats::Stats;
+use crate::auth::{Authenticator, Decision, Method, Outcome, Request, Verdict};
+use crate::fairness;
+use crate::radius::{self, Attribute, Code, Dictionary, Packet, attr};
 use crate::secret::Secret;
 
-pub(super) enum Admission {
-    Drop,
-    /// Answer at once with these bytes (a cached response, a Status-Server reply).
-    Send(Arc<[u8]>),
-    Handle(Job),
+/// What every transport's requests share once verified.
+pub(super) struct Handler {
+    authenticator: Arc<Authenticator>,
+    dictionary: Arc<Dictionary>,
+    stats: Arc<Stats>,
+    request_timeout: Duration,
+    reject_delay: Duration,
 }
 
-pub(super) struct Job {
-    packet: Packet,
-    peer: SocketAddr,
-    client: Arc<ClientSettings>,
-    ticket: Ticket,
-    permit: Permit,
-    /// When the datagram was read: a Reject goes out `reject_delay` after this, whatever
-    /// the decision took, so the time to answer tells nothing of the reason.
-    arrived: Instant,
+/// Where a verified request came from, as any transport can tell.
+pub(super) struct Origin<'a> {
+    /// The NAS's address: for the log, and the NAS that fair shares are kept for.
+    pub peer: SocketAddr,
+    pub client: &'a ClientSettings,
+    /// When the request was read: a Reject goes out `reject_delay` after this, whatever the
+    /// decision took, so the time to answer tells nothing of the reason.
+    pub arrived: Instant,
 }
 
-impl Shared {
-    /// The checks of RFC 2865, RFC 3579 and RFC 5080 that decide whether a datagram deserves work.
-    pub(super) fn admit(&self, datagram: &[u8], peer: SocketAddr, kind: PortKind, now: Instant) -> Admission {
-        let stats = &self.stats;
-        stats.received.inc();
-        let Some(client) = self.clients.lookup(peer.ip()) else {
-            stats.unknown_client.inc();
-            if let Some(suppressed) = self.unknown_client_log.allow(now) {
-                tracing::warn!(%peer, suppressed, "packet from an unknown client dropped (add it as a [[client]])");
-            }
-            return Admission::Drop;
-        };
-        if datagram.len() > radius::MAX_PACKET_LEN {
-            stats.malformed.inc();
-            return Admission::Drop;
-        }
-        let packet = match Packet::decode(datagram) {
-            Ok(packet) => packet,
-            Err(e) => {
-                stats.malformed.inc();
-                tracing::debug!(%peer, client = %client.policy.name, error = %e, "malformed packet dropped");
-                return Admission::Drop;
-            }
-        };
-        let secret = client.secret.expose().as_slice();
-        let expected = matches!(
-            (kind, packet.code),
-            (PortKind::Auth, Code::AccessRequest) | (PortKind::Accounting, Code::AccountingRequest) | (_, Code::StatusServer)
-        );
-        if !expected {
-            stats.unexpected_code.inc();
-            tracing::debug!(%peer, code = %packet.code, port = kind.as_str(), "unexpected packet code dropped");
-            return Admission::Drop;
-        }
-        // An Accounting-Request's Message-Authenticator is computed over a zero authenticator.
-        let zero = [0u8; 16];
-        let ma_basis = (packet.code == Code::AccountingRequest).then_some(&zero);
-        let ma = match radius::check_message_authenticator(datagram, secret, ma_basis) {
-            Ok(ma) => ma,
-            Err(_) => {
-                stats.malformed.inc();
-                return Admission::Drop;
-            }
-        };
-        let drop_with = |counter: &super::stats::Counter, why: &str| {
-            counter.inc();
-            tracing::debug!(%peer, client = %client.policy.name, why, "packet dropped");
-            Admission::Drop
-        };
-        if ma == MessageAuthenticator::Invalid {
-            return drop_with(&stats.bad_message_authenticator, "Message-Authenticator does not verify (wrong shared secret?)");
-        }
-        if ma == MessageAuthenticator::Absent {
-            let required = match packet.code {
-                Code::StatusServer => true, // RFC 5997 §3
-                Code::AccessRequest => client.require_message_authenticator,
-                _ => false,
-            };
-            if required {
-                return drop_with(&stats.missing_message_authenticator, "no Message-Authenticator, and this client requires one");
-            }
-            // The BlastRADIUS rule (FreeRADIUS's limit_proxy_state) guards Access-Requests, whose
-            // only integrity check is Message-Authenticator. An Accounting-Request is already
-            // signed by its Request Authenticator (checked below), and proxies such as
-            // FreeRADIUS add Proxy-State to it without a Message-Authenticator.
-            if packet.code == Code::AccessRequest && packet.get(attr::PROXY_STATE).is_some() {
-                return drop_with(&stats.proxy_state_without_message_authenticator, "Proxy-State without Message-Authenticator");
-            }
-        }
-        if packet.code == Code::AccountingRequest && !radius::verify_accounting_request(datagram, secret).unwrap_or(false) {
-            return drop_with(&stats.bad_accounting_authenticator, "Accounting-Request authenticator does not verify");
-        }
+impl Handler {
+    pub(super) fn new(
+        authenticator: Arc<Authenticator>,
+        dictionary: Arc<Dictionary>,
+        stats: Arc<Stats>,
+        settings: &ServerSettings,
+    ) -> Self {
+        Self { authenticator, dictionary, stats, request_timeout: settings.request_timeout, reject_delay: settings.reject_delay }
+    }
+
+    /// The debug line of a verified request, its attributes named by the dictionary.
+    pub(super) fn log_received(&self, packet: &Packet, origin: &Origin<'_>) {
         if tracing::enabled!(tracing::Level::DEBUG) {
             let attributes: Vec<String> = packet.attributes.iter().map(|a| self.dictionary.describe(a)).collect();
-            tracing::debug!(%peer, client = %client.policy.name, code = %packet.code, id = packet.identifier, ?attributes, "received");
+            let client = origin.client.policy.name.as_str();
+            tracing::debug!(peer = %origin.peer, client, code = %packet.code, id = packet.identifier, ?attributes, "received");
         }
-        if packet.code == Code::StatusServer {
-            // Side-effect free and cheap: answered without the cache (RFC 5997 §3).
-            stats.status_server.inc();
-            let code = if kind == PortKind::Auth { Code::AccessAccept } else { Code::AccountingResponse };
-            let reply = with_proxy_state(Packet::new(code, packet.identifier, [0; 16]), &packet);
-            return match radius::encode_response(&reply, packet.code, &packet.authenticator, secret) {
-                Ok(bytes) => Admission::Send(bytes.into()),
-                Err(_) => Admission::Drop,
-            };
-        }
-        let ticket = match self.cache.begin((peer, packet.identifier), packet.authenticator, now) {
-            Lookup::Replay(bytes) => {
-                stats.duplicates_answered.inc();
-                return Admission::Send(bytes);
-            }
-            Lookup::InFlight => {
-                stats.duplicates_in_flight.inc();
-                return Admission::Drop;
-            }
-            Lookup::New(ticket) => ticket,
-        };
-        let Some(permit) = self.permits.try_acquire(crate::fairness::key_of(peer.ip())) else {
-            // Dropping the ticket forgets the request: the NAS's retransmit gets another chance.
-            stats.overloaded.inc();
-            if let Some(suppressed) = self.overload_log.allow(now) {
-                tracing::warn!(%peer, client = client.policy.name.as_str(), suppressed, "this NAS has its share of max_in_flight requests being decided; request dropped");
-            }
-            return Admission::Drop;
-        };
-        Admission::Handle(Job { packet, peer, client: Arc::clone(client), ticket, permit, arrived: now })
     }
-}
 
-pub(super) async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job, shutdown: CancellationToken) {
-    let Job { packet, peer, client, ticket, permit, arrived } = job;
-    let secret = client.secret.expose().as_slice();
-    let (reply, bytes) = match packet.code {
-        Code::AccountingRequest => {
-            log_accounting(&packet, &client);
-            shared.stats.accounting.inc();
-            let reply = with_proxy_state(Packet::new(Code::AccountingResponse, packet.identifier, [0; 16]), &packet);
-            let Ok(bytes) = radius::encode_response(&reply, packet.code, &packet.authenticator, secret) else { return };
-            (reply, bytes)
-        }
-        _ => {
-            let request = auth_request(&packet, &client, arrived);
-            let limit = shared.settings.request_timeout.saturating_sub(arrived.elapsed());
-            // The NAS travels with the decision, so the shared queues (hashing, the directory's
-            // connections) serve NAS in turn.
-            let deciding = shared.authenticator.decide_within(&request, limit);
-            let Some(decision) = crate::fairness::on_behalf_of(crate::fairness::key_of(peer.ip()), deciding).await else {
-                shared.stats.timed_out.inc();
-                tracing::error!(%peer, client = client.policy.name.as_str(), "no decision within request_timeout; request dropped");
-                return;
-            };
-            if decision.outcome == Outcome::NoAnswer {
-                // The directory is busy: silence makes the NAS retry or ask its other server,
-                // where a Reject would tell it the user's credentials were wrong.
-                shared.stats.directory_busy.inc();
-                let n = shared.stats.directory_busy.get();
-                if n.is_power_of_two() {
-                    tracing::warn!(%peer, client = client.policy.name.as_str(), directory_busy = n, "the directory did not answer in time: request left unanswered (said at the 1st, 2nd, 4th... time)");
-                }
-                return;
-            }
-            // The permit bounds decisions in progress; encoding and sending need none.
-            drop(permit);
-            let mut reply = response_packet(&packet, &decision);
-            let mut outcome = decision.outcome;
-            let bytes = match radius::encode_response(&reply, packet.code, &packet.authenticator, secret) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    // Too big to send (many groups?): fail closed rather than answer nothing,
-                    // and at the time of every other Reject.
-                    shared.stats.unencodable_answers.inc();
-                    tracing::error!(%peer, client = client.policy.name.as_str(), error = %e, "response could not be encoded; sending Access-Reject instead");
-                    reply = with_proxy_state(Packet::new(Code::AccessReject, packet.identifier, [0; 16]), &packet);
-                    outcome = Outcome::Reject;
-                    match radius::encode_response(&reply, packet.code, &packet.authenticator, secret) {
-                        Ok(bytes) => bytes,
-                        Err(_) => return,
-                    }
-                }
-            };
-            match outcome {
-                Outcome::Accept => shared.stats.accepts.inc(),
-                Outcome::Reject => shared.stats.rejects.inc(),
-                Outcome::Challenge => shared.stats.challenges.inc(),
-                Outcome::NoAnswer => {}
-            }
-            if outcome == Outcome::Reject && !shared.settings.reject_delay.is_zero() {
-                // Every Reject leaves at arrival + reject_delay, however long its reason took to
-                // find (an unknown user, a locked one, a wrong password): timing tells nothing,
-                // guessing is slowed, and no worker is held (the permit is already back).
-                let at = tokio::time::Instant::from_std(arrived + shared.settings.reject_delay);
-                if at < tokio::time::Instant::now() {
-                    shared.stats.late_rejects.inc();
-                    let late = shared.stats.late_rejects.get();
-                    // Said at the first and then ever more rarely (2nd, 4th, 8th...): a slow
-                    // directory must not also flood the log.
-                    if late.is_power_of_two() {
-                        tracing::warn!(late_rejects = late, reject_delay = ?shared.settings.reject_delay, "a Reject was decided after reject_delay had passed, so its timing may tell why: is the directory slow? raise reject_delay above its slowest answers");
-                    }
-                }
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
-                    () = shutdown.cancelled() => {}
-                }
-            }
-            (reply, bytes)
-        }
-    };
-    let bytes: Arc<[u8]> = bytes.into();
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        let attributes: Vec<String> = reply.attributes.iter().map(|a| shared.dictionary.describe(a)).collect();
-        tracing::debug!(%peer, code = %reply.code, id = reply.identifier, ?attributes, "sent");
+    /// The answer to a Status-Server (RFC 5997 §3): side-effect free and cheap, so a transport
+    /// gives it at once, without its cache. `None` if it cannot be encoded.
+    pub(super) fn status_server(&self, packet: &Packet, client: &ClientSettings, port: PortKind) -> Option<Vec<u8>> {
+        self.stats.status_server.inc();
+        let code = if port == PortKind::Auth { Code::AccessAccept } else { Code::AccountingResponse };
+        let reply = with_proxy_state(Packet::new(code, packet.identifier, [0; 16]), packet);
+        radius::encode_response(&reply, packet.code, &packet.authenticator, client.secret.expose()).ok()
     }
-    ticket.complete(Arc::clone(&bytes));
-    if let Err(e) = socket.send_to(&bytes, peer).await {
-        tracing::warn!(%peer, error = %e, "UDP send failed");
+
+    /// An Accounting-Request: logged, counted and acknowledged.
+    pub(super) fn accounting(&self, packet: &Packet, origin: &Origin<'_>) -> Option<Arc<[u8]>> {
+        log_accounting(packet, origin.client);
+        self.stats.accounting.inc();
+        let reply = with_proxy_state(Packet::new(Code::AccountingResponse, packet.identifier, [0; 16]), packet);
+        let bytes = radius::encode_response(&reply, packet.code, &packet.authenticator, origin.client.secret.expose()).ok()?;
+        Some(self.sent(&reply, bytes, origin))
+    }
+
+    /// Decides an Access-Request within `request_timeout` of its arrival. `None` leaves it
+    /// unanswered: undecided in time, or the directory busy.
+    pub(super) async fn decide(&self, packet: &Packet, origin: &Origin<'_>) -> Option<Decision> {
+        let request = auth_request(packet, origin.client, origin.arrived);
+        let limit = self.request_timeout.saturating_sub(origin.arrived.elapsed());
+        let client = origin.client.policy.name.as_str();
+        // The NAS travels with the decision, so the shared queues (hashing, the directory's
+        // connections) serve NAS in turn.
+        let deciding = self.authenticator.decide_within(&request, limit);
+        let Some(decision) = fairness::on_behalf_of(fairness::key_of(origin.peer.ip()), deciding).await else {
+            self.stats.timed_out.inc();
+            tracing::error!(peer = %origin.peer, client, "no decision within request_timeout; request dropped");
+            return None;
+        };
+        if decision.verdict == Verdict::NoAnswer {
+            // The directory is busy: silence makes the NAS retry or ask its other server,
+            // where a Reject would tell it the user's credentials were wrong.
+            self.stats.directory_busy.inc();
+            let n = self.stats.directory_busy.get();
+            if n.is_power_of_two() {
+                tracing::warn!(peer = %origin.peer, client, directory_busy = n, "the directory did not answer in time: request left unanswered (said at the 1st, 2nd, 4th... time)");
+            }
+            return None;
+        }
+        Some(decision)
+    }
+
+    /// The signed response to `request` for `decision`, counted. A Reject is held until
+    /// `reject_delay` after the request's arrival (or the server stopping).
+    pub(super) async fn answer(
+        &self,
+        request: &Packet,
+        origin: &Origin<'_>,
+        decision: &Decision,
+        shutdown: &CancellationToken,
+    ) -> Option<Arc<[u8]>> {
+        let (reply, bytes, outcome) = self.sign(request, origin, decision)?;
+        match outcome {
+            Outcome::Accept => self.stats.accepts.inc(),
+            Outcome::Reject => self.stats.rejects.inc(),
+            Outcome::Challenge => self.stats.challenges.inc(),
+            Outcome::NoAnswer => {}
+        }
+        if outcome == Outcome::Reject && !self.reject_delay.is_zero() {
+            self.hold_reject(origin.arrived, shutdown).await;
+        }
+        Some(self.sent(&reply, bytes, origin))
+    }
+
+    /// The response packet and its bytes. One too big to send (many groups?) fails closed as
+    /// an Access-Reject rather than leaving the NAS unanswered.
+    fn sign(&self, request: &Packet, origin: &Origin<'_>, decision: &Decision) -> Option<(Packet, Vec<u8>, Outcome)> {
+        let secret = origin.client.secret.expose().as_slice();
+        let reply = response_packet(request, &decision.verdict);
+        match radius::encode_response(&reply, request.code, &request.authenticator, secret) {
+            Ok(bytes) => Some((reply, bytes, decision.outcome())),
+            Err(e) => {
+                self.stats.unencodable_answers.inc();
+                let client = origin.client.policy.name.as_str();
+                tracing::error!(peer = %origin.peer, client, error = %e, "response could not be encoded; sending Access-Reject instead");
+                let reply = with_proxy_state(Packet::new(Code::AccessReject, request.identifier, [0; 16]), request);
+                let bytes = radius::encode_response(&reply, request.code, &request.authenticator, secret).ok()?;
+                Some((reply, bytes, Outcome::Reject))
+            }
+        }
+    }
+
+    /// Every Reject leaves at arrival + reject_delay, however long its reason took to find (an
+    /// unknown user, a locked one, a wrong password): timing tells nothing, guessing is slowed,
+    /// and no worker is held (a transport lets go of its admission before answering).
+    async fn hold_reject(&self, arrived: Instant, shutdown: &CancellationToken) {
+        let at = tokio::time::Instant::from_std(arrived + self.reject_delay);
+        if at < tokio::time::Instant::now() {
+            self.stats.late_rejects.inc();
+            let late = self.stats.late_rejects.get();
+            // Said at the first and then ever more rarely (2nd, 4th, 8th...): a slow
+            // directory must not also flood the log.
+            if late.is_power_of_two() {
+                tracing::warn!(late_rejects = late, reject_delay = ?self.reject_delay, "a Reject was decided after reject_delay had passed, so its timing may tell why: is the directory slow? raise reject_delay above its slowest answers");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+
+    /// The response as it goes out, with its debug line.
+    fn sent(&self, reply: &Packet, bytes: Vec<u8>, origin: &Origin<'_>) -> Arc<[u8]> {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let attributes: Vec<String> = reply.attributes.iter().map(|a| self.dictionary.describe(a)).collect();
+            tracing::debug!(peer = %origin.peer, code = %reply.code, id = reply.identifier, ?attributes, "sent");
+        }
+        bytes.into()
     }
 }
 
@@ -279,25 +218,32 @@ fn answer_room(request: &Packet) -> usize {
     radius::MAX_PACKET_LEN.saturating_sub(radius::packet::HEADER_LEN + 18 + proxy_state)
 }
 
-/// The unsigned response for a decision.
-fn response_packet(request: &Packet, decision: &Decision) -> Packet {
-    let code = match decision.outcome {
-        Outcome::Accept => Code::AccessAccept,
+/// The unsigned response for a verdict.
+fn response_packet(request: &Packet, verdict: &Verdict) -> Packet {
+    let code = match verdict {
+        Verdict::Accept { .. } => Code::AccessAccept,
         // NoAnswer never gets here (nothing is sent); were it to, it fails closed.
-        Outcome::Reject | Outcome::NoAnswer => Code::AccessReject,
-        Outcome::Challenge => Code::AccessChallenge,
+        Verdict::Reject { .. } | Verdict::NoAnswer => Code::AccessReject,
+        Verdict::Challenge { .. } => Code::AccessChallenge,
     };
     let mut reply = Packet::new(code, request.identifier, [0; 16]);
-    if let Some(message) = &decision.reply_message {
-        for chunk in split_text(message, radius::packet::MAX_VALUE_LEN) {
-            reply.push(Attribute::standard(attr::REPLY_MESSAGE, chunk.as_bytes()));
+    match verdict {
+        Verdict::Accept { attributes } => reply.attributes.extend(attributes.iter().cloned()),
+        Verdict::Reject { message } => push_reply_message(&mut reply, message),
+        Verdict::Challenge { message, state } => {
+            push_reply_message(&mut reply, message);
+            reply.push(Attribute::standard(attr::STATE, state.clone()));
         }
+        Verdict::NoAnswer => {}
     }
-    if let Some(state) = &decision.state {
-        reply.push(Attribute::standard(attr::STATE, state.clone()));
-    }
-    reply.attributes.extend(decision.attributes.iter().cloned());
     with_proxy_state(reply, request)
+}
+
+/// Reply-Message, in as many attributes as the text needs.
+fn push_reply_message(reply: &mut Packet, message: &str) {
+    for chunk in split_text(message, radius::packet::MAX_VALUE_LEN) {
+        reply.push(Attribute::standard(attr::REPLY_MESSAGE, chunk.as_bytes()));
+    }
 }
 
 /// RFC 2865 §5.33: Proxy-State attributes are copied unchanged, in order, into the response.
