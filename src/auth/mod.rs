@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 
 use crate::directory::{Denial, Directory, LoginName, UserProfile};
+use crate::keys::Keys;
 use crate::radius::Attribute;
 use crate::secret::Secret;
 use crate::sms::{Gateway, SmsStats};
-use crate::store::seal::Keys;
 use crate::store::{LockoutPolicy, SmsLimits, Store};
 pub use messages::Messages;
 pub use reply::ReplyTemplate;

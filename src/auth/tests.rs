@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use super::flow::split_code;
 use super::*;
 use crate::directory::{Account, DirectoryError, LoginName, PasswordCheck};
+use crate::keys::KeyRing;
 use crate::otp::TotpParams;
 use crate::sms::SmsError;
-use crate::store::seal::KeyRing;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Factor, NewToken};
 

@@ -18,10 +18,11 @@ use crate::auth::{Authenticator, Services};
 use crate::bench::{BenchKind, BenchOptions};
 use crate::config::{Config, DirectorySettings, GatewaySettings};
 use crate::directory::file::UsersFile;
+use crate::keys::{KeyRing, Keys};
 use crate::secret::Secret;
 use crate::sms::http::{HttpGateway, HttpSettings};
 use crate::sms::{ExecGateway, Gateway, LogGateway};
-use crate::store::seal::{KeyRing, Keys};
+use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
 /// Errors a command reports to the admin, already worded for them.
@@ -285,7 +286,7 @@ pub(crate) fn create_key_on_first_start(config: &Config) -> Result<(), CliError>
 
 /// The store, opened. A database missing beside an existing key file is refused: it was
 /// deleted or moved, and an empty one would let every enrolled user fall under `no_token`.
-pub(crate) fn open_store(config: &Config, keys: Arc<Keys>) -> Result<Arc<SqliteStore>, CliError> {
+pub(crate) fn open_store(config: &Config, keys: Arc<Keys>) -> Result<Arc<dyn Store>, CliError> {
     let (path, key) = (&config.store.path, &config.store.key_file);
     if !path.exists() && key.exists() {
         return Err(missing_database(config).into());
@@ -327,7 +328,7 @@ pub(crate) fn open_gateway(config: &Config) -> Result<Arc<dyn Gateway>, CliError
 }
 
 /// Everything `auth` needs, opened from the config.
-pub(crate) fn open_services(config: &Config) -> Result<(Services, Arc<SqliteStore>), CliError> {
+pub(crate) fn open_services(config: &Config) -> Result<(Services, Arc<dyn Store>), CliError> {
     let keys = open_keys(config)?;
     let store = open_store(config, Arc::clone(&keys))?;
     let services = Services { directory: open_directory(config)?, store: store.clone(), sms: open_gateway(config)?, keys };
@@ -335,7 +336,7 @@ pub(crate) fn open_services(config: &Config) -> Result<(Services, Arc<SqliteStor
 }
 
 /// The decision core, for admin commands that resolve names the way logins do.
-pub(crate) fn open_authenticator(config: &Config) -> Result<(Authenticator, Arc<SqliteStore>), CliError> {
+pub(crate) fn open_authenticator(config: &Config) -> Result<(Authenticator, Arc<dyn Store>), CliError> {
     let (services, store) = open_services(config)?;
     Ok((Authenticator::new(services, config.auth.clone()), store))
 }

@@ -15,9 +15,9 @@ use tower::ServiceExt;
 use super::*;
 use crate::auth::tests::{FakeDirectory, RecordingGateway};
 use crate::auth::{ClientPolicy, Method, Mode, NoToken, Outcome, Services};
+use crate::keys::{KeyRing, Keys};
 use crate::otp::TotpParams;
 use crate::secret::Secret;
-use crate::store::seal::{KeyRing, Keys};
 use crate::store::sqlite::SqliteStore;
 
 const SESSION: &str = "__Host-radmfa_session";
