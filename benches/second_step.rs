@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use radmfa::auth::messages::{Language, Messages};
 use radmfa::auth::{AuthSettings, Authenticator, ClientPolicy, Method, Mode, NoToken, Outcome, Request, Services, UsernameRules};
 use radmfa::directory::{Account, Directory, DirectoryError, LoginName, PasswordCheck, UserProfile};
+use radmfa::keys::{KeyRing, Keys};
 use radmfa::otp::TotpParams;
 use radmfa::secret::Secret;
 use radmfa::sms::LogGateway;
-use radmfa::store::seal::{KeyRing, Keys};
 use radmfa::store::sqlite::SqliteStore;
 use radmfa::store::{LockoutPolicy, NewToken, SmsLimits, Store};
 

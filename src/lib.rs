@@ -8,10 +8,12 @@
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod counters;
 pub mod directory;
 pub mod fairness;
+pub mod keys;
 pub mod otp;
 pub mod portal;
 pub mod radius;

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use radmfa::auth::state::{ChallengeState, Stage};
-use radmfa::store::seal::KeyRing;
+use radmfa::keys::KeyRing;
 
 /// A fixed key, so the committed seed States (made by `seed-corpus` with this key) open and the
 /// fuzzer starts past the AEAD check. Not a secret: it exists only here.

@@ -175,11 +175,11 @@ impl Drop for Try {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::seal::{KeyRing, Keys};
-    use crate::store::sqlite::SqliteStore;
+    use crate::keys::{KeyRing, Keys};
+    use crate::store::memory::MemoryStore;
 
     fn memory_store() -> Arc<dyn Store> {
-        Arc::new(SqliteStore::in_memory(Arc::new(Keys::fixed(KeyRing::generate("k1")))).unwrap())
+        Arc::new(MemoryStore::in_memory(Arc::new(Keys::fixed(KeyRing::generate("k1")))))
     }
 
     fn policy(max_failures: u32) -> LockoutPolicy {

@@ -5,7 +5,7 @@
 //! bound to that nonce so one challenge's context cannot be served for another's.
 
 use crate::directory::UserProfile;
-use crate::store::seal::KeyRing;
+use crate::keys::KeyRing;
 
 const AAD: &[u8] = b"radmfa/challenge-context/v1";
 

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 
 use crate::directory::{Directory, LoginName};
+use crate::keys::Keys;
 use crate::secret::Secret;
 use crate::sms::{Gateway, SmsStats};
-use crate::store::seal::Keys;
 use crate::store::{LockoutPolicy, SmsLimits, Store};
 pub use decision::{Decision, Outcome, Reason, Verdict};
 pub use messages::Messages;

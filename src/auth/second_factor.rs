@@ -20,12 +20,14 @@ pub(super) struct Try {
     inner: super::allowance::Try,
     account: String,
     factor: Factor,
+    /// The request's time, given when the try began: its outcome is counted at that time too.
+    now: UnixTime,
 }
 
 impl Try {
     pub(super) async fn settle(self, guess: Guess) -> Result<(), Reason> {
-        let Self { inner, account, factor } = self;
-        let Some(until) = inner.settle(guess, crate::store::now()).await.map_err(store_down)? else {
+        let Self { inner, account, factor, now } = self;
+        let Some(until) = inner.settle(guess, now).await.map_err(store_down)? else {
             return Ok(());
         };
         let user = account.as_str();
@@ -157,7 +159,7 @@ impl Authenticator {
             Factor::Password => self.settings.password_lockout,
         };
         match self.allowance.begin(&self.services.store, account, factor, now, policy).await {
-            Ok(inner) => Ok(Try { inner, account: account.to_owned(), factor }),
+            Ok(inner) => Ok(Try { inner, account: account.to_owned(), factor, now }),
             Err(Refused::Locked) => Err(match factor {
                 Factor::Code => Reason::SecondFactorLocked,
                 Factor::Password => Reason::PasswordLocked,

@@ -12,8 +12,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::directory::MAX_ACCOUNT_ID;
+use crate::keys::KeyRing;
 use crate::store::UnixTime;
-use crate::store::seal::KeyRing;
 
 const VERSION: u8 = 2;
 const AAD: &[u8] = b"radmfa/state/v2";

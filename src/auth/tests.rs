@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use super::flow::split_code;
 use super::*;
 use crate::directory::{Account, Denial, DirectoryError, LoginName, PasswordCheck, UserProfile};
+use crate::keys::KeyRing;
 use crate::otp::TotpParams;
 use crate::radius::Attribute;
 use crate::sms::SmsError;
-use crate::store::seal::KeyRing;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Factor, NewToken};
 
@@ -223,7 +223,7 @@ impl Fixture {
     /// The code of the step `offset` steps from now.
     fn code(&self, offset: i64) -> String {
         let p = TotpParams::default();
-        let step = (p.step_at(crate::store::now() as u64) as i64 + offset) as u64;
+        let step = (p.step_at(crate::clock::now() as u64) as i64 + offset) as u64;
         p.code_at_step(&self.secret, step).expose().clone()
     }
 
@@ -602,7 +602,7 @@ async fn a_code_is_tried_against_each_confirmed_token() {
         .await
         .unwrap();
     let p = TotpParams::default();
-    let step = p.step_at(crate::store::now() as u64);
+    let step = p.step_at(crate::clock::now() as u64);
     let nas = client(Mode::Append, NoToken::Reject);
     let spare_code = p.code_at_step(&spare, step);
     assert_eq!(
@@ -681,7 +681,7 @@ async fn tokens_an_older_version_filed_under_a_spelling_move_to_the_account() {
         .await
         .unwrap();
     let p = TotpParams::default();
-    let code = p.code_at_step(&upn_seed, p.step_at(crate::store::now() as u64));
+    let code = p.code_at_step(&upn_seed, p.step_at(crate::clock::now() as u64));
     let nas = client(Mode::Append, NoToken::PasswordOnly);
     let d = f.decide(&nas, "alice@example.test", &with_code("pw", code.expose()), None).await;
     assert_eq!(d.outcome(), Outcome::Accept, "the token keeps working");
@@ -710,7 +710,7 @@ async fn wrong_passwords_lock_the_password_step_before_any_bind() {
     for _ in 0..4 {
         f.decide(&nas, "alice", &with_code("typo", &f.code(1)), None).await;
     }
-    assert_eq!(f.store.locked_until("alice", Factor::Password, crate::store::now()).await.unwrap(), None);
+    assert_eq!(f.store.locked_until("alice", Factor::Password, crate::clock::now()).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -837,12 +837,12 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
 async fn the_portal_enrolls_with_the_configured_algorithm_and_period() {
     let configured = TotpParams { algorithm: crate::otp::Algorithm::Sha256, digits: 8, period: 60 };
     let f = fixture_with(FakeDirectory::default(), RecordingGateway::default(), AuthSettings { totp: configured, ..settings() }).await;
-    let enrollment = f.auth.portal_enroll("bob", "phone", "radmfa", 5, crate::store::now()).await.unwrap();
+    let enrollment = f.auth.portal_enroll("bob", "phone", "radmfa", 5, crate::clock::now()).await.unwrap();
     let uri = enrollment.uri.expose();
     assert!(uri.contains("algorithm=SHA256") && uri.contains("period=60") && uri.contains("digits=8"), "{uri}");
     let stored = f.store.tokens("bob").await.unwrap();
     assert_eq!(stored[0].params, configured, "what the app is told is what the server checks");
-    let code = configured.code_at_step(enrollment.secret.expose(), configured.step_at(crate::store::now() as u64));
+    let code = configured.code_at_step(enrollment.secret.expose(), configured.step_at(crate::clock::now() as u64));
     let from = std::net::IpAddr::from([127, 0, 0, 1]);
-    f.auth.portal_confirm("bob", &enrollment, code.expose(), Duration::from_secs(300), from, crate::store::now()).await.unwrap();
+    f.auth.portal_confirm("bob", &enrollment, code.expose(), Duration::from_secs(300), from, crate::clock::now()).await.unwrap();
 }

@@ -9,19 +9,20 @@ use super::{CliError, TokenCommand, open_authenticator, open_keys, open_store};
 use crate::auth::{Authenticator, Reason, UsernameRules, shown};
 use crate::config::Config;
 use crate::directory::Denial;
+use crate::keys::{KeyRing, Keys, RELOAD_EVERY};
 use crate::otp::totp;
-use crate::store::seal::{KeyRing, Keys, RELOAD_EVERY};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{NewToken, Store};
+use crate::store::{NewToken, UnixTime};
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-fn format_time(t: Option<i64>) -> String {
+/// How long before `now` (the command's start) `t` was.
+fn format_time(t: Option<UnixTime>, now: UnixTime) -> String {
     match t {
         Some(t) => {
-            let ago = crate::store::now() - t;
+            let ago = now - t;
             let (n, unit) = match ago {
                 s if s < 120 => (s, "s"),
                 s if s < 7200 => (s / 60, "min"),
@@ -128,6 +129,7 @@ fn add(config_path: &Path, user: &str, name: &str, force: bool) -> Result<(), Cl
 }
 
 fn list(config_path: &Path, user: Option<&str>) -> Result<(), CliError> {
+    let now = crate::clock::now();
     let config = Config::load(config_path)?;
     let (auth, store) = open_authenticator(&config)?;
     let tokens = runtime()?.block_on(async {
@@ -156,8 +158,8 @@ fn list(config_path: &Path, user: Option<&str>) -> Result<(), CliError> {
             shown(&t.username),
             shown(&t.name),
             status,
-            format_time(Some(t.created_at)),
-            format_time(t.last_used_at)
+            format_time(Some(t.created_at), now),
+            format_time(t.last_used_at, now)
         )?;
     }
     Ok(())
@@ -182,12 +184,12 @@ fn remove(config_path: &Path, user: &str, id: i64) -> Result<(), CliError> {
 }
 
 fn verify(config_path: &Path, user: &str, code: &str) -> Result<(), CliError> {
+    let now = crate::clock::now().max(0) as u64;
     let config = Config::load(config_path)?;
     let (auth, store) = open_authenticator(&config)?;
     let rt = runtime()?;
     let user = rt.block_on(account_for(&auth, user));
     let tokens = rt.block_on(store.tokens(&user))?;
-    let now = crate::store::now().max(0) as u64;
     for t in &tokens {
         if let Some(step) = t.params.matching_step(t.secret.expose(), code.trim(), now, config.auth.totp_window) {
             let offset = step as i64 - t.params.step_at(now) as i64;

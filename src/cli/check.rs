@@ -8,7 +8,7 @@ use super::{CliError, missing_database, open_gateway};
 use crate::config::Config;
 use crate::directory::file::UsersFile;
 use crate::directory::settings::DirectorySettings;
-use crate::store::seal::KeyRing;
+use crate::keys::KeyRing;
 
 pub(super) fn check_config(path: &std::path::Path) -> Result<(), CliError> {
     let config = Config::load(path)?;

@@ -18,9 +18,10 @@ use crate::auth::{Authenticator, Services};
 use crate::config::Config;
 use crate::directory::file::UsersFile;
 use crate::directory::settings::DirectorySettings;
+use crate::keys::{KeyRing, Keys};
 use crate::secret::Secret;
 use crate::sms::Gateway;
-use crate::store::seal::{KeyRing, Keys};
+use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
 pub use bench::{BenchArgs, KindArg, StepsArg};
@@ -188,7 +189,7 @@ pub(crate) fn create_key_on_first_start(config: &Config) -> Result<(), CliError>
 
 /// The store, opened. A database missing beside an existing key file is refused: it was
 /// deleted or moved, and an empty one would let every enrolled user fall under `no_token`.
-pub(crate) fn open_store(config: &Config, keys: Arc<Keys>) -> Result<Arc<SqliteStore>, CliError> {
+pub(crate) fn open_store(config: &Config, keys: Arc<Keys>) -> Result<Arc<dyn Store>, CliError> {
     let (path, key) = (&config.store.path, &config.store.key_file);
     if !path.exists() && key.exists() {
         return Err(missing_database(config).into());
@@ -210,7 +211,7 @@ pub(crate) fn open_gateway(config: &Config) -> Result<Arc<dyn Gateway>, CliError
 }
 
 /// Everything `auth` needs, opened from the config.
-pub(crate) fn open_services(config: &Config) -> Result<(Services, Arc<SqliteStore>), CliError> {
+pub(crate) fn open_services(config: &Config) -> Result<(Services, Arc<dyn Store>), CliError> {
     let keys = open_keys(config)?;
     let store = open_store(config, Arc::clone(&keys))?;
     let services = Services { directory: open_directory(config)?, store: store.clone(), sms: open_gateway(config)?, keys };
@@ -218,7 +219,7 @@ pub(crate) fn open_services(config: &Config) -> Result<(Services, Arc<SqliteStor
 }
 
 /// The decision core, for admin commands that resolve names the way logins do.
-pub(crate) fn open_authenticator(config: &Config) -> Result<(Authenticator, Arc<SqliteStore>), CliError> {
+pub(crate) fn open_authenticator(config: &Config) -> Result<(Authenticator, Arc<dyn Store>), CliError> {
     let (services, store) = open_services(config)?;
     Ok((Authenticator::new(services, config.auth.clone()), store))
 }

@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::CliError;
 use crate::auth::{Authenticator, Services};
 use crate::config::Config;
+use crate::keys::{Keys, RELOAD_EVERY};
 use crate::server::{self, PortKind, Server};
-use crate::store::seal::{Keys, RELOAD_EVERY};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -99,7 +99,7 @@ async fn open_store_when_writable(
     config: &Config,
     keys: &Arc<Keys>,
     shutdown: &CancellationToken,
-) -> Result<Option<Arc<SqliteStore>>, CliError> {
+) -> Result<Option<Arc<dyn Store>>, CliError> {
     let (path, key) = (&config.store.path, &config.store.key_file);
     let mut said = None;
     loop {
@@ -130,12 +130,12 @@ async fn open_store_when_writable(
 
 /// Forgets used States and old SMS sends now and then, so the store stays small, and folds the
 /// write-ahead log into the database file.
-async fn purge_periodically(store: Arc<SqliteStore>, shutdown: CancellationToken) {
+async fn purge_periodically(store: Arc<dyn Store>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(300));
     loop {
         tokio::select! {
             _ = every.tick() => {
-                if let Err(e) = store.purge(crate::store::now()).await {
+                if let Err(e) = store.purge(crate::clock::now()).await {
                     tracing::warn!(error = %e, "store purge failed");
                 }
                 // So that radmfa.db alone (a backup copy) holds what was written.
@@ -150,7 +150,7 @@ async fn purge_periodically(store: Arc<SqliteStore>, shutdown: CancellationToken
 
 /// Notices the database file being deleted or replaced under the running server: what it
 /// writes from then on is lost at the next restart, which will refuse to start.
-async fn watch_database(store: Arc<SqliteStore>, shutdown: CancellationToken) {
+async fn watch_database(store: Arc<dyn Store>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(5));
     let mut last_said: Option<std::time::Instant> = None;
     loop {
@@ -158,7 +158,7 @@ async fn watch_database(store: Arc<SqliteStore>, shutdown: CancellationToken) {
             _ = every.tick() => {}
             () = shutdown.cancelled() => break,
         }
-        match (store.file_problem(), last_said) {
+        match (store.storage_problem(), last_said) {
             (Some(problem), None) => {
                 tracing::error!(
                     problem = problem.as_str(),

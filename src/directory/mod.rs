@@ -70,21 +70,6 @@ impl Denial {
             Self::NotInRequiredGroup => "not_in_required_group",
         }
     }
-
-    /// The Active Directory bind sub-code (`data 52e` in the diagnostic text of result 49).
-    pub fn from_ad_code(code: &str) -> Self {
-        match code.to_ascii_lowercase().as_str() {
-            "525" => Self::NoSuchUser,
-            "530" => Self::NotPermittedNow,
-            "531" => Self::NotPermittedHere,
-            "532" => Self::PasswordExpired,
-            "533" => Self::AccountDisabled,
-            "701" => Self::AccountExpired,
-            "773" => Self::MustChangePassword,
-            "775" => Self::AccountLocked,
-            _ => Self::WrongPassword, // 52e, and anything AD adds later
-        }
-    }
 }
 
 /// The directory could not answer: not the user's fault. The message is safe to log (no

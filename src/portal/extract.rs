@@ -45,7 +45,7 @@ pub struct Arrival {
 
 impl Arrival {
     fn now() -> Self {
-        Self { instant: Instant::now(), unix: crate::store::now() }
+        Self { instant: Instant::now(), unix: crate::clock::now() }
     }
 }
 

@@ -18,9 +18,9 @@ use super::pages::date;
 use super::*;
 use crate::auth::tests::{FakeDirectory, RecordingGateway};
 use crate::auth::{ClientPolicy, Method, Mode, NoToken, Outcome, Services};
+use crate::keys::{KeyRing, Keys};
 use crate::otp::TotpParams;
 use crate::secret::Secret;
-use crate::store::seal::{KeyRing, Keys};
 use crate::store::sqlite::SqliteStore;
 
 const SESSION: &str = "__Host-radmfa_session";
@@ -222,7 +222,7 @@ impl Browser {
 
 fn code(seed: &[u8], offset: i64) -> String {
     let p = TotpParams::default();
-    let step = (p.step_at(crate::store::now() as u64) as i64 + offset) as u64;
+    let step = (p.step_at(crate::clock::now() as u64) as i64 + offset) as u64;
     p.code_at_step(seed, step).expose().clone()
 }
 

@@ -17,9 +17,9 @@ use super::cache::{Lookup, ResponseCache, Ticket};
 use super::clients::ClientTable;
 use super::fair::{FairShare, Permit};
 use super::handler::{Handler, Origin};
+use super::settings::ClientSettings;
 use super::stats::Stats;
 use super::{PortKind, verify};
-use super::settings::ClientSettings;
 use crate::radius::{Code, MAX_PACKET_LEN, Packet};
 
 /// Everything the receive loops and their request tasks share.

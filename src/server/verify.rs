@@ -7,8 +7,8 @@
 //! counters and the debug log.
 
 use super::PortKind;
-use super::stats::{Counter, Stats};
 use super::settings::ClientSettings;
+use super::stats::{Counter, Stats};
 use crate::radius::{self, Code, DecodeError, MessageAuthenticator, Packet, attr};
 
 /// Why a packet is silently discarded.

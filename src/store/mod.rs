@@ -2,27 +2,34 @@
 //! with sealed seeds, the last used time step per token, failure counters and lockouts, SMS
 //! sends for rate limits, and the nonces of used challenge States.
 //!
-//! `auth` sees only the [`Store`] trait; [`sqlite::SqliteStore`] is the embedded default.
+//! `auth`, the portal and the CLI see only the [`Store`] trait, with seeds opened. Beneath it,
+//! [`SealedStore`] seals and opens seeds (binding each to its row and owner) over a
+//! [`Backend`] that keeps plain rows and sealed bytes it cannot read: [`sqlite`] is the embedded
+//! default, [`memory`] keeps everything in the process (tests, and a check that the seam holds).
 
-pub mod seal;
+pub mod backend;
+pub mod memory;
+pub mod sealed;
 pub mod settings;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::keys::KeyRing;
 use crate::otp::TotpParams;
 use crate::secret::Secret;
 
-/// Seconds since the Unix epoch.
-pub type UnixTime = i64;
+pub use backend::Backend;
+pub use sealed::SealedStore;
 
-pub fn now() -> UnixTime {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
+pub use crate::clock::UnixTime;
 
-/// A token to create. The store seals its secret.
+/// A token to create. The store seals its secret (and stamps its creation time).
 #[derive(Debug)]
 pub struct NewToken {
     pub username: String,
@@ -133,8 +140,13 @@ pub enum SmsReservation {
 #[non_exhaustive]
 pub enum StoreError {
     /// The database failed (disk, corruption, locked beyond the busy timeout).
-    #[error("database: {0}")]
-    Database(String),
+    #[error("database: {message}")]
+    Database {
+        message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The database cannot be written by this process now (read-only file or file system,
     /// permissions, disk full): retrying later may succeed.
     #[error("the database is not writable: {0}")]
@@ -147,9 +159,10 @@ pub enum StoreError {
     Closed,
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Database(e.to_string())
+impl StoreError {
+    /// A database failure told in words, with no error of the backend's beneath it.
+    pub fn database(message: impl Into<String>) -> Self {
+        Self::Database { message: message.into(), source: None }
     }
 }
 
@@ -207,4 +220,20 @@ pub trait Store: Send + Sync {
 
     /// Forgets what has expired (used States and their contexts, old SMS sends).
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError>;
+
+    /// Reseals every seed not yet sealed with `ring`'s current key, in one step (`radmfa keys
+    /// rotate`). `ring` must still hold the old keys. Returns how many were resealed.
+    async fn reseal_all(&self, ring: Arc<KeyRing>) -> Result<usize, StoreError>;
+
+    /// Makes what was written safe in the backend's own files (the server does this every few
+    /// minutes; SQLite folds its write-ahead log into the database file). By default nothing.
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Where the data lives gone wrong under a running server (the database file deleted or
+    /// replaced), in words for the log. By default none.
+    fn storage_problem(&self) -> Option<String> {
+        None
+    }
 }

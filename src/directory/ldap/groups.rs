@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use ldap3::{Scope, SearchEntry};
 
-use super::pool::{Failure, Role};
+use super::failure::Failure;
+use super::pool::Role;
 use super::{LdapDirectory, values};
 use crate::directory::dn::domain_of;
 

@@ -7,13 +7,16 @@
 //! bind succeeded, and only when something needs them (`required_groups`, or reply attributes
 //! that name groups): from the entry's `memberOf` (read by the user search) and, for nested
 //! membership, a cached graph of what groups are in (`groups`). An append login thus costs the
-//! DC one search and one bind, groups or not. Connections, servers and their failures are
-//! `pool`'s. TLS is LDAPS or StartTLS with certificate checking on (a CA file, or the system's
-//! roots). User input reaches filters only through RFC 4515 escaping. AD's bind sub-codes (52e,
-//! 533, 775, ...) become audit reasons.
+//! DC one search and one bind, groups or not. Connections and servers are `pool`'s, what a
+//! failed operation means `failure`'s. TLS is LDAPS or StartTLS with certificate checking on (a
+//! CA file, or the system's roots: `tls`). User input reaches filters only through RFC 4515
+//! escaping. AD's bind sub-codes (52e, 533, 775, ...) become audit reasons (`ad`).
 
+mod ad;
+mod failure;
 mod groups;
 mod pool;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,8 +27,9 @@ use ldap3::{Ldap, Scope, SearchEntry, ldap_escape};
 
 use super::{Account, Denial, Directory, DirectoryError, LoginName, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
 use crate::secret::Secret;
-pub(crate) use pool::client_config;
-use pool::{Failure, Pool, Role};
+use failure::Failure;
+use pool::{Pool, Role};
+pub(crate) use tls::client_config;
 
 #[derive(Debug, Clone)]
 pub struct LdapSettings {
@@ -203,13 +207,6 @@ fn values<'e>(entry: &'e SearchEntry, name: &str) -> &'e [String] {
     entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map_or(&[], |(_, v)| v.as_slice())
 }
 
-/// The AD sub-code in a bind error's diagnostic text: "... AcceptSecurityContext error, data 52e, v4563".
-fn ad_sub_code(text: &str) -> Option<&str> {
-    let rest = &text[text.find("data ")? + 5..];
-    let code = rest.split([',', ' ']).next()?;
-    (!code.is_empty() && code.chars().all(|c| c.is_ascii_hexdigit())).then_some(code)
-}
-
 #[async_trait]
 impl Directory for LdapDirectory {
     async fn find(&self, login: &LoginName) -> Result<Option<Account>, DirectoryError> {
@@ -230,7 +227,7 @@ impl Directory for LdapDirectory {
         let result = self.user_bind(&account.locator, password).await?;
         match result.rc {
             0 => {}
-            49 => return Ok(PasswordCheck::Denied(ad_sub_code(&result.text).map_or(Denial::WrongPassword, Denial::from_ad_code))),
+            49 => return Ok(PasswordCheck::Denied(ad::bind_denial(&result.text))),
             53 => return Ok(PasswordCheck::Denied(Denial::AccountDisabled)), // unwillingToPerform: disabled on some servers
             rc => return Err(DirectoryError::Busy(format!("user bind answered result {rc}"))),
         }
@@ -257,17 +254,6 @@ impl Directory for LdapDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ad_sub_codes_are_read_from_the_diagnostic_text() {
-        let text = "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data 52e, v1db1";
-        assert_eq!(ad_sub_code(text), Some("52e"));
-        assert_eq!(ad_sub_code("... data 775, v4563").map(Denial::from_ad_code), Some(Denial::AccountLocked));
-        assert_eq!(Denial::from_ad_code("533"), Denial::AccountDisabled);
-        assert_eq!(Denial::from_ad_code("773"), Denial::MustChangePassword);
-        assert_eq!(ad_sub_code("Invalid credentials"), None);
-        assert_eq!(ad_sub_code("data , v1"), None);
-    }
 
     #[test]
     fn filter_values_are_escaped_per_rfc4515() {

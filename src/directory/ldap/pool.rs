@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, Scope, SearchEntry};
 
 use super::LdapSettings;
-use crate::directory::DirectoryError;
+use super::failure::{Failure, FailureKind};
+use super::tls::client_config;
 use crate::fairness::FairGate;
 
 /// Operations that failed on fresh connections, in a row, before a server is skipped.
@@ -33,68 +34,6 @@ pub(super) enum Role {
     Service,
     /// Whoever bound last: used only to bind again, never to search.
     UserBind,
-}
-
-/// Why an LDAP operation failed (not the user's fault).
-#[derive(Debug)]
-pub(super) struct Failure {
-    pub message: String,
-    pub kind: FailureKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum FailureKind {
-    /// No connection could be made: refused, unreachable, TLS, or the service account's bind
-    /// refused.
-    Refused,
-    /// Sent, and no answer in time. The server may still carry it out, so a bind is not sent
-    /// again (AD would count a wrong password twice).
-    TimedOut,
-    /// The connection broke, or the server said it is busy or unavailable.
-    Broken,
-    /// The server answered, with something radmfa cannot use (an unexpected result code, data
-    /// to fix in the directory or the configuration): the same every time, so neither retried
-    /// nor left unanswered — the server is fine, the login is refused and the reason logged.
-    Unusable,
-}
-
-impl Failure {
-    pub(super) fn broken(message: String) -> Self {
-        Self { message, kind: FailureKind::Broken }
-    }
-
-    fn refused(message: String) -> Self {
-        Self { message, kind: FailureKind::Refused }
-    }
-
-    pub(super) fn unusable(message: String) -> Self {
-        Self { message, kind: FailureKind::Unusable }
-    }
-
-    /// For an operation (`doing`) that answered result `rc` (not success): busy, unavailable
-    /// and time limits may pass; anything else will not.
-    pub(super) fn answered(doing: &str, result: &ldap3::LdapResult) -> Self {
-        let message = format!("{doing} answered result {}: {}", result.rc, result.text);
-        match result.rc {
-            3 | 51 | 52 => Self::broken(message),
-            _ => Self::unusable(message),
-        }
-    }
-}
-
-impl From<ldap3::LdapError> for Failure {
-    fn from(e: ldap3::LdapError) -> Self {
-        Self::broken(e.to_string())
-    }
-}
-
-impl From<Failure> for DirectoryError {
-    fn from(f: Failure) -> Self {
-        match f.kind {
-            FailureKind::Refused | FailureKind::Unusable => DirectoryError::Unavailable(f.message),
-            FailureKind::TimedOut | FailureKind::Broken => DirectoryError::Busy(f.message),
-        }
-    }
 }
 
 /// What the directory did since start: logged at stop, read by `scripts/bench-ad`.
@@ -537,25 +476,4 @@ fn take_idle(server: &Server, role: Role) -> Option<Conn> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A TLS client that trusts the certificates of `ca_file` alone (rustls with ring).
-pub(crate) fn client_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, String> {
-    let shown = ca_file.display();
-    let pem = std::fs::read(ca_file).map_err(|e| format!("ca_file {shown}: {e}"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("ca_file {shown}: {e}"))?;
-        roots.add(cert).map_err(|e| format!("ca_file {shown}: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("ca_file {shown}: no PEM certificate in it"));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
 }

@@ -1,0 +1,116 @@
+//! What a store backend keeps, and the contract it keeps it by: plain rows, and token seeds as
+//! sealed text it never opens. Sealing, opening and what binds a seal to its row are
+//! [`super::SealedStore`]'s, above every backend, so a backend is only storage (SQL, or maps).
+//!
+//! Every operation is atomic on its own: of two concurrent `use_step`s of one step exactly one
+//! wins, a nonce is consumed once, a context is read once, a reservation counts what it checked.
+
+use async_trait::async_trait;
+
+use super::{Factor, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
+use crate::otp::TotpParams;
+
+/// How long SMS sends are kept (for the rate limits and the record): `purge` forgets older ones.
+pub const SMS_HISTORY: UnixTime = 24 * 3600;
+
+/// Unconfirmed tokens older than this are deleted by `purge` (the portal refuses to confirm them
+/// long before, after its `enrollment_timeout`).
+pub const UNCONFIRMED_TOKEN_LIFETIME: UnixTime = 24 * 3600;
+
+/// A token to keep; its seed comes sealed (see [`SealNew`]).
+#[derive(Debug, Clone)]
+pub struct NewTokenRow {
+    pub username: String,
+    pub name: String,
+    pub params: TotpParams,
+    pub created_at: UnixTime,
+    pub confirmed: bool,
+}
+
+/// A kept token, its seed as sealed text.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+    pub params: TotpParams,
+    /// The seed, sealed: opaque to the backend.
+    pub sealed: String,
+    pub created_at: UnixTime,
+    pub last_step: Option<u64>,
+    pub last_used_at: Option<UnixTime>,
+    pub confirmed: bool,
+}
+
+/// A kept seed and what its seal is bound to (its row and owner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSeed {
+    pub id: i64,
+    pub username: String,
+    pub sealed: String,
+}
+
+/// Seals a new token's seed for the row id the backend gave it: called once, inside the
+/// operation that keeps the row, so no row is ever kept without its seed.
+pub type SealNew = Box<dyn FnOnce(i64) -> String + Send>;
+
+/// Seals a kept seed anew (for another owner, or with a newer key); `None` leaves it as it is.
+/// Called inside the operation that writes the result, for each seed it covers.
+pub type Reseal = Box<dyn Fn(&SealedSeed) -> Result<Option<String>, StoreError> + Send>;
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Keeps a token; `seal` gives its sealed seed for the id it got. Returns the id.
+    async fn add_token(&self, token: NewTokenRow, seal: SealNew) -> Result<i64, StoreError>;
+    /// Every user's tokens or one's, oldest (lowest id) first.
+    async fn tokens(&self, username: Option<&str>) -> Result<Vec<TokenRow>, StoreError>;
+    /// Files every token of `from` under `to`, with the seed `reseal` gives (the seal names the
+    /// owner), in one step. Returns how many moved.
+    async fn move_tokens(&self, from: &str, to: &str, reseal: Reseal) -> Result<usize, StoreError>;
+    /// Replaces every seed `reseal` gives a new seal for, in one step. Returns how many.
+    async fn reseal_tokens(&self, reseal: Reseal) -> Result<usize, StoreError>;
+    async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
+    /// See [`super::Store::confirm_token`].
+    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError>;
+    /// See [`super::Store::use_step`].
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError>;
+
+    async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError>;
+    /// See [`super::Store::lockout_state`].
+    async fn lockout_state(&self, username: &str, factor: Factor, now: UnixTime, policy: LockoutPolicy)
+    -> Result<LockoutState, StoreError>;
+    /// See [`super::Store::record_failure`].
+    async fn record_failure(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<Option<UnixTime>, StoreError>;
+    /// See [`super::Store::record_success`].
+    async fn record_success(&self, username: &str, factor: Factor, seen: u64) -> Result<(), StoreError>;
+    async fn unlock(&self, username: &str) -> Result<bool, StoreError>;
+
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError>;
+
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError>;
+    async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError>;
+    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Forgets what has expired: used States and contexts past their expiry, SMS sends older
+    /// than [`SMS_HISTORY`], locks that ran out, unconfirmed tokens older than
+    /// [`UNCONFIRMED_TOKEN_LIFETIME`].
+    async fn purge(&self, now: UnixTime) -> Result<(), StoreError>;
+
+    /// Makes what was written safe in the backend's own files (SQLite folds its write-ahead log
+    /// into the database file, so a copy of that file alone is a backup). By default nothing.
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Where the data lives gone wrong under a running server (SQLite: the database file deleted
+    /// or replaced), in words for the log. By default none.
+    fn storage_problem(&self) -> Option<String> {
+        None
+    }
+}

@@ -1,0 +1,253 @@
+//! A backend that keeps everything in the process, under one lock: gone when the process ends,
+//! and never shared between nodes. For tests of other modules (no file, no thread) and as the
+//! second implementation of the [`Backend`] contract, which the store test-suite runs against
+//! it as against SQLite.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
+use super::{Factor, LockoutPolicy, LockoutState, SealedStore, SmsLimits, SmsReservation, StoreError, UnixTime};
+
+/// The in-memory store: seeds sealed above the in-memory backend.
+pub type MemoryStore = SealedStore<MemoryBackend>;
+
+impl SealedStore<MemoryBackend> {
+    /// An empty store whose seeds are sealed with `keys`.
+    pub fn in_memory(keys: std::sync::Arc<crate::keys::Keys>) -> Self {
+        Self::new(keys, MemoryBackend::default())
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryBackend {
+    data: Mutex<Data>,
+}
+
+#[derive(Default)]
+struct Data {
+    tokens: BTreeMap<i64, TokenRow>,
+    last_id: i64,
+    lockouts: HashMap<(Factor, String), Lockout>,
+    /// Who was sent an SMS, and when.
+    sms_sends: Vec<(String, UnixTime)>,
+    used_states: HashMap<Vec<u8>, UnixTime>,
+    contexts: HashMap<Vec<u8>, (UnixTime, Vec<u8>)>,
+}
+
+/// A factor's failures for one account (see the SQLite `lockouts` tables).
+#[derive(Debug, Default, Clone, Copy)]
+struct Lockout {
+    failures: u32,
+    locked_until: Option<UnixTime>,
+    /// Locks since the last success: each doubles the next.
+    lock_count: u32,
+    last_failure_at: Option<UnixTime>,
+    seq: u64,
+}
+
+impl MemoryBackend {
+    fn data(&self) -> MutexGuard<'_, Data> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Data {
+    fn seeds_of(&self, username: Option<&str>) -> Vec<SealedSeed> {
+        let owned = self.tokens.values().filter(|t| username.is_none_or(|u| t.username == u));
+        owned.map(|t| SealedSeed { id: t.id, username: t.username.clone(), sealed: t.sealed.clone() }).collect()
+    }
+
+    /// Every new seal `reseal` gives, or its first error (then nothing is written).
+    fn resealed(seeds: &[SealedSeed], reseal: &Reseal) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+        seeds.iter().map(|seed| Ok((seed.id, reseal(seed)?))).collect()
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    async fn add_token(&self, token: NewTokenRow, seal: SealNew) -> Result<i64, StoreError> {
+        let mut data = self.data();
+        data.last_id += 1;
+        let id = data.last_id;
+        let NewTokenRow { username, name, params, created_at, confirmed } = token;
+        let row = TokenRow { id, username, name, params, sealed: seal(id), created_at, last_step: None, last_used_at: None, confirmed };
+        data.tokens.insert(id, row);
+        Ok(id)
+    }
+
+    async fn tokens(&self, username: Option<&str>) -> Result<Vec<TokenRow>, StoreError> {
+        Ok(self.data().tokens.values().filter(|t| username.is_none_or(|u| t.username == u)).cloned().collect())
+    }
+
+    async fn move_tokens(&self, from: &str, to: &str, reseal: Reseal) -> Result<usize, StoreError> {
+        let mut data = self.data();
+        let resealed = Data::resealed(&data.seeds_of(Some(from)), &reseal)?;
+        for (id, sealed) in &resealed {
+            if let Some(token) = data.tokens.get_mut(id) {
+                token.username = to.to_owned();
+                if let Some(sealed) = sealed {
+                    token.sealed.clone_from(sealed);
+                }
+            }
+        }
+        Ok(resealed.len())
+    }
+
+    async fn reseal_tokens(&self, reseal: Reseal) -> Result<usize, StoreError> {
+        let mut data = self.data();
+        let resealed = Data::resealed(&data.seeds_of(None), &reseal)?;
+        let mut count = 0;
+        for (id, sealed) in resealed {
+            if let (Some(token), Some(sealed)) = (data.tokens.get_mut(&id), sealed) {
+                token.sealed = sealed;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        let mut data = self.data();
+        let owned = data.tokens.get(&id).is_some_and(|t| t.username == username);
+        Ok(owned && data.tokens.remove(&id).is_some())
+    }
+
+    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
+        let mut data = self.data();
+        match data.tokens.get_mut(&id) {
+            Some(token) if token.username == username && !token.confirmed => {
+                token.confirmed = true;
+                token.last_step = Some(step);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError> {
+        let mut data = self.data();
+        match data.tokens.get_mut(&token_id) {
+            Some(token) if token.confirmed && token.last_step.is_none_or(|last| last < step) => {
+                token.last_step = Some(step);
+                token.last_used_at = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError> {
+        let data = self.data();
+        Ok(data.lockouts.get(&(factor, username.to_owned())).and_then(|l| l.locked_until).filter(|&t| t > now))
+    }
+
+    async fn lockout_state(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<LockoutState, StoreError> {
+        let data = self.data();
+        let Some(l) = data.lockouts.get(&(factor, username.to_owned())) else { return Ok(LockoutState::default()) };
+        let forgotten = policy.forget_after.is_some_and(|f| l.last_failure_at.is_some_and(|at| at < now - f.as_secs() as UnixTime));
+        Ok(LockoutState {
+            locked_until: l.locked_until.filter(|&until| until > now),
+            failures: if forgotten { 0 } else { l.failures },
+            seq: l.seq,
+        })
+    }
+
+    async fn record_failure(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<Option<UnixTime>, StoreError> {
+        let mut data = self.data();
+        let l = data.lockouts.entry((factor, username.to_owned())).or_default();
+        if let Some(forget) = policy.forget_after {
+            // Failures (and doublings) from long ago no longer count, once no lock is running.
+            let old = l.last_failure_at.is_some_and(|at| at < now - forget.as_secs() as UnixTime);
+            if old && l.locked_until.is_none_or(|until| until <= now) {
+                (l.failures, l.lock_count) = (0, 0);
+            }
+        }
+        l.failures += 1;
+        l.last_failure_at = Some(now);
+        l.seq += 1;
+        if l.failures < policy.max_failures.max(1) {
+            return Ok(None);
+        }
+        let until = now + policy.lock_duration(l.lock_count).as_secs() as UnixTime;
+        (l.failures, l.locked_until, l.lock_count) = (0, Some(until), l.lock_count + 1);
+        Ok(Some(until))
+    }
+
+    async fn record_success(&self, username: &str, factor: Factor, seen: u64) -> Result<(), StoreError> {
+        let mut data = self.data();
+        let key = (factor, username.to_owned());
+        // Only when no failure was counted since the try began (seq unchanged).
+        if data.lockouts.get(&key).is_some_and(|l| l.seq == seen) {
+            data.lockouts.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn unlock(&self, username: &str) -> Result<bool, StoreError> {
+        let mut data = self.data();
+        let code = data.lockouts.remove(&(Factor::Code, username.to_owned())).is_some();
+        let password = data.lockouts.remove(&(Factor::Password, username.to_owned())).is_some();
+        Ok(code || password)
+    }
+
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+        let mut data = self.data();
+        let user_since = now - limits.per_user_window.as_secs() as UnixTime;
+        let by_user = data.sms_sends.iter().filter(|(user, at)| user == username && *at > user_since).count();
+        if by_user >= limits.per_user as usize {
+            return Ok(SmsReservation::UserLimit);
+        }
+        let global = data.sms_sends.iter().filter(|(_, at)| *at > now - 60).count();
+        if global >= limits.global_per_minute as usize {
+            return Ok(SmsReservation::GlobalLimit);
+        }
+        data.sms_sends.push((username.to_owned(), now));
+        Ok(SmsReservation::Allowed)
+    }
+
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError> {
+        let mut data = self.data();
+        if data.used_states.contains_key(nonce) {
+            return Ok(false);
+        }
+        data.used_states.insert(nonce.to_vec(), expires_at);
+        Ok(true)
+    }
+
+    async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError> {
+        self.data().contexts.insert(nonce.to_vec(), (expires_at, context));
+        Ok(())
+    }
+
+    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.data().contexts.remove(nonce).map(|(_, context)| context))
+    }
+
+    async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
+        let mut data = self.data();
+        data.used_states.retain(|_, expires_at| *expires_at >= now);
+        data.contexts.retain(|_, (expires_at, _)| *expires_at >= now);
+        data.sms_sends.retain(|(_, at)| *at >= now - backend::SMS_HISTORY);
+        for l in data.lockouts.values_mut() {
+            l.locked_until = l.locked_until.filter(|&until| until >= now);
+        }
+        // Enrollments abandoned before their confirming code: never usable, so never kept long.
+        data.tokens.retain(|_, t| t.confirmed || t.created_at >= now - backend::UNCONFIRMED_TOKEN_LIFETIME);
+        Ok(())
+    }
+}

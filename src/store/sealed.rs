@@ -1,0 +1,186 @@
+//! The [`Store`] every backend is seen through: it seals token seeds with the key file's current
+//! key before a backend keeps them, and opens them as they come back, so no backend holds a key
+//! or a seed in the clear. A seal is bound to its row and owner (`radmfa/token/v1/<id>/<user>`):
+//! a sealed seed copied to another row, or another user's, does not open. Moving tokens to
+//! another owner and rotating keys (`radmfa keys rotate`) reseal here too.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::backend::{Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
+use super::{Factor, LockoutPolicy, LockoutState, NewToken, SmsLimits, SmsReservation, Store, StoreError, Token, TokenInfo, UnixTime};
+use crate::keys::{KeyRing, Keys};
+use crate::secret::Secret;
+
+/// Seals and opens seeds over a backend.
+pub struct SealedStore<B: Backend> {
+    keys: Arc<Keys>,
+    backend: B,
+}
+
+/// Binds a sealed seed to its row and owner: copied to another row, it does not open. The
+/// format is what databases hold: it never changes.
+fn token_aad(id: i64, username: &str) -> Vec<u8> {
+    format!("radmfa/token/v1/{id}/{username}").into_bytes()
+}
+
+/// The id of the key a seed is sealed with (`<key id>:<sealed bytes>`).
+fn key_id(sealed: &str) -> &str {
+    sealed.split_once(':').map(|(id, _)| id).unwrap_or_default()
+}
+
+impl<B: Backend> SealedStore<B> {
+    pub fn new(keys: Arc<Keys>, backend: B) -> Self {
+        Self { keys, backend }
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn open_row(&self, row: TokenRow) -> Result<Token, StoreError> {
+        let seed = self.keys.open(&row.sealed, &token_aad(row.id, &row.username)).map_err(|_| StoreError::Sealed(row.id))?;
+        Ok(Token {
+            id: row.id,
+            username: row.username,
+            name: row.name,
+            params: row.params,
+            secret: Secret::new(seed.to_vec()),
+            created_at: row.created_at,
+            last_step: row.last_step,
+            last_used_at: row.last_used_at,
+            confirmed: row.confirmed,
+        })
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Store for SealedStore<B> {
+    async fn add_token(&self, token: NewToken) -> Result<i64, StoreError> {
+        let NewToken { username, name, params, secret, confirmed } = token;
+        let ring = self.keys.current();
+        let owner = username.clone();
+        let seal: SealNew = Box::new(move |id| ring.seal(secret.expose(), &token_aad(id, &owner)));
+        // When a token was made is a record, not a decision: stamped as it is kept.
+        let row = NewTokenRow { username, name, params, created_at: crate::clock::now(), confirmed };
+        self.backend.add_token(row, seal).await
+    }
+
+    async fn tokens(&self, username: &str) -> Result<Vec<Token>, StoreError> {
+        self.backend.tokens(Some(username)).await?.into_iter().map(|row| self.open_row(row)).collect()
+    }
+
+    async fn list_tokens(&self, username: Option<&str>) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = self.backend.tokens(username).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| TokenInfo {
+                sealed_with: key_id(&row.sealed).to_owned(),
+                id: row.id,
+                username: row.username,
+                name: row.name,
+                created_at: row.created_at,
+                last_used_at: row.last_used_at,
+                confirmed: row.confirmed,
+            })
+            .collect())
+    }
+
+    async fn move_tokens(&self, from: &str, to: &str) -> Result<usize, StoreError> {
+        if from == to {
+            return Ok(0);
+        }
+        let (keys, to_owned) = (Arc::clone(&self.keys), to.to_owned());
+        // The seal names its owner, so a moved seed is sealed anew for the account.
+        let reseal: Reseal = Box::new(move |seed: &SealedSeed| {
+            let plain = keys.open(&seed.sealed, &token_aad(seed.id, &seed.username)).map_err(|_| StoreError::Sealed(seed.id))?;
+            Ok(Some(keys.current().seal(&plain, &token_aad(seed.id, &to_owned))))
+        });
+        self.backend.move_tokens(from, to, reseal).await
+    }
+
+    async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        self.backend.remove_token(username, id).await
+    }
+
+    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
+        self.backend.confirm_token(username, id, step).await
+    }
+
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError> {
+        self.backend.use_step(token_id, step, now).await
+    }
+
+    async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError> {
+        self.backend.locked_until(username, factor, now).await
+    }
+
+    async fn lockout_state(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<LockoutState, StoreError> {
+        self.backend.lockout_state(username, factor, now, policy).await
+    }
+
+    async fn record_failure(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<Option<UnixTime>, StoreError> {
+        self.backend.record_failure(username, factor, now, policy).await
+    }
+
+    async fn record_success(&self, username: &str, factor: Factor, seen: u64) -> Result<(), StoreError> {
+        self.backend.record_success(username, factor, seen).await
+    }
+
+    async fn unlock(&self, username: &str) -> Result<bool, StoreError> {
+        self.backend.unlock(username).await
+    }
+
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+        self.backend.reserve_sms(username, now, limits).await
+    }
+
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError> {
+        self.backend.consume_state(nonce, expires_at).await
+    }
+
+    async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError> {
+        self.backend.keep_challenge_context(nonce, expires_at, context).await
+    }
+
+    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.take_challenge_context(nonce).await
+    }
+
+    async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
+        self.backend.purge(now).await
+    }
+
+    async fn reseal_all(&self, ring: Arc<KeyRing>) -> Result<usize, StoreError> {
+        let reseal: Reseal = Box::new(move |seed: &SealedSeed| {
+            if key_id(&seed.sealed) == ring.current_id() {
+                return Ok(None);
+            }
+            let aad = token_aad(seed.id, &seed.username);
+            let plain = ring.open(&seed.sealed, &aad).map_err(|_| StoreError::Sealed(seed.id))?;
+            Ok(Some(ring.seal(&plain, &aad)))
+        });
+        self.backend.reseal_tokens(reseal).await
+    }
+
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.backend.checkpoint().await
+    }
+
+    fn storage_problem(&self) -> Option<String> {
+        self.backend.storage_problem()
+    }
+}

@@ -1,0 +1,322 @@
+//! The store contract in SQL: every [`Backend`] operation as statements run on the store
+//! thread, inside the batch's transaction (one savepoint each), so each is atomic.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::SqliteBackend;
+use crate::otp::{Algorithm, TotpParams};
+use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
+use crate::store::{Factor, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
+
+/// The table holding a factor's counters (a fixed name, never input).
+fn lockout_table(factor: Factor) -> &'static str {
+    match factor {
+        Factor::Password => "password_lockouts",
+        Factor::Code => "lockouts",
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed";
+
+fn read_token(row: &rusqlite::Row<'_>) -> Result<TokenRow, StoreError> {
+    let algorithm: String = row.get(3)?;
+    Ok(TokenRow {
+        id: row.get(0)?,
+        username: row.get(1)?,
+        name: row.get(2)?,
+        params: TotpParams {
+            algorithm: algorithm.parse::<Algorithm>().map_err(StoreError::database)?,
+            digits: row.get(4)?,
+            period: row.get::<_, i64>(5)?.max(1) as u64,
+        },
+        sealed: row.get(6)?,
+        created_at: row.get(7)?,
+        last_step: row.get::<_, Option<i64>>(8)?.map(|s| s as u64),
+        last_used_at: row.get(9)?,
+        confirmed: row.get(10)?,
+    })
+}
+
+/// `WHERE` for one user's tokens (through the index on `username`) or everyone's.
+fn owned_by(username: Option<&str>) -> &'static str {
+    match username {
+        Some(_) => "WHERE username = ?1",
+        None => "WHERE ?1 IS NULL",
+    }
+}
+
+/// The seeds of `username`'s tokens, or of everyone's.
+fn sealed_seeds(conn: &Connection, username: Option<&str>) -> Result<Vec<SealedSeed>, StoreError> {
+    let sql = format!("SELECT id, username, secret FROM tokens {} ORDER BY id", owned_by(username));
+    let seeds = conn
+        .prepare_cached(&sql)?
+        .query_map([username], |r| Ok(SealedSeed { id: r.get(0)?, username: r.get(1)?, sealed: r.get(2)? }))?
+        .collect::<Result<_, _>>()?;
+    Ok(seeds)
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn add_token(&self, token: NewTokenRow, seal: SealNew) -> Result<i64, StoreError> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO tokens (username, name, algorithm, digits, period, secret, created_at, confirmed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7)",
+                params![
+                    token.username,
+                    token.name,
+                    token.params.algorithm.as_str(),
+                    token.params.digits,
+                    token.params.period as i64,
+                    token.created_at,
+                    token.confirmed
+                ],
+            )?;
+            let id = conn.last_insert_rowid();
+            conn.execute("UPDATE tokens SET secret = ?1 WHERE id = ?2", params![seal(id), id])?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn tokens(&self, username: Option<&str>) -> Result<Vec<TokenRow>, StoreError> {
+        let username = username.map(str::to_owned);
+        self.call(move |conn| {
+            let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens {} ORDER BY id", owned_by(username.as_deref()));
+            let mut statement = conn.prepare_cached(&sql)?;
+            let mut rows = statement.query([&username])?;
+            let mut tokens = Vec::new();
+            while let Some(row) = rows.next()? {
+                tokens.push(read_token(row)?);
+            }
+            Ok(tokens)
+        })
+        .await
+    }
+
+    async fn move_tokens(&self, from: &str, to: &str, reseal: Reseal) -> Result<usize, StoreError> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.call(move |conn| {
+            let seeds = sealed_seeds(conn, Some(&from))?;
+            for seed in &seeds {
+                let sealed = reseal(seed)?.unwrap_or_else(|| seed.sealed.clone());
+                conn.execute("UPDATE tokens SET username = ?1, secret = ?2 WHERE id = ?3", params![to, sealed, seed.id])?;
+            }
+            Ok(seeds.len())
+        })
+        .await
+    }
+
+    async fn reseal_tokens(&self, reseal: Reseal) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            let mut resealed = 0;
+            for seed in sealed_seeds(conn, None)? {
+                if let Some(sealed) = reseal(&seed)? {
+                    conn.execute("UPDATE tokens SET secret = ?1 WHERE id = ?2", params![sealed, seed.id])?;
+                    resealed += 1;
+                }
+            }
+            Ok(resealed)
+        })
+        .await
+    }
+
+    async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| Ok(conn.execute("DELETE FROM tokens WHERE id = ?1 AND username = ?2", params![id, username])? == 1)).await
+    }
+
+    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            let sql = "UPDATE tokens SET confirmed = 1, last_step = ?3 WHERE id = ?1 AND username = ?2 AND confirmed = 0";
+            Ok(conn.execute(sql, params![id, username, step as i64])? == 1)
+        })
+        .await
+    }
+
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError> {
+        self.call(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE tokens SET last_step = ?1, last_used_at = ?2
+                     WHERE id = ?3 AND confirmed = 1 AND (last_step IS NULL OR last_step < ?1)",
+                )?
+                .execute(params![step as i64, now, token_id])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            let sql = format!("SELECT locked_until FROM {} WHERE username = ?1", lockout_table(factor));
+            let until: Option<Option<UnixTime>> = conn.prepare_cached(&sql)?.query_row([&username], |r| r.get(0)).optional()?;
+            Ok(until.flatten().filter(|&t| t > now))
+        })
+        .await
+    }
+
+    async fn lockout_state(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<LockoutState, StoreError> {
+        let username = username.to_owned();
+        let table = lockout_table(factor);
+        self.call(move |conn| {
+            let sql = format!("SELECT failures, locked_until, last_failure_at, seq FROM {table} WHERE username = ?1");
+            let row: Option<(u32, Option<UnixTime>, Option<UnixTime>, u64)> =
+                conn.prepare_cached(&sql)?.query_row([&username], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()?;
+            let Some((failures, locked_until, last_failure, seq)) = row else { return Ok(LockoutState::default()) };
+            let forgotten = policy.forget_after.is_some_and(|f| last_failure.is_some_and(|at| at < now - f.as_secs() as UnixTime));
+            Ok(LockoutState {
+                locked_until: locked_until.filter(|&until| until > now),
+                failures: if forgotten { 0 } else { failures },
+                seq,
+            })
+        })
+        .await
+    }
+
+    async fn record_failure(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<Option<UnixTime>, StoreError> {
+        let username = username.to_owned();
+        let table = lockout_table(factor);
+        self.call(move |conn| {
+            conn.prepare_cached(&format!("INSERT INTO {table} (username) VALUES (?1) ON CONFLICT(username) DO NOTHING"))?
+                .execute([&username])?;
+            if let Some(forget) = policy.forget_after {
+                // Failures (and doublings) from long ago no longer count, once no lock is running.
+                conn.prepare_cached(&format!(
+                    "UPDATE {table} SET failures = 0, lock_count = 0 WHERE username = ?1 AND last_failure_at < ?2
+                     AND (locked_until IS NULL OR locked_until <= ?3)"
+                ))?
+                .execute(params![username, now - forget.as_secs() as UnixTime, now])?;
+            }
+            let (failures, lock_count): (u32, u32) = conn
+                .prepare_cached(&format!(
+                    "UPDATE {table} SET failures = failures + 1, last_failure_at = ?2, seq = seq + 1 WHERE username = ?1
+                     RETURNING failures, lock_count"
+                ))?
+                .query_row(params![username, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if failures < policy.max_failures.max(1) {
+                return Ok(None);
+            }
+            let until = now + policy.lock_duration(lock_count).as_secs() as UnixTime;
+            conn.prepare_cached(&format!(
+                "UPDATE {table} SET failures = 0, locked_until = ?1, lock_count = lock_count + 1 WHERE username = ?2"
+            ))?
+            .execute(params![until, username])?;
+            Ok(Some(until))
+        })
+        .await
+    }
+
+    async fn record_success(&self, username: &str, factor: Factor, seen: u64) -> Result<(), StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            // Only when no failure was counted since the try began (seq unchanged): a wrong try
+            // that finished meanwhile stays counted, as AD counted it.
+            let sql = format!("DELETE FROM {} WHERE username = ?1 AND seq = ?2", lockout_table(factor));
+            conn.prepare_cached(&sql)?.execute(params![username, seen as i64])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unlock(&self, username: &str) -> Result<bool, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            let code = conn.execute("DELETE FROM lockouts WHERE username = ?1", [&username])?;
+            let password = conn.execute("DELETE FROM password_lockouts WHERE username = ?1", [&username])?;
+            Ok(code + password > 0)
+        })
+        .await
+    }
+
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            let user_since = now - limits.per_user_window.as_secs() as UnixTime;
+            let by_user: u32 = conn
+                .prepare_cached("SELECT COUNT(*) FROM sms_sends WHERE username = ?1 AND sent_at > ?2")?
+                .query_row(params![username, user_since], |r| r.get(0))?;
+            if by_user >= limits.per_user {
+                return Ok(SmsReservation::UserLimit);
+            }
+            let global: u32 =
+                conn.prepare_cached("SELECT COUNT(*) FROM sms_sends WHERE sent_at > ?1")?.query_row([now - 60], |r| r.get(0))?;
+            if global >= limits.global_per_minute {
+                return Ok(SmsReservation::GlobalLimit);
+            }
+            conn.prepare_cached("INSERT INTO sms_sends (username, sent_at) VALUES (?1, ?2)")?.execute(params![username, now])?;
+            Ok(SmsReservation::Allowed)
+        })
+        .await
+    }
+
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError> {
+        let nonce = nonce.to_vec();
+        self.call(move |conn| {
+            let inserted = conn
+                .prepare_cached("INSERT OR IGNORE INTO used_states (nonce, expires_at) VALUES (?1, ?2)")?
+                .execute(params![nonce, expires_at])?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError> {
+        let nonce = nonce.to_vec();
+        self.call(move |conn| {
+            conn.prepare_cached("INSERT OR REPLACE INTO challenge_contexts (nonce, expires_at, context) VALUES (?1, ?2, ?3)")?
+                .execute(params![nonce, expires_at, context])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let nonce = nonce.to_vec();
+        self.call(move |conn| {
+            let context = conn
+                .prepare_cached("DELETE FROM challenge_contexts WHERE nonce = ?1 RETURNING context")?
+                .query_row([nonce], |r| r.get(0))
+                .optional()?;
+            Ok(context)
+        })
+        .await
+    }
+
+    async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.execute("DELETE FROM used_states WHERE expires_at < ?1", [now])?;
+            conn.execute("DELETE FROM challenge_contexts WHERE expires_at < ?1", [now])?;
+            conn.execute("DELETE FROM sms_sends WHERE sent_at < ?1", [now - backend::SMS_HISTORY])?;
+            conn.execute("UPDATE lockouts SET locked_until = NULL WHERE locked_until < ?1", [now])?;
+            conn.execute("UPDATE password_lockouts SET locked_until = NULL WHERE locked_until < ?1", [now])?;
+            // Enrollments abandoned before their confirming code: never usable, so never kept long.
+            conn.execute("DELETE FROM tokens WHERE confirmed = 0 AND created_at < ?1", [now - backend::UNCONFIRMED_TOKEN_LIFETIME])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.fold_log().await
+    }
+
+    fn storage_problem(&self) -> Option<String> {
+        self.file_problem()
+    }
+}

@@ -1,0 +1,226 @@
+//! The store contract, one suite run against every backend (SQLite and in-memory) through
+//! [`SealedStore`]: tokens (sealed seeds, confirm, remove, move), replay, lockout counters,
+//! SMS limits, single-use State nonces and challenge contexts, purge, key rotation.
+//! SQLite's own matters (files, migrations, crashes) are tested beside it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::backend::UNCONFIRMED_TOKEN_LIFETIME;
+use super::memory::{MemoryBackend, MemoryStore};
+use super::sqlite::{SqliteBackend, SqliteStore};
+use super::*;
+use crate::keys::{KeyRing, Keys};
+
+const SEED: &[u8] = b"seed-bytes-0123456789";
+
+pub(super) fn new_token(user: &str, confirmed: bool) -> NewToken {
+    NewToken { username: user.into(), name: "phone".into(), params: TotpParams::default(), secret: Secret::new(SEED.to_vec()), confirmed }
+}
+
+/// Every test of the suite, as `#[tokio::test]`s against the store of backend `$ty` that
+/// `$make(keys)` builds.
+macro_rules! contract_suite {
+    ($backend:ident, $ty:ty, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            fn keys() -> Arc<Keys> {
+                Arc::new(Keys::fixed(KeyRing::generate("k1")))
+            }
+
+            fn store_with(keys: &Arc<Keys>) -> Arc<SealedStore<$ty>> {
+                let make: fn(Arc<Keys>) -> SealedStore<$ty> = $make;
+                Arc::new(make(Arc::clone(keys)))
+            }
+
+            fn store() -> Arc<SealedStore<$ty>> {
+                store_with(&keys())
+            }
+
+            contract_suite!(@plain tokens_round_trip_with_sealed_seeds, a_step_is_accepted_once_and_only_forward,
+                failures_lock_with_doubling_and_success_resets, a_right_answer_clears_only_failures_counted_before_its_try_began,
+                password_failures_are_forgotten_after_a_quiet_period, tokens_move_from_an_old_spelling_to_the_account_and_still_open,
+                sms_limits_per_user_and_global, a_state_nonce_is_consumed_once);
+            contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed);
+        }
+    };
+    (@plain $($test:ident),*) => {
+        $(#[tokio::test]
+        async fn $test() {
+            super::$test(store()).await
+        })*
+    };
+    (@keyed $($test:ident),*) => {
+        $(#[tokio::test]
+        async fn $test() {
+            let keys = keys();
+            super::$test(store_with(&keys), keys).await
+        })*
+    };
+}
+
+contract_suite!(sqlite, SqliteBackend, |keys| SqliteStore::in_memory(keys).unwrap());
+contract_suite!(memory, MemoryBackend, MemoryStore::in_memory);
+
+pub(super) async fn tokens_round_trip_with_sealed_seeds<B: Backend>(s: Arc<SealedStore<B>>) {
+    let id = s.add_token(new_token("alice", true)).await.unwrap();
+    s.add_token(new_token("bob", false)).await.unwrap();
+    let tokens = s.tokens("alice").await.unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].id, id);
+    assert_eq!(tokens[0].secret.expose(), SEED);
+    assert!(tokens[0].confirmed);
+    let listed = s.list_tokens(None).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].sealed_with, "k1");
+    assert_eq!(s.list_tokens(Some("bob")).await.unwrap().len(), 1);
+    assert!(!s.remove_token("bob", id).await.unwrap(), "only the owner removes a token");
+    assert!(s.remove_token("alice", id).await.unwrap());
+    assert!(s.tokens("alice").await.unwrap().is_empty());
+}
+
+pub(super) async fn a_step_is_accepted_once_and_only_forward<B: Backend>(s: Arc<SealedStore<B>>) {
+    let id = s.add_token(new_token("alice", true)).await.unwrap();
+    assert!(s.use_step(id, 100, 0).await.unwrap());
+    assert!(!s.use_step(id, 100, 0).await.unwrap(), "the same step again is a replay");
+    assert!(!s.use_step(id, 99, 0).await.unwrap(), "an earlier step is a replay");
+    assert!(s.use_step(id, 101, 0).await.unwrap());
+    let unconfirmed = s.add_token(new_token("alice", false)).await.unwrap();
+    assert!(!s.use_step(unconfirmed, 500, 0).await.unwrap(), "an unconfirmed token is never used");
+    // Confirming records the confirming code's step (no replay of it) but no use.
+    assert!(s.confirm_token("alice", unconfirmed, 500).await.unwrap());
+    assert!(!s.confirm_token("alice", unconfirmed, 501).await.unwrap(), "confirmed once");
+    let confirmed = s.tokens("alice").await.unwrap().into_iter().find(|t| t.id == unconfirmed).unwrap();
+    assert_eq!((confirmed.confirmed, confirmed.last_step, confirmed.last_used_at), (true, Some(500), None));
+    assert!(!s.use_step(unconfirmed, 500, 0).await.unwrap(), "the confirming code is used up");
+    assert!(s.use_step(unconfirmed, 501, 0).await.unwrap());
+    // Two concurrent uses of one step: exactly one wins.
+    let (a, b) = tokio::join!(s.use_step(id, 200, 0), s.use_step(id, 200, 0));
+    assert!(a.unwrap() ^ b.unwrap());
+}
+
+pub(super) async fn failures_lock_with_doubling_and_success_resets<B: Backend>(s: Arc<SealedStore<B>>) {
+    let code = Factor::Code;
+    let policy =
+        LockoutPolicy { max_failures: 3, duration: Duration::from_secs(60), max_duration: Duration::from_secs(150), forget_after: None };
+    assert_eq!(s.record_failure("alice", code, 1000, policy).await.unwrap(), None);
+    assert_eq!(s.record_failure("alice", code, 1000, policy).await.unwrap(), None);
+    assert_eq!(s.record_failure("alice", code, 1000, policy).await.unwrap(), Some(1060), "the third wrong answer locks");
+    let state = s.lockout_state("alice", code, 1030, policy).await.unwrap();
+    assert_eq!((state.locked_until, state.seq), (Some(1060), 3));
+    assert_eq!(s.locked_until("alice", Factor::Password, 1030).await.unwrap(), None, "each factor has its own lock");
+    assert_eq!(s.locked_until("alice", code, 1060).await.unwrap(), None, "released at the deadline");
+    for _ in 0..2 {
+        s.record_failure("alice", code, 2000, policy).await.unwrap();
+    }
+    assert_eq!(s.record_failure("alice", code, 2000, policy).await.unwrap(), Some(2120), "doubled");
+    for _ in 0..3 {
+        s.record_failure("alice", code, 3000, policy).await.unwrap();
+    }
+    assert_eq!(s.locked_until("alice", code, 3000).await.unwrap(), Some(3150), "capped at max_duration");
+    let seen = s.lockout_state("alice", code, 3000, policy).await.unwrap().seq;
+    s.record_success("alice", code, seen).await.unwrap();
+    assert_eq!(s.locked_until("alice", code, 3000).await.unwrap(), None, "a right answer lifts it");
+    assert_eq!(s.record_failure("alice", code, 4000, policy).await.unwrap(), None);
+    assert!(s.unlock("alice").await.unwrap());
+}
+
+pub(super) async fn a_right_answer_clears_only_failures_counted_before_its_try_began<B: Backend>(s: Arc<SealedStore<B>>) {
+    let policy =
+        LockoutPolicy { max_failures: 4, duration: Duration::from_secs(600), max_duration: Duration::from_secs(600), forget_after: None };
+    s.record_failure("alice", Factor::Password, 1000, policy).await.unwrap();
+    let seen = s.lockout_state("alice", Factor::Password, 1000, policy).await.unwrap().seq;
+    // A wrong try finished while the right one was still on its way.
+    s.record_failure("alice", Factor::Password, 1001, policy).await.unwrap();
+    s.record_success("alice", Factor::Password, seen).await.unwrap();
+    assert_eq!(s.lockout_state("alice", Factor::Password, 1002, policy).await.unwrap().failures, 2, "both stay counted");
+    let seen = s.lockout_state("alice", Factor::Password, 1002, policy).await.unwrap().seq;
+    s.record_success("alice", Factor::Password, seen).await.unwrap();
+    assert_eq!(s.lockout_state("alice", Factor::Password, 1003, policy).await.unwrap(), LockoutState::default());
+}
+
+pub(super) async fn password_failures_are_forgotten_after_a_quiet_period<B: Backend>(s: Arc<SealedStore<B>>) {
+    let pw = Factor::Password;
+    let policy = LockoutPolicy {
+        max_failures: 3,
+        duration: Duration::from_secs(600),
+        max_duration: Duration::from_secs(3600),
+        forget_after: Some(Duration::from_secs(900)),
+    };
+    for at in [1000, 1100] {
+        s.record_failure("alice", pw, at, policy).await.unwrap();
+    }
+    assert_eq!(s.lockout_state("alice", pw, 1100 + 901, policy).await.unwrap().failures, 0, "two typos a quarter of an hour ago");
+    assert_eq!(s.record_failure("alice", pw, 1100 + 901, policy).await.unwrap(), None);
+    for at in [3000, 3001] {
+        s.record_failure("alice", pw, at, policy).await.unwrap();
+    }
+    assert_eq!(s.record_failure("alice", pw, 3002, policy).await.unwrap(), Some(3602));
+    assert_eq!(s.locked_until("alice", Factor::Code, 3100).await.unwrap(), None, "the code factor is untouched");
+    assert!(s.unlock("alice").await.unwrap(), "unlock clears the password lock too");
+    assert_eq!(s.locked_until("alice", pw, 3100).await.unwrap(), None);
+}
+
+pub(super) async fn tokens_move_from_an_old_spelling_to_the_account_and_still_open<B: Backend>(s: Arc<SealedStore<B>>) {
+    let id = s.add_token(new_token("alice@example.test", true)).await.unwrap();
+    s.add_token(new_token("bob", true)).await.unwrap();
+    assert_eq!(s.move_tokens("alice@example.test", "alice").await.unwrap(), 1);
+    assert!(s.tokens("alice@example.test").await.unwrap().is_empty());
+    let moved = s.tokens("alice").await.unwrap();
+    assert_eq!((moved.len(), moved[0].id), (1, id));
+    assert_eq!(moved[0].secret.expose(), SEED, "resealed for its new owner");
+    assert_eq!(s.move_tokens("nobody", "alice").await.unwrap(), 0);
+    assert_eq!(s.tokens("bob").await.unwrap().len(), 1, "others untouched");
+}
+
+pub(super) async fn sms_limits_per_user_and_global<B: Backend>(s: Arc<SealedStore<B>>) {
+    let limits = SmsLimits { per_user: 2, per_user_window: Duration::from_secs(900), global_per_minute: 3 };
+    assert_eq!(s.reserve_sms("alice", 1000, limits).await.unwrap(), SmsReservation::Allowed);
+    assert_eq!(s.reserve_sms("alice", 1001, limits).await.unwrap(), SmsReservation::Allowed);
+    assert_eq!(s.reserve_sms("alice", 1002, limits).await.unwrap(), SmsReservation::UserLimit);
+    assert_eq!(s.reserve_sms("bob", 1003, limits).await.unwrap(), SmsReservation::Allowed);
+    assert_eq!(s.reserve_sms("carol", 1004, limits).await.unwrap(), SmsReservation::GlobalLimit);
+    assert_eq!(s.reserve_sms("carol", 1070, limits).await.unwrap(), SmsReservation::Allowed, "a minute later");
+    assert_eq!(s.reserve_sms("alice", 1000 + 901, limits).await.unwrap(), SmsReservation::Allowed, "the user window passed");
+}
+
+pub(super) async fn a_state_nonce_is_consumed_once<B: Backend>(s: Arc<SealedStore<B>>) {
+    s.keep_challenge_context(b"nonce-1", 2000, b"sealed".to_vec()).await.unwrap();
+    s.keep_challenge_context(b"nonce-2", 2000, b"other".to_vec()).await.unwrap();
+    assert_eq!(s.take_challenge_context(b"nonce-1").await.unwrap().as_deref(), Some(&b"sealed"[..]));
+    assert_eq!(s.take_challenge_context(b"nonce-1").await.unwrap(), None, "forgotten as it is read");
+    assert!(s.consume_state(b"nonce-1", 2000).await.unwrap());
+    assert!(!s.consume_state(b"nonce-1", 2000).await.unwrap());
+    s.purge(3000).await.unwrap();
+    assert!(s.consume_state(b"nonce-1", 4000).await.unwrap(), "purged after expiry");
+    assert_eq!(s.take_challenge_context(b"nonce-2").await.unwrap(), None, "an unread context purged after expiry");
+    s.add_token(new_token("alice", false)).await.unwrap();
+    s.add_token(new_token("alice", true)).await.unwrap();
+    s.purge(crate::clock::now() + UNCONFIRMED_TOKEN_LIFETIME + 1).await.unwrap();
+    let left = s.tokens("alice").await.unwrap();
+    assert_eq!(left.len(), 1, "the abandoned enrollment is gone");
+    assert!(left[0].confirmed);
+}
+
+pub(super) async fn rotation_reseals_every_seed_with_the_new_key<B: Backend>(s: Arc<SealedStore<B>>, keys: Arc<Keys>) {
+    s.add_token(new_token("alice", true)).await.unwrap();
+    s.add_token(new_token("bob", false)).await.unwrap();
+    let rotated = Arc::new(keys.current().with_new_key());
+    assert_eq!(s.reseal_all(Arc::clone(&rotated)).await.unwrap(), 2);
+    assert_eq!(s.reseal_all(Arc::clone(&rotated)).await.unwrap(), 0, "nothing left to reseal");
+    assert!(s.list_tokens(None).await.unwrap().iter().all(|t| t.sealed_with == "k2"));
+    // What the backend keeps opens with the new key alone, each seed bound to its own row.
+    for row in s.backend().tokens(None).await.unwrap() {
+        let aad = format!("radmfa/token/v1/{}/{}", row.id, row.username);
+        assert_eq!(rotated.current_only().open(&row.sealed, aad.as_bytes()).unwrap().as_slice(), SEED);
+        assert!(rotated.open(&row.sealed, format!("radmfa/token/v1/{}/mallory", row.id).as_bytes()).is_err(), "another owner's");
+    }
+}
+
+pub(super) async fn a_seed_the_keys_do_not_open_is_refused_not_guessed<B: Backend>(s: Arc<SealedStore<B>>, _keys: Arc<Keys>) {
+    let id = s.add_token(new_token("alice", true)).await.unwrap();
+    let other = Arc::new(KeyRing::generate("k1").with_new_key());
+    assert!(matches!(s.reseal_all(other).await, Err(StoreError::Sealed(bad)) if bad == id), "another key file's ring");
+    assert_eq!(s.tokens("alice").await.unwrap()[0].secret.expose(), SEED, "left as it was");
+}
