@@ -27,8 +27,8 @@ struct InstantDirectory;
 #[async_trait]
 impl Directory for InstantDirectory {
     async fn find(&self, login: &LoginName) -> Result<Option<Account>, DirectoryError> {
-        let profile = UserProfile { username: login.name.clone(), ..Default::default() };
-        Ok(Some(Account { id: login.name.clone(), locator: login.name.clone(), profile, primary_group: None }))
+        let profile = UserProfile { username: login.name().to_owned(), ..Default::default() };
+        Ok(Some(Account { id: login.name().to_owned(), locator: login.name().to_owned(), profile, primary_group: None }))
     }
     async fn check_password(&self, account: &Account, _: &[u8], _: bool) -> Result<PasswordCheck, DirectoryError> {
         Ok(PasswordCheck::Valid(account.profile.clone()))

@@ -70,7 +70,7 @@ impl Authenticator {
         if state.expires_at <= now {
             return Err(Reason::StateExpired);
         }
-        if !state.belongs_to(&login.user.name, &login.request.client.name) {
+        if !state.belongs_to(login.user.name(), &login.request.client.name) {
             return Err(Reason::StateMismatch);
         }
         let account = state.account.clone();
@@ -204,7 +204,7 @@ impl Authenticator {
 
     fn new_state(&self, stage: Stage, login: &Login<'_>, account: &str, ttl: Duration, now: UnixTime) -> ChallengeState {
         let expires_at: UnixTime = now + ttl.as_secs() as UnixTime;
-        ChallengeState::new(stage, &login.user.name, account, &login.request.client.name, expires_at, self.settings.sms_tries)
+        ChallengeState::new(stage, login.user.name(), account, &login.request.client.name, expires_at, self.settings.sms_tries)
     }
 
     fn seal(&self, state: &ChallengeState) -> Result<Vec<u8>, Reason> {

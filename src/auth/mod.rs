@@ -254,7 +254,7 @@ impl Authenticator {
 
     /// The login name for an audit line written without a decision.
     fn login_of(&self, request: &Request) -> Option<String> {
-        request.user_name.as_deref().and_then(valid_user_name).map(|u| self.settings.usernames.login_name(u).name)
+        request.user_name.as_deref().and_then(valid_user_name).map(|u| self.settings.usernames.login_name(u).name().to_owned())
     }
 
     async fn decide_inner(&self, request: &Request) -> (Option<String>, Decision) {
@@ -263,7 +263,7 @@ impl Authenticator {
             Some(None) => return (None, self.rejected(Reason::InvalidUserName)),
             Some(Some(user)) => self.settings.usernames.login_name(user),
         };
-        let reject = |reason| (Some(user.name.clone()), self.rejected(reason));
+        let reject = |reason| (Some(user.name().to_owned()), self.rejected(reason));
         if request.method != Method::Pap {
             tracing::warn!(
                 client = request.client.name.as_str(),
@@ -292,7 +292,7 @@ impl Authenticator {
             Err(Reason::DirectoryBusy) => Decision::no_answer(Reason::DirectoryBusy),
             Err(reason) => self.rejected(reason),
         };
-        (Some(login.account.unwrap_or(user.name)), decision)
+        (Some(login.account.unwrap_or_else(|| user.name().to_owned())), decision)
     }
 
     /// A Reject: one Reply-Message for every reason, so the NAS (and whoever drives it) learns

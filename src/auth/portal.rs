@@ -84,9 +84,9 @@ impl Authenticator {
         let login = self.login_name(typed);
         let audit = |account: &str, reason| self.portal_audit(account, from, PortalStep::SignInPassword, reason);
         if password.is_empty() {
-            return Err(audit(&login.name, Reason::EmptyPassword));
+            return Err(audit(login.name(), Reason::EmptyPassword));
         }
-        let account = self.resolve_for_password(&login, password).await.map_err(|r| audit(&login.name, r))?;
+        let account = self.resolve_for_password(&login, password).await.map_err(|r| audit(login.name(), r))?;
         self.check_code_lock(&account.id, now).await.map_err(|r| audit(&account.id, r))?;
         let profile = self.check_password(&account, password, false, now).await.map_err(|r| audit(&account.id, r))?;
         let tokens = self.services.store.tokens(&account.id).await.map_err(store_down).map_err(|r| audit(&account.id, r))?;

@@ -75,7 +75,14 @@ impl Authenticator {
         let account = self.find(login).await?;
         let legacy = UsernameRules::legacy_key(login);
         if legacy != account.id && !self.services.store.list_tokens(Some(&legacy)).await.map_err(store_down)?.is_empty() {
-            let same = self.services.directory.find(&LoginName::plain(&legacy)).await.ok().flatten().is_some_and(|a| a.id == account.id);
+            let same = self
+                .services
+                .directory
+                .find(&LoginName::normalise(&legacy, &[], &[]))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|a| a.id == account.id);
             if same {
                 let moved = self.services.store.move_tokens(&legacy, &account.id).await.map_err(store_down)?;
                 tracing::info!(target: "radmfa::audit", user = account.id.as_str(), from = legacy.as_str(), tokens = moved, "tokens filed under another spelling moved to the account");

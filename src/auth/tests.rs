@@ -71,7 +71,7 @@ impl Directory for FakeDirectory {
             "bob" => Some("bob"),
             _ => None,
         };
-        let found = id(&login.name).or_else(|| login.local_part.as_deref().and_then(id));
+        let found = id(login.name()).or_else(|| login.local_part().and_then(id));
         let profile = |id: &str| {
             let mut profile = Self::profile(id)?;
             if let Some(groups) = self.alice_groups.lock().unwrap().clone().filter(|_| id == "alice") {

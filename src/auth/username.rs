@@ -17,22 +17,13 @@ impl UsernameRules {
     /// The name to look up: trimmed, a `DOMAIN\` prefix of ours dropped; for `user@realm` with a
     /// realm of ours, `user` as the fallback.
     pub fn login_name(&self, raw: &str) -> LoginName {
-        let name = raw.trim();
-        let name = match name.split_once('\\') {
-            Some((domain, user)) if self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) => user,
-            _ => name,
-        };
-        let local_part = match name.rsplit_once('@') {
-            Some((user, realm)) if !user.is_empty() && self.realms.iter().any(|r| r.eq_ignore_ascii_case(realm)) => Some(user.to_owned()),
-            _ => None,
-        };
-        LoginName { name: name.to_owned(), local_part }
+        LoginName::normalise(raw, &self.domains, &self.realms)
     }
 
     /// Where versions before one identity per account filed this login's tokens: the name
     /// lower-cased, without our realm.
     pub fn legacy_key(login: &LoginName) -> String {
-        login.local_part.as_deref().unwrap_or(&login.name).to_lowercase()
+        login.local_part().unwrap_or(login.name()).to_lowercase()
     }
 }
 
@@ -44,13 +35,15 @@ mod tests {
     fn our_domain_is_dropped_our_realm_is_a_fallback_and_case_is_kept() {
         let rules = UsernameRules { domains: vec!["EXAMPLE".into()], realms: vec!["example.test".into()] };
         let login = |raw: &str| rules.login_name(raw);
-        assert_eq!(login(" Alice "), LoginName::plain("Alice"), "trimmed, the case kept for the directory");
-        assert_eq!(login("example\\Alice"), LoginName::plain("Alice"));
-        assert_eq!(login("Alice@EXAMPLE.test"), LoginName { name: "Alice@EXAMPLE.test".into(), local_part: Some("Alice".into()) });
-        assert_eq!(login("OTHER\\alice"), LoginName::plain("OTHER\\alice"), "a foreign domain is not ours to strip");
-        assert_eq!(login("alice@other.test"), LoginName::plain("alice@other.test"), "a UPN is looked up as a UPN");
-        assert_eq!(login("@example.test").local_part, None);
-        assert_eq!(login("\u{212a}alle"), LoginName::plain("\u{212a}alle"), "KELVIN SIGN is not folded to k");
+        let plain = |name: &str| UsernameRules::default().login_name(name);
+        assert_eq!(login(" Alice "), plain("Alice"), "trimmed, the case kept for the directory");
+        assert_eq!(login("example\\Alice"), plain("Alice"));
+        let upn = login("Alice@EXAMPLE.test");
+        assert_eq!((upn.name(), upn.local_part()), ("Alice@EXAMPLE.test", Some("Alice")));
+        assert_eq!(login("OTHER\\alice"), plain("OTHER\\alice"), "a foreign domain is not ours to strip");
+        assert_eq!(login("alice@other.test"), plain("alice@other.test"), "a UPN is looked up as a UPN");
+        assert_eq!(login("@example.test").local_part(), None);
+        assert_eq!(login("\u{212a}alle"), plain("\u{212a}alle"), "KELVIN SIGN is not folded to k");
         assert_eq!(UsernameRules::legacy_key(&login("Alice@EXAMPLE.test")), "alice");
         assert_eq!(UsernameRules::legacy_key(&login("alice@other.test")), "alice@other.test");
     }

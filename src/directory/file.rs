@@ -244,14 +244,14 @@ disabled = true
         let dir = UsersFile::parse(&users_toml()).unwrap();
         assert_eq!(dir.len(), 2);
         let find = |name: &str| {
-            let login = LoginName::plain(name);
+            let login = LoginName::normalise(name, &[], &[]);
             let dir = &dir;
             async move { dir.find(&login).await }
         };
         let alice = find(" ALICE ").await.unwrap().unwrap();
         assert_eq!(alice.id, "alice", "the account id is the lower-cased username, whatever the spelling");
         assert_eq!(find("alice").await.unwrap(), Some(alice.clone()));
-        let upn = LoginName { name: "alice@example.test".into(), local_part: Some("alice".into()) };
+        let upn = LoginName::normalise("alice@example.test", &[], &["example.test".into()]);
         assert_eq!(dir.find(&upn).await.unwrap(), Some(alice.clone()), "the name before a realm of ours");
         match dir.check_password(&alice, b"correct horse", true).await.unwrap() {
             PasswordCheck::Valid(p) => {

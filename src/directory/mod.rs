@@ -111,20 +111,42 @@ pub struct Account {
 
 /// A name to find an account by, as the user typed it: trimmed, our own `DOMAIN\` dropped, and
 /// never case-folded — the directory compares names its own way (folding `K` KELVIN SIGN to `k`
-/// would find another AD account).
+/// would find another AD account). Only [`LoginName::normalise`] makes one, so no front end can
+/// hand the directory a spelling that skipped these rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginName {
     /// The name as typed; a UPN keeps its suffix.
-    pub name: String,
+    name: String,
     /// For `x@realm` with a realm of ours: `x`, tried as the account name when no account has
     /// the UPN (as AD accepts `sam@domain`).
-    pub local_part: Option<String>,
+    local_part: Option<String>,
 }
 
 impl LoginName {
-    /// A name with no realm of ours in it.
-    pub fn plain(name: &str) -> Self {
-        Self { name: name.to_owned(), local_part: None }
+    /// The name to look up for `raw`: trimmed, a `DOMAIN\` prefix of one of our `domains`
+    /// dropped; for `user@realm` with one of our `realms`, `user` as the fallback. Domains and
+    /// realms compare case-insensitively; the name itself keeps its case.
+    pub fn normalise(raw: &str, domains: &[String], realms: &[String]) -> Self {
+        let name = raw.trim();
+        let name = match name.split_once('\\') {
+            Some((domain, user)) if domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) => user,
+            _ => name,
+        };
+        let local_part = match name.rsplit_once('@') {
+            Some((user, realm)) if !user.is_empty() && realms.iter().any(|r| r.eq_ignore_ascii_case(realm)) => Some(user.to_owned()),
+            _ => None,
+        };
+        Self { name: name.to_owned(), local_part }
+    }
+
+    /// The name as typed (trimmed, our domain dropped); a UPN keeps its suffix.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// For `x@realm` with a realm of ours: `x`.
+    pub fn local_part(&self) -> Option<&str> {
+        self.local_part.as_deref()
     }
 }
 
