@@ -129,7 +129,7 @@ fn main() {
         let mut adds = tokio::task::JoinSet::new();
         for (i, seed) in seeds.iter().enumerate() {
             let store = store.clone();
-            let token = NewToken { username: format!("user{i}"), name: "phone".into(), params, secret: Secret::new(seed.clone()), confirmed: true };
+            let token = NewToken { username: format!("user{i}"), name: "phone".into(), params, secret: Secret::new(seed.clone()), confirmed: true, created_at: radmfa::clock::now() };
             adds.spawn(async move { store.add_token(token).await.unwrap() });
         }
         while adds.join_next().await.is_some() {}

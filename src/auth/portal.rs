@@ -180,7 +180,14 @@ impl Authenticator {
         let secret = totp::new_secret();
         let params = self.settings.totp;
         let token_id = store
-            .add_token(NewToken { username: user.to_owned(), name: name.to_owned(), params, secret: secret.clone(), confirmed: false })
+            .add_token(NewToken {
+                username: user.to_owned(),
+                name: name.to_owned(),
+                params,
+                secret: secret.clone(),
+                confirmed: false,
+                created_at: now,
+            })
             .await
             .map_err(store_down)?;
         let uri = params.otpauth_uri(secret.expose(), issuer, user);

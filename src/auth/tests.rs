@@ -187,6 +187,7 @@ async fn fixture_with(directory: FakeDirectory, sms: RecordingGateway, settings:
             params: TotpParams::default(),
             secret: Secret::new(secret.clone()),
             confirmed: true,
+            created_at: crate::clock::now(),
         })
         .await
         .unwrap();
@@ -587,6 +588,7 @@ async fn a_code_is_tried_against_each_confirmed_token() {
             params: TotpParams::default(),
             secret: Secret::new(spare.clone()),
             confirmed: true,
+            created_at: crate::clock::now(),
         })
         .await
         .unwrap();
@@ -598,6 +600,7 @@ async fn a_code_is_tried_against_each_confirmed_token() {
             params: TotpParams::default(),
             secret: Secret::new(unconfirmed.clone()),
             confirmed: false,
+            created_at: crate::clock::now(),
         })
         .await
         .unwrap();
@@ -677,6 +680,7 @@ async fn tokens_an_older_version_filed_under_a_spelling_move_to_the_account() {
             params: TotpParams::default(),
             secret: Secret::new(upn_seed.clone()),
             confirmed: true,
+            created_at: crate::clock::now(),
         })
         .await
         .unwrap();

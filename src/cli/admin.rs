@@ -106,7 +106,14 @@ fn add(config_path: &Path, user: &str, name: &str, force: bool) -> Result<(), Cl
         let secret = totp::new_secret();
         let params = config.totp.params;
         let id = store
-            .add_token(NewToken { username: user.clone(), name: name.to_owned(), params, secret: secret.clone(), confirmed: true })
+            .add_token(NewToken {
+                username: user.clone(),
+                name: name.to_owned(),
+                params,
+                secret: secret.clone(),
+                confirmed: true,
+                created_at: crate::clock::now(),
+            })
             .await?;
         let uri = params.otpauth_uri(secret.expose(), &config.totp.issuer, &user);
         let qr = qrcode::QrCode::new(uri.expose().as_bytes()).map_err(|e| format!("QR code: {e}"))?;

@@ -29,7 +29,7 @@ pub use sealed::SealedStore;
 
 pub use crate::clock::UnixTime;
 
-/// A token to create. The store seals its secret (and stamps its creation time).
+/// A token to create. The store seals its secret.
 #[derive(Debug)]
 pub struct NewToken {
     pub username: String,
@@ -38,6 +38,8 @@ pub struct NewToken {
     pub params: TotpParams,
     pub secret: Secret<Vec<u8>>,
     pub confirmed: bool,
+    /// When the request that makes it arrived (an unconfirmed token is purged a while after).
+    pub created_at: UnixTime,
 }
 
 /// A stored token as the admin listing shows it: no secret, so it needs no key to list.

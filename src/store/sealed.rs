@@ -58,12 +58,11 @@ impl<B: Backend> SealedStore<B> {
 #[async_trait]
 impl<B: Backend> Store for SealedStore<B> {
     async fn add_token(&self, token: NewToken) -> Result<i64, StoreError> {
-        let NewToken { username, name, params, secret, confirmed } = token;
+        let NewToken { username, name, params, secret, confirmed, created_at } = token;
         let ring = self.keys.current();
         let owner = username.clone();
         let seal: SealNew = Box::new(move |id| ring.seal(secret.expose(), &token_aad(id, &owner)));
-        // When a token was made is a record, not a decision: stamped as it is kept.
-        let row = NewTokenRow { username, name, params, created_at: crate::clock::now(), confirmed };
+        let row = NewTokenRow { username, name, params, created_at, confirmed };
         self.backend.add_token(row, seal).await
     }
 

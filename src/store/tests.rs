@@ -15,7 +15,14 @@ use crate::keys::{KeyRing, Keys};
 const SEED: &[u8] = b"seed-bytes-0123456789";
 
 pub(super) fn new_token(user: &str, confirmed: bool) -> NewToken {
-    NewToken { username: user.into(), name: "phone".into(), params: TotpParams::default(), secret: Secret::new(SEED.to_vec()), confirmed }
+    NewToken {
+        username: user.into(),
+        name: "phone".into(),
+        params: TotpParams::default(),
+        secret: Secret::new(SEED.to_vec()),
+        confirmed,
+        created_at: crate::clock::now(),
+    }
 }
 
 /// Every test of the suite, as `#[tokio::test]`s against the store of backend `$ty` that

@@ -19,6 +19,7 @@ fn new_token(user: &str, confirmed: bool) -> NewToken {
         params: TotpParams::default(),
         secret: Secret::new(b"seed-bytes-0123456789".to_vec()),
         confirmed,
+        created_at: crate::clock::now(),
     }
 }
 
