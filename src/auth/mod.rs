@@ -36,6 +36,7 @@ use crate::store::{LockoutPolicy, SmsLimits, Store};
 pub use decision::{Decision, Outcome, Reason, Verdict};
 pub use messages::Messages;
 pub use reply::ReplyTemplate;
+pub use second_factor::MadeToken;
 pub use username::UsernameRules;
 
 /// How a client's users give their second factor.

@@ -9,10 +9,10 @@ use super::allowance::Guess;
 use super::flow::confirmed;
 use super::{Authenticator, Reason, store_down};
 use crate::directory::{LoginName, UserProfile};
-use crate::otp::{sms_code, totp};
+use crate::otp::sms_code;
 use crate::secret::Secret;
 use crate::sms::delivery::Delivered;
-use crate::store::{Factor, NewToken, Token, UnixTime};
+use crate::store::{Factor, Token, UnixTime};
 
 /// A code sent by SMS during a portal sign-in, kept in the server-side session.
 #[derive(Debug, Clone)]
@@ -177,21 +177,8 @@ impl Authenticator {
         if confirmed(tokens).len() >= max_tokens {
             return Err(Reason::TooManyTokens);
         }
-        let secret = totp::new_secret();
-        let params = self.settings.totp;
-        let token_id = store
-            .add_token(NewToken {
-                username: user.to_owned(),
-                name: name.to_owned(),
-                params,
-                secret: secret.clone(),
-                confirmed: false,
-                created_at: now,
-            })
-            .await
-            .map_err(store_down)?;
-        let uri = params.otpauth_uri(secret.expose(), issuer, user);
-        Ok(Enrollment { token_id, name: name.to_owned(), secret, uri, started_at: now })
+        let made = self.make_token(user, name, issuer, false, now).await.map_err(store_down)?;
+        Ok(Enrollment { token_id: made.id, name: name.to_owned(), secret: made.secret, uri: made.uri, started_at: now })
     }
 
     /// Confirms an enrollment with a code from the app; the token becomes usable only then.

@@ -9,10 +9,11 @@ use super::UsernameRules;
 use super::allowance::{Guess, Refused};
 use super::{Authenticator, Reason, directory_down, store_down};
 use crate::directory::{Account, Denial, LoginName, PasswordCheck, UserProfile};
+use crate::otp::totp;
 use crate::otp::{phone, sms_code};
 use crate::secret::Secret;
 use crate::sms::delivery::{Delivered, Delivery};
-use crate::store::{Factor, SmsReservation, Token, UnixTime};
+use crate::store::{Factor, NewToken, SmsReservation, StoreError, Token, UnixTime};
 use std::time::Instant;
 
 /// A try of a factor in flight (see [`super::allowance`]), with what its lock message says.
@@ -57,7 +58,36 @@ pub(crate) struct SentCode {
     pub delivered: Delivered,
 }
 
+/// A token just made, with what the user's app needs (shown once, then only sealed).
+#[derive(Debug)]
+pub struct MadeToken {
+    pub id: i64,
+    pub secret: Secret<Vec<u8>>,
+    /// `otpauth://totp/...`, for the QR code.
+    pub uri: Secret<String>,
+}
+
 impl Authenticator {
+    /// Makes a token for `account` with the `[totp]` parameters — the one place tokens are made,
+    /// whichever front end enrolls them: a fresh seed, sealed by the store. Unconfirmed ones are
+    /// never accepted at login until a code confirms them.
+    pub async fn make_token(
+        &self,
+        account: &str,
+        name: &str,
+        issuer: &str,
+        confirmed: bool,
+        now: UnixTime,
+    ) -> Result<MadeToken, StoreError> {
+        let secret = totp::new_secret();
+        let params = self.settings.totp;
+        let token =
+            NewToken { username: account.to_owned(), name: name.to_owned(), params, secret: secret.clone(), confirmed, created_at: now };
+        let id = self.services.store.add_token(token).await?;
+        let uri = params.otpauth_uri(secret.expose(), issuer, account);
+        Ok(MadeToken { id, secret, uri })
+    }
+
     /// The account a login name denotes, or why there is none.
     pub(super) async fn find(&self, login: &LoginName) -> Result<Account, Reason> {
         match self.services.directory.find(login).await {

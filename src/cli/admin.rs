@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::directory::Denial;
 use crate::keys::{KeyRing, Keys, RELOAD_EVERY};
 use crate::otp::totp;
+use crate::store::UnixTime;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{NewToken, UnixTime};
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
@@ -103,19 +103,9 @@ fn add(config_path: &Path, user: &str, name: &str, force: bool) -> Result<(), Cl
                 return Err(format!("the directory could not be asked ({}); try again when it answers", reason.as_str()).into());
             }
         };
-        let secret = totp::new_secret();
-        let params = config.totp.params;
-        let id = store
-            .add_token(NewToken {
-                username: user.clone(),
-                name: name.to_owned(),
-                params,
-                secret: secret.clone(),
-                confirmed: true,
-                created_at: crate::clock::now(),
-            })
-            .await?;
-        let uri = params.otpauth_uri(secret.expose(), &config.totp.issuer, &user);
+        // Made as the portal makes them: the [totp] parameters, a fresh seed.
+        let crate::auth::MadeToken { id, secret, uri } =
+            auth.make_token(&user, name, &config.totp.issuer, true, crate::clock::now()).await?;
         let qr = qrcode::QrCode::new(uri.expose().as_bytes()).map_err(|e| format!("QR code: {e}"))?;
         let picture = qr.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build();
         let shown_to_admin = (|| -> std::io::Result<()> {
