@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use radmfa::auth::state::{ChallengeState, Stage};
-use radmfa::radius::{self, Attribute, Code, Packet, attr};
 use radmfa::keys::KeyRing;
+use radmfa::radius::{self, Attribute, Code, Packet, attr};
 
 /// Must match `SECRET` in fuzz_targets/packet.rs (the RFC 2865 §7 secret).
 const SECRET: &[u8] = b"xyzzy5461";
