@@ -193,7 +193,7 @@ impl Authenticator {
     ) -> Result<(), Reason> {
         let store = &self.services.store;
         if now - enrollment.started_at > timeout.as_secs() as UnixTime {
-            let _ = store.remove_token(user, enrollment.token_id).await;
+            let _ = store.abandon_token(user, enrollment.token_id).await;
             return Err(self.portal_audit(user, from, PortalStep::Enroll, Reason::StateExpired));
         }
         let params = self.settings.totp;
@@ -205,6 +205,15 @@ impl Authenticator {
         }
         tracing::info!(target: "radmfa::audit", user, client = "portal", from = %from, token = enrollment.token_id, name = enrollment.name.as_str(), "portal: token enrolled");
         Ok(())
+    }
+
+    /// Gives up an enrollment the session no longer holds (replaced by a newer one, or the
+    /// session gone): its token is removed only if no code confirmed it meanwhile.
+    pub async fn portal_abandon(&self, user: &str, token_id: i64) {
+        if let Err(e) = self.services.store.abandon_token(user, token_id).await {
+            // Never usable unconfirmed; the purge removes it a day after it was made.
+            tracing::warn!(user, token = token_id, error = %e, "portal: an abandoned enrollment could not be removed");
+        }
     }
 
     pub async fn portal_remove(&self, user: &str, token_id: i64, from: IpAddr) -> Result<bool, Reason> {

@@ -27,7 +27,6 @@ use super::i18n::{Lang, Strings};
 use super::pages::{self, Page, Tab};
 use super::session::{self, Session, Stage};
 use super::settings::CookieName;
-use crate::auth::portal::Enrollment;
 use crate::directory::UserProfile;
 use crate::store::UnixTime;
 
@@ -211,10 +210,10 @@ impl Visit {
 
     /// The signed-in account, or the refusal that sends the browser to sign in.
     pub fn into_signed_in(self) -> Result<SignedIn, Refusal> {
-        let Some(Stage::SignedIn { user, profile, enrollment }) = self.stage().cloned() else {
+        let Some(Stage::SignedIn { user, profile, .. }) = self.stage().cloned() else {
             return Err(Refusal::NotSignedIn(self.jar));
         };
-        Ok(SignedIn { visit: self, user, profile, enrollment })
+        Ok(SignedIn { visit: self, user, profile })
     }
 }
 
@@ -223,8 +222,6 @@ pub struct SignedIn {
     pub visit: Visit,
     pub user: String,
     pub profile: UserProfile,
-    /// The token being added, between "name it" and "confirm a code".
-    pub enrollment: Option<Enrollment>,
 }
 
 impl FromRequestParts<Arc<Portal>> for SignedIn {

@@ -41,6 +41,9 @@ pub enum Stage {
         profile: UserProfile,
         has_token: bool,
         sms: Option<SmsChallenge>,
+        /// An SMS was asked for (or sent at sign-in): one per sign-in, claimed before it is
+        /// sent, so two clicks (or tabs) at once send one.
+        sms_asked: bool,
     },
     SignedIn {
         user: String,

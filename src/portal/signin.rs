@@ -103,7 +103,8 @@ async fn second_factor(portal: &Portal, mut visit: Visit, user: PortalUser, from
         // Neither an app nor a phone: never a way past the second factor.
         return error_page(portal, visit, |s| s.no_second_factor);
     };
-    visit.start_session(portal, Stage::SecondFactor { user: account, profile, has_token, sms });
+    let sms_asked = sms.is_some();
+    visit.start_session(portal, Stage::SecondFactor { user: account, profile, has_token, sms, sms_asked });
     visit.respond(Redirect::to("/otp"))
 }
 
@@ -118,8 +119,8 @@ fn error_page(portal: &Portal, mut visit: Visit, message: impl Fn(&Strings) -> &
 /// What the code page offers: where an SMS went, and whether one may be asked for instead.
 fn otp_choices(stage: Option<&Stage>) -> Option<(Option<String>, bool)> {
     match stage {
-        Some(Stage::SecondFactor { sms, has_token, profile, .. }) => {
-            Some((sms.as_ref().map(|c| c.masked.clone()), *has_token && sms.is_none() && profile.mobile.is_some()))
+        Some(Stage::SecondFactor { sms, has_token, profile, sms_asked, .. }) => {
+            Some((sms.as_ref().map(|c| c.masked.clone()), *has_token && !sms_asked && profile.mobile.is_some()))
         }
         _ => None,
     }
@@ -145,7 +146,7 @@ impl CsrfForm for CodeForm {
 
 pub async fn otp(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientAddr, posted: Posted<CodeForm>) -> Response {
     let Posted { mut visit, form } = posted;
-    let Some(Stage::SecondFactor { user, profile, has_token, .. }) = visit.stage().cloned() else {
+    let Some(Stage::SecondFactor { user, profile, has_token, sms_asked, .. }) = visit.stage().cloned() else {
         return visit.respond(Redirect::to("/"));
     };
     if !portal.address_limits.allow_at(&LimitKey::code_from(from), 30, LIMIT_WINDOW, visit.arrival.instant) {
@@ -168,7 +169,7 @@ pub async fn otp(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientAddr
         Err(_) if sms.as_ref().is_some_and(|c| c.tries_left == 0) => error_page(&portal, visit, |s| s.too_many_attempts),
         Err(_) => {
             let sms_to = sms.as_ref().map(|c| c.masked.clone());
-            let offer_sms = has_token && sms.is_none() && profile.mobile.is_some();
+            let offer_sms = has_token && !sms_asked && sms.is_none() && profile.mobile.is_some();
             let page = visit.page(&portal, None, Some(visit.s().wrong_code));
             visit.respond((StatusCode::UNAUTHORIZED, render(OtpPage { page, sms_to, offer_sms })))
         }
@@ -210,6 +211,14 @@ pub async fn otp_sms(State(portal): State<Arc<Portal>>, ClientAddr(from): Client
     let Some(Stage::SecondFactor { user, profile, .. }) = visit.stage().cloned() else {
         return visit.respond(Redirect::to("/"));
     };
+    // Claimed in the stored session before sending: of two clicks at once, one sends.
+    let claimed = visit.modify(&portal, |session| match &mut session.stage {
+        Stage::SecondFactor { sms_asked, .. } => !std::mem::replace(sms_asked, true),
+        Stage::SignedIn { .. } => false,
+    });
+    if claimed != Some(true) {
+        return visit.respond(Redirect::to("/otp"));
+    }
     match portal.auth.portal_send_sms(&user, &profile, from, visit.arrival.unix).await {
         Ok(challenge) => {
             visit.modify(&portal, |session| {

@@ -21,6 +21,7 @@ use crate::auth::{ClientPolicy, Method, Mode, NoToken, Outcome, Services};
 use crate::keys::{KeyRing, Keys};
 use crate::otp::TotpParams;
 use crate::secret::Secret;
+use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
 const SESSION: &str = "__Host-radmfa_session";
@@ -36,6 +37,7 @@ struct Browser {
     forwarded_for: Option<String>,
     sms: Arc<RecordingGateway>,
     auth: Arc<Authenticator>,
+    store: Arc<SqliteStore>,
 }
 
 struct Page {
@@ -81,12 +83,12 @@ fn browser_with(settings: PortalSettings) -> Browser {
     let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
     let store = Arc::new(SqliteStore::in_memory(Arc::clone(&keys)).unwrap());
     let sms = Arc::new(RecordingGateway::default());
-    let services = Services { directory: Arc::new(FakeDirectory::default()), store, sms: sms.clone(), keys };
+    let services = Services { directory: Arc::new(FakeDirectory::default()), store: store.clone(), sms: sms.clone(), keys };
     let auth = Arc::new(Authenticator::new(services, crate::auth::tests::settings()));
     let portal = Portal::new(Arc::clone(&auth), settings);
     let app = router(Arc::clone(&portal));
     let peer = SocketAddr::from(([192, 0, 2, 1], 40000));
-    Browser { app, portal, cookies: BTreeMap::new(), language: "en", peer, forwarded_for: None, sms, auth }
+    Browser { app, portal, cookies: BTreeMap::new(), language: "en", peer, forwarded_for: None, sms, auth, store }
 }
 
 fn browser() -> Browser {
@@ -105,6 +107,7 @@ impl Browser {
             forwarded_for: None,
             sms: Arc::clone(&self.sms),
             auth: Arc::clone(&self.auth),
+            store: Arc::clone(&self.store),
         }
     }
 
@@ -541,4 +544,48 @@ fn the_address_limiter_stays_at_its_cap_under_forged_keys() {
     }
     assert_eq!(portal.address_limits.len(), LIMITER_KEYS, "bounded: the oldest keys went, no scan ever needed");
     assert!(portal.user_limits.is_empty(), "user keys live apart");
+}
+
+#[tokio::test]
+async fn an_enrollment_started_in_another_tab_never_takes_a_confirmed_token_away() {
+    let mut b = browser_with(PortalSettings { max_tokens: 50, ..portal_settings() });
+    b.sign_in_alice().await;
+    let mut confirmed = 0;
+    for round in 0..10 {
+        let seed = b.enroll(&format!("Phone {round}")).await;
+        let csrf = b.get("/tokens/new/confirm").await.csrf();
+        let right = code(&seed, 0);
+        let confirm = [("csrf", csrf.as_str()), ("code", right.as_str())];
+        let restart = [("csrf", csrf.as_str()), ("name", "Tablet")];
+        let (done, _) =
+            tokio::join!(b.request("POST", "/tokens/new/confirm", Some(&confirm)), b.request("POST", "/tokens/new", Some(&restart)));
+        if done.location.as_deref() == Some("/tokens") {
+            confirmed += 1;
+        }
+        let tokens = b.auth.portal_tokens("alice").await.unwrap();
+        assert_eq!(tokens.len(), confirmed, "round {round}: every confirmation the user was told of holds");
+    }
+    assert!(confirmed > 0, "some confirmations won their race");
+    let rows = b.store.list_tokens(Some("alice")).await.unwrap();
+    let unconfirmed = rows.iter().filter(|t| !t.confirmed).count();
+    assert!(unconfirmed <= 1, "at most the enrollment the session holds is unconfirmed: {rows:?}");
+}
+
+#[tokio::test]
+async fn two_sms_requests_at_once_send_one_sms() {
+    let mut b = browser();
+    b.sign_in_alice().await;
+    let seed = b.enroll("Phone").await;
+    assert_eq!(b.confirm(&code(&seed, 0)).await.location.as_deref(), Some("/tokens"));
+    let csrf = b.get("/general").await.csrf();
+    b.post("/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(b.try_password("alice", "pw").await.location.as_deref(), Some("/otp"));
+    let csrf = b.get("/otp").await.csrf();
+    let sent_before = b.sms.sent.lock().unwrap().len();
+    let ask = [("csrf", csrf.as_str())];
+    let (one, two) = tokio::join!(b.request("POST", "/otp/sms", Some(&ask)), b.request("POST", "/otp/sms", Some(&ask)));
+    assert_eq!((one.location.as_deref(), two.location.as_deref()), (Some("/otp"), Some("/otp")));
+    assert_eq!(b.sms.sent.lock().unwrap().len(), sent_before + 1, "one SMS for two clicks");
+    let page = b.post("/otp", &[("csrf", &csrf), ("code", &b.sms.last_code())]).await;
+    assert_eq!(page.location.as_deref(), Some("/general"), "{}", page.body);
 }

@@ -51,30 +51,33 @@ impl CsrfForm for NameForm {
     }
 }
 
-pub async fn enroll_name(
-    State(portal): State<Arc<Portal>>,
-    ClientAddr(from): ClientAddr,
-    posted: Posted<NameForm>,
-) -> Result<Response, Refusal> {
+pub async fn enroll_name(State(portal): State<Arc<Portal>>, posted: Posted<NameForm>) -> Result<Response, Refusal> {
     let Posted { visit, form } = posted;
-    let SignedIn { visit, user, enrollment: abandoned, .. } = visit.into_signed_in()?;
+    let SignedIn { visit, user, .. } = visit.into_signed_in()?;
     let name: String = form.name.trim().chars().filter(|c| !c.is_control()).take(64).collect();
     if name.is_empty() {
         let page = visit.page(&portal, TOKENS, None);
         return Ok(visit.respond((StatusCode::BAD_REQUEST, render(EnrollNamePage { page }))));
     }
-    // A previous unfinished enrollment is abandoned (its token was never usable).
-    if let Some(old) = abandoned {
-        let _ = portal.auth.portal_remove(&user, old.token_id, from).await;
-    }
     let settings = &portal.settings;
     Ok(match portal.auth.portal_enroll(&user, &name, &settings.issuer, settings.max_tokens, visit.arrival.unix).await {
         Ok(new) => {
-            visit.modify(&portal, |session| {
-                if let Stage::SignedIn { enrollment, .. } = &mut session.stage {
-                    *enrollment = Some(new);
-                }
+            // The new enrollment takes the stored session's place, under its lock: whatever it
+            // replaces — an unfinished one, or one another tab started at the same moment — is
+            // given up (unless a code confirmed it meanwhile), and nothing is left unreferenced.
+            let id = new.token_id;
+            let swapped = visit.modify(&portal, |session| match &mut session.stage {
+                Stage::SignedIn { enrollment, .. } => Ok(enrollment.replace(new)),
+                Stage::SecondFactor { .. } => Err(()),
             });
+            let given_up = match swapped {
+                Some(Ok(replaced)) => replaced.map(|old| old.token_id),
+                // Signed out meanwhile: the new one has no session to finish in.
+                _ => Some(id),
+            };
+            if let Some(old) = given_up {
+                portal.auth.portal_abandon(&user, old).await;
+            }
             visit.respond(Redirect::to("/tokens/new/scan"))
         }
         Err(Reason::TooManyTokens) => {
@@ -125,7 +128,10 @@ pub async fn enroll_confirm(State(portal): State<Arc<Portal>>, ClientAddr(from):
     if matches!(result, Ok(()) | Err(Reason::StateExpired)) {
         let notice = result.is_ok().then_some(visit.s().enrolled);
         visit.modify(&portal, |session| {
-            if let Stage::SignedIn { enrollment, .. } = &mut session.stage {
+            // Only this enrollment ends: one another tab started since stays to be finished.
+            if let Stage::SignedIn { enrollment, .. } = &mut session.stage
+                && enrollment.as_ref().is_some_and(|current| current.token_id == e.token_id)
+            {
                 *enrollment = None;
             }
             if notice.is_some() {

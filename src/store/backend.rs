@@ -70,6 +70,8 @@ pub trait Backend: Send + Sync {
     /// Replaces every seed `reseal` gives a new seal for, in one step. Returns how many.
     async fn reseal_tokens(&self, reseal: Reseal) -> Result<usize, StoreError>;
     async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
+    /// See [`super::Store::abandon_token`].
+    async fn abandon_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
     /// See [`super::Store::confirm_token`].
     async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError>;
     /// See [`super::Store::use_step`].

@@ -115,6 +115,12 @@ impl Backend for MemoryBackend {
         Ok(owned && data.tokens.remove(&id).is_some())
     }
 
+    async fn abandon_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        let mut data = self.data();
+        let unconfirmed = data.tokens.get(&id).is_some_and(|t| t.username == username && !t.confirmed);
+        Ok(unconfirmed && data.tokens.remove(&id).is_some())
+    }
+
     async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
         let mut data = self.data();
         match data.tokens.get_mut(&id) {

@@ -179,6 +179,9 @@ pub trait Store: Send + Sync {
     /// stored) under the account id `to`, resealed for their new owner. Returns how many moved.
     async fn move_tokens(&self, from: &str, to: &str) -> Result<usize, StoreError>;
     async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
+    /// Removes the user's token only if it is still unconfirmed (an enrollment given up): a
+    /// token confirmed meanwhile, in another tab, stays. True if it removed one.
+    async fn abandon_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
     /// Makes an unconfirmed token usable, recording the confirming code's time step so that code
     /// cannot log in afterwards. False if there is no such unconfirmed token of this user.
     async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError>;

@@ -103,6 +103,10 @@ impl<B: Backend> Store for SealedStore<B> {
         self.backend.remove_token(username, id).await
     }
 
+    async fn abandon_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        self.backend.abandon_token(username, id).await
+    }
+
     async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
         self.backend.confirm_token(username, id, step).await
     }

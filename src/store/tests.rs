@@ -48,7 +48,7 @@ macro_rules! contract_suite {
             contract_suite!(@plain tokens_round_trip_with_sealed_seeds, a_step_is_accepted_once_and_only_forward,
                 failures_lock_with_doubling_and_success_resets, a_right_answer_clears_only_failures_counted_before_its_try_began,
                 password_failures_are_forgotten_after_a_quiet_period, tokens_move_from_an_old_spelling_to_the_account_and_still_open,
-                sms_limits_per_user_and_global, a_state_nonce_is_consumed_once);
+                sms_limits_per_user_and_global, a_state_nonce_is_consumed_once, only_an_unconfirmed_token_is_abandoned);
             contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed);
         }
     };
@@ -85,6 +85,17 @@ pub(super) async fn tokens_round_trip_with_sealed_seeds<B: Backend>(s: Arc<Seale
     assert!(!s.remove_token("bob", id).await.unwrap(), "only the owner removes a token");
     assert!(s.remove_token("alice", id).await.unwrap());
     assert!(s.tokens("alice").await.unwrap().is_empty());
+}
+
+pub(super) async fn only_an_unconfirmed_token_is_abandoned<B: Backend>(s: Arc<SealedStore<B>>) {
+    let pending = s.add_token(new_token("alice", false)).await.unwrap();
+    let confirmed = s.add_token(new_token("alice", false)).await.unwrap();
+    assert!(s.confirm_token("alice", confirmed, 100).await.unwrap());
+    assert!(!s.abandon_token("alice", confirmed).await.unwrap(), "confirmed meanwhile (another tab): kept");
+    assert!(!s.abandon_token("bob", pending).await.unwrap(), "only the owner's");
+    assert!(s.abandon_token("alice", pending).await.unwrap());
+    let left: Vec<i64> = s.list_tokens(Some("alice")).await.unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(left, [confirmed]);
 }
 
 pub(super) async fn a_step_is_accepted_once_and_only_forward<B: Backend>(s: Arc<SealedStore<B>>) {

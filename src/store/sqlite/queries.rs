@@ -127,6 +127,12 @@ impl Backend for SqliteBackend {
         self.call(move |conn| Ok(conn.execute("DELETE FROM tokens WHERE id = ?1 AND username = ?2", params![id, username])? == 1)).await
     }
 
+    async fn abandon_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        let username = username.to_owned();
+        let sql = "DELETE FROM tokens WHERE id = ?1 AND username = ?2 AND confirmed = 0";
+        self.call(move |conn| Ok(conn.execute(sql, params![id, username])? == 1)).await
+    }
+
     async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
         let username = username.to_owned();
         self.call(move |conn| {
