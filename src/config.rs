@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::auth::AuthSettings;
 use crate::auth::messages::MessagesSection;
 use crate::auth::settings::{LockoutSection, Sections, UsernamesSection};
-use crate::directory::settings::{DirectorySection, DirectorySettings};
+use crate::directory::settings::{DirectoryKind, DirectorySection, DirectorySettings};
 use crate::otp::settings::{TotpSection, TotpSettings};
 use crate::portal::{PortalSection, PortalSettings};
 use crate::radius::Dictionary;
@@ -32,7 +32,7 @@ struct ConfigFile {
     server: ServerSection,
     #[serde(default)]
     client: Vec<ClientSection>,
-    directory: DirectorySection,
+    directory: DirectoryKind,
     #[serde(default)]
     store: StoreSection,
     #[serde(default)]
@@ -91,11 +91,13 @@ impl Config {
     /// Parses `text` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let file: ConfigFile = crate::toml_error::parse(text).map_err(|message| ConfigError::Parse { path: shown.clone(), message })?;
+        let parse_error = |message| ConfigError::Parse { path: shown.clone(), message };
+        let file: ConfigFile = crate::toml_error::parse(text).map_err(parse_error)?;
+        let directory = DirectorySection::read(text, &file.directory).map_err(parse_error)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let sources = Sources { base: &base, env: &env };
         let invalid = |e: Invalid| ConfigError::Invalid { path: shown.clone(), key: e.key, message: e.message };
-        let mut config = assemble(file, &sources).map_err(invalid)?;
+        let mut config = assemble(file, directory, &sources).map_err(invalid)?;
         config.path = path.to_path_buf();
         config.secret_files.insert(0, path.to_path_buf());
         Ok(config)
@@ -104,11 +106,11 @@ impl Config {
 
 /// Each section built by its owner, in the order the file is usually read; then what spans
 /// sections.
-fn assemble(file: ConfigFile, sources: &Sources<'_>) -> Result<Config, Invalid> {
-    let secret_files = secret_files(&file, sources);
+fn assemble(file: ConfigFile, directory: DirectorySection, sources: &Sources<'_>) -> Result<Config, Invalid> {
+    let secret_files = secret_files(&file, &directory, sources);
     let (server, dictionary) = file.server.build(sources).map_err(|e| e.within("server"))?;
     let clients = build_clients(&file.client, sources, &dictionary)?;
-    let directory = file.directory.build(sources).map_err(|e| e.within("directory"))?;
+    let directory = directory.build(sources).map_err(|e| e.within("directory"))?;
     let store = file.store.build(sources);
     let totp = file.totp.build().map_err(|e| e.within("totp"))?;
     let answer_within = file.sms.answer_within();
@@ -143,10 +145,10 @@ fn assemble(file: ConfigFile, sources: &Sources<'_>) -> Result<Config, Invalid> 
 }
 
 /// Every file the config names that holds a secret (the config itself is added by the caller).
-fn secret_files(file: &ConfigFile, sources: &Sources<'_>) -> Vec<PathBuf> {
+fn secret_files(file: &ConfigFile, directory: &DirectorySection, sources: &Sources<'_>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     files.extend(file.client.iter().filter_map(|c| c.secret_file.as_ref()).map(|f| sources.path(f)));
-    files.extend(file.directory.secret_files(sources));
+    files.extend(directory.secret_files(sources));
     files.extend(file.sms.secret_files(sources));
     files
 }
@@ -330,6 +332,18 @@ tls_insecure_skip_verify = true
         assert!(missing.contains("directory.bind_password: missing"), "{missing}");
         let typo = parse(&text.replace("base_dn", "basedn")).unwrap_err().to_string();
         assert!(typo.contains("basedn"), "{typo}");
+    }
+
+    #[test]
+    fn errors_inside_a_directory_kind_and_in_messages_name_their_key_once() {
+        let ldap = "[directory]\nkind = \"ldap\"\nurls = [\"ldaps://dc1.example.test\"]\nbind_dn = \"CN=svc\"\nbind_password = \"x\"\nbase_dn = \"DC=example,DC=test\"\ntimeout = \"5 parsecs\"\n";
+        let text = MINIMAL.replace("[directory]\nkind = \"file\"\npath = \"users.toml\"\n", ldap);
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("line 17, column 11: directory.timeout: invalid value"), "{err}");
+        let typo = parse(&MINIMAL.replace("path =", "pth =")).unwrap_err().to_string();
+        assert!(typo.contains("line 13, column 1") && typo.contains("unknown field `pth`"), "{typo}");
+        let sms_text = parse(&format!("{MINIMAL}\n[messages]\nsms_text = \"no code here\"\n")).unwrap_err().to_string();
+        assert!(sms_text.ends_with("messages.sms_text: must contain {code}"), "{sms_text}");
     }
 
     #[test]

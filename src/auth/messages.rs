@@ -65,8 +65,9 @@ pub struct MessagesSection {
 }
 
 impl MessagesSection {
-    /// The texts, and the retired keys the file still sets.
-    pub fn build(self) -> Result<(Messages, Vec<&'static str>), String> {
+    /// The texts, and the retired keys the file still sets. An error names the key within the
+    /// section.
+    pub fn build(self) -> Result<(Messages, Vec<&'static str>), crate::settings::Invalid> {
         let retired: Vec<&'static str> = [
             ("sms_failed", self.sms_failed.is_some()),
             ("sms_limit", self.sms_limit.is_some()),
@@ -90,7 +91,7 @@ impl MessagesSection {
             }
         }
         if !m.sms_text.contains("{code}") {
-            return Err("messages.sms_text must contain {code}".into());
+            return Err(crate::settings::Invalid::new("sms_text", "must contain {code}"));
         }
         Ok((m, retired))
     }

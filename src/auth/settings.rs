@@ -87,7 +87,7 @@ impl Sections {
     /// Errors name the key from the top of the file (`lockout.max_failures`).
     pub fn build(self) -> Result<(AuthSettings, Vec<String>), Invalid> {
         let (lockout, password_lockout) = self.lockout.build()?;
-        let (messages, retired) = self.messages.build().map_err(|m| Invalid::new("messages", m))?;
+        let (messages, retired) = self.messages.build().map_err(|e| e.within("messages"))?;
         let warnings = retired
             .into_iter()
             .map(|key| {

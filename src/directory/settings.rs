@@ -11,17 +11,41 @@ use super::ldap::{AttributeMap, LdapSettings};
 use crate::secret::Secret;
 use crate::settings::{Invalid, Sources};
 
+/// `[directory]` on a first reading: which kind it is. Its other keys are read by
+/// [`DirectorySection::read`], into the kind's own type: serde's tagged enums buffer a section
+/// and lose where a bad value stands, so an error would name neither its key nor its line.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-#[allow(clippy::large_enum_variant)] // parsed once at start-up; boxing buys nothing
+pub struct DirectoryKind {
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    File,
+    Ldap,
+}
+
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // read once at start-up; boxing buys nothing
 pub enum DirectorySection {
-    File { path: PathBuf },
+    File(FileSection),
     Ldap(LdapSection),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct FileSection {
+    #[serde(rename = "kind")]
+    _kind: serde::de::IgnoredAny,
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LdapSection {
+    #[serde(rename = "kind")]
+    _kind: serde::de::IgnoredAny,
     urls: Vec<String>,
     bind_dn: String,
     bind_password: Option<Secret<String>>,
@@ -117,10 +141,24 @@ pub enum DirectorySettings {
 }
 
 impl DirectorySection {
+    /// The `[directory]` section of the config file `text`, of the kind a first reading found;
+    /// errors as [`crate::toml_error::parse`] words them (key, line and column).
+    pub fn read(text: &str, first: &DirectoryKind) -> Result<Self, String> {
+        /// The file again, every other section ignored (they were checked on the first reading).
+        #[derive(Deserialize)]
+        struct Only<T> {
+            directory: T,
+        }
+        Ok(match first.kind {
+            Kind::File => Self::File(crate::toml_error::parse::<Only<FileSection>>(text)?.directory),
+            Kind::Ldap => Self::Ldap(crate::toml_error::parse::<Only<LdapSection>>(text)?.directory),
+        })
+    }
+
     /// Files among this section that hold secrets (the users file, the bind password file).
     pub fn secret_files(&self, sources: &Sources<'_>) -> Vec<PathBuf> {
         match self {
-            Self::File { path } => vec![sources.path(path)],
+            Self::File(file) => vec![sources.path(&file.path)],
             Self::Ldap(ldap) => ldap.bind_password_file.iter().map(|f| sources.path(f)).collect(),
         }
     }
@@ -128,7 +166,7 @@ impl DirectorySection {
     /// Checked; errors name the key within the section (`urls[0]`, not `directory.urls[0]`).
     pub fn build(self, sources: &Sources<'_>) -> Result<DirectorySettings, Invalid> {
         match self {
-            Self::File { path } => Ok(DirectorySettings::File { path: sources.path(path) }),
+            Self::File(file) => Ok(DirectorySettings::File { path: sources.path(file.path) }),
             Self::Ldap(ldap) => ldap.build(sources).map(|s| DirectorySettings::Ldap(Box::new(s))),
         }
     }
