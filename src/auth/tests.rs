@@ -848,5 +848,16 @@ async fn the_portal_enrolls_with_the_configured_algorithm_and_period() {
     assert_eq!(stored[0].params, configured, "what the app is told is what the server checks");
     let code = configured.code_at_step(enrollment.secret.expose(), configured.step_at(crate::clock::now() as u64));
     let from = std::net::IpAddr::from([127, 0, 0, 1]);
-    f.auth.portal_confirm("bob", &enrollment, code.expose(), Duration::from_secs(300), from, crate::clock::now()).await.unwrap();
+    let now = crate::clock::now() as u64;
+    f.auth.portal_confirm("bob", &enrollment, code.expose(), Duration::from_secs(300), from, now as i64).await.unwrap();
+    // Over RADIUS, codes of a later step: a SHA-1, 30 s one (of the configured length, so it is
+    // checked as a code) is refused, the configured SHA-256, 60 s one accepted.
+    let nas = client(Mode::Append, NoToken::Reject);
+    let app_default = TotpParams { digits: 8, ..TotpParams::default() };
+    let wrong = app_default.code_at_step(enrollment.secret.expose(), app_default.step_at(now) + 2);
+    let d = f.decide(&nas, "bob", &with_code("pw", wrong.expose()), None).await;
+    assert_eq!((d.outcome(), d.reason), (Outcome::Reject, Reason::WrongCode), "a SHA-1/30 s code is not this token's");
+    let right = configured.code_at_step(enrollment.secret.expose(), configured.step_at(now) + 1);
+    let d = f.decide(&nas, "bob", &with_code("pw", right.expose()), None).await;
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::Authenticated), "a SHA-256/60 s code of the next step is");
 }
