@@ -15,6 +15,7 @@ mod one_identity;
 mod oracle;
 mod portal_abuse;
 mod portal_e2e;
+mod postgres;
 mod radius_abuse;
 mod samba;
 mod second_factor;

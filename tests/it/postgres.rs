@@ -1,0 +1,151 @@
+//! A real PostgreSQL for the tests (issue 11): a cluster `initdb`-ed into a temp dir once per
+//! test run, served by `postgres` on a free port of 127.0.0.1 (and a socket in that dir), with a
+//! `radmfa` role and database for the store. Debian keeps the server's programs in
+//! `/usr/lib/postgresql/<version>/bin`, off the PATH. PostgreSQL refuses to run as root, so as
+//! root the cluster belongs to the `postgres` user the package creates. The server dies with the
+//! test process (a watchdog shell kills it when its stdin, held by this process, closes).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "radmfa";
+pub const PASSWORD: &str = "Store-Passw0rd!";
+pub const DATABASE: &str = "radmfa";
+
+pub struct Postgres {
+    pub port: u16,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    _watchdog: Mutex<(Child, ChildStdin)>,
+}
+
+impl Postgres {
+    /// `postgresql://radmfa@127.0.0.1:<port>/radmfa` (the password is given apart).
+    pub fn url(&self) -> String {
+        format!("postgresql://{USER}@127.0.0.1:{}/{DATABASE}", self.port)
+    }
+
+    /// Runs SQL as the superuser through `psql`; its output, or why it failed.
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        let out = as_owner(&self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+static SERVER: OnceLock<Result<Postgres, String>> = OnceLock::new();
+
+/// The shared server, started on first use. `None` (test skipped) when PostgreSQL is not
+/// installed and CI is not set; on CI a missing PostgreSQL fails the test.
+pub fn server() -> Option<&'static Postgres> {
+    let Some(bin) = server_programs() else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("PostgreSQL is missing: apt-get install postgresql (CI=true, so this fails rather than skips)");
+        }
+        eprintln!("SKIPPED: PostgreSQL not installed (apt-get install postgresql)");
+        return None;
+    };
+    match SERVER.get_or_init(|| start(bin)) {
+        Ok(server) => Some(server),
+        Err(e) => panic!("PostgreSQL did not start: {e}"),
+    }
+}
+
+/// The folder holding `initdb` and `postgres`: Debian's newest version, else the PATH's.
+fn server_programs() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> =
+        std::fs::read_dir("/usr/lib/postgresql").ok()?.filter_map(Result::ok).map(|e| e.path().join("bin")).collect();
+    versions.sort_by_key(|p| p.parent().and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok()));
+    versions.into_iter().rev().find(|bin| bin.join("initdb").is_file() && bin.join("postgres").is_file())
+}
+
+fn running_as_root() -> bool {
+    // The owner of our /proc entry is our effective uid, which is what PostgreSQL checks.
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+}
+
+/// A command run as the cluster's owner: this user, or `postgres` when this is root.
+fn as_owner(program: &Path) -> Command {
+    if running_as_root() {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let out = command.output().map_err(|e| format!("{command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn start(bin: PathBuf) -> Result<Postgres, String> {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let d = dir.path();
+    if running_as_root() {
+        run(Command::new("chown").arg("postgres:postgres").arg(d))?;
+    }
+    let data = d.join("data");
+    run(as_owner(&bin.join("initdb")).args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync", "-D"]).arg(&data))?;
+    let port = free_port()?;
+    let server = format!(
+        "exec {} {} -D \"$1\" -p {port} -k \"$2\" -c listen_addresses=127.0.0.1 -c fsync=off > \"$3\" 2>&1",
+        if running_as_root() { "setpriv --reuid=postgres --regid=postgres --init-groups" } else { "" },
+        bin.join("postgres").display()
+    );
+    let mut watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(format!("( {server} ) & pid=$!; read _; kill $pid; sleep 1; kill -9 $pid 2>/dev/null"))
+        .arg("sh")
+        .arg(&data)
+        .arg(d)
+        .arg(d.join("postgres.log"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdin = watchdog.stdin.take().ok_or("no stdin")?;
+    let server = Postgres { port, bin, dir, _watchdog: Mutex::new((watchdog, stdin)) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.psql("SELECT 1").is_err() {
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(server.dir.path().join("postgres.log")).unwrap_or_default();
+            return Err(format!("no answer within 30 s:\n{log}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.psql(&format!("CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'"))?;
+    server.psql(&format!("CREATE DATABASE {DATABASE} OWNER {USER}"))?;
+    eprintln!("postgres: ready on port {port} after {:?}", started.elapsed());
+    Ok(server)
+}
+
+#[test]
+fn the_test_postgresql_serves_the_radmfa_database() {
+    let Some(pg) = server() else { return };
+    let owner = pg.psql(&format!("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{DATABASE}'")).unwrap();
+    assert_eq!(owner, USER);
+    assert!(pg.psql("SELECT no_such_column FROM pg_database").is_err(), "errors are errors");
+    assert!(pg.url().ends_with(&format!(":{}/{DATABASE}", pg.port)));
+}
