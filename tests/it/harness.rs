@@ -563,3 +563,29 @@ pub fn portal_certificate(dir: &Path) -> TestCertificate {
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
     TestCertificate { ca_pem: ca.pem(), cert_file, key_file }
 }
+
+/// Runs a set-up command to its end; its output when it fails.
+pub fn run(command: &mut Command) -> Result<(), String> {
+    let out = command.output().map_err(|e| format!("{command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Starts a server (`script`, a shell command line; `$1`... are `args`) under a watchdog shell
+/// that kills it when the returned stdin closes — when this test process ends, however it ends.
+pub fn watchdog(script: &str, args: &[&std::ffi::OsStr]) -> Result<(Child, std::process::ChildStdin), String> {
+    let mut watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(format!("( {script} ) & pid=$!; read _; kill $pid; sleep 1; kill -9 $pid 2>/dev/null"))
+        .arg("sh")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdin = watchdog.stdin.take().ok_or("no stdin")?;
+    Ok((watchdog, stdin))
+}

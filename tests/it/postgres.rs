@@ -6,9 +6,11 @@
 //! test process (a watchdog shell kills it when its stdin, held by this process, closes).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::harness::{run, watchdog};
 
 pub const USER: &str = "radmfa";
 pub const PASSWORD: &str = "Store-Passw0rd!";
@@ -85,15 +87,6 @@ fn as_owner(program: &Path) -> Command {
     }
 }
 
-fn run(command: &mut Command) -> Result<(), String> {
-    let out = command.output().map_err(|e| format!("{command:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{command:?}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
 fn free_port() -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
@@ -114,18 +107,8 @@ fn start(bin: PathBuf) -> Result<Postgres, String> {
         if running_as_root() { "setpriv --reuid=postgres --regid=postgres --init-groups" } else { "" },
         bin.join("postgres").display()
     );
-    let mut watchdog = Command::new("sh")
-        .arg("-c")
-        .arg(format!("( {server} ) & pid=$!; read _; kill $pid; sleep 1; kill -9 $pid 2>/dev/null"))
-        .arg("sh")
-        .arg(&data)
-        .arg(d)
-        .arg(d.join("postgres.log"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let stdin = watchdog.stdin.take().ok_or("no stdin")?;
+    let log = d.join("postgres.log");
+    let (watchdog, stdin) = watchdog(&server, &[data.as_os_str(), d.as_os_str(), log.as_os_str()])?;
     let server = Postgres { port, bin, dir, _watchdog: Mutex::new((watchdog, stdin)) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.psql("SELECT 1").is_err() {

@@ -6,11 +6,13 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ldap3::{LdapConnAsync, LdapConnSettings, Mod};
+
+use crate::harness::{run, watchdog};
 
 pub const BASE_DN: &str = "DC=example,DC=test";
 pub const ADMIN_PASSWORD: &str = "Adm1n-Passw0rd!";
@@ -75,15 +77,6 @@ pub fn dc() -> Option<&'static Dc> {
     }
 }
 
-fn run(command: &mut Command) -> Result<(), String> {
-    let out = command.output().map_err(|e| format!("{command:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{command:?}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
 fn start() -> Result<Dc, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let d = dir.path();
@@ -132,17 +125,8 @@ fn start() -> Result<Dc, String> {
         .arg(opt("server services=-dns -smb -nbt -winbindd -rpc -drepl -kcc -dnsupdate -wrepl -ntp_signd".into())))?;
     eprintln!("samba: provisioned in {:?}", started.elapsed());
     let conf = d.join("etc/smb.conf");
-    let mut watchdog = Command::new("sh")
-        .arg("-c")
-        .arg("samba -i -M single -s \"$1\" > \"$2\" 2>&1 & pid=$!; read _; kill $pid; sleep 1; kill -9 $pid 2>/dev/null")
-        .arg("sh")
-        .arg(&conf)
-        .arg(d.join("samba.log"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let stdin = watchdog.stdin.take().ok_or("no stdin")?;
+    let log = d.join("samba.log");
+    let (watchdog, stdin) = watchdog("samba -i -M single -s \"$1\" > \"$2\" 2>&1", &[conf.as_os_str(), log.as_os_str()])?;
     let dc = Dc { url: "ldaps://127.0.0.1:636".into(), ca_file, dir, _watchdog: Mutex::new((watchdog, stdin)) };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(populate(&dc))?;
