@@ -97,17 +97,14 @@ impl Config {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let sources = Sources { base: &base, env: &env };
         let invalid = |e: Invalid| ConfigError::Invalid { path: shown.clone(), key: e.key, message: e.message };
-        let mut config = assemble(file, directory, &sources).map_err(invalid)?;
-        config.path = path.to_path_buf();
-        config.secret_files.insert(0, path.to_path_buf());
-        Ok(config)
+        assemble(path, file, directory, &sources).map_err(invalid)
     }
 }
 
 /// Each section built by its owner, in the order the file is usually read; then what spans
 /// sections.
-fn assemble(file: ConfigFile, directory: DirectorySection, sources: &Sources<'_>) -> Result<Config, Invalid> {
-    let secret_files = secret_files(&file, &directory, sources);
+fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources: &Sources<'_>) -> Result<Config, Invalid> {
+    let secret_files = secret_files(path, &file, &directory, sources);
     let (server, dictionary) = file.server.build(sources).map_err(|e| e.within("server"))?;
     let clients = build_clients(&file.client, sources, &dictionary)?;
     let directory = directory.build(sources).map_err(|e| e.within("directory"))?;
@@ -129,7 +126,7 @@ fn assemble(file: ConfigFile, directory: DirectorySection, sources: &Sources<'_>
         Sections { totp: totp.clone(), sms: sms_codes, lockout: file.lockout, messages: file.messages, usernames: file.usernames };
     let (auth, warnings) = sections.build()?;
     Ok(Config {
-        path: PathBuf::new(),
+        path: path.to_path_buf(),
         warnings,
         secret_files,
         server,
@@ -144,9 +141,9 @@ fn assemble(file: ConfigFile, directory: DirectorySection, sources: &Sources<'_>
     })
 }
 
-/// Every file the config names that holds a secret (the config itself is added by the caller).
-fn secret_files(file: &ConfigFile, directory: &DirectorySection, sources: &Sources<'_>) -> Vec<PathBuf> {
-    let mut files = Vec::new();
+/// Every file that holds a secret: the config itself and those it names.
+fn secret_files(path: &Path, file: &ConfigFile, directory: &DirectorySection, sources: &Sources<'_>) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
     files.extend(file.client.iter().filter_map(|c| c.secret_file.as_ref()).map(|f| sources.path(f)));
     files.extend(directory.secret_files(sources));
     files.extend(file.sms.secret_files(sources));
