@@ -108,7 +108,7 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
     let (server, dictionary) = file.server.build(sources).map_err(|e| e.within("server"))?;
     let clients = build_clients(&file.client, sources, &dictionary)?;
     let directory = directory.build(sources).map_err(|e| e.within("directory"))?;
-    let store = file.store.build(sources);
+    let store = file.store.build(sources).map_err(|e| e.within("store"))?;
     let totp = file.totp.build().map_err(|e| e.within("totp"))?;
     let answer_within = file.sms.answer_within();
     let (sms, sms_codes) = file.sms.build(sources).map_err(|e| e.within("sms"))?;
@@ -157,6 +157,7 @@ mod tests {
     use super::*;
     use crate::auth::{Mode, NoToken};
     use crate::otp::TotpParams;
+    use crate::store::settings::BackendSettings;
 
     const MINIMAL: &str = r#"
 [server]
@@ -261,7 +262,13 @@ content_type = "application/json"
         let c = parse(&text).unwrap();
         assert_eq!(c.clients[0].policy.mode, Mode::Challenge);
         assert_eq!(c.clients[0].policy.no_token, NoToken::Sms);
-        assert_eq!(c.store, StoreSettings { path: "/etc/radmfa/radmfa.db".into(), key_file: "/etc/radmfa/master.key".into() });
+        assert_eq!(
+            c.store,
+            StoreSettings {
+                backend: BackendSettings::Sqlite { path: "/etc/radmfa/radmfa.db".into() },
+                key_file: "/etc/radmfa/master.key".into()
+            }
+        );
         assert_eq!(c.totp.issuer, "Example Region");
         assert_eq!(c.totp.params, TotpParams::default());
         assert_eq!(c.auth.totp_window, 1);

@@ -22,4 +22,5 @@ pub mod server;
 pub mod settings;
 pub mod sms;
 pub mod store;
+pub mod tls;
 mod toml_error;

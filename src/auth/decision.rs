@@ -12,7 +12,8 @@ pub enum Outcome {
     Accept,
     Reject,
     Challenge,
-    /// Nothing is sent (the directory is busy): the NAS retransmits, or asks its other server.
+    /// Nothing is sent (the directory is busy, the store cannot be used): the NAS retransmits,
+    /// or asks its other server.
     NoAnswer,
 }
 
@@ -136,7 +137,8 @@ pub enum Verdict {
     Reject { message: String },
     /// Access-Challenge: the prompt, and the sealed State the answer must bring back.
     Challenge { message: String, state: Vec<u8> },
-    /// Nothing is sent (the directory is busy): the NAS retransmits, or asks its other server.
+    /// Nothing is sent (the directory is busy, the store cannot be used): the NAS retransmits,
+    /// or asks its other server.
     NoAnswer,
 }
 

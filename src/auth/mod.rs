@@ -291,6 +291,9 @@ impl Authenticator {
             // A busy DC says nothing about the user: a Reject would lock out valid users at the
             // morning peak. Unanswered, the NAS retries or fails over.
             Err(Reason::DirectoryBusy) => Decision::no_answer(Reason::DirectoryBusy),
+            // Nor does a store that cannot be used: another node (sharing a database that
+            // answers it) or a later retry decides.
+            Err(Reason::StoreUnavailable) => Decision::no_answer(Reason::StoreUnavailable),
             Err(reason) => self.rejected(reason),
         };
         (Some(login.account.unwrap_or_else(|| user.name().to_owned())), decision)

@@ -86,8 +86,8 @@ fn lock_keys(config: &Config, exclusive: bool) -> Result<std::fs::File, CliError
 fn add(config_path: &Path, user: &str, name: &str, force: bool) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
     let _keys_kept = lock_keys(&config, false)?;
-    let (auth, store) = open_authenticator(&config)?;
     runtime()?.block_on(async {
+        let (auth, store) = open_authenticator(&config).await?;
         let login = auth.login_name(user);
         let user = match auth.resolve(&login).await {
             Ok(account) => account.id,
@@ -128,12 +128,13 @@ fn add(config_path: &Path, user: &str, name: &str, force: bool) -> Result<(), Cl
 fn list(config_path: &Path, user: Option<&str>) -> Result<(), CliError> {
     let now = crate::clock::now();
     let config = Config::load(config_path)?;
-    let (auth, store) = open_authenticator(&config)?;
     let tokens = runtime()?.block_on(async {
-        match user {
+        let (auth, store) = open_authenticator(&config).await?;
+        let tokens = match user {
             Some(user) => store.list_tokens(Some(&account_for(&auth, user).await)).await,
             None => store.list_tokens(None).await,
-        }
+        };
+        Ok::<_, CliError>(tokens?)
     })?;
     let mut out = std::io::stdout().lock();
     if tokens.is_empty() {
@@ -169,8 +170,8 @@ fn auth_keys_current(config: &Config) -> Option<Arc<KeyRing>> {
 
 fn remove(config_path: &Path, user: &str, id: i64) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
-    let (auth, store) = open_authenticator(&config)?;
     let rt = runtime()?;
+    let (auth, store) = rt.block_on(open_authenticator(&config))?;
     let user = rt.block_on(account_for(&auth, user));
     if rt.block_on(store.remove_token(&user, id))? {
         writeln!(std::io::stdout(), "token {id} of {} removed", shown(&user))?;
@@ -183,8 +184,8 @@ fn remove(config_path: &Path, user: &str, id: i64) -> Result<(), CliError> {
 fn verify(config_path: &Path, user: &str, code: &str) -> Result<(), CliError> {
     let now = crate::clock::now().max(0) as u64;
     let config = Config::load(config_path)?;
-    let (auth, store) = open_authenticator(&config)?;
     let rt = runtime()?;
+    let (auth, store) = rt.block_on(open_authenticator(&config))?;
     let user = rt.block_on(account_for(&auth, user));
     let tokens = rt.block_on(store.tokens(&user))?;
     for t in &tokens {
@@ -203,8 +204,8 @@ fn verify(config_path: &Path, user: &str, code: &str) -> Result<(), CliError> {
 
 pub fn unlock(config_path: &Path, user: &str) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
-    let (auth, store) = open_authenticator(&config)?;
     let rt = runtime()?;
+    let (auth, store) = rt.block_on(open_authenticator(&config))?;
     let user = rt.block_on(account_for(&auth, user));
     let mut out = std::io::stdout().lock();
     if rt.block_on(store.unlock(&user))? {
@@ -217,7 +218,7 @@ pub fn unlock(config_path: &Path, user: &str) -> Result<(), CliError> {
 
 pub fn keygen(config_path: &Path) -> Result<(), CliError> {
     let config = Config::load(config_path)?;
-    let (path, db) = (&config.store.key_file, &config.store.path);
+    let path = &config.store.key_file;
     if path.exists() {
         return Err(
             format!("{} exists; it seals existing seeds, so it is not overwritten (see `radmfa keys rotate`)", path.display()).into()
@@ -226,6 +227,19 @@ pub fn keygen(config_path: &Path) -> Result<(), CliError> {
     KeyRing::generate("k1").save(path)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: new key written (mode 0600). Back it up apart from the database: without it the seeds are lost.", path.display())?;
+    let Some(db) = config.store.sqlite_path() else {
+        // A shared database: made ready now, and checked for seeds this new key cannot open.
+        let tokens = runtime()?.block_on(async {
+            let store = open_store(&config, open_keys(&config)?).await?;
+            Ok::<_, CliError>(store.list_tokens(None).await?)
+        })?;
+        if !tokens.is_empty() {
+            let (shown, count) = (config.store.shown(), tokens.len());
+            writeln!(out, "warning: {shown} holds {count} token(s) sealed with another key: they will not open with this one")?;
+        }
+        writeln!(out, "{}: ready. Copy {} (mode 0600) to every node that shares it.", config.store.shown(), path.display())?;
+        return Ok(());
+    };
     if db.exists() {
         writeln!(out, "warning: {} exists already: seeds sealed with another key will not open with this one", db.display())?;
     } else {
@@ -249,8 +263,8 @@ pub fn rotate(config_path: &Path) -> Result<(), CliError> {
     let current = rotated.current_id().to_owned();
     // The file holds old and new keys before anything is resealed, so a crash midway loses nothing.
     rotated.save(path)?;
-    let store = open_store(&config, Arc::new(Keys::load(path)?))?;
     let rt = runtime()?;
+    let store = rt.block_on(open_store(&config, Arc::new(Keys::load(path)?)))?;
     let count = rt.block_on(store.reseal_all(Arc::clone(&rotated)))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: sealed {count} seed(s) with new key {current}; waiting for running servers to pick it up...", path.display())?;

@@ -21,18 +21,23 @@ pub(super) fn check_config(path: &std::path::Path) -> Result<(), CliError> {
     };
     open_gateway(&config)?;
     let mut out = std::io::stdout().lock();
-    let (key, db) = (&config.store.key_file, &config.store.path);
-    if !key.exists() && !db.exists() {
-        writeln!(
+    let key = &config.store.key_file;
+    match config.store.sqlite_path() {
+        Some(db) if !key.exists() && !db.exists() => writeln!(
             out,
             "note: no key file and no database yet: `radmfa serve` creates {} and {} at first start",
             key.display(),
             db.display()
-        )?;
-    } else if let Err(e) = KeyRing::load(key) {
-        return Err(format!("{e}\n(create the key file with: radmfa keygen --config {})", path.display()).into());
-    } else if !db.exists() {
-        return Err(missing_database(&config).into());
+        )?,
+        None if !key.exists() => return Err(super::shared_key_missing(&config).into()),
+        _ => {
+            if let Err(e) = KeyRing::load(key) {
+                return Err(format!("{e}\n(create the key file with: radmfa keygen --config {})", path.display()).into());
+            }
+            if config.store.sqlite_path().is_some_and(|db| !db.exists()) {
+                return Err(missing_database(&config).into());
+            }
+        }
     }
     writeln!(
         out,

@@ -21,8 +21,10 @@ use crate::directory::settings::DirectorySettings;
 use crate::keys::{KeyRing, Keys};
 use crate::secret::Secret;
 use crate::sms::Gateway;
-use crate::store::Store;
+use crate::store::postgres::PostgresStore;
+use crate::store::settings::BackendSettings;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
 
 pub use bench::{BenchArgs, KindArg, StepsArg};
 pub(crate) use check::file_mode_warnings;
@@ -173,8 +175,16 @@ pub(crate) fn open_keys(config: &Config) -> Result<Arc<Keys>, CliError> {
 /// On a fresh install (no key file and no database yet) the server makes both, so the embedded
 /// defaults run with no setup. Anything else is left alone: a missing key beside an existing
 /// database, or a missing database beside an existing key, is refused by `open_store`.
+/// With PostgreSQL every node must use one key file, so none is made here: a node that made its
+/// own would seal seeds no other node opens.
 pub(crate) fn create_key_on_first_start(config: &Config) -> Result<(), CliError> {
-    let (key, db) = (&config.store.key_file, &config.store.path);
+    let key = &config.store.key_file;
+    let Some(db) = config.store.sqlite_path() else {
+        if !key.exists() {
+            return Err(shared_key_missing(config).into());
+        }
+        return Ok(());
+    };
     if key.exists() || db.exists() {
         return Ok(());
     }
@@ -187,18 +197,47 @@ pub(crate) fn create_key_on_first_start(config: &Config) -> Result<(), CliError>
     Ok(())
 }
 
-/// The store, opened. A database missing beside an existing key file is refused: it was
-/// deleted or moved, and an empty one would let every enrolled user fall under `no_token`.
-pub(crate) fn open_store(config: &Config, keys: Arc<Keys>) -> Result<Arc<dyn Store>, CliError> {
-    let (path, key) = (&config.store.path, &config.store.key_file);
-    if !path.exists() && key.exists() {
-        return Err(missing_database(config).into());
+/// Why a node on PostgreSQL does not start without its key file, and what to do.
+pub(crate) fn shared_key_missing(config: &Config) -> String {
+    let key = config.store.key_file.display();
+    format!(
+        "the key file {key} does not exist. With kind = \"postgres\" every node seals and opens seeds with the same key file: \
+         copy it (mode 0600) from a node that has one, or, for a new database, create it once with `radmfa keygen --config {}` \
+         and copy it to every node",
+        config.path.display()
+    )
+}
+
+/// The store, opened (SQLite) or connected to (PostgreSQL). A database file missing beside an
+/// existing key file is refused: it was deleted or moved, and an empty one would let every
+/// enrolled user fall under `no_token`.
+pub(crate) async fn open_store(config: &Config, keys: Arc<Keys>) -> Result<Arc<dyn Store>, CliError> {
+    connect_store(config, keys).await.map_err(|e| match e {
+        OpenFailed::Refused(why) => why.into(),
+        OpenFailed::Store(e) => format!("{}: {e}", config.store.shown()).into(),
+    })
+}
+
+/// Why the store did not open: a refusal in words, or the store's own error (which may pass).
+pub(crate) enum OpenFailed {
+    Refused(String),
+    Store(StoreError),
+}
+
+pub(crate) async fn connect_store(config: &Config, keys: Arc<Keys>) -> Result<Arc<dyn Store>, OpenFailed> {
+    match &config.store.backend {
+        BackendSettings::Sqlite { path } => {
+            if !path.exists() && config.store.key_file.exists() {
+                return Err(OpenFailed::Refused(missing_database(config)));
+            }
+            Ok(Arc::new(SqliteStore::open(path, keys).map_err(OpenFailed::Store)?))
+        }
+        BackendSettings::Postgres(settings) => Ok(Arc::new(PostgresStore::connect(settings, keys).await.map_err(OpenFailed::Store)?)),
     }
-    Ok(Arc::new(SqliteStore::open(path, keys).map_err(|e| format!("{}: {e}", path.display()))?))
 }
 
 pub(crate) fn missing_database(config: &Config) -> String {
-    let (path, key) = (config.store.path.display(), config.store.key_file.display());
+    let (path, key) = (config.store.shown(), config.store.key_file.display());
     format!(
         "the database {path} does not exist, but the key file {key} does: the database was deleted or moved. \
          Starting with an empty one would let every enrolled user in without their authenticator (no_token). \
@@ -211,16 +250,16 @@ pub(crate) fn open_gateway(config: &Config) -> Result<Arc<dyn Gateway>, CliError
 }
 
 /// Everything `auth` needs, opened from the config.
-pub(crate) fn open_services(config: &Config) -> Result<(Services, Arc<dyn Store>), CliError> {
+pub(crate) async fn open_services(config: &Config) -> Result<(Services, Arc<dyn Store>), CliError> {
     let keys = open_keys(config)?;
-    let store = open_store(config, Arc::clone(&keys))?;
+    let store = open_store(config, Arc::clone(&keys)).await?;
     let services = Services { directory: open_directory(config)?, store: store.clone(), sms: open_gateway(config)?, keys };
     Ok((services, store))
 }
 
 /// The decision core, for admin commands that resolve names the way logins do.
-pub(crate) fn open_authenticator(config: &Config) -> Result<(Authenticator, Arc<dyn Store>), CliError> {
-    let (services, store) = open_services(config)?;
+pub(crate) async fn open_authenticator(config: &Config) -> Result<(Authenticator, Arc<dyn Store>), CliError> {
+    let (services, store) = open_services(config).await?;
     Ok((Authenticator::new(services, config.auth.clone()), store))
 }
 

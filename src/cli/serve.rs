@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::CliError;
+use super::{CliError, OpenFailed};
 use crate::auth::{Authenticator, Services};
 use crate::config::Config;
 use crate::keys::{Keys, RELOAD_EVERY};
 use crate::server::{self, PortKind, Server};
-use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
 pub fn serve(config_path: &Path) -> Result<(), CliError> {
@@ -93,33 +92,36 @@ fn sms_name(name: &'static str) -> &'static str {
     }
 }
 
-/// Opens the store; while the database is not writable, waits (and does not tell systemd it is
-/// ready, so the NAS keeps using its other server) and tries again. `None`: stopped meanwhile.
+/// Opens the store; while the database is not writable (SQLite) or cannot be reached
+/// (PostgreSQL), waits (and does not tell systemd it is ready, so the NAS keeps using its other
+/// server) and tries again. `None`: stopped meanwhile.
 async fn open_store_when_writable(
     config: &Config,
     keys: &Arc<Keys>,
     shutdown: &CancellationToken,
 ) -> Result<Option<Arc<dyn Store>>, CliError> {
-    let (path, key) = (&config.store.path, &config.store.key_file);
+    let database = config.store.shown();
     let mut said = None;
     loop {
-        if !path.exists() && key.exists() {
-            return Err(super::missing_database(config).into());
-        }
-        match SqliteStore::open(path, Arc::clone(keys)) {
+        match super::connect_store(config, Arc::clone(keys)).await {
             Ok(store) => {
                 if said.is_some() {
-                    tracing::info!(path = %path.display(), "the database is writable now: starting");
+                    tracing::info!(database = database.as_str(), "the database can be used now: starting");
                 }
-                return Ok(Some(Arc::new(store)));
+                return Ok(Some(store));
             }
-            Err(StoreError::NotWritable(why)) => {
+            Err(OpenFailed::Store(StoreError::NotWritable(why) | StoreError::Unavailable(why))) => {
                 if said.as_deref() != Some(why.as_str()) {
-                    tracing::error!(path = %path.display(), error = why.as_str(), "the database is not writable: not ready until it is (trying again every 2 s)");
+                    tracing::error!(
+                        database = database.as_str(),
+                        error = why.as_str(),
+                        "the database cannot be used: not ready until it can (trying again every 2 s)"
+                    );
                     said = Some(why);
                 }
             }
-            Err(e) => return Err(format!("{}: {e}", path.display()).into()),
+            Err(OpenFailed::Refused(why)) => return Err(why.into()),
+            Err(OpenFailed::Store(e)) => return Err(format!("{database}: {e}").into()),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(2)) => {}

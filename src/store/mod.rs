@@ -5,15 +5,15 @@
 //! `auth`, the portal and the CLI see only the [`Store`] trait, with seeds opened. Beneath it,
 //! [`SealedStore`] seals and opens seeds (binding each to its row and owner) over a
 //! [`Backend`] that keeps plain rows and sealed bytes it cannot read: [`sqlite`] is the embedded
-//! default, [`memory`] keeps everything in the process (tests, and a check that the seam holds).
+//! default (one node), [`postgres`] is shared by any number of nodes, [`memory`] keeps
+//! everything in the process (tests, and a check that the seam holds).
 
 pub mod backend;
 pub mod memory;
+pub mod postgres;
 pub mod sealed;
 pub mod settings;
 pub mod sqlite;
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,6 +153,10 @@ pub enum StoreError {
     /// permissions, disk full): retrying later may succeed.
     #[error("the database is not writable: {0}")]
     NotWritable(String),
+    /// The database cannot be reached, or cannot serve now (PostgreSQL down, connections lost,
+    /// no answer within the timeout): the request is left unanswered and tried again later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// A sealed seed does not open with the keys in the key file.
     #[error("token {0}: its seed does not open with the key file (wrong or missing key?)")]
     Sealed(i64),

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,12 +30,25 @@ impl Postgres {
         format!("postgresql://{USER}@127.0.0.1:{}/{DATABASE}", self.port)
     }
 
+    /// A new, empty database owned by the radmfa role, for a test of its own: its URL.
+    pub fn fresh_database(&self) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        let name = format!("radmfa_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        self.psql(&format!("CREATE DATABASE {name} OWNER {USER}")).unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        format!("postgresql://{USER}@127.0.0.1:{}/{name}?sslmode=disable", self.port)
+    }
+
     /// Runs SQL as the superuser through `psql`; its output, or why it failed.
     pub fn psql(&self, sql: &str) -> Result<String, String> {
+        self.psql_in("postgres", sql)
+    }
+
+    /// [`Postgres::psql`] in database `database`.
+    pub fn psql_in(&self, database: &str, sql: &str) -> Result<String, String> {
         let out = as_owner(&self.bin.join("psql"))
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.dir.path())
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", database, "-c", sql])
             .output()
             .map_err(|e| e.to_string())?;
         if out.status.success() {
@@ -42,6 +56,17 @@ impl Postgres {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
+    }
+}
+
+/// Store settings for a database URL of the test server (TLS off: loopback).
+pub fn settings(url: &str) -> radmfa::store::settings::PostgresSettings {
+    let text = format!("kind = \"postgres\"\nurl = \"{url}\"\npassword = \"{PASSWORD}\"\nkey_file = \"k\"\ntimeout = \"5s\"");
+    let section: radmfa::store::settings::StoreSection = toml::from_str(&text).unwrap();
+    let sources = radmfa::settings::Sources { base: Path::new("/"), env: &|_| None };
+    match section.build(&sources).unwrap().backend {
+        radmfa::store::settings::BackendSettings::Postgres(settings) => *settings,
+        other => panic!("not postgres: {other:?}"),
     }
 }
 

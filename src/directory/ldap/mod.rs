@@ -9,14 +9,13 @@
 //! membership, a cached graph of what groups are in (`groups`). An append login thus costs the
 //! DC one search and one bind, groups or not. Connections and servers are `pool`'s, what a
 //! failed operation means `failure`'s. TLS is LDAPS or StartTLS with certificate checking on (a
-//! CA file, or the system's roots: `tls`). User input reaches filters only through RFC 4515
+//! CA file, or the system's roots: `crate::tls`). User input reaches filters only through RFC 4515
 //! escaping. AD's bind sub-codes (52e, 533, 775, ...) become audit reasons (`ad`).
 
 mod ad;
 mod failure;
 mod groups;
 mod pool;
-mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,9 +26,9 @@ use ldap3::{Ldap, Scope, SearchEntry, ldap_escape};
 
 use super::{Account, Denial, Directory, DirectoryError, LoginName, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
 use crate::secret::Secret;
+pub(crate) use crate::tls::client_config;
 use failure::Failure;
 use pool::{Pool, Role};
-pub(crate) use tls::client_config;
 
 #[derive(Debug, Clone)]
 pub struct LdapSettings {

@@ -21,8 +21,8 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, Scope, SearchEntr
 
 use super::LdapSettings;
 use super::failure::{Failure, FailureKind};
-use super::tls::client_config;
 use crate::fairness::FairGate;
+use crate::tls::client_config;
 
 /// Operations that failed on fresh connections, in a row, before a server is skipped.
 const FAILURES_BEFORE_SKIP: u32 = 3;

@@ -1,6 +1,7 @@
 //! SQLite's own matters: what the file holds (no seed in the clear), opening and creating
 //! (never an empty database in place of a missing one), backups, and databases written by
-//! earlier versions. The store contract itself is tested for every backend in `store::tests`.
+//! earlier versions. The store contract itself is tested for every backend in
+//! `tests/it/store_contract.rs`.
 
 use std::sync::Arc;
 

@@ -1,34 +1,39 @@
-//! The store contract, one suite run against every backend (SQLite and in-memory) through
-//! [`SealedStore`]: tokens (sealed seeds, confirm, remove, move), replay, lockout counters,
-//! SMS limits, single-use State nonces and challenge contexts, purge, key rotation.
-//! SQLite's own matters (files, migrations, crashes) are tested beside it.
+//! The store contract, one suite run against every backend through [`SealedStore`] — SQLite,
+//! in-memory and a real PostgreSQL: tokens (sealed seeds, confirm, remove, move), replay,
+//! lockout counters, SMS limits, single-use State nonces and challenge contexts, purge, key
+//! rotation. Each backend's own matters (files, migrations, crashes) are tested beside it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::UNCONFIRMED_TOKEN_LIFETIME;
-use super::memory::{MemoryBackend, MemoryStore};
-use super::sqlite::{SqliteBackend, SqliteStore};
-use super::*;
-use crate::keys::{KeyRing, Keys};
+use radmfa::keys::{KeyRing, Keys};
+use radmfa::otp::TotpParams;
+use radmfa::secret::Secret;
+use radmfa::store::backend::UNCONFIRMED_TOKEN_LIFETIME;
+use radmfa::store::memory::{MemoryBackend, MemoryStore};
+use radmfa::store::postgres::{PostgresBackend, PostgresStore};
+use radmfa::store::sqlite::{SqliteBackend, SqliteStore};
+use radmfa::store::*;
+
+use crate::postgres;
 
 const SEED: &[u8] = b"seed-bytes-0123456789";
 
-pub(super) fn new_token(user: &str, confirmed: bool) -> NewToken {
+fn new_token(user: &str, confirmed: bool) -> NewToken {
     NewToken {
         username: user.into(),
         name: "phone".into(),
         params: TotpParams::default(),
         secret: Secret::new(SEED.to_vec()),
         confirmed,
-        created_at: crate::clock::now(),
+        created_at: radmfa::clock::now(),
     }
 }
 
 /// Every test of the suite, as `#[tokio::test]`s against the store of backend `$ty` that
-/// `$make(keys)` builds.
+/// `$make(keys).await` opens (`None`: the backend's server is not installed, test skipped).
 macro_rules! contract_suite {
-    ($backend:ident, $ty:ty, $make:expr) => {
+    ($backend:ident, $ty:ty, $make:path) => {
         mod $backend {
             use super::*;
 
@@ -36,41 +41,55 @@ macro_rules! contract_suite {
                 Arc::new(Keys::fixed(KeyRing::generate("k1")))
             }
 
-            fn store_with(keys: &Arc<Keys>) -> Arc<SealedStore<$ty>> {
-                let make: fn(Arc<Keys>) -> SealedStore<$ty> = $make;
-                Arc::new(make(Arc::clone(keys)))
-            }
-
-            fn store() -> Arc<SealedStore<$ty>> {
-                store_with(&keys())
+            async fn store_with(keys: &Arc<Keys>) -> Option<Arc<SealedStore<$ty>>> {
+                Some(Arc::new($make(Arc::clone(keys)).await?))
             }
 
             contract_suite!(@plain tokens_round_trip_with_sealed_seeds, a_step_is_accepted_once_and_only_forward,
                 failures_lock_with_doubling_and_success_resets, a_right_answer_clears_only_failures_counted_before_its_try_began,
                 password_failures_are_forgotten_after_a_quiet_period, tokens_move_from_an_old_spelling_to_the_account_and_still_open,
-                sms_limits_per_user_and_global, a_state_nonce_is_consumed_once, only_an_unconfirmed_token_is_abandoned);
+                sms_limits_per_user_and_global, a_state_nonce_is_consumed_once, only_an_unconfirmed_token_is_abandoned,
+                concurrent_failures_all_count_and_lock_once, concurrent_sms_reservations_keep_the_global_limit);
             contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed);
         }
     };
     (@plain $($test:ident),*) => {
-        $(#[tokio::test]
+        $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $test() {
-            super::$test(store()).await
+            let Some(store) = store_with(&keys()).await else { return };
+            super::$test(store).await
         })*
     };
     (@keyed $($test:ident),*) => {
-        $(#[tokio::test]
+        $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $test() {
             let keys = keys();
-            super::$test(store_with(&keys), keys).await
+            let Some(store) = store_with(&keys).await else { return };
+            super::$test(store, keys).await
         })*
     };
 }
 
-contract_suite!(sqlite, SqliteBackend, |keys| SqliteStore::in_memory(keys).unwrap());
-contract_suite!(memory, MemoryBackend, MemoryStore::in_memory);
+async fn sqlite(keys: Arc<Keys>) -> Option<SqliteStore> {
+    Some(SqliteStore::in_memory(keys).unwrap())
+}
 
-pub(super) async fn tokens_round_trip_with_sealed_seeds<B: Backend>(s: Arc<SealedStore<B>>) {
+async fn memory(keys: Arc<Keys>) -> Option<MemoryStore> {
+    Some(MemoryStore::in_memory(keys))
+}
+
+/// A store on a database of its own in the test PostgreSQL.
+pub async fn postgres(keys: Arc<Keys>) -> Option<PostgresStore> {
+    let pg = postgres::server()?;
+    let settings = postgres::settings(&pg.fresh_database());
+    Some(PostgresStore::connect(&settings, keys).await.unwrap())
+}
+
+contract_suite!(on_sqlite, SqliteBackend, sqlite);
+contract_suite!(in_memory, MemoryBackend, memory);
+contract_suite!(on_postgres, PostgresBackend, postgres);
+
+async fn tokens_round_trip_with_sealed_seeds<B: Backend>(s: Arc<SealedStore<B>>) {
     let id = s.add_token(new_token("alice", true)).await.unwrap();
     s.add_token(new_token("bob", false)).await.unwrap();
     let tokens = s.tokens("alice").await.unwrap();
@@ -87,7 +106,7 @@ pub(super) async fn tokens_round_trip_with_sealed_seeds<B: Backend>(s: Arc<Seale
     assert!(s.tokens("alice").await.unwrap().is_empty());
 }
 
-pub(super) async fn only_an_unconfirmed_token_is_abandoned<B: Backend>(s: Arc<SealedStore<B>>) {
+async fn only_an_unconfirmed_token_is_abandoned<B: Backend>(s: Arc<SealedStore<B>>) {
     let pending = s.add_token(new_token("alice", false)).await.unwrap();
     let confirmed = s.add_token(new_token("alice", false)).await.unwrap();
     assert!(s.confirm_token("alice", confirmed, 100).await.unwrap());
@@ -98,7 +117,7 @@ pub(super) async fn only_an_unconfirmed_token_is_abandoned<B: Backend>(s: Arc<Se
     assert_eq!(left, [confirmed]);
 }
 
-pub(super) async fn a_step_is_accepted_once_and_only_forward<B: Backend>(s: Arc<SealedStore<B>>) {
+async fn a_step_is_accepted_once_and_only_forward<B: Backend>(s: Arc<SealedStore<B>>) {
     let id = s.add_token(new_token("alice", true)).await.unwrap();
     assert!(s.use_step(id, 100, 0).await.unwrap());
     assert!(!s.use_step(id, 100, 0).await.unwrap(), "the same step again is a replay");
@@ -118,7 +137,7 @@ pub(super) async fn a_step_is_accepted_once_and_only_forward<B: Backend>(s: Arc<
     assert!(a.unwrap() ^ b.unwrap());
 }
 
-pub(super) async fn failures_lock_with_doubling_and_success_resets<B: Backend>(s: Arc<SealedStore<B>>) {
+async fn failures_lock_with_doubling_and_success_resets<B: Backend>(s: Arc<SealedStore<B>>) {
     let code = Factor::Code;
     let policy =
         LockoutPolicy { max_failures: 3, duration: Duration::from_secs(60), max_duration: Duration::from_secs(150), forget_after: None };
@@ -144,7 +163,7 @@ pub(super) async fn failures_lock_with_doubling_and_success_resets<B: Backend>(s
     assert!(s.unlock("alice").await.unwrap());
 }
 
-pub(super) async fn a_right_answer_clears_only_failures_counted_before_its_try_began<B: Backend>(s: Arc<SealedStore<B>>) {
+async fn a_right_answer_clears_only_failures_counted_before_its_try_began<B: Backend>(s: Arc<SealedStore<B>>) {
     let policy =
         LockoutPolicy { max_failures: 4, duration: Duration::from_secs(600), max_duration: Duration::from_secs(600), forget_after: None };
     s.record_failure("alice", Factor::Password, 1000, policy).await.unwrap();
@@ -158,7 +177,7 @@ pub(super) async fn a_right_answer_clears_only_failures_counted_before_its_try_b
     assert_eq!(s.lockout_state("alice", Factor::Password, 1003, policy).await.unwrap(), LockoutState::default());
 }
 
-pub(super) async fn password_failures_are_forgotten_after_a_quiet_period<B: Backend>(s: Arc<SealedStore<B>>) {
+async fn password_failures_are_forgotten_after_a_quiet_period<B: Backend>(s: Arc<SealedStore<B>>) {
     let pw = Factor::Password;
     let policy = LockoutPolicy {
         max_failures: 3,
@@ -180,7 +199,7 @@ pub(super) async fn password_failures_are_forgotten_after_a_quiet_period<B: Back
     assert_eq!(s.locked_until("alice", pw, 3100).await.unwrap(), None);
 }
 
-pub(super) async fn tokens_move_from_an_old_spelling_to_the_account_and_still_open<B: Backend>(s: Arc<SealedStore<B>>) {
+async fn tokens_move_from_an_old_spelling_to_the_account_and_still_open<B: Backend>(s: Arc<SealedStore<B>>) {
     let id = s.add_token(new_token("alice@example.test", true)).await.unwrap();
     s.add_token(new_token("bob", true)).await.unwrap();
     assert_eq!(s.move_tokens("alice@example.test", "alice").await.unwrap(), 1);
@@ -192,7 +211,7 @@ pub(super) async fn tokens_move_from_an_old_spelling_to_the_account_and_still_op
     assert_eq!(s.tokens("bob").await.unwrap().len(), 1, "others untouched");
 }
 
-pub(super) async fn sms_limits_per_user_and_global<B: Backend>(s: Arc<SealedStore<B>>) {
+async fn sms_limits_per_user_and_global<B: Backend>(s: Arc<SealedStore<B>>) {
     let limits = SmsLimits { per_user: 2, per_user_window: Duration::from_secs(900), global_per_minute: 3 };
     assert_eq!(s.reserve_sms("alice", 1000, limits).await.unwrap(), SmsReservation::Allowed);
     assert_eq!(s.reserve_sms("alice", 1001, limits).await.unwrap(), SmsReservation::Allowed);
@@ -203,7 +222,7 @@ pub(super) async fn sms_limits_per_user_and_global<B: Backend>(s: Arc<SealedStor
     assert_eq!(s.reserve_sms("alice", 1000 + 901, limits).await.unwrap(), SmsReservation::Allowed, "the user window passed");
 }
 
-pub(super) async fn a_state_nonce_is_consumed_once<B: Backend>(s: Arc<SealedStore<B>>) {
+async fn a_state_nonce_is_consumed_once<B: Backend>(s: Arc<SealedStore<B>>) {
     s.keep_challenge_context(b"nonce-1", 2000, b"sealed".to_vec()).await.unwrap();
     s.keep_challenge_context(b"nonce-2", 2000, b"other".to_vec()).await.unwrap();
     assert_eq!(s.take_challenge_context(b"nonce-1").await.unwrap().as_deref(), Some(&b"sealed"[..]));
@@ -215,13 +234,13 @@ pub(super) async fn a_state_nonce_is_consumed_once<B: Backend>(s: Arc<SealedStor
     assert_eq!(s.take_challenge_context(b"nonce-2").await.unwrap(), None, "an unread context purged after expiry");
     s.add_token(new_token("alice", false)).await.unwrap();
     s.add_token(new_token("alice", true)).await.unwrap();
-    s.purge(crate::clock::now() + UNCONFIRMED_TOKEN_LIFETIME + 1).await.unwrap();
+    s.purge(radmfa::clock::now() + UNCONFIRMED_TOKEN_LIFETIME + 1).await.unwrap();
     let left = s.tokens("alice").await.unwrap();
     assert_eq!(left.len(), 1, "the abandoned enrollment is gone");
     assert!(left[0].confirmed);
 }
 
-pub(super) async fn rotation_reseals_every_seed_with_the_new_key<B: Backend>(s: Arc<SealedStore<B>>, keys: Arc<Keys>) {
+async fn rotation_reseals_every_seed_with_the_new_key<B: Backend>(s: Arc<SealedStore<B>>, keys: Arc<Keys>) {
     s.add_token(new_token("alice", true)).await.unwrap();
     s.add_token(new_token("bob", false)).await.unwrap();
     let rotated = Arc::new(keys.current().with_new_key());
@@ -236,9 +255,43 @@ pub(super) async fn rotation_reseals_every_seed_with_the_new_key<B: Backend>(s: 
     }
 }
 
-pub(super) async fn a_seed_the_keys_do_not_open_is_refused_not_guessed<B: Backend>(s: Arc<SealedStore<B>>, _keys: Arc<Keys>) {
+async fn a_seed_the_keys_do_not_open_is_refused_not_guessed<B: Backend>(s: Arc<SealedStore<B>>, _keys: Arc<Keys>) {
     let id = s.add_token(new_token("alice", true)).await.unwrap();
     let other = Arc::new(KeyRing::generate("k1").with_new_key());
     assert!(matches!(s.reseal_all(other).await, Err(StoreError::Sealed(bad)) if bad == id), "another key file's ring");
     assert_eq!(s.tokens("alice").await.unwrap()[0].secret.expose(), SEED, "left as it was");
+}
+
+async fn concurrent_failures_all_count_and_lock_once<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
+    let policy =
+        LockoutPolicy { max_failures: 5, duration: Duration::from_secs(60), max_duration: Duration::from_secs(600), forget_after: None };
+    let tries: Vec<_> = (0..20)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.record_failure("alice", Factor::Code, 1000, policy).await.unwrap() })
+        })
+        .collect();
+    let mut locks = Vec::new();
+    for t in tries {
+        locks.extend(t.await.unwrap());
+    }
+    // 20 failures at once: four locks of growing length (each fifth), none lost or doubled.
+    assert_eq!(locks.len(), 4, "{locks:?}");
+    assert_eq!(s.lockout_state("alice", Factor::Code, 1000, policy).await.unwrap().seq, 20);
+    assert_eq!(s.locked_until("alice", Factor::Code, 1000).await.unwrap(), locks.iter().max().copied());
+}
+
+async fn concurrent_sms_reservations_keep_the_global_limit<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
+    let limits = SmsLimits { per_user: 1, per_user_window: Duration::from_secs(900), global_per_minute: 7 };
+    let sends: Vec<_> = (0..30)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.reserve_sms(&format!("user{}", i % 15), 1000, limits).await.unwrap() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for send in sends {
+        allowed += usize::from(send.await.unwrap() == SmsReservation::Allowed);
+    }
+    assert_eq!(allowed, 7, "never more than the global limit, however many ask at once");
 }

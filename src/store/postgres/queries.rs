@@ -1,0 +1,344 @@
+//! The store contract in PostgreSQL's SQL, safe with any number of nodes at once: what must
+//! happen once happens in one statement whose row lock or unique key decides (a time step, a
+//! State's nonce, a challenge's context), what reads and then writes runs in a transaction that
+//! holds the row (failure counts) or a lock (SMS limits), and purge only deletes what expired.
+
+use async_trait::async_trait;
+use tokio_postgres::Row;
+
+use super::PostgresBackend;
+use crate::otp::{Algorithm, TotpParams};
+use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
+use crate::store::{Factor, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
+
+/// The advisory lock SMS reservations take, so two nodes counting at once cannot both stay
+/// under a limit and both send ("radmfa-sms" folded into 63 bits).
+const SMS_LOCK: i64 = 0x7261_646d_6661_736d;
+
+const TOKEN_COLUMNS: &str = "id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed";
+
+/// The table holding a factor's counters (a fixed name, never input).
+fn lockout_table(factor: Factor) -> &'static str {
+    match factor {
+        Factor::Password => "password_lockouts",
+        Factor::Code => "lockouts",
+    }
+}
+
+fn read_token(row: &Row) -> Result<TokenRow, StoreError> {
+    let algorithm: String = row.try_get(3)?;
+    let digits: i32 = row.try_get(4)?;
+    let period: i64 = row.try_get(5)?;
+    Ok(TokenRow {
+        id: row.try_get(0)?,
+        username: row.try_get(1)?,
+        name: row.try_get(2)?,
+        params: TotpParams {
+            algorithm: algorithm.parse::<Algorithm>().map_err(StoreError::database)?,
+            digits: u32::try_from(digits).map_err(|_| StoreError::database(format!("token digits {digits}")))?,
+            period: u64::try_from(period.max(1)).unwrap_or(1),
+        },
+        sealed: row.try_get(6)?,
+        created_at: row.try_get(7)?,
+        last_step: row.try_get::<_, Option<i64>>(8)?.map(|s| s.max(0) as u64),
+        last_used_at: row.try_get(9)?,
+        confirmed: row.try_get(10)?,
+    })
+}
+
+/// A time step as the database keeps it (steps of any real clock fit in an i64).
+fn step_value(step: u64) -> i64 {
+    i64::try_from(step).unwrap_or(i64::MAX)
+}
+
+fn sealed_seed(row: &Row) -> Result<SealedSeed, StoreError> {
+    Ok(SealedSeed { id: row.try_get(0)?, username: row.try_get(1)?, sealed: row.try_get(2)? })
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    async fn add_token(&self, token: NewTokenRow, seal: SealNew) -> Result<i64, StoreError> {
+        self.run(|client| async move {
+            // The id first, so the seal that names it is written with the row: no row without
+            // its seed, ever.
+            let id: i64 = client.query_one("SELECT nextval(pg_get_serial_sequence('tokens', 'id'))", &[]).await?.try_get(0)?;
+            let digits = i32::try_from(token.params.digits).map_err(|_| StoreError::database("token digits"))?;
+            let period = i64::try_from(token.params.period).map_err(|_| StoreError::database("token period"))?;
+            client
+                .execute(
+                    "INSERT INTO tokens (id, username, name, algorithm, digits, period, secret, created_at, confirmed)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &[
+                        &id,
+                        &token.username,
+                        &token.name,
+                        &token.params.algorithm.as_str(),
+                        &digits,
+                        &period,
+                        &seal(id),
+                        &token.created_at,
+                        &token.confirmed,
+                    ],
+                )
+                .await?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn tokens(&self, username: Option<&str>) -> Result<Vec<TokenRow>, StoreError> {
+        self.run(|client| async move {
+            let rows = match username {
+                Some(user) => {
+                    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE username = $1 ORDER BY id");
+                    client.query(&client.prepare_cached(&sql).await?, &[&user]).await?
+                }
+                None => client.query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"), &[]).await?,
+            };
+            rows.iter().map(read_token).collect()
+        })
+        .await
+    }
+
+    async fn move_tokens(&self, from: &str, to: &str, reseal: Reseal) -> Result<usize, StoreError> {
+        self.run(|mut client| async move {
+            let transaction = client.transaction().await?;
+            let rows =
+                transaction.query("SELECT id, username, secret FROM tokens WHERE username = $1 ORDER BY id FOR UPDATE", &[&from]).await?;
+            for row in &rows {
+                let seed = sealed_seed(row)?;
+                let sealed = reseal(&seed)?.unwrap_or_else(|| seed.sealed.clone());
+                transaction.execute("UPDATE tokens SET username = $1, secret = $2 WHERE id = $3", &[&to, &sealed, &seed.id]).await?;
+            }
+            transaction.commit().await?;
+            Ok(rows.len())
+        })
+        .await
+    }
+
+    async fn reseal_tokens(&self, reseal: Reseal) -> Result<usize, StoreError> {
+        self.run(|mut client| async move {
+            let transaction = client.transaction().await?;
+            let rows = transaction.query("SELECT id, username, secret FROM tokens ORDER BY id FOR UPDATE", &[]).await?;
+            let mut resealed = 0;
+            for row in &rows {
+                if let Some(sealed) = reseal(&sealed_seed(row)?)? {
+                    let id: i64 = row.try_get(0)?;
+                    transaction.execute("UPDATE tokens SET secret = $1 WHERE id = $2", &[&sealed, &id]).await?;
+                    resealed += 1;
+                }
+            }
+            transaction.commit().await?;
+            Ok(resealed)
+        })
+        .await
+    }
+
+    async fn remove_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        self.run(
+            |client| async move { Ok(client.execute("DELETE FROM tokens WHERE id = $1 AND username = $2", &[&id, &username]).await? == 1) },
+        )
+        .await
+    }
+
+    async fn abandon_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        self.run(|client| async move {
+            let sql = "DELETE FROM tokens WHERE id = $1 AND username = $2 AND NOT confirmed";
+            Ok(client.execute(sql, &[&id, &username]).await? == 1)
+        })
+        .await
+    }
+
+    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
+        self.run(|client| async move {
+            let sql = "UPDATE tokens SET confirmed = true, last_step = $3 WHERE id = $1 AND username = $2 AND NOT confirmed";
+            Ok(client.execute(sql, &[&id, &username, &step_value(step)]).await? == 1)
+        })
+        .await
+    }
+
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError> {
+        self.run(|client| async move {
+            // One statement: the row lock makes a second node's same step see this one's and
+            // fail the condition (READ COMMITTED re-checks it on the updated row).
+            let statement = client
+                .prepare_cached(
+                    "UPDATE tokens SET last_step = $1, last_used_at = $2
+                     WHERE id = $3 AND confirmed AND (last_step IS NULL OR last_step < $1)",
+                )
+                .await?;
+            Ok(client.execute(&statement, &[&step_value(step), &now, &token_id]).await? == 1)
+        })
+        .await
+    }
+
+    async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError> {
+        self.run(|client| async move {
+            let sql = format!("SELECT locked_until FROM {} WHERE username = $1", lockout_table(factor));
+            let row = client.query_opt(&client.prepare_cached(&sql).await?, &[&username]).await?;
+            let until: Option<UnixTime> = row.map(|r| r.try_get(0)).transpose()?.flatten();
+            Ok(until.filter(|&t| t > now))
+        })
+        .await
+    }
+
+    async fn lockout_state(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<LockoutState, StoreError> {
+        self.run(|client| async move {
+            let sql = format!("SELECT failures, locked_until, last_failure_at, seq FROM {} WHERE username = $1", lockout_table(factor));
+            let Some(row) = client.query_opt(&client.prepare_cached(&sql).await?, &[&username]).await? else {
+                return Ok(LockoutState::default());
+            };
+            let (failures, locked_until, last_failure, seq): (i32, Option<i64>, Option<i64>, i64) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+            let forgotten = policy.forget_after.is_some_and(|f| last_failure.is_some_and(|at| at < now - f.as_secs() as UnixTime));
+            Ok(LockoutState {
+                locked_until: locked_until.filter(|&until| until > now),
+                failures: if forgotten { 0 } else { failures.max(0) as u32 },
+                seq: seq.max(0) as u64,
+            })
+        })
+        .await
+    }
+
+    async fn record_failure(
+        &self,
+        username: &str,
+        factor: Factor,
+        now: UnixTime,
+        policy: LockoutPolicy,
+    ) -> Result<Option<UnixTime>, StoreError> {
+        let table = lockout_table(factor);
+        // Failures (and doublings) from before this no longer count, once no lock is running.
+        let forget_before = policy.forget_after.map_or(UnixTime::MIN, |f| now - f.as_secs() as UnixTime);
+        self.run(|mut client| async move {
+            let transaction = client.transaction().await?;
+            let count = transaction
+                .prepare_cached(&format!(
+                    "INSERT INTO {table} AS l (username, failures, last_failure_at, seq) VALUES ($1, 1, $2, 1)
+                     ON CONFLICT (username) DO UPDATE SET
+                        failures = CASE WHEN l.last_failure_at < $3 AND (l.locked_until IS NULL OR l.locked_until <= $2)
+                                   THEN 1 ELSE l.failures + 1 END,
+                        lock_count = CASE WHEN l.last_failure_at < $3 AND (l.locked_until IS NULL OR l.locked_until <= $2)
+                                     THEN 0 ELSE l.lock_count END,
+                        last_failure_at = $2,
+                        seq = l.seq + 1
+                     RETURNING failures, lock_count"
+                ))
+                .await?;
+            let row = transaction.query_one(&count, &[&username, &now, &forget_before]).await?;
+            let (failures, lock_count): (i32, i32) = (row.try_get(0)?, row.try_get(1)?);
+            if (failures.max(0) as u32) < policy.max_failures.max(1) {
+                transaction.commit().await?;
+                return Ok(None);
+            }
+            let until = now + policy.lock_duration(lock_count.max(0) as u32).as_secs() as UnixTime;
+            let lock = transaction
+                .prepare_cached(&format!(
+                    "UPDATE {table} SET failures = 0, locked_until = $1, lock_count = lock_count + 1 WHERE username = $2"
+                ))
+                .await?;
+            transaction.execute(&lock, &[&until, &username]).await?;
+            transaction.commit().await?;
+            Ok(Some(until))
+        })
+        .await
+    }
+
+    async fn record_success(&self, username: &str, factor: Factor, seen: u64) -> Result<(), StoreError> {
+        self.run(|client| async move {
+            // Only when no failure was counted since the try began (seq unchanged), on any node.
+            let sql = format!("DELETE FROM {} WHERE username = $1 AND seq = $2", lockout_table(factor));
+            client.execute(&client.prepare_cached(&sql).await?, &[&username, &step_value(seen)]).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unlock(&self, username: &str) -> Result<bool, StoreError> {
+        self.run(|mut client| async move {
+            let transaction = client.transaction().await?;
+            let code = transaction.execute("DELETE FROM lockouts WHERE username = $1", &[&username]).await?;
+            let password = transaction.execute("DELETE FROM password_lockouts WHERE username = $1", &[&username]).await?;
+            transaction.commit().await?;
+            Ok(code + password > 0)
+        })
+        .await
+    }
+
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+        let user_since = now - limits.per_user_window.as_secs() as UnixTime;
+        self.run(|mut client| async move {
+            let transaction = client.transaction().await?;
+            // Counting and recording as one, across nodes: SMS are few, one lock is cheap.
+            transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&SMS_LOCK]).await?;
+            let by_user: i64 = transaction
+                .query_one("SELECT count(*) FROM sms_sends WHERE username = $1 AND sent_at > $2", &[&username, &user_since])
+                .await?
+                .try_get(0)?;
+            if by_user >= i64::from(limits.per_user) {
+                return Ok(SmsReservation::UserLimit);
+            }
+            let global: i64 =
+                transaction.query_one("SELECT count(*) FROM sms_sends WHERE sent_at > $1", &[&(now - 60)]).await?.try_get(0)?;
+            if global >= i64::from(limits.global_per_minute) {
+                return Ok(SmsReservation::GlobalLimit);
+            }
+            transaction.execute("INSERT INTO sms_sends (username, sent_at) VALUES ($1, $2)", &[&username, &now]).await?;
+            transaction.commit().await?;
+            Ok(SmsReservation::Allowed)
+        })
+        .await
+    }
+
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError> {
+        self.run(|client| async move {
+            let statement =
+                client.prepare_cached("INSERT INTO used_states (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING").await?;
+            Ok(client.execute(&statement, &[&nonce, &expires_at]).await? == 1)
+        })
+        .await
+    }
+
+    async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError> {
+        self.run(|client| async move {
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO challenge_contexts (nonce, expires_at, context) VALUES ($1, $2, $3)
+                     ON CONFLICT (nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at, context = EXCLUDED.context",
+                )
+                .await?;
+            client.execute(&statement, &[&nonce, &expires_at, &context]).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(|client| async move {
+            let statement = client.prepare_cached("DELETE FROM challenge_contexts WHERE nonce = $1 RETURNING context").await?;
+            Ok(client.query_opt(&statement, &[&nonce]).await?.map(|r| r.try_get(0)).transpose()?)
+        })
+        .await
+    }
+
+    async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
+        self.run(|client| async move {
+            // Every node purges; each statement deletes only what expired, so they may overlap.
+            client.execute("DELETE FROM used_states WHERE expires_at < $1", &[&now]).await?;
+            client.execute("DELETE FROM challenge_contexts WHERE expires_at < $1", &[&now]).await?;
+            client.execute("DELETE FROM sms_sends WHERE sent_at < $1", &[&(now - backend::SMS_HISTORY)]).await?;
+            client.execute("UPDATE lockouts SET locked_until = NULL WHERE locked_until < $1", &[&now]).await?;
+            client.execute("UPDATE password_lockouts SET locked_until = NULL WHERE locked_until < $1", &[&now]).await?;
+            let abandoned = now - backend::UNCONFIRMED_TOKEN_LIFETIME;
+            client.execute("DELETE FROM tokens WHERE NOT confirmed AND created_at < $1", &[&abandoned]).await?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,116 @@
+//! PostgreSQL's own matters, beside the contract every backend keeps (`store_contract`): nodes
+//! that start together migrate once, a newer schema is refused, two nodes (two pools) share
+//! tokens and decide a race once, and a database that goes away is "unavailable" (never a
+//! wrong answer) and is used again by itself when it is back.
+
+use std::sync::Arc;
+
+use radmfa::keys::{KeyRing, Keys};
+use radmfa::otp::TotpParams;
+use radmfa::secret::Secret;
+use radmfa::store::postgres::{PostgresBackend, PostgresStore, SCHEMA_VERSION};
+use radmfa::store::{NewToken, Store, StoreError};
+
+use crate::postgres;
+
+fn keys() -> Arc<Keys> {
+    Arc::new(Keys::fixed(KeyRing::generate("k1")))
+}
+
+fn token(user: &str) -> NewToken {
+    NewToken {
+        username: user.into(),
+        name: "phone".into(),
+        params: TotpParams::default(),
+        secret: Secret::new(b"0123456789abcdefghij".to_vec()),
+        confirmed: true,
+        created_at: radmfa::clock::now(),
+    }
+}
+
+/// The database's name in a URL of the test server.
+fn database_of(url: &str) -> &str {
+    url.rsplit('/').next().and_then(|tail| tail.split('?').next()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once() {
+    let Some(pg) = postgres::server() else { return };
+    let url = pg.fresh_database();
+    let settings = postgres::settings(&url);
+    let starts: Vec<_> = (0..8)
+        .map(|_| {
+            let settings = settings.clone();
+            tokio::spawn(async move { PostgresBackend::connect(&settings).await.map(|_| ()) })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().unwrap();
+    }
+    let db = database_of(&url);
+    let versions = pg.psql_in(db, "SELECT string_agg(version::text, ',') FROM radmfa_schema").unwrap();
+    assert_eq!(versions, SCHEMA_VERSION.to_string(), "one row, the current version");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_this_radmfa_is_refused() {
+    let Some(pg) = postgres::server() else { return };
+    let url = pg.fresh_database();
+    let settings = postgres::settings(&url);
+    PostgresBackend::connect(&settings).await.unwrap();
+    pg.psql_in(database_of(&url), &format!("UPDATE radmfa_schema SET version = {}", SCHEMA_VERSION + 1)).unwrap();
+    let refused = PostgresBackend::connect(&settings).await.unwrap_err();
+    assert!(refused.to_string().contains("newer than this radmfa knows"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_tokens_and_a_step_is_used_once_across_them() {
+    let Some(pg) = postgres::server() else { return };
+    let settings = postgres::settings(&pg.fresh_database());
+    let keys = keys();
+    let a = PostgresStore::connect(&settings, Arc::clone(&keys)).await.unwrap();
+    let b = PostgresStore::connect(&settings, Arc::clone(&keys)).await.unwrap();
+    let id = a.add_token(token("alice")).await.unwrap();
+    let on_b = b.tokens("alice").await.unwrap();
+    assert_eq!((on_b.len(), on_b[0].id), (1, id));
+    assert_eq!(on_b[0].secret.expose(), b"0123456789abcdefghij", "the seed A sealed opens on B");
+    for step in 100..150 {
+        let (x, y) = tokio::join!(a.use_step(id, step, 0), b.use_step(id, step, 0));
+        assert!(x.unwrap() ^ y.unwrap(), "step {step}: exactly one node accepts it");
+    }
+    assert!(b.consume_state(b"nonce", i64::MAX).await.unwrap());
+    assert!(!a.consume_state(b"nonce", i64::MAX).await.unwrap(), "a State used on B is used on A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_is_not_there_is_unavailable_not_an_answer() {
+    let Some(_) = postgres::server() else { return };
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let settings = postgres::settings(&format!("postgresql://radmfa@127.0.0.1:{closed}/radmfa?sslmode=disable"));
+    match PostgresBackend::connect(&settings).await {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("refused") || why.contains("connect"), "{why}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_by_the_server_are_replaced_by_themselves() {
+    let Some(pg) = postgres::server() else { return };
+    let url = pg.fresh_database();
+    let store = PostgresStore::connect(&postgres::settings(&url), keys()).await.unwrap();
+    let id = store.add_token(token("alice")).await.unwrap();
+    let cut = format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{}'", database_of(&url));
+    let mut failures = 0;
+    for step in 1..=20 {
+        if step % 5 == 0 {
+            assert_ne!(pg.psql(&cut).unwrap(), "0", "connections were cut");
+        }
+        match store.use_step(id, step, 0).await {
+            Ok(accepted) => assert!(accepted),
+            Err(StoreError::Unavailable(_)) => failures += 1,
+            Err(other) => panic!("a cut connection is Unavailable, not {other}"),
+        }
+    }
+    assert!(failures <= 4, "at most the operation that met each cut fails: {failures}");
+    assert!(store.use_step(id, 21, 0).await.unwrap(), "and then it works again");
+}
