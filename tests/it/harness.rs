@@ -36,6 +36,8 @@ pub struct Options {
     pub sms_url: Option<String>,
     /// A `[directory]` section replacing the local users file (Active Directory tests).
     pub directory: Option<String>,
+    /// A `[store]` section replacing the SQLite file (PostgreSQL tests).
+    pub store: Option<String>,
     /// More config text: further `[[client]]` sections, say.
     pub extra: String,
     /// More `[[user]]` entries for the users file.
@@ -64,6 +66,7 @@ impl Default for Options {
             challenge_timeout: "120s",
             sms_url: None,
             directory: None,
+            store: None,
             extra: String::new(),
             extra_users: String::new(),
             server_extra: "",
@@ -157,10 +160,7 @@ no_token = "password_only"
 
 {directory}
 
-[store]
-kind = "sqlite"
-path = "radmfa.db"
-key_file = "master.key"
+{store}
 
 [totp]
 issuer = "Example Region"
@@ -176,6 +176,7 @@ duration = "{lockout}"
 {extra}
 "#,
         extra = o.extra,
+        store = o.store.clone().unwrap_or_else(|| "[store]\nkind = \"sqlite\"\npath = \"radmfa.db\"\nkey_file = \"master.key\"\n".into()),
         directory = o.directory.clone().unwrap_or_else(|| "[directory]\nkind = \"file\"\npath = \"users.toml\"\n".into()),
         mode = o.mode,
         no_token = o.no_token,
@@ -226,6 +227,24 @@ impl TestServer {
         let keygen = admin(&config, &["keygen"]);
         assert!(keygen.status.success(), "keygen: {}", String::from_utf8_lossy(&keygen.stderr));
         Self::spawn(dir, config, options.notify_socket)
+    }
+
+    /// A second node beside `first`: its own folder and config, the same users file, options
+    /// and key file (with a shared database, the same store).
+    pub fn start_beside(first: &TestServer, options: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_users_with(dir.path(), &options.extra_users);
+        let config = write_config(dir.path(), &options);
+        std::fs::copy(first.dir().join("master.key"), dir.path().join("master.key")).unwrap();
+        Self::spawn(dir, config, options.notify_socket)
+    }
+
+    /// Kills the server at once (SIGKILL): nothing is finished or written on the way out.
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Stops the server (SIGTERM) and starts it again on the same files.

@@ -22,3 +22,4 @@ mod samba;
 mod second_factor;
 mod server;
 mod store_contract;
+mod two_nodes;

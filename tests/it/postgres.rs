@@ -22,12 +22,39 @@ pub struct Postgres {
     bin: PathBuf,
     dir: tempfile::TempDir,
     _watchdog: Mutex<(Child, ChildStdin)>,
+    /// Started again by `pg_ctl` after a [`Postgres::stop`]: stopped when dropped.
+    restarted: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.restarted.load(Ordering::Relaxed) {
+            let _ = self.pg_ctl(&["stop", "-m", "immediate"]);
+        }
+    }
 }
 
 impl Postgres {
     /// `postgresql://radmfa@127.0.0.1:<port>/radmfa` (the password is given apart).
     pub fn url(&self) -> String {
         format!("postgresql://{USER}@127.0.0.1:{}/{DATABASE}", self.port)
+    }
+
+    /// Stops the server (a clean, fast shutdown: connections are cut).
+    pub fn stop(&self) {
+        self.pg_ctl(&["stop", "-m", "fast"]).unwrap();
+    }
+
+    /// Starts a stopped server again on the same port and data.
+    pub fn start_again(&self) {
+        self.restarted.store(true, Ordering::Relaxed);
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
+        let log = self.dir.path().join("postgres-again.log");
+        self.pg_ctl(&["start", "-o", &options, "-l", log.to_str().unwrap()]).unwrap();
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        run(as_owner(&self.bin.join("pg_ctl")).arg("-D").arg(self.dir.path().join("data")).arg("-w").args(args))
     }
 
     /// A new, empty database owned by the radmfa role, for a test of its own: its URL.
@@ -72,9 +99,25 @@ pub fn settings(url: &str) -> radmfa::store::settings::PostgresSettings {
 
 static SERVER: OnceLock<Result<Postgres, String>> = OnceLock::new();
 
+/// A server of the test's own, which it may stop and start (the shared one serves every test).
+pub fn private_server() -> Option<Postgres> {
+    let bin = installed()?;
+    Some(start(bin).unwrap_or_else(|e| panic!("PostgreSQL did not start: {e}")))
+}
+
 /// The shared server, started on first use. `None` (test skipped) when PostgreSQL is not
 /// installed and CI is not set; on CI a missing PostgreSQL fails the test.
 pub fn server() -> Option<&'static Postgres> {
+    let bin = installed()?;
+    match SERVER.get_or_init(|| start(bin)) {
+        Ok(server) => Some(server),
+        Err(e) => panic!("PostgreSQL did not start: {e}"),
+    }
+}
+
+/// The server's programs; `None` (test skipped) when PostgreSQL is not installed and CI is not
+/// set; on CI a missing PostgreSQL fails the test.
+fn installed() -> Option<PathBuf> {
     let Some(bin) = server_programs() else {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("PostgreSQL is missing: apt-get install postgresql (CI=true, so this fails rather than skips)");
@@ -82,10 +125,7 @@ pub fn server() -> Option<&'static Postgres> {
         eprintln!("SKIPPED: PostgreSQL not installed (apt-get install postgresql)");
         return None;
     };
-    match SERVER.get_or_init(|| start(bin)) {
-        Ok(server) => Some(server),
-        Err(e) => panic!("PostgreSQL did not start: {e}"),
-    }
+    Some(bin)
 }
 
 /// The folder holding `initdb` and `postgres`: Debian's newest version, else the PATH's.
@@ -134,7 +174,7 @@ fn start(bin: PathBuf) -> Result<Postgres, String> {
     );
     let log = d.join("postgres.log");
     let (watchdog, stdin) = watchdog(&server, &[data.as_os_str(), d.as_os_str(), log.as_os_str()])?;
-    let server = Postgres { port, bin, dir, _watchdog: Mutex::new((watchdog, stdin)) };
+    let server = Postgres { port, bin, dir, _watchdog: Mutex::new((watchdog, stdin)), restarted: false.into() };
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.psql("SELECT 1").is_err() {
         if Instant::now() > deadline {

@@ -1,0 +1,109 @@
+//! Two radmfa processes on one PostgreSQL, over real UDP, as a NAS with two RADIUS servers uses
+//! them: a token enrolled through one works through the other, a code used on one is a replay
+//! on the other, a challenge started on one is finished on the other, wrong codes count on both,
+//! and a database that goes away leaves requests unanswered (the NAS fails over) until it is
+//! back, with no restart.
+
+use std::time::Duration;
+
+use crate::harness::{ALICE_PASSWORD, Options, TestServer, enroll, totp_code};
+use crate::oracle::{self, ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCESS_REJECT};
+use crate::postgres::{self, PASSWORD};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn store_section(url: &str) -> String {
+    format!("[store]\nkind = \"postgres\"\nurl = \"{url}\"\npassword = \"{PASSWORD}\"\nkey_file = \"master.key\"\ntimeout = \"1s\"\n")
+}
+
+fn options(url: &str, mode: &'static str) -> Options {
+    Options { mode, no_token: "reject", store: Some(store_section(url)), ..Options::default() }
+}
+
+/// Node A and node B on one fresh database.
+fn two_nodes(mode: &'static str) -> Option<(TestServer, TestServer)> {
+    let url = postgres::server()?.fresh_database();
+    let a = TestServer::start(options(&url, mode));
+    let b = TestServer::start_beside(&a, options(&url, mode));
+    Some((a, b))
+}
+
+fn send(server: &TestServer, request: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let socket = oracle::socket("127.0.0.1:0", server.auth);
+    let response = oracle::exchange(&socket, request, wait)?;
+    oracle::assert_authentic(&response, request);
+    Some(response)
+}
+
+fn ask(server: &TestServer, user: &str, password: &str, state: Option<&[u8]>) -> Vec<u8> {
+    let packet = match state {
+        Some(state) => oracle::access_request_with_state(user, password, state),
+        None => oracle::access_request(user, password),
+    };
+    send(server, &oracle::encode_signed(packet), WAIT).expect("an answer")
+}
+
+fn last_reason(server: &TestServer, n: usize) -> String {
+    server.wait_for_audit(n)[n - 1]["reason"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn enrolled_through_a_logs_in_through_b_and_a_code_used_on_b_is_a_replay_on_a() {
+    let Some((a, b)) = two_nodes("append") else { return };
+    let seed = enroll(&a.config, "alice");
+    let login = format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0));
+    assert_eq!(oracle::code(&ask(&b, "alice", &login, None)), ACCESS_ACCEPT, "the token enrolled through A");
+    assert_eq!(oracle::code(&ask(&a, "alice", &login, None)), ACCESS_REJECT, "the same code on the other node");
+    assert_eq!(last_reason(&a, 1), "code_replayed");
+    let listed = crate::harness::admin(&b.config, &["token", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("Test phone"), "B's CLI sees A's token");
+}
+
+#[test]
+fn a_challenge_started_on_a_is_answered_on_b() {
+    let Some((a, b)) = two_nodes("challenge") else { return };
+    let seed = enroll(&a.config, "alice");
+    let challenge = ask(&a, "alice", ALICE_PASSWORD, None);
+    assert_eq!(oracle::code(&challenge), ACCESS_CHALLENGE);
+    let state = oracle::state_of(&challenge).expect("a State");
+    let answer = ask(&b, "alice", &totp_code(&seed, 0), Some(&state));
+    assert_eq!(oracle::code(&answer), ACCESS_ACCEPT, "B resumes A's challenge");
+    let again = ask(&a, "alice", &totp_code(&seed, 1), Some(&state));
+    assert_eq!(oracle::code(&again), ACCESS_REJECT, "the State, used on B, is used on A");
+}
+
+#[test]
+fn wrong_codes_spread_over_both_nodes_lock_on_both() {
+    let Some((a, b)) = two_nodes("append") else { return };
+    let seed = enroll(&a.config, "alice");
+    for i in 0..5 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(oracle::code(&ask(node, "alice", &format!("{ALICE_PASSWORD}000000"), None)), ACCESS_REJECT);
+    }
+    let right = format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0));
+    assert_eq!(oracle::code(&ask(&b, "alice", &right, None)), ACCESS_REJECT);
+    assert_eq!(last_reason(&b, 3), "second_factor_locked", "three wrong on A, two on B: five in all");
+    assert_eq!(oracle::code(&ask(&a, "alice", &right, None)), ACCESS_REJECT);
+    assert_eq!(last_reason(&a, 4), "second_factor_locked");
+    let unlock = crate::harness::admin(&b.config, &["user", "unlock", "alice"]);
+    assert!(unlock.status.success());
+    assert_eq!(oracle::code(&ask(&a, "alice", &right, None)), ACCESS_ACCEPT, "unlocked through B's CLI, on A too");
+}
+
+#[test]
+fn a_database_that_stops_leaves_requests_unanswered_until_it_is_back() {
+    let Some(pg) = postgres::private_server() else { return };
+    let server = TestServer::start(options(&pg.fresh_database(), "append"));
+    let seed = enroll(&server.config, "alice");
+    pg.stop();
+    let login = format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0));
+    let request = oracle::encode_signed(oracle::access_request("alice", &login));
+    assert_eq!(send(&server, &request, Duration::from_secs(3)), None, "no Reject: the NAS asks its other server");
+    assert_eq!(last_reason(&server, 1), "store_unavailable");
+    assert!(server.wait_for(|v| v["message"].as_str().is_some_and(|m| m.starts_with("the database cannot be reached")), WAIT).is_some());
+    pg.start_again();
+    // The NAS's retry of the same request, and a new login: both answered, no restart.
+    let retry = send(&server, &request, WAIT).expect("answered once the database is back");
+    assert_eq!(oracle::code(&retry), ACCESS_ACCEPT);
+    assert!(server.wait_for(|v| v["message"] == "the database answers again", WAIT).is_some());
+}
