@@ -62,6 +62,7 @@ fn settings() -> AuthSettings {
         default_country_code: "46".into(),
         messages: Messages::for_language(Language::En),
         usernames: UsernameRules::default(),
+        retry_window: Duration::from_secs(30),
     }
 }
 
@@ -72,6 +73,7 @@ fn request(client: &Arc<ClientPolicy>, user: &str, answer: &str, state: Option<V
         method: Method::Pap,
         state,
         client: Arc::clone(client),
+        authenticator: rand::random(),
         nas_ip: None,
         nas_identifier: None,
         calling_station: None,

@@ -122,8 +122,14 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
         Some(p) if p.enabled => Some(p.build(sources, &totp.issuer).map_err(|e| e.within("portal"))?),
         _ => None,
     };
-    let sections =
-        Sections { totp: totp.clone(), sms: sms_codes, lockout: file.lockout, messages: file.messages, usernames: file.usernames };
+    let sections = Sections {
+        totp: totp.clone(),
+        sms: sms_codes,
+        lockout: file.lockout,
+        messages: file.messages,
+        usernames: file.usernames,
+        retry_window: server.cache_ttl,
+    };
     let (auth, warnings) = sections.build()?;
     Ok(Config {
         path: path.to_path_buf(),

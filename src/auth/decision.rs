@@ -65,6 +65,9 @@ pub enum Reason {
     StateExpired,
     StateMismatch,
     StateReused,
+    /// The NAS's retry of a request a node accepted (its code or State now used): the same
+    /// Accept again.
+    RetryOfAccepted,
     TooManyTokens,
     /// Too many tries from one address or for one name lately (the portal's limits).
     RateLimited,
@@ -110,6 +113,7 @@ impl Reason {
             Self::StateExpired => "state_expired",
             Self::StateMismatch => "state_mismatch",
             Self::StateReused => "state_reused",
+            Self::RetryOfAccepted => "retry_of_accepted",
             Self::TooManyTokens => "too_many_tokens",
             Self::RateLimited => "rate_limited",
             Self::PasswordVerified => "password_verified",

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::allowance::Guess;
 use super::context;
+use super::retry::RetryKey;
 use super::second_factor::SentCode;
 use super::state::{ChallengeState, Stage};
 use super::{Authenticator, ClientPolicy, Decision, Login, Mode, NoToken, Reason, store_down};
@@ -46,7 +47,9 @@ impl Authenticator {
         Self::answer_fits(login, &account.id, &profile)?;
         if let Some(code) = code {
             let code = std::str::from_utf8(code).unwrap_or_default();
-            self.verify_totp(&account.id, &tokens, code, now).await?;
+            if let Some(accepted) = self.verify_totp(&account.id, &tokens, code, now, Some(RetryKey::of(login.request))).await? {
+                return Ok(accepted);
+            }
             return Ok(Decision::accept(Reason::Authenticated, client, &profile));
         }
         if !tokens.is_empty() {
@@ -77,7 +80,9 @@ impl Authenticator {
         login.account = Some(account.clone());
         let store = &self.services.store;
         if !store.consume_state(&state.nonce, state.expires_at).await.map_err(store_down)? {
-            return Err(Reason::StateReused);
+            // The NAS's retry of an answer a node accepted: that Accept again.
+            let accepted = self.accepted_before(RetryKey::of(login.request), now).await?;
+            return accepted.ok_or(Reason::StateReused);
         }
         let answer = String::from_utf8_lossy(login.answer);
         let answer = answer.trim();
@@ -93,7 +98,8 @@ impl Authenticator {
             }
             Stage::Totp => {
                 let tokens = confirmed(store.tokens(&account).await.map_err(store_down)?);
-                self.verify_totp(&account, &tokens, answer, now).await?;
+                // A State used once cannot carry a retry: its own retries stop at consume_state.
+                self.verify_totp(&account, &tokens, answer, now, None).await?;
                 Ok(Decision::accept(Reason::Authenticated, client, &profile))
             }
             Stage::Sms => {

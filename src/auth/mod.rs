@@ -17,6 +17,7 @@ mod flow;
 pub mod messages;
 pub mod portal;
 pub mod reply;
+mod retry;
 mod second_factor;
 pub mod settings;
 pub mod state;
@@ -139,6 +140,9 @@ pub struct Request {
     pub method: Method,
     pub state: Option<Vec<u8>>,
     pub client: Arc<ClientPolicy>,
+    /// The Request Authenticator: with the client and the user it names this request among
+    /// the NAS's retries, which carry the same to whichever server they go.
+    pub authenticator: [u8; 16],
     pub nas_ip: Option<IpAddr>,
     pub nas_identifier: Option<String>,
     pub calling_station: Option<String>,
@@ -187,6 +191,9 @@ pub struct AuthSettings {
     pub default_country_code: String,
     pub messages: Messages,
     pub usernames: UsernameRules,
+    /// How long a NAS may retry a request (the server's `cache_ttl`): an Accept that used up a
+    /// code is kept in the store that long, for a retry that reaches another node.
+    pub retry_window: Duration,
 }
 
 /// The services the decision uses.
@@ -287,7 +294,10 @@ impl Authenticator {
         };
         let decision = match decision {
             Ok(Decision { verdict: Verdict::Reject { .. }, reason }) => self.rejected(reason),
-            Ok(decision) => decision,
+            Ok(decision) => {
+                self.keep_accept(request, &decision, request.arrival_time()).await;
+                decision
+            }
             // A busy DC says nothing about the user: a Reject would lock out valid users at the
             // morning peak. Unanswered, the NAS retries or fails over.
             Err(Reason::DirectoryBusy) => Decision::no_answer(Reason::DirectoryBusy),

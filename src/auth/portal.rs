@@ -151,7 +151,7 @@ impl Authenticator {
             Some(_) => return Err(audit(Reason::StateExpired)),
             None => {
                 let tokens = confirmed(store.tokens(account).await.map_err(store_down).map_err(audit)?);
-                self.verify_totp(account, &tokens, code, now).await.map_err(audit)?;
+                self.verify_totp(account, &tokens, code, now, None).await.map_err(audit)?;
             }
         }
         self.portal_audit(account, from, PortalStep::SignedIn, Reason::Authenticated);

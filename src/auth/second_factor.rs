@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::UsernameRules;
 use super::allowance::{Guess, Refused};
-use super::{Authenticator, Reason, directory_down, store_down};
+use super::retry::RetryKey;
+use super::{Authenticator, Decision, Reason, directory_down, store_down};
 use crate::directory::{Account, Denial, LoginName, PasswordCheck, UserProfile};
 use crate::otp::totp;
 use crate::otp::{phone, sms_code};
@@ -171,7 +172,17 @@ impl Authenticator {
 
     /// Tries a code against each confirmed token; the first match whose time step is new wins.
     /// The try is begun first, so codes sent at once cannot all be checked.
-    pub(super) async fn verify_totp(&self, account: &str, tokens: &[Token], code: &str, now: UnixTime) -> Result<(), Reason> {
+    ///
+    /// A code already used, in a RADIUS request (`retry` its key) that a node accepted before,
+    /// is the NAS's retry of that request: its Accept again (`Some`), and no wrong try counted.
+    pub(super) async fn verify_totp(
+        &self,
+        account: &str,
+        tokens: &[Token],
+        code: &str,
+        now: UnixTime,
+        retry: Option<RetryKey>,
+    ) -> Result<Option<Decision>, Reason> {
         let attempt = self.begin(account, Factor::Code, now).await?;
         let store = &self.services.store;
         let mut replayed = false;
@@ -180,9 +191,17 @@ impl Authenticator {
                 continue;
             };
             if store.use_step(token.id, step, now).await.map_err(store_down)? {
-                return attempt.settle(Guess::Right).await;
+                attempt.settle(Guess::Right).await?;
+                return Ok(None);
             }
             replayed = true;
+        }
+        if replayed
+            && let Some(key) = retry
+            && let Some(accepted) = self.accepted_before(key, now).await?
+        {
+            attempt.settle(Guess::Unknown).await?;
+            return Ok(Some(accepted));
         }
         attempt.settle(Guess::Wrong).await?;
         Err(if replayed { Reason::CodeReplayed } else { Reason::WrongCode })

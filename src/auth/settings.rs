@@ -59,6 +59,8 @@ pub struct Sections {
     pub lockout: LockoutSection,
     pub messages: MessagesSection,
     pub usernames: UsernamesSection,
+    /// How long a NAS retries a request: the server's `cache_ttl`.
+    pub retry_window: Duration,
 }
 
 impl LockoutSection {
@@ -109,6 +111,7 @@ impl Sections {
             default_country_code: self.sms.default_country_code,
             messages,
             usernames: UsernameRules { domains: self.usernames.domains, realms: self.usernames.realms },
+            retry_window: self.retry_window,
         };
         Ok((settings, warnings))
     }

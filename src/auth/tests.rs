@@ -173,6 +173,7 @@ pub(crate) fn settings() -> AuthSettings {
         default_country_code: "46".into(),
         messages: Messages::for_language(messages::Language::En),
         usernames: UsernameRules { domains: vec!["EXAMPLE".into()], realms: vec![] },
+        retry_window: Duration::from_secs(30),
     }
 }
 
@@ -212,6 +213,7 @@ fn request(client: &Arc<ClientPolicy>, user: &str, password: &[u8], state: Optio
         method: Method::Pap,
         state,
         client: Arc::clone(client),
+        authenticator: rand::random(),
         nas_ip: None,
         nas_identifier: None,
         calling_station: None,
@@ -280,6 +282,37 @@ async fn challenge_round_trip_and_state_rules() {
     let d = f.decide(&nas, "alice", b"x", Some(b"forged state".to_vec())).await;
     assert_eq!(d.reason, Reason::InvalidState);
     assert_eq!(f.directory.binds.load(Ordering::SeqCst), 1, "only the first step binds");
+}
+
+#[tokio::test]
+async fn a_retry_of_an_accepted_request_gets_the_accept_again_and_nothing_else_does() {
+    let f = fixture().await;
+    let nas = client_with_groups(Mode::Append);
+    let code = f.code(0);
+    let accepted = request(&nas, "alice", &with_code("pw", &code), None);
+    let first = f.auth.decide(&accepted).await;
+    assert_eq!((first.outcome(), first.reason), (Outcome::Accept, Reason::Authenticated));
+    // The NAS's retry (same Request Authenticator), at this node or another sharing the store.
+    let retry = f.auth.decide(&accepted).await;
+    assert_eq!((retry.outcome(), retry.reason), (Outcome::Accept, Reason::RetryOfAccepted));
+    assert_eq!(retry.attributes(), first.attributes(), "the same Accept, reply attributes and all");
+    // Another request with the same code is a replay, as before; so is the retry from another NAS.
+    let other = f.decide(&nas, "alice", &with_code("pw", &code), None).await;
+    assert_eq!(other.reason, Reason::CodeReplayed);
+    let asa = Arc::new(ClientPolicy { mode: Mode::Append, no_token: NoToken::Reject, ..ClientPolicy::named("asa") });
+    let elsewhere = request(&asa, "alice", &with_code("pw", &code), None);
+    let elsewhere = Request { authenticator: accepted.authenticator, ..elsewhere };
+    assert_eq!(f.auth.decide(&elsewhere).await.reason, Reason::CodeReplayed, "the key names the client");
+    let state = f.store.lockout_state("alice", Factor::Code, crate::clock::now(), settings().lockout).await.unwrap();
+    assert_eq!(state.failures, 2, "the two replays counted, the retry did not");
+    // A challenge answered on one node, its answer lost, the NAS's retry: the Accept again.
+    let nas = client(Mode::Challenge, NoToken::Reject);
+    let state = f.decide(&nas, "alice", b"pw", None).await.into_state().unwrap();
+    let answer = request(&nas, "alice", f.code(1).as_bytes(), Some(state.clone()));
+    assert_eq!(f.auth.decide(&answer).await.reason, Reason::Authenticated);
+    assert_eq!(f.auth.decide(&answer).await.reason, Reason::RetryOfAccepted);
+    let again = f.decide(&nas, "alice", f.code(1).as_bytes(), Some(state)).await;
+    assert_eq!(again.reason, Reason::StateReused, "another request with the used State");
 }
 
 #[tokio::test]

@@ -213,6 +213,7 @@ impl Browser {
             method: Method::Pap,
             state: None,
             client,
+            authenticator: rand::random(),
             nas_ip: None,
             nas_identifier: None,
             calling_station: None,

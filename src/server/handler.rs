@@ -203,6 +203,7 @@ fn auth_request(packet: &Packet, client: &ClientSettings, arrived: Instant) -> R
         method,
         state: packet.get(attr::STATE).map(<[u8]>::to_vec),
         client: Arc::clone(&client.policy),
+        authenticator: packet.authenticator,
         nas_ip,
         nas_identifier: text(attr::NAS_IDENTIFIER),
         calling_station: text(attr::CALLING_STATION_ID),

@@ -99,7 +99,12 @@ pub trait Backend: Send + Sync {
     async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError>;
     async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Forgets what has expired: used States and contexts past their expiry, SMS sends older
+    /// See [`super::Store::keep_answer`].
+    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError>;
+    /// See [`super::Store::kept_answer`].
+    async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Forgets what has expired: used States, contexts and kept answers past their expiry, SMS sends older
     /// than [`SMS_HISTORY`], locks that ran out, unconfirmed tokens older than
     /// [`UNCONFIRMED_TOKEN_LIFETIME`].
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError>;

@@ -35,6 +35,7 @@ struct Data {
     sms_sends: Vec<(String, UnixTime)>,
     used_states: HashMap<Vec<u8>, UnixTime>,
     contexts: HashMap<Vec<u8>, (UnixTime, Vec<u8>)>,
+    answers: HashMap<Vec<u8>, (UnixTime, Vec<u8>)>,
 }
 
 /// A factor's failures for one account (see the SQLite `lockouts` tables).
@@ -244,10 +245,20 @@ impl Backend for MemoryBackend {
         Ok(self.data().contexts.remove(nonce).map(|(_, context)| context))
     }
 
+    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError> {
+        self.data().answers.insert(key.to_vec(), (expires_at, answer));
+        Ok(())
+    }
+
+    async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.data().answers.get(key).filter(|(expires_at, _)| *expires_at >= now).map(|(_, answer)| answer.clone()))
+    }
+
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         let mut data = self.data();
         data.used_states.retain(|_, expires_at| *expires_at >= now);
         data.contexts.retain(|_, (expires_at, _)| *expires_at >= now);
+        data.answers.retain(|_, (expires_at, _)| *expires_at >= now);
         data.sms_sends.retain(|(_, at)| *at >= now - backend::SMS_HISTORY);
         for l in data.lockouts.values_mut() {
             l.locked_until = l.locked_until.filter(|&until| until >= now);

@@ -227,7 +227,16 @@ pub trait Store: Send + Sync {
     /// State it serves works once).
     async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Forgets what has expired (used States and their contexts, old SMS sends).
+    /// Keeps the answer given to a request that used up a code, under the request's key (its
+    /// client, Request Authenticator and user), until `expires_at`: the NAS's retry of that
+    /// request, sent to any node after the answer was lost, gets the same answer instead of
+    /// "code already used".
+    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError>;
+
+    /// What [`Store::keep_answer`] kept under `key`, unless it expired before `now`.
+    async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Forgets what has expired (used States and their contexts, kept answers, old SMS sends).
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError>;
 
     /// Reseals every seed not yet sealed with `ring`'s current key, in one step (`radmfa keys

@@ -164,6 +164,14 @@ impl<B: Backend> Store for SealedStore<B> {
         self.backend.take_challenge_context(nonce).await
     }
 
+    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError> {
+        self.backend.keep_answer(key, expires_at, answer).await
+    }
+
+    async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.kept_answer(key, now).await
+    }
+
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         self.backend.purge(now).await
     }

@@ -91,6 +91,74 @@ fn wrong_codes_spread_over_both_nodes_lock_on_both() {
 }
 
 #[test]
+fn the_same_request_sent_to_a_and_then_to_b_gets_the_same_answer() {
+    let Some((a, b)) = two_nodes("append") else { return };
+    let seed = enroll(&a.config, "alice");
+    let request = oracle::encode_signed(oracle::access_request("alice", &format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0))));
+    let from_a = send(&a, &request, WAIT).expect("A answers");
+    assert_eq!(oracle::code(&from_a), ACCESS_ACCEPT);
+    // A's answer was lost; the NAS fails over and sends the very same request to B.
+    let from_b = send(&b, &request, WAIT).expect("B answers");
+    assert_eq!(from_b, from_a, "the same Accept, octet for octet");
+    assert_eq!(last_reason(&b, 1), "retry_of_accepted");
+    // A new request with that code is still a replay, on either node.
+    let replay = oracle::encode_signed(oracle::access_request("alice", &format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0))));
+    assert_eq!(oracle::code(&send(&b, &replay, WAIT).unwrap()), ACCESS_REJECT);
+    assert_eq!(last_reason(&b, 2), "code_replayed");
+}
+
+/// Users `user01`... with the test's cheap password hash, for bursts of logins.
+fn many_users(n: usize) -> String {
+    let hash = crate::harness::cheap_hash(ALICE_PASSWORD);
+    (1..=n).map(|i| format!("\n[[user]]\nusername = \"user{i:02}\"\npassword_hash = \"{hash}\"\n")).collect()
+}
+
+#[test]
+fn a_killed_node_s_logins_are_answered_by_the_other_and_no_code_works_twice() {
+    const USERS: usize = 24;
+    let Some(pg) = postgres::server() else { return };
+    let url = pg.fresh_database();
+    let options = || Options { extra_users: many_users(USERS), ..options(&url, "append") };
+    let mut a = TestServer::start(options());
+    let b = TestServer::start_beside(&a, options());
+    let seeds: Vec<String> = (1..=USERS).map(|i| enroll(&b.config, &format!("user{i:02}"))).collect();
+    let requests: Vec<Vec<u8>> = seeds
+        .iter()
+        .enumerate()
+        .map(|(i, seed)| {
+            let login = format!("{ALICE_PASSWORD}{}", totp_code(seed, 0));
+            oracle::encode_signed(oracle::access_request(&format!("user{:02}", i + 1), &login))
+        })
+        .collect();
+    // The burst reaches A, which dies in the middle of it: some answered, some not.
+    let to_a = oracle::socket("127.0.0.1:0", a.auth);
+    for request in &requests {
+        to_a.send(request).unwrap();
+    }
+    let mut answered_by_a = 0;
+    while answered_by_a < USERS / 3 {
+        oracle::receive(&to_a, WAIT).expect("A answers some before it dies");
+        answered_by_a += 1;
+    }
+    a.kill();
+    // The NAS retries each on B: every one is accepted, whether A used its code or not.
+    for (i, request) in requests.iter().enumerate() {
+        let answer = send(&b, request, WAIT).unwrap_or_else(|| panic!("user{:02}: B answers", i + 1));
+        assert_eq!(oracle::code(&answer), ACCESS_ACCEPT, "user{:02}", i + 1);
+    }
+    let retried = b.wait_for_audit(USERS).iter().filter(|v| v["reason"] == "retry_of_accepted").count();
+    eprintln!("A answered {answered_by_a} before it died; B answered {retried} of them again");
+    assert!(retried >= answered_by_a, "at least those A had answered were A's Accepts, given again");
+    // And no code works for a new login: every one was used, on A or on B.
+    for (i, seed) in seeds.iter().enumerate() {
+        let replay = oracle::access_request(&format!("user{:02}", i + 1), &format!("{ALICE_PASSWORD}{}", totp_code(seed, 0)));
+        assert_eq!(oracle::code(&send(&b, &oracle::encode_signed(replay), WAIT).unwrap()), ACCESS_REJECT);
+    }
+    let listed = crate::harness::admin(&b.config, &["token", "list"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).matches("Test phone").count(), USERS, "no enrollment lost");
+}
+
+#[test]
 fn a_database_that_stops_leaves_requests_unanswered_until_it_is_back() {
     let Some(pg) = postgres::private_server() else { return };
     let server = TestServer::start(options(&pg.fresh_database(), "append"));

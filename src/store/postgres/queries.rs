@@ -327,11 +327,34 @@ impl Backend for PostgresBackend {
         .await
     }
 
+    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError> {
+        self.run(|client| async move {
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO kept_answers (key, expires_at, answer) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at, answer = EXCLUDED.answer",
+                )
+                .await?;
+            client.execute(&statement, &[&key, &expires_at, &answer]).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(|client| async move {
+            let statement = client.prepare_cached("SELECT answer FROM kept_answers WHERE key = $1 AND expires_at >= $2").await?;
+            Ok(client.query_opt(&statement, &[&key, &now]).await?.map(|r| r.try_get(0)).transpose()?)
+        })
+        .await
+    }
+
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         self.run(|client| async move {
             // Every node purges; each statement deletes only what expired, so they may overlap.
             client.execute("DELETE FROM used_states WHERE expires_at < $1", &[&now]).await?;
             client.execute("DELETE FROM challenge_contexts WHERE expires_at < $1", &[&now]).await?;
+            client.execute("DELETE FROM kept_answers WHERE expires_at < $1", &[&now]).await?;
             client.execute("DELETE FROM sms_sends WHERE sent_at < $1", &[&(now - backend::SMS_HISTORY)]).await?;
             client.execute("UPDATE lockouts SET locked_until = NULL WHERE locked_until < $1", &[&now]).await?;
             client.execute("UPDATE password_lockouts SET locked_until = NULL WHERE locked_until < $1", &[&now]).await?;

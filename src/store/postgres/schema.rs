@@ -51,6 +51,13 @@ const MIGRATIONS: &[&str] = &[
         context BYTEA NOT NULL
      );
      CREATE INDEX challenge_contexts_by_expiry ON challenge_contexts (expires_at);",
+    // 2: answers to requests that used up a code, for the NAS's retries (to any node).
+    "CREATE TABLE kept_answers (
+        key BYTEA PRIMARY KEY,
+        expires_at BIGINT NOT NULL,
+        answer BYTEA NOT NULL
+     );
+     CREATE INDEX kept_answers_by_expiry ON kept_answers (expires_at);",
 ];
 
 /// The schema version this radmfa writes and reads.

@@ -67,6 +67,12 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         context BLOB NOT NULL
      ) WITHOUT ROWID;",
+    // 4: answers to requests that used up a code, for the NAS's retries (to any node).
+    "CREATE TABLE kept_answers (
+        key BLOB PRIMARY KEY,
+        expires_at INTEGER NOT NULL,
+        answer BLOB NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// Opens an existing database for writing, never creating one.
@@ -117,7 +123,8 @@ pub(super) fn not_writable_or(e: rusqlite::Error) -> StoreError {
 /// The tables every login needs. A file whose version says "radmfa" but which lacks one (a
 /// table dropped by hand, a partial restore) is refused: a missing `tokens` table would read
 /// as "no tokens" for everyone.
-const REQUIRED_TABLES: [&str; 6] = ["tokens", "lockouts", "password_lockouts", "sms_sends", "used_states", "challenge_contexts"];
+const REQUIRED_TABLES: [&str; 7] =
+    ["tokens", "lockouts", "password_lockouts", "sms_sends", "used_states", "challenge_contexts", "kept_answers"];
 
 pub(super) fn check_tables(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let mut exists = conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?;

@@ -303,10 +303,33 @@ impl Backend for SqliteBackend {
         .await
     }
 
+    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError> {
+        let key = key.to_vec();
+        self.call(move |conn| {
+            conn.prepare_cached("INSERT OR REPLACE INTO kept_answers (key, expires_at, answer) VALUES (?1, ?2, ?3)")?
+                .execute(params![key, expires_at, answer])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_vec();
+        self.call(move |conn| {
+            let answer = conn
+                .prepare_cached("SELECT answer FROM kept_answers WHERE key = ?1 AND expires_at >= ?2")?
+                .query_row(params![key, now], |r| r.get(0))
+                .optional()?;
+            Ok(answer)
+        })
+        .await
+    }
+
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         self.call(move |conn| {
             conn.execute("DELETE FROM used_states WHERE expires_at < ?1", [now])?;
             conn.execute("DELETE FROM challenge_contexts WHERE expires_at < ?1", [now])?;
+            conn.execute("DELETE FROM kept_answers WHERE expires_at < ?1", [now])?;
             conn.execute("DELETE FROM sms_sends WHERE sent_at < ?1", [now - backend::SMS_HISTORY])?;
             conn.execute("UPDATE lockouts SET locked_until = NULL WHERE locked_until < ?1", [now])?;
             conn.execute("UPDATE password_lockouts SET locked_until = NULL WHERE locked_until < ?1", [now])?;
