@@ -4,6 +4,9 @@
 //!
 //! `cargo bench --bench second_step [-- USERS CONCURRENCY...]` prints requests/s, p50 and p99
 //! per concurrency, and how busy the store's thread was, so one can see whether it limits.
+//! With `RADMFA_BENCH_POSTGRES` set to a `[store]` URL (its password in
+//! `RADMFA_STORE_PASSWORD`), the store is that PostgreSQL database instead (a new, empty one);
+//! `RADMFA_BENCH_NODES=2` then runs two stores (two pools, as two nodes) taking turns.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a measurement harness: failing loudly is right
 
@@ -62,7 +65,8 @@ fn settings() -> AuthSettings {
         default_country_code: "46".into(),
         messages: Messages::for_language(Language::En),
         usernames: UsernameRules::default(),
-        retry_window: Duration::from_secs(30),
+        // As the config sets it: Accepts are kept for other nodes only on a shared database.
+        retry_window: if std::env::var("RADMFA_BENCH_POSTGRES").is_ok() { Duration::from_secs(30) } else { Duration::ZERO },
     }
 }
 
@@ -80,6 +84,23 @@ fn request(client: &Arc<ClientPolicy>, user: &str, answer: &str, state: Option<V
         arrived: std::time::Instant::now(),
         answer_room: 4096 - 38,
     }
+}
+
+/// `nodes` PostgreSQL stores (each its own pool) on the database at `url`, emptied first.
+async fn postgres_stores(url: &str, nodes: usize, keys: &Arc<Keys>) -> Vec<Arc<dyn Store>> {
+    use radmfa::store::postgres::PostgresStore;
+    use radmfa::store::settings::{BackendSettings, StoreSection};
+    let text = format!("kind = \"postgres\"\nurl = \"{url}\"\npool_size = 32\n");
+    let section: StoreSection = toml::from_str(&text).unwrap();
+    let env = |name: &str| std::env::var(name).ok();
+    let sources = radmfa::settings::Sources { base: std::path::Path::new("."), env: &env };
+    let BackendSettings::Postgres(settings) = section.build(&sources).unwrap().backend else { unreachable!() };
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..nodes.max(1) {
+        stores.push(Arc::new(PostgresStore::connect(&settings, Arc::clone(keys)).await.unwrap()));
+    }
+    assert!(stores[0].list_tokens(None).await.unwrap().is_empty(), "RADMFA_BENCH_POSTGRES must name a new, empty database");
+    stores
 }
 
 /// CPU time (user + system) of this whole process, from /proc.
@@ -116,14 +137,33 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
-    let store = Arc::new(SqliteStore::create(&dir.path().join("bench.db"), Arc::clone(&keys)).unwrap());
-    let services = Services { directory: Arc::new(InstantDirectory), store: store.clone(), sms: Arc::new(LogGateway), keys };
-    let auth = Arc::new(Authenticator::new(services, settings()));
+    let stores: Vec<Arc<dyn Store>> = match std::env::var("RADMFA_BENCH_POSTGRES") {
+        Ok(url) => {
+            let nodes: usize = std::env::var("RADMFA_BENCH_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
+            runtime.block_on(postgres_stores(&url, nodes, &keys))
+        }
+        Err(_) => vec![Arc::new(SqliteStore::create(&dir.path().join("bench.db"), Arc::clone(&keys)).unwrap())],
+    };
+    let store = Arc::clone(&stores[0]);
+    let nodes: Vec<Arc<Authenticator>> = stores
+        .iter()
+        .map(|store| {
+            let services = Services {
+                directory: Arc::new(InstantDirectory),
+                store: Arc::clone(store),
+                sms: Arc::new(LogGateway),
+                keys: Arc::clone(&keys),
+            };
+            Arc::new(Authenticator::new(services, settings()))
+        })
+        .collect();
+    let auth = Arc::clone(&nodes[0]);
     let client = Arc::new(ClientPolicy { mode: Mode::Challenge, no_token: NoToken::Reject, ..ClientPolicy::named("bench") });
     let params = TotpParams::default();
 
     println!(
-        "second step (State + TOTP + replay update in SQLite, no directory), {} cores",
+        "second step (State + TOTP + replay update in {}, no directory), {} cores",
+        if std::env::var("RADMFA_BENCH_POSTGRES").is_ok() { format!("PostgreSQL, {} node(s)", nodes.len()) } else { "SQLite".into() },
         std::thread::available_parallelism().map_or(1, usize::from)
     );
     runtime.block_on(async {
@@ -133,8 +173,14 @@ fn main() {
             let store = store.clone();
             let token = NewToken { username: format!("user{i}"), name: "phone".into(), params, secret: Secret::new(seed.clone()), confirmed: true, created_at: radmfa::clock::now() };
             adds.spawn(async move { store.add_token(token).await.unwrap() });
+            // At most a few hundred at once, as an import would: more only wait for the store.
+            if adds.len() >= 256 {
+                adds.join_next().await.unwrap().unwrap();
+            }
         }
-        while adds.join_next().await.is_some() {}
+        while let Some(added) = adds.join_next().await {
+            added.unwrap();
+        }
         println!("{users} users with a token each");
 
         let mut next_user = 0;
@@ -154,8 +200,10 @@ fn main() {
             let cpu_before = process_cpu();
             let started = Instant::now();
             let mut workers = tokio::task::JoinSet::new();
-            for _ in 0..concurrency {
-                let (queue, auth, client, seeds) = (queue.clone(), auth.clone(), client.clone(), seeds.clone());
+            for worker in 0..concurrency {
+                // With two nodes, half the NAS's requests go to each.
+                let auth = Arc::clone(&nodes[worker % nodes.len()]);
+                let (queue, client, seeds) = (queue.clone(), client.clone(), seeds.clone());
                 workers.spawn(async move {
                     let mut latencies = Vec::new();
                     let mut accepted = 0usize;

@@ -128,7 +128,9 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
         lockout: file.lockout,
         messages: file.messages,
         usernames: file.usernames,
-        retry_window: server.cache_ttl,
+        // One node answers a NAS's retries from its own cache; only nodes sharing a database
+        // keep Accepts for one another (a write per login SQLite need not make).
+        retry_window: if store.sqlite_path().is_some() { std::time::Duration::ZERO } else { server.cache_ttl },
     };
     let (auth, warnings) = sections.build()?;
     Ok(Config {

@@ -27,9 +27,11 @@ impl Authenticator {
         let account = self.resolve_for_password(&login.user, login.answer).await?;
         login.account = Some(account.id.clone());
         // A locked second factor is refused before any bind; the password try is counted (and
-        // the password lock checked) when the bind is about to be made.
-        self.check_code_lock(&account.id, now).await?;
-        let tokens = confirmed(self.services.store.tokens(&account.id).await.map_err(store_down)?);
+        // the password lock checked) when the bind is about to be made. Both reads at once: with
+        // a shared database they go in one batch.
+        let (unlocked, tokens) = tokio::join!(self.check_code_lock(&account.id, now), self.services.store.tokens(&account.id));
+        unlocked?;
+        let tokens = confirmed(tokens.map_err(store_down)?);
         let digits = self.settings.totp.digits as usize;
         let split = match login.request.client.mode {
             Mode::Challenge => None,
@@ -47,10 +49,12 @@ impl Authenticator {
         Self::answer_fits(login, &account.id, &profile)?;
         if let Some(code) = code {
             let code = std::str::from_utf8(code).unwrap_or_default();
-            if let Some(accepted) = self.verify_totp(&account.id, &tokens, code, now, Some(RetryKey::of(login.request))).await? {
+            let accept = Decision::accept(Reason::Authenticated, client, &profile);
+            let retry = self.retry_record(login.request, &accept, now);
+            if let Some(accepted) = self.verify_totp(&account.id, &tokens, code, now, Some(retry)).await? {
                 return Ok(accepted);
             }
-            return Ok(Decision::accept(Reason::Authenticated, client, &profile));
+            return Ok(accept);
         }
         if !tokens.is_empty() {
             let state = self.new_state(Stage::Totp, login, &account.id, self.settings.challenge_ttl, now);
@@ -79,7 +83,10 @@ impl Authenticator {
         let account = state.account.clone();
         login.account = Some(account.clone());
         let store = &self.services.store;
-        if !store.consume_state(&state.nonce, state.expires_at).await.map_err(store_down)? {
+        // The State used up and its context taken at once (one batch with a shared database): a
+        // State used before finds its context gone, taken by the use that counted.
+        let (fresh, kept) = tokio::join!(store.consume_state(&state.nonce, state.expires_at), store.take_challenge_context(&state.nonce));
+        if !fresh.map_err(store_down)? {
             // The NAS's retry of an answer a node accepted: that Accept again.
             let accepted = self.accepted_before(RetryKey::of(login.request), now).await?;
             return accepted.ok_or(Reason::StateReused);
@@ -87,7 +94,7 @@ impl Authenticator {
         let answer = String::from_utf8_lossy(login.answer);
         let answer = answer.trim();
         let client = &login.request.client;
-        let profile = self.context(&state, login).await?;
+        let profile = self.context(&state, login, kept.map_err(store_down)?).await?;
         // This request's Proxy-State may leave less room than the first one's did.
         Self::answer_fits(login, &account, &profile)?;
         // A locked second factor is refused by the code try itself (its begin reads the lock).
@@ -97,16 +104,24 @@ impl Authenticator {
                 self.send_sms(login, &account, &profile, now).await
             }
             Stage::Totp => {
-                let tokens = confirmed(store.tokens(&account).await.map_err(store_down)?);
-                // A State used once cannot carry a retry: its own retries stop at consume_state.
-                self.verify_totp(&account, &tokens, answer, now, None).await?;
-                Ok(Decision::accept(Reason::Authenticated, client, &profile))
+                let (tokens, attempt) = tokio::join!(store.tokens(&account), self.begin(&account, Factor::Code, now));
+                let (tokens, attempt) = (confirmed(tokens.map_err(store_down)?), attempt?);
+                // The Accept is kept with the code's use, for this request's retries (which stop
+                // at consume_state and look for it).
+                let accept = Decision::accept(Reason::Authenticated, client, &profile);
+                let retry = self.retry_record(login.request, &accept, now);
+                if let Some(accepted) = self.check_totp(attempt, &tokens, answer, now, Some(retry)).await? {
+                    return Ok(accepted);
+                }
+                Ok(accept)
             }
             Stage::Sms => {
                 let attempt = self.begin(&account, Factor::Code, now).await?;
                 if sms_code::matches(answer, &state.code_salt, &state.code_hash) {
                     attempt.settle(Guess::Right).await?;
-                    return Ok(Decision::accept(Reason::Authenticated, client, &profile));
+                    let accept = Decision::accept(Reason::Authenticated, client, &profile);
+                    self.keep_accept(login.request, &accept, now).await;
+                    return Ok(accept);
                 }
                 attempt.settle(Guess::Wrong).await?;
                 let locked = store.locked_until(&account, Factor::Code, now).await.map_err(store_down)?.is_some();
@@ -164,11 +179,10 @@ impl Authenticator {
         self.services.store.keep_challenge_context(&state.nonce, state.expires_at, sealed).await.map_err(store_down)
     }
 
-    /// What the step that issued `state` kept for its answer. A State issued by a version that
-    /// kept nothing is served from the directory, as then: the name must still resolve to the
-    /// State's account.
-    async fn context(&self, state: &ChallengeState, login: &Login<'_>) -> Result<UserProfile, Reason> {
-        let kept = self.services.store.take_challenge_context(&state.nonce).await.map_err(store_down)?;
+    /// What the step that issued `state` kept for its answer (`kept`, taken from the store). A
+    /// State issued by a version that kept nothing is served from the directory, as then: the
+    /// name must still resolve to the State's account.
+    async fn context(&self, state: &ChallengeState, login: &Login<'_>, kept: Option<Vec<u8>>) -> Result<UserProfile, Reason> {
         if let Some(sealed) = kept {
             return context::open(&sealed, &state.nonce, &self.services.keys.current()).ok_or_else(|| {
                 tracing::error!("a challenge's kept context does not open with the key file: was the key replaced?");

@@ -192,7 +192,8 @@ pub struct AuthSettings {
     pub messages: Messages,
     pub usernames: UsernameRules,
     /// How long a NAS may retry a request (the server's `cache_ttl`): an Accept that used up a
-    /// code is kept in the store that long, for a retry that reaches another node.
+    /// code is kept in the store that long, for a retry that reaches another node. Zero (one
+    /// node, SQLite): nothing is kept, the server's own cache answers retries.
     pub retry_window: Duration,
 }
 
@@ -294,10 +295,7 @@ impl Authenticator {
         };
         let decision = match decision {
             Ok(Decision { verdict: Verdict::Reject { .. }, reason }) => self.rejected(reason),
-            Ok(decision) => {
-                self.keep_accept(request, &decision, request.arrival_time()).await;
-                decision
-            }
+            Ok(decision) => decision,
             // A busy DC says nothing about the user: a Reject would lock out valid users at the
             // morning peak. Unanswered, the NAS retries or fails over.
             Err(Reason::DirectoryBusy) => Decision::no_answer(Reason::DirectoryBusy),

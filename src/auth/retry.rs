@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Authenticator, Decision, Reason, Request, Verdict};
 use crate::radius::{Attribute, Code, Packet};
-use crate::store::UnixTime;
+use crate::store::{KeptAnswer, UnixTime};
 
 /// Names one Access-Request among all others, the same in each of its retries.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -37,24 +37,44 @@ impl RetryKey {
     }
 }
 
+/// What a request that uses up a code leaves for its retries: its key, and the Accept to keep
+/// with the code's use (in the same store operation, so a node that dies right after using the
+/// code has left the answer too).
+pub(super) struct RetryRecord {
+    pub(super) key: RetryKey,
+    pub(super) keep: Option<KeptAnswer>,
+}
+
 impl Authenticator {
-    /// Keeps an Accept that used up a code, for the NAS's retries. A failure to keep it is
-    /// logged, not fatal: the login succeeded, and the answer goes out.
-    pub(super) async fn keep_accept(&self, request: &Request, decision: &Decision, now: UnixTime) {
-        let Verdict::Accept { attributes } = &decision.verdict else { return };
-        if decision.reason != Reason::Authenticated {
-            return;
-        }
-        let Some(answer) = encode(attributes) else { return };
-        let expires_at = now + self.settings.retry_window.as_secs() as UnixTime;
+    /// The record of `request`, to be answered with `accept` if its code wins.
+    pub(super) fn retry_record(&self, request: &Request, accept: &Decision, now: UnixTime) -> RetryRecord {
         let key = RetryKey::of(request);
-        if let Err(e) = self.services.store.keep_answer(&key.0, expires_at, answer).await {
+        RetryRecord { key, keep: self.kept(key, accept, now) }
+    }
+
+    fn kept(&self, key: RetryKey, accept: &Decision, now: UnixTime) -> Option<KeptAnswer> {
+        let Verdict::Accept { attributes } = &accept.verdict else { return None };
+        if self.settings.retry_window.is_zero() {
+            return None;
+        }
+        let expires_at = now + self.settings.retry_window.as_secs() as UnixTime;
+        Some(KeptAnswer { key: key.0.to_vec(), expires_at, answer: encode(attributes)? })
+    }
+
+    /// Keeps an Accept given after its State was used up (an SMS code's). A failure to keep it
+    /// is logged, not fatal: the login succeeded, and the answer goes out.
+    pub(super) async fn keep_accept(&self, request: &Request, accept: &Decision, now: UnixTime) {
+        let Some(kept) = self.kept(RetryKey::of(request), accept, now) else { return };
+        if let Err(e) = self.services.store.keep_answer(kept).await {
             tracing::warn!(error = %e, client = request.client.name.as_str(), "could not keep an Accept for the NAS's retries");
         }
     }
 
     /// The Accept a node gave this very request before, if one is kept.
     pub(super) async fn accepted_before(&self, key: RetryKey, now: UnixTime) -> Result<Option<Decision>, Reason> {
+        if self.settings.retry_window.is_zero() {
+            return Ok(None);
+        }
         let kept = self.services.store.kept_answer(&key.0, now).await.map_err(super::store_down)?;
         Ok(kept
             .and_then(|bytes| decode(&bytes))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::UsernameRules;
 use super::allowance::{Guess, Refused};
-use super::retry::RetryKey;
+use super::retry::RetryRecord;
 use super::{Authenticator, Decision, Reason, directory_down, store_down};
 use crate::directory::{Account, Denial, LoginName, PasswordCheck, UserProfile};
 use crate::otp::totp;
@@ -173,32 +173,46 @@ impl Authenticator {
     /// Tries a code against each confirmed token; the first match whose time step is new wins.
     /// The try is begun first, so codes sent at once cannot all be checked.
     ///
-    /// A code already used, in a RADIUS request (`retry` its key) that a node accepted before,
-    /// is the NAS's retry of that request: its Accept again (`Some`), and no wrong try counted.
+    /// In a RADIUS request (`retry`), the Accept to come is kept with the code's use; a code
+    /// already used in a request a node accepted before is the NAS's retry of that request: its
+    /// Accept again (`Some`), and no wrong try counted.
     pub(super) async fn verify_totp(
         &self,
         account: &str,
         tokens: &[Token],
         code: &str,
         now: UnixTime,
-        retry: Option<RetryKey>,
+        retry: Option<RetryRecord>,
     ) -> Result<Option<Decision>, Reason> {
         let attempt = self.begin(account, Factor::Code, now).await?;
+        self.check_totp(attempt, tokens, code, now, retry).await
+    }
+
+    /// [`Self::verify_totp`] with the try already begun.
+    pub(super) async fn check_totp(
+        &self,
+        attempt: Try,
+        tokens: &[Token],
+        code: &str,
+        now: UnixTime,
+        retry: Option<RetryRecord>,
+    ) -> Result<Option<Decision>, Reason> {
         let store = &self.services.store;
         let mut replayed = false;
         for token in tokens {
             let Some(step) = token.params.matching_step(token.secret.expose(), code, now.max(0) as u64, self.settings.totp_window) else {
                 continue;
             };
-            if store.use_step(token.id, step, now).await.map_err(store_down)? {
+            let keep = retry.as_ref().and_then(|r| r.keep.clone());
+            if store.use_step(token.id, step, now, keep).await.map_err(store_down)? {
                 attempt.settle(Guess::Right).await?;
                 return Ok(None);
             }
             replayed = true;
         }
         if replayed
-            && let Some(key) = retry
-            && let Some(accepted) = self.accepted_before(key, now).await?
+            && let Some(retry) = retry
+            && let Some(accepted) = self.accepted_before(retry.key, now).await?
         {
             attempt.settle(Guess::Unknown).await?;
             return Ok(Some(accepted));

@@ -110,12 +110,22 @@ async fn open_store_when_writable(
                 }
                 return Ok(Some(store));
             }
-            Err(OpenFailed::Store(StoreError::NotWritable(why) | StoreError::Unavailable(why))) => {
+            Err(OpenFailed::Store(StoreError::NotWritable(why))) => {
                 if said.as_deref() != Some(why.as_str()) {
                     tracing::error!(
                         database = database.as_str(),
                         error = why.as_str(),
-                        "the database cannot be used: not ready until it can (trying again every 2 s)"
+                        "the database is not writable: not ready until it is (trying again every 2 s)"
+                    );
+                    said = Some(why);
+                }
+            }
+            Err(OpenFailed::Store(StoreError::Unavailable(why))) => {
+                if said.as_deref() != Some(why.as_str()) {
+                    tracing::error!(
+                        database = database.as_str(),
+                        error = why.as_str(),
+                        "the database cannot be reached: not ready until it can (trying again every 2 s)"
                     );
                     said = Some(why);
                 }

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 
-use super::{Factor, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
+use super::{Factor, KeptAnswer, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
 use crate::otp::TotpParams;
 
 /// How long SMS sends are kept (for the rate limits and the record): `purge` forgets older ones.
@@ -75,7 +75,7 @@ pub trait Backend: Send + Sync {
     /// See [`super::Store::confirm_token`].
     async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError>;
     /// See [`super::Store::use_step`].
-    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError>;
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError>;
 
     async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError>;
     /// See [`super::Store::lockout_state`].
@@ -100,7 +100,7 @@ pub trait Backend: Send + Sync {
     async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// See [`super::Store::keep_answer`].
-    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError>;
+    async fn keep_answer(&self, answer: KeptAnswer) -> Result<(), StoreError>;
     /// See [`super::Store::kept_answer`].
     async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError>;
 

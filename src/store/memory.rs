@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
-use super::{Factor, LockoutPolicy, LockoutState, SealedStore, SmsLimits, SmsReservation, StoreError, UnixTime};
+use super::{Factor, KeptAnswer, LockoutPolicy, LockoutState, SealedStore, SmsLimits, SmsReservation, StoreError, UnixTime};
 
 /// The in-memory store: seeds sealed above the in-memory backend.
 pub type MemoryStore = SealedStore<MemoryBackend>;
@@ -134,12 +134,15 @@ impl Backend for MemoryBackend {
         }
     }
 
-    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError> {
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
         let mut data = self.data();
         match data.tokens.get_mut(&token_id) {
             Some(token) if token.confirmed && token.last_step.is_none_or(|last| last < step) => {
                 token.last_step = Some(step);
                 token.last_used_at = Some(now);
+                if let Some(kept) = keep {
+                    data.answers.insert(kept.key, (kept.expires_at, kept.answer));
+                }
                 Ok(true)
             }
             _ => Ok(false),
@@ -245,8 +248,8 @@ impl Backend for MemoryBackend {
         Ok(self.data().contexts.remove(nonce).map(|(_, context)| context))
     }
 
-    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError> {
-        self.data().answers.insert(key.to_vec(), (expires_at, answer));
+    async fn keep_answer(&self, kept: KeptAnswer) -> Result<(), StoreError> {
+        self.data().answers.insert(kept.key, (kept.expires_at, kept.answer));
         Ok(())
     }
 

@@ -70,6 +70,15 @@ pub struct Token {
     pub confirmed: bool,
 }
 
+/// An answer kept for the NAS's retries of one request: under the request's key, until it
+/// expires (see [`Store::keep_answer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptAnswer {
+    pub key: Vec<u8>,
+    pub expires_at: UnixTime,
+    pub answer: Vec<u8>,
+}
+
 /// Which factor a failure counter and lock belong to. Each has its own, so a user who knows
 /// the password is not locked out by someone guessing codes, nor the reverse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,8 +199,10 @@ pub trait Store: Send + Sync {
     /// cannot log in afterwards. False if there is no such unconfirmed token of this user.
     async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError>;
     /// Accepts time step `step` for the token only if it is later than the last accepted one,
-    /// atomically: of two requests with the same code, one wins.
-    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError>;
+    /// atomically: of two requests with the same code, one wins. The winner's `keep` (the
+    /// Accept it will send) is kept with it, in the same step: a node that dies after using
+    /// the code leaves the answer for the NAS's retry (see [`Store::keep_answer`]).
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError>;
 
     /// Until when the user's `factor` is locked, if it is.
     async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError>;
@@ -231,7 +242,7 @@ pub trait Store: Send + Sync {
     /// client, Request Authenticator and user), until `expires_at`: the NAS's retry of that
     /// request, sent to any node after the answer was lost, gets the same answer instead of
     /// "code already used".
-    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError>;
+    async fn keep_answer(&self, answer: KeptAnswer) -> Result<(), StoreError>;
 
     /// What [`Store::keep_answer`] kept under `key`, unless it expired before `now`.
     async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError>;

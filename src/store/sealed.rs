@@ -9,7 +9,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::backend::{Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
-use super::{Factor, LockoutPolicy, LockoutState, NewToken, SmsLimits, SmsReservation, Store, StoreError, Token, TokenInfo, UnixTime};
+use super::{
+    Factor, KeptAnswer, LockoutPolicy, LockoutState, NewToken, SmsLimits, SmsReservation, Store, StoreError, Token, TokenInfo, UnixTime,
+};
 use crate::keys::{KeyRing, Keys};
 use crate::secret::Secret;
 
@@ -112,8 +114,8 @@ impl<B: Backend> Store for SealedStore<B> {
         self.backend.confirm_token(username, id, step).await
     }
 
-    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError> {
-        self.backend.use_step(token_id, step, now).await
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
+        self.backend.use_step(token_id, step, now, keep).await
     }
 
     async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError> {
@@ -164,8 +166,8 @@ impl<B: Backend> Store for SealedStore<B> {
         self.backend.take_challenge_context(nonce).await
     }
 
-    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError> {
-        self.backend.keep_answer(key, expires_at, answer).await
+    async fn keep_answer(&self, answer: KeptAnswer) -> Result<(), StoreError> {
+        self.backend.keep_answer(answer).await
     }
 
     async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {

@@ -31,6 +31,36 @@ fn check_config_accepts_the_shipped_example() {
 }
 
 #[test]
+fn the_example_s_postgres_store_checks_and_a_node_without_the_shared_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/config/radmfa.example.toml")).unwrap();
+    std::fs::copy(format!("{root}/config/users.example.toml"), dir.path().join("users.example.toml")).unwrap();
+    let password = dir.path().join("store.password");
+    std::fs::write(&password, "Store-Passw0rd!\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The example's PostgreSQL lines switched on, as the comments say (the CA file aside).
+    let config = example
+        .replace("path = \"radmfa.db\"\n", "kind = \"postgres\"\n")
+        .replace("# url = ", "url = ")
+        .replace("# password_file = \"/etc/radmfa/store.password\"", &format!("password_file = \"{}\"", password.display()))
+        .replace("# pool_size = ", "pool_size = ")
+        .replace("# timeout = ", "timeout = ");
+    assert_ne!(config, example);
+    let path = dir.path().join("radmfa.toml");
+    std::fs::write(&path, &config).unwrap();
+    let check = || Command::new(binary()).args(["check-config", "--config"]).arg(&path).output().unwrap();
+    let refused = check();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("every node seals and opens seeds with the same key file"), "{stderr}");
+    radmfa::keys::KeyRing::generate("k1").save(&dir.path().join("master.key")).unwrap();
+    let out = check();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn user_hash_reads_stdin_and_prints_a_verifiable_argon2id_hash() {
     let mut child = Command::new(binary()).args(["user", "hash"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(b"S3cret-pass\n").unwrap();

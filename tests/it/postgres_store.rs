@@ -75,7 +75,7 @@ async fn two_nodes_share_tokens_and_a_step_is_used_once_across_them() {
     assert_eq!((on_b.len(), on_b[0].id), (1, id));
     assert_eq!(on_b[0].secret.expose(), b"0123456789abcdefghij", "the seed A sealed opens on B");
     for step in 100..150 {
-        let (x, y) = tokio::join!(a.use_step(id, step, 0), b.use_step(id, step, 0));
+        let (x, y) = tokio::join!(a.use_step(id, step, 0, None), b.use_step(id, step, 0, None));
         assert!(x.unwrap() ^ y.unwrap(), "step {step}: exactly one node accepts it");
     }
     assert!(b.consume_state(b"nonce", i64::MAX).await.unwrap());
@@ -105,12 +105,12 @@ async fn connections_cut_by_the_server_are_replaced_by_themselves() {
         if step % 5 == 0 {
             assert_ne!(pg.psql(&cut).unwrap(), "0", "connections were cut");
         }
-        match store.use_step(id, step, 0).await {
+        match store.use_step(id, step, 0, None).await {
             Ok(accepted) => assert!(accepted),
             Err(StoreError::Unavailable(_)) => failures += 1,
             Err(other) => panic!("a cut connection is Unavailable, not {other}"),
         }
     }
     assert!(failures <= 4, "at most the operation that met each cut fails: {failures}");
-    assert!(store.use_step(id, 21, 0).await.unwrap(), "and then it works again");
+    assert!(store.use_step(id, 21, 0, None).await.unwrap(), "and then it works again");
 }

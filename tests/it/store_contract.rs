@@ -49,7 +49,8 @@ macro_rules! contract_suite {
                 failures_lock_with_doubling_and_success_resets, a_right_answer_clears_only_failures_counted_before_its_try_began,
                 password_failures_are_forgotten_after_a_quiet_period, tokens_move_from_an_old_spelling_to_the_account_and_still_open,
                 sms_limits_per_user_and_global, a_state_nonce_is_consumed_once, only_an_unconfirmed_token_is_abandoned,
-                concurrent_failures_all_count_and_lock_once, concurrent_sms_reservations_keep_the_global_limit);
+                concurrent_failures_all_count_and_lock_once, concurrent_sms_reservations_keep_the_global_limit,
+                an_answer_is_kept_with_the_step_that_wins_and_only_then);
             contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed);
         }
     };
@@ -119,21 +120,21 @@ async fn only_an_unconfirmed_token_is_abandoned<B: Backend>(s: Arc<SealedStore<B
 
 async fn a_step_is_accepted_once_and_only_forward<B: Backend>(s: Arc<SealedStore<B>>) {
     let id = s.add_token(new_token("alice", true)).await.unwrap();
-    assert!(s.use_step(id, 100, 0).await.unwrap());
-    assert!(!s.use_step(id, 100, 0).await.unwrap(), "the same step again is a replay");
-    assert!(!s.use_step(id, 99, 0).await.unwrap(), "an earlier step is a replay");
-    assert!(s.use_step(id, 101, 0).await.unwrap());
+    assert!(s.use_step(id, 100, 0, None).await.unwrap());
+    assert!(!s.use_step(id, 100, 0, None).await.unwrap(), "the same step again is a replay");
+    assert!(!s.use_step(id, 99, 0, None).await.unwrap(), "an earlier step is a replay");
+    assert!(s.use_step(id, 101, 0, None).await.unwrap());
     let unconfirmed = s.add_token(new_token("alice", false)).await.unwrap();
-    assert!(!s.use_step(unconfirmed, 500, 0).await.unwrap(), "an unconfirmed token is never used");
+    assert!(!s.use_step(unconfirmed, 500, 0, None).await.unwrap(), "an unconfirmed token is never used");
     // Confirming records the confirming code's step (no replay of it) but no use.
     assert!(s.confirm_token("alice", unconfirmed, 500).await.unwrap());
     assert!(!s.confirm_token("alice", unconfirmed, 501).await.unwrap(), "confirmed once");
     let confirmed = s.tokens("alice").await.unwrap().into_iter().find(|t| t.id == unconfirmed).unwrap();
     assert_eq!((confirmed.confirmed, confirmed.last_step, confirmed.last_used_at), (true, Some(500), None));
-    assert!(!s.use_step(unconfirmed, 500, 0).await.unwrap(), "the confirming code is used up");
-    assert!(s.use_step(unconfirmed, 501, 0).await.unwrap());
+    assert!(!s.use_step(unconfirmed, 500, 0, None).await.unwrap(), "the confirming code is used up");
+    assert!(s.use_step(unconfirmed, 501, 0, None).await.unwrap());
     // Two concurrent uses of one step: exactly one wins.
-    let (a, b) = tokio::join!(s.use_step(id, 200, 0), s.use_step(id, 200, 0));
+    let (a, b) = tokio::join!(s.use_step(id, 200, 0, None), s.use_step(id, 200, 0, None));
     assert!(a.unwrap() ^ b.unwrap());
 }
 
@@ -294,4 +295,35 @@ async fn concurrent_sms_reservations_keep_the_global_limit<B: Backend + 'static>
         allowed += usize::from(send.await.unwrap() == SmsReservation::Allowed);
     }
     assert_eq!(allowed, 7, "never more than the global limit, however many ask at once");
+}
+
+async fn an_answer_is_kept_with_the_step_that_wins_and_only_then<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
+    let id = s.add_token(new_token("alice", true)).await.unwrap();
+    let kept = |key: &[u8]| Some(KeptAnswer { key: key.to_vec(), expires_at: 2000, answer: b"accept".to_vec() });
+    assert!(s.use_step(id, 100, 1000, kept(b"first")).await.unwrap());
+    assert!(!s.use_step(id, 100, 1000, kept(b"replay")).await.unwrap());
+    assert_eq!(s.kept_answer(b"first", 1500).await.unwrap().as_deref(), Some(&b"accept"[..]), "kept with the winning step");
+    assert_eq!(s.kept_answer(b"replay", 1500).await.unwrap(), None, "nothing kept for a replay");
+    assert_eq!(s.kept_answer(b"first", 2001).await.unwrap(), None, "not past its expiry");
+    s.keep_answer(KeptAnswer { key: b"sms".to_vec(), expires_at: 2000, answer: b"other".to_vec() }).await.unwrap();
+    assert_eq!(s.kept_answer(b"sms", 1500).await.unwrap().as_deref(), Some(&b"other"[..]));
+    s.purge(2500).await.unwrap();
+    assert_eq!(s.kept_answer(b"sms", 0).await.unwrap(), None, "purged after expiry");
+    // Many uses of one step at once (one batch, or two nodes): one wins, one answer is kept.
+    let racers: Vec<_> = (0..16u8)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.use_step(id, 200, 1000, kept(&[b'r', i])).await.unwrap() })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (i, racer) in racers.into_iter().enumerate() {
+        if racer.await.unwrap() {
+            winners.push(i as u8);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    for i in 0..16u8 {
+        assert_eq!(s.kept_answer(&[b'r', i], 1500).await.unwrap().is_some(), winners.contains(&i), "racer {i}");
+    }
 }

@@ -175,3 +175,20 @@ fn a_database_that_stops_leaves_requests_unanswered_until_it_is_back() {
     assert_eq!(oracle::code(&retry), ACCESS_ACCEPT);
     assert!(server.wait_for(|v| v["message"] == "the database answers again", WAIT).is_some());
 }
+
+#[test]
+fn a_node_started_while_the_database_is_down_waits_for_it() {
+    let Some(pg) = postgres::private_server() else { return };
+    let server = TestServer::start(options(&pg.fresh_database(), "append"));
+    let seed = enroll(&server.config, "alice");
+    let (dir, config) = server.into_parts();
+    pg.stop();
+    let mut server = TestServer::launch(dir, config, None, &[]);
+    let waiting = |v: &serde_json::Value| v["message"].as_str().is_some_and(|m| m.starts_with("the database cannot be reached: not ready"));
+    assert!(server.wait_for(waiting, WAIT).is_some(), "{:?}", server.logs());
+    assert!(!server.logs().iter().any(|v| v["message"] == "listening"), "no port is open while it waits");
+    pg.start_again();
+    server.wait_listening(Duration::from_secs(20));
+    let login = format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0));
+    assert_eq!(oracle::code(&ask(&server, "alice", &login, None)), ACCESS_ACCEPT, "no restart needed");
+}

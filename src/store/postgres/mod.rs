@@ -9,10 +9,12 @@
 //! is left unanswered (the NAS fails over), one log line says so when it starts and one when it
 //! ends, and the pool reconnects by itself.
 
+mod batch;
 mod queries;
 mod schema;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -32,16 +34,23 @@ pub struct PostgresBackend {
     pool: Pool,
     /// The longest one operation (waiting for a connection included) may take.
     timeout: Duration,
-    /// Whether the last operation reached the database: a log line at each change.
-    reachable: AtomicBool,
-    /// Where, for messages (no password).
-    shown: String,
+    health: Arc<Health>,
+    /// The login path's operations, batched.
+    batch: Arc<batch::Batcher>,
 }
 
 impl std::fmt::Debug for PostgresBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresBackend").field("url", &self.shown).finish_non_exhaustive()
+        f.debug_struct("PostgresBackend").field("url", &self.health.shown).finish_non_exhaustive()
     }
+}
+
+/// Whether the database answers, said in the log when it changes.
+struct Health {
+    /// Whether the last operation reached the database.
+    reachable: AtomicBool,
+    /// Where, for messages (no password).
+    shown: String,
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -113,6 +122,8 @@ impl PostgresBackend {
             TlsMode::Require => SslMode::Require,
         });
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(settings)?);
+        // A pooled connection found closed is dropped when next taken; one that dies under an
+        // operation is retried on a fresh one (`batch`) or counted as unavailable.
         let manager = Manager::from_config(connection, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
@@ -122,11 +133,11 @@ impl PostgresBackend {
             .recycle_timeout(Some(settings.timeout))
             .build()
             .map_err(|e| StoreError::database(format!("connection pool: {e}")))?;
-        let backend = Self { pool, timeout: settings.timeout, reachable: AtomicBool::new(true), shown: settings.shown.clone() };
         // Migrations may wait for another node's: not bound by the per-operation timeout.
-        let mut client = backend.pool.get().await?;
-        schema::migrate(&mut client).await?;
-        Ok(backend)
+        schema::migrate(&mut *pool.get().await?).await?;
+        let health = Arc::new(Health { reachable: AtomicBool::new(true), shown: settings.shown.clone() });
+        let batch = batch::Batcher::new(pool.clone(), settings.pool_size, settings.timeout, Arc::clone(&health));
+        Ok(Self { pool, timeout: settings.timeout, health, batch })
     }
 
     /// Runs `work` on a pooled connection within the timeout, and notes whether the database
@@ -144,10 +155,12 @@ impl PostgresBackend {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(format!("no answer from the database within {:?}", self.timeout))),
         };
-        self.note(&result);
+        self.health.note(&result);
         result
     }
+}
 
+impl Health {
     /// One log line when the database stops answering, one when it answers again.
     fn note<T>(&self, result: &Result<T, StoreError>) {
         match result {

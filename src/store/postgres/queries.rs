@@ -2,30 +2,33 @@
 //! happen once happens in one statement whose row lock or unique key decides (a time step, a
 //! State's nonce, a challenge's context), what reads and then writes runs in a transaction that
 //! holds the row (failure counts) or a lock (SMS limits), and purge only deletes what expired.
+//! The login path's operations go through `batch`, many requests' in one statement.
 
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
 use super::PostgresBackend;
+use super::batch::{LockoutRow, Op};
 use crate::otp::{Algorithm, TotpParams};
 use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
-use crate::store::{Factor, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
+use crate::store::{Factor, KeptAnswer, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
 
 /// The advisory lock SMS reservations take, so two nodes counting at once cannot both stay
 /// under a limit and both send ("radmfa-sms" folded into 63 bits).
 const SMS_LOCK: i64 = 0x7261_646d_6661_736d;
 
-const TOKEN_COLUMNS: &str = "id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed";
+pub(super) const TOKEN_COLUMNS: &str =
+    "id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed";
 
 /// The table holding a factor's counters (a fixed name, never input).
-fn lockout_table(factor: Factor) -> &'static str {
+pub(super) fn lockout_table(factor: Factor) -> &'static str {
     match factor {
         Factor::Password => "password_lockouts",
         Factor::Code => "lockouts",
     }
 }
 
-fn read_token(row: &Row) -> Result<TokenRow, StoreError> {
+pub(super) fn read_token(row: &Row) -> Result<TokenRow, StoreError> {
     let algorithm: String = row.try_get(3)?;
     let digits: i32 = row.try_get(4)?;
     let period: i64 = row.try_get(5)?;
@@ -87,17 +90,17 @@ impl Backend for PostgresBackend {
     }
 
     async fn tokens(&self, username: Option<&str>) -> Result<Vec<TokenRow>, StoreError> {
-        self.run(|client| async move {
-            let rows = match username {
-                Some(user) => {
-                    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE username = $1 ORDER BY id");
-                    client.query(&client.prepare_cached(&sql).await?, &[&user]).await?
-                }
-                None => client.query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"), &[]).await?,
-            };
-            rows.iter().map(read_token).collect()
-        })
-        .await
+        match username {
+            // A login's read: batched with other logins'.
+            Some(user) => self.batch.run(|reply| Op::Tokens { username: user.to_owned(), reply }).await,
+            None => {
+                self.run(|client| async move {
+                    let rows = client.query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"), &[]).await?;
+                    rows.iter().map(read_token).collect()
+                })
+                .await
+            }
+        }
     }
 
     async fn move_tokens(&self, from: &str, to: &str, reseal: Reseal) -> Result<usize, StoreError> {
@@ -157,29 +160,15 @@ impl Backend for PostgresBackend {
         .await
     }
 
-    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError> {
-        self.run(|client| async move {
-            // One statement: the row lock makes a second node's same step see this one's and
-            // fail the condition (READ COMMITTED re-checks it on the updated row).
-            let statement = client
-                .prepare_cached(
-                    "UPDATE tokens SET last_step = $1, last_used_at = $2
-                     WHERE id = $3 AND confirmed AND (last_step IS NULL OR last_step < $1)",
-                )
-                .await?;
-            Ok(client.execute(&statement, &[&step_value(step), &now, &token_id]).await? == 1)
-        })
-        .await
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
+        // Batched: the token's row locked, then updated only if the step is later, and the
+        // winners' answers kept in the same transaction (see `batch`).
+        self.batch.run(|reply| Op::UseStep { token_id, step: step_value(step), now, keep, reply }).await
     }
 
     async fn locked_until(&self, username: &str, factor: Factor, now: UnixTime) -> Result<Option<UnixTime>, StoreError> {
-        self.run(|client| async move {
-            let sql = format!("SELECT locked_until FROM {} WHERE username = $1", lockout_table(factor));
-            let row = client.query_opt(&client.prepare_cached(&sql).await?, &[&username]).await?;
-            let until: Option<UnixTime> = row.map(|r| r.try_get(0)).transpose()?.flatten();
-            Ok(until.filter(|&t| t > now))
-        })
-        .await
+        let row = self.batch.run(|reply| Op::Lockout { username: username.to_owned(), factor, reply }).await?;
+        Ok(row.and_then(|r| r.locked_until).filter(|&t| t > now))
     }
 
     async fn lockout_state(
@@ -189,21 +178,14 @@ impl Backend for PostgresBackend {
         now: UnixTime,
         policy: LockoutPolicy,
     ) -> Result<LockoutState, StoreError> {
-        self.run(|client| async move {
-            let sql = format!("SELECT failures, locked_until, last_failure_at, seq FROM {} WHERE username = $1", lockout_table(factor));
-            let Some(row) = client.query_opt(&client.prepare_cached(&sql).await?, &[&username]).await? else {
-                return Ok(LockoutState::default());
-            };
-            let (failures, locked_until, last_failure, seq): (i32, Option<i64>, Option<i64>, i64) =
-                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-            let forgotten = policy.forget_after.is_some_and(|f| last_failure.is_some_and(|at| at < now - f.as_secs() as UnixTime));
-            Ok(LockoutState {
-                locked_until: locked_until.filter(|&until| until > now),
-                failures: if forgotten { 0 } else { failures.max(0) as u32 },
-                seq: seq.max(0) as u64,
-            })
+        let row = self.batch.run(|reply| Op::Lockout { username: username.to_owned(), factor, reply }).await?;
+        let Some(LockoutRow { failures, locked_until, last_failure_at, seq }) = row else { return Ok(LockoutState::default()) };
+        let forgotten = policy.forget_after.is_some_and(|f| last_failure_at.is_some_and(|at| at < now - f.as_secs() as UnixTime));
+        Ok(LockoutState {
+            locked_until: locked_until.filter(|&until| until > now),
+            failures: if forgotten { 0 } else { failures.max(0) as u32 },
+            seq: seq.max(0) as u64,
         })
-        .await
     }
 
     async fn record_failure(
@@ -297,48 +279,19 @@ impl Backend for PostgresBackend {
     }
 
     async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError> {
-        self.run(|client| async move {
-            let statement =
-                client.prepare_cached("INSERT INTO used_states (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING").await?;
-            Ok(client.execute(&statement, &[&nonce, &expires_at]).await? == 1)
-        })
-        .await
+        self.batch.run(|reply| Op::ConsumeState { nonce: nonce.to_vec(), expires_at, reply }).await
     }
 
     async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError> {
-        self.run(|client| async move {
-            let statement = client
-                .prepare_cached(
-                    "INSERT INTO challenge_contexts (nonce, expires_at, context) VALUES ($1, $2, $3)
-                     ON CONFLICT (nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at, context = EXCLUDED.context",
-                )
-                .await?;
-            client.execute(&statement, &[&nonce, &expires_at, &context]).await?;
-            Ok(())
-        })
-        .await
+        self.batch.run(|reply| Op::KeepContext { nonce: nonce.to_vec(), expires_at, context, reply }).await
     }
 
     async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(|client| async move {
-            let statement = client.prepare_cached("DELETE FROM challenge_contexts WHERE nonce = $1 RETURNING context").await?;
-            Ok(client.query_opt(&statement, &[&nonce]).await?.map(|r| r.try_get(0)).transpose()?)
-        })
-        .await
+        self.batch.run(|reply| Op::TakeContext { nonce: nonce.to_vec(), reply }).await
     }
 
-    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError> {
-        self.run(|client| async move {
-            let statement = client
-                .prepare_cached(
-                    "INSERT INTO kept_answers (key, expires_at, answer) VALUES ($1, $2, $3)
-                     ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at, answer = EXCLUDED.answer",
-                )
-                .await?;
-            client.execute(&statement, &[&key, &expires_at, &answer]).await?;
-            Ok(())
-        })
-        .await
+    async fn keep_answer(&self, kept: KeptAnswer) -> Result<(), StoreError> {
+        self.batch.run(|reply| Op::KeepAnswer { kept, reply }).await
     }
 
     async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {

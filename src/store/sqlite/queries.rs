@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteBackend;
 use crate::otp::{Algorithm, TotpParams};
 use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
-use crate::store::{Factor, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
+use crate::store::{Factor, KeptAnswer, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
 
 /// The table holding a factor's counters (a fixed name, never input).
 fn lockout_table(factor: Factor) -> &'static str {
@@ -54,6 +54,15 @@ fn sealed_seeds(conn: &Connection, username: Option<&str>) -> Result<Vec<SealedS
         .query_map([username], |r| Ok(SealedSeed { id: r.get(0)?, username: r.get(1)?, sealed: r.get(2)? }))?
         .collect::<Result<_, _>>()?;
     Ok(seeds)
+}
+
+fn keep_answer(conn: &Connection, kept: &KeptAnswer) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT OR REPLACE INTO kept_answers (key, expires_at, answer) VALUES (?1, ?2, ?3)")?.execute(params![
+        kept.key,
+        kept.expires_at,
+        kept.answer
+    ])?;
+    Ok(())
 }
 
 #[async_trait]
@@ -141,7 +150,7 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime) -> Result<bool, StoreError> {
+    async fn use_step(&self, token_id: i64, step: u64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
         self.call(move |conn| {
             let changed = conn
                 .prepare_cached(
@@ -149,6 +158,11 @@ impl Backend for SqliteBackend {
                      WHERE id = ?3 AND confirmed = 1 AND (last_step IS NULL OR last_step < ?1)",
                 )?
                 .execute(params![step as i64, now, token_id])?;
+            if changed == 1
+                && let Some(kept) = keep
+            {
+                keep_answer(conn, &kept)?;
+            }
             Ok(changed == 1)
         })
         .await
@@ -303,14 +317,8 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn keep_answer(&self, key: &[u8], expires_at: UnixTime, answer: Vec<u8>) -> Result<(), StoreError> {
-        let key = key.to_vec();
-        self.call(move |conn| {
-            conn.prepare_cached("INSERT OR REPLACE INTO kept_answers (key, expires_at, answer) VALUES (?1, ?2, ?3)")?
-                .execute(params![key, expires_at, answer])?;
-            Ok(())
-        })
-        .await
+    async fn keep_answer(&self, kept: KeptAnswer) -> Result<(), StoreError> {
+        self.call(move |conn| keep_answer(conn, &kept)).await
     }
 
     async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
