@@ -78,6 +78,7 @@ fn request(client: &Arc<ClientPolicy>, user: &str, answer: &str, state: Option<V
         state,
         client: Arc::clone(client),
         authenticator: rand::random(),
+        hidden_password: Vec::new(),
         nas_ip: None,
         nas_identifier: None,
         calling_station: None,
@@ -97,7 +98,7 @@ async fn postgres_stores(url: &str, nodes: usize, keys: &Arc<Keys>) -> Vec<Arc<d
     let BackendSettings::Postgres(settings) = section.build(&sources).unwrap().backend else { unreachable!() };
     let mut stores: Vec<Arc<dyn Store>> = Vec::new();
     for _ in 0..nodes.max(1) {
-        stores.push(Arc::new(PostgresStore::connect(&settings, Arc::clone(keys)).await.unwrap()));
+        stores.push(Arc::new(PostgresStore::create(&settings, Arc::clone(keys)).await.unwrap()));
     }
     assert!(stores[0].list_tokens(None).await.unwrap().is_empty(), "RADMFA_BENCH_POSTGRES must name a new, empty database");
     stores

@@ -140,9 +140,12 @@ pub struct Request {
     pub method: Method,
     pub state: Option<Vec<u8>>,
     pub client: Arc<ClientPolicy>,
-    /// The Request Authenticator: with the client and the user it names this request among
-    /// the NAS's retries, which carry the same to whichever server they go.
+    /// The Request Authenticator: with the client, the user and the hidden password it names
+    /// this request among the NAS's retries, which carry the same to whichever server they go.
     pub authenticator: [u8; 16],
+    /// The User-Password attribute as sent, hidden by the shared secret (empty if none): part of
+    /// a retry's key, so a request that reuses an authenticator with another answer is not one.
+    pub hidden_password: Vec<u8>,
     pub nas_ip: Option<IpAddr>,
     pub nas_identifier: Option<String>,
     pub calling_station: Option<String>,
@@ -329,7 +332,11 @@ fn directory_down(e: &crate::directory::DirectoryError, doing: &str) -> Reason {
 }
 
 fn store_down(e: crate::store::StoreError) -> Reason {
-    tracing::error!(error = %e, "store failed");
+    match e {
+        // The store says when the database stops and starts answering: not once per request.
+        crate::store::StoreError::Unavailable(_) => tracing::debug!(error = %e, "store unavailable"),
+        _ => tracing::error!(error = %e, "store failed"),
+    }
     Reason::StoreUnavailable
 }
 

@@ -6,8 +6,9 @@
 //! the code or the State already used looks there before it says so.
 //!
 //! The key is the client's name, the Request Authenticator (16 random octets the NAS chose for
-//! this request and keeps in its retries), the User-Name and the State: only a retry of that
-//! very request, from a client holding the shared secret, finds the answer.
+//! this request and keeps in its retries), the User-Name, the State and the User-Password as
+//! sent (hidden by the shared secret, so the key reveals nothing a listener could not see): only
+//! a retry of that very request, the same answer included, finds the Accept.
 
 use sha2::{Digest, Sha256};
 
@@ -28,6 +29,7 @@ impl RetryKey {
             &request.authenticator,
             request.user_name.as_deref().unwrap_or_default(),
             request.state.as_deref().unwrap_or_default(),
+            &request.hidden_password,
         ] {
             // Each part with its length, so no two different requests hash the same octets.
             hash.update((part.len() as u32).to_be_bytes());

@@ -214,6 +214,7 @@ fn request(client: &Arc<ClientPolicy>, user: &str, password: &[u8], state: Optio
         state,
         client: Arc::clone(client),
         authenticator: rand::random(),
+        hidden_password: Vec::new(),
         nas_ip: None,
         nas_identifier: None,
         calling_station: None,
@@ -311,6 +312,10 @@ async fn a_retry_of_an_accepted_request_gets_the_accept_again_and_nothing_else_d
     let answer = request(&nas, "alice", f.code(1).as_bytes(), Some(state.clone()));
     assert_eq!(f.auth.decide(&answer).await.reason, Reason::Authenticated);
     assert_eq!(f.auth.decide(&answer).await.reason, Reason::RetryOfAccepted);
+    // The same authenticator and State with another answer is not that request's retry.
+    let forged = Request { hidden_password: b"another answer".to_vec(), ..request(&nas, "alice", b"000000", Some(state.clone())) };
+    let forged = Request { authenticator: answer.authenticator, ..forged };
+    assert_eq!(f.auth.decide(&forged).await.reason, Reason::StateReused);
     let again = f.decide(&nas, "alice", f.code(1).as_bytes(), Some(state)).await;
     assert_eq!(again.reason, Reason::StateReused, "another request with the used State");
 }

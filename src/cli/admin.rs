@@ -230,7 +230,10 @@ pub fn keygen(config_path: &Path) -> Result<(), CliError> {
     let Some(db) = config.store.sqlite_path() else {
         // A shared database: made ready now, and checked for seeds this new key cannot open.
         let tokens = runtime()?.block_on(async {
-            let store = open_store(&config, open_keys(&config)?).await?;
+            let store = super::connect_store(&config, open_keys(&config)?, true).await.map_err(|e| match e {
+                super::OpenFailed::Refused(why) => why,
+                super::OpenFailed::Store(e) => format!("{}: {e}", config.store.shown()),
+            })?;
             Ok::<_, CliError>(store.list_tokens(None).await?)
         })?;
         if !tokens.is_empty() {

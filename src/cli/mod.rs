@@ -212,7 +212,7 @@ pub(crate) fn shared_key_missing(config: &Config) -> String {
 /// existing key file is refused: it was deleted or moved, and an empty one would let every
 /// enrolled user fall under `no_token`.
 pub(crate) async fn open_store(config: &Config, keys: Arc<Keys>) -> Result<Arc<dyn Store>, CliError> {
-    connect_store(config, keys).await.map_err(|e| match e {
+    connect_store(config, keys, false).await.map_err(|e| match e {
         OpenFailed::Refused(why) => why.into(),
         OpenFailed::Store(e) => format!("{}: {e}", config.store.shown()).into(),
     })
@@ -224,7 +224,8 @@ pub(crate) enum OpenFailed {
     Store(StoreError),
 }
 
-pub(crate) async fn connect_store(config: &Config, keys: Arc<Keys>) -> Result<Arc<dyn Store>, OpenFailed> {
+/// `may_create`: a shared database with no radmfa tables gets them (`keygen` only).
+pub(crate) async fn connect_store(config: &Config, keys: Arc<Keys>, may_create: bool) -> Result<Arc<dyn Store>, OpenFailed> {
     match &config.store.backend {
         BackendSettings::Sqlite { path } => {
             if !path.exists() && config.store.key_file.exists() {
@@ -232,7 +233,10 @@ pub(crate) async fn connect_store(config: &Config, keys: Arc<Keys>) -> Result<Ar
             }
             Ok(Arc::new(SqliteStore::open(path, keys).map_err(OpenFailed::Store)?))
         }
-        BackendSettings::Postgres(settings) => Ok(Arc::new(PostgresStore::connect(settings, keys).await.map_err(OpenFailed::Store)?)),
+        BackendSettings::Postgres(settings) => {
+            let store = if may_create { PostgresStore::create(settings, keys).await } else { PostgresStore::connect(settings, keys).await };
+            Ok(Arc::new(store.map_err(OpenFailed::Store)?))
+        }
     }
 }
 

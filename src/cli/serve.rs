@@ -103,7 +103,7 @@ async fn open_store_when_writable(
     let database = config.store.shown();
     let mut said = None;
     loop {
-        match super::connect_store(config, Arc::clone(keys)).await {
+        match super::connect_store(config, Arc::clone(keys), false).await {
             Ok(store) => {
                 if said.is_some() {
                     tracing::info!(database = database.as_str(), "the database can be used now: starting");

@@ -214,6 +214,7 @@ impl Browser {
             state: None,
             client,
             authenticator: rand::random(),
+            hidden_password: Vec::new(),
             nas_ip: None,
             nas_identifier: None,
             calling_station: None,

@@ -204,6 +204,7 @@ fn auth_request(packet: &Packet, client: &ClientSettings, arrived: Instant) -> R
         state: packet.get(attr::STATE).map(<[u8]>::to_vec),
         client: Arc::clone(&client.policy),
         authenticator: packet.authenticator,
+        hidden_password: packet.get(attr::USER_PASSWORD).map(<[u8]>::to_vec).unwrap_or_default(),
         nas_ip,
         nas_identifier: text(attr::NAS_IDENTIFIER),
         calling_station: text(attr::CALLING_STATION_ID),

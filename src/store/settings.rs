@@ -233,9 +233,17 @@ fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsMode, String), Str
     if config.get_user().is_none() {
         return Err("names no user (e.g. \"postgresql://radmfa@db1.example.test/radmfa\")".into());
     }
-    let mut shown = parsed;
+    // Shown without a password, wherever the URL holds one (user info or `?password=`).
+    let mut shown = parsed.clone();
     if shown.password().is_some() {
         let _ = shown.set_password(Some("***"));
+    }
+    shown.query_pairs_mut().clear();
+    for (key, value) in parsed.query_pairs() {
+        shown.query_pairs_mut().append_pair(&key, if key == "password" { "***" } else { &value });
+    }
+    if shown.query() == Some("") {
+        shown.set_query(None);
     }
     Ok((config, tls, shown.to_string()))
 }
@@ -280,6 +288,9 @@ mod tests {
 
     #[test]
     fn a_password_in_the_url_is_not_shown() {
+        let s = build("kind = \"postgres\"\nurl = \"postgresql://radmfa@db1/radmfa?sslmode=disable&password=Top5ecret\"", &no_env).unwrap();
+        assert!(!s.shown().contains("Top5ecret"), "{}", s.shown());
+        assert!(s.shown().contains("sslmode=disable"), "{}", s.shown());
         let s = build("kind = \"postgres\"\nurl = \"postgresql://radmfa:s3cret@db1/radmfa\"", &no_env).unwrap();
         assert!(!s.shown().contains("s3cret"), "{}", s.shown());
         let BackendSettings::Postgres(pg) = s.backend else { panic!("postgres") };

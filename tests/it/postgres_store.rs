@@ -41,7 +41,7 @@ async fn nodes_starting_together_migrate_once() {
     let starts: Vec<_> = (0..8)
         .map(|_| {
             let settings = settings.clone();
-            tokio::spawn(async move { PostgresBackend::connect(&settings).await.map(|_| ()) })
+            tokio::spawn(async move { PostgresBackend::create(&settings).await.map(|_| ()) })
         })
         .collect();
     for start in starts {
@@ -57,10 +57,20 @@ async fn a_schema_newer_than_this_radmfa_is_refused() {
     let Some(pg) = postgres::server() else { return };
     let url = pg.fresh_database();
     let settings = postgres::settings(&url);
-    PostgresBackend::connect(&settings).await.unwrap();
+    PostgresBackend::create(&settings).await.unwrap();
     pg.psql_in(database_of(&url), &format!("UPDATE radmfa_schema SET version = {}", SCHEMA_VERSION + 1)).unwrap();
-    let refused = PostgresBackend::connect(&settings).await.unwrap_err();
+    let refused = PostgresBackend::create(&settings).await.unwrap_err();
     assert!(refused.to_string().contains("newer than this radmfa knows"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_an_empty_database_only_keygen_fills_it() {
+    let Some(pg) = postgres::server() else { return };
+    let settings = postgres::settings(&pg.fresh_database());
+    let refused = PostgresBackend::connect(&settings).await.unwrap_err();
+    assert!(refused.to_string().contains("holds no radmfa tables"), "{refused}");
+    PostgresBackend::create(&settings).await.unwrap();
+    PostgresBackend::connect(&settings).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,8 +78,8 @@ async fn two_nodes_share_tokens_and_a_step_is_used_once_across_them() {
     let Some(pg) = postgres::server() else { return };
     let settings = postgres::settings(&pg.fresh_database());
     let keys = keys();
-    let a = PostgresStore::connect(&settings, Arc::clone(&keys)).await.unwrap();
-    let b = PostgresStore::connect(&settings, Arc::clone(&keys)).await.unwrap();
+    let a = PostgresStore::create(&settings, Arc::clone(&keys)).await.unwrap();
+    let b = PostgresStore::create(&settings, Arc::clone(&keys)).await.unwrap();
     let id = a.add_token(token("alice")).await.unwrap();
     let on_b = b.tokens("alice").await.unwrap();
     assert_eq!((on_b.len(), on_b[0].id), (1, id));
@@ -87,7 +97,7 @@ async fn a_database_that_is_not_there_is_unavailable_not_an_answer() {
     let Some(_) = postgres::server() else { return };
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let settings = postgres::settings(&format!("postgresql://radmfa@127.0.0.1:{closed}/radmfa?sslmode=disable"));
-    match PostgresBackend::connect(&settings).await {
+    match PostgresBackend::create(&settings).await {
         Err(StoreError::Unavailable(why)) => assert!(why.contains("refused") || why.contains("connect"), "{why}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
@@ -97,7 +107,7 @@ async fn a_database_that_is_not_there_is_unavailable_not_an_answer() {
 async fn connections_cut_by_the_server_are_replaced_by_themselves() {
     let Some(pg) = postgres::server() else { return };
     let url = pg.fresh_database();
-    let store = PostgresStore::connect(&postgres::settings(&url), keys()).await.unwrap();
+    let store = PostgresStore::create(&postgres::settings(&url), keys()).await.unwrap();
     let id = store.add_token(token("alice")).await.unwrap();
     let cut = format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{}'", database_of(&url));
     let mut failures = 0;

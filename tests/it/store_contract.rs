@@ -83,7 +83,7 @@ async fn memory(keys: Arc<Keys>) -> Option<MemoryStore> {
 pub async fn postgres(keys: Arc<Keys>) -> Option<PostgresStore> {
     let pg = postgres::server()?;
     let settings = postgres::settings(&pg.fresh_database());
-    Some(PostgresStore::connect(&settings, keys).await.unwrap())
+    Some(PostgresStore::create(&settings, keys).await.unwrap())
 }
 
 contract_suite!(on_sqlite, SqliteBackend, sqlite);

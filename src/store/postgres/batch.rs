@@ -112,7 +112,8 @@ impl Batcher {
         self.start_flusher();
         match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(StoreError::Closed),
+            // The batch was given up (its connection hung): as unavailable as a timeout.
+            Ok(Err(_)) => Err(StoreError::Unavailable("the database did not finish the operation".into())),
             Err(_) => {
                 let e = StoreError::Unavailable(format!("no answer from the database within {:?}", self.timeout));
                 self.health.note::<()>(&Err(copy(&e)));
@@ -146,7 +147,8 @@ impl Batcher {
                 }
                 batch
             };
-            let result = match tokio::time::timeout(self.timeout, self.flush(batch)).await {
+            // A backstop: `execute` gives up on a hung connection after `timeout` itself.
+            let result = match tokio::time::timeout(self.timeout * 2, self.flush(batch)).await {
                 Ok(result) => result,
                 Err(_) => Err(StoreError::Unavailable(format!("no answer from the database within {:?}", self.timeout))),
             };
@@ -186,14 +188,23 @@ impl Batcher {
     async fn execute(&self, batch: &[Op]) -> Result<Results, Retry> {
         let mut client = self.pool.get().await.map_err(|e| Retry::Failed(e.into()))?;
         let args = Arguments::of(batch);
-        if args.statements() > 1 {
-            let transaction = client.transaction().await?;
-            let results = statements(&transaction, &args).await?;
-            transaction.commit().await?;
-            Ok(results)
-        } else {
-            statements(&client, &args).await
-        }
+        let work = async {
+            if args.statements() > 1 {
+                let transaction = client.transaction().await?;
+                let results = statements(&transaction, &args).await?;
+                transaction.commit().await?;
+                Ok(results)
+            } else {
+                statements(&client, &args).await
+            }
+        };
+        let outcome = tokio::time::timeout(self.timeout, work).await;
+        outcome.unwrap_or_else(|_| {
+            // A connection that stopped answering (a hung server, a firewall that dropped it
+            // silently) is not given back to the pool, where the next batch would hang on it.
+            drop(deadpool_postgres::Object::take(client));
+            Err(Retry::Failed(StoreError::Unavailable(format!("no answer from the database within {:?}", self.timeout))))
+        })
     }
 }
 

@@ -109,12 +109,28 @@ impl SealedStore<PostgresBackend> {
     pub async fn connect(settings: &PostgresSettings, keys: std::sync::Arc<crate::keys::Keys>) -> Result<Self, StoreError> {
         Ok(Self::new(keys, PostgresBackend::connect(settings).await?))
     }
+
+    /// See [`PostgresBackend::create`].
+    pub async fn create(settings: &PostgresSettings, keys: std::sync::Arc<crate::keys::Keys>) -> Result<Self, StoreError> {
+        Ok(Self::new(keys, PostgresBackend::create(settings).await?))
+    }
 }
 
 impl PostgresBackend {
-    /// Connects, brings the schema up to date (or refuses a schema newer than this radmfa),
-    /// and checks that the tables are there and writable.
+    /// Connects to a database radmfa's tables are in and brings the schema up to date (or
+    /// refuses a schema newer than this radmfa). An empty database is refused: started on one
+    /// (a typo in the database name, a restore gone wrong) a node would find no tokens, and
+    /// every enrolled user would fall under `no_token`.
     pub async fn connect(settings: &PostgresSettings) -> Result<Self, StoreError> {
+        Self::open(settings, false).await
+    }
+
+    /// As [`Self::connect`], creating the tables in an empty database (`radmfa keygen`).
+    pub async fn create(settings: &PostgresSettings) -> Result<Self, StoreError> {
+        Self::open(settings, true).await
+    }
+
+    async fn open(settings: &PostgresSettings, may_create: bool) -> Result<Self, StoreError> {
         let mut connection = settings.connection.clone();
         connection.ssl_mode(match settings.tls {
             TlsMode::Disable => SslMode::Disable,
@@ -134,7 +150,7 @@ impl PostgresBackend {
             .build()
             .map_err(|e| StoreError::database(format!("connection pool: {e}")))?;
         // Migrations may wait for another node's: not bound by the per-operation timeout.
-        schema::migrate(&mut *pool.get().await?).await?;
+        schema::migrate(&mut *pool.get().await?, may_create).await?;
         let health = Arc::new(Health { reachable: AtomicBool::new(true), shown: settings.shown.clone() });
         let batch = batch::Batcher::new(pool.clone(), settings.pool_size, settings.timeout, Arc::clone(&health));
         Ok(Self { pool, timeout: settings.timeout, health, batch })

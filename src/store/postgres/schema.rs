@@ -64,12 +64,18 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Brings the schema up to [`SCHEMA_VERSION`], once, whichever node gets the lock first.
-pub(super) async fn migrate(client: &mut deadpool_postgres::ClientWrapper) -> Result<(), StoreError> {
+pub(super) async fn migrate(client: &mut deadpool_postgres::ClientWrapper, may_create: bool) -> Result<(), StoreError> {
     let transaction = client.transaction().await?;
     transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
     transaction.batch_execute("CREATE TABLE IF NOT EXISTS radmfa_schema (version INTEGER NOT NULL)").await?;
     let found: Option<i32> = transaction.query_one("SELECT max(version) FROM radmfa_schema", &[]).await?.try_get(0)?;
     let version = found.unwrap_or(0);
+    if version == 0 && !may_create {
+        return Err(StoreError::database(
+            "the database holds no radmfa tables: for a new install create them (and the key file) with `radmfa keygen` \
+             on one node; otherwise check the url's database name, or restore the database from a backup",
+        ));
+    }
     if version > SCHEMA_VERSION {
         return Err(StoreError::database(format!(
             "the database is schema version {version}, newer than this radmfa knows ({SCHEMA_VERSION}): \
