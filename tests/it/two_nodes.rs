@@ -94,7 +94,9 @@ fn wrong_codes_spread_over_both_nodes_lock_on_both() {
 fn the_same_request_sent_to_a_and_then_to_b_gets_the_same_answer() {
     let Some((a, b)) = two_nodes("append") else { return };
     let seed = enroll(&a.config, "alice");
-    let request = oracle::encode_signed(oracle::access_request("alice", &format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0))));
+    // One code for the whole test, so a time step ending midway changes nothing.
+    let login = format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0));
+    let request = oracle::encode_signed(oracle::access_request("alice", &login));
     let from_a = send(&a, &request, WAIT).expect("A answers");
     assert_eq!(oracle::code(&from_a), ACCESS_ACCEPT);
     // A's answer was lost; the NAS fails over and sends the very same request to B.
@@ -102,7 +104,7 @@ fn the_same_request_sent_to_a_and_then_to_b_gets_the_same_answer() {
     assert_eq!(from_b, from_a, "the same Accept, octet for octet");
     assert_eq!(last_reason(&b, 1), "retry_of_accepted");
     // A new request with that code is still a replay, on either node.
-    let replay = oracle::encode_signed(oracle::access_request("alice", &format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0))));
+    let replay = oracle::encode_signed(oracle::access_request("alice", &login));
     assert_eq!(oracle::code(&send(&b, &replay, WAIT).unwrap()), ACCESS_REJECT);
     assert_eq!(last_reason(&b, 2), "code_replayed");
 }
@@ -122,13 +124,12 @@ fn a_killed_node_s_logins_are_answered_by_the_other_and_no_code_works_twice() {
     let mut a = TestServer::start(options());
     let b = TestServer::start_beside(&a, options());
     let seeds: Vec<String> = (1..=USERS).map(|i| enroll(&b.config, &format!("user{i:02}"))).collect();
-    let requests: Vec<Vec<u8>> = seeds
+    // The codes computed once: a time step ending midway must not make the replays below fresh.
+    let logins: Vec<String> = seeds.iter().map(|seed| format!("{ALICE_PASSWORD}{}", totp_code(seed, 0))).collect();
+    let requests: Vec<Vec<u8>> = logins
         .iter()
         .enumerate()
-        .map(|(i, seed)| {
-            let login = format!("{ALICE_PASSWORD}{}", totp_code(seed, 0));
-            oracle::encode_signed(oracle::access_request(&format!("user{:02}", i + 1), &login))
-        })
+        .map(|(i, login)| oracle::encode_signed(oracle::access_request(&format!("user{:02}", i + 1), login)))
         .collect();
     // The burst reaches A, which dies in the middle of it: some answered, some not.
     let to_a = oracle::socket("127.0.0.1:0", a.auth);
@@ -150,8 +151,8 @@ fn a_killed_node_s_logins_are_answered_by_the_other_and_no_code_works_twice() {
     eprintln!("A answered {answered_by_a} before it died; B answered {retried} of them again");
     assert!(retried >= answered_by_a, "at least those A had answered were A's Accepts, given again");
     // And no code works for a new login: every one was used, on A or on B.
-    for (i, seed) in seeds.iter().enumerate() {
-        let replay = oracle::access_request(&format!("user{:02}", i + 1), &format!("{ALICE_PASSWORD}{}", totp_code(seed, 0)));
+    for (i, login) in logins.iter().enumerate() {
+        let replay = oracle::access_request(&format!("user{:02}", i + 1), login);
         assert_eq!(oracle::code(&send(&b, &oracle::encode_signed(replay), WAIT).unwrap()), ACCESS_REJECT);
     }
     let listed = crate::harness::admin(&b.config, &["token", "list"]);
