@@ -44,6 +44,15 @@ impl<'de, T: Zeroize + serde::Deserialize<'de>> serde::Deserialize<'de> for Secr
     }
 }
 
+/// Serializes the value itself (`#[serde(serialize_with = ...)]`), for a record that is sealed
+/// before it goes anywhere (a portal session in the store). Never for what may reach a log.
+pub fn serialize_exposed<S: serde::Serializer, T: Zeroize + serde::Serialize>(
+    secret: &Secret<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    secret.0.serialize(serializer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

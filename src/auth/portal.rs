@@ -15,7 +15,7 @@ use crate::sms::delivery::Delivered;
 use crate::store::{Factor, Token, UnixTime};
 
 /// A code sent by SMS during a portal sign-in, kept in the server-side session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SmsChallenge {
     pub salt: [u8; 16],
     pub hash: [u8; 32],
@@ -26,11 +26,13 @@ pub struct SmsChallenge {
 }
 
 /// A signed-in user's new token, between "name it" and "confirm a code".
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Enrollment {
     pub token_id: i64,
     pub name: String,
+    #[serde(serialize_with = "crate::secret::serialize_exposed")]
     pub secret: Secret<Vec<u8>>,
+    #[serde(serialize_with = "crate::secret::serialize_exposed")]
     pub uri: Secret<String>,
     pub started_at: UnixTime,
 }

@@ -1,10 +1,11 @@
-//! The command line: `serve`, `check-config`, `user hash`, `bench`. This is where concrete
+//! The command line: `serve`, `check-config`, `user`, `token`, `keygen`, `keys`, `store`, `bench`. This is where concrete
 //! implementations are chosen from the config and wired together; the modules below stay
 //! unaware of each other's implementations.
 
 mod admin;
 mod bench;
 mod check;
+mod copy;
 mod serve;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -65,8 +66,25 @@ pub enum Command {
     /// Manage the key file.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the store as a whole.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Load-test a RADIUS server.
     Bench(Box<BenchArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every token and lockout from one store to another (SQLite to PostgreSQL, or back).
+    /// Seeds stay sealed: the destination's key file must be the source's. Safe to run again.
+    Copy {
+        /// The configuration whose [store] is copied from.
+        #[arg(long)]
+        from: PathBuf,
+        /// The configuration whose [store] is copied to (made if it does not exist yet).
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,6 +163,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token(command) => admin::token(command),
         Command::Keygen(args) => admin::keygen(&args.config),
         Command::Keys(KeysCommand::Rotate(args)) => admin::rotate(&args.config),
+        Command::Store(StoreCommand::Copy { from, to }) => copy::copy(&from, &to),
         Command::Bench(args) => bench::bench(*args),
     }
 }

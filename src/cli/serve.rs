@@ -56,7 +56,7 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
                     .await
                     .map_err(|e| format!("portal: cannot listen on {}: {e}", settings.listen))?;
                 tracing::info!(address = %listener.local_addr()?, kind = "portal", "listening");
-                let portal = crate::portal::Portal::new(Arc::clone(&authenticator), settings.clone());
+                let portal = crate::portal::Portal::new(Arc::clone(&authenticator), store.clone(), Arc::clone(&keys), settings.clone());
                 Some(tokio::spawn(crate::portal::serve(portal, listener, shutdown.clone())))
             }
             None => None,

@@ -5,8 +5,9 @@
 //! page, or axum's answer to a malformed query or form.
 //!
 //! A `Visit` holds a copy of the session as the request found it; changes go to the stored
-//! session under the store's lock (`Visit::modify`, `sign_in`, `end_session`), and the cookies
-//! to set leave with the handler's response (`Visit::jar`).
+//! session, on its version (`Visit::modify`, `sign_in`, `end_session`), and the cookies to set
+//! leave with the handler's response (`Visit::jar`). A store that cannot be reached is a 503
+//! page: never a session assumed, nor one assumed gone.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use super::pages::{self, Page, Tab};
 use super::session::{self, Session, Stage};
 use super::settings::CookieName;
 use crate::directory::UserProfile;
-use crate::store::UnixTime;
+use crate::store::{StoreError, UnixTime};
 
 const LANG_COOKIE: &str = "lang";
 
@@ -36,9 +37,10 @@ const LANG_COOKIE: &str = "lang";
 /// when the decision happens to be made.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival {
-    /// For session timeouts, form lifetimes, rate limits and the reject delay.
+    /// For rate limits and the reject delay (this node's own).
     pub instant: Instant,
-    /// For `auth` and the store.
+    /// For `auth`, the store (session timeouts) and sign-in form lifetimes: what every node
+    /// shares.
     pub unix: UnixTime,
 }
 
@@ -88,12 +90,18 @@ impl FromRequestParts<Arc<Portal>> for Visit {
             None
         };
         let jar = CookieJar::from_headers(&parts.headers);
-        Ok(Visit::open(portal, arrival, jar, &parts.headers, chosen.as_deref()))
+        Visit::open(portal, arrival, jar, &parts.headers, chosen.as_deref()).await
     }
 }
 
 impl Visit {
-    fn open(portal: &Portal, arrival: Arrival, mut jar: CookieJar, headers: &HeaderMap, chosen: Option<&str>) -> Self {
+    async fn open(
+        portal: &Portal,
+        arrival: Arrival,
+        mut jar: CookieJar,
+        headers: &HeaderMap,
+        chosen: Option<&str>,
+    ) -> Result<Self, Refusal> {
         let settings = &portal.settings;
         let chosen = chosen.and_then(Lang::parse);
         if let Some(lang) = chosen {
@@ -105,12 +113,19 @@ impl Visit {
         let lang = chosen.or(kept).or(accept).unwrap_or(Lang::En);
         let name = settings.cookie_name(CookieName::Session);
         let id = jar.get(name).map(|c| c.value().to_owned());
-        let held = id.as_deref().and_then(|id| Some(Held { id: id.to_owned(), session: portal.sessions.get(id, arrival.instant)? }));
-        if id.is_some() && held.is_none() {
-            // Timed out or signed out elsewhere: the browser may forget the id.
-            jar = jar.add(settings.removal(name));
-        }
-        Self { arrival, lang, jar, held }
+        let held = match id {
+            Some(id) => match portal.sessions.get(&id, arrival.unix).await {
+                Ok(Some(session)) => Some(Held { id, session }),
+                Ok(None) => {
+                    // Timed out or signed out elsewhere: the browser may forget the id.
+                    jar = jar.add(settings.removal(name));
+                    None
+                }
+                Err(e) => return Err(Refusal::Unavailable(lang, e.to_string())),
+            },
+            None => None,
+        };
+        Ok(Self { arrival, lang, jar, held })
     }
 
     pub fn s(&self) -> &'static Strings {
@@ -126,21 +141,29 @@ impl Visit {
         (self.jar, response).into_response()
     }
 
-    /// Applies `change` to the stored session (not to this request's copy); `None` when there
-    /// is none, or it went meanwhile.
-    pub fn modify<R>(&self, portal: &Portal, change: impl FnOnce(&mut Session) -> R) -> Option<R> {
+    /// Applies `change` to the stored session (not to this request's copy; see
+    /// [`session::Sessions::modify`]); `None` when there is none, it went meanwhile, or the
+    /// store could not be reached (then whatever the change was for does not happen).
+    pub async fn modify<R>(&self, portal: &Portal, change: impl FnMut(&mut Session) -> R) -> Option<R> {
         let held = self.held.as_ref()?;
-        portal.sessions.modify(&held.id, self.arrival.instant, change)
+        portal.sessions.modify(&held.id, self.arrival.unix, change).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "portal: a session could not be changed");
+            None
+        })
     }
 
     /// What the layout of a page needs; a one-time notice is taken out of the stored session.
-    pub fn page(&self, portal: &Portal, tab: Option<Tab>, error: Option<&'static str>) -> Page {
-        let (csrf, signed_in) = match &self.held {
-            Some(held) => (held.session.csrf.clone(), matches!(held.session.stage, Stage::SignedIn { .. })),
-            None => (String::new(), false),
+    pub async fn page(&self, portal: &Portal, tab: Option<Tab>, error: Option<&'static str>) -> Page {
+        let (csrf, signed_in, notice) = match &self.held {
+            Some(held) => (held.session.csrf.clone(), matches!(held.session.stage, Stage::SignedIn { .. }), held.session.notice),
+            None => (String::new(), false, None),
         };
-        let notice = self.modify(portal, |session| session.notice.take()).flatten();
-        Page::new(self.lang, csrf, signed_in, tab, notice, error)
+        // Taken only when there is one: a page view is a read, not a write.
+        let notice = match notice {
+            Some(_) => self.modify(portal, |session| session.notice.take()).await.flatten(),
+            None => None,
+        };
+        Page::new(self.lang, csrf, signed_in, tab, notice.map(|n| n.text(self.s())), error)
     }
 
     /// The sign-in form's page: a token for the browser's CSRF nonce cookie (set anew, so it
@@ -154,7 +177,7 @@ impl Visit {
         };
         let lifetime = Some(portal.signin_csrf.lifetime());
         self.add_cookie(settings.cookie(name, nonce.clone(), lifetime, SameSite::Strict));
-        let csrf = portal.signin_csrf.token(&nonce, self.arrival.instant);
+        let csrf = portal.signin_csrf.token(&nonce, self.arrival.unix);
         Page::new(self.lang, csrf, false, None, notice, error)
     }
 
@@ -164,7 +187,7 @@ impl Visit {
 
     fn signin_csrf_ok(&self, portal: &Portal, token: &str) -> bool {
         let nonce = self.jar.get(portal.settings.cookie_name(CookieName::SigninCsrf));
-        nonce.is_some_and(|nonce| portal.signin_csrf.verify(nonce.value(), token, self.arrival.instant))
+        nonce.is_some_and(|nonce| portal.signin_csrf.verify(nonce.value(), token, self.arrival.unix))
     }
 
     fn csrf_ok(&self, token: &str) -> bool {
@@ -178,34 +201,36 @@ impl Visit {
 
     /// The password was accepted: the first server-side state for this visitor, under a new id
     /// (a session the browser had before is ended). The sign-in form's nonce is done with.
-    pub fn start_session(&mut self, portal: &Portal, stage: Stage) {
-        self.end_session(portal);
-        let now = self.arrival.instant;
-        let session = Session::new(stage, now);
-        let id = portal.sessions.create(session.clone(), now);
+    pub async fn start_session(&mut self, portal: &Portal, stage: Stage) -> Result<(), StoreError> {
+        self.end_session(portal).await?;
+        let session = Session::new(stage);
+        let id = portal.sessions.create(&session, self.arrival.unix).await?;
         self.set_session_cookie(portal, &id);
         self.add_cookie(portal.settings.removal(portal.settings.cookie_name(CookieName::SigninCsrf)));
         self.held = Some(Held { id, session });
+        Ok(())
     }
 
     /// Both factors passed: a new session id (an id planted before sign-in is worthless after)
     /// and CSRF token. False when the session went meanwhile (signed out, or a concurrent
     /// request signed in with it first).
-    pub fn sign_in(&mut self, portal: &Portal, user: String, profile: UserProfile) -> bool {
-        let Some(held) = self.held.take() else { return false };
-        let now = self.arrival.instant;
-        let Some(id) = portal.sessions.rotate(&held.id, now, |session| session.sign_in(user, profile, now)) else {
-            return false;
-        };
+    pub async fn sign_in(&mut self, portal: &Portal, user: String, profile: UserProfile) -> Result<bool, StoreError> {
+        let Some(held) = self.held.take() else { return Ok(false) };
+        let rotated = portal.sessions.rotate(&held.id, self.arrival.unix, |session| session.sign_in(user.clone(), profile.clone())).await?;
+        let Some(id) = rotated else { return Ok(false) };
         self.set_session_cookie(portal, &id);
-        true
+        Ok(true)
     }
 
-    pub fn end_session(&mut self, portal: &Portal) {
-        if let Some(held) = self.held.take() {
-            portal.sessions.remove(&held.id);
+    /// Ends the browser's session, in the store and in its cookie. A store that cannot be
+    /// reached leaves the cookie as it is (the session is not known to be gone).
+    pub async fn end_session(&mut self, portal: &Portal) -> Result<(), StoreError> {
+        if let Some(held) = &self.held {
+            portal.sessions.remove(&held.id).await?;
+            self.held = None;
             self.add_cookie(portal.settings.removal(portal.settings.cookie_name(CookieName::Session)));
         }
+        Ok(())
     }
 
     /// The signed-in account, or the refusal that sends the browser to sign in.
@@ -266,7 +291,7 @@ impl<T: CsrfForm + Send> FromRequest<Arc<Portal>> for Posted<T> {
             CsrfKind::Signin => visit.signin_csrf_ok(portal, form.csrf()),
         };
         if !genuine {
-            return Err(Refusal::FormExpired(Box::new(pages::form_expired(portal, visit))));
+            return Err(Refusal::FormExpired(Box::new(pages::form_expired(portal, visit).await)));
         }
         Ok(Self { visit, form })
     }
@@ -280,6 +305,8 @@ pub enum Refusal {
     FormExpired(Box<Response>),
     /// axum's answer to a query or form it could not read.
     Malformed(Box<Response>),
+    /// The store could not be reached to read the session (why, for the log): 503.
+    Unavailable(Lang, String),
 }
 
 impl IntoResponse for Refusal {
@@ -287,6 +314,10 @@ impl IntoResponse for Refusal {
         match self {
             Self::NotSignedIn(jar) => (jar, Redirect::to("/signin")).into_response(),
             Self::FormExpired(response) | Self::Malformed(response) => *response,
+            Self::Unavailable(lang, why) => {
+                tracing::warn!(error = why.as_str(), "portal: sessions cannot be read: answering 503");
+                pages::unavailable(lang)
+            }
         }
     }
 }

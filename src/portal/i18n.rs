@@ -90,6 +90,7 @@ pub struct Strings {
     pub sign_out: &'static str,
     pub signed_out: &'static str,
     pub form_expired: &'static str,
+    pub unavailable: &'static str,
     pub language: &'static str,
 }
 
@@ -138,6 +139,7 @@ static EN: Strings = Strings {
     sign_out: "Sign out",
     signed_out: "You are signed out.",
     form_expired: "The form expired. Please try again.",
+    unavailable: "The service cannot be reached right now. Try again in a minute.",
     language: "Svenska",
 };
 
@@ -186,6 +188,7 @@ static SV: Strings = Strings {
     sign_out: "Logga ut",
     signed_out: "Du är utloggad.",
     form_expired: "Formuläret har gått ut. Försök igen.",
+    unavailable: "Tjänsten går inte att nå just nu. Försök igen om en stund.",
     language: "English",
 };
 

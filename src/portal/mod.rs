@@ -5,8 +5,10 @@
 //! An edge like `server`: every decision goes through `auth`'s portal functions, with the same
 //! directory, store, lockout and SMS limits as RADIUS. Nothing is stored for a visitor until a
 //! password is accepted: the sign-in form carries a signed double-submit CSRF token (`csrf`)
-//! and the language choice is a cookie. From then on the session is server-side (`session`)
-//! and every form carries its CSRF token. Responses carry a strict CSP (and HSTS under https);
+//! and the language choice is a cookie. From then on the session is server-side, in the store
+//! (`session`), and every form carries its CSRF token. Both work on every node that shares the
+//! store and the key file, so the portal may sit behind a load balancer with no stickiness;
+//! only the rate limits (`limiter`) are each node's own. Responses carry a strict CSP (and HSTS under https);
 //! `listener` serves it with timeouts and connection caps.
 //!
 //! Handlers are by page: `signin` (password, code, SMS, sign-out), `tokens` (the TOKENS tab)
@@ -36,6 +38,8 @@ use axum::routing::{get, post};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::Authenticator;
+use crate::keys::Keys;
+use crate::store::Store;
 use csrf::SigninCsrf;
 use limiter::RateLimiter;
 use session::Sessions;
@@ -66,10 +70,12 @@ pub struct Portal {
 }
 
 impl Portal {
-    pub fn new(auth: Arc<Authenticator>, settings: PortalSettings) -> Arc<Self> {
+    /// The portal over `auth`, its sessions kept in `store` and its sign-in forms signed with a
+    /// key derived from `keys`: what every node behind one load balancer shares.
+    pub fn new(auth: Arc<Authenticator>, store: Arc<dyn Store>, keys: Arc<Keys>, settings: PortalSettings) -> Arc<Self> {
         Arc::new(Self {
-            sessions: Sessions::new(settings.max_sessions, settings.session_idle, settings.session_max),
-            signin_csrf: SigninCsrf::new(SIGNIN_FORM_LIFETIME),
+            sessions: Sessions::new(store, settings.max_sessions, settings.session_idle, settings.session_max),
+            signin_csrf: SigninCsrf::new(keys, SIGNIN_FORM_LIFETIME),
             auth,
             settings,
             address_limits: RateLimiter::new(LIMITER_KEYS),

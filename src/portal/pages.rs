@@ -140,9 +140,15 @@ pub fn render(t: impl Template) -> Response {
 }
 
 /// A form posted without its CSRF token (or with an old one): 403, and the way back.
-pub fn form_expired(portal: &Portal, visit: Visit) -> Response {
-    let page = visit.page(portal, None, Some(visit.s().form_expired));
+pub async fn form_expired(portal: &Portal, visit: Visit) -> Response {
+    let page = visit.page(portal, None, Some(visit.s().form_expired)).await;
     visit.respond((StatusCode::FORBIDDEN, render(MessagePage { page })))
+}
+
+/// The store cannot be reached (sessions cannot be read or kept): 503, try again later.
+pub fn unavailable(lang: Lang) -> Response {
+    let page = Page::new(lang, String::new(), false, None, None, Some(lang.strings().unavailable));
+    (StatusCode::SERVICE_UNAVAILABLE, render(MessagePage { page })).into_response()
 }
 
 /// A time as the TOKENS tab shows it, or `never`.
@@ -176,7 +182,7 @@ pub async fn home(visit: Visit) -> Response {
 /// GENERAL: the profile as the directory has it.
 pub async fn general(State(portal): State<Arc<Portal>>, signed_in: SignedIn) -> Response {
     let SignedIn { visit, profile, .. } = signed_in;
-    let page = visit.page(&portal, Some(Tab::General), None);
+    let page = visit.page(&portal, Some(Tab::General), None).await;
     let body = GeneralPage {
         page,
         username: profile.username,

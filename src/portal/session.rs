@@ -1,39 +1,40 @@
-//! Server-side portal sessions: the cookie holds only a random id; everything else stays here.
-//! A session exists only once a password has been accepted, so anonymous page loads cost no
-//! memory. Each has its own CSRF token, an idle and an absolute timeout, and a new id after
-//! sign-in (no session fixation).
-//!
-//! Bounded and O(1) per request: an `lru::LruCache` (small, widely used, already in our
-//! dependency tree; unlike moka or quick_cache it lets us see what it evicts, which the
-//! per-account index below needs) holds at most `capacity` sessions and drops the least
-//! recently used one first. Each account keeps at most `PER_ACCOUNT` sessions; a new one pushes
-//! out its oldest. Expired sessions go when they are next looked up or reach the LRU end.
+//! Portal sessions, kept in the store (SQLite and PostgreSQL alike): the cookie holds only a
+//! random id; the store keeps the rest, sealed with the key file, under the id's SHA-256. Any
+//! node behind a load balancer serves any request of a session, and a restart signs nobody out.
+//! A session exists only once a password has been accepted, so anonymous page loads store
+//! nothing. Each has its own CSRF token, an idle and an absolute timeout, and a new id after
+//! sign-in (no session fixation). An account keeps at most `PER_ACCOUNT` sessions (its oldest
+//! goes), the store at most `max_sessions` (those nearest to expiry go).
 //!
 //! A request reads a copy and leaves the stored session in place, so two requests with one
-//! cookie both find it. Changes are made to the stored entry, under the store's lock
-//! (`modify`, `rotate`), and only while it still exists: a session that was signed out or given
-//! a new id meanwhile never comes back.
+//! cookie both find it. Changes are made on the stored session's version (`modify`, `rotate`):
+//! a change computed from a read that another request (on any node) has overtaken is computed
+//! again from a fresh read, and a session that was signed out or given a new id meanwhile never
+//! comes back.
 
-use std::collections::{HashMap, VecDeque};
-use std::num::NonZeroUsize;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
-use lru::LruCache;
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
+use super::i18n::Strings;
 use crate::auth::portal::{Enrollment, SmsChallenge};
 use crate::directory::UserProfile;
+use crate::secret::Secret;
+use crate::store::{NewSession, SessionCaps, SessionKey, Store, StoreError, UnixTime};
 
 /// Live sessions one account may hold (browsers, tabs signed in separately); the oldest goes.
 pub const PER_ACCOUNT: usize = 10;
 
-/// Expired sessions removed from the LRU end per new session, so the store sheds them without
-/// a scan.
-const EXPIRED_SWEEP: usize = 4;
+/// How often a change is made again from a fresh read when other requests keep changing the
+/// same session first; past that the request finds no session (a browser does not send that
+/// many at once: a script hammering its own session does).
+const CHANGE_TRIES: usize = 8;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Stage {
     /// Password accepted; waiting for a code.
     SecondFactor {
@@ -60,26 +61,35 @@ impl Stage {
     }
 }
 
-#[derive(Clone)]
+/// A one-time message for the next page, shown in the language of that page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    /// "Your authenticator is ready".
+    Enrolled,
+    /// "The authenticator was removed".
+    Removed,
+}
+
+impl Notice {
+    pub fn text(self, s: &Strings) -> &'static str {
+        match self {
+            Self::Enrolled => s.enrolled,
+            Self::Removed => s.removed,
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Session {
     pub csrf: String,
     pub stage: Stage,
-    /// A one-time message for the next page ("Your authenticator is ready").
-    pub notice: Option<&'static str>,
-    account: String,
-    created: Instant,
-    last_seen: Instant,
+    pub notice: Option<Notice>,
 }
 
 /// The CSRF token is a credential: it stays out of Debug output.
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("account", &self.account)
-            .field("stage", &self.stage)
-            .field("created", &self.created)
-            .field("last_seen", &self.last_seen)
-            .finish_non_exhaustive()
+        f.debug_struct("Session").field("stage", &self.stage).field("notice", &self.notice).finish_non_exhaustive()
     }
 }
 
@@ -91,235 +101,236 @@ pub fn random_token() -> String {
 }
 
 impl Session {
-    pub fn new(stage: Stage, now: Instant) -> Self {
-        Self { csrf: random_token(), account: stage.account().to_owned(), stage, notice: None, created: now, last_seen: now }
+    pub fn new(stage: Stage) -> Self {
+        Self { csrf: random_token(), stage, notice: None }
     }
 
-    /// Signed in: a new CSRF token goes with the new session id, and the absolute timeout
-    /// counts from here.
-    pub fn sign_in(&mut self, user: String, profile: UserProfile, now: Instant) {
-        self.account.clone_from(&user);
+    /// Signed in: a new CSRF token goes with the new session id (whose absolute timeout counts
+    /// from here).
+    pub fn sign_in(&mut self, user: String, profile: UserProfile) {
         self.stage = Stage::SignedIn { user, profile, enrollment: None };
         self.csrf = random_token();
-        self.created = now;
+    }
+
+    fn account(&self) -> &str {
+        self.stage.account()
+    }
+
+    fn encode(&self) -> Result<Secret<Vec<u8>>, StoreError> {
+        serde_json::to_vec(self).map(Secret::new).map_err(|e| StoreError::database(format!("portal session: {e}")))
+    }
+
+    /// `None` for data this radmfa cannot read (written by another version): no session.
+    fn decode(data: &Secret<Vec<u8>>) -> Option<Self> {
+        serde_json::from_slice(data.expose()).ok()
     }
 }
 
-struct Inner {
-    sessions: LruCache<String, Session>,
-    /// Each account's session ids, oldest first (at most `PER_ACCOUNT`).
-    by_account: HashMap<String, VecDeque<String>>,
-}
-
-impl Inner {
-    fn unindex(&mut self, account: &str, id: &str) {
-        if let Some(ids) = self.by_account.get_mut(account) {
-            ids.retain(|other| other != id);
-            if ids.is_empty() {
-                self.by_account.remove(account);
-            }
-        }
-    }
-
-    fn remove(&mut self, id: &str) -> Option<Session> {
-        let session = self.sessions.pop(id)?;
-        self.unindex(&session.account, id);
-        Some(session)
-    }
+/// Where a session is kept: the SHA-256 of its id.
+fn key_of(id: &str) -> SessionKey {
+    Sha256::digest(id.as_bytes()).into()
 }
 
 pub struct Sessions {
-    inner: Mutex<Inner>,
-    idle: Duration,
-    absolute: Duration,
+    store: Arc<dyn Store>,
+    idle: UnixTime,
+    absolute: UnixTime,
+    caps: SessionCaps,
 }
 
 impl Sessions {
-    pub fn new(capacity: usize, idle: Duration, absolute: Duration) -> Self {
-        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        Self { inner: Mutex::new(Inner { sessions: LruCache::new(capacity), by_account: HashMap::new() }), idle, absolute }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn live(&self, session: &Session, now: Instant) -> bool {
-        now.saturating_duration_since(session.last_seen) < self.idle && now.saturating_duration_since(session.created) < self.absolute
-    }
-
-    /// A copy of the session for a cookie's id, marked as seen now; `None` when there is none
-    /// or it timed out (then it is removed).
-    pub fn get(&self, id: &str, now: Instant) -> Option<Session> {
-        self.modify(id, now, |session| session.clone())
-    }
-
-    /// Applies `change` to the stored session under the store's lock (for what concurrent
-    /// requests must not both do, such as spending one of an SMS code's tries).
-    pub fn modify<R>(&self, id: &str, now: Instant, change: impl FnOnce(&mut Session) -> R) -> Option<R> {
-        let mut inner = self.lock();
-        let live = self.live(inner.sessions.peek(id)?, now);
-        if !live {
-            inner.remove(id);
-            return None;
+    pub fn new(store: Arc<dyn Store>, max_sessions: usize, idle: Duration, absolute: Duration) -> Self {
+        let seconds = |d: Duration| UnixTime::try_from(d.as_secs()).unwrap_or(UnixTime::MAX / 4).max(1);
+        Self {
+            store,
+            idle: seconds(idle),
+            absolute: seconds(absolute),
+            caps: SessionCaps { per_account: PER_ACCOUNT, total: max_sessions },
         }
-        let session = inner.sessions.get_mut(id)?;
-        session.last_seen = now;
-        Some(change(session))
     }
 
-    /// Stores a new session under a new id and returns the id.
-    pub fn create(&self, mut session: Session, now: Instant) -> String {
-        session.last_seen = now;
+    /// The session under `key` and its version, if live at `now` (its idle time starts again).
+    async fn read(&self, key: &SessionKey, now: UnixTime) -> Result<Option<(i64, Session)>, StoreError> {
+        let Some(stored) = self.store.session(key, now, now.saturating_add(self.idle)).await? else { return Ok(None) };
+        Ok(Session::decode(&stored.data).map(|session| (stored.version, session)))
+    }
+
+    /// A copy of the session for a cookie's id; `None` when there is none or it timed out.
+    pub async fn get(&self, id: &str, now: UnixTime) -> Result<Option<Session>, StoreError> {
+        Ok(self.read(&key_of(id), now).await?.map(|(_, session)| session))
+    }
+
+    /// Applies `change` to the stored session (for what concurrent requests must not both do,
+    /// such as spending one of an SMS code's tries). `change` may run more than once, each time
+    /// on a fresher copy; what it returns from the run that was stored is returned.
+    pub async fn modify<R>(&self, id: &str, now: UnixTime, mut change: impl FnMut(&mut Session) -> R) -> Result<Option<R>, StoreError> {
+        let key = key_of(id);
+        for _ in 0..CHANGE_TRIES {
+            let Some((version, mut session)) = self.read(&key, now).await? else { return Ok(None) };
+            let result = change(&mut session);
+            if self.store.update_session(&key, version, session.encode()?).await? {
+                return Ok(Some(result));
+            }
+        }
+        Ok(None)
+    }
+
+    fn new_row(&self, id: &str, session: &Session, now: UnixTime) -> Result<NewSession, StoreError> {
+        let ends_at = now.saturating_add(self.absolute);
+        Ok(NewSession {
+            key: key_of(id),
+            account: session.account().to_owned(),
+            ends_at,
+            expires_at: now.saturating_add(self.idle).min(ends_at),
+            data: session.encode()?,
+        })
+    }
+
+    /// Keeps a new session under a new id and returns the id.
+    pub async fn create(&self, session: &Session, now: UnixTime) -> Result<String, StoreError> {
         let id = random_token();
-        let mut inner = self.lock();
-        self.sweep_expired(&mut inner, now);
-        let account = session.account.clone();
-        let ids = inner.by_account.entry(account.clone()).or_default();
-        let mut pushed_out = Vec::new();
-        while ids.len() >= PER_ACCOUNT {
-            pushed_out.extend(ids.pop_front());
-        }
-        ids.push_back(id.clone());
-        for old in pushed_out {
-            inner.sessions.pop(&old);
-        }
-        if let Some((evicted_id, evicted)) = inner.sessions.push(id.clone(), session) {
-            inner.unindex(&evicted.account, &evicted_id);
-        }
-        id
+        self.store.create_session(self.new_row(&id, session, now)?, self.caps).await?;
+        Ok(id)
     }
 
-    fn sweep_expired(&self, inner: &mut Inner, now: Instant) {
-        for _ in 0..EXPIRED_SWEEP {
-            let expired = inner.sessions.peek_lru().is_some_and(|(_, oldest)| !self.live(oldest, now));
-            if !expired {
-                return;
-            }
-            if let Some((id, session)) = inner.sessions.pop_lru() {
-                inner.unindex(&session.account, &id);
+    /// Moves a session to a new id (the old one stops working, and the absolute timeout starts
+    /// again), changed by `change` on the way; `None` when the old id is gone (signed out,
+    /// timed out, or a concurrent request already moved it).
+    pub async fn rotate(&self, old_id: &str, now: UnixTime, mut change: impl FnMut(&mut Session)) -> Result<Option<String>, StoreError> {
+        let old = key_of(old_id);
+        for _ in 0..CHANGE_TRIES {
+            let Some((version, mut session)) = self.read(&old, now).await? else { return Ok(None) };
+            change(&mut session);
+            let id = random_token();
+            if self.store.rotate_session(&old, version, self.new_row(&id, &session, now)?, self.caps).await? {
+                return Ok(Some(id));
             }
         }
+        Ok(None)
     }
 
-    /// Moves a session to a new id (the old one stops working), changed by `change` on the way;
-    /// `None` when the old id is gone (signed out, timed out, or a concurrent request already
-    /// moved it).
-    pub fn rotate(&self, old_id: &str, now: Instant, change: impl FnOnce(&mut Session)) -> Option<String> {
-        let mut session = {
-            let mut inner = self.lock();
-            let live = self.live(inner.sessions.peek(old_id)?, now);
-            let session = inner.remove(old_id)?;
-            live.then_some(session)?
-        };
-        change(&mut session);
-        Some(self.create(session, now))
-    }
-
-    pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// How many accounts have sessions (the per-account index never outgrows the store).
-    #[cfg(test)]
-    fn accounts(&self) -> usize {
-        self.lock().by_account.len()
+    pub async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.store.remove_session(&key_of(id)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{KeyRing, Keys};
+    use crate::store::memory::MemoryStore;
 
-    fn signed_in(user: &str, now: Instant) -> Session {
+    fn sessions(max: usize, idle: u64, absolute: u64) -> (Sessions, Arc<MemoryStore>) {
+        let store = Arc::new(MemoryStore::in_memory(Arc::new(Keys::fixed(KeyRing::generate("k1")))));
+        (Sessions::new(store.clone(), max, Duration::from_secs(idle), Duration::from_secs(absolute)), store)
+    }
+
+    fn signed_in(user: &str) -> Session {
         let profile = UserProfile { username: user.to_owned(), ..UserProfile::default() };
-        Session::new(Stage::SignedIn { user: user.to_owned(), profile, enrollment: None }, now)
+        Session::new(Stage::SignedIn { user: user.to_owned(), profile, enrollment: None })
     }
 
-    #[test]
-    fn sessions_come_back_until_they_time_out() {
-        let store = Sessions::new(100, Duration::from_secs(60), Duration::from_secs(600));
-        let t0 = Instant::now();
-        let session = signed_in("alice", t0);
-        let csrf = session.csrf.clone();
-        let id = store.create(session, t0);
-        let later = store.get(&id, t0 + Duration::from_secs(30)).expect("still live");
-        assert_eq!(later.csrf, csrf);
-        assert!(store.get(&id, t0 + Duration::from_secs(30)).is_some(), "reading does not remove it");
-        assert!(store.get(&id, t0 + Duration::from_secs(95)).is_none(), "idle too long");
-        assert!(store.is_empty(), "an expired session is removed when looked up");
-        assert!(store.get("made-up", t0).is_none(), "an id we did not issue is never adopted");
+    const T0: UnixTime = 1_800_000_000;
+
+    #[tokio::test]
+    async fn sessions_come_back_until_they_time_out() {
+        let (store, _) = sessions(100, 60, 600);
+        let session = signed_in("alice");
+        let id = store.create(&session, T0).await.unwrap();
+        let later = store.get(&id, T0 + 30).await.unwrap().expect("still live");
+        assert_eq!(later.csrf, session.csrf);
+        assert!(store.get(&id, T0 + 30).await.unwrap().is_some(), "reading does not remove it");
+        assert!(store.get(&id, T0 + 89).await.unwrap().is_some(), "each read starts the idle time again");
+        assert!(store.get(&id, T0 + 150).await.unwrap().is_none(), "idle too long");
+        assert!(store.get("made-up", T0).await.unwrap().is_none(), "an id we did not issue is never adopted");
     }
 
-    #[test]
-    fn the_absolute_timeout_holds_however_busy_the_session() {
-        let store = Sessions::new(100, Duration::from_secs(60), Duration::from_secs(120));
-        let t0 = Instant::now();
-        let id = store.create(signed_in("alice", t0), t0);
+    #[tokio::test]
+    async fn the_absolute_timeout_holds_however_busy_the_session() {
+        let (store, _) = sessions(100, 60, 120);
+        let id = store.create(&signed_in("alice"), T0).await.unwrap();
         for s in [50, 100] {
-            assert!(store.get(&id, t0 + Duration::from_secs(s)).is_some());
+            assert!(store.get(&id, T0 + s).await.unwrap().is_some());
         }
-        assert!(store.get(&id, t0 + Duration::from_secs(125)).is_none());
+        assert!(store.get(&id, T0 + 121).await.unwrap().is_none());
     }
 
-    #[test]
-    fn the_store_and_each_account_are_capped() {
-        let store = Sessions::new(50, Duration::from_secs(60), Duration::from_secs(600));
-        let t0 = Instant::now();
-        let first = store.create(signed_in("alice", t0), t0);
+    #[tokio::test]
+    async fn the_store_and_each_account_are_capped() {
+        let (store, _) = sessions(50, 60, 600);
+        let first = store.create(&signed_in("alice"), T0).await.unwrap();
         let mut alice = vec![first.clone()];
         for _ in 1..PER_ACCOUNT + 3 {
-            alice.push(store.create(signed_in("alice", t0), t0));
+            alice.push(store.create(&signed_in("alice"), T0).await.unwrap());
         }
-        assert_eq!(store.len(), PER_ACCOUNT, "alice's oldest sessions went");
-        assert!(store.get(&first, t0).is_none());
-        assert!(store.get(&alice[alice.len() - 1], t0).is_some());
+        let live = |ids: Vec<String>| {
+            let store = &store;
+            async move {
+                let mut n = 0;
+                for id in ids {
+                    n += usize::from(store.get(&id, T0).await.unwrap().is_some());
+                }
+                n
+            }
+        };
+        assert_eq!(live(alice.clone()).await, PER_ACCOUNT, "alice's oldest sessions went");
+        assert!(store.get(&first, T0).await.unwrap().is_none());
+        assert!(store.get(&alice[alice.len() - 1], T0).await.unwrap().is_some());
+        let mut others = Vec::new();
         for n in 0..200 {
-            store.create(signed_in(&format!("user{n}"), t0), t0);
+            others.push(store.create(&signed_in(&format!("user{n}")), T0 + 1).await.unwrap());
         }
-        assert_eq!(store.len(), 50, "capacity");
-        assert_eq!(store.accounts(), 50, "the index follows evictions");
+        let all: Vec<String> = alice.into_iter().chain(others.iter().cloned()).collect();
+        assert_eq!(live(all).await, 50, "capacity");
+        assert!(store.get(&others[199], T0 + 1).await.unwrap().is_some(), "the newest stays");
     }
 
-    #[test]
-    fn updates_never_bring_back_a_removed_or_rotated_session() {
-        let store = Sessions::new(10, Duration::from_secs(60), Duration::from_secs(600));
-        let t0 = Instant::now();
-        let id = store.create(signed_in("alice", t0), t0);
-        let new_id = store.rotate(&id, t0, |_| ()).unwrap();
-        assert!(store.modify(&id, t0, |_| ()).is_none(), "the old id stays gone");
-        assert!(store.rotate(&id, t0, |_| ()).is_none(), "a second rotation of the old id fails");
-        store.remove(&new_id);
-        assert!(store.modify(&new_id, t0, |_| ()).is_none());
-        assert!(store.is_empty());
-        assert_eq!(store.accounts(), 0);
+    #[tokio::test]
+    async fn updates_never_bring_back_a_removed_or_rotated_session() {
+        let (store, _) = sessions(10, 60, 600);
+        let id = store.create(&signed_in("alice"), T0).await.unwrap();
+        let new_id = store.rotate(&id, T0, |_| ()).await.unwrap().unwrap();
+        assert!(store.modify(&id, T0, |_| ()).await.unwrap().is_none(), "the old id stays gone");
+        assert!(store.rotate(&id, T0, |_| ()).await.unwrap().is_none(), "a second rotation of the old id fails");
+        store.remove(&new_id).await.unwrap();
+        assert!(store.modify(&new_id, T0, |_| ()).await.unwrap().is_none());
+        assert!(store.get(&new_id, T0).await.unwrap().is_none());
     }
 
-    #[test]
-    fn expired_sessions_are_shed_as_new_ones_come() {
-        let store = Sessions::new(100, Duration::from_secs(60), Duration::from_secs(600));
-        let t0 = Instant::now();
-        for n in 0..20 {
-            store.create(signed_in(&format!("user{n}"), t0), t0);
+    #[tokio::test]
+    async fn concurrent_changes_each_land_once() {
+        let (store, _) = sessions(10, 60, 600);
+        let store = Arc::new(store);
+        let id = store.create(&signed_in("alice"), T0).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (store, id) = (Arc::clone(&store), id.clone());
+            tasks.push(tokio::spawn(async move { store.modify(&id, T0, |s| s.csrf.push('.')).await.unwrap().is_some() }));
         }
-        let later = t0 + Duration::from_secs(120);
-        for n in 0..5 {
-            store.create(signed_in(&format!("late{n}"), later), later);
+        let mut landed = 0;
+        for task in tasks {
+            landed += usize::from(task.await.unwrap());
         }
-        assert_eq!(store.len(), 25 - 5 * EXPIRED_SWEEP);
+        let csrf = store.get(&id, T0).await.unwrap().unwrap().csrf;
+        assert_eq!(csrf.matches('.').count(), landed, "each change that says it landed is in the session, once");
+        assert_eq!(landed, 4);
+    }
+
+    #[tokio::test]
+    async fn the_store_holds_the_session_sealed_under_a_hash_of_its_id() {
+        let (store, backend) = sessions(10, 60, 600);
+        let mut session = signed_in("alice");
+        if let Stage::SignedIn { profile, .. } = &mut session.stage {
+            profile.mobile = Some("+46701234567".into());
+        }
+        let id = store.create(&session, T0).await.unwrap();
+        let kept = crate::store::Backend::session(backend.backend(), &key_of(&id), T0, T0 + 60).await.unwrap().unwrap();
+        assert!(!kept.1.contains("+4670") && !kept.1.contains(&session.csrf), "sealed, not in clear");
     }
 
     #[test]
     fn debug_output_leaves_out_the_csrf_token() {
-        let session = signed_in("alice", Instant::now());
+        let session = signed_in("alice");
         assert!(!format!("{session:?}").contains(&session.csrf));
     }
 }

@@ -13,11 +13,12 @@ use super::client_addr::ClientAddr;
 use super::extract::{CsrfForm, CsrfKind, Posted, Visit};
 use super::i18n::Strings;
 use super::limiter::LimitKey;
-use super::pages::{OtpPage, SigninPage, render};
+use super::pages::{self, OtpPage, SigninPage, render};
 use super::session::Stage;
 use super::{LIMIT_WINDOW, Portal, listener};
 use crate::auth::Reason;
 use crate::auth::portal::{PortalUser, SmsChallenge};
+use crate::store::StoreError;
 
 #[derive(Deserialize)]
 pub struct SignedOutQuery {
@@ -96,21 +97,32 @@ async fn second_factor(portal: &Portal, mut visit: Visit, user: PortalUser, from
     } else if profile.mobile.is_some() {
         match portal.auth.portal_send_sms(&account, &profile, from, visit.arrival.unix).await {
             Ok(challenge) => Some(challenge),
-            Err(Reason::SmsRateLimited) => return error_page(portal, visit, |s| s.too_many_attempts),
-            Err(_) => return error_page(portal, visit, |s| s.sms_failed),
+            Err(Reason::SmsRateLimited) => return error_page(portal, visit, |s| s.too_many_attempts).await,
+            Err(_) => return error_page(portal, visit, |s| s.sms_failed).await,
         }
     } else {
         // Neither an app nor a phone: never a way past the second factor.
-        return error_page(portal, visit, |s| s.no_second_factor);
+        return error_page(portal, visit, |s| s.no_second_factor).await;
     };
     let sms_asked = sms.is_some();
-    visit.start_session(portal, Stage::SecondFactor { user: account, profile, has_token, sms, sms_asked });
+    if let Err(e) = visit.start_session(portal, Stage::SecondFactor { user: account, profile, has_token, sms, sms_asked }).await {
+        return unavailable(visit, &e);
+    }
     visit.respond(Redirect::to("/otp"))
 }
 
+/// The store could not keep or change a session: 503, and the reason in the log.
+pub(super) fn unavailable(visit: Visit, e: &StoreError) -> Response {
+    tracing::warn!(error = %e, "portal: a session could not be kept: answering 503");
+    let lang = visit.lang;
+    visit.respond(pages::unavailable(lang))
+}
+
 /// Back to the sign-in form with a message; a session in progress ends.
-fn error_page(portal: &Portal, mut visit: Visit, message: impl Fn(&Strings) -> &'static str) -> Response {
-    visit.end_session(portal);
+async fn error_page(portal: &Portal, mut visit: Visit, message: impl Fn(&Strings) -> &'static str) -> Response {
+    if let Err(e) = visit.end_session(portal).await {
+        return unavailable(visit, &e);
+    }
     let error = message(visit.s());
     let page = visit.signin_page(portal, None, Some(error));
     visit.respond(render(SigninPage { page }))
@@ -128,7 +140,7 @@ fn otp_choices(stage: Option<&Stage>) -> Option<(Option<String>, bool)> {
 
 pub async fn otp_page(State(portal): State<Arc<Portal>>, visit: Visit) -> Response {
     let Some((sms_to, offer_sms)) = otp_choices(visit.stage()) else { return visit.respond(Redirect::to("/")) };
-    let page = visit.page(&portal, None, None);
+    let page = visit.page(&portal, None, None).await;
     visit.respond(render(OtpPage { page, sms_to, offer_sms }))
 }
 
@@ -150,9 +162,9 @@ pub async fn otp(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientAddr
         return visit.respond(Redirect::to("/"));
     };
     if !portal.address_limits.allow_at(&LimitKey::code_from(from), 30, LIMIT_WINDOW, visit.arrival.instant) {
-        return error_page(&portal, visit, |s| s.too_many_attempts);
+        return error_page(&portal, visit, |s| s.too_many_attempts).await;
     }
-    let Some(mut sms) = spend_sms_try(&portal, &visit) else { return visit.respond(Redirect::to("/")) };
+    let Some(mut sms) = spend_sms_try(&portal, &visit).await else { return visit.respond(Redirect::to("/")) };
     // Run to its end even if the browser hangs up: a wrong code is counted.
     let (auth, account, code, now) = (Arc::clone(&portal.auth), user.clone(), form.code, visit.arrival.unix);
     let checked = tokio::spawn(async move {
@@ -161,16 +173,17 @@ pub async fn otp(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientAddr
     });
     let Ok((result, sms)) = checked.await else { return visit.respond(StatusCode::INTERNAL_SERVER_ERROR) };
     match result {
-        Ok(()) => {
-            let to = if visit.sign_in(&portal, user, profile) { "/general" } else { "/" };
-            visit.respond(Redirect::to(to))
-        }
-        Err(Reason::SecondFactorLocked | Reason::StateExpired) => error_page(&portal, visit, |s| s.too_many_attempts),
-        Err(_) if sms.as_ref().is_some_and(|c| c.tries_left == 0) => error_page(&portal, visit, |s| s.too_many_attempts),
+        Ok(()) => match visit.sign_in(&portal, user, profile).await {
+            Ok(true) => visit.respond(Redirect::to("/general")),
+            Ok(false) => visit.respond(Redirect::to("/")),
+            Err(e) => unavailable(visit, &e),
+        },
+        Err(Reason::SecondFactorLocked | Reason::StateExpired) => error_page(&portal, visit, |s| s.too_many_attempts).await,
+        Err(_) if sms.as_ref().is_some_and(|c| c.tries_left == 0) => error_page(&portal, visit, |s| s.too_many_attempts).await,
         Err(_) => {
             let sms_to = sms.as_ref().map(|c| c.masked.clone());
             let offer_sms = has_token && !sms_asked && sms.is_none() && profile.mobile.is_some();
-            let page = visit.page(&portal, None, Some(visit.s().wrong_code));
+            let page = visit.page(&portal, None, Some(visit.s().wrong_code)).await;
             visit.respond((StatusCode::UNAUTHORIZED, render(OtpPage { page, sms_to, offer_sms })))
         }
     }
@@ -180,7 +193,7 @@ pub async fn otp(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientAddr
 /// parallel guesses with one cookie cannot share a try. Returns the challenge as it was (for
 /// `portal_code`, which counts the try on its copy), `Some(None)` when no SMS was sent, and
 /// `None` when the session is gone or past this stage.
-fn spend_sms_try(portal: &Portal, visit: &Visit) -> Option<Option<SmsChallenge>> {
+async fn spend_sms_try(portal: &Portal, visit: &Visit) -> Option<Option<SmsChallenge>> {
     let spent = visit.modify(portal, |session| match &mut session.stage {
         Stage::SecondFactor { sms, .. } => {
             let before = sms.clone();
@@ -191,7 +204,7 @@ fn spend_sms_try(portal: &Portal, visit: &Visit) -> Option<Option<SmsChallenge>>
         }
         Stage::SignedIn { .. } => None,
     });
-    spent.flatten()
+    spent.await.flatten()
 }
 
 /// A form that carries nothing but its CSRF token.
@@ -216,25 +229,29 @@ pub async fn otp_sms(State(portal): State<Arc<Portal>>, ClientAddr(from): Client
         Stage::SecondFactor { sms_asked, .. } => !std::mem::replace(sms_asked, true),
         Stage::SignedIn { .. } => false,
     });
-    if claimed != Some(true) {
+    if claimed.await != Some(true) {
         return visit.respond(Redirect::to("/otp"));
     }
     match portal.auth.portal_send_sms(&user, &profile, from, visit.arrival.unix).await {
         Ok(challenge) => {
-            visit.modify(&portal, |session| {
-                if let Stage::SecondFactor { sms, .. } = &mut session.stage {
-                    *sms = Some(challenge);
-                }
-            });
+            visit
+                .modify(&portal, |session| {
+                    if let Stage::SecondFactor { sms, .. } = &mut session.stage {
+                        *sms = Some(challenge.clone());
+                    }
+                })
+                .await;
             visit.respond(Redirect::to("/otp"))
         }
-        Err(Reason::SmsRateLimited) => error_page(&portal, visit, |s| s.too_many_attempts),
-        Err(_) => error_page(&portal, visit, |s| s.sms_failed),
+        Err(Reason::SmsRateLimited) => error_page(&portal, visit, |s| s.too_many_attempts).await,
+        Err(_) => error_page(&portal, visit, |s| s.sms_failed).await,
     }
 }
 
 pub async fn signout(State(portal): State<Arc<Portal>>, posted: Posted<CsrfOnly>) -> Response {
     let mut visit = posted.visit;
-    visit.end_session(&portal);
+    if let Err(e) = visit.end_session(&portal).await {
+        return unavailable(visit, &e);
+    }
     visit.respond(Redirect::to("/signin?signed_out=1"))
 }

@@ -12,7 +12,7 @@ use super::Portal;
 use super::client_addr::ClientAddr;
 use super::extract::{CsrfForm, Posted, Refusal, SignedIn, Visit};
 use super::pages::{EnrollConfirmPage, EnrollNamePage, EnrollScanPage, RemovePage, Tab, TokenRow, TokensPage, date, render};
-use super::session::Stage;
+use super::session::{Notice, Stage};
 use super::signin::{CodeForm, CsrfOnly};
 use crate::auth::Reason;
 use crate::auth::portal::Enrollment;
@@ -29,13 +29,13 @@ pub async fn tokens(State(portal): State<Arc<Portal>>, signed_in: SignedIn) -> R
             .collect(),
         Err(_) => return visit.respond(StatusCode::SERVICE_UNAVAILABLE),
     };
-    let page = visit.page(&portal, TOKENS, None);
+    let page = visit.page(&portal, TOKENS, None).await;
     visit.respond(render(TokensPage { page, tokens: rows }))
 }
 
 pub async fn enroll_name_page(State(portal): State<Arc<Portal>>, signed_in: SignedIn) -> Response {
     let visit = signed_in.visit;
-    let page = visit.page(&portal, TOKENS, None);
+    let page = visit.page(&portal, TOKENS, None).await;
     visit.respond(render(EnrollNamePage { page }))
 }
 
@@ -56,7 +56,7 @@ pub async fn enroll_name(State(portal): State<Arc<Portal>>, posted: Posted<NameF
     let SignedIn { visit, user, .. } = visit.into_signed_in()?;
     let name: String = form.name.trim().chars().filter(|c| !c.is_control()).take(64).collect();
     if name.is_empty() {
-        let page = visit.page(&portal, TOKENS, None);
+        let page = visit.page(&portal, TOKENS, None).await;
         return Ok(visit.respond((StatusCode::BAD_REQUEST, render(EnrollNamePage { page }))));
     }
     let settings = &portal.settings;
@@ -66,13 +66,16 @@ pub async fn enroll_name(State(portal): State<Arc<Portal>>, posted: Posted<NameF
             // replaces — an unfinished one, or one another tab started at the same moment — is
             // given up (unless a code confirmed it meanwhile), and nothing is left unreferenced.
             let id = new.token_id;
-            let swapped = visit.modify(&portal, |session| match &mut session.stage {
-                Stage::SignedIn { enrollment, .. } => Ok(enrollment.replace(new)),
-                Stage::SecondFactor { .. } => Err(()),
-            });
+            let swapped = visit
+                .modify(&portal, |session| match &mut session.stage {
+                    Stage::SignedIn { enrollment, .. } => Ok(enrollment.replace(new.clone())),
+                    Stage::SecondFactor { .. } => Err(()),
+                })
+                .await;
             let given_up = match swapped {
                 Some(Ok(replaced)) => replaced.map(|old| old.token_id),
-                // Signed out meanwhile: the new one has no session to finish in.
+                // Signed out meanwhile (or the store failed): the new one has no session to
+                // finish in.
                 _ => Some(id),
             };
             if let Some(old) = given_up {
@@ -81,7 +84,7 @@ pub async fn enroll_name(State(portal): State<Arc<Portal>>, posted: Posted<NameF
             visit.respond(Redirect::to("/tokens/new/scan"))
         }
         Err(Reason::TooManyTokens) => {
-            let page = visit.page(&portal, TOKENS, Some(visit.s().too_many_tokens));
+            let page = visit.page(&portal, TOKENS, Some(visit.s().too_many_tokens)).await;
             visit.respond((StatusCode::CONFLICT, render(EnrollNamePage { page })))
         }
         Err(_) => visit.respond(StatusCode::SERVICE_UNAVAILABLE),
@@ -105,7 +108,7 @@ pub async fn enroll_scan(State(portal): State<Arc<Portal>>, visit: Visit) -> Res
     let secret = crate::otp::totp::base32(e.secret.expose());
     let secret_grouped =
         secret.expose().as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ");
-    let page = visit.page(&portal, TOKENS, None);
+    let page = visit.page(&portal, TOKENS, None).await;
     visit.respond(render(EnrollScanPage { page, qr_svg, secret_grouped }))
 }
 
@@ -113,7 +116,7 @@ pub async fn enroll_confirm_page(State(portal): State<Arc<Portal>>, visit: Visit
     if enrolling(&visit).is_none() {
         return visit.respond(Redirect::to("/tokens"));
     }
-    let page = visit.page(&portal, TOKENS, None);
+    let page = visit.page(&portal, TOKENS, None).await;
     visit.respond(render(EnrollConfirmPage { page }))
 }
 
@@ -126,27 +129,29 @@ pub async fn enroll_confirm(State(portal): State<Arc<Portal>>, ClientAddr(from):
     let timeout = portal.settings.enrollment_timeout;
     let result = portal.auth.portal_confirm(&user, &e, &form.code, timeout, from, visit.arrival.unix).await;
     if matches!(result, Ok(()) | Err(Reason::StateExpired)) {
-        let notice = result.is_ok().then_some(visit.s().enrolled);
-        visit.modify(&portal, |session| {
-            // Only this enrollment ends: one another tab started since stays to be finished.
-            if let Stage::SignedIn { enrollment, .. } = &mut session.stage
-                && enrollment.as_ref().is_some_and(|current| current.token_id == e.token_id)
-            {
-                *enrollment = None;
-            }
-            if notice.is_some() {
-                session.notice = notice;
-            }
-        });
+        let notice = result.is_ok().then_some(Notice::Enrolled);
+        visit
+            .modify(&portal, |session| {
+                // Only this enrollment ends: one another tab started since stays to be finished.
+                if let Stage::SignedIn { enrollment, .. } = &mut session.stage
+                    && enrollment.as_ref().is_some_and(|current| current.token_id == e.token_id)
+                {
+                    *enrollment = None;
+                }
+                if notice.is_some() {
+                    session.notice = notice;
+                }
+            })
+            .await;
     }
     match result {
         Ok(()) => visit.respond(Redirect::to("/tokens")),
         Err(Reason::StateExpired) => {
-            let page = visit.page(&portal, TOKENS, Some(visit.s().enrollment_expired));
+            let page = visit.page(&portal, TOKENS, Some(visit.s().enrollment_expired)).await;
             visit.respond((StatusCode::GONE, render(EnrollNamePage { page })))
         }
         Err(_) => {
-            let page = visit.page(&portal, TOKENS, Some(visit.s().wrong_code));
+            let page = visit.page(&portal, TOKENS, Some(visit.s().wrong_code)).await;
             visit.respond((StatusCode::UNPROCESSABLE_ENTITY, render(EnrollConfirmPage { page })))
         }
     }
@@ -156,7 +161,7 @@ pub async fn remove_page(State(portal): State<Arc<Portal>>, Path(id): Path<i64>,
     let SignedIn { visit, user, .. } = signed_in;
     let Ok(tokens) = portal.auth.portal_tokens(&user).await else { return visit.respond(StatusCode::SERVICE_UNAVAILABLE) };
     let Some(token) = tokens.into_iter().find(|t| t.id == id) else { return visit.respond(Redirect::to("/tokens")) };
-    let page = visit.page(&portal, TOKENS, None);
+    let page = visit.page(&portal, TOKENS, None).await;
     visit.respond(render(RemovePage { page, id, name: token.name }))
 }
 
@@ -168,8 +173,7 @@ pub async fn remove(
 ) -> Result<Response, Refusal> {
     let SignedIn { visit, user, .. } = posted.visit.into_signed_in()?;
     if let Ok(true) = portal.auth.portal_remove(&user, id, from).await {
-        let removed = visit.s().removed;
-        visit.modify(&portal, |session| session.notice = Some(removed));
+        visit.modify(&portal, |session| session.notice = Some(Notice::Removed)).await;
     }
     Ok(visit.respond(Redirect::to("/tokens")))
 }

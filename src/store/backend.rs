@@ -7,7 +7,10 @@
 
 use async_trait::async_trait;
 
-use super::{Factor, KeptAnswer, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
+use super::{
+    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StoreError,
+    UnixTime,
+};
 use crate::otp::TotpParams;
 
 /// How long SMS sends are kept (for the rate limits and the record): `purge` forgets older ones.
@@ -48,6 +51,43 @@ pub struct SealedSeed {
     pub id: i64,
     pub username: String,
     pub sealed: String,
+}
+
+/// A portal session to keep, its data sealed.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub key: SessionKey,
+    pub account: String,
+    pub ends_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub sealed: String,
+}
+
+/// What `radmfa store copy` moves from one store to another: every token, its seed as sealed
+/// text (the same key file opens it in either), and every factor's counters. Used States,
+/// kept answers, SMS sends and portal sessions live minutes and are not copied.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub tokens: Vec<TokenRow>,
+    pub lockouts: Vec<LockoutRecord>,
+}
+
+impl Snapshot {
+    /// The first token of `incoming` that would overwrite another token kept under its id in
+    /// `existing` (another owner or creation time): a copy into a store that is neither empty
+    /// nor an earlier copy of the same source.
+    pub fn clash<'a>(existing: &[TokenRow], incoming: &'a [TokenRow]) -> Option<&'a TokenRow> {
+        let kept: std::collections::HashMap<i64, &TokenRow> = existing.iter().map(|t| (t.id, t)).collect();
+        incoming.iter().find(|t| kept.get(&t.id).is_some_and(|k| k.username != t.username || k.created_at != t.created_at))
+    }
+
+    pub fn clash_error(token: &TokenRow) -> StoreError {
+        StoreError::database(format!(
+            "token {} is another token in the destination (owner or creation time differ): copy into an empty database, \
+             or into one this source was copied to before",
+            token.id
+        ))
+    }
 }
 
 /// Seals a new token's seed for the row id the backend gave it: called once, inside the
@@ -104,9 +144,25 @@ pub trait Backend: Send + Sync {
     /// See [`super::Store::kept_answer`].
     async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Forgets what has expired: used States, contexts and kept answers past their expiry, SMS sends older
-    /// than [`SMS_HISTORY`], locks that ran out, unconfirmed tokens older than
-    /// [`UNCONFIRMED_TOKEN_LIFETIME`].
+    /// See [`super::Store::create_session`].
+    async fn create_session(&self, session: SessionRow, caps: SessionCaps) -> Result<(), StoreError>;
+    /// See [`super::Store::session`]: the version and the sealed data.
+    async fn session(&self, key: &SessionKey, now: UnixTime, expires_at: UnixTime) -> Result<Option<(i64, String)>, StoreError>;
+    /// See [`super::Store::update_session`].
+    async fn update_session(&self, key: &SessionKey, version: i64, sealed: String) -> Result<bool, StoreError>;
+    /// See [`super::Store::rotate_session`].
+    async fn rotate_session(&self, old: &SessionKey, version: i64, new: SessionRow, caps: SessionCaps) -> Result<bool, StoreError>;
+    async fn remove_session(&self, key: &SessionKey) -> Result<(), StoreError>;
+    async fn session_count(&self) -> Result<usize, StoreError>;
+
+    /// See [`super::Store::export`].
+    async fn export(&self) -> Result<Snapshot, StoreError>;
+    /// See [`super::Store::import`]; [`Snapshot::clash`] decides what refuses it.
+    async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// Forgets what has expired: used States, contexts, kept answers and portal sessions past
+    /// their expiry, SMS sends older than [`SMS_HISTORY`], locks that ran out, unconfirmed
+    /// tokens older than [`UNCONFIRMED_TOKEN_LIFETIME`].
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError>;
 
     /// Makes what was written safe in the backend's own files (SQLite folds its write-ahead log

@@ -8,8 +8,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
-use super::{Factor, KeptAnswer, LockoutPolicy, LockoutState, SealedStore, SmsLimits, SmsReservation, StoreError, UnixTime};
+use super::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
+use super::{
+    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SealedStore, SessionCaps, SessionKey, SmsLimits, SmsReservation,
+    StoreError, UnixTime,
+};
 
 /// The in-memory store: seeds sealed above the in-memory backend.
 pub type MemoryStore = SealedStore<MemoryBackend>;
@@ -36,6 +39,20 @@ struct Data {
     used_states: HashMap<Vec<u8>, UnixTime>,
     contexts: HashMap<Vec<u8>, (UnixTime, Vec<u8>)>,
     answers: HashMap<Vec<u8>, (UnixTime, Vec<u8>)>,
+    sessions: HashMap<SessionKey, Session>,
+    /// Numbers sessions in the order they were made (the oldest of an account goes first).
+    last_session: u64,
+}
+
+/// A portal session as kept (see the SQLite `portal_sessions` table).
+#[derive(Debug, Clone)]
+struct Session {
+    seq: u64,
+    account: String,
+    ends_at: UnixTime,
+    expires_at: UnixTime,
+    version: i64,
+    sealed: String,
 }
 
 /// A factor's failures for one account (see the SQLite `lockouts` tables).
@@ -59,6 +76,28 @@ impl Data {
     fn seeds_of(&self, username: Option<&str>) -> Vec<SealedSeed> {
         let owned = self.tokens.values().filter(|t| username.is_none_or(|u| t.username == u));
         owned.map(|t| SealedSeed { id: t.id, username: t.username.clone(), sealed: t.sealed.clone() }).collect()
+    }
+
+    /// Keeps a session within the caps: the account's oldest go, then those nearest to expiry.
+    fn insert_session(&mut self, row: SessionRow, caps: SessionCaps) {
+        let mut own: Vec<(u64, SessionKey)> =
+            self.sessions.iter().filter(|(_, s)| s.account == row.account).map(|(k, s)| (s.seq, *k)).collect();
+        own.sort_unstable();
+        let surplus = (own.len() + 1).saturating_sub(caps.per_account.max(1));
+        for (_, key) in own.into_iter().take(surplus) {
+            self.sessions.remove(&key);
+        }
+        let surplus = (self.sessions.len() + 1).saturating_sub(caps.total.max(1));
+        if surplus > 0 {
+            let mut nearest: Vec<(UnixTime, u64, SessionKey)> = self.sessions.iter().map(|(k, s)| (s.expires_at, s.seq, *k)).collect();
+            nearest.sort_unstable();
+            for (_, _, key) in nearest.into_iter().take(surplus) {
+                self.sessions.remove(&key);
+            }
+        }
+        self.last_session += 1;
+        let SessionRow { key, account, ends_at, expires_at, sealed } = row;
+        self.sessions.insert(key, Session { seq: self.last_session, account, ends_at, expires_at, version: 0, sealed });
     }
 
     /// Every new seal `reseal` gives, or its first error (then nothing is written).
@@ -257,8 +296,90 @@ impl Backend for MemoryBackend {
         Ok(self.data().answers.get(key).filter(|(expires_at, _)| *expires_at >= now).map(|(_, answer)| answer.clone()))
     }
 
+    async fn create_session(&self, session: SessionRow, caps: SessionCaps) -> Result<(), StoreError> {
+        self.data().insert_session(session, caps);
+        Ok(())
+    }
+
+    async fn session(&self, key: &SessionKey, now: UnixTime, expires_at: UnixTime) -> Result<Option<(i64, String)>, StoreError> {
+        let mut data = self.data();
+        let Some(session) = data.sessions.get_mut(key).filter(|s| s.expires_at > now) else { return Ok(None) };
+        session.expires_at = expires_at.min(session.ends_at);
+        Ok(Some((session.version, session.sealed.clone())))
+    }
+
+    async fn update_session(&self, key: &SessionKey, version: i64, sealed: String) -> Result<bool, StoreError> {
+        let mut data = self.data();
+        let Some(session) = data.sessions.get_mut(key).filter(|s| s.version == version) else { return Ok(false) };
+        session.version += 1;
+        session.sealed = sealed;
+        Ok(true)
+    }
+
+    async fn rotate_session(&self, old: &SessionKey, version: i64, new: SessionRow, caps: SessionCaps) -> Result<bool, StoreError> {
+        let mut data = self.data();
+        if data.sessions.get(old).is_none_or(|s| s.version != version) {
+            return Ok(false);
+        }
+        data.sessions.remove(old);
+        data.insert_session(new, caps);
+        Ok(true)
+    }
+
+    async fn remove_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.data().sessions.remove(key);
+        Ok(())
+    }
+
+    async fn session_count(&self) -> Result<usize, StoreError> {
+        Ok(self.data().sessions.len())
+    }
+
+    async fn export(&self) -> Result<Snapshot, StoreError> {
+        let data = self.data();
+        let mut lockouts: Vec<LockoutRecord> = data
+            .lockouts
+            .iter()
+            .map(|((factor, username), l)| LockoutRecord {
+                username: username.clone(),
+                factor: *factor,
+                failures: l.failures,
+                locked_until: l.locked_until,
+                lock_count: l.lock_count,
+                last_failure_at: l.last_failure_at,
+                seq: l.seq,
+            })
+            .collect();
+        lockouts.sort_by(|a, b| (a.factor.as_str(), &a.username).cmp(&(b.factor.as_str(), &b.username)));
+        Ok(Snapshot { tokens: data.tokens.values().cloned().collect(), lockouts })
+    }
+
+    async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let mut data = self.data();
+        let existing: Vec<TokenRow> = data.tokens.values().cloned().collect();
+        if let Some(token) = Snapshot::clash(&existing, &snapshot.tokens) {
+            return Err(Snapshot::clash_error(token));
+        }
+        for token in snapshot.tokens {
+            data.last_id = data.last_id.max(token.id);
+            data.tokens.insert(token.id, token);
+        }
+        for l in snapshot.lockouts {
+            let kept = Lockout {
+                failures: l.failures,
+                locked_until: l.locked_until,
+                lock_count: l.lock_count,
+                last_failure_at: l.last_failure_at,
+                seq: l.seq,
+            };
+            data.lockouts.insert((l.factor, l.username), kept);
+        }
+        Ok(())
+    }
+
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         let mut data = self.data();
+        data.sessions.retain(|_, s| s.expires_at > now);
         data.used_states.retain(|_, expires_at| *expires_at >= now);
         data.contexts.retain(|_, (expires_at, _)| *expires_at >= now);
         data.answers.retain(|_, (expires_at, _)| *expires_at >= now);

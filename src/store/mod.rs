@@ -1,6 +1,6 @@
 //! What must be remembered and shared between requests (and, later, between servers): tokens
 //! with sealed seeds, the last used time step per token, failure counters and lockouts, SMS
-//! sends for rate limits, and the nonces of used challenge States.
+//! sends for rate limits, the nonces of used challenge States, and the portal's sessions.
 //!
 //! `auth`, the portal and the CLI see only the [`Store`] trait, with seeds opened. Beneath it,
 //! [`SealedStore`] seals and opens seeds (binding each to its row and owner) over a
@@ -24,7 +24,7 @@ use crate::keys::KeyRing;
 use crate::otp::TotpParams;
 use crate::secret::Secret;
 
-pub use backend::Backend;
+pub use backend::{Backend, Snapshot};
 pub use sealed::SealedStore;
 
 pub use crate::clock::UnixTime;
@@ -77,6 +77,52 @@ pub struct KeptAnswer {
     pub key: Vec<u8>,
     pub expires_at: UnixTime,
     pub answer: Vec<u8>,
+}
+
+/// A portal session's key: the SHA-256 of its cookie's value, so the database alone never
+/// yields a cookie that works.
+pub type SessionKey = [u8; 32];
+
+/// A portal session to keep. The store seals its data (it names the user, their phone, and
+/// during an enrollment the new token's seed).
+#[derive(Debug)]
+pub struct NewSession {
+    pub key: SessionKey,
+    /// Whose session it is: each account keeps at most [`SessionCaps::per_account`].
+    pub account: String,
+    /// When it ends however busy it is (the absolute timeout).
+    pub ends_at: UnixTime,
+    /// When it ends unless used before (the idle timeout); never after `ends_at`.
+    pub expires_at: UnixTime,
+    pub data: Secret<Vec<u8>>,
+}
+
+/// How many portal sessions are kept: per account (the oldest goes first) and in all (those
+/// nearest to expiry go first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCaps {
+    pub per_account: usize,
+    pub total: usize,
+}
+
+/// A live portal session, its data opened.
+#[derive(Debug)]
+pub struct StoredSession {
+    /// Changes with every update: an update made from an older read is refused.
+    pub version: i64,
+    pub data: Secret<Vec<u8>>,
+}
+
+/// A factor's failures for one account as kept, for copying a store (`radmfa store copy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockoutRecord {
+    pub username: String,
+    pub factor: Factor,
+    pub failures: u32,
+    pub locked_until: Option<UnixTime>,
+    pub lock_count: u32,
+    pub last_failure_at: Option<UnixTime>,
+    pub seq: u64,
 }
 
 /// Which factor a failure counter and lock belong to. Each has its own, so a user who knows
@@ -247,12 +293,43 @@ pub trait Store: Send + Sync {
     /// What [`Store::keep_answer`] kept under `key`, unless it expired before `now`.
     async fn kept_answer(&self, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Forgets what has expired (used States and their contexts, kept answers, old SMS sends).
+    /// Keeps a new portal session, dropping the account's oldest beyond `caps.per_account` and
+    /// the sessions nearest to expiry beyond `caps.total`.
+    async fn create_session(&self, session: NewSession, caps: SessionCaps) -> Result<(), StoreError>;
+
+    /// The portal session under `key` if it is live at `now`, its idle expiry moved on to
+    /// `expires_at` (never past its end), in one step.
+    async fn session(&self, key: &SessionKey, now: UnixTime, expires_at: UnixTime) -> Result<Option<StoredSession>, StoreError>;
+
+    /// Replaces a session's data, only if it is still at `version` (no other request changed
+    /// it since it was read, on any node). False when it changed or is gone.
+    async fn update_session(&self, key: &SessionKey, version: i64, data: Secret<Vec<u8>>) -> Result<bool, StoreError>;
+
+    /// Ends the session under `old` and keeps `new` in its place, in one step, only if `old` is
+    /// still at `version`. False when it changed or is gone (then nothing is kept).
+    async fn rotate_session(&self, old: &SessionKey, version: i64, new: NewSession, caps: SessionCaps) -> Result<bool, StoreError>;
+
+    async fn remove_session(&self, key: &SessionKey) -> Result<(), StoreError>;
+
+    /// How many portal sessions are kept (live, or expired and not yet purged).
+    async fn session_count(&self) -> Result<usize, StoreError>;
+
+    /// Forgets what has expired (used States and their contexts, kept answers, old SMS sends,
+    /// portal sessions).
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError>;
 
     /// Reseals every seed not yet sealed with `ring`'s current key, in one step (`radmfa keys
     /// rotate`). `ring` must still hold the old keys. Returns how many were resealed.
     async fn reseal_all(&self, ring: Arc<KeyRing>) -> Result<usize, StoreError>;
+
+    /// Every token (seeds as sealed text) and every factor's counters, for `radmfa store copy`.
+    async fn export(&self) -> Result<Snapshot, StoreError>;
+
+    /// Writes a [`Snapshot`] into this store: tokens keep their ids (their seals name them),
+    /// counters replace this store's for the same account. Copying the same snapshot again
+    /// changes nothing; a token of this store with a copied token's id but another owner or
+    /// creation time refuses the whole copy, before anything is written.
+    async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError>;
 
     /// Makes what was written safe in the backend's own files (the server does this every few
     /// minutes; SQLite folds its write-ahead log into the database file). By default nothing.

@@ -2,15 +2,18 @@
 //! key before a backend keeps them, and opens them as they come back, so no backend holds a key
 //! or a seed in the clear. A seal is bound to its row and owner (`radmfa/token/v1/<id>/<user>`):
 //! a sealed seed copied to another row, or another user's, does not open. Moving tokens to
-//! another owner and rotating keys (`radmfa keys rotate`) reseal here too.
+//! another owner and rotating keys (`radmfa keys rotate`) reseal here too. Portal sessions are
+//! sealed here as well, each bound to its key: a session's data moved under another key does
+//! not open.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::backend::{Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
+use super::backend::{Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
 use super::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutState, NewToken, SmsLimits, SmsReservation, Store, StoreError, Token, TokenInfo, UnixTime,
+    Factor, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewToken, SessionCaps, SessionKey, SmsLimits, SmsReservation, Store,
+    StoreError, StoredSession, Token, TokenInfo, UnixTime,
 };
 use crate::keys::{KeyRing, Keys};
 use crate::secret::Secret;
@@ -27,6 +30,17 @@ fn token_aad(id: i64, username: &str) -> Vec<u8> {
     format!("radmfa/token/v1/{id}/{username}").into_bytes()
 }
 
+/// Binds a portal session's sealed data to its key.
+fn session_aad(key: &SessionKey) -> Vec<u8> {
+    [b"radmfa/portal-session/v1/".as_slice(), key].concat()
+}
+
+/// Whether `keys` open a kept token's seed (`radmfa store copy` checks the destination's key
+/// file before it copies anything).
+pub fn seed_opens(keys: &Keys, token: &TokenRow) -> bool {
+    keys.open(&token.sealed, &token_aad(token.id, &token.username)).is_ok()
+}
+
 /// The id of the key a seed is sealed with (`<key id>:<sealed bytes>`).
 fn key_id(sealed: &str) -> &str {
     sealed.split_once(':').map(|(id, _)| id).unwrap_or_default()
@@ -39,6 +53,16 @@ impl<B: Backend> SealedStore<B> {
 
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    fn seal_session(&self, key: &SessionKey, data: &Secret<Vec<u8>>) -> String {
+        self.keys.current().seal(data.expose(), &session_aad(key))
+    }
+
+    fn session_row(&self, session: NewSession) -> SessionRow {
+        let sealed = self.seal_session(&session.key, &session.data);
+        let NewSession { key, account, ends_at, expires_at, .. } = session;
+        SessionRow { key, account, ends_at, expires_at: expires_at.min(ends_at), sealed }
     }
 
     fn open_row(&self, row: TokenRow) -> Result<Token, StoreError> {
@@ -174,8 +198,43 @@ impl<B: Backend> Store for SealedStore<B> {
         self.backend.kept_answer(key, now).await
     }
 
+    async fn create_session(&self, session: NewSession, caps: SessionCaps) -> Result<(), StoreError> {
+        self.backend.create_session(self.session_row(session), caps).await
+    }
+
+    async fn session(&self, key: &SessionKey, now: UnixTime, expires_at: UnixTime) -> Result<Option<StoredSession>, StoreError> {
+        let Some((version, sealed)) = self.backend.session(key, now, expires_at).await? else { return Ok(None) };
+        // One that does not open (the key file lost the key it was sealed with) is no session.
+        let Ok(mut plain) = self.keys.open(&sealed, &session_aad(key)) else { return Ok(None) };
+        Ok(Some(StoredSession { version, data: Secret::new(std::mem::take(&mut *plain)) }))
+    }
+
+    async fn update_session(&self, key: &SessionKey, version: i64, data: Secret<Vec<u8>>) -> Result<bool, StoreError> {
+        self.backend.update_session(key, version, self.seal_session(key, &data)).await
+    }
+
+    async fn rotate_session(&self, old: &SessionKey, version: i64, new: NewSession, caps: SessionCaps) -> Result<bool, StoreError> {
+        self.backend.rotate_session(old, version, self.session_row(new), caps).await
+    }
+
+    async fn remove_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.backend.remove_session(key).await
+    }
+
+    async fn session_count(&self) -> Result<usize, StoreError> {
+        self.backend.session_count().await
+    }
+
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         self.backend.purge(now).await
+    }
+
+    async fn export(&self) -> Result<Snapshot, StoreError> {
+        self.backend.export().await
+    }
+
+    async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.backend.import(snapshot).await
     }
 
     async fn reseal_all(&self, ring: Arc<KeyRing>) -> Result<usize, StoreError> {

@@ -22,4 +22,5 @@ mod samba;
 mod second_factor;
 mod server;
 mod store_contract;
+mod store_copy;
 mod two_nodes;

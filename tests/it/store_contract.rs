@@ -1,7 +1,7 @@
 //! The store contract, one suite run against every backend through [`SealedStore`] — SQLite,
 //! in-memory and a real PostgreSQL: tokens (sealed seeds, confirm, remove, move), replay,
-//! lockout counters, SMS limits, single-use State nonces and challenge contexts, purge, key
-//! rotation. Each backend's own matters (files, migrations, crashes) are tested beside it.
+//! lockout counters, SMS limits, single-use State nonces and challenge contexts, portal
+//! sessions, purge, key rotation, and copying one store into another. Each backend's own matters (files, migrations, crashes) are tested beside it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +50,9 @@ macro_rules! contract_suite {
                 password_failures_are_forgotten_after_a_quiet_period, tokens_move_from_an_old_spelling_to_the_account_and_still_open,
                 sms_limits_per_user_and_global, a_state_nonce_is_consumed_once, only_an_unconfirmed_token_is_abandoned,
                 concurrent_failures_all_count_and_lock_once, concurrent_sms_reservations_keep_the_global_limit,
-                an_answer_is_kept_with_the_step_that_wins_and_only_then);
+                an_answer_is_kept_with_the_step_that_wins_and_only_then, a_session_lives_until_idle_or_its_end_and_is_purged,
+                a_session_changes_only_from_its_current_version, sessions_are_capped_per_account_and_in_all,
+                concurrent_session_changes_each_land_once, a_snapshot_copies_into_another_store_once_and_again_changes_nothing);
             contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed);
         }
     };
@@ -326,4 +328,131 @@ async fn an_answer_is_kept_with_the_step_that_wins_and_only_then<B: Backend + 's
     for i in 0..16u8 {
         assert_eq!(s.kept_answer(&[b'r', i], 1500).await.unwrap().is_some(), winners.contains(&i), "racer {i}");
     }
+}
+
+fn new_session(key: u8, account: &str, now: UnixTime, data: &str) -> NewSession {
+    NewSession {
+        key: [key; 32],
+        account: account.into(),
+        ends_at: now + 3600,
+        expires_at: now + 600,
+        data: Secret::new(data.as_bytes().to_vec()),
+    }
+}
+
+const CAPS: SessionCaps = SessionCaps { per_account: 10, total: 10_000 };
+
+async fn a_session_lives_until_idle_or_its_end_and_is_purged<B: Backend>(s: Arc<SealedStore<B>>) {
+    s.create_session(new_session(1, "alice", 1000, "one"), CAPS).await.unwrap();
+    let found = s.session(&[1; 32], 1500, 2100).await.unwrap().expect("live");
+    assert_eq!(found.data.expose(), b"one");
+    assert!(s.session(&[2; 32], 1500, 2100).await.unwrap().is_none(), "another key");
+    assert!(s.session(&[1; 32], 2050, 2650).await.unwrap().is_some(), "each read moved its idle expiry on");
+    assert!(s.session(&[1; 32], 2700, 3300).await.unwrap().is_none(), "idle past its expiry");
+    s.create_session(new_session(3, "bob", 1000, "three"), CAPS).await.unwrap();
+    for now in [1500, 2000, 2500, 3000, 3500] {
+        assert!(s.session(&[3; 32], now, now + 600).await.unwrap().is_some(), "busy at {now}");
+    }
+    assert!(s.session(&[3; 32], 4600, 5200).await.unwrap().is_none(), "past its end however busy: the idle expiry never passes it");
+    assert_eq!(s.session_count().await.unwrap(), 2, "expired sessions stay until purged");
+    s.create_session(new_session(4, "carol", 5000, "four"), CAPS).await.unwrap();
+    s.purge(5000).await.unwrap();
+    assert_eq!(s.session_count().await.unwrap(), 1, "purge forgets expired sessions only");
+    s.remove_session(&[4; 32]).await.unwrap();
+    assert!(s.session(&[4; 32], 5000, 5600).await.unwrap().is_none());
+}
+
+async fn a_session_changes_only_from_its_current_version<B: Backend>(s: Arc<SealedStore<B>>) {
+    s.create_session(new_session(1, "alice", 1000, "v0"), CAPS).await.unwrap();
+    let read = s.session(&[1; 32], 1000, 1600).await.unwrap().unwrap();
+    assert!(s.update_session(&[1; 32], read.version, Secret::new(b"v1".to_vec())).await.unwrap());
+    assert!(!s.update_session(&[1; 32], read.version, Secret::new(b"stale".to_vec())).await.unwrap(), "from a stale read");
+    let now = s.session(&[1; 32], 1000, 1600).await.unwrap().unwrap();
+    assert_eq!(now.data.expose(), b"v1");
+    assert!(!s.rotate_session(&[1; 32], read.version, new_session(2, "alice", 1000, "x"), CAPS).await.unwrap(), "stale");
+    assert!(s.session(&[2; 32], 1000, 1600).await.unwrap().is_none(), "a refused rotation keeps nothing");
+    assert!(s.rotate_session(&[1; 32], now.version, new_session(2, "alice", 1000, "signed in"), CAPS).await.unwrap());
+    assert!(s.session(&[1; 32], 1000, 1600).await.unwrap().is_none(), "the old key is gone");
+    assert_eq!(s.session(&[2; 32], 1000, 1600).await.unwrap().unwrap().data.expose(), b"signed in");
+    assert!(!s.update_session(&[1; 32], now.version, Secret::new(b"back".to_vec())).await.unwrap(), "never brought back");
+    assert!(s.session(&[1; 32], 1000, 1600).await.unwrap().is_none());
+}
+
+async fn sessions_are_capped_per_account_and_in_all<B: Backend>(s: Arc<SealedStore<B>>) {
+    let caps = SessionCaps { per_account: 3, total: 5 };
+    for key in 1..=4u8 {
+        s.create_session(new_session(key, "alice", 1000, "a"), caps).await.unwrap();
+    }
+    assert!(s.session(&[1; 32], 1000, 1600).await.unwrap().is_none(), "alice's oldest went");
+    for key in 2..=4u8 {
+        assert!(s.session(&[key; 32], 1000, 1600).await.unwrap().is_some());
+    }
+    // Others' sessions, expiring later: alice's (nearest to expiry) go first past the total.
+    for key in 10..=13u8 {
+        s.create_session(new_session(key, &format!("user{key}"), 1100, "u"), caps).await.unwrap();
+    }
+    assert_eq!(s.session_count().await.unwrap(), 5);
+    assert!(s.session(&[2; 32], 1000, 1600).await.unwrap().is_none());
+    assert!(s.session(&[13; 32], 1100, 1700).await.unwrap().is_some(), "the newest stays");
+}
+
+async fn concurrent_session_changes_each_land_once<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
+    s.create_session(new_session(1, "alice", 1000, ""), CAPS).await.unwrap();
+    // Eight requests of one session at once, each adding its mark from its own read, trying
+    // again from a fresh read when another got in first: every mark lands, once.
+    let writers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                for _ in 0..64 {
+                    let read = s.session(&[1; 32], 1000, 1600).await.unwrap().unwrap();
+                    let mut data = read.data.expose().clone();
+                    data.push(b'a' + i);
+                    if s.update_session(&[1; 32], read.version, Secret::new(data)).await.unwrap() {
+                        return;
+                    }
+                }
+                panic!("writer {i} never got its turn");
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut marks = s.session(&[1; 32], 1000, 1600).await.unwrap().unwrap().data.expose().clone();
+    marks.sort_unstable();
+    assert_eq!(marks, b"abcdefgh");
+}
+
+async fn a_snapshot_copies_into_another_store_once_and_again_changes_nothing<B: Backend>(s: Arc<SealedStore<B>>) {
+    let source = Arc::new(SqliteStore::in_memory(Arc::new(Keys::fixed(KeyRing::generate("other")))).unwrap());
+    let gap = source.add_token(new_token("nobody", true)).await.unwrap();
+    let alice = source.add_token(new_token("alice", true)).await.unwrap();
+    source.remove_token("nobody", gap).await.unwrap();
+    source.add_token(new_token("bob", false)).await.unwrap();
+    assert!(source.use_step(alice, 4242, 1000, None).await.unwrap());
+    let policy =
+        LockoutPolicy { max_failures: 2, duration: Duration::from_secs(60), max_duration: Duration::from_secs(600), forget_after: None };
+    source.record_failure("bob", Factor::Code, 1000, policy).await.unwrap();
+    source.record_failure("bob", Factor::Code, 1000, policy).await.unwrap();
+    source.record_failure("carol", Factor::Password, 1000, policy).await.unwrap();
+    let snapshot = source.export().await.unwrap();
+    assert_eq!((snapshot.tokens.len(), snapshot.lockouts.len()), (2, 2));
+
+    s.import(snapshot.clone()).await.unwrap();
+    s.import(snapshot.clone()).await.unwrap();
+    let copied = s.export().await.unwrap();
+    let ids = |snap: &Snapshot| snap.tokens.iter().map(|t| (t.id, t.username.clone(), t.sealed.clone(), t.last_step)).collect::<Vec<_>>();
+    assert_eq!(ids(&copied), ids(&snapshot), "ids, owners, seals and used steps as they were, once");
+    assert_eq!(copied.lockouts, snapshot.lockouts);
+    assert_eq!(s.locked_until("bob", Factor::Code, 1000).await.unwrap(), Some(1060), "a lock copied stays a lock");
+    assert!(!s.use_step(alice, 4242, 1000, None).await.unwrap(), "a step used before the copy is a replay after it");
+    let next = s.add_token(new_token("dave", true)).await.unwrap();
+    assert!(next > alice.max(snapshot.tokens.iter().map(|t| t.id).max().unwrap()), "new tokens get ids after the copied ones");
+
+    // A destination holding another token under a copied id is refused, and left as it was.
+    let mut other = snapshot.clone();
+    other.tokens[0].username = "mallory".into();
+    assert!(s.import(other).await.is_err());
+    assert_eq!(s.export().await.unwrap().tokens.len(), 3);
 }

@@ -1,12 +1,14 @@
 //! Two radmfa processes on one PostgreSQL, over real UDP, as a NAS with two RADIUS servers uses
 //! them: a token enrolled through one works through the other, a code used on one is a replay
 //! on the other, a challenge started on one is finished on the other, wrong codes count on both,
-//! and a database that goes away leaves requests unanswered (the NAS fails over) until it is
-//! back, with no restart.
+//! SMS limits count on both, a portal session made on one is used on the other (a load balancer
+//! with no stickiness) and outlives a restart, and a database that goes away leaves requests
+//! unanswered (the NAS fails over) until it is back, with no restart.
 
 use std::time::Duration;
 
 use crate::harness::{ALICE_PASSWORD, Options, TestServer, enroll, totp_code};
+use crate::http::Http;
 use crate::oracle::{self, ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCESS_REJECT};
 use crate::postgres::{self, PASSWORD};
 
@@ -192,4 +194,90 @@ fn a_node_started_while_the_database_is_down_waits_for_it() {
     server.wait_listening(Duration::from_secs(20));
     let login = format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0));
     assert_eq!(oracle::code(&ask(&server, "alice", &login, None)), ACCESS_ACCEPT, "no restart needed");
+}
+
+/// Users `sms01`... with a mobile number and no token.
+fn users_with_phones(n: usize) -> String {
+    let hash = crate::harness::cheap_hash(ALICE_PASSWORD);
+    (1..=n).map(|i| format!("\n[[user]]\nusername = \"sms{i:02}\"\npassword_hash = \"{hash}\"\nmobile = \"+4670555{i:04}\"\n")).collect()
+}
+
+#[test]
+fn the_global_sms_limit_counts_the_sends_of_both_nodes() {
+    let Some(pg) = postgres::server() else { return };
+    let url = pg.fresh_database();
+    let options = || Options {
+        no_token: "sms",
+        extra_users: users_with_phones(4),
+        extra: "[sms]\nglobal_per_minute = 3\n".into(),
+        ..options(&url, "challenge")
+    };
+    let a = TestServer::start(options());
+    let b = TestServer::start_beside(&a, options());
+    let nodes = [&a, &b, &a, &b];
+    for (i, node) in nodes.iter().enumerate() {
+        let answer = oracle::code(&ask(node, &format!("sms{:02}", i + 1), ALICE_PASSWORD, None));
+        let expected = if i < 3 { ACCESS_CHALLENGE } else { ACCESS_REJECT };
+        assert_eq!(answer, expected, "sms{:02}", i + 1);
+    }
+    assert_eq!(last_reason(&b, 2), "sms_rate_limited", "two sent by A and one by B make three: the fourth is over the limit");
+}
+
+fn portal_options(url: &str) -> Options {
+    Options { extra: "[portal]\nenabled = true\nlisten = \"127.0.0.1:0\"\n".into(), ..options(url, "append") }
+}
+
+/// The code the app would show now for a base32 secret as the portal shows it (in groups of 4).
+fn code_for(shown_secret: &str) -> String {
+    totp_code(&shown_secret.replace(' ', ""), 0)
+}
+
+#[test]
+fn a_portal_session_made_on_one_node_is_used_on_the_other_and_outlives_a_restart() {
+    let Some(pg) = postgres::server() else { return };
+    let url = pg.fresh_database();
+    let a = TestServer::start(portal_options(&url));
+    let b = TestServer::start_beside(&a, portal_options(&url));
+    let seed = enroll(&a.config, "alice");
+    let (to_a, to_b) = (a.portal.unwrap(), b.portal.unwrap());
+    // One browser behind a load balancer that sends each request to either node.
+    let mut web = Http::new(to_a);
+    let csrf = web.get("/signin").csrf();
+    web.base = to_b;
+    let signed = web.post("/signin", &[("csrf", &csrf), ("username", "alice"), ("password", ALICE_PASSWORD)]);
+    assert_eq!(signed.status, 303, "the sign-in form A made is taken by B: {}", signed.body);
+    web.base = to_a;
+    let csrf = web.get("/otp").csrf();
+    web.base = to_b;
+    let coded = web.post("/otp", &[("csrf", &csrf), ("code", &totp_code(&seed, 0))]);
+    assert_eq!(coded.status, 303, "{}", coded.body);
+    web.base = to_a;
+    let general = web.get("/general");
+    assert!(general.status == 200 && general.body.contains("Andersson"), "signed in on B, seen on A: {}", general.body);
+
+    // Adding an app: named on A, scanned on B, confirmed on A, then used over RADIUS on B.
+    let csrf = web.get("/tokens/new").csrf();
+    assert_eq!(web.post("/tokens/new", &[("csrf", &csrf), ("name", "Work phone")]).status, 303);
+    web.base = to_b;
+    let scan = web.get("/tokens/new/scan");
+    let at = scan.body.find("id=\"secret\">").expect("the secret to type by hand") + 12;
+    let shown = scan.body[at..].split('<').next().unwrap().to_owned();
+    web.base = to_a;
+    let csrf = web.get("/tokens/new/confirm").csrf();
+    let confirmed = web.post("/tokens/new/confirm", &[("csrf", &csrf), ("code", &code_for(&shown))]);
+    assert_eq!(confirmed.status, 303, "{}", confirmed.body);
+    let tokens = web.get("/tokens");
+    assert!(tokens.body.contains("Work phone") && tokens.body.contains("Your authenticator is ready"), "{}", tokens.body);
+    let login = format!("{ALICE_PASSWORD}{}", totp_code(&shown.replace(' ', ""), 1));
+    assert_eq!(oracle::code(&ask(&b, "alice", &login, None)), ACCESS_ACCEPT, "the app added through the portal, on B");
+
+    // A restart of the node signs nobody out.
+    let b = b.restart();
+    web.base = b.portal.unwrap();
+    assert_eq!(web.get("/general").status, 200, "still signed in after B restarted");
+    // Signing out on one node ends the session on both.
+    let csrf = web.get("/general").csrf();
+    assert_eq!(web.post("/signout", &[("csrf", &csrf)]).status, 303);
+    web.base = to_a;
+    assert_eq!(web.get("/general").status, 303, "signed out on B: A sends the browser to sign in");
 }

@@ -163,13 +163,23 @@ impl PostgresBackend {
         F: FnOnce(deadpool_postgres::Object) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
+        self.run_within(self.timeout, work).await
+    }
+
+    /// As [`Self::run`], within `timeout` (an admin's bulk operation may take longer than a
+    /// request's).
+    async fn run_within<T, F, Fut>(&self, timeout: Duration, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
         let attempt = async {
             let client = self.pool.get().await?;
             work(client).await
         };
-        let result = match tokio::time::timeout(self.timeout, attempt).await {
+        let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!("no answer from the database within {:?}", self.timeout))),
+            Err(_) => Err(StoreError::Unavailable(format!("no answer from the database within {timeout:?}"))),
         };
         self.health.note(&result);
         result

@@ -10,12 +10,18 @@ use tokio_postgres::Row;
 use super::PostgresBackend;
 use super::batch::{LockoutRow, Op};
 use crate::otp::{Algorithm, TotpParams};
-use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
-use crate::store::{Factor, KeptAnswer, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
+use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
+use crate::store::{
+    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StoreError,
+    UnixTime,
+};
 
 /// The advisory lock SMS reservations take, so two nodes counting at once cannot both stay
 /// under a limit and both send ("radmfa-sms" folded into 63 bits).
 const SMS_LOCK: i64 = 0x7261_646d_6661_736d;
+
+/// How long `radmfa store copy` may take to read or write a whole store.
+const BULK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub(super) const TOKEN_COLUMNS: &str =
     "id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed";
@@ -56,6 +62,81 @@ fn step_value(step: u64) -> i64 {
 
 fn sealed_seed(row: &Row) -> Result<SealedSeed, StoreError> {
     Ok(SealedSeed { id: row.try_get(0)?, username: row.try_get(1)?, sealed: row.try_get(2)? })
+}
+
+/// Keeps a portal session within the caps: the account's oldest go, then those nearest to
+/// expiry. Two nodes making sessions for one account at the same moment may leave one more
+/// than the cap until the next is made: a bound, not an invariant anyone relies on.
+async fn insert_session(transaction: &deadpool_postgres::Transaction<'_>, row: &SessionRow, caps: SessionCaps) -> Result<(), StoreError> {
+    let keep_own = i64::try_from(caps.per_account.max(1) - 1).unwrap_or(i64::MAX);
+    transaction
+        .execute(
+            "DELETE FROM portal_sessions WHERE account = $1 AND seq NOT IN
+                (SELECT seq FROM portal_sessions WHERE account = $1 ORDER BY seq DESC LIMIT $2)",
+            &[&row.account, &keep_own],
+        )
+        .await?;
+    let keep_all = i64::try_from(caps.total.max(1) - 1).unwrap_or(i64::MAX);
+    transaction
+        .execute(
+            "DELETE FROM portal_sessions WHERE seq IN (SELECT seq FROM portal_sessions ORDER BY expires_at, seq
+                LIMIT GREATEST(0, (SELECT count(*) FROM portal_sessions) - $1))",
+            &[&keep_all],
+        )
+        .await?;
+    transaction
+        .execute(
+            "INSERT INTO portal_sessions (key, account, ends_at, expires_at, data) VALUES ($1, $2, $3, $4, $5)",
+            &[&row.key.as_slice(), &row.account, &row.ends_at, &row.expires_at, &row.sealed],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Tokens as one array per column, for one INSERT of them all.
+#[derive(Default)]
+struct TokenColumns {
+    id: Vec<i64>,
+    username: Vec<String>,
+    name: Vec<String>,
+    algorithm: Vec<&'static str>,
+    digits: Vec<i32>,
+    period: Vec<i64>,
+    secret: Vec<String>,
+    created_at: Vec<i64>,
+    last_step: Vec<Option<i64>>,
+    last_used_at: Vec<Option<i64>>,
+    confirmed: Vec<bool>,
+}
+
+impl TokenColumns {
+    fn push(&mut self, t: &TokenRow) -> Result<(), StoreError> {
+        self.digits.push(i32::try_from(t.params.digits).map_err(|_| StoreError::database("token digits"))?);
+        self.period.push(i64::try_from(t.params.period).map_err(|_| StoreError::database("token period"))?);
+        self.id.push(t.id);
+        self.username.push(t.username.clone());
+        self.name.push(t.name.clone());
+        self.algorithm.push(t.params.algorithm.as_str());
+        self.secret.push(t.sealed.clone());
+        self.created_at.push(t.created_at);
+        self.last_step.push(t.last_step.map(step_value));
+        self.last_used_at.push(t.last_used_at);
+        self.confirmed.push(t.confirmed);
+        Ok(())
+    }
+}
+
+fn read_lockout(row: &Row, factor: Factor) -> Result<LockoutRecord, StoreError> {
+    let (failures, lock_count): (i32, i32) = (row.try_get(1)?, row.try_get(3)?);
+    Ok(LockoutRecord {
+        username: row.try_get(0)?,
+        factor,
+        failures: failures.max(0) as u32,
+        locked_until: row.try_get(2)?,
+        lock_count: lock_count.max(0) as u32,
+        last_failure_at: row.try_get(4)?,
+        seq: row.try_get::<_, i64>(5)?.max(0) as u64,
+    })
 }
 
 #[async_trait]
@@ -302,8 +383,145 @@ impl Backend for PostgresBackend {
         .await
     }
 
+    async fn create_session(&self, session: SessionRow, caps: SessionCaps) -> Result<(), StoreError> {
+        self.run(|mut client| async move {
+            let transaction = client.transaction().await?;
+            insert_session(&transaction, &session, caps).await?;
+            transaction.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, key: &SessionKey, now: UnixTime, expires_at: UnixTime) -> Result<Option<(i64, String)>, StoreError> {
+        self.run(|client| async move {
+            let statement = client
+                .prepare_cached(
+                    "UPDATE portal_sessions SET expires_at = LEAST(ends_at, $3) WHERE key = $1 AND expires_at > $2
+                     RETURNING version, data",
+                )
+                .await?;
+            let row = client.query_opt(&statement, &[&key.as_slice(), &now, &expires_at]).await?;
+            row.map(|r| Ok::<_, StoreError>((r.try_get(0)?, r.try_get(1)?))).transpose()
+        })
+        .await
+    }
+
+    async fn update_session(&self, key: &SessionKey, version: i64, sealed: String) -> Result<bool, StoreError> {
+        self.run(|client| async move {
+            let sql = "UPDATE portal_sessions SET data = $3, version = version + 1 WHERE key = $1 AND version = $2";
+            Ok(client.execute(sql, &[&key.as_slice(), &version, &sealed]).await? == 1)
+        })
+        .await
+    }
+
+    async fn rotate_session(&self, old: &SessionKey, version: i64, new: SessionRow, caps: SessionCaps) -> Result<bool, StoreError> {
+        self.run(|mut client| async move {
+            let transaction = client.transaction().await?;
+            let ended =
+                transaction.execute("DELETE FROM portal_sessions WHERE key = $1 AND version = $2", &[&old.as_slice(), &version]).await?;
+            if ended != 1 {
+                return Ok(false);
+            }
+            insert_session(&transaction, &new, caps).await?;
+            transaction.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn remove_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.run(|client| async move {
+            client.execute("DELETE FROM portal_sessions WHERE key = $1", &[&key.as_slice()]).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_count(&self) -> Result<usize, StoreError> {
+        self.run(|client| async move {
+            let n: i64 = client.query_one("SELECT count(*) FROM portal_sessions", &[]).await?.try_get(0)?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn export(&self) -> Result<Snapshot, StoreError> {
+        self.run_within(BULK_TIMEOUT, |mut client| async move {
+            // One snapshot of every table, however busy the nodes are meanwhile.
+            let transaction = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
+            let rows = transaction.query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"), &[]).await?;
+            let tokens = rows.iter().map(read_token).collect::<Result<_, _>>()?;
+            let mut lockouts = Vec::new();
+            for factor in [Factor::Code, Factor::Password] {
+                let sql = format!(
+                    "SELECT username, failures, locked_until, lock_count, last_failure_at, seq FROM {} ORDER BY username",
+                    lockout_table(factor)
+                );
+                for row in transaction.query(&sql, &[]).await? {
+                    lockouts.push(read_lockout(&row, factor)?);
+                }
+            }
+            transaction.commit().await?;
+            Ok(Snapshot { tokens, lockouts })
+        })
+        .await
+    }
+
+    async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.run_within(BULK_TIMEOUT, |mut client| async move {
+            let transaction = client.transaction().await?;
+            // No token is added by a node while the copy decides what it may overwrite.
+            transaction.batch_execute("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE").await?;
+            let rows = transaction.query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"), &[]).await?;
+            let existing: Vec<TokenRow> = rows.iter().map(read_token).collect::<Result<_, _>>()?;
+            if let Some(token) = Snapshot::clash(&existing, &snapshot.tokens) {
+                return Err(Snapshot::clash_error(token));
+            }
+            let mut columns = TokenColumns::default();
+            for t in &snapshot.tokens {
+                columns.push(t)?;
+            }
+            let TokenColumns { id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed } =
+                columns;
+            transaction
+                .execute(
+                    "INSERT INTO tokens (id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed)
+                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::text[],
+                                          $8::bigint[], $9::bigint[], $10::bigint[], $11::bool[])
+                     ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username, name = EXCLUDED.name,
+                        algorithm = EXCLUDED.algorithm, digits = EXCLUDED.digits, period = EXCLUDED.period,
+                        secret = EXCLUDED.secret, created_at = EXCLUDED.created_at, last_step = EXCLUDED.last_step,
+                        last_used_at = EXCLUDED.last_used_at, confirmed = EXCLUDED.confirmed",
+                    &[&id, &username, &name, &algorithm, &digits, &period, &secret, &created_at, &last_step, &last_used_at, &confirmed],
+                )
+                .await?;
+            // Tokens added later get ids after the copied ones.
+            transaction
+                .batch_execute("SELECT setval(pg_get_serial_sequence('tokens', 'id'), GREATEST((SELECT max(id) FROM tokens), 1))")
+                .await?;
+            for l in &snapshot.lockouts {
+                let table = lockout_table(l.factor);
+                let sql = format!(
+                    "INSERT INTO {table} (username, failures, locked_until, lock_count, last_failure_at, seq)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (username) DO UPDATE SET failures = EXCLUDED.failures, locked_until = EXCLUDED.locked_until,
+                        lock_count = EXCLUDED.lock_count, last_failure_at = EXCLUDED.last_failure_at, seq = EXCLUDED.seq"
+                );
+                let failures = i32::try_from(l.failures).unwrap_or(i32::MAX);
+                let lock_count = i32::try_from(l.lock_count).unwrap_or(i32::MAX);
+                let seq = step_value(l.seq);
+                transaction.execute(&sql, &[&l.username, &failures, &l.locked_until, &lock_count, &l.last_failure_at, &seq]).await?;
+            }
+            transaction.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         self.run(|client| async move {
+            client.execute("DELETE FROM portal_sessions WHERE expires_at <= $1", &[&now]).await?;
             // Every node purges; each statement deletes only what expired, so they may overlap.
             client.execute("DELETE FROM used_states WHERE expires_at < $1", &[&now]).await?;
             client.execute("DELETE FROM challenge_contexts WHERE expires_at < $1", &[&now]).await?;

@@ -58,6 +58,19 @@ const MIGRATIONS: &[&str] = &[
         answer BYTEA NOT NULL
      );
      CREATE INDEX kept_answers_by_expiry ON kept_answers (expires_at);",
+    // 3: portal sessions (sealed), so the portal can sit behind a load balancer and a restart
+    // signs nobody out.
+    "CREATE TABLE portal_sessions (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        key BYTEA NOT NULL UNIQUE,
+        account TEXT NOT NULL,
+        ends_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        version BIGINT NOT NULL DEFAULT 0,
+        data TEXT NOT NULL
+     );
+     CREATE INDEX portal_sessions_by_account ON portal_sessions (account, seq);
+     CREATE INDEX portal_sessions_by_expiry ON portal_sessions (expires_at);",
 ];
 
 /// The schema version this radmfa writes and reads.

@@ -73,6 +73,18 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         answer BLOB NOT NULL
      ) WITHOUT ROWID;",
+    // 5: portal sessions (sealed), so a restart signs nobody out.
+    "CREATE TABLE portal_sessions (
+        seq INTEGER PRIMARY KEY,
+        key BLOB NOT NULL UNIQUE,
+        account TEXT NOT NULL,
+        ends_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0,
+        data TEXT NOT NULL
+     );
+     CREATE INDEX portal_sessions_by_account ON portal_sessions(account, seq);
+     CREATE INDEX portal_sessions_by_expiry ON portal_sessions(expires_at);",
 ];
 
 /// Opens an existing database for writing, never creating one.
@@ -123,8 +135,8 @@ pub(super) fn not_writable_or(e: rusqlite::Error) -> StoreError {
 /// The tables every login needs. A file whose version says "radmfa" but which lacks one (a
 /// table dropped by hand, a partial restore) is refused: a missing `tokens` table would read
 /// as "no tokens" for everyone.
-const REQUIRED_TABLES: [&str; 7] =
-    ["tokens", "lockouts", "password_lockouts", "sms_sends", "used_states", "challenge_contexts", "kept_answers"];
+const REQUIRED_TABLES: [&str; 8] =
+    ["tokens", "lockouts", "password_lockouts", "sms_sends", "used_states", "challenge_contexts", "kept_answers", "portal_sessions"];
 
 pub(super) fn check_tables(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let mut exists = conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?;

@@ -6,8 +6,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteBackend;
 use crate::otp::{Algorithm, TotpParams};
-use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, TokenRow};
-use crate::store::{Factor, KeptAnswer, LockoutPolicy, LockoutState, SmsLimits, SmsReservation, StoreError, UnixTime};
+use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
+use crate::store::{
+    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StoreError,
+    UnixTime,
+};
 
 /// The table holding a factor's counters (a fixed name, never input).
 fn lockout_table(factor: Factor) -> &'static str {
@@ -62,6 +65,24 @@ fn keep_answer(conn: &Connection, kept: &KeptAnswer) -> Result<(), StoreError> {
         kept.expires_at,
         kept.answer
     ])?;
+    Ok(())
+}
+
+/// Keeps a portal session within the caps: the account's oldest go, then those nearest to expiry.
+fn insert_session(conn: &Connection, row: &SessionRow, caps: SessionCaps) -> Result<(), StoreError> {
+    let keep_own = caps.per_account.max(1) as i64 - 1;
+    conn.prepare_cached(
+        "DELETE FROM portal_sessions WHERE account = ?1 AND seq NOT IN
+            (SELECT seq FROM portal_sessions WHERE account = ?1 ORDER BY seq DESC LIMIT ?2)",
+    )?
+    .execute(params![row.account, keep_own])?;
+    conn.prepare_cached(
+        "DELETE FROM portal_sessions WHERE seq IN (SELECT seq FROM portal_sessions ORDER BY expires_at, seq
+            LIMIT max(0, (SELECT count(*) FROM portal_sessions) - ?1))",
+    )?
+    .execute([caps.total.max(1) as i64 - 1])?;
+    conn.prepare_cached("INSERT INTO portal_sessions (key, account, ends_at, expires_at, data) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![row.key.as_slice(), row.account, row.ends_at, row.expires_at, row.sealed])?;
     Ok(())
 }
 
@@ -333,8 +354,151 @@ impl Backend for SqliteBackend {
         .await
     }
 
+    async fn create_session(&self, session: SessionRow, caps: SessionCaps) -> Result<(), StoreError> {
+        self.call(move |conn| insert_session(conn, &session, caps)).await
+    }
+
+    async fn session(&self, key: &SessionKey, now: UnixTime, expires_at: UnixTime) -> Result<Option<(i64, String)>, StoreError> {
+        let key = *key;
+        self.call(move |conn| {
+            let found = conn
+                .prepare_cached(
+                    "UPDATE portal_sessions SET expires_at = min(ends_at, ?3) WHERE key = ?1 AND expires_at > ?2
+                     RETURNING version, data",
+                )?
+                .query_row(params![key.as_slice(), now, expires_at], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn update_session(&self, key: &SessionKey, version: i64, sealed: String) -> Result<bool, StoreError> {
+        let key = *key;
+        self.call(move |conn| {
+            let sql = "UPDATE portal_sessions SET data = ?3, version = version + 1 WHERE key = ?1 AND version = ?2";
+            Ok(conn.prepare_cached(sql)?.execute(params![key.as_slice(), version, sealed])? == 1)
+        })
+        .await
+    }
+
+    async fn rotate_session(&self, old: &SessionKey, version: i64, new: SessionRow, caps: SessionCaps) -> Result<bool, StoreError> {
+        let old = *old;
+        self.call(move |conn| {
+            let ended = conn
+                .prepare_cached("DELETE FROM portal_sessions WHERE key = ?1 AND version = ?2")?
+                .execute(params![old.as_slice(), version])?;
+            if ended != 1 {
+                return Ok(false);
+            }
+            insert_session(conn, &new, caps)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn remove_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let key = *key;
+        self.call(move |conn| {
+            conn.prepare_cached("DELETE FROM portal_sessions WHERE key = ?1")?.execute([key.as_slice()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_count(&self) -> Result<usize, StoreError> {
+        self.call(|conn| Ok(conn.query_row("SELECT count(*) FROM portal_sessions", [], |r| r.get::<_, i64>(0))?.max(0) as usize)).await
+    }
+
+    async fn export(&self) -> Result<Snapshot, StoreError> {
+        self.call(|conn| {
+            let mut tokens = Vec::new();
+            let mut statement = conn.prepare_cached(ALL_TOKENS)?;
+            let mut rows = statement.query([Option::<String>::None])?;
+            while let Some(row) = rows.next()? {
+                tokens.push(read_token(row)?);
+            }
+            let mut lockouts = Vec::new();
+            for factor in [Factor::Code, Factor::Password] {
+                let sql = format!(
+                    "SELECT username, failures, locked_until, lock_count, last_failure_at, seq FROM {} ORDER BY username",
+                    lockout_table(factor)
+                );
+                let mut statement = conn.prepare(&sql)?;
+                let found = statement.query_map([], |r| {
+                    Ok(LockoutRecord {
+                        username: r.get(0)?,
+                        factor,
+                        failures: r.get(1)?,
+                        locked_until: r.get(2)?,
+                        lock_count: r.get(3)?,
+                        last_failure_at: r.get(4)?,
+                        seq: r.get::<_, i64>(5)?.max(0) as u64,
+                    })
+                })?;
+                for record in found {
+                    lockouts.push(record?);
+                }
+            }
+            Ok(Snapshot { tokens, lockouts })
+        })
+        .await
+    }
+
+    async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            let mut existing = Vec::new();
+            let mut statement = conn.prepare_cached(ALL_TOKENS)?;
+            let mut rows = statement.query([Option::<String>::None])?;
+            while let Some(row) = rows.next()? {
+                existing.push(read_token(row)?);
+            }
+            if let Some(token) = Snapshot::clash(&existing, &snapshot.tokens) {
+                return Err(Snapshot::clash_error(token));
+            }
+            let mut put = conn.prepare(
+                "INSERT OR REPLACE INTO tokens
+                    (id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for t in &snapshot.tokens {
+                put.execute(params![
+                    t.id,
+                    t.username,
+                    t.name,
+                    t.params.algorithm.as_str(),
+                    t.params.digits,
+                    t.params.period as i64,
+                    t.sealed,
+                    t.created_at,
+                    t.last_step.map(|s| s as i64),
+                    t.last_used_at,
+                    t.confirmed
+                ])?;
+            }
+            for l in &snapshot.lockouts {
+                let sql = format!(
+                    "INSERT OR REPLACE INTO {} (username, failures, locked_until, lock_count, last_failure_at, seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    lockout_table(l.factor)
+                );
+                conn.prepare_cached(&sql)?.execute(params![
+                    l.username,
+                    l.failures,
+                    l.locked_until,
+                    l.lock_count,
+                    l.last_failure_at,
+                    l.seq as i64
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         self.call(move |conn| {
+            conn.execute("DELETE FROM portal_sessions WHERE expires_at <= ?1", [now])?;
             conn.execute("DELETE FROM used_states WHERE expires_at < ?1", [now])?;
             conn.execute("DELETE FROM challenge_contexts WHERE expires_at < ?1", [now])?;
             conn.execute("DELETE FROM kept_answers WHERE expires_at < ?1", [now])?;
