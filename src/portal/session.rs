@@ -100,15 +100,25 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The profile as the pages show it: no groups (the portal never shows them, and a member of
+/// thousands would make every change of the session write them all again).
+fn shown(mut profile: UserProfile) -> UserProfile {
+    profile.groups = Vec::new();
+    profile
+}
+
 impl Session {
-    pub fn new(stage: Stage) -> Self {
+    pub fn new(mut stage: Stage) -> Self {
+        match &mut stage {
+            Stage::SecondFactor { profile, .. } | Stage::SignedIn { profile, .. } => *profile = shown(std::mem::take(profile)),
+        }
         Self { csrf: random_token(), stage, notice: None }
     }
 
     /// Signed in: a new CSRF token goes with the new session id (whose absolute timeout counts
     /// from here).
     pub fn sign_in(&mut self, user: String, profile: UserProfile) {
-        self.stage = Stage::SignedIn { user, profile, enrollment: None };
+        self.stage = Stage::SignedIn { user, profile: shown(profile), enrollment: None };
         self.csrf = random_token();
     }
 
@@ -326,6 +336,18 @@ mod tests {
         let id = store.create(&session, T0).await.unwrap();
         let kept = crate::store::Backend::session(backend.backend(), &key_of(&id), T0, T0 + 60).await.unwrap().unwrap();
         assert!(!kept.1.contains("+4670") && !kept.1.contains(&session.csrf), "sealed, not in clear");
+    }
+
+    #[tokio::test]
+    async fn a_session_keeps_no_groups() {
+        let (store, _) = sessions(10, 60, 600);
+        let profile =
+            UserProfile { username: "alice".into(), groups: vec!["CN=G1,DC=example,DC=test".into(); 4000], ..UserProfile::default() };
+        let stage = Stage::SecondFactor { user: "alice".into(), profile: profile.clone(), has_token: true, sms: None, sms_asked: false };
+        let id = store.create(&Session::new(stage), T0).await.unwrap();
+        let new_id = store.rotate(&id, T0, |s| s.sign_in("alice".into(), profile.clone())).await.unwrap().unwrap();
+        let Stage::SignedIn { profile, .. } = store.get(&new_id, T0).await.unwrap().unwrap().stage else { panic!("signed in") };
+        assert!(profile.groups.is_empty());
     }
 
     #[test]
