@@ -1,21 +1,22 @@
 //! `radmfa store copy --from OLD.toml --to NEW.toml`: every token (its seed still sealed) and
 //! every lockout counter from one store into another — SQLite to PostgreSQL when a second node
-//! is added, or back. Before anything is written the destination's key file must open every
-//! seed; afterwards the destination is read back and compared, row by row. Copying again takes
-//! what changed in the source since (used time steps, new tokens, locks) and changes nothing
-//! else, so the last run can be made just before the servers switch over.
+//! is added, or back. The destination must be another store (by the identity each store is
+//! given when it is made, however its configuration spells it), its key file must open every
+//! seed, and it must be empty or unchanged since the last copy into it (no server has used it:
+//! a copy would roll back the codes it saw used, the tokens removed there, its locks) — all
+//! checked before anything is written. Afterwards the destination is read back and compared.
+//! Copying again takes what changed in the source since, so the last run can be made just
+//! before the servers switch over.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 
 use super::{CliError, OpenFailed, connect_store, open_keys, open_store};
 use crate::config::Config;
-use crate::store::backend::TokenRow;
 use crate::store::sealed::seed_opens;
 use crate::store::settings::BackendSettings;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{LockoutRecord, Snapshot};
 
 pub fn copy(from: &Path, to: &Path) -> Result<(), CliError> {
     let source = Config::load(from)?;
@@ -57,10 +58,27 @@ pub fn copy(from: &Path, to: &Path) -> Result<(), CliError> {
                 OpenFailed::Store(e) => format!("{}: {e}", destination.store.shown()),
             })?,
         };
+        if reader.identity().await? == writer.identity().await? {
+            return Err(format!(
+                "{} and {} name the same store ({} and {}): nothing to copy",
+                from.display(),
+                to.display(),
+                source.store.shown(),
+                destination.store.shown()
+            )
+            .into());
+        }
         let before = writer.export().await?.tokens.len();
         writer.import(snapshot.clone()).await.map_err(|e| format!("{}: {e}", destination.store.shown()))?;
         let after = writer.export().await?;
-        verify(&snapshot, &after)?;
+        if after.digest() != snapshot.digest() {
+            return Err(format!(
+                "{}: read back, the destination does not hold the tokens and counters as copied: was it written meanwhile? \
+                 Stop the servers that use it and copy again",
+                destination.store.shown()
+            )
+            .into());
+        }
         let users: BTreeSet<&str> = snapshot.tokens.iter().map(|t| t.username.as_str()).collect();
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -74,31 +92,9 @@ pub fn copy(from: &Path, to: &Path) -> Result<(), CliError> {
         )?;
         writeln!(
             out,
-            "verified: the destination holds every copied token and counter as the source has it; it held {before} token(s) before, {} now",
+            "verified: the destination holds every token and counter as the source has it; it held {before} token(s) before, {} now",
             after.tokens.len()
         )?;
         Ok(())
     })
-}
-
-/// Every token and counter of `source` is in `copied` exactly as the source has it.
-fn verify(source: &Snapshot, copied: &Snapshot) -> Result<(), CliError> {
-    let kept: HashMap<i64, &TokenRow> = copied.tokens.iter().map(|t| (t.id, t)).collect();
-    let differ = |a: &TokenRow, b: &TokenRow| {
-        (&a.username, &a.name, a.params, &a.sealed, a.created_at, a.last_step, a.last_used_at, a.confirmed)
-            != (&b.username, &b.name, b.params, &b.sealed, b.created_at, b.last_step, b.last_used_at, b.confirmed)
-    };
-    let wrong = source.tokens.iter().filter(|t| kept.get(&t.id).is_none_or(|k| differ(t, k))).count();
-    let counters: HashMap<(&str, &str), &LockoutRecord> =
-        copied.lockouts.iter().map(|l| ((l.factor.as_str(), l.username.as_str()), l)).collect();
-    let wrong_counters =
-        source.lockouts.iter().filter(|l| counters.get(&(l.factor.as_str(), l.username.as_str())).is_none_or(|k| *k != *l)).count();
-    if wrong + wrong_counters > 0 {
-        return Err(format!(
-            "the destination does not hold {wrong} token(s) and {wrong_counters} counter(s) as the source has them: \
-             was it written meanwhile? Run the copy again with the servers on the destination stopped"
-        )
-        .into());
-    }
-    Ok(())
 }

@@ -73,20 +73,65 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The first token of `incoming` that would overwrite another token kept under its id in
-    /// `existing` (another owner or creation time): a copy into a store that is neither empty
-    /// nor an earlier copy of the same source.
-    pub fn clash<'a>(existing: &[TokenRow], incoming: &'a [TokenRow]) -> Option<&'a TokenRow> {
-        let kept: std::collections::HashMap<i64, &TokenRow> = existing.iter().map(|t| (t.id, t)).collect();
-        incoming.iter().find(|t| kept.get(&t.id).is_some_and(|k| k.username != t.username || k.created_at != t.created_at))
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.lockouts.is_empty()
     }
 
-    pub fn clash_error(token: &TokenRow) -> StoreError {
-        StoreError::database(format!(
-            "token {} is another token in the destination (owner or creation time differ): copy into an empty database, \
-             or into one this source was copied to before",
-            token.id
-        ))
+    /// A SHA-256 over every row, in a fixed order: two stores hold the same tokens and counters
+    /// exactly when their snapshots' digests are equal.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_be_bytes());
+            hash.update(bytes);
+        };
+        let number = |n: Option<i64>| n.map_or_else(|| b"-".to_vec(), |n| n.to_be_bytes().to_vec());
+        let mut tokens: Vec<&TokenRow> = self.tokens.iter().collect();
+        tokens.sort_by_key(|t| t.id);
+        for t in tokens {
+            field(b"token");
+            field(&t.id.to_be_bytes());
+            field(t.username.as_bytes());
+            field(t.name.as_bytes());
+            field(t.params.algorithm.as_str().as_bytes());
+            field(&u64::from(t.params.digits).to_be_bytes());
+            field(&t.params.period.to_be_bytes());
+            field(t.sealed.as_bytes());
+            field(&t.created_at.to_be_bytes());
+            field(&number(t.last_step.map(|s| s as i64)));
+            field(&number(t.last_used_at));
+            field(&[u8::from(t.confirmed)]);
+        }
+        let mut lockouts: Vec<&LockoutRecord> = self.lockouts.iter().collect();
+        lockouts.sort_by(|a, b| (a.factor.as_str(), &a.username).cmp(&(b.factor.as_str(), &b.username)));
+        for l in lockouts {
+            field(b"lockout");
+            field(l.factor.as_str().as_bytes());
+            field(l.username.as_bytes());
+            field(&u64::from(l.failures).to_be_bytes());
+            field(&number(l.locked_until));
+            field(&u64::from(l.lock_count).to_be_bytes());
+            field(&number(l.last_failure_at));
+            field(&l.seq.to_be_bytes());
+        }
+        hash.finalize().into()
+    }
+
+    /// Whether a store that holds `current`, and recorded `copied` (the digest of the last
+    /// snapshot copied into it), may take a copy: only an empty one, or one nothing has changed
+    /// since that copy. A destination servers have used since (codes used, tokens removed,
+    /// locks counted) would be rolled back by a copy.
+    pub fn may_replace(current: &Snapshot, copied: Option<&[u8]>) -> bool {
+        current.is_empty() || copied == Some(current.digest().as_slice())
+    }
+
+    pub fn diverged() -> StoreError {
+        StoreError::database(
+            "the destination has changed since the last copy into it (codes used, tokens added or removed, or locks counted \
+             there: servers use it) and copying again would roll that back. Nothing was copied. Copy only into an empty \
+             store, or into one no server has used since the last copy",
+        )
     }
 }
 
@@ -157,8 +202,10 @@ pub trait Backend: Send + Sync {
 
     /// See [`super::Store::export`].
     async fn export(&self) -> Result<Snapshot, StoreError>;
-    /// See [`super::Store::import`]; [`Snapshot::clash`] decides what refuses it.
+    /// See [`super::Store::import`]; [`Snapshot::may_replace`] decides what refuses it.
     async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+    /// See [`super::Store::identity`].
+    async fn identity(&self) -> Result<String, StoreError>;
 
     /// Forgets what has expired: used States, contexts, kept answers and portal sessions past
     /// their expiry, SMS sends older than [`SMS_HISTORY`], locks that ran out, unconfirmed

@@ -24,9 +24,19 @@ impl SealedStore<MemoryBackend> {
     }
 }
 
-#[derive(Default)]
 pub struct MemoryBackend {
     data: Mutex<Data>,
+    /// See [`Backend::identity`].
+    identity: String,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        use rand::RngCore;
+        let mut id = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        Self { data: Mutex::default(), identity: id.iter().map(|b| format!("{b:02x}")).collect() }
+    }
 }
 
 #[derive(Default)]
@@ -42,6 +52,8 @@ struct Data {
     sessions: HashMap<SessionKey, Session>,
     /// Numbers sessions in the order they were made (the oldest of an account goes first).
     last_session: u64,
+    /// The digest of the last snapshot imported.
+    copied: Option<[u8; 32]>,
 }
 
 /// A portal session as kept (see the SQLite `portal_sessions` table).
@@ -76,6 +88,24 @@ impl Data {
     fn seeds_of(&self, username: Option<&str>) -> Vec<SealedSeed> {
         let owned = self.tokens.values().filter(|t| username.is_none_or(|u| t.username == u));
         owned.map(|t| SealedSeed { id: t.id, username: t.username.clone(), sealed: t.sealed.clone() }).collect()
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut lockouts: Vec<LockoutRecord> = self
+            .lockouts
+            .iter()
+            .map(|((factor, username), l)| LockoutRecord {
+                username: username.clone(),
+                factor: *factor,
+                failures: l.failures,
+                locked_until: l.locked_until,
+                lock_count: l.lock_count,
+                last_failure_at: l.last_failure_at,
+                seq: l.seq,
+            })
+            .collect();
+        lockouts.sort_by(|a, b| (a.factor.as_str(), &a.username).cmp(&(b.factor.as_str(), &b.username)));
+        Snapshot { tokens: self.tokens.values().cloned().collect(), lockouts }
     }
 
     /// Keeps a session within the caps: the account's oldest go, then those nearest to expiry.
@@ -336,45 +366,36 @@ impl Backend for MemoryBackend {
     }
 
     async fn export(&self) -> Result<Snapshot, StoreError> {
-        let data = self.data();
-        let mut lockouts: Vec<LockoutRecord> = data
-            .lockouts
-            .iter()
-            .map(|((factor, username), l)| LockoutRecord {
-                username: username.clone(),
-                factor: *factor,
-                failures: l.failures,
-                locked_until: l.locked_until,
-                lock_count: l.lock_count,
-                last_failure_at: l.last_failure_at,
-                seq: l.seq,
-            })
-            .collect();
-        lockouts.sort_by(|a, b| (a.factor.as_str(), &a.username).cmp(&(b.factor.as_str(), &b.username)));
-        Ok(Snapshot { tokens: data.tokens.values().cloned().collect(), lockouts })
+        Ok(self.data().snapshot())
     }
 
     async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         let mut data = self.data();
-        let existing: Vec<TokenRow> = data.tokens.values().cloned().collect();
-        if let Some(token) = Snapshot::clash(&existing, &snapshot.tokens) {
-            return Err(Snapshot::clash_error(token));
+        if !Snapshot::may_replace(&data.snapshot(), data.copied.as_ref().map(|d| d.as_slice())) {
+            return Err(Snapshot::diverged());
         }
-        for token in snapshot.tokens {
-            data.last_id = data.last_id.max(token.id);
-            data.tokens.insert(token.id, token);
-        }
-        for l in snapshot.lockouts {
-            let kept = Lockout {
-                failures: l.failures,
-                locked_until: l.locked_until,
-                lock_count: l.lock_count,
-                last_failure_at: l.last_failure_at,
-                seq: l.seq,
-            };
-            data.lockouts.insert((l.factor, l.username), kept);
-        }
+        data.copied = Some(snapshot.digest());
+        data.tokens = snapshot.tokens.into_iter().map(|t| (t.id, t)).collect();
+        data.last_id = data.last_id.max(data.tokens.keys().max().copied().unwrap_or(0));
+        data.lockouts = snapshot
+            .lockouts
+            .into_iter()
+            .map(|l| {
+                let kept = Lockout {
+                    failures: l.failures,
+                    locked_until: l.locked_until,
+                    lock_count: l.lock_count,
+                    last_failure_at: l.last_failure_at,
+                    seq: l.seq,
+                };
+                ((l.factor, l.username), kept)
+            })
+            .collect();
         Ok(())
+    }
+
+    async fn identity(&self) -> Result<String, StoreError> {
+        Ok(self.identity.clone())
     }
 
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {

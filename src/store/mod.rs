@@ -325,11 +325,15 @@ pub trait Store: Send + Sync {
     /// Every token (seeds as sealed text) and every factor's counters, for `radmfa store copy`.
     async fn export(&self) -> Result<Snapshot, StoreError>;
 
-    /// Writes a [`Snapshot`] into this store: tokens keep their ids (their seals name them),
-    /// counters replace this store's for the same account. Copying the same snapshot again
-    /// changes nothing; a token of this store with a copied token's id but another owner or
-    /// creation time refuses the whole copy, before anything is written.
+    /// Makes this store's tokens and counters those of `snapshot`, in one step: tokens keep their
+    /// ids (their seals name them). Only an empty store, or one nothing has changed in since the
+    /// last import (its digest is recorded), takes it; any other is refused before anything is
+    /// written (see [`Snapshot::may_replace`]). Importing again what was imported changes nothing.
     async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// A random id the store was given when it was made: two configurations that name one
+    /// database, however spelled, find the same.
+    async fn identity(&self) -> Result<String, StoreError>;
 
     /// Makes what was written safe in the backend's own files (the server does this every few
     /// minutes; SQLite folds its write-ahead log into the database file). By default nothing.

@@ -237,6 +237,10 @@ impl<B: Backend> Store for SealedStore<B> {
         self.backend.import(snapshot).await
     }
 
+    async fn identity(&self) -> Result<String, StoreError> {
+        self.backend.identity().await
+    }
+
     async fn reseal_all(&self, ring: Arc<KeyRing>) -> Result<usize, StoreError> {
         let reseal: Reseal = Box::new(move |seed: &SealedSeed| {
             if key_id(&seed.sealed) == ring.current_id() {

@@ -426,10 +426,11 @@ async fn concurrent_session_changes_each_land_once<B: Backend + 'static>(s: Arc<
 
 async fn a_snapshot_copies_into_another_store_once_and_again_changes_nothing<B: Backend>(s: Arc<SealedStore<B>>) {
     let source = Arc::new(SqliteStore::in_memory(Arc::new(Keys::fixed(KeyRing::generate("other")))).unwrap());
+    assert_ne!(source.identity().await.unwrap(), s.identity().await.unwrap(), "each store has its own identity");
     let gap = source.add_token(new_token("nobody", true)).await.unwrap();
     let alice = source.add_token(new_token("alice", true)).await.unwrap();
     source.remove_token("nobody", gap).await.unwrap();
-    source.add_token(new_token("bob", false)).await.unwrap();
+    let bob = source.add_token(new_token("bob", false)).await.unwrap();
     assert!(source.use_step(alice, 4242, 1000, None).await.unwrap());
     let policy =
         LockoutPolicy { max_failures: 2, duration: Duration::from_secs(60), max_duration: Duration::from_secs(600), forget_after: None };
@@ -442,17 +443,26 @@ async fn a_snapshot_copies_into_another_store_once_and_again_changes_nothing<B: 
     s.import(snapshot.clone()).await.unwrap();
     s.import(snapshot.clone()).await.unwrap();
     let copied = s.export().await.unwrap();
-    let ids = |snap: &Snapshot| snap.tokens.iter().map(|t| (t.id, t.username.clone(), t.sealed.clone(), t.last_step)).collect::<Vec<_>>();
-    assert_eq!(ids(&copied), ids(&snapshot), "ids, owners, seals and used steps as they were, once");
+    assert_eq!(copied.digest(), snapshot.digest(), "every row as it was, once");
     assert_eq!(copied.lockouts, snapshot.lockouts);
     assert_eq!(s.locked_until("bob", Factor::Code, 1000).await.unwrap(), Some(1060), "a lock copied stays a lock");
-    assert!(!s.use_step(alice, 4242, 1000, None).await.unwrap(), "a step used before the copy is a replay after it");
-    let next = s.add_token(new_token("dave", true)).await.unwrap();
-    assert!(next > alice.max(snapshot.tokens.iter().map(|t| t.id).max().unwrap()), "new tokens get ids after the copied ones");
 
-    // A destination holding another token under a copied id is refused, and left as it was.
-    let mut other = snapshot.clone();
-    other.tokens[0].username = "mallory".into();
-    assert!(s.import(other).await.is_err());
-    assert_eq!(s.export().await.unwrap().tokens.len(), 3);
+    // The source goes on (a token removed, a code used); copying again takes that over.
+    source.remove_token("bob", bob).await.unwrap();
+    assert!(source.use_step(alice, 4243, 1000, None).await.unwrap());
+    let later = source.export().await.unwrap();
+    s.import(later.clone()).await.unwrap();
+    assert_eq!(s.export().await.unwrap().digest(), later.digest(), "the destination is the source again, bob's token gone");
+    assert!(!s.use_step(alice, 4243, 1000, None).await.unwrap(), "a step used before the copy is a replay after it");
+
+    // Once a server uses the destination, a copy would roll that back: refused, nothing written.
+    let next = s.add_token(new_token("dave", true)).await.unwrap();
+    assert!(next > alice, "new tokens get ids after the copied ones");
+    assert!(s.import(later.clone()).await.is_err(), "the destination changed since the copy");
+    assert!(s.remove_token("dave", next).await.unwrap());
+    assert!(s.use_step(alice, 4300, 1000, None).await.unwrap());
+    let refused = s.import(later.clone()).await.unwrap_err().to_string();
+    assert!(refused.contains("changed since the last copy"), "{refused}");
+    let kept = s.export().await.unwrap();
+    assert_eq!(kept.tokens.iter().find(|t| t.id == alice).unwrap().last_step, Some(4300), "the later use stays");
 }

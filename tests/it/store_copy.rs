@@ -58,6 +58,11 @@ fn a_store_copied_to_postgresql_and_back_logs_the_same_users_in() {
     assert!(said.contains("verified") && said.contains("held 0 token(s) before, 2 now"), "{said}");
     let again = stdout(&copy(&first_config, &pg_config));
     assert!(again.contains("held 2 token(s) before, 2 now"), "a second copy adds nothing: {again}");
+    // The same database under another host name: the same store, however spelled.
+    let (_alias_dir, alias_config) = node(&store.replace("@127.0.0.1:", "@localhost:"), pg_dir.path());
+    let same = copy(&pg_config, &alias_config);
+    let said = String::from_utf8_lossy(&same.stderr);
+    assert!(!same.status.success() && said.contains("name the same store") && said.contains("localhost"), "{said}");
 
     let on_postgres = TestServer::launch(pg_dir, pg_config.clone(), None, &[]);
     let mut on_postgres = on_postgres;
@@ -69,6 +74,9 @@ fn a_store_copied_to_postgresql_and_back_logs_the_same_users_in() {
     assert_eq!(login(&on_postgres, "carol", &carol_code), ACCESS_REJECT, "carol's lock came across");
     assert_eq!(on_postgres.wait_for_audit(3)[2]["reason"], "second_factor_locked");
     let (pg_dir, pg_config) = on_postgres.into_parts();
+    let rollback = copy(&first_config, &pg_config);
+    let said = String::from_utf8_lossy(&rollback.stderr);
+    assert!(!rollback.status.success() && said.contains("changed since the last copy"), "a used destination is not rolled back: {said}");
 
     let (back_dir, back_config) = node("[store]\nkind = \"sqlite\"\npath = \"back.db\"\nkey_file = \"master.key\"\n", pg_dir.path());
     let said = stdout(&copy(&pg_config, &back_config));

@@ -139,6 +139,23 @@ fn read_lockout(row: &Row, factor: Factor) -> Result<LockoutRecord, StoreError> 
     })
 }
 
+/// Every token and counter (`radmfa store copy`), as `transaction` sees them.
+async fn snapshot(transaction: &deadpool_postgres::Transaction<'_>) -> Result<Snapshot, StoreError> {
+    let rows = transaction.query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"), &[]).await?;
+    let tokens = rows.iter().map(read_token).collect::<Result<_, _>>()?;
+    let mut lockouts = Vec::new();
+    for factor in [Factor::Code, Factor::Password] {
+        let sql = format!(
+            "SELECT username, failures, locked_until, lock_count, last_failure_at, seq FROM {} ORDER BY username",
+            lockout_table(factor)
+        );
+        for row in transaction.query(&sql, &[]).await? {
+            lockouts.push(read_lockout(&row, factor)?);
+        }
+    }
+    Ok(Snapshot { tokens, lockouts })
+}
+
 #[async_trait]
 impl Backend for PostgresBackend {
     async fn add_token(&self, token: NewTokenRow, seal: SealNew) -> Result<i64, StoreError> {
@@ -450,20 +467,9 @@ impl Backend for PostgresBackend {
         self.run_within(BULK_TIMEOUT, |mut client| async move {
             // One snapshot of every table, however busy the nodes are meanwhile.
             let transaction = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
-            let rows = transaction.query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"), &[]).await?;
-            let tokens = rows.iter().map(read_token).collect::<Result<_, _>>()?;
-            let mut lockouts = Vec::new();
-            for factor in [Factor::Code, Factor::Password] {
-                let sql = format!(
-                    "SELECT username, failures, locked_until, lock_count, last_failure_at, seq FROM {} ORDER BY username",
-                    lockout_table(factor)
-                );
-                for row in transaction.query(&sql, &[]).await? {
-                    lockouts.push(read_lockout(&row, factor)?);
-                }
-            }
+            let snapshot = snapshot(&transaction).await?;
             transaction.commit().await?;
-            Ok(Snapshot { tokens, lockouts })
+            Ok(snapshot)
         })
         .await
     }
@@ -471,13 +477,13 @@ impl Backend for PostgresBackend {
     async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         self.run_within(BULK_TIMEOUT, |mut client| async move {
             let transaction = client.transaction().await?;
-            // No token is added by a node while the copy decides what it may overwrite.
-            transaction.batch_execute("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE").await?;
-            let rows = transaction.query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"), &[]).await?;
-            let existing: Vec<TokenRow> = rows.iter().map(read_token).collect::<Result<_, _>>()?;
-            if let Some(token) = Snapshot::clash(&existing, &snapshot.tokens) {
-                return Err(Snapshot::clash_error(token));
+            // No node writes a token or a counter while the copy compares and replaces them.
+            transaction.batch_execute("LOCK TABLE tokens, lockouts, password_lockouts IN EXCLUSIVE MODE").await?;
+            let copied: Option<Vec<u8>> = transaction.query_one("SELECT copied FROM store_identity", &[]).await?.try_get(0)?;
+            if !Snapshot::may_replace(&self::snapshot(&transaction).await?, copied.as_deref()) {
+                return Err(Snapshot::diverged());
             }
+            transaction.batch_execute("DELETE FROM tokens; DELETE FROM lockouts; DELETE FROM password_lockouts;").await?;
             let mut columns = TokenColumns::default();
             for t in &snapshot.tokens {
                 columns.push(t)?;
@@ -488,11 +494,7 @@ impl Backend for PostgresBackend {
                 .execute(
                     "INSERT INTO tokens (id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed)
                      SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::text[],
-                                          $8::bigint[], $9::bigint[], $10::bigint[], $11::bool[])
-                     ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username, name = EXCLUDED.name,
-                        algorithm = EXCLUDED.algorithm, digits = EXCLUDED.digits, period = EXCLUDED.period,
-                        secret = EXCLUDED.secret, created_at = EXCLUDED.created_at, last_step = EXCLUDED.last_step,
-                        last_used_at = EXCLUDED.last_used_at, confirmed = EXCLUDED.confirmed",
+                                          $8::bigint[], $9::bigint[], $10::bigint[], $11::bool[])",
                     &[&id, &username, &name, &algorithm, &digits, &period, &secret, &created_at, &last_step, &last_used_at, &confirmed],
                 )
                 .await?;
@@ -501,22 +503,24 @@ impl Backend for PostgresBackend {
                 .batch_execute("SELECT setval(pg_get_serial_sequence('tokens', 'id'), GREATEST((SELECT max(id) FROM tokens), 1))")
                 .await?;
             for l in &snapshot.lockouts {
-                let table = lockout_table(l.factor);
                 let sql = format!(
-                    "INSERT INTO {table} (username, failures, locked_until, lock_count, last_failure_at, seq)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (username) DO UPDATE SET failures = EXCLUDED.failures, locked_until = EXCLUDED.locked_until,
-                        lock_count = EXCLUDED.lock_count, last_failure_at = EXCLUDED.last_failure_at, seq = EXCLUDED.seq"
+                    "INSERT INTO {} (username, failures, locked_until, lock_count, last_failure_at, seq) VALUES ($1, $2, $3, $4, $5, $6)",
+                    lockout_table(l.factor)
                 );
                 let failures = i32::try_from(l.failures).unwrap_or(i32::MAX);
                 let lock_count = i32::try_from(l.lock_count).unwrap_or(i32::MAX);
                 let seq = step_value(l.seq);
                 transaction.execute(&sql, &[&l.username, &failures, &l.locked_until, &lock_count, &l.last_failure_at, &seq]).await?;
             }
+            transaction.execute("UPDATE store_identity SET copied = $1", &[&snapshot.digest().as_slice()]).await?;
             transaction.commit().await?;
             Ok(())
         })
         .await
+    }
+
+    async fn identity(&self) -> Result<String, StoreError> {
+        self.run(|client| async move { Ok(client.query_one("SELECT id FROM store_identity", &[]).await?.try_get(0)?) }).await
     }
 
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {

@@ -59,8 +59,10 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX kept_answers_by_expiry ON kept_answers (expires_at);",
     // 3: portal sessions (sealed), so the portal can sit behind a load balancer and a restart
-    // signs nobody out.
-    "CREATE TABLE portal_sessions (
+    // signs nobody out; the store's identity and the digest of the last copy into it.
+    "CREATE TABLE store_identity (id TEXT NOT NULL, copied BYTEA);
+     INSERT INTO store_identity (id) VALUES (md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text));
+     CREATE TABLE portal_sessions (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         key BYTEA NOT NULL UNIQUE,
         account TEXT NOT NULL,

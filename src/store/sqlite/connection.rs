@@ -73,8 +73,11 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         answer BLOB NOT NULL
      ) WITHOUT ROWID;",
-    // 5: portal sessions (sealed), so a restart signs nobody out.
-    "CREATE TABLE portal_sessions (
+    // 5: portal sessions (sealed), so a restart signs nobody out; the store's identity and the
+    // digest of the last copy into it (`radmfa store copy`).
+    "CREATE TABLE store_identity (id TEXT NOT NULL, copied BLOB);
+     INSERT INTO store_identity (id) VALUES (lower(hex(randomblob(16))));
+     CREATE TABLE portal_sessions (
         seq INTEGER PRIMARY KEY,
         key BLOB NOT NULL UNIQUE,
         account TEXT NOT NULL,
@@ -135,8 +138,17 @@ pub(super) fn not_writable_or(e: rusqlite::Error) -> StoreError {
 /// The tables every login needs. A file whose version says "radmfa" but which lacks one (a
 /// table dropped by hand, a partial restore) is refused: a missing `tokens` table would read
 /// as "no tokens" for everyone.
-const REQUIRED_TABLES: [&str; 8] =
-    ["tokens", "lockouts", "password_lockouts", "sms_sends", "used_states", "challenge_contexts", "kept_answers", "portal_sessions"];
+const REQUIRED_TABLES: [&str; 9] = [
+    "tokens",
+    "lockouts",
+    "password_lockouts",
+    "sms_sends",
+    "used_states",
+    "challenge_contexts",
+    "kept_answers",
+    "portal_sessions",
+    "store_identity",
+];
 
 pub(super) fn check_tables(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let mut exists = conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?;

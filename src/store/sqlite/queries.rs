@@ -86,6 +86,39 @@ fn insert_session(conn: &Connection, row: &SessionRow, caps: SessionCaps) -> Res
     Ok(())
 }
 
+/// Every token and counter (`radmfa store copy`).
+fn snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
+    let mut tokens = Vec::new();
+    let mut statement = conn.prepare_cached(ALL_TOKENS)?;
+    let mut rows = statement.query([Option::<String>::None])?;
+    while let Some(row) = rows.next()? {
+        tokens.push(read_token(row)?);
+    }
+    let mut lockouts = Vec::new();
+    for factor in [Factor::Code, Factor::Password] {
+        let sql = format!(
+            "SELECT username, failures, locked_until, lock_count, last_failure_at, seq FROM {} ORDER BY username",
+            lockout_table(factor)
+        );
+        let mut statement = conn.prepare(&sql)?;
+        let found = statement.query_map([], |r| {
+            Ok(LockoutRecord {
+                username: r.get(0)?,
+                factor,
+                failures: r.get(1)?,
+                locked_until: r.get(2)?,
+                lock_count: r.get(3)?,
+                last_failure_at: r.get(4)?,
+                seq: r.get::<_, i64>(5)?.max(0) as u64,
+            })
+        })?;
+        for record in found {
+            lockouts.push(record?);
+        }
+    }
+    Ok(Snapshot { tokens, lockouts })
+}
+
 #[async_trait]
 impl Backend for SqliteBackend {
     async fn add_token(&self, token: NewTokenRow, seal: SealNew) -> Result<i64, StoreError> {
@@ -411,54 +444,18 @@ impl Backend for SqliteBackend {
     }
 
     async fn export(&self) -> Result<Snapshot, StoreError> {
-        self.call(|conn| {
-            let mut tokens = Vec::new();
-            let mut statement = conn.prepare_cached(ALL_TOKENS)?;
-            let mut rows = statement.query([Option::<String>::None])?;
-            while let Some(row) = rows.next()? {
-                tokens.push(read_token(row)?);
-            }
-            let mut lockouts = Vec::new();
-            for factor in [Factor::Code, Factor::Password] {
-                let sql = format!(
-                    "SELECT username, failures, locked_until, lock_count, last_failure_at, seq FROM {} ORDER BY username",
-                    lockout_table(factor)
-                );
-                let mut statement = conn.prepare(&sql)?;
-                let found = statement.query_map([], |r| {
-                    Ok(LockoutRecord {
-                        username: r.get(0)?,
-                        factor,
-                        failures: r.get(1)?,
-                        locked_until: r.get(2)?,
-                        lock_count: r.get(3)?,
-                        last_failure_at: r.get(4)?,
-                        seq: r.get::<_, i64>(5)?.max(0) as u64,
-                    })
-                })?;
-                for record in found {
-                    lockouts.push(record?);
-                }
-            }
-            Ok(Snapshot { tokens, lockouts })
-        })
-        .await
+        self.call(snapshot).await
     }
 
     async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         self.call(move |conn| {
-            let mut existing = Vec::new();
-            let mut statement = conn.prepare_cached(ALL_TOKENS)?;
-            let mut rows = statement.query([Option::<String>::None])?;
-            while let Some(row) = rows.next()? {
-                existing.push(read_token(row)?);
+            let copied: Option<Vec<u8>> = conn.query_row("SELECT copied FROM store_identity", [], |r| r.get(0)).optional()?.flatten();
+            if !Snapshot::may_replace(&self::snapshot(conn)?, copied.as_deref()) {
+                return Err(Snapshot::diverged());
             }
-            if let Some(token) = Snapshot::clash(&existing, &snapshot.tokens) {
-                return Err(Snapshot::clash_error(token));
-            }
+            conn.execute_batch("DELETE FROM tokens; DELETE FROM lockouts; DELETE FROM password_lockouts;")?;
             let mut put = conn.prepare(
-                "INSERT OR REPLACE INTO tokens
-                    (id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed)
+                "INSERT INTO tokens (id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for t in &snapshot.tokens {
@@ -478,8 +475,7 @@ impl Backend for SqliteBackend {
             }
             for l in &snapshot.lockouts {
                 let sql = format!(
-                    "INSERT OR REPLACE INTO {} (username, failures, locked_until, lock_count, last_failure_at, seq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO {} (username, failures, locked_until, lock_count, last_failure_at, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     lockout_table(l.factor)
                 );
                 conn.prepare_cached(&sql)?.execute(params![
@@ -491,9 +487,14 @@ impl Backend for SqliteBackend {
                     l.seq as i64
                 ])?;
             }
+            conn.execute("UPDATE store_identity SET copied = ?1", [snapshot.digest().as_slice()])?;
             Ok(())
         })
         .await
+    }
+
+    async fn identity(&self) -> Result<String, StoreError> {
+        self.call(|conn| Ok(conn.query_row("SELECT id FROM store_identity", [], |r| r.get(0))?)).await
     }
 
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
