@@ -68,6 +68,9 @@ pub enum Reason {
     /// The NAS's retry of a request a node accepted (its code or State now used): the same
     /// Accept again.
     RetryOfAccepted,
+    /// The NAS's retry of a request a node challenged (an SMS went out for it): the same
+    /// Challenge again, and no second SMS.
+    RetryOfChallenge,
     TooManyTokens,
     /// Too many tries from one address or for one name lately (the portal's limits).
     RateLimited,
@@ -114,6 +117,7 @@ impl Reason {
             Self::StateMismatch => "state_mismatch",
             Self::StateReused => "state_reused",
             Self::RetryOfAccepted => "retry_of_accepted",
+            Self::RetryOfChallenge => "retry_of_challenge",
             Self::TooManyTokens => "too_many_tokens",
             Self::RateLimited => "rate_limited",
             Self::PasswordVerified => "password_verified",

@@ -18,7 +18,7 @@ use super::{Authenticator, ClientPolicy, Decision, Login, Mode, NoToken, Reason,
 use crate::directory::UserProfile;
 use crate::otp::sms_code;
 use crate::sms::delivery::Delivered;
-use crate::store::{Factor, Token, UnixTime};
+use crate::store::{Factor, StateUse, Token, UnixTime};
 
 impl Authenticator {
     /// A request without State: the password (perhaps with a code appended).
@@ -83,13 +83,22 @@ impl Authenticator {
         let account = state.account.clone();
         login.account = Some(account.clone());
         let store = &self.services.store;
-        // The State used up and its context taken at once (one batch with a shared database): a
-        // State used before finds its context gone, taken by the use that counted.
-        let (fresh, kept) = tokio::join!(store.consume_state(&state.nonce, state.expires_at), store.take_challenge_context(&state.nonce));
-        if !fresh.map_err(store_down)? {
-            // The NAS's retry of an answer a node accepted: that Accept again.
-            let accepted = self.accepted_before(RetryKey::of(login.request), now).await?;
-            return accepted.ok_or(Reason::StateReused);
+        // The State used up, by this request, and its context read at once (one batch with a
+        // shared database).
+        let key = RetryKey::of(login.request);
+        let (used, kept) =
+            tokio::join!(store.consume_state(&state.nonce, state.expires_at, key.as_bytes()), store.challenge_context(&state.nonce));
+        match used.map_err(store_down)? {
+            StateUse::First => {}
+            // The NAS's retry of this very request, its answer lost or never given (a node
+            // stopped, the database stalled): the answer a node gave, or decided again — a
+            // Reject now would turn a right answer into a refusal.
+            StateUse::SameRequest => {
+                if let Some(before) = self.answered_before(key, now).await? {
+                    return Ok(before);
+                }
+            }
+            StateUse::Used => return self.answered_before(key, now).await?.ok_or(Reason::StateReused),
         }
         let answer = String::from_utf8_lossy(login.answer);
         let answer = answer.trim();
@@ -120,7 +129,14 @@ impl Authenticator {
                 if sms_code::matches(answer, &state.code_salt, &state.code_hash) {
                     attempt.settle(Guess::Right).await?;
                     let accept = Decision::accept(Reason::Authenticated, client, &profile);
-                    self.keep_accept(login.request, &accept, now).await;
+                    // Not fatal: the login succeeded, and the answer goes out.
+                    if let Err(reason) = self.keep_answer(login.request, &accept, now).await {
+                        tracing::warn!(
+                            reason = reason.as_str(),
+                            client = client.name.as_str(),
+                            "could not keep an Accept for the NAS's retries"
+                        );
+                    }
                     return Ok(accept);
                 }
                 attempt.settle(Guess::Wrong).await?;
@@ -130,8 +146,12 @@ impl Authenticator {
                 }
                 let retry = state.retry();
                 let sealed = self.seal(&retry)?;
-                self.keep_context(&retry, client, &profile).await?;
-                Ok(Decision::challenge(Reason::SmsRetry, self.settings.messages.wrong_code_retry.clone(), sealed))
+                let challenge = Decision::challenge(Reason::SmsRetry, self.settings.messages.wrong_code_retry.clone(), sealed);
+                // Kept for this request's retries: the same new State, not another try.
+                let (context, kept) =
+                    tokio::join!(self.keep_context(&retry, client, &profile), self.keep_answer(login.request, &challenge, now));
+                context.and(kept)?;
+                Ok(challenge)
             }
         }
     }
@@ -201,16 +221,27 @@ impl Authenticator {
         Ok(UserProfile { groups, ..found.profile })
     }
 
-    /// Sends a fresh SMS code to the user's mobile and challenges for it.
+    /// Sends a fresh SMS code to the user's mobile and challenges for it. The Challenge is kept
+    /// (with the State's context) before the SMS goes out, and the SMS is reserved under the
+    /// request's key: the NAS's retry of this request — its answer lost, or the store stalled —
+    /// gets the same Challenge, or a first one, but never a second SMS nor a second count.
     async fn send_sms(&self, login: &Login<'_>, account: &str, profile: &UserProfile, now: UnixTime) -> Result<Decision, Reason> {
+        let key = RetryKey::of(login.request);
+        if let Some(before) = self.answered_before(key, now).await? {
+            return Ok(before);
+        }
         let answer_by = login.request.arrived + self.settings.sms_answer_within;
-        let SentCode { salt, hash, masked, delivered } = self.send_code(account, profile.mobile.as_deref(), now, answer_by).await?;
+        let code = self.reserve_code(account, profile.mobile.as_deref(), now, Some(key.as_bytes())).await?;
         let mut state = self.new_state(Stage::Sms, login, account, self.settings.sms_validity, now);
-        state.code_salt = salt;
-        state.code_hash = hash;
+        state.code_salt = code.salt;
+        state.code_hash = code.hash;
         let sealed = self.seal(&state)?;
-        self.keep_context(&state, &login.request.client, profile).await?;
-        let prompt = self.settings.messages.challenge_sms.replace("{mobile}", &masked);
+        let prompt = self.settings.messages.challenge_sms.replace("{mobile}", &code.masked);
+        let challenge = Decision::challenge(Reason::SmsSent, prompt, sealed);
+        let (context, kept) =
+            tokio::join!(self.keep_context(&state, &login.request.client, profile), self.keep_answer(login.request, &challenge, now));
+        context.and(kept)?;
+        let SentCode { delivered, .. } = self.send_code(code, account, answer_by).await;
         // A failed send still gets its challenge: a Reject now would come later than every other
         // one (it waited on the gateway) and so tell that the password was right. The user, who
         // gets no code, logs in again; the failure is logged and counted.
@@ -219,7 +250,7 @@ impl Authenticator {
             Delivered::Pending => Reason::SmsPending,
             Delivered::Failed(_) => Reason::SmsFailed,
         };
-        Ok(Decision::challenge(reason, prompt, sealed))
+        Ok(Decision { reason, ..challenge })
     }
 
     fn new_state(&self, stage: Stage, login: &Login<'_>, account: &str, ttl: Duration, now: UnixTime) -> ChallengeState {

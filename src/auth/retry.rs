@@ -5,6 +5,10 @@
 //! the shared store, under the request's key, for as long as a NAS retries; a node that finds
 //! the code or the State already used looks there before it says so.
 //!
+//! An SMS challenge is kept the same way, before its SMS goes out: the NAS's retry of a password
+//! step that sent a code gets the same Challenge (the same State, the code already on its way),
+//! not a second SMS.
+//!
 //! The key is the client's name, the Request Authenticator (16 random octets the NAS chose for
 //! this request and keeps in its retries), the User-Name, the State and the User-Password as
 //! sent (hidden by the shared secret, so the key reveals nothing a listener could not see): only
@@ -13,7 +17,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{Authenticator, Decision, Reason, Request, Verdict};
-use crate::radius::{Attribute, Code, Packet};
+use crate::radius::{Attribute, Code, Packet, attr};
 use crate::store::{KeptAnswer, UnixTime};
 
 /// Names one Access-Request among all others, the same in each of its retries.
@@ -21,6 +25,10 @@ use crate::store::{KeptAnswer, UnixTime};
 pub(super) struct RetryKey([u8; 32]);
 
 impl RetryKey {
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub(super) fn of(request: &Request) -> Self {
         let mut hash = Sha256::new();
         for part in [
@@ -54,45 +62,67 @@ impl Authenticator {
         RetryRecord { key, keep: self.kept(key, accept, now) }
     }
 
-    fn kept(&self, key: RetryKey, accept: &Decision, now: UnixTime) -> Option<KeptAnswer> {
-        let Verdict::Accept { attributes } = &accept.verdict else { return None };
+    fn kept(&self, key: RetryKey, answer: &Decision, now: UnixTime) -> Option<KeptAnswer> {
         if self.settings.retry_window.is_zero() {
             return None;
         }
         let expires_at = now + self.settings.retry_window.as_secs() as UnixTime;
-        Some(KeptAnswer { key: key.0.to_vec(), expires_at, answer: encode(attributes)? })
+        Some(KeptAnswer { key: key.0.to_vec(), expires_at, answer: encode(&answer.verdict)? })
     }
 
-    /// Keeps an Accept given after its State was used up (an SMS code's). A failure to keep it
-    /// is logged, not fatal: the login succeeded, and the answer goes out.
-    pub(super) async fn keep_accept(&self, request: &Request, accept: &Decision, now: UnixTime) {
-        let Some(kept) = self.kept(RetryKey::of(request), accept, now) else { return };
-        if let Err(e) = self.services.store.keep_answer(kept).await {
-            tracing::warn!(error = %e, client = request.client.name.as_str(), "could not keep an Accept for the NAS's retries");
-        }
+    /// Keeps an answer for this request's retries: an Accept given after its State was used up
+    /// (an SMS code's), or a Challenge before its SMS goes out.
+    pub(super) async fn keep_answer(&self, request: &Request, answer: &Decision, now: UnixTime) -> Result<(), Reason> {
+        let Some(kept) = self.kept(RetryKey::of(request), answer, now) else { return Ok(()) };
+        self.services.store.keep_answer(kept).await.map_err(super::store_down)
     }
 
-    /// The Accept a node gave this very request before, if one is kept.
-    pub(super) async fn accepted_before(&self, key: RetryKey, now: UnixTime) -> Result<Option<Decision>, Reason> {
+    /// The answer a node gave this very request before, if one is kept.
+    pub(super) async fn answered_before(&self, key: RetryKey, now: UnixTime) -> Result<Option<Decision>, Reason> {
         if self.settings.retry_window.is_zero() {
             return Ok(None);
         }
         let kept = self.services.store.kept_answer(&key.0, now).await.map_err(super::store_down)?;
-        Ok(kept
-            .and_then(|bytes| decode(&bytes))
-            .map(|attributes| Decision { verdict: Verdict::Accept { attributes }, reason: Reason::RetryOfAccepted }))
+        Ok(kept.and_then(|bytes| decode(&bytes)))
     }
 }
 
-/// An Accept's attributes as RADIUS octets (the body of a packet).
-fn encode(attributes: &[Attribute]) -> Option<Vec<u8>> {
-    let mut packet = Packet::new(Code::AccessAccept, 0, [0; 16]);
-    packet.attributes = attributes.to_vec();
+/// An Accept's attributes, or a Challenge's prompt and State, as RADIUS octets.
+fn encode(verdict: &Verdict) -> Option<Vec<u8>> {
+    let (code, attributes) = match verdict {
+        Verdict::Accept { attributes } => (Code::AccessAccept, attributes.clone()),
+        Verdict::Challenge { message, state } => {
+            let mut attributes: Vec<Attribute> =
+                message.as_bytes().chunks(253).map(|part| Attribute::standard(attr::REPLY_MESSAGE, part.to_vec())).collect();
+            attributes.push(Attribute::standard(attr::STATE, state.clone()));
+            (Code::AccessChallenge, attributes)
+        }
+        Verdict::Reject { .. } | Verdict::NoAnswer => return None,
+    };
+    let mut packet = Packet::new(code, 0, [0; 16]);
+    packet.attributes = attributes;
     packet.encode().ok()
 }
 
-fn decode(bytes: &[u8]) -> Option<Vec<Attribute>> {
-    Packet::decode(bytes).ok().map(|packet| packet.attributes)
+fn decode(bytes: &[u8]) -> Option<Decision> {
+    let packet = Packet::decode(bytes).ok()?;
+    match packet.code {
+        Code::AccessAccept => {
+            Some(Decision { verdict: Verdict::Accept { attributes: packet.attributes }, reason: Reason::RetryOfAccepted })
+        }
+        Code::AccessChallenge => {
+            let values = |number: u8| {
+                packet.attributes.iter().filter_map(move |a| match a {
+                    Attribute::Standard { typ, value } if *typ == number => Some(value.as_slice()),
+                    _ => None,
+                })
+            };
+            let message = String::from_utf8(values(attr::REPLY_MESSAGE).flatten().copied().collect()).ok()?;
+            let state = values(attr::STATE).next()?.to_vec();
+            Some(Decision::challenge(Reason::RetryOfChallenge, message, state))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -102,11 +132,26 @@ mod tests {
     #[test]
     fn attributes_come_back_as_they_were_kept() {
         let attributes = vec![Attribute::standard(25, b"class".to_vec()), Attribute::vendor(3845, 16, b"VPN-Users".to_vec())];
-        let back = decode(&encode(&attributes).unwrap()).unwrap();
+        let Some(Decision { verdict: Verdict::Accept { attributes: back }, reason }) =
+            decode(&encode(&Verdict::Accept { attributes: attributes.clone() }).unwrap())
+        else {
+            panic!("an Accept comes back an Accept")
+        };
+        assert_eq!(reason, Reason::RetryOfAccepted);
         let mut a = Packet::new(Code::AccessAccept, 1, [7; 16]);
         a.attributes = attributes;
         let mut b = Packet::new(Code::AccessAccept, 1, [7; 16]);
         b.attributes = back;
         assert_eq!(a.encode().unwrap(), b.encode().unwrap(), "the same octets on the wire");
+    }
+
+    #[test]
+    fn a_challenge_comes_back_with_its_whole_prompt_and_state() {
+        let message = "Ange koden som skickades till +46 70*** **67. ".repeat(8);
+        let state = vec![0xa5; 120];
+        let kept = encode(&Verdict::Challenge { message: message.clone(), state: state.clone() }).unwrap();
+        let back = decode(&kept).unwrap();
+        assert_eq!(back, Decision::challenge(Reason::RetryOfChallenge, message, state));
+        assert!(encode(&Verdict::Reject { message: "no".into() }).is_none(), "a Reject is never kept");
     }
 }

@@ -50,6 +50,16 @@ impl Try {
 
 /// An SMS code on its way: what to check the answer against and how to show the number.
 #[derive(Debug)]
+/// A code an SMS is reserved for, not sent yet.
+pub(crate) struct ReservedCode {
+    pub salt: [u8; 16],
+    pub hash: [u8; 32],
+    /// `+46 70*** **67`.
+    pub masked: String,
+    mobile: String,
+    text: Secret<String>,
+}
+
 pub(crate) struct SentCode {
     pub salt: [u8; 16],
     pub hash: [u8; 32],
@@ -212,7 +222,7 @@ impl Authenticator {
         }
         if replayed
             && let Some(retry) = retry
-            && let Some(accepted) = self.accepted_before(retry.key, now).await?
+            && let Some(accepted) = self.answered_before(retry.key, now).await?
         {
             attempt.settle(Guess::Unknown).await?;
             return Ok(Some(accepted));
@@ -238,30 +248,36 @@ impl Authenticator {
         }
     }
 
-    /// Sends a fresh code to the mobile number, within the limits. Waits for the gateway until
-    /// `answer_by` at the latest (the request's arrival + `sms_answer_within`): a slower one
-    /// finishes in the background, its result logged and counted, so the answer goes out before
-    /// the NAS gives up.
-    pub(crate) async fn send_code(
+    /// Reserves an SMS for a fresh code to the mobile number, within the limits (a `request`
+    /// that reserved one before is not counted again), and makes the code. Nothing is sent
+    /// until [`ReservedCode::send`]: what the answer needs can be kept first.
+    pub(crate) async fn reserve_code(
         &self,
         account: &str,
         mobile: Option<&str>,
         now: UnixTime,
-        answer_by: Instant,
-    ) -> Result<SentCode, Reason> {
+        request: Option<&[u8]>,
+    ) -> Result<ReservedCode, Reason> {
         let Some(mobile) = mobile.and_then(|m| phone::to_e164(m, &self.settings.default_country_code)) else {
             return Err(Reason::NoMobile);
         };
-        match self.services.store.reserve_sms(account, now, self.settings.sms_limits).await.map_err(store_down)? {
+        match self.services.store.reserve_sms(account, now, self.settings.sms_limits, request).await.map_err(store_down)? {
             SmsReservation::Allowed => {}
             SmsReservation::UserLimit | SmsReservation::GlobalLimit => return Err(Reason::SmsRateLimited),
         }
         let code = sms_code::generate();
         let salt = super::state::random16();
-        let masked = phone::mask(&mobile);
         let text = Secret::new(self.settings.messages.sms_text.replace("{code}", code.expose()));
+        Ok(ReservedCode { salt, hash: sms_code::hash(code.expose(), &salt), masked: phone::mask(&mobile), mobile, text })
+    }
+
+    /// Sends a reserved code. Waits for the gateway until `answer_by` at the latest (the
+    /// request's arrival + `sms_answer_within`): a slower one finishes in the background, its
+    /// result logged and counted, so the answer goes out before the NAS gives up.
+    pub(crate) async fn send_code(&self, code: ReservedCode, account: &str, answer_by: Instant) -> SentCode {
+        let ReservedCode { salt, hash, masked, mobile, text } = code;
         let delivery = Delivery::start(Arc::clone(&self.services.sms), mobile, text, Arc::clone(&self.sms_stats), account);
         let delivered = delivery.wait_until(answer_by.into()).await;
-        Ok(SentCode { salt, hash: sms_code::hash(code.expose(), &salt), masked, delivered })
+        SentCode { salt, hash, masked, delivered }
     }
 }

@@ -3,13 +3,13 @@
 //! [`super::SealedStore`]'s, above every backend, so a backend is only storage (SQL, or maps).
 //!
 //! Every operation is atomic on its own: of two concurrent `use_step`s of one step exactly one
-//! wins, a nonce is consumed once, a context is read once, a reservation counts what it checked.
+//! wins, a nonce is consumed once, a reservation counts what it checked.
 
 use async_trait::async_trait;
 
 use super::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StoreError,
-    UnixTime,
+    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StateUse,
+    StoreError, UnixTime,
 };
 use crate::otp::TotpParams;
 
@@ -178,11 +178,20 @@ pub trait Backend: Send + Sync {
     async fn record_success(&self, username: &str, factor: Factor, seen: u64) -> Result<(), StoreError>;
     async fn unlock(&self, username: &str) -> Result<bool, StoreError>;
 
-    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError>;
+    /// See [`super::Store::reserve_sms`].
+    async fn reserve_sms(
+        &self,
+        username: &str,
+        now: UnixTime,
+        limits: SmsLimits,
+        request: Option<&[u8]>,
+    ) -> Result<SmsReservation, StoreError>;
 
-    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError>;
+    /// See [`super::Store::consume_state`].
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime, request: &[u8]) -> Result<StateUse, StoreError>;
     async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError>;
-    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// See [`super::Store::challenge_context`].
+    async fn challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// See [`super::Store::keep_answer`].
     async fn keep_answer(&self, answer: KeptAnswer) -> Result<(), StoreError>;

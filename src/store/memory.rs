@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
 use super::{
     Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SealedStore, SessionCaps, SessionKey, SmsLimits, SmsReservation,
-    StoreError, UnixTime,
+    StateUse, StoreError, UnixTime,
 };
 
 /// The in-memory store: seeds sealed above the in-memory backend.
@@ -44,9 +44,10 @@ struct Data {
     tokens: BTreeMap<i64, TokenRow>,
     last_id: i64,
     lockouts: HashMap<(Factor, String), Lockout>,
-    /// Who was sent an SMS, and when.
-    sms_sends: Vec<(String, UnixTime)>,
-    used_states: HashMap<Vec<u8>, UnixTime>,
+    /// Who was sent an SMS, when, and for which request.
+    sms_sends: Vec<(String, UnixTime, Option<Vec<u8>>)>,
+    /// Used States: until when, and by which request.
+    used_states: HashMap<Vec<u8>, (UnixTime, Vec<u8>)>,
     contexts: HashMap<Vec<u8>, (UnixTime, Vec<u8>)>,
     answers: HashMap<Vec<u8>, (UnixTime, Vec<u8>)>,
     sessions: HashMap<SessionKey, Session>,
@@ -284,28 +285,37 @@ impl Backend for MemoryBackend {
         Ok(code || password)
     }
 
-    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+    async fn reserve_sms(
+        &self,
+        username: &str,
+        now: UnixTime,
+        limits: SmsLimits,
+        request: Option<&[u8]>,
+    ) -> Result<SmsReservation, StoreError> {
         let mut data = self.data();
+        if request.is_some_and(|r| data.sms_sends.iter().any(|(user, _, by)| user == username && by.as_deref() == Some(r))) {
+            return Ok(SmsReservation::Allowed);
+        }
         let user_since = now - limits.per_user_window.as_secs() as UnixTime;
-        let by_user = data.sms_sends.iter().filter(|(user, at)| user == username && *at > user_since).count();
+        let by_user = data.sms_sends.iter().filter(|(user, at, _)| user == username && *at > user_since).count();
         if by_user >= limits.per_user as usize {
             return Ok(SmsReservation::UserLimit);
         }
-        let global = data.sms_sends.iter().filter(|(_, at)| *at > now - 60).count();
+        let global = data.sms_sends.iter().filter(|(_, at, _)| *at > now - 60).count();
         if global >= limits.global_per_minute as usize {
             return Ok(SmsReservation::GlobalLimit);
         }
-        data.sms_sends.push((username.to_owned(), now));
+        data.sms_sends.push((username.to_owned(), now, request.map(<[u8]>::to_vec)));
         Ok(SmsReservation::Allowed)
     }
 
-    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError> {
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime, request: &[u8]) -> Result<StateUse, StoreError> {
         let mut data = self.data();
-        if data.used_states.contains_key(nonce) {
-            return Ok(false);
+        if let Some((_, by)) = data.used_states.get(nonce) {
+            return Ok(if by.as_slice() == request { StateUse::SameRequest } else { StateUse::Used });
         }
-        data.used_states.insert(nonce.to_vec(), expires_at);
-        Ok(true)
+        data.used_states.insert(nonce.to_vec(), (expires_at, request.to_vec()));
+        Ok(StateUse::First)
     }
 
     async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError> {
@@ -313,8 +323,8 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.data().contexts.remove(nonce).map(|(_, context)| context))
+    async fn challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.data().contexts.get(nonce).map(|(_, context)| context.clone()))
     }
 
     async fn keep_answer(&self, kept: KeptAnswer) -> Result<(), StoreError> {
@@ -401,10 +411,10 @@ impl Backend for MemoryBackend {
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         let mut data = self.data();
         data.sessions.retain(|_, s| s.expires_at > now);
-        data.used_states.retain(|_, expires_at| *expires_at >= now);
+        data.used_states.retain(|_, (expires_at, _)| *expires_at >= now);
         data.contexts.retain(|_, (expires_at, _)| *expires_at >= now);
         data.answers.retain(|_, (expires_at, _)| *expires_at >= now);
-        data.sms_sends.retain(|(_, at)| *at >= now - backend::SMS_HISTORY);
+        data.sms_sends.retain(|(_, at, _)| *at >= now - backend::SMS_HISTORY);
         for l in data.lockouts.values_mut() {
             l.locked_until = l.locked_until.filter(|&until| until >= now);
         }

@@ -185,6 +185,18 @@ pub struct SmsLimits {
     pub global_per_minute: u32,
 }
 
+/// What became of a challenge State's use (see [`Store::consume_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateUse {
+    /// Used now, for the first time.
+    First,
+    /// Used before by this very request (the NAS's retry of it, after its answer was lost or
+    /// never came): its outcome is not known, so it is decided again.
+    SameRequest,
+    /// Used before by another request: a replay.
+    Used,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmsReservation {
     /// Recorded as sent; go ahead.
@@ -269,20 +281,30 @@ pub trait Store: Send + Sync {
     /// Clears both factors' locks and counts (admin). True if there was anything to clear.
     async fn unlock(&self, username: &str) -> Result<bool, StoreError>;
 
-    /// Checks the limits and, if allowed, records the send, in one step.
-    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError>;
+    /// Checks the limits and, if allowed, records the send, in one step. A send `request` (a
+    /// RADIUS request's key) reserved before is allowed again and not counted again: the NAS's
+    /// retry of a request whose answer never came must not use up the user's SMS.
+    async fn reserve_sms(
+        &self,
+        username: &str,
+        now: UnixTime,
+        limits: SmsLimits,
+        request: Option<&[u8]>,
+    ) -> Result<SmsReservation, StoreError>;
 
-    /// Marks a challenge State's nonce used. False if it already was (a replayed State).
-    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError>;
+    /// Marks a challenge State's nonce used, by `request` (the key of the RADIUS request that
+    /// brought it): see [`StateUse`].
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime, request: &[u8]) -> Result<StateUse, StoreError>;
 
     /// Keeps what a challenge's code step needs (sealed by the caller) under its State's nonce,
     /// until the State expires: any node sharing the store resumes the challenge without asking
     /// the directory.
     async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError>;
 
-    /// What [`Store::keep_challenge_context`] kept under a nonce, forgotten as it is read (the
-    /// State it serves works once).
-    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// What [`Store::keep_challenge_context`] kept under a nonce, until the State expires (the
+    /// State's single use is [`Store::consume_state`]'s; a retry of the request that used it
+    /// finds the context still there).
+    async fn challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Keeps the answer given to a request that used up a code, under the request's key (its
     /// client, Request Authenticator and user), until `expires_at`: the NAS's retry of that

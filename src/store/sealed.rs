@@ -12,8 +12,8 @@ use async_trait::async_trait;
 
 use super::backend::{Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
 use super::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewToken, SessionCaps, SessionKey, SmsLimits, SmsReservation, Store,
-    StoreError, StoredSession, Token, TokenInfo, UnixTime,
+    Factor, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewToken, SessionCaps, SessionKey, SmsLimits, SmsReservation, StateUse,
+    Store, StoreError, StoredSession, Token, TokenInfo, UnixTime,
 };
 use crate::keys::{KeyRing, Keys};
 use crate::secret::Secret;
@@ -174,20 +174,26 @@ impl<B: Backend> Store for SealedStore<B> {
         self.backend.unlock(username).await
     }
 
-    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
-        self.backend.reserve_sms(username, now, limits).await
+    async fn reserve_sms(
+        &self,
+        username: &str,
+        now: UnixTime,
+        limits: SmsLimits,
+        request: Option<&[u8]>,
+    ) -> Result<SmsReservation, StoreError> {
+        self.backend.reserve_sms(username, now, limits, request).await
     }
 
-    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError> {
-        self.backend.consume_state(nonce, expires_at).await
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime, request: &[u8]) -> Result<StateUse, StoreError> {
+        self.backend.consume_state(nonce, expires_at, request).await
     }
 
     async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError> {
         self.backend.keep_challenge_context(nonce, expires_at, context).await
     }
 
-    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.backend.take_challenge_context(nonce).await
+    async fn challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.challenge_context(nonce).await
     }
 
     async fn keep_answer(&self, answer: KeptAnswer) -> Result<(), StoreError> {

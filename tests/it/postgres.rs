@@ -65,6 +65,29 @@ impl Postgres {
         format!("postgresql://{USER}@127.0.0.1:{}/{name}?sslmode=disable", self.port)
     }
 
+    /// Holds `LOCK TABLE <table> IN ACCESS EXCLUSIVE MODE` in `database` for `seconds` (a
+    /// stalled database, as a long migration or a vacuum full makes one), from a `psql` in the
+    /// background; returns once the lock is taken. Wait on the child for the lock's end.
+    pub fn hold_lock(&self, database: &str, table: &str, seconds: u32) -> Child {
+        let sql = format!("BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({seconds}); COMMIT;");
+        let child = as_owner(&self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", database, "-c", &sql])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let taken = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = '{table}' AND l.mode = 'AccessExclusiveLock' AND l.granted"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.psql_in(database, &taken).as_deref() != Ok("1") {
+            assert!(Instant::now() < deadline, "the lock on {table} was not taken");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
     /// Runs SQL as the superuser through `psql`; its output, or why it failed.
     pub fn psql(&self, sql: &str) -> Result<String, String> {
         self.psql_in("postgres", sql)
@@ -84,6 +107,12 @@ impl Postgres {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     }
+}
+
+/// The database a URL of [`Postgres::fresh_database`] names.
+pub fn database_of(url: &str) -> &str {
+    let path = url.rsplit('/').next().unwrap_or_default();
+    path.split('?').next().unwrap_or_default()
 }
 
 /// Store settings for a database URL of the test server (TLS off: loopback).

@@ -9,7 +9,7 @@ use radmfa::keys::{KeyRing, Keys};
 use radmfa::otp::TotpParams;
 use radmfa::secret::Secret;
 use radmfa::store::postgres::{PostgresBackend, PostgresStore, SCHEMA_VERSION};
-use radmfa::store::{NewToken, Store, StoreError};
+use radmfa::store::{NewToken, StateUse, Store, StoreError};
 
 use crate::postgres;
 
@@ -88,8 +88,9 @@ async fn two_nodes_share_tokens_and_a_step_is_used_once_across_them() {
         let (x, y) = tokio::join!(a.use_step(id, step, 0, None), b.use_step(id, step, 0, None));
         assert!(x.unwrap() ^ y.unwrap(), "step {step}: exactly one node accepts it");
     }
-    assert!(b.consume_state(b"nonce", i64::MAX).await.unwrap());
-    assert!(!a.consume_state(b"nonce", i64::MAX).await.unwrap(), "a State used on B is used on A");
+    assert_eq!(b.consume_state(b"nonce", i64::MAX, b"one").await.unwrap(), StateUse::First);
+    assert_eq!(a.consume_state(b"nonce", i64::MAX, b"two").await.unwrap(), StateUse::Used, "a State used on B is used on A");
+    assert_eq!(a.consume_state(b"nonce", i64::MAX, b"one").await.unwrap(), StateUse::SameRequest, "the retry of B's request, on A");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,7 +52,8 @@ macro_rules! contract_suite {
                 concurrent_failures_all_count_and_lock_once, concurrent_sms_reservations_keep_the_global_limit,
                 an_answer_is_kept_with_the_step_that_wins_and_only_then, a_session_lives_until_idle_or_its_end_and_is_purged,
                 a_session_changes_only_from_its_current_version, sessions_are_capped_per_account_and_in_all,
-                concurrent_session_changes_each_land_once, a_snapshot_copies_into_another_store_once_and_again_changes_nothing);
+                concurrent_session_changes_each_land_once, a_state_raced_by_many_requests_is_used_by_one,
+                an_sms_reserved_for_a_request_is_not_counted_again, a_snapshot_copies_into_another_store_once_and_again_changes_nothing);
             contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed);
         }
     };
@@ -216,25 +217,26 @@ async fn tokens_move_from_an_old_spelling_to_the_account_and_still_open<B: Backe
 
 async fn sms_limits_per_user_and_global<B: Backend>(s: Arc<SealedStore<B>>) {
     let limits = SmsLimits { per_user: 2, per_user_window: Duration::from_secs(900), global_per_minute: 3 };
-    assert_eq!(s.reserve_sms("alice", 1000, limits).await.unwrap(), SmsReservation::Allowed);
-    assert_eq!(s.reserve_sms("alice", 1001, limits).await.unwrap(), SmsReservation::Allowed);
-    assert_eq!(s.reserve_sms("alice", 1002, limits).await.unwrap(), SmsReservation::UserLimit);
-    assert_eq!(s.reserve_sms("bob", 1003, limits).await.unwrap(), SmsReservation::Allowed);
-    assert_eq!(s.reserve_sms("carol", 1004, limits).await.unwrap(), SmsReservation::GlobalLimit);
-    assert_eq!(s.reserve_sms("carol", 1070, limits).await.unwrap(), SmsReservation::Allowed, "a minute later");
-    assert_eq!(s.reserve_sms("alice", 1000 + 901, limits).await.unwrap(), SmsReservation::Allowed, "the user window passed");
+    assert_eq!(s.reserve_sms("alice", 1000, limits, None).await.unwrap(), SmsReservation::Allowed);
+    assert_eq!(s.reserve_sms("alice", 1001, limits, None).await.unwrap(), SmsReservation::Allowed);
+    assert_eq!(s.reserve_sms("alice", 1002, limits, None).await.unwrap(), SmsReservation::UserLimit);
+    assert_eq!(s.reserve_sms("bob", 1003, limits, None).await.unwrap(), SmsReservation::Allowed);
+    assert_eq!(s.reserve_sms("carol", 1004, limits, None).await.unwrap(), SmsReservation::GlobalLimit);
+    assert_eq!(s.reserve_sms("carol", 1070, limits, None).await.unwrap(), SmsReservation::Allowed, "a minute later");
+    assert_eq!(s.reserve_sms("alice", 1000 + 901, limits, None).await.unwrap(), SmsReservation::Allowed, "the user window passed");
 }
 
 async fn a_state_nonce_is_consumed_once<B: Backend>(s: Arc<SealedStore<B>>) {
     s.keep_challenge_context(b"nonce-1", 2000, b"sealed".to_vec()).await.unwrap();
     s.keep_challenge_context(b"nonce-2", 2000, b"other".to_vec()).await.unwrap();
-    assert_eq!(s.take_challenge_context(b"nonce-1").await.unwrap().as_deref(), Some(&b"sealed"[..]));
-    assert_eq!(s.take_challenge_context(b"nonce-1").await.unwrap(), None, "forgotten as it is read");
-    assert!(s.consume_state(b"nonce-1", 2000).await.unwrap());
-    assert!(!s.consume_state(b"nonce-1", 2000).await.unwrap());
+    assert_eq!(s.challenge_context(b"nonce-1").await.unwrap().as_deref(), Some(&b"sealed"[..]));
+    assert_eq!(s.challenge_context(b"nonce-1").await.unwrap().as_deref(), Some(&b"sealed"[..]), "kept until the State expires");
+    assert_eq!(s.consume_state(b"nonce-1", 2000, b"request-a").await.unwrap(), StateUse::First);
+    assert_eq!(s.consume_state(b"nonce-1", 2000, b"request-a").await.unwrap(), StateUse::SameRequest, "the NAS's retry of it");
+    assert_eq!(s.consume_state(b"nonce-1", 2000, b"request-b").await.unwrap(), StateUse::Used, "another request: a replay");
     s.purge(3000).await.unwrap();
-    assert!(s.consume_state(b"nonce-1", 4000).await.unwrap(), "purged after expiry");
-    assert_eq!(s.take_challenge_context(b"nonce-2").await.unwrap(), None, "an unread context purged after expiry");
+    assert_eq!(s.consume_state(b"nonce-1", 4000, b"request-b").await.unwrap(), StateUse::First, "purged after expiry");
+    assert_eq!(s.challenge_context(b"nonce-2").await.unwrap(), None, "a context purged after expiry");
     s.add_token(new_token("alice", false)).await.unwrap();
     s.add_token(new_token("alice", true)).await.unwrap();
     s.purge(radmfa::clock::now() + UNCONFIRMED_TOKEN_LIFETIME + 1).await.unwrap();
@@ -289,7 +291,7 @@ async fn concurrent_sms_reservations_keep_the_global_limit<B: Backend + 'static>
     let sends: Vec<_> = (0..30)
         .map(|i| {
             let s = Arc::clone(&s);
-            tokio::spawn(async move { s.reserve_sms(&format!("user{}", i % 15), 1000, limits).await.unwrap() })
+            tokio::spawn(async move { s.reserve_sms(&format!("user{}", i % 15), 1000, limits, None).await.unwrap() })
         })
         .collect();
     let mut allowed = 0;
@@ -465,4 +467,42 @@ async fn a_snapshot_copies_into_another_store_once_and_again_changes_nothing<B: 
     assert!(refused.contains("changed since the last copy"), "{refused}");
     let kept = s.export().await.unwrap();
     assert_eq!(kept.tokens.iter().find(|t| t.id == alice).unwrap().last_step, Some(4300), "the later use stays");
+}
+
+async fn a_state_raced_by_many_requests_is_used_by_one<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
+    let racers: Vec<_> = (0..16u8)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            // Two tries of each request: a NAS's retry beside its original.
+            tokio::spawn(async move { s.consume_state(b"raced", 2000, &[b'r', i / 2]).await.unwrap() })
+        })
+        .collect();
+    let mut uses = Vec::new();
+    for racer in racers {
+        uses.push(racer.await.unwrap());
+    }
+    assert_eq!(uses.iter().filter(|u| **u == StateUse::First).count(), 1, "{uses:?}");
+    let first = uses.iter().position(|u| *u == StateUse::First).unwrap();
+    for (i, used) in uses.iter().enumerate() {
+        let expected = if i == first {
+            StateUse::First
+        } else if i / 2 == first / 2 {
+            StateUse::SameRequest
+        } else {
+            StateUse::Used
+        };
+        assert_eq!(*used, expected, "try {i}");
+    }
+}
+
+async fn an_sms_reserved_for_a_request_is_not_counted_again<B: Backend>(s: Arc<SealedStore<B>>) {
+    let limits = SmsLimits { per_user: 1, per_user_window: Duration::from_secs(900), global_per_minute: 10 };
+    assert_eq!(s.reserve_sms("alice", 1000, limits, Some(b"request-a")).await.unwrap(), SmsReservation::Allowed);
+    for retry in 1..4 {
+        let again = s.reserve_sms("alice", 1000 + retry, limits, Some(b"request-a")).await.unwrap();
+        assert_eq!(again, SmsReservation::Allowed, "the NAS's retry {retry} of the request that reserved it");
+    }
+    assert_eq!(s.reserve_sms("alice", 1010, limits, Some(b"request-b")).await.unwrap(), SmsReservation::UserLimit, "another request");
+    assert_eq!(s.reserve_sms("alice", 1010, limits, None).await.unwrap(), SmsReservation::UserLimit);
+    assert_eq!(s.reserve_sms("bob", 1010, limits, Some(b"request-a")).await.unwrap(), SmsReservation::Allowed, "another user's");
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{ALICE_PASSWORD, Options, TestServer, enroll, totp_code};
+use crate::harness::{ALICE_PASSWORD, CAROL_PASSWORD, Options, SmsSink, TestServer, enroll, totp_code};
 use crate::http::Http;
 use crate::oracle::{self, ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCESS_REJECT};
 use crate::postgres::{self, PASSWORD};
@@ -280,4 +280,56 @@ fn a_portal_session_made_on_one_node_is_used_on_the_other_and_outlives_a_restart
     assert_eq!(web.post("/signout", &[("csrf", &csrf)]).status, 303);
     web.base = to_a;
     assert_eq!(web.get("/general").status, 303, "signed out on B: A sends the browser to sign in");
+}
+
+#[test]
+fn a_right_answer_whose_node_stalled_after_using_the_state_is_accepted_when_the_nas_retries() {
+    let Some(pg) = postgres::server() else { return };
+    let url = pg.fresh_database();
+    let a = TestServer::start(options(&url, "challenge"));
+    let b = TestServer::start_beside(&a, options(&url, "challenge"));
+    let seed = enroll(&a.config, "alice");
+    let state = oracle::state_of(&ask(&a, "alice", ALICE_PASSWORD, None)).expect("a State");
+    let request = oracle::encode_signed(oracle::access_request_with_state("alice", &totp_code(&seed, 0), &state));
+    // The database stalls after A has used the State, before it reads the tokens.
+    let lock = pg.hold_lock(postgres::database_of(&url), "tokens", 3);
+    assert_eq!(send(&a, &request, Duration::from_secs(2)), None, "A cannot finish: no answer");
+    assert_eq!(last_reason(&a, 2), "store_unavailable");
+    let mut lock = lock;
+    lock.wait().unwrap();
+    // The NAS retries the same request on B: the State was used by this very request.
+    let from_b = send(&b, &request, WAIT).expect("B answers");
+    assert_eq!(oracle::code(&from_b), ACCESS_ACCEPT, "{}", last_reason(&b, 1));
+    let from_a = send(&a, &request, WAIT).expect("A answers");
+    assert_eq!(from_a, from_b, "and A, asked again, gives the Accept B gave");
+    assert_eq!(last_reason(&a, 3), "retry_of_accepted");
+    // Another request with that State is still a replay.
+    let other = oracle::encode_signed(oracle::access_request_with_state("alice", &totp_code(&seed, 0), &state));
+    assert_eq!(oracle::code(&send(&b, &other, WAIT).unwrap()), ACCESS_REJECT);
+    assert_eq!(last_reason(&b, 2), "state_reused");
+}
+
+#[test]
+fn a_password_step_that_stalled_before_its_sms_sends_one_sms_however_often_the_nas_retries() {
+    let Some(pg) = postgres::server() else { return };
+    let url = pg.fresh_database();
+    let sink = SmsSink::start();
+    let options = || Options { no_token: "sms", sms_url: Some(sink.url.clone()), ..options(&url, "challenge") };
+    let a = TestServer::start(options());
+    let b = TestServer::start_beside(&a, options());
+    let request = oracle::encode_signed(oracle::access_request("carol", CAROL_PASSWORD));
+    let mut lock = pg.hold_lock(postgres::database_of(&url), "challenge_contexts", 4);
+    assert_eq!(send(&a, &request, Duration::from_millis(1500)), None, "A cannot keep the challenge: no answer");
+    assert_eq!(send(&b, &request, Duration::from_millis(1500)), None, "nor B");
+    lock.wait().unwrap();
+    assert!(sink.messages().is_empty(), "no SMS for a challenge that could not be kept");
+    let from_b = send(&b, &request, WAIT).expect("B answers once the database does");
+    assert_eq!(oracle::code(&from_b), ACCESS_CHALLENGE, "{}", last_reason(&b, 2));
+    let from_a = send(&a, &request, WAIT).expect("A answers");
+    assert_eq!(from_a, from_b, "the same Challenge, octet for octet");
+    assert_eq!(last_reason(&a, 2), "retry_of_challenge");
+    assert_eq!(sink.messages().len(), 1, "one SMS, for four tries of one request");
+    let state = oracle::state_of(&from_a).unwrap();
+    let answer = ask(&a, "carol", &sink.last_code(), Some(&state));
+    assert_eq!(oracle::code(&answer), ACCESS_ACCEPT, "the code sent logs carol in");
 }

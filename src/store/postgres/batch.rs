@@ -24,7 +24,7 @@ use tokio_postgres::error::SqlState;
 use super::Health;
 use super::queries::{TOKEN_COLUMNS, lockout_table, read_token};
 use crate::store::backend::TokenRow;
-use crate::store::{Factor, KeptAnswer, StoreError, UnixTime};
+use crate::store::{Factor, KeptAnswer, StateUse, StoreError, UnixTime};
 
 /// Operations in one batch at most (the arrays' length).
 const MAX_BATCH: usize = 512;
@@ -45,8 +45,8 @@ pub(super) struct LockoutRow {
 
 pub(super) enum Op {
     KeepContext { nonce: Vec<u8>, expires_at: UnixTime, context: Vec<u8>, reply: Reply<()> },
-    ConsumeState { nonce: Vec<u8>, expires_at: UnixTime, reply: Reply<bool> },
-    TakeContext { nonce: Vec<u8>, reply: Reply<Option<Vec<u8>>> },
+    ConsumeState { nonce: Vec<u8>, expires_at: UnixTime, request: Vec<u8>, reply: Reply<StateUse> },
+    ReadContext { nonce: Vec<u8>, reply: Reply<Option<Vec<u8>>> },
     Lockout { username: String, factor: Factor, reply: Reply<Option<LockoutRow>> },
     Tokens { username: String, reply: Reply<Vec<TokenRow>> },
     UseStep { token_id: i64, step: i64, now: UnixTime, keep: Option<KeptAnswer>, reply: Reply<bool> },
@@ -57,11 +57,11 @@ impl Op {
     /// What two operations of a batch must not share (`None`: reads, which may).
     fn key(&self) -> Option<(u8, Vec<u8>)> {
         match self {
-            Self::KeepContext { nonce, .. } | Self::TakeContext { nonce, .. } => Some((0, nonce.clone())),
+            Self::KeepContext { nonce, .. } => Some((0, nonce.clone())),
             Self::ConsumeState { nonce, .. } => Some((1, nonce.clone())),
             Self::UseStep { token_id, .. } => Some((2, token_id.to_be_bytes().to_vec())),
             Self::KeepAnswer { kept, .. } => Some((3, kept.key.clone())),
-            Self::Lockout { .. } | Self::Tokens { .. } => None,
+            Self::Lockout { .. } | Self::Tokens { .. } | Self::ReadContext { .. } => None,
         }
     }
 
@@ -69,8 +69,9 @@ impl Op {
         let e = copy(e);
         match self {
             Self::KeepContext { reply, .. } | Self::KeepAnswer { reply, .. } => drop(reply.send(Err(e))),
-            Self::ConsumeState { reply, .. } | Self::UseStep { reply, .. } => drop(reply.send(Err(e))),
-            Self::TakeContext { reply, .. } => drop(reply.send(Err(e))),
+            Self::UseStep { reply, .. } => drop(reply.send(Err(e))),
+            Self::ConsumeState { reply, .. } => drop(reply.send(Err(e))),
+            Self::ReadContext { reply, .. } => drop(reply.send(Err(e))),
             Self::Lockout { reply, .. } => drop(reply.send(Err(e))),
             Self::Tokens { reply, .. } => drop(reply.send(Err(e))),
         }
@@ -220,16 +221,20 @@ async fn statements(c: &impl GenericClient, args: &Arguments) -> Result<Results,
         c.execute(&c.prepare_cached(sql).await?, &[n, e, x]).await?;
     }
     if !args.consume.0.is_empty() {
-        let sql = "INSERT INTO used_states (nonce, expires_at) SELECT * FROM unnest($1::bytea[], $2::bigint[]) ORDER BY 1
-                   ON CONFLICT (nonce) DO NOTHING RETURNING nonce";
-        let (n, e) = &args.consume;
-        for row in c.query(&c.prepare_cached(sql).await?, &[n, e]).await? {
-            results.consumed.insert(row.try_get(0)?);
+        // Every nonce's row comes back: inserted now (xmax 0), or found with the request that
+        // used it (the no-op update locks it, so two batches cannot both insert).
+        let sql = "INSERT INTO used_states (nonce, expires_at, request)
+                   SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[]) ORDER BY 1
+                   ON CONFLICT (nonce) DO UPDATE SET request = used_states.request
+                   RETURNING nonce, request, xmax = 0";
+        let (n, e, r) = &args.consume;
+        for row in c.query(&c.prepare_cached(sql).await?, &[n, e, r]).await? {
+            results.consumed.insert(row.try_get(0)?, (row.try_get(2)?, row.try_get(1)?));
         }
     }
-    if !args.take.is_empty() {
-        let sql = "DELETE FROM challenge_contexts WHERE nonce = ANY($1::bytea[]) RETURNING nonce, context";
-        for row in c.query(&c.prepare_cached(sql).await?, &[&args.take]).await? {
+    if !args.read.is_empty() {
+        let sql = "SELECT nonce, context FROM challenge_contexts WHERE nonce = ANY($1::bytea[])";
+        for row in c.query(&c.prepare_cached(sql).await?, &[&args.read]).await? {
             results.contexts.insert(row.try_get(0)?, row.try_get(1)?);
         }
     }
@@ -324,8 +329,8 @@ impl From<StoreError> for Retry {
 #[derive(Default)]
 struct Arguments {
     keep_context: (Vec<Vec<u8>>, Vec<i64>, Vec<Vec<u8>>),
-    consume: (Vec<Vec<u8>>, Vec<i64>),
-    take: Vec<Vec<u8>>,
+    consume: (Vec<Vec<u8>>, Vec<i64>, Vec<Vec<u8>>),
+    read: Vec<Vec<u8>>,
     code_lockouts: Vec<String>,
     password_lockouts: Vec<String>,
     tokens: Vec<String>,
@@ -354,11 +359,12 @@ impl Arguments {
                     a.keep_context.1.push(*expires_at);
                     a.keep_context.2.push(context.clone());
                 }
-                Op::ConsumeState { nonce, expires_at, .. } => {
+                Op::ConsumeState { nonce, expires_at, request, .. } => {
                     a.consume.0.push(nonce.clone());
                     a.consume.1.push(*expires_at);
+                    a.consume.2.push(request.clone());
                 }
-                Op::TakeContext { nonce, .. } => a.take.push(nonce.clone()),
+                Op::ReadContext { nonce, .. } => a.read.push(nonce.clone()),
                 Op::Lockout { username, factor: Factor::Code, .. } => a.code_lockouts.push(username.clone()),
                 Op::Lockout { username, factor: Factor::Password, .. } => a.password_lockouts.push(username.clone()),
                 Op::Tokens { username, .. } => a.tokens.push(username.clone()),
@@ -385,7 +391,7 @@ impl Arguments {
         [
             !self.keep_context.0.is_empty(),
             !self.consume.0.is_empty(),
-            !self.take.is_empty(),
+            !self.read.is_empty(),
             !self.code_lockouts.is_empty(),
             !self.password_lockouts.is_empty(),
             !self.tokens.is_empty(),
@@ -401,7 +407,8 @@ impl Arguments {
 /// What a batch's statements returned, for handing out.
 #[derive(Default)]
 struct Results {
-    consumed: HashSet<Vec<u8>>,
+    /// Each nonce: whether this batch used it, and the request that did.
+    consumed: HashMap<Vec<u8>, (bool, Option<Vec<u8>>)>,
     contexts: HashMap<Vec<u8>, Vec<u8>>,
     lockouts: HashMap<(Factor, String), LockoutRow>,
     tokens: HashMap<String, Vec<TokenRow>>,
@@ -409,13 +416,21 @@ struct Results {
 }
 
 impl Results {
-    fn answer(mut self, batch: Vec<Op>) {
+    fn answer(self, batch: Vec<Op>) {
         for op in batch {
             // A receiver that stopped waiting (its request timed out) is no matter.
             match op {
                 Op::KeepContext { reply, .. } | Op::KeepAnswer { reply, .. } => drop(reply.send(Ok(()))),
-                Op::ConsumeState { nonce, reply, .. } => drop(reply.send(Ok(self.consumed.contains(&nonce)))),
-                Op::TakeContext { nonce, reply } => drop(reply.send(Ok(self.contexts.remove(&nonce)))),
+                Op::ConsumeState { nonce, request, reply, .. } => {
+                    let used = match self.consumed.get(&nonce) {
+                        Some((true, _)) => Ok(StateUse::First),
+                        Some((false, by)) if by.as_deref() == Some(request.as_slice()) => Ok(StateUse::SameRequest),
+                        Some((false, _)) => Ok(StateUse::Used),
+                        None => Err(StoreError::database("a State's use did not come back from the database")),
+                    };
+                    drop(reply.send(used));
+                }
+                Op::ReadContext { nonce, reply } => drop(reply.send(Ok(self.contexts.get(&nonce).cloned()))),
                 Op::Lockout { username, factor, reply } => drop(reply.send(Ok(self.lockouts.get(&(factor, username)).copied()))),
                 Op::Tokens { username, reply } => drop(reply.send(Ok(self.tokens.get(&username).cloned().unwrap_or_default()))),
                 Op::UseStep { token_id, reply, .. } => drop(reply.send(Ok(self.used.contains(&token_id)))),

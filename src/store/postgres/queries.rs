@@ -12,8 +12,8 @@ use super::batch::{LockoutRow, Op};
 use crate::otp::{Algorithm, TotpParams};
 use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
 use crate::store::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StoreError,
-    UnixTime,
+    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StateUse,
+    StoreError, UnixTime,
 };
 
 /// The advisory lock SMS reservations take, so two nodes counting at once cannot both stay
@@ -351,12 +351,24 @@ impl Backend for PostgresBackend {
         .await
     }
 
-    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+    async fn reserve_sms(
+        &self,
+        username: &str,
+        now: UnixTime,
+        limits: SmsLimits,
+        request: Option<&[u8]>,
+    ) -> Result<SmsReservation, StoreError> {
         let user_since = now - limits.per_user_window.as_secs() as UnixTime;
         self.run(|mut client| async move {
             let transaction = client.transaction().await?;
             // Counting and recording as one, across nodes: SMS are few, one lock is cheap.
             transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&SMS_LOCK]).await?;
+            if let Some(request) = request {
+                let sql = "SELECT 1 FROM sms_sends WHERE request = $1 AND username = $2";
+                if transaction.query_opt(sql, &[&request, &username]).await?.is_some() {
+                    return Ok(SmsReservation::Allowed);
+                }
+            }
             let by_user: i64 = transaction
                 .query_one("SELECT count(*) FROM sms_sends WHERE username = $1 AND sent_at > $2", &[&username, &user_since])
                 .await?
@@ -369,23 +381,24 @@ impl Backend for PostgresBackend {
             if global >= i64::from(limits.global_per_minute) {
                 return Ok(SmsReservation::GlobalLimit);
             }
-            transaction.execute("INSERT INTO sms_sends (username, sent_at) VALUES ($1, $2)", &[&username, &now]).await?;
+            let sql = "INSERT INTO sms_sends (username, sent_at, request) VALUES ($1, $2, $3)";
+            transaction.execute(sql, &[&username, &now, &request]).await?;
             transaction.commit().await?;
             Ok(SmsReservation::Allowed)
         })
         .await
     }
 
-    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError> {
-        self.batch.run(|reply| Op::ConsumeState { nonce: nonce.to_vec(), expires_at, reply }).await
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime, request: &[u8]) -> Result<StateUse, StoreError> {
+        self.batch.run(|reply| Op::ConsumeState { nonce: nonce.to_vec(), expires_at, request: request.to_vec(), reply }).await
     }
 
     async fn keep_challenge_context(&self, nonce: &[u8], expires_at: UnixTime, context: Vec<u8>) -> Result<(), StoreError> {
         self.batch.run(|reply| Op::KeepContext { nonce: nonce.to_vec(), expires_at, context, reply }).await
     }
 
-    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.batch.run(|reply| Op::TakeContext { nonce: nonce.to_vec(), reply }).await
+    async fn challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.batch.run(|reply| Op::ReadContext { nonce: nonce.to_vec(), reply }).await
     }
 
     async fn keep_answer(&self, kept: KeptAnswer) -> Result<(), StoreError> {

@@ -8,8 +8,8 @@ use super::SqliteBackend;
 use crate::otp::{Algorithm, TotpParams};
 use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
 use crate::store::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StoreError,
-    UnixTime,
+    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StateUse,
+    StoreError, UnixTime,
 };
 
 /// The table holding a factor's counters (a fixed name, never input).
@@ -317,9 +317,23 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
-        let username = username.to_owned();
+    async fn reserve_sms(
+        &self,
+        username: &str,
+        now: UnixTime,
+        limits: SmsLimits,
+        request: Option<&[u8]>,
+    ) -> Result<SmsReservation, StoreError> {
+        let (username, request) = (username.to_owned(), request.map(<[u8]>::to_vec));
         self.call(move |conn| {
+            if let Some(request) = &request {
+                let reserved = conn
+                    .prepare_cached("SELECT 1 FROM sms_sends WHERE request = ?1 AND username = ?2")?
+                    .exists(params![request, username])?;
+                if reserved {
+                    return Ok(SmsReservation::Allowed);
+                }
+            }
             let user_since = now - limits.per_user_window.as_secs() as UnixTime;
             let by_user: u32 = conn
                 .prepare_cached("SELECT COUNT(*) FROM sms_sends WHERE username = ?1 AND sent_at > ?2")?
@@ -332,19 +346,25 @@ impl Backend for SqliteBackend {
             if global >= limits.global_per_minute {
                 return Ok(SmsReservation::GlobalLimit);
             }
-            conn.prepare_cached("INSERT INTO sms_sends (username, sent_at) VALUES (?1, ?2)")?.execute(params![username, now])?;
+            conn.prepare_cached("INSERT INTO sms_sends (username, sent_at, request) VALUES (?1, ?2, ?3)")?
+                .execute(params![username, now, request])?;
             Ok(SmsReservation::Allowed)
         })
         .await
     }
 
-    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime) -> Result<bool, StoreError> {
-        let nonce = nonce.to_vec();
+    async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime, request: &[u8]) -> Result<StateUse, StoreError> {
+        let (nonce, request) = (nonce.to_vec(), request.to_vec());
         self.call(move |conn| {
             let inserted = conn
-                .prepare_cached("INSERT OR IGNORE INTO used_states (nonce, expires_at) VALUES (?1, ?2)")?
-                .execute(params![nonce, expires_at])?;
-            Ok(inserted == 1)
+                .prepare_cached("INSERT OR IGNORE INTO used_states (nonce, expires_at, request) VALUES (?1, ?2, ?3)")?
+                .execute(params![nonce, expires_at, request])?;
+            if inserted == 1 {
+                return Ok(StateUse::First);
+            }
+            let by: Option<Vec<u8>> =
+                conn.prepare_cached("SELECT request FROM used_states WHERE nonce = ?1")?.query_row([&nonce], |r| r.get(0))?;
+            Ok(if by.as_deref() == Some(request.as_slice()) { StateUse::SameRequest } else { StateUse::Used })
         })
         .await
     }
@@ -359,11 +379,11 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn take_challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn challenge_context(&self, nonce: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let nonce = nonce.to_vec();
         self.call(move |conn| {
             let context = conn
-                .prepare_cached("DELETE FROM challenge_contexts WHERE nonce = ?1 RETURNING context")?
+                .prepare_cached("SELECT context FROM challenge_contexts WHERE nonce = ?1")?
                 .query_row([nonce], |r| r.get(0))
                 .optional()?;
             Ok(context)
