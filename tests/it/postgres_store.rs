@@ -4,6 +4,7 @@
 //! wrong answer) and is used again by itself when it is back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use radmfa::keys::{KeyRing, Keys};
 use radmfa::otp::TotpParams;
@@ -124,4 +125,32 @@ async fn connections_cut_by_the_server_are_replaced_by_themselves() {
     }
     assert!(failures <= 4, "at most the operation that met each cut fails: {failures}");
     assert!(store.use_step(id, 21, 0, None).await.unwrap(), "and then it works again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_runs_ahead_purges_nothing_still_live_for_the_others() {
+    use radmfa::store::{Factor, LockoutPolicy};
+    let Some(pg) = postgres::server() else { return };
+    let settings = postgres::settings(&pg.fresh_database());
+    let store = PostgresStore::create(&settings, keys()).await.unwrap();
+    let now = radmfa::clock::now();
+    assert_eq!(store.consume_state(b"live", now + 120, b"one").await.unwrap(), StateUse::First);
+    store.keep_challenge_context(b"live", now + 120, b"context".to_vec()).await.unwrap();
+    let policy = LockoutPolicy {
+        max_failures: 1,
+        duration: Duration::from_secs(600),
+        max_duration: Duration::from_secs(600),
+        forget_after: None,
+    };
+    assert!(store.record_failure("alice", Factor::Code, now, policy).await.unwrap().is_some());
+    // A third node, a day ahead, purges.
+    store.purge(now + 86_400).await.unwrap();
+    assert_eq!(store.consume_state(b"live", now + 120, b"two").await.unwrap(), StateUse::Used, "the used State stays used");
+    assert!(store.challenge_context(b"live").await.unwrap().is_some());
+    assert!(store.locked_until("alice", Factor::Code, now).await.unwrap().is_some(), "the lock stays");
+    // What expired by the database's clock goes.
+    store.purge(now + 86_400).await.unwrap();
+    assert_eq!(store.consume_state(b"expired", now - 10, b"one").await.unwrap(), StateUse::First);
+    store.purge(now).await.unwrap();
+    assert_eq!(store.consume_state(b"expired", now - 10, b"two").await.unwrap(), StateUse::First, "purged");
 }

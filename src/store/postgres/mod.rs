@@ -37,6 +37,36 @@ pub struct PostgresBackend {
     health: Arc<Health>,
     /// The login path's operations, batched.
     batch: Arc<batch::Batcher>,
+    /// Whether this node's clock agrees with the database's.
+    clock: ClockCheck,
+}
+
+/// How far a node's clock may be from the database's before it is said: codes, challenges,
+/// sessions and locks are decided on each node's clock, and shared.
+const CLOCK_TOLERANCE: i64 = 10;
+
+/// This node's clock against the database's (read at each purge), said in the log when it
+/// goes wrong and when it is right again.
+#[derive(Default)]
+pub(super) struct ClockCheck {
+    off: AtomicBool,
+}
+
+impl ClockCheck {
+    /// `skew`: this node's time less the database's, in seconds.
+    pub(super) fn note(&self, skew: i64) {
+        let off = skew.abs() > CLOCK_TOLERANCE;
+        if off && !self.off.swap(true, Ordering::Relaxed) {
+            let (by, way) = (skew.abs(), if skew > 0 { "ahead of" } else { "behind" });
+            tracing::warn!(
+                skew_seconds = skew,
+                "this node's clock is {by} s {way} the database's: every node must keep the same time (NTP) — TOTP codes, challenges, \
+                 sessions and locks are decided on it; expired rows are purged by the earlier of the two clocks"
+            );
+        } else if !off && self.off.swap(false, Ordering::Relaxed) {
+            tracing::info!(skew_seconds = skew, "this node's clock agrees with the database's again");
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -153,7 +183,7 @@ impl PostgresBackend {
         schema::migrate(&mut *pool.get().await?, may_create).await?;
         let health = Arc::new(Health { reachable: AtomicBool::new(true), shown: settings.shown.clone() });
         let batch = batch::Batcher::new(pool.clone(), settings.pool_size, settings.timeout, Arc::clone(&health));
-        Ok(Self { pool, timeout: settings.timeout, health, batch })
+        Ok(Self { pool, timeout: settings.timeout, health, batch, clock: ClockCheck::default() })
     }
 
     /// Runs `work` on a pooled connection within the timeout, and notes whether the database

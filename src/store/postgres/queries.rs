@@ -537,7 +537,14 @@ impl Backend for PostgresBackend {
     }
 
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
+        let clock = &self.clock;
         self.run(|client| async move {
+            // What expired by the earlier of this node's clock and the database's: a node whose
+            // clock runs ahead must not purge, for every node, locks still running and used
+            // States still live (a State purged early could be used again).
+            let database_now: i64 = client.query_one("SELECT extract(epoch FROM now())::bigint", &[]).await?.try_get(0)?;
+            clock.note(now - database_now);
+            let now = now.min(database_now);
             client.execute("DELETE FROM portal_sessions WHERE expires_at <= $1", &[&now]).await?;
             // Every node purges; each statement deletes only what expired, so they may overlap.
             client.execute("DELETE FROM used_states WHERE expires_at < $1", &[&now]).await?;
