@@ -232,6 +232,11 @@ impl Authenticator {
         Self { services, settings, sms_stats: Arc::default(), allowance: allowance::Allowance::default() }
     }
 
+    /// Whether the store can be used now (see [`crate::store::Store::available`]).
+    pub fn store_available(&self) -> bool {
+        self.services.store.available()
+    }
+
     /// What became of the SMS codes sent, for the counters logged at stop.
     pub fn sms_stats(&self) -> Arc<SmsStats> {
         Arc::clone(&self.sms_stats)
@@ -306,6 +311,13 @@ impl Authenticator {
             // answers it) or a later retry decides.
             Err(Reason::StoreUnavailable) => Decision::no_answer(Reason::StoreUnavailable),
             Err(reason) => self.rejected(reason),
+        };
+        // While the store cannot be used, a request that needs it is left unanswered: so is one
+        // that did not get that far (an unknown name, a wrong password), or the silence would
+        // tell which names are accounts.
+        let decision = match decision.verdict {
+            Verdict::Reject { .. } if !self.store_available() => Decision::no_answer(Reason::StoreUnavailable),
+            _ => decision,
         };
         (Some(login.account.unwrap_or_else(|| user.name().to_owned())), decision)
     }

@@ -64,7 +64,8 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         let sms_stats = authenticator.sms_stats();
         let server = Server::new(config.server.clone(), config.clients, authenticator, Arc::clone(&config.dictionary));
         tokio::spawn(purge_periodically(store.clone(), shutdown.clone()));
-        tokio::spawn(watch_database(store, shutdown.clone()));
+        tokio::spawn(watch_database(store.clone(), shutdown.clone()));
+        tokio::spawn(probe_while_unavailable(store, shutdown.clone()));
         tokio::spawn(reload_keys(keys, shutdown.clone()));
         notify_systemd(sd_notify::NotifyState::Ready);
         server.run(sockets, shutdown).await;
@@ -187,6 +188,23 @@ async fn watch_database(store: Arc<dyn Store>, shutdown: CancellationToken) {
                 last_said = None;
             }
             _ => {}
+        }
+    }
+}
+
+/// While the database cannot be used, asks it something trivial every second: a node that
+/// leaves Status-Server unanswered gets no logins from a NAS that watches it, and so would
+/// never learn that the database is back.
+async fn probe_while_unavailable(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        if !store.available() {
+            // Its outcome is noted by the store itself (and said in the log when it changes).
+            let _ = store.ping().await;
         }
     }
 }

@@ -50,21 +50,32 @@ pub async fn signin(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientA
     let Posted { mut visit, form } = posted;
     let login = portal.auth.rate_key(&form.username);
     let error = if over_signin_limits(&portal, &login, from, &visit) {
-        visit.s().too_many_attempts
+        Some(visit.s().too_many_attempts)
     } else {
         // Run to its end even if the browser hangs up: a bind the directory made is counted.
         let (auth, now, SigninForm { username, password, .. }) = (Arc::clone(&portal.auth), visit.arrival.unix, form);
         let checked = tokio::spawn(async move { auth.portal_password(&username, password.as_bytes(), from, now).await }).await;
         match checked {
             Ok(Ok(user)) => return second_factor(&portal, visit, user, from).await,
+            // The store down: "try again later" for every name, known or not (a 503 for known
+            // names only would tell them apart), at the same time as any failure.
+            Ok(Err(_)) | Err(_) if !portal.auth.store_available() => None,
+            Ok(Err(Reason::StoreUnavailable)) => None,
             // A lock says the account exists: it gets the words of any other failure.
-            Ok(Err(_)) | Err(_) => visit.s().sign_in_failed,
+            Ok(Err(_)) | Err(_) => Some(visit.s().sign_in_failed),
         }
     };
-    let page = visit.signin_page(&portal, None, Some(error));
     // Unknown name, wrong password, locked account: the answer leaves at one time after
     // arrival — held back by the listener, where the wait takes no request place.
     let not_before = tokio::time::Instant::from_std(visit.arrival.instant) + portal.settings.reject_delay;
+    let Some(error) = error else {
+        tracing::warn!("portal: the database cannot be used: sign-in answered 503");
+        let lang = visit.lang;
+        let mut response = visit.respond(pages::unavailable(lang));
+        response.extensions_mut().insert(listener::NotBefore(not_before));
+        return response;
+    };
+    let page = visit.signin_page(&portal, None, Some(error));
     let mut response = visit.respond((StatusCode::UNAUTHORIZED, render(SigninPage { page })));
     response.extensions_mut().insert(listener::NotBefore(not_before));
     response

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::PortKind;
 use super::settings::{ClientSettings, ServerSettings};
 use super::stats::Stats;
-use crate::auth::{Authenticator, Decision, Method, Outcome, Request, Verdict};
+use crate::auth::{Authenticator, Decision, Method, Outcome, Reason, Request, Verdict};
 use crate::fairness;
 use crate::radius::{self, Attribute, Code, Dictionary, Packet, attr};
 use crate::secret::Secret;
@@ -59,7 +59,13 @@ impl Handler {
 
     /// The answer to a Status-Server (RFC 5997 §3): side-effect free and cheap, so a transport
     /// gives it at once, without its cache. `None` if it cannot be encoded.
+    /// Unanswered while the store cannot be used: a NAS that watches its servers with
+    /// Status-Server then sends its logins to one that can answer them.
     pub(super) fn status_server(&self, packet: &Packet, client: &ClientSettings, port: PortKind) -> Option<Vec<u8>> {
+        if port == PortKind::Auth && !self.authenticator.store_available() {
+            self.stats.status_server_unanswered.inc();
+            return None;
+        }
         self.stats.status_server.inc();
         let code = if port == PortKind::Auth { Code::AccessAccept } else { Code::AccountingResponse };
         let reply = with_proxy_state(Packet::new(code, packet.identifier, [0; 16]), packet);
@@ -90,12 +96,20 @@ impl Handler {
             return None;
         };
         if decision.verdict == Verdict::NoAnswer {
-            // The directory is busy: silence makes the NAS retry or ask its other server,
-            // where a Reject would tell it the user's credentials were wrong.
-            self.stats.directory_busy.inc();
-            let n = self.stats.directory_busy.get();
-            if n.is_power_of_two() {
-                tracing::warn!(peer = %origin.peer, client, directory_busy = n, "the directory did not answer in time: request left unanswered (said at the 1st, 2nd, 4th... time)");
+            // Silence makes the NAS retry or ask its other server, where a Reject would tell it
+            // the user's credentials were wrong.
+            if decision.reason == Reason::StoreUnavailable {
+                self.stats.store_unavailable.inc();
+                let n = self.stats.store_unavailable.get();
+                if n.is_power_of_two() {
+                    tracing::warn!(peer = %origin.peer, client, store_unavailable = n, "the database could not be used: request left unanswered (said at the 1st, 2nd, 4th... time)");
+                }
+            } else {
+                self.stats.directory_busy.inc();
+                let n = self.stats.directory_busy.get();
+                if n.is_power_of_two() {
+                    tracing::warn!(peer = %origin.peer, client, directory_busy = n, "the directory did not answer in time: request left unanswered (said at the 1st, 2nd, 4th... time)");
+                }
             }
             return None;
         }

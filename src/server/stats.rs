@@ -33,6 +33,11 @@ counters! {
         timed_out,
         /// Requests left unanswered because the directory did not answer in time.
         directory_busy,
+        /// Requests left unanswered because the store (the database) could not be used.
+        store_unavailable,
+        /// Status-Server left unanswered while the store could not be used (so a NAS that
+        /// watches its servers with it moves on).
+        status_server_unanswered,
         /// Request handlers that panicked (a bug; the server carries on).
         handler_panics,
         /// Requests still being decided when the shutdown grace period ran out: no answer.

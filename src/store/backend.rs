@@ -232,4 +232,14 @@ pub trait Backend: Send + Sync {
     fn storage_problem(&self) -> Option<String> {
         None
     }
+
+    /// See [`super::Store::available`].
+    fn available(&self) -> bool {
+        true
+    }
+
+    /// See [`super::Store::ping`].
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -368,4 +368,17 @@ pub trait Store: Send + Sync {
     fn storage_problem(&self) -> Option<String> {
         None
     }
+
+    /// False while the database cannot be reached (its last operations failed so): requests
+    /// are then left unanswered whatever they would have been, so silence tells nothing about
+    /// an account. By default always true.
+    fn available(&self) -> bool {
+        true
+    }
+
+    /// Asks the database something trivial (while it is not [`Store::available`], to learn when
+    /// it is again). By default nothing.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -266,4 +266,12 @@ impl<B: Backend> Store for SealedStore<B> {
     fn storage_problem(&self) -> Option<String> {
         self.backend.storage_problem()
     }
+
+    fn available(&self) -> bool {
+        self.backend.available()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.backend.ping().await
+    }
 }

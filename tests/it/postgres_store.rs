@@ -136,12 +136,8 @@ async fn a_node_whose_clock_runs_ahead_purges_nothing_still_live_for_the_others(
     let now = radmfa::clock::now();
     assert_eq!(store.consume_state(b"live", now + 120, b"one").await.unwrap(), StateUse::First);
     store.keep_challenge_context(b"live", now + 120, b"context".to_vec()).await.unwrap();
-    let policy = LockoutPolicy {
-        max_failures: 1,
-        duration: Duration::from_secs(600),
-        max_duration: Duration::from_secs(600),
-        forget_after: None,
-    };
+    let policy =
+        LockoutPolicy { max_failures: 1, duration: Duration::from_secs(600), max_duration: Duration::from_secs(600), forget_after: None };
     assert!(store.record_failure("alice", Factor::Code, now, policy).await.unwrap().is_some());
     // A third node, a day ahead, purges.
     store.purge(now + 86_400).await.unwrap();

@@ -7,10 +7,12 @@
 
 use std::time::Duration;
 
-use crate::harness::{ALICE_PASSWORD, CAROL_PASSWORD, Options, SmsSink, TestServer, enroll, totp_code};
+use crate::harness::{ALICE_PASSWORD, CAROL_PASSWORD, Options, SECRET, SmsSink, TestServer, enroll, totp_code};
 use crate::http::Http;
 use crate::oracle::{self, ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCESS_REJECT};
 use crate::postgres::{self, PASSWORD};
+use radius::core::code::Code;
+use radius::core::packet::Packet;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -172,11 +174,42 @@ fn a_database_that_stops_leaves_requests_unanswered_until_it_is_back() {
     assert_eq!(send(&server, &request, Duration::from_secs(3)), None, "no Reject: the NAS asks its other server");
     assert_eq!(last_reason(&server, 1), "store_unavailable");
     assert!(server.wait_for(|v| v["message"].as_str().is_some_and(|m| m.starts_with("the database cannot be reached")), WAIT).is_some());
+    // Nothing else is answered either: a Reject for an unknown name (which needs no database)
+    // beside silence for an account would tell accounts apart; a Status-Server answered would
+    // keep the NAS sending logins here.
+    let nobody = || oracle::encode_signed(oracle::access_request("nobody", "whatever"));
+    assert_eq!(send(&server, &nobody(), Duration::from_secs(2)), None, "no Reject for an unknown name");
+    assert_eq!(last_reason(&server, 2), "store_unavailable");
+    let status = || oracle::encode_signed(Packet::new(Code::StatusServer, SECRET.as_bytes()));
+    assert_eq!(send(&server, &status(), Duration::from_secs(1)), None, "Status-Server unanswered while the database is down");
     pg.start_again();
     // The NAS's retry of the same request, and a new login: both answered, no restart.
     let retry = send(&server, &request, WAIT).expect("answered once the database is back");
     assert_eq!(oracle::code(&retry), ACCESS_ACCEPT);
-    assert!(server.wait_for(|v| v["message"] == "the database answers again", WAIT).is_some());
+    assert!(server.wait_for(|v| v["message"] == "the database answers again", Duration::from_secs(15)).is_some());
+    assert!(send(&server, &status(), WAIT).is_some(), "Status-Server answered again");
+    assert_eq!(oracle::code(&send(&server, &nobody(), WAIT).unwrap()), ACCESS_REJECT);
+    let said =
+        server.logs().iter().filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with("the database cannot be reached"))).count();
+    assert_eq!(said, 1, "one line for the outage");
+}
+
+#[test]
+fn the_portal_says_try_later_to_every_name_while_the_database_is_down() {
+    let Some(pg) = postgres::private_server() else { return };
+    let server = TestServer::start(portal_options(&pg.fresh_database()));
+    let mut web = Http::new(server.portal.unwrap());
+    let csrf = web.get("/signin").csrf();
+    pg.stop();
+    for (user, password) in [("alice", ALICE_PASSWORD), ("nobody", "whatever"), ("alice", "wrong")] {
+        let page = web.post("/signin", &[("csrf", &csrf), ("username", user), ("password", password)]);
+        assert_eq!(page.status, 503, "{user}: {}", page.body);
+        assert!(page.body.contains("cannot be reached right now"), "{}", page.body);
+    }
+    pg.start_again();
+    assert!(server.wait_for(|v| v["message"] == "the database answers again", Duration::from_secs(15)).is_some());
+    let page = web.post("/signin", &[("csrf", &csrf), ("username", "nobody"), ("password", "whatever")]);
+    assert_eq!(page.status, 401, "back to the usual failure");
 }
 
 #[test]

@@ -75,13 +75,21 @@ impl std::fmt::Debug for PostgresBackend {
     }
 }
 
-/// Whether the database answers, said in the log when it changes.
+/// Whether the database answers, said in the log when it changes: unreachable at the first
+/// operation that could not reach it, reachable again once operations have succeeded for
+/// [`SETTLED`] with none failing — so a database that stalls now and then is said once, not at
+/// every stall.
 struct Health {
-    /// Whether the last operation reached the database.
     reachable: AtomicBool,
+    /// When an operation last failed to reach the database (ms since `epoch`).
+    last_failure: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
     /// Where, for messages (no password).
     shown: String,
 }
+
+/// How long operations must succeed, none failing, before the database counts as back.
+const SETTLED: Duration = Duration::from_secs(5);
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -181,7 +189,12 @@ impl PostgresBackend {
             .map_err(|e| StoreError::database(format!("connection pool: {e}")))?;
         // Migrations may wait for another node's: not bound by the per-operation timeout.
         schema::migrate(&mut *pool.get().await?, may_create).await?;
-        let health = Arc::new(Health { reachable: AtomicBool::new(true), shown: settings.shown.clone() });
+        let health = Arc::new(Health {
+            reachable: AtomicBool::new(true),
+            last_failure: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+            shown: settings.shown.clone(),
+        });
         let batch = batch::Batcher::new(pool.clone(), settings.pool_size, settings.timeout, Arc::clone(&health));
         Ok(Self { pool, timeout: settings.timeout, health, batch, clock: ClockCheck::default() })
     }
@@ -217,10 +230,19 @@ impl PostgresBackend {
 }
 
 impl Health {
+    fn available(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    fn since_epoch(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// One log line when the database stops answering, one when it answers again.
     fn note<T>(&self, result: &Result<T, StoreError>) {
         match result {
             Err(StoreError::Unavailable(why)) => {
+                self.last_failure.store(self.since_epoch(), Ordering::Relaxed);
                 if self.reachable.swap(false, Ordering::Relaxed) {
                     tracing::error!(
                         database = self.shown.as_str(),
@@ -230,7 +252,8 @@ impl Health {
                 }
             }
             _ => {
-                if !self.reachable.swap(true, Ordering::Relaxed) {
+                let quiet = self.since_epoch().saturating_sub(self.last_failure.load(Ordering::Relaxed));
+                if u128::from(quiet) >= SETTLED.as_millis() && !self.reachable.swap(true, Ordering::Relaxed) {
                     tracing::info!(database = self.shown.as_str(), "the database answers again");
                 }
             }

@@ -536,6 +536,18 @@ impl Backend for PostgresBackend {
         self.run(|client| async move { Ok(client.query_one("SELECT id FROM store_identity", &[]).await?.try_get(0)?) }).await
     }
 
+    fn available(&self) -> bool {
+        self.health.available()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|client| async move {
+            client.execute("SELECT 1", &[]).await?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         let clock = &self.clock;
         self.run(|client| async move {
