@@ -184,13 +184,16 @@ impl Authenticator {
         Ok(Enrollment { token_id: made.id, name: name.to_owned(), secret: made.secret, uri: made.uri, started_at: now })
     }
 
-    /// Confirms an enrollment with a code from the app; the token becomes usable only then.
+    /// Confirms an enrollment with a code from the app; the token becomes usable only then, and
+    /// only while the user has fewer than `max_tokens`.
+    #[allow(clippy::too_many_arguments)] // each is the request's own, or a portal setting
     pub async fn portal_confirm(
         &self,
         user: &str,
         enrollment: &Enrollment,
         code: &str,
         timeout: Duration,
+        max_tokens: usize,
         from: IpAddr,
         now: UnixTime,
     ) -> Result<(), Reason> {
@@ -203,8 +206,11 @@ impl Authenticator {
         let Some(step) = params.matching_step(enrollment.secret.expose(), code.trim(), now.max(0) as u64, self.settings.totp_window) else {
             return Err(self.portal_audit(user, from, PortalStep::Enroll, Reason::WrongCode));
         };
-        if !store.confirm_token(user, enrollment.token_id, step).await.map_err(store_down)? {
-            return Err(self.portal_audit(user, from, PortalStep::Enroll, Reason::NoToken));
+        if !store.confirm_token(user, enrollment.token_id, step, max_tokens).await.map_err(store_down)? {
+            // Enrollments begun in several sessions, finished after the limit was reached.
+            let full = confirmed(store.tokens(user).await.map_err(store_down)?).len() >= max_tokens;
+            let reason = if full { Reason::TooManyTokens } else { Reason::NoToken };
+            return Err(self.portal_audit(user, from, PortalStep::Enroll, reason));
         }
         tracing::info!(target: "radmfa::audit", user, client = "portal", from = %from, token = enrollment.token_id, name = enrollment.name.as_str(), "portal: token enrolled");
         Ok(())

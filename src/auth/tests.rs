@@ -887,7 +887,7 @@ async fn the_portal_enrolls_with_the_configured_algorithm_and_period() {
     let code = configured.code_at_step(enrollment.secret.expose(), configured.step_at(crate::clock::now() as u64));
     let from = std::net::IpAddr::from([127, 0, 0, 1]);
     let now = crate::clock::now() as u64;
-    f.auth.portal_confirm("bob", &enrollment, code.expose(), Duration::from_secs(300), from, now as i64).await.unwrap();
+    f.auth.portal_confirm("bob", &enrollment, code.expose(), Duration::from_secs(300), 5, from, now as i64).await.unwrap();
     // Over RADIUS, codes of a later step: a SHA-1, 30 s one (of the configured length, so it is
     // checked as a code) is refused, the configured SHA-256, 60 s one accepted.
     let nas = client(Mode::Append, NoToken::Reject);

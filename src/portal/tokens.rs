@@ -126,8 +126,8 @@ pub async fn enroll_confirm(State(portal): State<Arc<Portal>>, ClientAddr(from):
         return visit.respond(Redirect::to("/tokens"));
     };
     let (user, e) = (user.clone(), e.clone());
-    let timeout = portal.settings.enrollment_timeout;
-    let result = portal.auth.portal_confirm(&user, &e, &form.code, timeout, from, visit.arrival.unix).await;
+    let (timeout, max_tokens) = (portal.settings.enrollment_timeout, portal.settings.max_tokens);
+    let result = portal.auth.portal_confirm(&user, &e, &form.code, timeout, max_tokens, from, visit.arrival.unix).await;
     if matches!(result, Ok(()) | Err(Reason::StateExpired)) {
         let notice = result.is_ok().then_some(Notice::Enrolled);
         visit

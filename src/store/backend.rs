@@ -158,7 +158,7 @@ pub trait Backend: Send + Sync {
     /// See [`super::Store::abandon_token`].
     async fn abandon_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
     /// See [`super::Store::confirm_token`].
-    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError>;
+    async fn confirm_token(&self, username: &str, id: i64, step: u64, max_confirmed: usize) -> Result<bool, StoreError>;
     /// See [`super::Store::use_step`].
     async fn use_step(&self, token_id: i64, step: u64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError>;
 

@@ -192,8 +192,11 @@ impl Backend for MemoryBackend {
         Ok(unconfirmed && data.tokens.remove(&id).is_some())
     }
 
-    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
+    async fn confirm_token(&self, username: &str, id: i64, step: u64, max_confirmed: usize) -> Result<bool, StoreError> {
         let mut data = self.data();
+        if data.tokens.values().filter(|t| t.username == username && t.confirmed).count() >= max_confirmed {
+            return Ok(false);
+        }
         match data.tokens.get_mut(&id) {
             Some(token) if token.username == username && !token.confirmed => {
                 token.confirmed = true;

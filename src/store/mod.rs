@@ -254,8 +254,11 @@ pub trait Store: Send + Sync {
     /// token confirmed meanwhile, in another tab, stays. True if it removed one.
     async fn abandon_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
     /// Makes an unconfirmed token usable, recording the confirming code's time step so that code
-    /// cannot log in afterwards. False if there is no such unconfirmed token of this user.
-    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError>;
+    /// cannot log in afterwards — only while the user has fewer than `max_confirmed` usable
+    /// tokens, checked and done in one step (enrollments finished at once in several sessions
+    /// cannot pass the limit together). False if there is no such unconfirmed token of this
+    /// user, or the user has as many as allowed.
+    async fn confirm_token(&self, username: &str, id: i64, step: u64, max_confirmed: usize) -> Result<bool, StoreError>;
     /// Accepts time step `step` for the token only if it is later than the last accepted one,
     /// atomically: of two requests with the same code, one wins. The winner's `keep` (the
     /// Accept it will send) is kept with it, in the same step: a node that dies after using

@@ -134,8 +134,8 @@ impl<B: Backend> Store for SealedStore<B> {
         self.backend.abandon_token(username, id).await
     }
 
-    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
-        self.backend.confirm_token(username, id, step).await
+    async fn confirm_token(&self, username: &str, id: i64, step: u64, max_confirmed: usize) -> Result<bool, StoreError> {
+        self.backend.confirm_token(username, id, step, max_confirmed).await
     }
 
     async fn use_step(&self, token_id: i64, step: u64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {

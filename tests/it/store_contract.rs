@@ -53,7 +53,7 @@ macro_rules! contract_suite {
                 an_answer_is_kept_with_the_step_that_wins_and_only_then, a_session_lives_until_idle_or_its_end_and_is_purged,
                 a_session_changes_only_from_its_current_version, sessions_are_capped_per_account_and_in_all,
                 concurrent_session_changes_each_land_once, a_state_raced_by_many_requests_is_used_by_one,
-                an_sms_reserved_for_a_request_is_not_counted_again, a_snapshot_copies_into_another_store_once_and_again_changes_nothing);
+                an_sms_reserved_for_a_request_is_not_counted_again, confirmations_at_once_never_pass_the_token_limit, a_snapshot_copies_into_another_store_once_and_again_changes_nothing);
             contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed);
         }
     };
@@ -113,7 +113,7 @@ async fn tokens_round_trip_with_sealed_seeds<B: Backend>(s: Arc<SealedStore<B>>)
 async fn only_an_unconfirmed_token_is_abandoned<B: Backend>(s: Arc<SealedStore<B>>) {
     let pending = s.add_token(new_token("alice", false)).await.unwrap();
     let confirmed = s.add_token(new_token("alice", false)).await.unwrap();
-    assert!(s.confirm_token("alice", confirmed, 100).await.unwrap());
+    assert!(s.confirm_token("alice", confirmed, 100, 5).await.unwrap());
     assert!(!s.abandon_token("alice", confirmed).await.unwrap(), "confirmed meanwhile (another tab): kept");
     assert!(!s.abandon_token("bob", pending).await.unwrap(), "only the owner's");
     assert!(s.abandon_token("alice", pending).await.unwrap());
@@ -130,8 +130,8 @@ async fn a_step_is_accepted_once_and_only_forward<B: Backend>(s: Arc<SealedStore
     let unconfirmed = s.add_token(new_token("alice", false)).await.unwrap();
     assert!(!s.use_step(unconfirmed, 500, 0, None).await.unwrap(), "an unconfirmed token is never used");
     // Confirming records the confirming code's step (no replay of it) but no use.
-    assert!(s.confirm_token("alice", unconfirmed, 500).await.unwrap());
-    assert!(!s.confirm_token("alice", unconfirmed, 501).await.unwrap(), "confirmed once");
+    assert!(s.confirm_token("alice", unconfirmed, 500, 5).await.unwrap());
+    assert!(!s.confirm_token("alice", unconfirmed, 501, 5).await.unwrap(), "confirmed once");
     let confirmed = s.tokens("alice").await.unwrap().into_iter().find(|t| t.id == unconfirmed).unwrap();
     assert_eq!((confirmed.confirmed, confirmed.last_step, confirmed.last_used_at), (true, Some(500), None));
     assert!(!s.use_step(unconfirmed, 500, 0, None).await.unwrap(), "the confirming code is used up");
@@ -237,9 +237,12 @@ async fn a_state_nonce_is_consumed_once<B: Backend>(s: Arc<SealedStore<B>>) {
     s.purge(3000).await.unwrap();
     assert_eq!(s.consume_state(b"nonce-1", 4000, b"request-b").await.unwrap(), StateUse::First, "purged after expiry");
     assert_eq!(s.challenge_context(b"nonce-2").await.unwrap(), None, "a context purged after expiry");
-    s.add_token(new_token("alice", false)).await.unwrap();
+    // An enrollment begun longer ago than an unconfirmed token lives (PostgreSQL purges by the
+    // earlier of the node's clock and its own, so the past is made, not the future).
+    let now = radmfa::clock::now();
+    s.add_token(NewToken { created_at: now - UNCONFIRMED_TOKEN_LIFETIME - 10, ..new_token("alice", false) }).await.unwrap();
     s.add_token(new_token("alice", true)).await.unwrap();
-    s.purge(radmfa::clock::now() + UNCONFIRMED_TOKEN_LIFETIME + 1).await.unwrap();
+    s.purge(now).await.unwrap();
     let left = s.tokens("alice").await.unwrap();
     assert_eq!(left.len(), 1, "the abandoned enrollment is gone");
     assert!(left[0].confirmed);
@@ -505,4 +508,26 @@ async fn an_sms_reserved_for_a_request_is_not_counted_again<B: Backend>(s: Arc<S
     assert_eq!(s.reserve_sms("alice", 1010, limits, Some(b"request-b")).await.unwrap(), SmsReservation::UserLimit, "another request");
     assert_eq!(s.reserve_sms("alice", 1010, limits, None).await.unwrap(), SmsReservation::UserLimit);
     assert_eq!(s.reserve_sms("bob", 1010, limits, Some(b"request-a")).await.unwrap(), SmsReservation::Allowed, "another user's");
+}
+
+async fn confirmations_at_once_never_pass_the_token_limit<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
+    s.add_token(new_token("alice", true)).await.unwrap();
+    let mut pending = Vec::new();
+    for _ in 0..6 {
+        pending.push(s.add_token(new_token("alice", false)).await.unwrap());
+    }
+    // Six sessions finish their enrollments at once; alice may have three tokens.
+    let racers: Vec<_> = pending
+        .into_iter()
+        .map(|id| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.confirm_token("alice", id, 100, 3).await.unwrap() })
+        })
+        .collect();
+    let mut confirmed = 0;
+    for racer in racers {
+        confirmed += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(confirmed, 2, "two more, to three");
+    assert_eq!(s.tokens("alice").await.unwrap().iter().filter(|t| t.confirmed).count(), 3);
 }

@@ -250,10 +250,18 @@ impl Backend for PostgresBackend {
         .await
     }
 
-    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
-        self.run(|client| async move {
-            let sql = "UPDATE tokens SET confirmed = true, last_step = $3 WHERE id = $1 AND username = $2 AND NOT confirmed";
-            Ok(client.execute(sql, &[&id, &username, &step_value(step)]).await? == 1)
+    async fn confirm_token(&self, username: &str, id: i64, step: u64, max_confirmed: usize) -> Result<bool, StoreError> {
+        let max = i64::try_from(max_confirmed).unwrap_or(i64::MAX);
+        self.run(|mut client| async move {
+            let transaction = client.transaction().await?;
+            // The user's tokens locked first: confirmations of one user, on any node, count in
+            // turn, each seeing those before it.
+            transaction.execute("SELECT 1 FROM tokens WHERE username = $1 ORDER BY id FOR UPDATE", &[&username]).await?;
+            let sql = "UPDATE tokens SET confirmed = true, last_step = $3 WHERE id = $1 AND username = $2 AND NOT confirmed
+                       AND (SELECT count(*) FROM tokens WHERE username = $2 AND confirmed) < $4";
+            let confirmed = transaction.execute(sql, &[&id, &username, &step_value(step), &max]).await? == 1;
+            transaction.commit().await?;
+            Ok(confirmed)
         })
         .await
     }

@@ -195,11 +195,13 @@ impl Backend for SqliteBackend {
         self.call(move |conn| Ok(conn.execute(sql, params![id, username])? == 1)).await
     }
 
-    async fn confirm_token(&self, username: &str, id: i64, step: u64) -> Result<bool, StoreError> {
+    async fn confirm_token(&self, username: &str, id: i64, step: u64, max_confirmed: usize) -> Result<bool, StoreError> {
         let username = username.to_owned();
+        let max = i64::try_from(max_confirmed).unwrap_or(i64::MAX);
         self.call(move |conn| {
-            let sql = "UPDATE tokens SET confirmed = 1, last_step = ?3 WHERE id = ?1 AND username = ?2 AND confirmed = 0";
-            Ok(conn.execute(sql, params![id, username, step as i64])? == 1)
+            let sql = "UPDATE tokens SET confirmed = 1, last_step = ?3 WHERE id = ?1 AND username = ?2 AND confirmed = 0
+                       AND (SELECT count(*) FROM tokens WHERE username = ?2 AND confirmed = 1) < ?4";
+            Ok(conn.execute(sql, params![id, username, step as i64, max])? == 1)
         })
         .await
     }
