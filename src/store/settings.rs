@@ -128,7 +128,10 @@ impl Eq for PostgresSettings {}
 
 /// TLS to the database, from the URL's `sslmode`. Whenever TLS is used the server's
 /// certificate is verified, host name included: `verify-ca` and `verify-full` are both the
-/// latter, `require` too (libpq's `require` would take any certificate; we do not).
+/// latter, `require` too (libpq's `require` would take any certificate; we do not). Without an
+/// `sslmode`, TLS is required unless the database is on this machine (loopback or a socket):
+/// libpq's `prefer` falls back to plain text whenever the server (or whoever sits between)
+/// offers no TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
     Disable,
@@ -208,17 +211,17 @@ fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsMode, String), Str
     if !matches!(parsed.scheme(), "postgresql" | "postgres") {
         return Err(format!("{:?} is not a postgresql:// URL", parsed.scheme()));
     }
-    let mut tls = TlsMode::Prefer;
+    let mut tls = None;
     let mut kept = parsed.clone();
     kept.query_pairs_mut().clear();
     for (key, value) in parsed.query_pairs() {
         if key == "sslmode" {
-            tls = match value.as_ref() {
+            tls = Some(match value.as_ref() {
                 "disable" => TlsMode::Disable,
                 "allow" | "prefer" => TlsMode::Prefer,
                 "require" | "verify-ca" | "verify-full" => TlsMode::Require,
                 other => return Err(format!("sslmode {other:?} is not one of disable, prefer, require, verify-ca, verify-full")),
-            };
+            });
         } else {
             kept.query_pairs_mut().append_pair(&key, &value);
         }
@@ -233,6 +236,7 @@ fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsMode, String), Str
     if config.get_user().is_none() {
         return Err("names no user (e.g. \"postgresql://radmfa@db1.example.test/radmfa\")".into());
     }
+    let tls = tls.unwrap_or(if config.get_hosts().iter().all(on_this_machine) { TlsMode::Prefer } else { TlsMode::Require });
     // Shown without a password, wherever the URL holds one (user info or `?password=`).
     let mut shown = parsed.clone();
     if shown.password().is_some() {
@@ -248,9 +252,32 @@ fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsMode, String), Str
     Ok((config, tls, shown.to_string()))
 }
 
+/// Whether a database host is this machine: a loopback address, `localhost`, or a socket.
+fn on_this_machine(host: &tokio_postgres::config::Host) -> bool {
+    match host {
+        tokio_postgres::config::Host::Unix(_) => true,
+        tokio_postgres::config::Host::Tcp(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_is_required_by_default_unless_the_database_is_on_this_machine() {
+        let tls = |url: &str| parse_url(url).unwrap().1;
+        assert_eq!(tls("postgresql://radmfa@db1.example.test/radmfa"), TlsMode::Require);
+        assert_eq!(tls("postgresql://radmfa@192.0.2.7/radmfa"), TlsMode::Require);
+        assert_eq!(tls("postgresql://radmfa@127.0.0.1/radmfa"), TlsMode::Prefer);
+        assert_eq!(tls("postgresql://radmfa@[::1]:5433/radmfa"), TlsMode::Prefer);
+        assert_eq!(tls("postgresql://radmfa@localhost/radmfa"), TlsMode::Prefer);
+        assert_eq!(tls("postgresql://radmfa@db1.example.test/radmfa?sslmode=prefer"), TlsMode::Prefer, "as the admin asked");
+        assert_eq!(tls("postgresql://radmfa@127.0.0.1/radmfa?sslmode=require"), TlsMode::Require);
+    }
 
     fn build(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<StoreSettings, Invalid> {
         let section: StoreSection = toml::from_str(text).unwrap();
