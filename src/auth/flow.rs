@@ -12,13 +12,13 @@ use std::time::Duration;
 use super::allowance::Guess;
 use super::context;
 use super::retry::RetryKey;
-use super::second_factor::SentCode;
+use super::second_factor::{SentCode, Tried};
 use super::state::{ChallengeState, Stage};
 use super::{Authenticator, ClientPolicy, Decision, Login, Mode, NoToken, Reason, store_down};
 use crate::directory::UserProfile;
 use crate::otp::sms_code;
 use crate::sms::delivery::Delivered;
-use crate::store::{Factor, StateUse, Token, UnixTime};
+use crate::store::{Factor, SmsChallengeRecord, SmsChallengeUse, StateUse, Token, UnixTime};
 
 impl Authenticator {
     /// A request without State: the password (perhaps with a code appended).
@@ -88,18 +88,18 @@ impl Authenticator {
         let key = RetryKey::of(login.request);
         let (used, kept) =
             tokio::join!(store.consume_state(&state.nonce, state.expires_at, key.as_bytes()), store.challenge_context(&state.nonce));
-        match used.map_err(store_down)? {
-            StateUse::First => {}
+        let tried = match used.map_err(store_down)? {
+            StateUse::First => Tried::First,
             // The NAS's retry of this very request, its answer lost or never given (a node
             // stopped, the database stalled): the answer a node gave, or decided again — a
-            // Reject now would turn a right answer into a refusal.
-            StateUse::SameRequest => {
-                if let Some(before) = self.answered_before(key, now).await? {
-                    return Ok(before);
-                }
-            }
+            // Reject now would turn a right answer into a refusal. Decided again, a wrong answer
+            // counts nothing (a copy of a captured datagram must not lock the user out).
+            StateUse::SameRequest => match self.answered_before(key, now).await? {
+                Some(before) => return Ok(before),
+                None => Tried::Before,
+            },
             StateUse::Used => return self.answered_before(key, now).await?.ok_or(Reason::StateReused),
-        }
+        };
         let answer = String::from_utf8_lossy(login.answer);
         let answer = answer.trim();
         let client = &login.request.client;
@@ -119,7 +119,7 @@ impl Authenticator {
                 // at consume_state and look for it).
                 let accept = Decision::accept(Reason::Authenticated, client, &profile);
                 let retry = self.retry_record(login.request, &accept, now);
-                if let Some(accepted) = self.check_totp(attempt, &tokens, answer, now, Some(retry)).await? {
+                if let Some(accepted) = self.check_totp(attempt, &tokens, answer, now, Some(retry), tried).await? {
                     return Ok(accepted);
                 }
                 Ok(accept)
@@ -138,6 +138,10 @@ impl Authenticator {
                         );
                     }
                     return Ok(accept);
+                }
+                if tried == Tried::Before {
+                    attempt.settle(Guess::Unknown).await?;
+                    return Err(Reason::StateReused);
                 }
                 attempt.settle(Guess::Wrong).await?;
                 let locked = store.locked_until(&account, Factor::Code, now).await.map_err(store_down)?.is_some();
@@ -177,9 +181,15 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Keeps what the code step of `state` will need, sealed, in the store until it expires:
-    /// of the groups, only those the client's answer names.
+    /// Keeps what the code step of `state` will need, sealed, in the store until it expires.
     async fn keep_context(&self, state: &ChallengeState, client: &ClientPolicy, profile: &UserProfile) -> Result<(), Reason> {
+        let sealed = self.sealed_context(state, client, profile)?;
+        self.services.store.keep_challenge_context(&state.nonce, state.expires_at, sealed).await.map_err(store_down)
+    }
+
+    /// What the code step of `state` will need, sealed for its nonce: of the groups, only those
+    /// the client's answer names.
+    fn sealed_context(&self, state: &ChallengeState, client: &ClientPolicy, profile: &UserProfile) -> Result<Vec<u8>, Reason> {
         // No Accept names more than a packet holds (the first step checked: each name sent takes
         // at least its length and an attribute header), so neither is more kept — a `{groups}`
         // value too long for its attribute is left out of the Accept anyway.
@@ -192,11 +202,10 @@ impl Authenticator {
             .cloned()
             .collect();
         let profile = UserProfile { groups, ..profile.clone() };
-        let sealed = context::seal(&profile, &state.nonce, &self.services.keys.current()).map_err(|e| {
+        context::seal(&profile, &state.nonce, &self.services.keys.current()).map_err(|e| {
             tracing::error!(error = %e, "cannot keep a challenge's context");
             Reason::InvalidState
-        })?;
-        self.services.store.keep_challenge_context(&state.nonce, state.expires_at, sealed).await.map_err(store_down)
+        })
     }
 
     /// What the step that issued `state` kept for its answer (`kept`, taken from the store). A
@@ -221,26 +230,32 @@ impl Authenticator {
         Ok(UserProfile { groups, ..found.profile })
     }
 
-    /// Sends a fresh SMS code to the user's mobile and challenges for it. The Challenge is kept
-    /// (with the State's context) before the SMS goes out, and the SMS is reserved under the
-    /// request's key: the NAS's retry of this request — its answer lost, or the store stalled —
-    /// gets the same Challenge, or a first one, but never a second SMS nor a second count.
+    /// Sends a fresh SMS code to the user's mobile and challenges for it. The send is counted,
+    /// and the Challenge kept (its context, and its answer for the request's retries), in one
+    /// store step before the SMS goes out: the NAS's retry of this request — its answer lost, or
+    /// the store stalled — gets the same Challenge, or a first one, never a second SMS; a retry
+    /// no node answered before is a new send, counted against the limits.
     async fn send_sms(&self, login: &Login<'_>, account: &str, profile: &UserProfile, now: UnixTime) -> Result<Decision, Reason> {
-        let key = RetryKey::of(login.request);
-        if let Some(before) = self.answered_before(key, now).await? {
-            return Ok(before);
-        }
         let answer_by = login.request.arrived + self.settings.sms_answer_within;
-        let code = self.reserve_code(account, profile.mobile.as_deref(), now, Some(key.as_bytes())).await?;
+        let code = self.new_code(profile.mobile.as_deref())?;
         let mut state = self.new_state(Stage::Sms, login, account, self.settings.sms_validity, now);
         state.code_salt = code.salt;
         state.code_hash = code.hash;
         let sealed = self.seal(&state)?;
         let prompt = self.settings.messages.challenge_sms.replace("{mobile}", &code.masked);
         let challenge = Decision::challenge(Reason::SmsSent, prompt, sealed);
-        let (context, kept) =
-            tokio::join!(self.keep_context(&state, &login.request.client, profile), self.keep_answer(login.request, &challenge, now));
-        context.and(kept)?;
+        let record = SmsChallengeRecord {
+            nonce: state.nonce.to_vec(),
+            expires_at: state.expires_at,
+            context: self.sealed_context(&state, &login.request.client, profile)?,
+            answer: self.kept(RetryKey::of(login.request), &challenge, now),
+        };
+        let store = &self.services.store;
+        match store.reserve_sms_challenge(account, now, self.settings.sms_limits, record).await.map_err(store_down)? {
+            SmsChallengeUse::Reserved => {}
+            SmsChallengeUse::UserLimit | SmsChallengeUse::GlobalLimit => return Err(Reason::SmsRateLimited),
+            SmsChallengeUse::AnsweredBefore(kept) => return super::retry::decode(&kept).ok_or(Reason::InvalidState),
+        }
         let SentCode { delivered, .. } = self.send_code(code, account, answer_by).await;
         // A failed send still gets its challenge: a Reject now would come later than every other
         // one (it waited on the gateway) and so tell that the password was right. The user, who

@@ -108,7 +108,7 @@ impl Authenticator {
     pub async fn portal_send_sms(&self, account: &str, profile: &UserProfile, from: IpAddr, now: UnixTime) -> Result<SmsChallenge, Reason> {
         let audit = |reason| self.portal_audit(account, from, PortalStep::SignInSms, reason);
         let answer_by = std::time::Instant::now() + self.settings.sms_answer_within;
-        let code = self.reserve_code(account, profile.mobile.as_deref(), now, None).await.map_err(audit)?;
+        let code = self.reserve_code(account, profile.mobile.as_deref(), now).await.map_err(audit)?;
         let sent = self.send_code(code, account, answer_by).await;
         match sent.delivered {
             Delivered::Sent => audit(Reason::SmsSent),

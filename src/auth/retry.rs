@@ -62,7 +62,9 @@ impl Authenticator {
         RetryRecord { key, keep: self.kept(key, accept, now) }
     }
 
-    fn kept(&self, key: RetryKey, answer: &Decision, now: UnixTime) -> Option<KeptAnswer> {
+    /// `answer` as kept for this request's retries, until they stop; `None` when retries are
+    /// answered by the node's own cache alone (no `retry_window`), or it is not kept (a Reject).
+    pub(super) fn kept(&self, key: RetryKey, answer: &Decision, now: UnixTime) -> Option<KeptAnswer> {
         if self.settings.retry_window.is_zero() {
             return None;
         }
@@ -104,7 +106,8 @@ fn encode(verdict: &Verdict) -> Option<Vec<u8>> {
     packet.encode().ok()
 }
 
-fn decode(bytes: &[u8]) -> Option<Decision> {
+/// A kept answer as the decision it was.
+pub(super) fn decode(bytes: &[u8]) -> Option<Decision> {
     let packet = Packet::decode(bytes).ok()?;
     match packet.code {
         Code::AccessAccept => {

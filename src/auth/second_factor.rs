@@ -48,10 +48,17 @@ impl Try {
     }
 }
 
-/// An SMS code on its way: what to check the answer against and how to show the number.
+/// Whether a request's answer is tried for the first time, or again (the NAS's retry of a
+/// request whose State it already used: see [`crate::store::StateUse::SameRequest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tried {
+    First,
+    Before,
+}
+
+/// A fresh SMS code, not sent yet.
 #[derive(Debug)]
-/// A code an SMS is reserved for, not sent yet.
-pub(crate) struct ReservedCode {
+pub(crate) struct NewCode {
     pub salt: [u8; 16],
     pub hash: [u8; 32],
     /// `+46 70*** **67`.
@@ -60,6 +67,8 @@ pub(crate) struct ReservedCode {
     text: Secret<String>,
 }
 
+/// An SMS code on its way: what to check the answer against and how to show the number.
+#[derive(Debug)]
 pub(crate) struct SentCode {
     pub salt: [u8; 16],
     pub hash: [u8; 32],
@@ -195,10 +204,12 @@ impl Authenticator {
         retry: Option<RetryRecord>,
     ) -> Result<Option<Decision>, Reason> {
         let attempt = self.begin(account, Factor::Code, now).await?;
-        self.check_totp(attempt, tokens, code, now, retry).await
+        self.check_totp(attempt, tokens, code, now, retry, Tried::First).await
     }
 
-    /// [`Self::verify_totp`] with the try already begun.
+    /// [`Self::verify_totp`] with the try already begun. A try made `Tried::Before` (the NAS's
+    /// retry of a request already decided once) counts no failure: the first decision counted
+    /// it, and replayed copies of a captured datagram must not lock the user out.
     pub(super) async fn check_totp(
         &self,
         attempt: Try,
@@ -206,6 +217,7 @@ impl Authenticator {
         code: &str,
         now: UnixTime,
         retry: Option<RetryRecord>,
+        tried: Tried,
     ) -> Result<Option<Decision>, Reason> {
         let store = &self.services.store;
         let mut replayed = false;
@@ -226,6 +238,10 @@ impl Authenticator {
         {
             attempt.settle(Guess::Unknown).await?;
             return Ok(Some(accepted));
+        }
+        if tried == Tried::Before {
+            attempt.settle(Guess::Unknown).await?;
+            return Err(Reason::StateReused);
         }
         attempt.settle(Guess::Wrong).await?;
         Err(if replayed { Reason::CodeReplayed } else { Reason::WrongCode })
@@ -248,34 +264,32 @@ impl Authenticator {
         }
     }
 
-    /// Reserves an SMS for a fresh code to the mobile number, within the limits (a `request`
-    /// that reserved one before is not counted again), and makes the code. Nothing is sent
-    /// until [`ReservedCode::send`]: what the answer needs can be kept first.
-    pub(crate) async fn reserve_code(
-        &self,
-        account: &str,
-        mobile: Option<&str>,
-        now: UnixTime,
-        request: Option<&[u8]>,
-    ) -> Result<ReservedCode, Reason> {
+    /// A fresh code for the mobile number, not yet counted nor sent: what the answer needs is
+    /// kept with the count (see [`crate::store::Store::reserve_sms_challenge`]), then it is sent.
+    pub(crate) fn new_code(&self, mobile: Option<&str>) -> Result<NewCode, Reason> {
         let Some(mobile) = mobile.and_then(|m| phone::to_e164(m, &self.settings.default_country_code)) else {
             return Err(Reason::NoMobile);
         };
-        match self.services.store.reserve_sms(account, now, self.settings.sms_limits, request).await.map_err(store_down)? {
-            SmsReservation::Allowed => {}
-            SmsReservation::UserLimit | SmsReservation::GlobalLimit => return Err(Reason::SmsRateLimited),
-        }
         let code = sms_code::generate();
         let salt = super::state::random16();
         let text = Secret::new(self.settings.messages.sms_text.replace("{code}", code.expose()));
-        Ok(ReservedCode { salt, hash: sms_code::hash(code.expose(), &salt), masked: phone::mask(&mobile), mobile, text })
+        Ok(NewCode { salt, hash: sms_code::hash(code.expose(), &salt), masked: phone::mask(&mobile), mobile, text })
     }
 
-    /// Sends a reserved code. Waits for the gateway until `answer_by` at the latest (the
+    /// A fresh code, its SMS counted within the limits (the portal's sign-in).
+    pub(crate) async fn reserve_code(&self, account: &str, mobile: Option<&str>, now: UnixTime) -> Result<NewCode, Reason> {
+        let code = self.new_code(mobile)?;
+        match self.services.store.reserve_sms(account, now, self.settings.sms_limits).await.map_err(store_down)? {
+            SmsReservation::Allowed => Ok(code),
+            SmsReservation::UserLimit | SmsReservation::GlobalLimit => Err(Reason::SmsRateLimited),
+        }
+    }
+
+    /// Sends a code whose SMS was counted. Waits for the gateway until `answer_by` at the latest (the
     /// request's arrival + `sms_answer_within`): a slower one finishes in the background, its
     /// result logged and counted, so the answer goes out before the NAS gives up.
-    pub(crate) async fn send_code(&self, code: ReservedCode, account: &str, answer_by: Instant) -> SentCode {
-        let ReservedCode { salt, hash, masked, mobile, text } = code;
+    pub(crate) async fn send_code(&self, code: NewCode, account: &str, answer_by: Instant) -> SentCode {
+        let NewCode { salt, hash, masked, mobile, text } = code;
         let delivery = Delivery::start(Arc::clone(&self.services.sms), mobile, text, Arc::clone(&self.sms_stats), account);
         let delivered = delivery.wait_until(answer_by.into()).await;
         SentCode { salt, hash, masked, delivered }

@@ -65,7 +65,7 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         let server = Server::new(config.server.clone(), config.clients, authenticator, Arc::clone(&config.dictionary));
         tokio::spawn(purge_periodically(store.clone(), shutdown.clone()));
         tokio::spawn(watch_database(store.clone(), shutdown.clone()));
-        tokio::spawn(probe_while_unavailable(store, shutdown.clone()));
+        tokio::spawn(probe_store(store, shutdown.clone()));
         tokio::spawn(reload_keys(keys, shutdown.clone()));
         notify_systemd(sd_notify::NotifyState::Ready);
         server.run(sockets, shutdown).await;
@@ -192,19 +192,21 @@ async fn watch_database(store: Arc<dyn Store>, shutdown: CancellationToken) {
     }
 }
 
-/// While the database cannot be used, asks it something trivial every second: a node that
-/// leaves Status-Server unanswered gets no logins from a NAS that watches it, and so would
-/// never learn that the database is back.
-async fn probe_while_unavailable(store: Arc<dyn Store>, shutdown: CancellationToken) {
+/// Pings the store every 30 s (its clock compared with this node's), and every second while
+/// the database cannot be used: a node that leaves Status-Server unanswered gets no logins from
+/// a NAS that watches it, and so would never learn that the database is back.
+async fn probe_store(store: Arc<dyn Store>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             () = shutdown.cancelled() => break,
         }
-        if !store.available() {
+        ticks = ticks.wrapping_add(1);
+        if !store.available() || ticks.is_multiple_of(30) {
             // Its outcome is noted by the store itself (and said in the log when it changes).
-            let _ = store.ping().await;
+            let _ = store.ping(crate::clock::now()).await;
         }
     }
 }

@@ -8,8 +8,8 @@
 use async_trait::async_trait;
 
 use super::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StateUse,
-    StoreError, UnixTime,
+    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
+    SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
 };
 use crate::otp::TotpParams;
 
@@ -123,7 +123,11 @@ impl Snapshot {
     /// since that copy. A destination servers have used since (codes used, tokens removed,
     /// locks counted) would be rolled back by a copy.
     pub fn may_replace(current: &Snapshot, copied: Option<&[u8]>) -> bool {
-        current.is_empty() || copied == Some(current.digest().as_slice())
+        match copied {
+            // Emptied since (tokens removed, locks lifted) is changed too.
+            Some(copied) => copied == current.digest().as_slice(),
+            None => current.is_empty(),
+        }
     }
 
     pub fn diverged() -> StoreError {
@@ -178,14 +182,15 @@ pub trait Backend: Send + Sync {
     async fn record_success(&self, username: &str, factor: Factor, seen: u64) -> Result<(), StoreError>;
     async fn unlock(&self, username: &str) -> Result<bool, StoreError>;
 
-    /// See [`super::Store::reserve_sms`].
-    async fn reserve_sms(
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError>;
+    /// See [`super::Store::reserve_sms_challenge`].
+    async fn reserve_sms_challenge(
         &self,
         username: &str,
         now: UnixTime,
         limits: SmsLimits,
-        request: Option<&[u8]>,
-    ) -> Result<SmsReservation, StoreError>;
+        challenge: SmsChallengeRecord,
+    ) -> Result<SmsChallengeUse, StoreError>;
 
     /// See [`super::Store::consume_state`].
     async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime, request: &[u8]) -> Result<StateUse, StoreError>;
@@ -239,7 +244,7 @@ pub trait Backend: Send + Sync {
     }
 
     /// See [`super::Store::ping`].
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self, _now: UnixTime) -> Result<(), StoreError> {
         Ok(())
     }
 }

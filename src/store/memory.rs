@@ -10,8 +10,8 @@ use async_trait::async_trait;
 
 use super::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
 use super::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SealedStore, SessionCaps, SessionKey, SmsLimits, SmsReservation,
-    StateUse, StoreError, UnixTime,
+    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SealedStore, SessionCaps, SessionKey, SmsChallengeRecord,
+    SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
 };
 
 /// The in-memory store: seeds sealed above the in-memory backend.
@@ -44,8 +44,8 @@ struct Data {
     tokens: BTreeMap<i64, TokenRow>,
     last_id: i64,
     lockouts: HashMap<(Factor, String), Lockout>,
-    /// Who was sent an SMS, when, and for which request.
-    sms_sends: Vec<(String, UnixTime, Option<Vec<u8>>)>,
+    /// Who was sent an SMS, and when.
+    sms_sends: Vec<(String, UnixTime)>,
     /// Used States: until when, and by which request.
     used_states: HashMap<Vec<u8>, (UnixTime, Vec<u8>)>,
     contexts: HashMap<Vec<u8>, (UnixTime, Vec<u8>)>,
@@ -107,6 +107,20 @@ impl Data {
             .collect();
         lockouts.sort_by(|a, b| (a.factor.as_str(), &a.username).cmp(&(b.factor.as_str(), &b.username)));
         Snapshot { tokens: self.tokens.values().cloned().collect(), lockouts }
+    }
+
+    fn reserve_sms(&mut self, username: &str, now: UnixTime, limits: SmsLimits) -> SmsReservation {
+        let user_since = now - limits.per_user_window.as_secs() as UnixTime;
+        let by_user = self.sms_sends.iter().filter(|(user, at)| user == username && *at > user_since).count();
+        if by_user >= limits.per_user as usize {
+            return SmsReservation::UserLimit;
+        }
+        let global = self.sms_sends.iter().filter(|(_, at)| *at > now - 60).count();
+        if global >= limits.global_per_minute as usize {
+            return SmsReservation::GlobalLimit;
+        }
+        self.sms_sends.push((username.to_owned(), now));
+        SmsReservation::Allowed
     }
 
     /// Keeps a session within the caps: the account's oldest go, then those nearest to expiry.
@@ -288,28 +302,34 @@ impl Backend for MemoryBackend {
         Ok(code || password)
     }
 
-    async fn reserve_sms(
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+        Ok(self.data().reserve_sms(username, now, limits))
+    }
+
+    async fn reserve_sms_challenge(
         &self,
         username: &str,
         now: UnixTime,
         limits: SmsLimits,
-        request: Option<&[u8]>,
-    ) -> Result<SmsReservation, StoreError> {
+        challenge: SmsChallengeRecord,
+    ) -> Result<SmsChallengeUse, StoreError> {
         let mut data = self.data();
-        if request.is_some_and(|r| data.sms_sends.iter().any(|(user, _, by)| user == username && by.as_deref() == Some(r))) {
-            return Ok(SmsReservation::Allowed);
+        if let Some(kept) = &challenge.answer
+            && let Some((_, answer)) = data.answers.get(&kept.key).filter(|(expires_at, _)| *expires_at >= now)
+        {
+            return Ok(SmsChallengeUse::AnsweredBefore(answer.clone()));
         }
-        let user_since = now - limits.per_user_window.as_secs() as UnixTime;
-        let by_user = data.sms_sends.iter().filter(|(user, at, _)| user == username && *at > user_since).count();
-        if by_user >= limits.per_user as usize {
-            return Ok(SmsReservation::UserLimit);
+        match data.reserve_sms(username, now, limits) {
+            SmsReservation::Allowed => {}
+            SmsReservation::UserLimit => return Ok(SmsChallengeUse::UserLimit),
+            SmsReservation::GlobalLimit => return Ok(SmsChallengeUse::GlobalLimit),
         }
-        let global = data.sms_sends.iter().filter(|(_, at, _)| *at > now - 60).count();
-        if global >= limits.global_per_minute as usize {
-            return Ok(SmsReservation::GlobalLimit);
+        let SmsChallengeRecord { nonce, expires_at, context, answer } = challenge;
+        data.contexts.insert(nonce, (expires_at, context));
+        if let Some(kept) = answer {
+            data.answers.insert(kept.key, (kept.expires_at, kept.answer));
         }
-        data.sms_sends.push((username.to_owned(), now, request.map(<[u8]>::to_vec)));
-        Ok(SmsReservation::Allowed)
+        Ok(SmsChallengeUse::Reserved)
     }
 
     async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime, request: &[u8]) -> Result<StateUse, StoreError> {
@@ -417,7 +437,7 @@ impl Backend for MemoryBackend {
         data.used_states.retain(|_, (expires_at, _)| *expires_at >= now);
         data.contexts.retain(|_, (expires_at, _)| *expires_at >= now);
         data.answers.retain(|_, (expires_at, _)| *expires_at >= now);
-        data.sms_sends.retain(|(_, at, _)| *at >= now - backend::SMS_HISTORY);
+        data.sms_sends.retain(|(_, at)| *at >= now - backend::SMS_HISTORY);
         for l in data.lockouts.values_mut() {
             l.locked_until = l.locked_until.filter(|&until| until >= now);
         }

@@ -185,6 +185,29 @@ pub struct SmsLimits {
     pub global_per_minute: u32,
 }
 
+/// An SMS challenge to keep with its send (see [`Store::reserve_sms_challenge`]).
+#[derive(Debug, Clone)]
+pub struct SmsChallengeRecord {
+    /// The challenge State's nonce and expiry, and what its code step needs (sealed).
+    pub nonce: Vec<u8>,
+    pub expires_at: UnixTime,
+    pub context: Vec<u8>,
+    /// The Challenge, kept for the NAS's retries of the request (none where retries are
+    /// answered by the node's own cache).
+    pub answer: Option<KeptAnswer>,
+}
+
+/// What [`Store::reserve_sms_challenge`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmsChallengeUse {
+    /// Counted and kept: send the code.
+    Reserved,
+    UserLimit,
+    GlobalLimit,
+    /// The request was challenged before: its kept answer, and no SMS.
+    AnsweredBefore(Vec<u8>),
+}
+
 /// What became of a challenge State's use (see [`Store::consume_state`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateUse {
@@ -284,16 +307,21 @@ pub trait Store: Send + Sync {
     /// Clears both factors' locks and counts (admin). True if there was anything to clear.
     async fn unlock(&self, username: &str) -> Result<bool, StoreError>;
 
-    /// Checks the limits and, if allowed, records the send, in one step. A send `request` (a
-    /// RADIUS request's key) reserved before is allowed again and not counted again: the NAS's
-    /// retry of a request whose answer never came must not use up the user's SMS.
-    async fn reserve_sms(
+    /// Checks the limits and, if allowed, records the send, in one step.
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError>;
+
+    /// An SMS challenge for a RADIUS request, decided in one step: if the request was challenged
+    /// before (its answer is kept, unexpired: the NAS's retry), that answer and no SMS;
+    /// otherwise the limits checked and, if allowed, the send counted and the challenge kept
+    /// (its context, and its answer for the request's retries). Of two nodes deciding retries
+    /// of one request at once, one reserves and the other gets its answer.
+    async fn reserve_sms_challenge(
         &self,
         username: &str,
         now: UnixTime,
         limits: SmsLimits,
-        request: Option<&[u8]>,
-    ) -> Result<SmsReservation, StoreError>;
+        challenge: SmsChallengeRecord,
+    ) -> Result<SmsChallengeUse, StoreError>;
 
     /// Marks a challenge State's nonce used, by `request` (the key of the RADIUS request that
     /// brought it): see [`StateUse`].
@@ -379,9 +407,10 @@ pub trait Store: Send + Sync {
         true
     }
 
-    /// Asks the database something trivial (while it is not [`Store::available`], to learn when
-    /// it is again). By default nothing.
-    async fn ping(&self) -> Result<(), StoreError> {
+    /// Reads what every login needs, touching nothing (while the store is not
+    /// [`Store::available`], to learn when it is again; now and then, to compare the node's
+    /// clock, `now`, with the database's). By default nothing.
+    async fn ping(&self, _now: UnixTime) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 
 use super::backend::{Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
 use super::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewToken, SessionCaps, SessionKey, SmsLimits, SmsReservation, StateUse,
-    Store, StoreError, StoredSession, Token, TokenInfo, UnixTime,
+    Factor, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewToken, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
+    SmsLimits, SmsReservation, StateUse, Store, StoreError, StoredSession, Token, TokenInfo, UnixTime,
 };
 use crate::keys::{KeyRing, Keys};
 use crate::secret::Secret;
@@ -174,14 +174,18 @@ impl<B: Backend> Store for SealedStore<B> {
         self.backend.unlock(username).await
     }
 
-    async fn reserve_sms(
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+        self.backend.reserve_sms(username, now, limits).await
+    }
+
+    async fn reserve_sms_challenge(
         &self,
         username: &str,
         now: UnixTime,
         limits: SmsLimits,
-        request: Option<&[u8]>,
-    ) -> Result<SmsReservation, StoreError> {
-        self.backend.reserve_sms(username, now, limits, request).await
+        challenge: SmsChallengeRecord,
+    ) -> Result<SmsChallengeUse, StoreError> {
+        self.backend.reserve_sms_challenge(username, now, limits, challenge).await
     }
 
     async fn consume_state(&self, nonce: &[u8], expires_at: UnixTime, request: &[u8]) -> Result<StateUse, StoreError> {
@@ -271,7 +275,7 @@ impl<B: Backend> Store for SealedStore<B> {
         self.backend.available()
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.backend.ping().await
+    async fn ping(&self, now: UnixTime) -> Result<(), StoreError> {
+        self.backend.ping(now).await
     }
 }

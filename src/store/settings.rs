@@ -236,7 +236,9 @@ fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsMode, String), Str
     if config.get_user().is_none() {
         return Err("names no user (e.g. \"postgresql://radmfa@db1.example.test/radmfa\")".into());
     }
-    let tls = tls.unwrap_or(if config.get_hosts().iter().all(on_this_machine) { TlsMode::Prefer } else { TlsMode::Require });
+    // `hostaddr`, when given, is where the connection goes (the host names only the certificate).
+    let local = config.get_hosts().iter().all(on_this_machine) && config.get_hostaddrs().iter().all(std::net::IpAddr::is_loopback);
+    let tls = tls.unwrap_or(if local { TlsMode::Prefer } else { TlsMode::Require });
     // Shown without a password, wherever the URL holds one (user info or `?password=`).
     let mut shown = parsed.clone();
     if shown.password().is_some() {
@@ -277,6 +279,8 @@ mod tests {
         assert_eq!(tls("postgresql://radmfa@localhost/radmfa"), TlsMode::Prefer);
         assert_eq!(tls("postgresql://radmfa@db1.example.test/radmfa?sslmode=prefer"), TlsMode::Prefer, "as the admin asked");
         assert_eq!(tls("postgresql://radmfa@127.0.0.1/radmfa?sslmode=require"), TlsMode::Require);
+        assert_eq!(tls("postgresql://radmfa@localhost/radmfa?hostaddr=192.0.2.7"), TlsMode::Require, "the address it connects to");
+        assert_eq!(tls("postgresql://radmfa@localhost/radmfa?hostaddr=127.0.0.3"), TlsMode::Prefer);
     }
 
     fn build(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<StoreSettings, Invalid> {

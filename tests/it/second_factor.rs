@@ -189,3 +189,41 @@ fn oathtool_codes_from_token_add_output_are_accepted() {
     let answer = ask(&server, "alice", &format!("{ALICE_PASSWORD}{code}"), None);
     assert_eq!(oracle::code(&answer), ACCESS_ACCEPT);
 }
+
+/// Sends the same datagram again from a fresh socket (a new source port, so past the server's
+/// response cache): what a listener who captured it can do without the shared secret.
+fn replay(server: &TestServer, request: &[u8]) -> Option<Vec<u8>> {
+    let socket = oracle::socket("127.0.0.1:0", server.auth);
+    oracle::exchange(&socket, request, WAIT)
+}
+
+#[test]
+fn a_captured_challenge_answer_replayed_locks_nobody_out() {
+    let server = TestServer::start(options("challenge", "reject"));
+    let seed = enroll(&server.config, "alice");
+    let state = oracle::state_of(&ask(&server, "alice", ALICE_PASSWORD, None)).unwrap();
+    let answer = oracle::encode_signed(oracle::access_request_with_state("alice", &totp_code(&seed, 0), &state));
+    assert_eq!(oracle::code(&replay(&server, &answer).unwrap()), ACCESS_ACCEPT);
+    for _ in 0..8 {
+        assert_eq!(oracle::code(&replay(&server, &answer).expect("answered")), ACCESS_REJECT);
+    }
+    let said = reasons(&server, 10);
+    assert!(said[2..].iter().all(|r| r == "state_reused"), "replays are replays, never wrong codes: {said:?}");
+    let fresh = ask(&server, "alice", ALICE_PASSWORD, None);
+    let login = ask(&server, "alice", &totp_code(&seed, 1), Some(&oracle::state_of(&fresh).unwrap()));
+    assert_eq!(oracle::code(&login), ACCESS_ACCEPT, "alice is not locked out");
+}
+
+#[test]
+fn a_captured_password_step_replayed_sends_no_more_sms_than_the_limit() {
+    let sink = SmsSink::start();
+    let server = TestServer::start(Options { sms_url: Some(sink.url.clone()), ..options("challenge", "sms") });
+    let step = oracle::encode_signed(oracle::access_request("carol", CAROL_PASSWORD));
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        answers.push(oracle::code(&replay(&server, &step).expect("answered")));
+    }
+    assert_eq!(answers, [ACCESS_CHALLENGE, ACCESS_CHALLENGE, ACCESS_CHALLENGE, ACCESS_REJECT, ACCESS_REJECT, ACCESS_REJECT]);
+    assert_eq!(sink.messages().len(), 3, "per_user_limit, however the request is replayed");
+    assert_eq!(reasons(&server, 6)[5], "sms_rate_limited");
+}

@@ -53,7 +53,8 @@ macro_rules! contract_suite {
                 an_answer_is_kept_with_the_step_that_wins_and_only_then, a_session_lives_until_idle_or_its_end_and_is_purged,
                 a_session_changes_only_from_its_current_version, sessions_are_capped_per_account_and_in_all,
                 concurrent_session_changes_each_land_once, a_state_raced_by_many_requests_is_used_by_one,
-                an_sms_reserved_for_a_request_is_not_counted_again, confirmations_at_once_never_pass_the_token_limit, a_snapshot_copies_into_another_store_once_and_again_changes_nothing);
+                an_sms_challenge_is_counted_once_per_request_while_its_answer_is_kept,
+                retries_of_one_sms_request_raced_reserve_once, confirmations_at_once_never_pass_the_token_limit, a_snapshot_copies_into_another_store_once_and_again_changes_nothing);
             contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed);
         }
     };
@@ -217,13 +218,13 @@ async fn tokens_move_from_an_old_spelling_to_the_account_and_still_open<B: Backe
 
 async fn sms_limits_per_user_and_global<B: Backend>(s: Arc<SealedStore<B>>) {
     let limits = SmsLimits { per_user: 2, per_user_window: Duration::from_secs(900), global_per_minute: 3 };
-    assert_eq!(s.reserve_sms("alice", 1000, limits, None).await.unwrap(), SmsReservation::Allowed);
-    assert_eq!(s.reserve_sms("alice", 1001, limits, None).await.unwrap(), SmsReservation::Allowed);
-    assert_eq!(s.reserve_sms("alice", 1002, limits, None).await.unwrap(), SmsReservation::UserLimit);
-    assert_eq!(s.reserve_sms("bob", 1003, limits, None).await.unwrap(), SmsReservation::Allowed);
-    assert_eq!(s.reserve_sms("carol", 1004, limits, None).await.unwrap(), SmsReservation::GlobalLimit);
-    assert_eq!(s.reserve_sms("carol", 1070, limits, None).await.unwrap(), SmsReservation::Allowed, "a minute later");
-    assert_eq!(s.reserve_sms("alice", 1000 + 901, limits, None).await.unwrap(), SmsReservation::Allowed, "the user window passed");
+    assert_eq!(s.reserve_sms("alice", 1000, limits).await.unwrap(), SmsReservation::Allowed);
+    assert_eq!(s.reserve_sms("alice", 1001, limits).await.unwrap(), SmsReservation::Allowed);
+    assert_eq!(s.reserve_sms("alice", 1002, limits).await.unwrap(), SmsReservation::UserLimit);
+    assert_eq!(s.reserve_sms("bob", 1003, limits).await.unwrap(), SmsReservation::Allowed);
+    assert_eq!(s.reserve_sms("carol", 1004, limits).await.unwrap(), SmsReservation::GlobalLimit);
+    assert_eq!(s.reserve_sms("carol", 1070, limits).await.unwrap(), SmsReservation::Allowed, "a minute later");
+    assert_eq!(s.reserve_sms("alice", 1000 + 901, limits).await.unwrap(), SmsReservation::Allowed, "the user window passed");
 }
 
 async fn a_state_nonce_is_consumed_once<B: Backend>(s: Arc<SealedStore<B>>) {
@@ -294,7 +295,7 @@ async fn concurrent_sms_reservations_keep_the_global_limit<B: Backend + 'static>
     let sends: Vec<_> = (0..30)
         .map(|i| {
             let s = Arc::clone(&s);
-            tokio::spawn(async move { s.reserve_sms(&format!("user{}", i % 15), 1000, limits, None).await.unwrap() })
+            tokio::spawn(async move { s.reserve_sms(&format!("user{}", i % 15), 1000, limits).await.unwrap() })
         })
         .collect();
     let mut allowed = 0;
@@ -470,6 +471,15 @@ async fn a_snapshot_copies_into_another_store_once_and_again_changes_nothing<B: 
     assert!(refused.contains("changed since the last copy"), "{refused}");
     let kept = s.export().await.unwrap();
     assert_eq!(kept.tokens.iter().find(|t| t.id == alice).unwrap().last_step, Some(4300), "the later use stays");
+    // Emptied since the copy (every token removed, every lock lifted) is changed too.
+    for token in kept.tokens {
+        assert!(s.remove_token(&token.username, token.id).await.unwrap());
+    }
+    for user in ["bob", "carol"] {
+        s.unlock(user).await.unwrap();
+    }
+    assert!(s.export().await.unwrap().is_empty());
+    assert!(s.import(later).await.is_err(), "an emptied copy is not a new store: removed tokens would come back");
 }
 
 async fn a_state_raced_by_many_requests_is_used_by_one<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
@@ -498,16 +508,54 @@ async fn a_state_raced_by_many_requests_is_used_by_one<B: Backend + 'static>(s: 
     }
 }
 
-async fn an_sms_reserved_for_a_request_is_not_counted_again<B: Backend>(s: Arc<SealedStore<B>>) {
-    let limits = SmsLimits { per_user: 1, per_user_window: Duration::from_secs(900), global_per_minute: 10 };
-    assert_eq!(s.reserve_sms("alice", 1000, limits, Some(b"request-a")).await.unwrap(), SmsReservation::Allowed);
-    for retry in 1..4 {
-        let again = s.reserve_sms("alice", 1000 + retry, limits, Some(b"request-a")).await.unwrap();
-        assert_eq!(again, SmsReservation::Allowed, "the NAS's retry {retry} of the request that reserved it");
+fn sms_challenge(nonce: &[u8], key: Option<&[u8]>) -> SmsChallengeRecord {
+    SmsChallengeRecord {
+        nonce: nonce.to_vec(),
+        expires_at: 2000,
+        context: b"context".to_vec(),
+        answer: key.map(|key| KeptAnswer { key: key.to_vec(), expires_at: 1030, answer: nonce.to_vec() }),
     }
-    assert_eq!(s.reserve_sms("alice", 1010, limits, Some(b"request-b")).await.unwrap(), SmsReservation::UserLimit, "another request");
-    assert_eq!(s.reserve_sms("alice", 1010, limits, None).await.unwrap(), SmsReservation::UserLimit);
-    assert_eq!(s.reserve_sms("bob", 1010, limits, Some(b"request-a")).await.unwrap(), SmsReservation::Allowed, "another user's");
+}
+
+async fn an_sms_challenge_is_counted_once_per_request_while_its_answer_is_kept<B: Backend>(s: Arc<SealedStore<B>>) {
+    let limits = SmsLimits { per_user: 2, per_user_window: Duration::from_secs(900), global_per_minute: 10 };
+    let first = s.reserve_sms_challenge("alice", 1000, limits, sms_challenge(b"n1", Some(b"request-a"))).await.unwrap();
+    assert_eq!(first, SmsChallengeUse::Reserved);
+    assert_eq!(s.challenge_context(b"n1").await.unwrap().as_deref(), Some(&b"context"[..]), "kept with the count");
+    for retry in 1..4 {
+        let again = s.reserve_sms_challenge("alice", 1000 + retry, limits, sms_challenge(b"other", Some(b"request-a"))).await.unwrap();
+        assert_eq!(again, SmsChallengeUse::AnsweredBefore(b"n1".to_vec()), "the NAS's retry {retry}: the first answer, no SMS");
+    }
+    assert_eq!(s.challenge_context(b"other").await.unwrap(), None, "nothing kept for an answered retry");
+    // Past the answer's life a copy of the request is a new send, counted as any.
+    let late = s.reserve_sms_challenge("alice", 1031, limits, sms_challenge(b"n2", Some(b"request-a"))).await.unwrap();
+    assert_eq!(late, SmsChallengeUse::Reserved);
+    let over = s.reserve_sms_challenge("alice", 1032, limits, sms_challenge(b"n3", Some(b"request-a"))).await.unwrap();
+    assert_eq!(over, SmsChallengeUse::UserLimit, "two sends in the window: the limit");
+    assert_eq!(s.challenge_context(b"n3").await.unwrap(), None, "nothing kept past the limit");
+    // Where retries are answered by the node's cache alone, every request counts.
+    assert_eq!(s.reserve_sms_challenge("bob", 1000, limits, sms_challenge(b"b1", None)).await.unwrap(), SmsChallengeUse::Reserved);
+    assert_eq!(s.reserve_sms_challenge("bob", 1001, limits, sms_challenge(b"b2", None)).await.unwrap(), SmsChallengeUse::Reserved);
+    assert_eq!(s.reserve_sms_challenge("bob", 1002, limits, sms_challenge(b"b3", None)).await.unwrap(), SmsChallengeUse::UserLimit);
+}
+
+async fn retries_of_one_sms_request_raced_reserve_once<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
+    let limits = SmsLimits { per_user: 10, per_user_window: Duration::from_secs(900), global_per_minute: 100 };
+    let racers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                s.reserve_sms_challenge("alice", 1000, limits, sms_challenge(&[b'n', i], Some(b"one-request"))).await.unwrap()
+            })
+        })
+        .collect();
+    let mut uses = Vec::new();
+    for racer in racers {
+        uses.push(racer.await.unwrap());
+    }
+    assert_eq!(uses.iter().filter(|u| **u == SmsChallengeUse::Reserved).count(), 1, "{uses:?}");
+    let winner = uses.iter().position(|u| *u == SmsChallengeUse::Reserved).unwrap() as u8;
+    assert!(uses.iter().all(|u| *u == SmsChallengeUse::Reserved || *u == SmsChallengeUse::AnsweredBefore(vec![b'n', winner])));
 }
 
 async fn confirmations_at_once_never_pass_the_token_limit<B: Backend + 'static>(s: Arc<SealedStore<B>>) {

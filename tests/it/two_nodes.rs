@@ -366,3 +366,26 @@ fn a_password_step_that_stalled_before_its_sms_sends_one_sms_however_often_the_n
     let answer = ask(&a, "carol", &sink.last_code(), Some(&state));
     assert_eq!(oracle::code(&answer), ACCESS_ACCEPT, "the code sent logs carol in");
 }
+
+#[test]
+fn a_table_locked_for_seconds_keeps_the_node_silent_for_every_name_and_is_said_once() {
+    let Some(pg) = postgres::server() else { return };
+    let url = pg.fresh_database();
+    let server = TestServer::start(options(&url, "append"));
+    let seed = enroll(&server.config, "alice");
+    let mut lock = pg.hold_lock(postgres::database_of(&url), "password_lockouts", 10);
+    let login = oracle::encode_signed(oracle::access_request("alice", &format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0))));
+    assert_eq!(send(&server, &login, Duration::from_secs(2)), None, "alice's login stalls");
+    // The probe reads every table a login needs: the node stays unavailable while one is
+    // locked, and no unknown name is told apart by a Reject in the meantime.
+    for _ in 0..8 {
+        let nobody = oracle::encode_signed(oracle::access_request("nobody", "whatever"));
+        assert_eq!(send(&server, &nobody, Duration::from_millis(900)), None, "an unknown name, while the table is locked");
+    }
+    lock.wait().unwrap();
+    assert!(server.wait_for(|v| v["message"] == "the database answers again", Duration::from_secs(15)).is_some());
+    assert_eq!(oracle::code(&send(&server, &login, WAIT).expect("answered")), ACCESS_ACCEPT, "the NAS's retry, once it is back");
+    let outages =
+        server.logs().iter().filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with("the database cannot be reached"))).count();
+    assert_eq!(outages, 1, "one stall, one line");
+}

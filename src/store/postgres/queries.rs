@@ -12,8 +12,8 @@ use super::batch::{LockoutRow, Op};
 use crate::otp::{Algorithm, TotpParams};
 use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
 use crate::store::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StateUse,
-    StoreError, UnixTime,
+    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
+    SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
 };
 
 /// The advisory lock SMS reservations take, so two nodes counting at once cannot both stay
@@ -154,6 +154,32 @@ async fn snapshot(transaction: &deadpool_postgres::Transaction<'_>) -> Result<Sn
         }
     }
     Ok(Snapshot { tokens, lockouts })
+}
+
+/// Checks the SMS limits and, if allowed, records the send, under a lock every node takes:
+/// two nodes counting at once cannot both stay under a limit and both send.
+async fn reserve_sms(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    username: &str,
+    now: UnixTime,
+    limits: SmsLimits,
+) -> Result<SmsReservation, StoreError> {
+    // SMS are few: one lock for all is cheap.
+    transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&SMS_LOCK]).await?;
+    let user_since = now - limits.per_user_window.as_secs() as UnixTime;
+    let by_user: i64 = transaction
+        .query_one("SELECT count(*) FROM sms_sends WHERE username = $1 AND sent_at > $2", &[&username, &user_since])
+        .await?
+        .try_get(0)?;
+    if by_user >= i64::from(limits.per_user) {
+        return Ok(SmsReservation::UserLimit);
+    }
+    let global: i64 = transaction.query_one("SELECT count(*) FROM sms_sends WHERE sent_at > $1", &[&(now - 60)]).await?.try_get(0)?;
+    if global >= i64::from(limits.global_per_minute) {
+        return Ok(SmsReservation::GlobalLimit);
+    }
+    transaction.execute("INSERT INTO sms_sends (username, sent_at) VALUES ($1, $2)", &[&username, &now]).await?;
+    Ok(SmsReservation::Allowed)
 }
 
 #[async_trait]
@@ -359,40 +385,57 @@ impl Backend for PostgresBackend {
         .await
     }
 
-    async fn reserve_sms(
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+        self.run(|mut client| async move {
+            let transaction = client.transaction().await?;
+            let reserved = reserve_sms(&transaction, username, now, limits).await?;
+            transaction.commit().await?;
+            Ok(reserved)
+        })
+        .await
+    }
+
+    async fn reserve_sms_challenge(
         &self,
         username: &str,
         now: UnixTime,
         limits: SmsLimits,
-        request: Option<&[u8]>,
-    ) -> Result<SmsReservation, StoreError> {
-        let user_since = now - limits.per_user_window.as_secs() as UnixTime;
+        challenge: SmsChallengeRecord,
+    ) -> Result<SmsChallengeUse, StoreError> {
         self.run(|mut client| async move {
             let transaction = client.transaction().await?;
-            // Counting and recording as one, across nodes: SMS are few, one lock is cheap.
+            // Under the SMS lock (taken first): two nodes deciding retries of one request at
+            // once take turns, and the second finds the first's answer.
             transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&SMS_LOCK]).await?;
-            if let Some(request) = request {
-                let sql = "SELECT 1 FROM sms_sends WHERE request = $1 AND username = $2";
-                if transaction.query_opt(sql, &[&request, &username]).await?.is_some() {
-                    return Ok(SmsReservation::Allowed);
+            if let Some(kept) = &challenge.answer {
+                let sql = "SELECT answer FROM kept_answers WHERE key = $1 AND expires_at >= $2";
+                if let Some(row) = transaction.query_opt(sql, &[&kept.key, &now]).await? {
+                    return Ok(SmsChallengeUse::AnsweredBefore(row.try_get(0)?));
                 }
             }
-            let by_user: i64 = transaction
-                .query_one("SELECT count(*) FROM sms_sends WHERE username = $1 AND sent_at > $2", &[&username, &user_since])
-                .await?
-                .try_get(0)?;
-            if by_user >= i64::from(limits.per_user) {
-                return Ok(SmsReservation::UserLimit);
+            match reserve_sms(&transaction, username, now, limits).await? {
+                SmsReservation::Allowed => {}
+                SmsReservation::UserLimit => return Ok(SmsChallengeUse::UserLimit),
+                SmsReservation::GlobalLimit => return Ok(SmsChallengeUse::GlobalLimit),
             }
-            let global: i64 =
-                transaction.query_one("SELECT count(*) FROM sms_sends WHERE sent_at > $1", &[&(now - 60)]).await?.try_get(0)?;
-            if global >= i64::from(limits.global_per_minute) {
-                return Ok(SmsReservation::GlobalLimit);
+            transaction
+                .execute(
+                    "INSERT INTO challenge_contexts (nonce, expires_at, context) VALUES ($1, $2, $3)
+                     ON CONFLICT (nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at, context = EXCLUDED.context",
+                    &[&challenge.nonce, &challenge.expires_at, &challenge.context],
+                )
+                .await?;
+            if let Some(kept) = &challenge.answer {
+                transaction
+                    .execute(
+                        "INSERT INTO kept_answers (key, expires_at, answer) VALUES ($1, $2, $3)
+                         ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at, answer = EXCLUDED.answer",
+                        &[&kept.key, &kept.expires_at, &kept.answer],
+                    )
+                    .await?;
             }
-            let sql = "INSERT INTO sms_sends (username, sent_at, request) VALUES ($1, $2, $3)";
-            transaction.execute(sql, &[&username, &now, &request]).await?;
             transaction.commit().await?;
-            Ok(SmsReservation::Allowed)
+            Ok(SmsChallengeUse::Reserved)
         })
         .await
     }
@@ -548,9 +591,16 @@ impl Backend for PostgresBackend {
         self.health.available()
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self, now: UnixTime) -> Result<(), StoreError> {
+        let clock = &self.clock;
         self.run(|client| async move {
-            client.execute("SELECT 1", &[]).await?;
+            // A read of each table a login uses: one locked (a migration, a VACUUM FULL) keeps
+            // the store unavailable, as the logins it would stall.
+            let tables = ["tokens", "lockouts", "password_lockouts", "used_states", "challenge_contexts", "kept_answers", "sms_sends"];
+            let reads: Vec<String> = tables.iter().map(|t| format!("SELECT 1 FROM {t} LIMIT 1;")).collect();
+            client.batch_execute(&reads.concat()).await?;
+            let database_now: i64 = client.query_one("SELECT extract(epoch FROM now())::bigint", &[]).await?.try_get(0)?;
+            clock.note(now - database_now);
             Ok(())
         })
         .await

@@ -58,13 +58,11 @@ const MIGRATIONS: &[&str] = &[
         answer BYTEA NOT NULL
      );
      CREATE INDEX kept_answers_by_expiry ON kept_answers (expires_at);",
-    // 3: which request used a State and reserved an SMS (a NAS's retry of it is decided again,
-    // not refused, and sends no second SMS); portal sessions (sealed), so the portal can sit
+    // 3: which request used a State (a NAS's retry of it is decided again, not refused); portal
+    // sessions (sealed), so the portal can sit
     // behind a load balancer and a restart signs nobody out; the store's identity and the
     // digest of the last copy into it.
     "ALTER TABLE used_states ADD COLUMN request BYTEA;
-     ALTER TABLE sms_sends ADD COLUMN request BYTEA;
-     CREATE INDEX sms_sends_by_request ON sms_sends (request) WHERE request IS NOT NULL;
      CREATE TABLE store_identity (id TEXT NOT NULL, copied BYTEA);
      INSERT INTO store_identity (id) VALUES (md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text));
      CREATE TABLE portal_sessions (

@@ -73,12 +73,10 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         answer BLOB NOT NULL
      ) WITHOUT ROWID;",
-    // 5: which request used a State and reserved an SMS (a NAS's retry of it is decided again,
-    // not refused, and sends no second SMS); portal sessions (sealed), so a restart signs nobody
+    // 5: which request used a State (a NAS's retry of it is decided again, not refused); portal
+    // sessions (sealed), so a restart signs nobody
     // out; the store's identity and the digest of the last copy into it (`radmfa store copy`).
     "ALTER TABLE used_states ADD COLUMN request BLOB;
-     ALTER TABLE sms_sends ADD COLUMN request BLOB;
-     CREATE INDEX sms_sends_by_request ON sms_sends(request) WHERE request IS NOT NULL;
      CREATE TABLE store_identity (id TEXT NOT NULL, copied BLOB);
      INSERT INTO store_identity (id) VALUES (lower(hex(randomblob(16))));
      CREATE TABLE portal_sessions (

@@ -8,8 +8,8 @@ use super::SqliteBackend;
 use crate::otp::{Algorithm, TotpParams};
 use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
 use crate::store::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsLimits, SmsReservation, StateUse,
-    StoreError, UnixTime,
+    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
+    SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
 };
 
 /// The table holding a factor's counters (a fixed name, never input).
@@ -117,6 +117,32 @@ fn snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
         }
     }
     Ok(Snapshot { tokens, lockouts })
+}
+
+/// Checks the SMS limits and, if allowed, records the send.
+fn reserve_sms(conn: &Connection, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+    let user_since = now - limits.per_user_window.as_secs() as UnixTime;
+    let by_user: u32 = conn
+        .prepare_cached("SELECT COUNT(*) FROM sms_sends WHERE username = ?1 AND sent_at > ?2")?
+        .query_row(params![username, user_since], |r| r.get(0))?;
+    if by_user >= limits.per_user {
+        return Ok(SmsReservation::UserLimit);
+    }
+    let global: u32 = conn.prepare_cached("SELECT COUNT(*) FROM sms_sends WHERE sent_at > ?1")?.query_row([now - 60], |r| r.get(0))?;
+    if global >= limits.global_per_minute {
+        return Ok(SmsReservation::GlobalLimit);
+    }
+    conn.prepare_cached("INSERT INTO sms_sends (username, sent_at) VALUES (?1, ?2)")?.execute(params![username, now])?;
+    Ok(SmsReservation::Allowed)
+}
+
+/// The answer kept under `key`, unless it expired before `now`.
+fn live_answer(conn: &Connection, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
+    let answer = conn
+        .prepare_cached("SELECT answer FROM kept_answers WHERE key = ?1 AND expires_at >= ?2")?
+        .query_row(params![key, now], |r| r.get(0))
+        .optional()?;
+    Ok(answer)
 }
 
 #[async_trait]
@@ -319,38 +345,36 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn reserve_sms(
+    async fn reserve_sms(&self, username: &str, now: UnixTime, limits: SmsLimits) -> Result<SmsReservation, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| reserve_sms(conn, &username, now, limits)).await
+    }
+
+    async fn reserve_sms_challenge(
         &self,
         username: &str,
         now: UnixTime,
         limits: SmsLimits,
-        request: Option<&[u8]>,
-    ) -> Result<SmsReservation, StoreError> {
-        let (username, request) = (username.to_owned(), request.map(<[u8]>::to_vec));
+        challenge: SmsChallengeRecord,
+    ) -> Result<SmsChallengeUse, StoreError> {
+        let username = username.to_owned();
         self.call(move |conn| {
-            if let Some(request) = &request {
-                let reserved = conn
-                    .prepare_cached("SELECT 1 FROM sms_sends WHERE request = ?1 AND username = ?2")?
-                    .exists(params![request, username])?;
-                if reserved {
-                    return Ok(SmsReservation::Allowed);
-                }
+            if let Some(kept) = &challenge.answer
+                && let Some(answer) = live_answer(conn, &kept.key, now)?
+            {
+                return Ok(SmsChallengeUse::AnsweredBefore(answer));
             }
-            let user_since = now - limits.per_user_window.as_secs() as UnixTime;
-            let by_user: u32 = conn
-                .prepare_cached("SELECT COUNT(*) FROM sms_sends WHERE username = ?1 AND sent_at > ?2")?
-                .query_row(params![username, user_since], |r| r.get(0))?;
-            if by_user >= limits.per_user {
-                return Ok(SmsReservation::UserLimit);
+            match reserve_sms(conn, &username, now, limits)? {
+                SmsReservation::Allowed => {}
+                SmsReservation::UserLimit => return Ok(SmsChallengeUse::UserLimit),
+                SmsReservation::GlobalLimit => return Ok(SmsChallengeUse::GlobalLimit),
             }
-            let global: u32 =
-                conn.prepare_cached("SELECT COUNT(*) FROM sms_sends WHERE sent_at > ?1")?.query_row([now - 60], |r| r.get(0))?;
-            if global >= limits.global_per_minute {
-                return Ok(SmsReservation::GlobalLimit);
+            conn.prepare_cached("INSERT OR REPLACE INTO challenge_contexts (nonce, expires_at, context) VALUES (?1, ?2, ?3)")?
+                .execute(params![challenge.nonce, challenge.expires_at, challenge.context])?;
+            if let Some(kept) = &challenge.answer {
+                keep_answer(conn, kept)?;
             }
-            conn.prepare_cached("INSERT INTO sms_sends (username, sent_at, request) VALUES (?1, ?2, ?3)")?
-                .execute(params![username, now, request])?;
-            Ok(SmsReservation::Allowed)
+            Ok(SmsChallengeUse::Reserved)
         })
         .await
     }
