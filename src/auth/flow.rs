@@ -83,11 +83,23 @@ impl Authenticator {
         let account = state.account.clone();
         login.account = Some(account.clone());
         let store = &self.services.store;
-        // The State used up, by this request, and its context read at once (one batch with a
-        // shared database).
+        let answer = String::from_utf8_lossy(login.answer);
+        let answer = answer.trim();
+        // The State used up, by this request, and its context read at once — and for a code
+        // from an app the tokens and the lock too (the try begun): one batch with a shared
+        // database, where each batch waits for a commit. A try begun for a State that turns
+        // out used is dropped, counting nothing.
         let key = RetryKey::of(login.request);
-        let (used, kept) =
-            tokio::join!(store.consume_state(&state.nonce, state.expires_at, key.as_bytes()), store.challenge_context(&state.nonce));
+        let using = store.consume_state(&state.nonce, state.expires_at, key.as_bytes());
+        let code_from_app = state.stage == Stage::Totp && !answer.eq_ignore_ascii_case("sms");
+        let (used, kept, code_try) = if code_from_app {
+            let (used, kept, tokens, attempt) =
+                tokio::join!(using, store.challenge_context(&state.nonce), store.tokens(&account), self.begin(&account, Factor::Code, now));
+            (used, kept, Some((tokens, attempt)))
+        } else {
+            let (used, kept) = tokio::join!(using, store.challenge_context(&state.nonce));
+            (used, kept, None)
+        };
         let tried = match used.map_err(store_down)? {
             StateUse::First => Tried::First,
             // The NAS's retry of this very request, its answer lost or never given (a node
@@ -100,20 +112,13 @@ impl Authenticator {
             },
             StateUse::Used => return self.answered_before(key, now).await?.ok_or(Reason::StateReused),
         };
-        let answer = String::from_utf8_lossy(login.answer);
-        let answer = answer.trim();
         let client = &login.request.client;
         let profile = self.context(&state, login, kept.map_err(store_down)?).await?;
         // This request's Proxy-State may leave less room than the first one's did.
         Self::answer_fits(login, &account, &profile)?;
         // A locked second factor is refused by the code try itself (its begin reads the lock).
-        match state.stage {
-            Stage::Totp if answer.eq_ignore_ascii_case("sms") => {
-                self.check_code_lock(&account, now).await?;
-                self.send_sms(login, &account, &profile, now).await
-            }
-            Stage::Totp => {
-                let (tokens, attempt) = tokio::join!(store.tokens(&account), self.begin(&account, Factor::Code, now));
+        match (state.stage, code_try) {
+            (Stage::Totp, Some((tokens, attempt))) => {
                 let (tokens, attempt) = (confirmed(tokens.map_err(store_down)?), attempt?);
                 // The Accept is kept with the code's use, for this request's retries (which stop
                 // at consume_state and look for it).
@@ -124,7 +129,11 @@ impl Authenticator {
                 }
                 Ok(accept)
             }
-            Stage::Sms => {
+            (Stage::Totp, None) => {
+                self.check_code_lock(&account, now).await?;
+                self.send_sms(login, &account, &profile, now).await
+            }
+            (Stage::Sms, _) => {
                 let attempt = self.begin(&account, Factor::Code, now).await?;
                 if sms_code::matches(answer, &state.code_salt, &state.code_hash) {
                     attempt.settle(Guess::Right).await?;
