@@ -319,10 +319,8 @@ impl Backend for MemoryBackend {
         {
             return Ok(SmsChallengeUse::AnsweredBefore(answer.clone()));
         }
-        match data.reserve_sms(username, now, limits) {
-            SmsReservation::Allowed => {}
-            SmsReservation::UserLimit => return Ok(SmsChallengeUse::UserLimit),
-            SmsReservation::GlobalLimit => return Ok(SmsChallengeUse::GlobalLimit),
+        if let Some(refused) = data.reserve_sms(username, now, limits).refused() {
+            return Ok(refused);
         }
         let SmsChallengeRecord { nonce, expires_at, context, answer } = challenge;
         data.contexts.insert(nonce, (expires_at, context));

@@ -208,6 +208,17 @@ pub enum SmsChallengeUse {
     AnsweredBefore(Vec<u8>),
 }
 
+impl SmsReservation {
+    /// What an SMS challenge says when the send is over a limit; `None` when it is allowed.
+    pub fn refused(self) -> Option<SmsChallengeUse> {
+        match self {
+            Self::Allowed => None,
+            Self::UserLimit => Some(SmsChallengeUse::UserLimit),
+            Self::GlobalLimit => Some(SmsChallengeUse::GlobalLimit),
+        }
+    }
+}
+
 /// What became of a challenge State's use (see [`Store::consume_state`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateUse {

@@ -413,10 +413,8 @@ impl Backend for PostgresBackend {
                     return Ok(SmsChallengeUse::AnsweredBefore(row.try_get(0)?));
                 }
             }
-            match reserve_sms(&transaction, username, now, limits).await? {
-                SmsReservation::Allowed => {}
-                SmsReservation::UserLimit => return Ok(SmsChallengeUse::UserLimit),
-                SmsReservation::GlobalLimit => return Ok(SmsChallengeUse::GlobalLimit),
+            if let Some(refused) = reserve_sms(&transaction, username, now, limits).await?.refused() {
+                return Ok(refused);
             }
             transaction
                 .execute(

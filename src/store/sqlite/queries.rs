@@ -364,10 +364,8 @@ impl Backend for SqliteBackend {
             {
                 return Ok(SmsChallengeUse::AnsweredBefore(answer));
             }
-            match reserve_sms(conn, &username, now, limits)? {
-                SmsReservation::Allowed => {}
-                SmsReservation::UserLimit => return Ok(SmsChallengeUse::UserLimit),
-                SmsReservation::GlobalLimit => return Ok(SmsChallengeUse::GlobalLimit),
+            if let Some(refused) = reserve_sms(conn, &username, now, limits)?.refused() {
+                return Ok(refused);
             }
             conn.prepare_cached("INSERT OR REPLACE INTO challenge_contexts (nonce, expires_at, context) VALUES (?1, ?2, ?3)")?
                 .execute(params![challenge.nonce, challenge.expires_at, challenge.context])?;
