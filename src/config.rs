@@ -2,7 +2,7 @@
 //!
 //! Every section's type, defaults and checks live beside its subsystem (`server::settings`,
 //! `directory::settings`, `store::settings`, `otp::settings`, `sms::settings`,
-//! `auth::settings`, `portal::settings`); this module reads the file, hands each section its
+//! `auth::settings`, `portal::settings`, `metrics::settings`); this module reads the file, hands each section its
 //! sources (the file's folder, the environment), checks what spans sections, and names the
 //! file and key in every error. Sections are `deny_unknown_fields`, so a typo is an error
 //! naming the key. Only the command line (`cli`) uses it; nothing here starts anything.
@@ -16,6 +16,7 @@ use crate::auth::AuthSettings;
 use crate::auth::messages::MessagesSection;
 use crate::auth::settings::{LockoutSection, Sections, UsernamesSection};
 use crate::directory::settings::{DirectoryKind, DirectorySection, DirectorySettings};
+use crate::metrics::{MetricsSection, MetricsSettings};
 use crate::otp::settings::{TotpSection, TotpSettings};
 use crate::portal::{PortalSection, PortalSettings};
 use crate::radius::Dictionary;
@@ -46,6 +47,8 @@ struct ConfigFile {
     #[serde(default)]
     usernames: UsernamesSection,
     portal: Option<PortalSection>,
+    #[serde(default)]
+    metrics: MetricsSection,
 }
 
 /// A configuration problem: the file, the key, and what is wrong.
@@ -80,6 +83,8 @@ pub struct Config {
     pub sms: GatewaySettings,
     /// The self-service portal, when enabled.
     pub portal: Option<PortalSettings>,
+    /// The Prometheus endpoint, when `[metrics] listen` is set.
+    pub metrics: Option<MetricsSettings>,
 }
 
 impl Config {
@@ -122,6 +127,7 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
         Some(p) if p.enabled => Some(p.build(sources, &totp.issuer).map_err(|e| e.within("portal"))?),
         _ => None,
     };
+    let metrics = file.metrics.build().map_err(|e| e.within("metrics"))?;
     let sections = Sections {
         totp: totp.clone(),
         sms: sms_codes,
@@ -146,6 +152,7 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
         auth,
         sms,
         portal,
+        metrics,
     })
 }
 

@@ -17,10 +17,27 @@ macro_rules! counters {
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name.get()),)*]
             }
+
+            /// Every counter by name with its doc line, for the metrics endpoint's help text.
+            pub fn described(&self) -> Vec<$crate::counters::Described> {
+                vec![$($crate::counters::Described {
+                    name: stringify!($name),
+                    help: concat!($($doc),*),
+                    value: self.$name.get(),
+                },)*]
+            }
         }
     };
 }
 pub(crate) use counters;
+
+/// One counter's name, doc line and value.
+#[derive(Debug, Clone, Copy)]
+pub struct Described {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: u64,
+}
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);

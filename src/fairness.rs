@@ -95,6 +95,12 @@ impl FairGate {
         Arc::new(Self { state: Mutex::new(GateState { free: n.max(1), waiting: HashMap::new(), turn: VecDeque::new(), next: 0 }) })
     }
 
+    /// Places free now, and holders waiting for one (for the metrics endpoint).
+    pub fn load(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.free, state.waiting.values().map(BinaryHeap::len).sum())
+    }
+
     fn lock(&self) -> MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

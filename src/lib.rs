@@ -14,6 +14,7 @@ pub mod counters;
 pub mod directory;
 pub mod fairness;
 pub mod keys;
+pub mod metrics;
 pub mod otp;
 pub mod portal;
 pub mod radius;

@@ -10,6 +10,8 @@ use super::{CliError, OpenFailed};
 use crate::auth::{Authenticator, Services};
 use crate::config::Config;
 use crate::keys::{Keys, RELOAD_EVERY};
+use crate::metrics::timed::{TimedDirectory, TimedGateway, TimedStore};
+use crate::metrics::{CounterSet, DirectoryWatch, Metrics, StoreAvailability};
 use crate::server::{self, PortKind, Server};
 use crate::store::{Store, StoreError};
 
@@ -24,22 +26,20 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        let metrics = Arc::new(Metrics::new());
         let Some(store) = open_store_when_writable(&config, &keys, &shutdown).await? else { return Ok(()) };
-        let directory = super::open_directory(&config)?;
+        let store = TimedStore::wrap(store, Arc::clone(&metrics));
+        let directory = TimedDirectory::wrap(super::open_directory(&config)?, Arc::clone(&metrics));
         let warming = Arc::clone(&directory);
         tokio::spawn(async move { warming.warm_up().await });
         let services = Services {
             directory: Arc::clone(&directory),
             store: store.clone(),
-            sms: super::open_gateway(&config)?,
+            sms: TimedGateway::wrap(super::open_gateway(&config)?, Arc::clone(&metrics)),
             keys: Arc::clone(&keys),
         };
-        tracing::info!(
-            clients = config.clients.len(),
-            sms_gateway = services.sms.kind(),
-            "configuration loaded from {}",
-            config_path.display()
-        );
+        let sms_gateway = services.sms.kind();
+        tracing::info!(clients = config.clients.len(), sms_gateway, "configuration loaded from {}", config_path.display());
         let mut sockets = Vec::new();
         let listen = config.server.listen.iter().map(|a| (a, PortKind::Auth));
         let accounting = config.server.accounting_listen.iter().map(|a| (a, PortKind::Accounting));
@@ -56,13 +56,28 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
                     .await
                     .map_err(|e| format!("portal: cannot listen on {}: {e}", settings.listen))?;
                 tracing::info!(address = %listener.local_addr()?, kind = "portal", "listening");
-                let portal = crate::portal::Portal::new(Arc::clone(&authenticator), store.clone(), Arc::clone(&keys), settings.clone());
+                let portal = crate::portal::Portal::observed(
+                    Arc::clone(&authenticator),
+                    store.clone(),
+                    Arc::clone(&keys),
+                    settings.clone(),
+                    Arc::clone(&metrics),
+                );
                 Some(tokio::spawn(crate::portal::serve(portal, listener, shutdown.clone())))
             }
             None => None,
         };
         let sms_stats = authenticator.sms_stats();
-        let server = Server::new(config.server.clone(), config.clients, authenticator, Arc::clone(&config.dictionary));
+        let server =
+            Server::new(config.server.clone(), config.clients, authenticator, Arc::clone(&config.dictionary), Arc::clone(&metrics));
+        watch_everything(&metrics, &server, &sms_stats, sms_gateway, &directory, &store);
+        if let Some(settings) = config.metrics.clone() {
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .map_err(|e| format!("metrics: cannot listen on {}: {e}", settings.listen))?;
+            tracing::info!(address = %listener.local_addr()?, kind = "metrics", "listening");
+            tokio::spawn(crate::metrics::endpoint::serve(Arc::clone(&metrics), settings, listener, shutdown.clone()));
+        }
         tokio::spawn(purge_periodically(store.clone(), shutdown.clone()));
         tokio::spawn(watch_database(store.clone(), shutdown.clone()));
         tokio::spawn(probe_store(store, shutdown.clone()));
@@ -80,6 +95,24 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         tracing::info!(stats = %stats.join(" "), "stopped");
         Ok::<(), CliError>(())
     })
+}
+
+/// What the metrics endpoint reads at each scrape, besides what is recorded as it happens.
+fn watch_everything(
+    metrics: &Metrics,
+    server: &Server,
+    sms_stats: &Arc<crate::sms::SmsStats>,
+    gateway: &'static str,
+    directory: &Arc<dyn crate::directory::Directory>,
+    store: &Arc<dyn Store>,
+) {
+    let stats = server.stats();
+    metrics.watch(CounterSet { prefix: "radius", labels: Vec::new(), read: move || stats.described() });
+    let sms = Arc::clone(sms_stats);
+    metrics.watch(CounterSet { prefix: "sms", labels: vec![("gateway", gateway)], read: move || sms.described() });
+    let directory = Arc::clone(directory);
+    metrics.watch(DirectoryWatch(move || directory.status()));
+    metrics.watch(StoreAvailability(Arc::clone(store)));
 }
 
 fn sms_name(name: &'static str) -> &'static str {

@@ -150,6 +150,35 @@ impl LoginName {
     }
 }
 
+/// A directory server's state, as `status` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStatus {
+    pub url: String,
+    /// `up`, `failing` (but still asked: no other server is), or `skipped` (for its back-off).
+    pub state: &'static str,
+    /// Connections open to it, idle or in use.
+    pub open: usize,
+    pub idle_service: usize,
+    pub idle_bind: usize,
+    /// Operations running on it, and waiting for one of its `max_connections` places.
+    pub in_flight: usize,
+    pub waiting: usize,
+    pub max_connections: usize,
+}
+
+/// What a directory with servers reports to the metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DirectoryStatus {
+    pub servers: Vec<ServerStatus>,
+    pub searches: u64,
+    pub binds: u64,
+    pub connects: u64,
+    /// Operations that waited for a connection, and how long they waited in all.
+    pub waited: u64,
+    pub wait_seconds: f64,
+    pub timed_out: u64,
+}
+
 /// The longest account id radmfa files things under: it travels inside the challenge State
 /// (253 octets in all). AD's sAMAccountName is at most 20 characters.
 pub const MAX_ACCOUNT_ID: usize = 120;
@@ -180,6 +209,12 @@ pub trait Directory: Send + Sync {
     /// Logs what the directory did since start (operations, connections, waits), at stop. By
     /// default nothing.
     fn log_totals(&self) {}
+
+    /// Its servers and connections now, and what it did since start, for the metrics
+    /// endpoint. By default nothing (the users file has no servers).
+    fn status(&self) -> Option<DirectoryStatus> {
+        None
+    }
 
     /// Called with the password given for a name that denotes no account. A directory whose
     /// password checks queue (the users file's hashing threads) spends a check's work here while

@@ -39,6 +39,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::Authenticator;
 use crate::keys::Keys;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use csrf::SigninCsrf;
 use limiter::RateLimiter;
@@ -67,13 +68,26 @@ pub struct Portal {
     /// One audit line per limited address or name and window: a client hammering past its limit
     /// must not fill the log as well.
     limits_audited: RateLimiter,
+    metrics: Arc<Metrics>,
 }
 
 impl Portal {
     /// The portal over `auth`, its sessions kept in `store` and its sign-in forms signed with a
     /// key derived from `keys`: what every node behind one load balancer shares.
     pub fn new(auth: Arc<Authenticator>, store: Arc<dyn Store>, keys: Arc<Keys>, settings: PortalSettings) -> Arc<Self> {
+        Self::observed(auth, store, keys, settings, Arc::default())
+    }
+
+    /// As [`Portal::new`], its requests counted in `metrics`.
+    pub fn observed(
+        auth: Arc<Authenticator>,
+        store: Arc<dyn Store>,
+        keys: Arc<Keys>,
+        settings: PortalSettings,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            metrics,
             sessions: Sessions::new(store, settings.max_sessions, settings.session_idle, settings.session_max),
             signin_csrf: SigninCsrf::new(keys, SIGNIN_FORM_LIFETIME),
             auth,
@@ -102,10 +116,21 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/signout", post(signin::signout))
         .route("/static/style.css", get(stylesheet))
         .layer(axum::middleware::from_fn(extract::stamp_arrival))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&portal.metrics), counted))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .layer(axum::middleware::map_response_with_state(hsts, security_headers))
         .with_state(portal)
+}
+
+/// Counts the request by its route's pattern (`/tokens/{id}/remove`), never the path as sent.
+async fn counted(State(metrics): State<Arc<Metrics>>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    metrics.portal_request(&route, method.as_str(), response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn security_headers(State(hsts): State<bool>, mut response: Response) -> Response {

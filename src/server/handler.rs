@@ -16,14 +16,19 @@ use super::settings::{ClientSettings, ServerSettings};
 use super::stats::Stats;
 use crate::auth::{Authenticator, Decision, Method, Outcome, Reason, Request, Verdict};
 use crate::fairness;
+use crate::metrics::Metrics;
 use crate::radius::{self, Attribute, Code, Dictionary, Packet, attr};
 use crate::secret::Secret;
+
+/// The request code's name in metrics.
+const ACCESS_REQUEST: &str = "Access-Request";
 
 /// What every transport's requests share once verified.
 pub(super) struct Handler {
     authenticator: Arc<Authenticator>,
     dictionary: Arc<Dictionary>,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
     request_timeout: Duration,
     reject_delay: Duration,
 }
@@ -43,9 +48,10 @@ impl Handler {
         authenticator: Arc<Authenticator>,
         dictionary: Arc<Dictionary>,
         stats: Arc<Stats>,
+        metrics: Arc<Metrics>,
         settings: &ServerSettings,
     ) -> Self {
-        Self { authenticator, dictionary, stats, request_timeout: settings.request_timeout, reject_delay: settings.reject_delay }
+        Self { authenticator, dictionary, stats, metrics, request_timeout: settings.request_timeout, reject_delay: settings.reject_delay }
     }
 
     /// The debug line of a verified request, its attributes named by the dictionary.
@@ -62,11 +68,14 @@ impl Handler {
     /// Unanswered while the store cannot be used: a NAS that watches its servers with
     /// Status-Server then sends its logins to one that can answer them.
     pub(super) fn status_server(&self, packet: &Packet, client: &ClientSettings, port: PortKind) -> Option<Vec<u8>> {
+        let client_name = client.policy.name.as_str();
         if port == PortKind::Auth && !self.authenticator.store_available() {
             self.stats.status_server_unanswered.inc();
+            self.metrics.request(client_name, "Status-Server", "none", "store_unavailable");
             return None;
         }
         self.stats.status_server.inc();
+        self.metrics.request(client_name, "Status-Server", "answered", "status_server");
         let code = if port == PortKind::Auth { Code::AccessAccept } else { Code::AccountingResponse };
         let reply = with_proxy_state(Packet::new(code, packet.identifier, [0; 16]), packet);
         radius::encode_response(&reply, packet.code, &packet.authenticator, client.secret.expose()).ok()
@@ -76,6 +85,7 @@ impl Handler {
     pub(super) fn accounting(&self, packet: &Packet, origin: &Origin<'_>) -> Option<Arc<[u8]>> {
         log_accounting(packet, origin.client);
         self.stats.accounting.inc();
+        self.metrics.request(origin.client.policy.name.as_str(), "Accounting-Request", "answered", "accounting");
         let reply = with_proxy_state(Packet::new(Code::AccountingResponse, packet.identifier, [0; 16]), packet);
         let bytes = radius::encode_response(&reply, packet.code, &packet.authenticator, origin.client.secret.expose()).ok()?;
         Some(self.sent(&reply, bytes, origin))
@@ -90,12 +100,16 @@ impl Handler {
         // The NAS travels with the decision, so the shared queues (hashing, the directory's
         // connections) serve NAS in turn.
         let deciding = self.authenticator.decide_within(&request, limit);
-        let Some(decision) = fairness::on_behalf_of(fairness::key_of(origin.peer.ip()), deciding).await else {
+        let decided = fairness::on_behalf_of(fairness::key_of(origin.peer.ip()), deciding).await;
+        self.metrics.decision(request.state.is_some(), origin.arrived.elapsed());
+        let Some(decision) = decided else {
             self.stats.timed_out.inc();
+            self.metrics.request(client, ACCESS_REQUEST, "none", Reason::TimedOut.as_str());
             tracing::error!(peer = %origin.peer, client, "no decision within request_timeout; request dropped");
             return None;
         };
         if decision.verdict == Verdict::NoAnswer {
+            self.metrics.request(client, ACCESS_REQUEST, "none", decision.reason.as_str());
             // Silence makes the NAS retry or ask its other server, where a Reject would tell it
             // the user's credentials were wrong.
             if decision.reason == Reason::StoreUnavailable {
@@ -126,6 +140,7 @@ impl Handler {
         shutdown: &CancellationToken,
     ) -> Option<Arc<[u8]>> {
         let (reply, bytes, outcome) = self.sign(request, origin, decision)?;
+        self.metrics.request(origin.client.policy.name.as_str(), ACCESS_REQUEST, outcome.as_str(), decision.reason.as_str());
         match outcome {
             Outcome::Accept => self.stats.accepts.inc(),
             Outcome::Reject => self.stats.rejects.inc(),

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
+use crate::metrics::Metrics;
 use crate::radius::Dictionary;
 use cache::ResponseCache;
 use clients::ClientTable;
@@ -65,10 +66,11 @@ impl Server {
         clients: Vec<ClientSettings>,
         authenticator: Arc<Authenticator>,
         dictionary: Arc<Dictionary>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let stats = Arc::new(Stats::default());
         let shared = Shared {
-            handler: Handler::new(authenticator, dictionary, Arc::clone(&stats), &settings),
+            handler: Handler::new(authenticator, dictionary, Arc::clone(&stats), metrics, &settings),
             clients: ClientTable::new(clients),
             cache: ResponseCache::new(settings.cache_ttl, settings.cache_entries),
             stats,

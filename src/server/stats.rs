@@ -1,5 +1,6 @@
 //! Counters of what the server did with every datagram: the silent discards above all, which
-//! an admin otherwise cannot see. Logged at shutdown; cheap enough to bump per packet.
+//! an admin otherwise cannot see. Logged at shutdown and served by the metrics endpoint; cheap
+//! enough to bump per packet.
 
 pub use crate::counters::Counter;
 use crate::counters::counters;
@@ -47,10 +48,15 @@ counters! {
         late_rejects,
         /// Answers too big to encode (many groups in reply attributes?), replaced by an Access-Reject.
         unencodable_answers,
+        /// Access-Accepts sent.
         accepts,
+        /// Access-Rejects sent.
         rejects,
+        /// Access-Challenges sent.
         challenges,
+        /// Status-Server requests answered.
         status_server,
+        /// Accounting-Requests acknowledged.
         accounting,
     }
 }

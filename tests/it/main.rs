@@ -11,6 +11,7 @@ mod codec;
 mod harness;
 mod http;
 mod keys_and_database;
+mod metrics;
 mod one_identity;
 mod oracle;
 mod portal_abuse;

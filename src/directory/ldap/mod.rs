@@ -248,6 +248,10 @@ impl Directory for LdapDirectory {
     fn log_totals(&self) {
         self.pool.log_totals();
     }
+
+    fn status(&self) -> Option<crate::directory::DirectoryStatus> {
+        Some(self.pool.status())
+    }
 }
 
 #[cfg(test)]

@@ -438,6 +438,44 @@ impl Pool {
         }
     }
 
+    /// Each server's state and connections, and the totals, for the metrics endpoint.
+    pub(super) fn status(&self) -> crate::directory::DirectoryStatus {
+        let t = &self.totals;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let servers = self
+            .servers
+            .iter()
+            .map(|server| {
+                let state = match lock(&server.health).state {
+                    State::Up => "up",
+                    State::Failing => "failing",
+                    State::Skipped(_) => "skipped",
+                };
+                let (free, waiting) = server.gate.load();
+                let max_connections = self.settings.max_connections.max(1);
+                crate::directory::ServerStatus {
+                    url: server.url.clone(),
+                    state,
+                    open: server.open.load(Ordering::Relaxed),
+                    idle_service: lock(&server.idle_service).len(),
+                    idle_bind: lock(&server.idle_bind).len(),
+                    in_flight: max_connections.saturating_sub(free),
+                    waiting,
+                    max_connections,
+                }
+            })
+            .collect();
+        crate::directory::DirectoryStatus {
+            servers,
+            searches: get(&t.searches),
+            binds: get(&t.binds),
+            connects: get(&t.connects),
+            waited: get(&t.waited),
+            wait_seconds: get(&t.wait_micros) as f64 / 1e6,
+            timed_out: get(&t.timed_out),
+        }
+    }
+
     /// The counters, for the line logged at stop.
     pub(super) fn log_totals(&self) {
         let t = &self.totals;
