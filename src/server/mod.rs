@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod clients;
+mod discards;
 pub mod fair;
 mod handler;
 pub mod settings;
@@ -77,6 +78,7 @@ impl Server {
             permits: fair::FairShare::new(settings.max_in_flight),
             unknown_client_log: LogLimiter::new(Duration::from_secs(10)),
             overload_log: LogLimiter::new(Duration::from_secs(10)),
+            discard_log: discards::DiscardLog::default(),
         };
         Self { shared: Arc::new(shared) }
     }

@@ -31,6 +31,7 @@ pub(super) struct Shared {
     pub(super) permits: Arc<FairShare>,
     pub(super) unknown_client_log: LogLimiter,
     pub(super) overload_log: LogLimiter,
+    pub(super) discard_log: super::discards::DiscardLog,
 }
 
 enum Admission {
@@ -124,7 +125,7 @@ impl Shared {
             Ok(packet) => packet,
             Err(discard) => {
                 discard.counter(&self.stats).inc();
-                tracing::debug!(%peer, client = %client.policy.name, why = %discard, "packet dropped");
+                self.discard_log.note(&client.policy.name, peer, &discard, now);
                 return Admission::Drop;
             }
         };

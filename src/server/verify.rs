@@ -28,6 +28,9 @@ pub enum Discard {
     BadMessageAuthenticator,
     #[error("no Message-Authenticator, and this client requires one")]
     MissingMessageAuthenticator,
+    /// RFC 5997 §3: a Status-Server must be signed, whatever the client's setting.
+    #[error("Status-Server without Message-Authenticator")]
+    StatusServerWithoutMessageAuthenticator,
     /// The BlastRADIUS rule: an Access-Request relayed without integrity protection.
     #[error("Proxy-State without Message-Authenticator")]
     ProxyStateWithoutMessageAuthenticator,
@@ -42,7 +45,7 @@ impl Discard {
             Self::TooLong(_) | Self::Malformed(_) => &stats.malformed,
             Self::UnexpectedCode { .. } => &stats.unexpected_code,
             Self::BadMessageAuthenticator => &stats.bad_message_authenticator,
-            Self::MissingMessageAuthenticator => &stats.missing_message_authenticator,
+            Self::MissingMessageAuthenticator | Self::StatusServerWithoutMessageAuthenticator => &stats.missing_message_authenticator,
             Self::ProxyStateWithoutMessageAuthenticator => &stats.proxy_state_without_message_authenticator,
             Self::BadAccountingAuthenticator => &stats.bad_accounting_authenticator,
         }
@@ -86,13 +89,10 @@ fn check_message_authenticator(bytes: &[u8], packet: &Packet, client: &ClientSet
         MessageAuthenticator::Valid => Ok(()),
         MessageAuthenticator::Invalid => Err(Discard::BadMessageAuthenticator),
         MessageAuthenticator::Absent => {
-            let required = match packet.code {
-                Code::StatusServer => true, // RFC 5997 §3
-                Code::AccessRequest => client.require_message_authenticator,
-                _ => false,
-            };
-            if required {
-                return Err(Discard::MissingMessageAuthenticator);
+            match packet.code {
+                Code::StatusServer => return Err(Discard::StatusServerWithoutMessageAuthenticator),
+                Code::AccessRequest if client.require_message_authenticator => return Err(Discard::MissingMessageAuthenticator),
+                _ => {}
             }
             // The BlastRADIUS rule (FreeRADIUS's limit_proxy_state) guards Access-Requests, whose
             // only integrity check is Message-Authenticator. An Accounting-Request is already
@@ -184,7 +184,7 @@ mod tests {
         let bare = radius::encode_request(&status, SECRET, false).unwrap();
         for port in [PortKind::Auth, PortKind::Accounting] {
             assert!(verify(&signed, &client(false), port).is_ok());
-            assert_eq!(verify(&bare, &client(false), port), Err(Discard::MissingMessageAuthenticator));
+            assert_eq!(verify(&bare, &client(false), port), Err(Discard::StatusServerWithoutMessageAuthenticator));
         }
     }
 
