@@ -10,7 +10,7 @@ use crate::directory::file::UsersFile;
 use crate::directory::settings::DirectorySettings;
 use crate::keys::KeyRing;
 
-pub(super) fn check_config(path: &std::path::Path) -> Result<(), CliError> {
+pub(super) fn check_config(path: &std::path::Path, connect: bool) -> Result<(), CliError> {
     let config = Config::load(path)?;
     let directory = match &config.directory {
         DirectorySettings::File { path } => format!("users file with {} user(s)", UsersFile::load(path)?.len()),
@@ -64,7 +64,52 @@ pub(super) fn check_config(path: &std::path::Path) -> Result<(), CliError> {
             )?;
         }
     }
+    if connect {
+        out.flush()?;
+        drop(out);
+        connect_to_everything(&config)?;
+    }
     Ok(())
+}
+
+/// `--connect`: each directory server as a login reaches it, and the database.
+fn connect_to_everything(config: &Config) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut out = std::io::stdout().lock();
+    let mut failed = Vec::new();
+    if let DirectorySettings::Ldap(settings) = &config.directory {
+        let directory = crate::directory::ldap::LdapDirectory::new((**settings).clone())?;
+        for probe in runtime.block_on(directory.probe()) {
+            let took = probe.took.as_millis();
+            match &probe.outcome {
+                Ok(()) => writeln!(out, "directory {}: OK in {took} ms — {}", probe.url, probe.steps.join("; "))?,
+                Err(why) => {
+                    let done = if probe.steps.is_empty() { String::new() } else { format!(" (after: {})", probe.steps.join("; ")) };
+                    writeln!(out, "directory {}: FAILED in {took} ms — {why}{done}", probe.url)?;
+                    failed.push(probe.url.clone());
+                }
+            }
+        }
+    }
+    if config.store.sqlite_path().is_none() {
+        let database = config.store.shown();
+        let keys = super::open_keys(config)?;
+        let reached = runtime.block_on(async {
+            let store = super::connect_store(config, keys, false).await.map_err(|e| match e {
+                super::OpenFailed::Refused(why) => why,
+                super::OpenFailed::Store(e) => e.to_string(),
+            })?;
+            store.ping(crate::clock::now()).await.map_err(|e| e.to_string())
+        });
+        match reached {
+            Ok(()) => writeln!(out, "store {database}: OK — connected, schema current, clock checked")?,
+            Err(why) => {
+                writeln!(out, "store {database}: FAILED — {why}")?;
+                failed.push(database);
+            }
+        }
+    }
+    if failed.is_empty() { Ok(()) } else { Err(format!("could not connect to: {}", failed.join(", ")).into()) }
 }
 
 /// Files holding secrets (the config, secret files, the users file's hashes) that others may

@@ -54,7 +54,7 @@ pub enum Command {
     /// Run the RADIUS server.
     Serve(ConfigArg),
     /// Load the configuration, the users file and dictionaries, report problems, and exit.
-    CheckConfig(ConfigArg),
+    CheckConfig(CheckConfigArgs),
     /// Manage local users and their second-factor lockout.
     #[command(subcommand)]
     User(UserCommand),
@@ -92,6 +92,16 @@ pub struct ConfigArg {
     /// The configuration file.
     #[arg(long, short, env = "RADMFA_CONFIG", default_value = "/etc/radmfa/radmfa.toml")]
     pub config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Also connect: bind to each directory server as the service account (reporting TLS,
+    /// certificate and bind results) and reach the database. Sends no SMS.
+    #[arg(long)]
+    pub connect: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,7 +167,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             init_logging(cli.log_format);
             serve::serve(&args.config)
         }
-        Command::CheckConfig(args) => check::check_config(&args.config),
+        Command::CheckConfig(args) => check::check_config(&args.config.config, args.connect),
         Command::User(UserCommand::Hash) => user_hash(),
         Command::User(UserCommand::Unlock { user, config }) => admin::unlock(&config.config, &user),
         Command::Token(command) => admin::token(command),

@@ -472,3 +472,53 @@ fn a_login_costs_the_dc_one_search_and_one_bind_with_groups_or_not_and_a_code_st
     assert_eq!((three.0 - one.0, three.1 - one.1), (2, 2), "per login one search and one bind, per code step none");
     assert!(one.0 <= 1 + 5, "the user search, the required group, the primary group and a read per level of groups: {one:?}");
 }
+
+/// `radmfa check-config --connect` on a config whose `[directory]` is `directory`: exit status
+/// and standard output.
+fn check_connect(directory: String) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::harness::write_config(dir.path(), &Options { directory: Some(directory), ..Options::default() });
+    let out = crate::harness::admin(&config, &["check-config", "--connect"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn check_config_connect_reports_tls_bind_and_reads_for_each_server() {
+    let Some(dc) = samba::dc() else { return };
+    let (ok, out) = check_connect(dc.directory_section(std::slice::from_ref(&dc.url), ""));
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.starts_with(&format!("directory {}: OK", dc.url))).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains(&format!("LDAPS, certificate verified against {}", dc.ca_file.display())), "{line}");
+    assert!(line.contains(&format!("bound as {}", samba::SERVICE_DN)), "{line}");
+    assert!(line.contains(&format!("base_dn {} readable", samba::BASE_DN)), "{line}");
+    assert!(line.contains(&format!("required group {} readable", samba::VPN_USERS)), "{line}");
+    assert!(!out.contains(samba::SERVICE_PASSWORD), "the service password is never printed");
+
+    // A second server where nothing listens: reported, the first still OK, exit status 1.
+    let (ok, out) = check_connect(dc.directory_section(&[dc.url.clone(), "ldaps://127.0.0.1:1".into()], ""));
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("directory {}: OK", dc.url)), "{out}");
+    assert!(out.contains("directory ldaps://127.0.0.1:1: FAILED") && out.contains("nothing listens there"), "{out}");
+
+    // A wrong service password: AD's sub-code, and what to check.
+    let wrong = dc.directory_section(std::slice::from_ref(&dc.url), "").replace(samba::SERVICE_PASSWORD, "Not-The-Passw0rd");
+    let (ok, out) = check_connect(wrong);
+    assert!(!ok && out.contains("FAILED") && out.contains("check bind_dn and bind_password"), "{out}");
+    assert!(!out.contains("Not-The-Passw0rd"), "{out}");
+
+    // A CA file that did not sign the DC's certificate.
+    let other = tempfile::tempdir().unwrap();
+    let certificate = crate::harness::portal_certificate(other.path());
+    let ca = other.path().join("other-ca.pem");
+    std::fs::write(&ca, certificate.ca_pem).unwrap();
+    let untrusted =
+        dc.directory_section(std::slice::from_ref(&dc.url), "").replace(&dc.ca_file.display().to_string(), &ca.display().to_string());
+    let (ok, out) = check_connect(untrusted);
+    assert!(!ok && out.contains("set ca_file to the CA that issued it"), "{out}");
+
+    // A base DN that is not there.
+    let missing = dc.directory_section(std::slice::from_ref(&dc.url), "").replace("base_dn = \"", "base_dn = \"OU=Gone,");
+    let (ok, out) = check_connect(missing);
+    assert!(!ok && out.contains("does not exist"), "{out}");
+}

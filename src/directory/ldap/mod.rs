@@ -28,6 +28,7 @@ use super::{Account, Denial, Directory, DirectoryError, LoginName, MAX_ACCOUNT_I
 use crate::secret::Secret;
 pub(crate) use crate::tls::client_config;
 use failure::Failure;
+pub use pool::ServerProbe;
 use pool::{Pool, Role};
 
 #[derive(Debug, Clone)]
@@ -87,6 +88,12 @@ impl LdapDirectory {
         let pool = Pool::new(Arc::clone(&settings))?;
         let groups = groups::GroupCache::new(settings.group_cache_ttl);
         Ok(Self { settings, pool, groups })
+    }
+
+    /// Connects to every server as a login would, and says what worked and what did not (for
+    /// `check-config --connect`).
+    pub async fn probe(&self) -> Vec<ServerProbe> {
+        self.pool.probe().await
     }
 
     /// Binds as `dn` with `password` on a connection kept for binds.

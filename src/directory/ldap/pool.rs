@@ -333,7 +333,7 @@ impl Pool {
                 Ok(result) if result.rc == 0 => None,
                 Ok(result) => {
                     tracing::error!(rc = result.rc, bind_dn = %self.settings.bind_dn, "the service account cannot bind: check bind_dn and bind_password");
-                    Some(format!("{url}: the service account's bind answered result {}", result.rc))
+                    Some(format!("{url}: the service account's bind answered result {}: {}", result.rc, result.text))
                 }
                 Err(failure) => {
                     return Err(Failure { message: format!("{url}: the service account's bind: {}", failure.message), ..failure });
@@ -345,6 +345,64 @@ impl Pool {
         }
         tracing::debug!(url = %server.url, open = server.open.load(Ordering::Relaxed), "LDAP connection opened");
         Ok(ldap)
+    }
+
+    /// Connects to each server in turn as a login would (TCP, TLS with the certificate
+    /// checked, the service account's bind), reads `base_dn` and each of `required_groups`, and
+    /// says what happened: for `check-config --connect`. Touches no server's state.
+    pub(super) async fn probe(&self) -> Vec<ServerProbe> {
+        let mut probes = Vec::new();
+        for server in &self.servers {
+            let started = Instant::now();
+            let transport = if server.url.starts_with("ldaps://") {
+                "LDAPS"
+            } else if self.settings.starttls {
+                "StartTLS"
+            } else {
+                "plain LDAP"
+            };
+            let mut steps = Vec::new();
+            let outcome = match self.open(server, Role::Service).await {
+                Err(failure) => Err(explain(&failure.message)),
+                Ok(mut ldap) => {
+                    let certificate = if transport == "plain LDAP" {
+                        "no TLS: passwords cross the network in clear".to_owned()
+                    } else if self.settings.tls_insecure_skip_verify {
+                        "certificate NOT checked (tls_insecure_skip_verify)".to_owned()
+                    } else {
+                        match &self.settings.ca_file {
+                            Some(ca) => format!("certificate verified against {}", ca.display()),
+                            None => "certificate verified against the system's CAs".to_owned(),
+                        }
+                    };
+                    steps.push(format!("{transport}, {certificate}"));
+                    steps.push(format!("bound as {}", self.settings.bind_dn));
+                    let mut outcome = Ok(());
+                    let base = std::iter::once(("base_dn", &self.settings.base_dn));
+                    let groups = self.settings.required_groups.iter().map(|g| ("required group", g));
+                    for (what, dn) in base.chain(groups) {
+                        match self.search(&mut ldap, dn, Scope::Base, "(objectClass=*)", vec!["1.1"]).await {
+                            Ok((entries, result)) if result.rc == 0 && entries.len() == 1 => steps.push(format!("{what} {dn} readable")),
+                            Ok((_, result)) if result.rc == 32 => {
+                                outcome = Err(format!("{what} {dn} does not exist (or the service account cannot see it)"));
+                                break;
+                            }
+                            Ok((_, result)) => {
+                                outcome = Err(format!("reading {what} {dn} answered result {}: {}", result.rc, result.text));
+                                break;
+                            }
+                            Err(failure) => {
+                                outcome = Err(format!("reading {what} {dn}: {}", failure.message));
+                                break;
+                            }
+                        }
+                    }
+                    outcome
+                }
+            };
+            probes.push(ServerProbe { url: server.url.clone(), steps, outcome, took: started.elapsed() });
+        }
+        probes
     }
 
     /// Keeps a connection that worked, up to `max_connections` idle of its kind.
@@ -493,6 +551,45 @@ impl Pool {
             "directory totals"
         );
     }
+}
+
+/// What `check-config --connect` found at one server.
+#[derive(Debug)]
+pub struct ServerProbe {
+    pub url: String,
+    /// What worked, in order.
+    pub steps: Vec<String>,
+    /// Why it stopped, if it did, with a hint at the setting to change.
+    pub outcome: Result<(), String>,
+    pub took: Duration,
+}
+
+/// A connection failure, with what usually causes it.
+fn explain(message: &str) -> String {
+    let hint = if message.contains("UnknownIssuer") || message.contains("unknown issuer") {
+        "the DC's certificate is not signed by a CA radmfa trusts: set ca_file to the CA that issued it"
+    } else if message.contains("NotValidForName") || message.contains("not valid for name") {
+        "the DC's certificate does not name this host: put the name the certificate carries in urls"
+    } else if message.contains("Expired") || message.contains("expired") {
+        "the DC's certificate has expired (or this machine's clock is wrong)"
+    } else if message.contains("data 52e") || message.contains("result 49") || message.contains("rc=49") {
+        "invalid credentials: check bind_dn and bind_password (AD 52e: wrong password or unknown DN)"
+    } else if message.contains("data 533") {
+        "the service account is disabled"
+    } else if message.contains("data 775") {
+        "the service account is locked out"
+    } else if message.contains("data 532") || message.contains("data 773") {
+        "the service account's password has expired or must be changed"
+    } else if message.contains("Connection refused") {
+        "nothing listens there: check the host and port in urls (LDAPS is 636, LDAP 389)"
+    } else if message.contains("no connection within") {
+        "no answer: a firewall in the way, or the wrong host"
+    } else if message.contains("HandshakeFailure") || message.contains("CorruptMessage") || message.contains("InvalidContentType") {
+        "the TLS handshake failed: is it ldaps:// on a port that speaks plain LDAP (use ldap:// with starttls = true)?"
+    } else {
+        return message.to_owned();
+    };
+    format!("{message} — {hint}")
 }
 
 /// The connection of `role` kept last (closed ones and those idle past `IDLE_LIMIT` dropped).
