@@ -7,6 +7,7 @@
 //! file and key in every error. Sections are `deny_unknown_fields`, so a typo is an error
 //! naming the key. Only the command line (`cli`) uses it; nothing here starts anything.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -85,12 +86,76 @@ pub struct Config {
     pub portal: Option<PortalSettings>,
     /// The Prometheus endpoint, when `[metrics] listen` is set.
     pub metrics: Option<MetricsSettings>,
+    /// The `conf.d/*.toml` files whose `[[client]]`s were added, in the order read.
+    pub drop_ins: Vec<PathBuf>,
+    /// The sections a reload cannot apply (sockets, the store, the portal, the metrics
+    /// endpoint), as written: a reload compares them with the running ones to say which need a
+    /// restart.
+    pub restart_only: BTreeMap<String, toml::Value>,
 }
 
+/// `[[client]]` sections in a `conf.d/*.toml` file: nothing else may be there.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DropIn {
+    #[serde(default)]
+    client: Vec<ClientSection>,
+}
+
+/// What a reload cannot change while the server runs: the `[server]` keys but `dictionary`,
+/// and these sections whole.
+const RESTART_ONLY: &[&str] = &["server", "store", "portal", "metrics"];
+
 impl Config {
+    /// Reads `path` and the `[[client]]` drop-ins in `conf.d/*.toml` beside it.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::parse(path, &text, |key| std::env::var(key).ok())
+        let read =
+            |path: &Path| std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source });
+        let text = read(path)?;
+        let drop_ins = drop_in_files(path)?.into_iter().map(|file| Ok((read(&file)?, file))).collect::<Result<Vec<_>, ConfigError>>()?;
+        let mut config = Self::parse(path, &text, |key| std::env::var(key).ok())?;
+        for (text, file) in drop_ins {
+            config.add_drop_in(&file, &text, |key| std::env::var(key).ok())?;
+        }
+        Ok(config)
+    }
+
+    /// Adds the `[[client]]`s of a drop-in file's `text`, read from `file`. Errors name the
+    /// drop-in; a client's name and address must be unique across every file.
+    pub fn add_drop_in(&mut self, file: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let shown = file.display().to_string();
+        let drop_in: DropIn = crate::toml_error::parse(text).map_err(|message| ConfigError::Parse {
+            path: shown.clone(),
+            message: format!("{message} (a conf.d file holds [[client]] sections only)"),
+        })?;
+        let base = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let sources = Sources { base: &base, env: &env };
+        let invalid = |e: Invalid| ConfigError::Invalid { path: shown.clone(), key: e.key, message: e.message };
+        let clients = build_clients(&drop_in.client, &sources, &self.dictionary).map_err(invalid)?;
+        for (i, client) in clients.iter().enumerate() {
+            let key = |field: &str| format!("client[{i}] ({:?}).{field}", client.policy.name);
+            if self.clients.iter().any(|c| c.policy.name == client.policy.name) {
+                return Err(invalid(Invalid::new(
+                    key("name"),
+                    format!("{:?} is already a client (in {} or an earlier conf.d file)", client.policy.name, self.path.display()),
+                )));
+            }
+            if let Some(other) = self.clients.iter().find(|c| c.network == client.network) {
+                return Err(invalid(Invalid::new(key("address"), format!("{} is already client {:?}", client.network, other.policy.name))));
+            }
+        }
+        self.secret_files.push(file.to_path_buf());
+        self.secret_files.extend(drop_in.client.iter().filter_map(|c| c.secret_file.as_ref()).map(|f| sources.path(f)));
+        self.clients.extend(clients);
+        self.drop_ins.push(file.to_path_buf());
+        Ok(())
+    }
+
+    /// The sections whose change a reload cannot apply, by name, that differ from those
+    /// `running` (another config's `restart_only`).
+    pub fn needs_restart_for(&self, running: &BTreeMap<String, toml::Value>) -> Vec<String> {
+        let sections: std::collections::BTreeSet<&String> = self.restart_only.keys().chain(running.keys()).collect();
+        sections.into_iter().filter(|s| self.restart_only.get(*s) != running.get(*s)).map(|s| format!("[{s}]")).collect()
     }
 
     /// Parses `text` as if read from `path` (relative paths resolve against its folder).
@@ -102,8 +167,41 @@ impl Config {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let sources = Sources { base: &base, env: &env };
         let invalid = |e: Invalid| ConfigError::Invalid { path: shown.clone(), key: e.key, message: e.message };
-        assemble(path, file, directory, &sources).map_err(invalid)
+        let mut config = assemble(path, file, directory, &sources).map_err(invalid)?;
+        config.restart_only = restart_only(text);
+        Ok(config)
     }
+}
+
+/// `conf.d/*.toml` beside the config file, by name; none if there is no such folder.
+fn drop_in_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let folder = path.parent().unwrap_or(Path::new(".")).join("conf.d");
+    let entries = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ConfigError::Read { path: folder.display().to_string(), source }),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ConfigError::Read { path: folder.display().to_string(), source })?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // Editors' and package managers' leftovers (.swp, .dpkg-old, ~) are not .toml.
+        if name.ends_with(".toml") && !name.starts_with('.') {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The sections a reload cannot apply, as written (the file parsed without errors already).
+fn restart_only(text: &str) -> BTreeMap<String, toml::Value> {
+    let Ok(mut table) = text.parse::<toml::Table>() else { return BTreeMap::new() };
+    if let Some(toml::Value::Table(server)) = table.get_mut("server") {
+        server.remove("dictionary");
+    }
+    RESTART_ONLY.iter().filter_map(|s| Some(((*s).to_owned(), table.remove(*s)?))).collect()
 }
 
 /// Each section built by its owner, in the order the file is usually read; then what spans
@@ -153,6 +251,8 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
         sms,
         portal,
         metrics,
+        drop_ins: Vec::new(),
+        restart_only: BTreeMap::new(),
     })
 }
 
@@ -427,5 +527,71 @@ tls_insecure_skip_verify = true
         );
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("client[0] (\"netscaler-1\").reply_attributes: unknown attribute \"Nope\""), "{err}");
+    }
+
+    const DROP_IN: &str = r#"
+[[client]]
+name = "vpn-1"
+address = "192.0.2.10"
+secret = "vpn-shared-secret-1"
+mode = "append"
+"#;
+
+    #[test]
+    fn drop_ins_add_clients_and_name_their_file_in_errors() {
+        let mut c = parse(MINIMAL).unwrap();
+        let file = Path::new("/etc/radmfa/conf.d/10-vpn.toml");
+        c.add_drop_in(file, DROP_IN, |_| None).unwrap();
+        assert_eq!(c.clients.len(), 2);
+        assert_eq!(c.clients[1].policy.name, "vpn-1");
+        assert_eq!(c.clients[1].policy.mode, Mode::Append);
+        assert!(c.secret_files.iter().any(|f| f == file), "a drop-in holds secrets: its mode is checked");
+        assert_eq!(c.drop_ins, [file]);
+
+        let again = c.add_drop_in(Path::new("/etc/radmfa/conf.d/20-copy.toml"), DROP_IN, |_| None).unwrap_err().to_string();
+        assert!(again.starts_with("/etc/radmfa/conf.d/20-copy.toml: client[0] (\"vpn-1\").name"), "{again}");
+        let same_address = DROP_IN.replace("vpn-1", "vpn-2");
+        let err = c.add_drop_in(Path::new("/etc/radmfa/conf.d/30.toml"), &same_address, |_| None).unwrap_err().to_string();
+        assert!(err.contains("30.toml: client[0] (\"vpn-2\").address: 192.0.2.10/32 is already client \"vpn-1\""), "{err}");
+        let other_section = "[server]\nlisten = [\"0.0.0.0:1812\"]\n";
+        let err = c.add_drop_in(Path::new("/etc/radmfa/conf.d/40.toml"), other_section, |_| None).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/radmfa/conf.d/40.toml:") && err.contains("[[client]] sections only"), "{err}");
+        let bad_secret =
+            DROP_IN.replace("secret = \"vpn-shared-secret-1\"", "").replace("vpn-1", "vpn-3").replace("192.0.2.10", "192.0.2.11");
+        let err = c.add_drop_in(Path::new("/etc/radmfa/conf.d/50.toml"), &bad_secret, |_| None).unwrap_err().to_string();
+        assert!(err.contains("50.toml: client[0] (\"vpn-3\").secret: missing"), "{err}");
+        assert_eq!(c.clients.len(), 2, "a refused drop-in adds nothing");
+    }
+
+    #[test]
+    fn drop_ins_are_read_from_conf_d_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("radmfa.toml");
+        std::fs::write(&config, MINIMAL).unwrap();
+        std::fs::write(dir.path().join("users.toml"), "").unwrap();
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        std::fs::write(dir.path().join("conf.d/20-b.toml"), DROP_IN.replace("vpn-1", "b").replace("192.0.2.10", "192.0.2.20")).unwrap();
+        std::fs::write(dir.path().join("conf.d/10-a.toml"), DROP_IN.replace("vpn-1", "a")).unwrap();
+        // Not .toml: an editor's swap file, a package manager's leftover.
+        std::fs::write(dir.path().join("conf.d/10-a.toml.dpkg-old"), "not toml at all").unwrap();
+        std::fs::write(dir.path().join("conf.d/.10-a.toml.swp"), "not toml at all").unwrap();
+        let c = Config::load(&config).unwrap();
+        let names: Vec<&str> = c.clients.iter().map(|c| c.policy.name.as_str()).collect();
+        assert_eq!(names, ["netscaler-1", "a", "b"]);
+    }
+
+    #[test]
+    fn a_reload_tells_which_changed_sections_need_a_restart() {
+        let running = parse(MINIMAL).unwrap();
+        let same = parse(&MINIMAL.replace("netscaler-1", "netscaler-2")).unwrap();
+        assert!(same.needs_restart_for(&running.restart_only).is_empty(), "clients reload");
+        let dictionary =
+            parse(&MINIMAL.replace("listen = [\"127.0.0.1:18120\"]", "listen = [\"127.0.0.1:18120\"]\ndictionary = \"/dev/null\""))
+                .unwrap();
+        assert!(dictionary.needs_restart_for(&running.restart_only).is_empty(), "the dictionary reloads");
+        let moved = parse(&MINIMAL.replace("127.0.0.1:18120", "127.0.0.1:18121")).unwrap();
+        assert_eq!(moved.needs_restart_for(&running.restart_only), ["[server]"]);
+        let metrics = parse(&format!("{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1:9812\"\n")).unwrap();
+        assert_eq!(metrics.needs_restart_for(&running.restart_only), ["[metrics]"]);
     }
 }

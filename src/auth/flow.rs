@@ -29,10 +29,10 @@ impl Authenticator {
         // A locked second factor is refused before any bind; the password try is counted (and
         // the password lock checked) when the bind is about to be made. Both reads at once: with
         // a shared database they go in one batch.
-        let (unlocked, tokens) = tokio::join!(self.check_code_lock(&account.id, now), self.services.store.tokens(&account.id));
+        let (unlocked, tokens) = tokio::join!(self.check_code_lock(&account.id, now), self.store.tokens(&account.id));
         unlocked?;
         let tokens = confirmed(tokens.map_err(store_down)?);
-        let digits = self.settings.totp.digits as usize;
+        let digits = self.settings().totp.digits as usize;
         let split = match login.request.client.mode {
             Mode::Challenge => None,
             Mode::Append if !tokens.is_empty() => Some(split_code(login.answer, digits).ok_or(Reason::MissingCode)?),
@@ -57,10 +57,10 @@ impl Authenticator {
             return Ok(accept);
         }
         if !tokens.is_empty() {
-            let state = self.new_state(Stage::Totp, login, &account.id, self.settings.challenge_ttl, now);
+            let state = self.new_state(Stage::Totp, login, &account.id, self.settings().challenge_ttl, now);
             let sealed = self.seal(&state)?;
             self.keep_context(&state, client, &profile).await?;
-            return Ok(Decision::challenge(Reason::TotpChallenge, self.settings.messages.challenge_totp.clone(), sealed));
+            return Ok(Decision::challenge(Reason::TotpChallenge, self.settings().messages.challenge_totp.clone(), sealed));
         }
         match client.no_token {
             NoToken::Sms => self.send_sms(login, &account.id, &profile, now).await,
@@ -72,7 +72,7 @@ impl Authenticator {
     /// A request with State: the answer to a challenge.
     pub(super) async fn continue_challenge(&self, login: &mut Login<'_>, state: &[u8]) -> Result<Decision, Reason> {
         let now = login.request.arrival_time();
-        let keys = self.services.keys.current();
+        let keys = self.keys.current();
         let state = ChallengeState::open(state, &keys).ok_or(Reason::InvalidState)?;
         if state.expires_at <= now {
             return Err(Reason::StateExpired);
@@ -82,7 +82,7 @@ impl Authenticator {
         }
         let account = state.account.clone();
         login.account = Some(account.clone());
-        let store = &self.services.store;
+        let store = &self.store;
         let answer = String::from_utf8_lossy(login.answer);
         let answer = answer.trim();
         // The State used up, by this request, and its context read at once — and for a code
@@ -159,7 +159,7 @@ impl Authenticator {
                 }
                 let retry = state.retry();
                 let sealed = self.seal(&retry)?;
-                let challenge = Decision::challenge(Reason::SmsRetry, self.settings.messages.wrong_code_retry.clone(), sealed);
+                let challenge = Decision::challenge(Reason::SmsRetry, self.settings().messages.wrong_code_retry.clone(), sealed);
                 // Kept for this request's retries: the same new State, not another try.
                 let (context, kept) =
                     tokio::join!(self.keep_context(&retry, client, &profile), self.keep_answer(login.request, &challenge, now));
@@ -193,7 +193,7 @@ impl Authenticator {
     /// Keeps what the code step of `state` will need, sealed, in the store until it expires.
     async fn keep_context(&self, state: &ChallengeState, client: &ClientPolicy, profile: &UserProfile) -> Result<(), Reason> {
         let sealed = self.sealed_context(state, client, profile)?;
-        self.services.store.keep_challenge_context(&state.nonce, state.expires_at, sealed).await.map_err(store_down)
+        self.store.keep_challenge_context(&state.nonce, state.expires_at, sealed).await.map_err(store_down)
     }
 
     /// What the code step of `state` will need, sealed for its nonce: of the groups, only those
@@ -211,7 +211,7 @@ impl Authenticator {
             .cloned()
             .collect();
         let profile = UserProfile { groups, ..profile.clone() };
-        context::seal(&profile, &state.nonce, &self.services.keys.current()).map_err(|e| {
+        context::seal(&profile, &state.nonce, &self.keys.current()).map_err(|e| {
             tracing::error!(error = %e, "cannot keep a challenge's context");
             Reason::InvalidState
         })
@@ -222,7 +222,7 @@ impl Authenticator {
     /// name must still resolve to the State's account.
     async fn context(&self, state: &ChallengeState, login: &Login<'_>, kept: Option<Vec<u8>>) -> Result<UserProfile, Reason> {
         if let Some(sealed) = kept {
-            return context::open(&sealed, &state.nonce, &self.services.keys.current()).ok_or_else(|| {
+            return context::open(&sealed, &state.nonce, &self.keys.current()).ok_or_else(|| {
                 tracing::error!("a challenge's kept context does not open with the key file: was the key replaced?");
                 Reason::InvalidState
             });
@@ -235,7 +235,7 @@ impl Authenticator {
         if !login.request.client.needs_groups() {
             return Ok(found.profile);
         }
-        let groups = self.services.directory.groups(&found).await.map_err(|e| super::directory_down(&e, "listed a user's groups"))?;
+        let groups = self.directory().groups(&found).await.map_err(|e| super::directory_down(&e, "listed a user's groups"))?;
         Ok(UserProfile { groups, ..found.profile })
     }
 
@@ -245,13 +245,13 @@ impl Authenticator {
     /// the store stalled — gets the same Challenge, or a first one, never a second SMS; a retry
     /// no node answered before is a new send, counted against the limits.
     async fn send_sms(&self, login: &Login<'_>, account: &str, profile: &UserProfile, now: UnixTime) -> Result<Decision, Reason> {
-        let answer_by = login.request.arrived + self.settings.sms_answer_within;
+        let answer_by = login.request.arrived + self.settings().sms_answer_within;
         let code = self.new_code(profile.mobile.as_deref())?;
-        let mut state = self.new_state(Stage::Sms, login, account, self.settings.sms_validity, now);
+        let mut state = self.new_state(Stage::Sms, login, account, self.settings().sms_validity, now);
         state.code_salt = code.salt;
         state.code_hash = code.hash;
         let sealed = self.seal(&state)?;
-        let prompt = self.settings.messages.challenge_sms.replace("{mobile}", &code.masked);
+        let prompt = self.settings().messages.challenge_sms.replace("{mobile}", &code.masked);
         let challenge = Decision::challenge(Reason::SmsSent, prompt, sealed);
         let record = SmsChallengeRecord {
             nonce: state.nonce.to_vec(),
@@ -259,8 +259,8 @@ impl Authenticator {
             context: self.sealed_context(&state, &login.request.client, profile)?,
             answer: self.kept(RetryKey::of(login.request), &challenge, now),
         };
-        let store = &self.services.store;
-        match store.reserve_sms_challenge(account, now, self.settings.sms_limits, record).await.map_err(store_down)? {
+        let store = &self.store;
+        match store.reserve_sms_challenge(account, now, self.settings().sms_limits, record).await.map_err(store_down)? {
             SmsChallengeUse::Reserved => {}
             SmsChallengeUse::UserLimit | SmsChallengeUse::GlobalLimit => return Err(Reason::SmsRateLimited),
             SmsChallengeUse::AnsweredBefore(kept) => return super::retry::decode(&kept).ok_or(Reason::InvalidState),
@@ -279,11 +279,11 @@ impl Authenticator {
 
     fn new_state(&self, stage: Stage, login: &Login<'_>, account: &str, ttl: Duration, now: UnixTime) -> ChallengeState {
         let expires_at: UnixTime = now + ttl.as_secs() as UnixTime;
-        ChallengeState::new(stage, login.user.name(), account, &login.request.client.name, expires_at, self.settings.sms_tries)
+        ChallengeState::new(stage, login.user.name(), account, &login.request.client.name, expires_at, self.settings().sms_tries)
     }
 
     fn seal(&self, state: &ChallengeState) -> Result<Vec<u8>, Reason> {
-        state.seal(&self.services.keys.current()).map_err(|e| {
+        state.seal(&self.keys.current()).map_err(|e| {
             tracing::error!(error = %e, "cannot make a challenge State");
             Reason::InvalidState
         })

@@ -27,6 +27,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use regex::Regex;
 
 use crate::directory::{Directory, LoginName};
@@ -209,9 +210,15 @@ pub struct Services {
     pub keys: Arc<Keys>,
 }
 
+/// Decides requests. Its settings and its directory can be replaced while it runs (`reload`):
+/// a decision under way finishes with those it began with, what is kept in the store (States,
+/// contexts, lockouts) carries over.
 pub struct Authenticator {
-    services: Services,
-    settings: AuthSettings,
+    store: Arc<dyn Store>,
+    sms: ArcSwap<Arc<dyn Gateway>>,
+    keys: Arc<Keys>,
+    directory: ArcSwap<Arc<dyn Directory>>,
+    settings: ArcSwap<AuthSettings>,
     sms_stats: Arc<SmsStats>,
     /// Password and code tries in flight per account.
     allowance: allowance::Allowance,
@@ -229,12 +236,39 @@ struct Login<'a> {
 
 impl Authenticator {
     pub fn new(services: Services, settings: AuthSettings) -> Self {
-        Self { services, settings, sms_stats: Arc::default(), allowance: allowance::Allowance::default() }
+        let Services { directory, store, sms, keys } = services;
+        Self {
+            store,
+            sms: ArcSwap::from_pointee(sms),
+            keys,
+            directory: ArcSwap::from_pointee(directory),
+            settings: ArcSwap::from_pointee(settings),
+            sms_stats: Arc::default(),
+            allowance: allowance::Allowance::default(),
+        }
+    }
+
+    /// Decides from now on with `settings`, `directory` and the SMS gateway `sms` (a
+    /// reloaded configuration).
+    pub fn reload(&self, settings: AuthSettings, directory: Arc<dyn Directory>, sms: Arc<dyn Gateway>) {
+        self.settings.store(Arc::new(settings));
+        self.directory.store(Arc::new(directory));
+        self.sms.store(Arc::new(sms));
+    }
+
+    /// The settings now: a decision reads them as it goes.
+    fn settings(&self) -> Arc<AuthSettings> {
+        self.settings.load_full()
+    }
+
+    /// The directory now.
+    pub fn directory(&self) -> Arc<dyn Directory> {
+        Arc::clone(&self.directory.load())
     }
 
     /// Whether the store can be used now (see [`crate::store::Store::available`]).
     pub fn store_available(&self) -> bool {
-        self.services.store.available()
+        self.store.available()
     }
 
     /// What became of the SMS codes sent, for the counters logged at stop.
@@ -271,14 +305,14 @@ impl Authenticator {
 
     /// The login name for an audit line written without a decision.
     fn login_of(&self, request: &Request) -> Option<String> {
-        request.user_name.as_deref().and_then(valid_user_name).map(|u| self.settings.usernames.login_name(u).name().to_owned())
+        request.user_name.as_deref().and_then(valid_user_name).map(|u| self.settings().usernames.login_name(u).name().to_owned())
     }
 
     async fn decide_inner(&self, request: &Request) -> (Option<String>, Decision) {
         let user = match request.user_name.as_deref().map(valid_user_name) {
             None => return (None, self.rejected(Reason::MissingUserName)),
             Some(None) => return (None, self.rejected(Reason::InvalidUserName)),
-            Some(Some(user)) => self.settings.usernames.login_name(user),
+            Some(Some(user)) => self.settings().usernames.login_name(user),
         };
         let reject = |reason| (Some(user.name().to_owned()), self.rejected(reason));
         if request.method != Method::Pap {
@@ -325,7 +359,7 @@ impl Authenticator {
     /// A Reject: one Reply-Message for every reason, so the NAS (and whoever drives it) learns
     /// nothing about which accounts exist, have tokens, or are locked.
     fn rejected(&self, reason: Reason) -> Decision {
-        Decision::reject(reason, self.settings.messages.rejected.clone())
+        Decision::reject(reason, self.settings().messages.rejected.clone())
     }
 }
 

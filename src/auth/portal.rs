@@ -72,7 +72,7 @@ impl PortalStep {
 impl Authenticator {
     /// The name to look up for what a user typed.
     pub fn login_name(&self, typed: &str) -> LoginName {
-        self.settings.usernames.login_name(typed)
+        self.settings().usernames.login_name(typed)
     }
 
     /// A key for per-user rate limits: every case and realm spelling of a name shares one.
@@ -91,7 +91,7 @@ impl Authenticator {
         let account = self.resolve_for_password(&login, password).await.map_err(|r| audit(login.name(), r))?;
         self.check_code_lock(&account.id, now).await.map_err(|r| audit(&account.id, r))?;
         let profile = self.check_password(&account, password, false, now).await.map_err(|r| audit(&account.id, r))?;
-        let tokens = self.services.store.tokens(&account.id).await.map_err(store_down).map_err(|r| audit(&account.id, r))?;
+        let tokens = self.store.tokens(&account.id).await.map_err(store_down).map_err(|r| audit(&account.id, r))?;
         let has_token = !confirmed(tokens).is_empty();
         // Neither an app nor a phone: the portal can only say so (never a way past the factor).
         audit(&account.id, if has_token || profile.mobile.is_some() { Reason::PasswordVerified } else { Reason::NoMobile });
@@ -107,7 +107,7 @@ impl Authenticator {
     /// Sends a sign-in code by SMS to the profile's mobile number (same limits as RADIUS).
     pub async fn portal_send_sms(&self, account: &str, profile: &UserProfile, from: IpAddr, now: UnixTime) -> Result<SmsChallenge, Reason> {
         let audit = |reason| self.portal_audit(account, from, PortalStep::SignInSms, reason);
-        let answer_by = std::time::Instant::now() + self.settings.sms_answer_within;
+        let answer_by = std::time::Instant::now() + self.settings().sms_answer_within;
         let code = self.reserve_code(account, profile.mobile.as_deref(), now).await.map_err(audit)?;
         let sent = self.send_code(code, account, answer_by).await;
         match sent.delivered {
@@ -119,8 +119,8 @@ impl Authenticator {
         Ok(SmsChallenge {
             salt: sent.salt,
             hash: sent.hash,
-            expires_at: now + self.settings.sms_validity.as_secs() as UnixTime,
-            tries_left: self.settings.sms_tries,
+            expires_at: now + self.settings().sms_validity.as_secs() as UnixTime,
+            tries_left: self.settings().sms_tries,
             masked: sent.masked,
         })
     }
@@ -135,7 +135,7 @@ impl Authenticator {
         from: IpAddr,
         now: UnixTime,
     ) -> Result<(), Reason> {
-        let store = &self.services.store;
+        let store = &self.store;
         let audit = |reason| self.portal_audit(account, from, PortalStep::SignInCode, reason);
         if store.locked_until(account, Factor::Code, now).await.map_err(store_down).map_err(audit)?.is_some() {
             return Err(audit(Reason::SecondFactorLocked));
@@ -163,7 +163,7 @@ impl Authenticator {
 
     /// The user's tokens, for the TOKENS tab (confirmed ones; pending enrollments are not shown).
     pub async fn portal_tokens(&self, user: &str) -> Result<Vec<Token>, Reason> {
-        Ok(confirmed(self.services.store.tokens(user).await.map_err(store_down)?))
+        Ok(confirmed(self.store.tokens(user).await.map_err(store_down)?))
     }
 
     /// Starts an enrollment: a new, unconfirmed token (never accepted at login until confirmed).
@@ -175,7 +175,7 @@ impl Authenticator {
         max_tokens: usize,
         now: UnixTime,
     ) -> Result<Enrollment, Reason> {
-        let store = &self.services.store;
+        let store = &self.store;
         let tokens = store.tokens(user).await.map_err(store_down)?;
         if confirmed(tokens).len() >= max_tokens {
             return Err(Reason::TooManyTokens);
@@ -197,13 +197,14 @@ impl Authenticator {
         from: IpAddr,
         now: UnixTime,
     ) -> Result<(), Reason> {
-        let store = &self.services.store;
+        let store = &self.store;
         if now - enrollment.started_at > timeout.as_secs() as UnixTime {
             let _ = store.abandon_token(user, enrollment.token_id).await;
             return Err(self.portal_audit(user, from, PortalStep::Enroll, Reason::StateExpired));
         }
-        let params = self.settings.totp;
-        let Some(step) = params.matching_step(enrollment.secret.expose(), code.trim(), now.max(0) as u64, self.settings.totp_window) else {
+        let params = self.settings().totp;
+        let Some(step) = params.matching_step(enrollment.secret.expose(), code.trim(), now.max(0) as u64, self.settings().totp_window)
+        else {
             return Err(self.portal_audit(user, from, PortalStep::Enroll, Reason::WrongCode));
         };
         if !store.confirm_token(user, enrollment.token_id, step, max_tokens).await.map_err(store_down)? {
@@ -219,14 +220,14 @@ impl Authenticator {
     /// Gives up an enrollment the session no longer holds (replaced by a newer one, or the
     /// session gone): its token is removed only if no code confirmed it meanwhile.
     pub async fn portal_abandon(&self, user: &str, token_id: i64) {
-        if let Err(e) = self.services.store.abandon_token(user, token_id).await {
+        if let Err(e) = self.store.abandon_token(user, token_id).await {
             // Never usable unconfirmed; the purge removes it a day after it was made.
             tracing::warn!(user, token = token_id, error = %e, "portal: an abandoned enrollment could not be removed");
         }
     }
 
     pub async fn portal_remove(&self, user: &str, token_id: i64, from: IpAddr) -> Result<bool, Reason> {
-        let removed = self.services.store.remove_token(user, token_id).await.map_err(store_down)?;
+        let removed = self.store.remove_token(user, token_id).await.map_err(store_down)?;
         if removed {
             tracing::info!(target: "radmfa::audit", user, client = "portal", from = %from, token = token_id, "portal: token removed");
         }

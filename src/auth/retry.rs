@@ -65,10 +65,10 @@ impl Authenticator {
     /// `answer` as kept for this request's retries, until they stop; `None` when retries are
     /// answered by the node's own cache alone (no `retry_window`), or it is not kept (a Reject).
     pub(super) fn kept(&self, key: RetryKey, answer: &Decision, now: UnixTime) -> Option<KeptAnswer> {
-        if self.settings.retry_window.is_zero() {
+        if self.settings().retry_window.is_zero() {
             return None;
         }
-        let expires_at = now + self.settings.retry_window.as_secs() as UnixTime;
+        let expires_at = now + self.settings().retry_window.as_secs() as UnixTime;
         Some(KeptAnswer { key: key.0.to_vec(), expires_at, answer: encode(&answer.verdict)? })
     }
 
@@ -76,15 +76,15 @@ impl Authenticator {
     /// (an SMS code's), or a Challenge before its SMS goes out.
     pub(super) async fn keep_answer(&self, request: &Request, answer: &Decision, now: UnixTime) -> Result<(), Reason> {
         let Some(kept) = self.kept(RetryKey::of(request), answer, now) else { return Ok(()) };
-        self.services.store.keep_answer(kept).await.map_err(super::store_down)
+        self.store.keep_answer(kept).await.map_err(super::store_down)
     }
 
     /// The answer a node gave this very request before, if one is kept.
     pub(super) async fn answered_before(&self, key: RetryKey, now: UnixTime) -> Result<Option<Decision>, Reason> {
-        if self.settings.retry_window.is_zero() {
+        if self.settings().retry_window.is_zero() {
             return Ok(None);
         }
-        let kept = self.services.store.kept_answer(&key.0, now).await.map_err(super::store_down)?;
+        let kept = self.store.kept_answer(&key.0, now).await.map_err(super::store_down)?;
         Ok(kept.and_then(|bytes| decode(&bytes)))
     }
 }

@@ -100,17 +100,17 @@ impl Authenticator {
         now: UnixTime,
     ) -> Result<MadeToken, StoreError> {
         let secret = totp::new_secret();
-        let params = self.settings.totp;
+        let params = self.settings().totp;
         let token =
             NewToken { username: account.to_owned(), name: name.to_owned(), params, secret: secret.clone(), confirmed, created_at: now };
-        let id = self.services.store.add_token(token).await?;
+        let id = self.store.add_token(token).await?;
         let uri = params.otpauth_uri(secret.expose(), issuer, account);
         Ok(MadeToken { id, secret, uri })
     }
 
     /// The account a login name denotes, or why there is none.
     pub(super) async fn find(&self, login: &LoginName) -> Result<Account, Reason> {
-        match self.services.directory.find(login).await {
+        match self.directory().find(login).await {
             Ok(Some(account)) => Ok(account),
             Ok(None) => Err(Reason::Directory(Denial::NoSuchUser)),
             Err(e) => Err(directory_down(&e, "looked a user up")),
@@ -124,17 +124,11 @@ impl Authenticator {
     pub(crate) async fn resolve(&self, login: &LoginName) -> Result<Account, Reason> {
         let account = self.find(login).await?;
         let legacy = UsernameRules::legacy_key(login);
-        if legacy != account.id && !self.services.store.list_tokens(Some(&legacy)).await.map_err(store_down)?.is_empty() {
-            let same = self
-                .services
-                .directory
-                .find(&LoginName::normalise(&legacy, &[], &[]))
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|a| a.id == account.id);
+        if legacy != account.id && !self.store.list_tokens(Some(&legacy)).await.map_err(store_down)?.is_empty() {
+            let same =
+                self.directory().find(&LoginName::normalise(&legacy, &[], &[])).await.ok().flatten().is_some_and(|a| a.id == account.id);
             if same {
-                let moved = self.services.store.move_tokens(&legacy, &account.id).await.map_err(store_down)?;
+                let moved = self.store.move_tokens(&legacy, &account.id).await.map_err(store_down)?;
                 tracing::info!(target: "radmfa::audit", user = account.id.as_str(), from = legacy.as_str(), tokens = moved, "tokens filed under another spelling moved to the account");
             }
         }
@@ -147,7 +141,7 @@ impl Authenticator {
     pub(super) async fn resolve_for_password(&self, login: &LoginName, password: &[u8]) -> Result<Account, Reason> {
         let resolved = self.resolve(login).await;
         if let Err(Reason::Directory(Denial::NoSuchUser)) = resolved {
-            self.services.directory.spend_like_a_check(password).await;
+            self.directory().spend_like_a_check(password).await;
         }
         resolved
     }
@@ -155,7 +149,7 @@ impl Authenticator {
     /// Refuses an account whose second factor is locked: checked before any bind, so a locked
     /// account costs the directory nothing. (The password lock is taken by the try itself.)
     pub(super) async fn check_code_lock(&self, account: &str, now: UnixTime) -> Result<(), Reason> {
-        if self.services.store.locked_until(account, Factor::Code, now).await.map_err(store_down)?.is_some() {
+        if self.store.locked_until(account, Factor::Code, now).await.map_err(store_down)?.is_some() {
             return Err(Reason::SecondFactorLocked);
         }
         Ok(())
@@ -172,7 +166,7 @@ impl Authenticator {
         now: UnixTime,
     ) -> Result<UserProfile, Reason> {
         let attempt = self.begin(&account.id, Factor::Password, now).await?;
-        let verdict = self.services.directory.check_password(account, password, with_groups).await;
+        let verdict = self.directory().check_password(account, password, with_groups).await;
         let outcome = match &verdict {
             Ok(PasswordCheck::Valid(_)) => Guess::Right,
             Ok(PasswordCheck::Denied(Denial::WrongPassword)) => Guess::Wrong,
@@ -219,10 +213,10 @@ impl Authenticator {
         retry: Option<RetryRecord>,
         tried: Tried,
     ) -> Result<Option<Decision>, Reason> {
-        let store = &self.services.store;
+        let store = &self.store;
         let mut replayed = false;
         for token in tokens {
-            let Some(step) = token.params.matching_step(token.secret.expose(), code, now.max(0) as u64, self.settings.totp_window) else {
+            let Some(step) = token.params.matching_step(token.secret.expose(), code, now.max(0) as u64, self.settings().totp_window) else {
                 continue;
             };
             let keep = retry.as_ref().and_then(|r| r.keep.clone());
@@ -251,10 +245,10 @@ impl Authenticator {
     /// tries in flight, waits for one of them to end (the request's deadline bounds the wait).
     pub(super) async fn begin(&self, account: &str, factor: Factor, now: UnixTime) -> Result<Try, Reason> {
         let policy = match factor {
-            Factor::Code => self.settings.lockout,
-            Factor::Password => self.settings.password_lockout,
+            Factor::Code => self.settings().lockout,
+            Factor::Password => self.settings().password_lockout,
         };
-        match self.allowance.begin(&self.services.store, account, factor, now, policy).await {
+        match self.allowance.begin(&self.store, account, factor, now, policy).await {
             Ok(inner) => Ok(Try { inner, account: account.to_owned(), factor, now }),
             Err(Refused::Locked) => Err(match factor {
                 Factor::Code => Reason::SecondFactorLocked,
@@ -267,19 +261,19 @@ impl Authenticator {
     /// A fresh code for the mobile number, not yet counted nor sent: what the answer needs is
     /// kept with the count (see [`crate::store::Store::reserve_sms_challenge`]), then it is sent.
     pub(crate) fn new_code(&self, mobile: Option<&str>) -> Result<NewCode, Reason> {
-        let Some(mobile) = mobile.and_then(|m| phone::to_e164(m, &self.settings.default_country_code)) else {
+        let Some(mobile) = mobile.and_then(|m| phone::to_e164(m, &self.settings().default_country_code)) else {
             return Err(Reason::NoMobile);
         };
         let code = sms_code::generate();
         let salt = super::state::random16();
-        let text = Secret::new(self.settings.messages.sms_text.replace("{code}", code.expose()));
+        let text = Secret::new(self.settings().messages.sms_text.replace("{code}", code.expose()));
         Ok(NewCode { salt, hash: sms_code::hash(code.expose(), &salt), masked: phone::mask(&mobile), mobile, text })
     }
 
     /// A fresh code, its SMS counted within the limits (the portal's sign-in).
     pub(crate) async fn reserve_code(&self, account: &str, mobile: Option<&str>, now: UnixTime) -> Result<NewCode, Reason> {
         let code = self.new_code(mobile)?;
-        match self.services.store.reserve_sms(account, now, self.settings.sms_limits).await.map_err(store_down)? {
+        match self.store.reserve_sms(account, now, self.settings().sms_limits).await.map_err(store_down)? {
             SmsReservation::Allowed => Ok(code),
             SmsReservation::UserLimit | SmsReservation::GlobalLimit => Err(Reason::SmsRateLimited),
         }
@@ -290,7 +284,7 @@ impl Authenticator {
     /// result logged and counted, so the answer goes out before the NAS gives up.
     pub(crate) async fn send_code(&self, code: NewCode, account: &str, answer_by: Instant) -> SentCode {
         let NewCode { salt, hash, masked, mobile, text } = code;
-        let delivery = Delivery::start(Arc::clone(&self.services.sms), mobile, text, Arc::clone(&self.sms_stats), account);
+        let delivery = Delivery::start(self.sms.load_full().as_ref().clone(), mobile, text, Arc::clone(&self.sms_stats), account);
         let delivered = delivery.wait_until(answer_by.into()).await;
         SentCode { salt, hash, masked, delivered }
     }

@@ -39,9 +39,13 @@ pub(super) fn check_config(path: &std::path::Path, connect: bool) -> Result<(), 
             }
         }
     }
+    let drop_ins = match config.drop_ins.len() {
+        0 => String::new(),
+        n => format!(" ({n} conf.d file(s))"),
+    };
     writeln!(
         out,
-        "{}: OK — {} listen address(es), {} client(s), {directory}",
+        "{}: OK — {} listen address(es), {} client(s){drop_ins}, {directory}",
         path.display(),
         config.server.listen.len() + config.server.accounting_listen.len(),
         config.clients.len(),

@@ -6,6 +6,7 @@ mod admin;
 mod bench;
 mod check;
 mod copy;
+mod reload;
 mod serve;
 
 use std::io::{BufRead, IsTerminal, Write};

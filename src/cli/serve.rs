@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::reload::{Running, reload_on_hangup};
 use super::{CliError, OpenFailed};
 use crate::auth::{Authenticator, Services};
 use crate::config::Config;
@@ -16,7 +17,7 @@ use crate::server::{self, PortKind, Server};
 use crate::store::{Store, StoreError};
 
 pub fn serve(config_path: &Path) -> Result<(), CliError> {
-    let config = Config::load(config_path)?;
+    let mut config = Config::load(config_path)?;
     for warning in config.warnings.iter().chain(&super::file_mode_warnings(&config)) {
         tracing::warn!("{warning}");
     }
@@ -68,9 +69,24 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
             None => None,
         };
         let sms_stats = authenticator.sms_stats();
-        let server =
-            Server::new(config.server.clone(), config.clients, authenticator, Arc::clone(&config.dictionary), Arc::clone(&metrics));
-        watch_everything(&metrics, &server, &sms_stats, sms_gateway, &directory, &store);
+        let clients = std::mem::take(&mut config.clients);
+        let running = Running::of(&config, &clients);
+        let server = Arc::new(Server::new(
+            config.server.clone(),
+            clients,
+            Arc::clone(&authenticator),
+            Arc::clone(&config.dictionary),
+            Arc::clone(&metrics),
+        ));
+        watch_everything(&metrics, &server, &sms_stats, &authenticator, &store);
+        tokio::spawn(reload_on_hangup(
+            config_path.to_path_buf(),
+            running,
+            Arc::clone(&server),
+            Arc::clone(&authenticator),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ));
         if let Some(settings) = config.metrics.clone() {
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
@@ -91,7 +107,7 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         }
         let counters = server.stats().snapshot().into_iter().chain(sms_stats.snapshot().into_iter().map(|(name, n)| (sms_name(name), n)));
         let stats: Vec<String> = counters.map(|(name, n)| format!("{name}={n}")).collect();
-        directory.log_totals();
+        authenticator.directory().log_totals();
         tracing::info!(stats = %stats.join(" "), "stopped");
         Ok::<(), CliError>(())
     })
@@ -102,16 +118,17 @@ fn watch_everything(
     metrics: &Metrics,
     server: &Server,
     sms_stats: &Arc<crate::sms::SmsStats>,
-    gateway: &'static str,
-    directory: &Arc<dyn crate::directory::Directory>,
+    authenticator: &Arc<Authenticator>,
     store: &Arc<dyn Store>,
 ) {
     let stats = server.stats();
     metrics.watch(CounterSet { prefix: "radius", labels: Vec::new(), read: move || stats.described() });
     let sms = Arc::clone(sms_stats);
-    metrics.watch(CounterSet { prefix: "sms", labels: vec![("gateway", gateway)], read: move || sms.described() });
-    let directory = Arc::clone(directory);
-    metrics.watch(DirectoryWatch(move || directory.status()));
+    // Whichever gateway sent them (a reload may change it): per gateway, see sms_send_seconds.
+    metrics.watch(CounterSet { prefix: "sms", labels: Vec::new(), read: move || sms.described() });
+    // The directory a reload put in place, not the one at start.
+    let authenticator = Arc::clone(authenticator);
+    metrics.watch(DirectoryWatch(move || authenticator.directory().status()));
     metrics.watch(StoreAvailability(Arc::clone(store)));
 }
 

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::PortKind;
@@ -26,7 +27,8 @@ const ACCESS_REQUEST: &str = "Access-Request";
 /// What every transport's requests share once verified.
 pub(super) struct Handler {
     authenticator: Arc<Authenticator>,
-    dictionary: Arc<Dictionary>,
+    /// Replaced whole by a reload.
+    dictionary: ArcSwap<Dictionary>,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     request_timeout: Duration,
@@ -51,13 +53,26 @@ impl Handler {
         metrics: Arc<Metrics>,
         settings: &ServerSettings,
     ) -> Self {
-        Self { authenticator, dictionary, stats, metrics, request_timeout: settings.request_timeout, reject_delay: settings.reject_delay }
+        Self {
+            authenticator,
+            dictionary: ArcSwap::new(dictionary),
+            stats,
+            metrics,
+            request_timeout: settings.request_timeout,
+            reject_delay: settings.reject_delay,
+        }
+    }
+
+    /// Names attributes in the debug log with `dictionary` from now on.
+    pub(super) fn reload_dictionary(&self, dictionary: Arc<Dictionary>) {
+        self.dictionary.store(dictionary);
     }
 
     /// The debug line of a verified request, its attributes named by the dictionary.
     pub(super) fn log_received(&self, packet: &Packet, origin: &Origin<'_>) {
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let attributes: Vec<String> = packet.attributes.iter().map(|a| self.dictionary.describe(a)).collect();
+            let dictionary = self.dictionary.load();
+            let attributes: Vec<String> = packet.attributes.iter().map(|a| dictionary.describe(a)).collect();
             let client = origin.client.policy.name.as_str();
             tracing::debug!(peer = %origin.peer, client, code = %packet.code, id = packet.identifier, ?attributes, "received");
         }
@@ -194,7 +209,8 @@ impl Handler {
     /// The response as it goes out, with its debug line.
     fn sent(&self, reply: &Packet, bytes: Vec<u8>, origin: &Origin<'_>) -> Arc<[u8]> {
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let attributes: Vec<String> = reply.attributes.iter().map(|a| self.dictionary.describe(a)).collect();
+            let dictionary = self.dictionary.load();
+            let attributes: Vec<String> = reply.attributes.iter().map(|a| dictionary.describe(a)).collect();
             tracing::debug!(peer = %origin.peer, code = %reply.code, id = reply.identifier, ?attributes, "sent");
         }
         bytes.into()

@@ -72,7 +72,7 @@ impl Server {
         let stats = Arc::new(Stats::default());
         let shared = Shared {
             handler: Handler::new(authenticator, dictionary, Arc::clone(&stats), metrics, &settings),
-            clients: ClientTable::new(clients),
+            clients: arc_swap::ArcSwap::from_pointee(ClientTable::new(clients)),
             cache: ResponseCache::new(settings.cache_ttl, settings.cache_entries),
             stats,
             permits: fair::FairShare::new(settings.max_in_flight),
@@ -81,6 +81,13 @@ impl Server {
             discard_log: discards::DiscardLog::default(),
         };
         Self { shared: Arc::new(shared) }
+    }
+
+    /// Serves `clients` from now on, naming attributes with `dictionary` (a reloaded
+    /// configuration). Requests already admitted finish as the client they came from.
+    pub fn reload(&self, clients: Vec<ClientSettings>, dictionary: Arc<Dictionary>) {
+        self.shared.clients.store(Arc::new(ClientTable::new(clients)));
+        self.shared.handler.reload_dictionary(dictionary);
     }
 
     pub fn stats(&self) -> Arc<Stats> {

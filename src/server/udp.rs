@@ -14,6 +14,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{Lookup, ResponseCache, Ticket};
+use arc_swap::ArcSwap;
+
 use super::clients::ClientTable;
 use super::fair::{FairShare, Permit};
 use super::handler::{Handler, Origin};
@@ -25,7 +27,8 @@ use crate::radius::{Code, MAX_PACKET_LEN, Packet};
 /// Everything the receive loops and their request tasks share.
 pub(super) struct Shared {
     pub(super) handler: Handler,
-    pub(super) clients: ClientTable,
+    /// Replaced whole by a reload; a request in flight keeps the client it was admitted as.
+    pub(super) clients: ArcSwap<ClientTable>,
     pub(super) cache: Arc<ResponseCache>,
     pub(super) stats: Arc<Stats>,
     pub(super) permits: Arc<FairShare>,
@@ -121,6 +124,7 @@ impl Shared {
     fn admit(&self, datagram: &[u8], peer: SocketAddr, kind: PortKind, now: Instant) -> Admission {
         self.stats.received.inc();
         let Some(client) = self.client_of(peer, now) else { return Admission::Drop };
+        let client = &client;
         let packet = match verify(datagram, client, kind) {
             Ok(packet) => packet,
             Err(discard) => {
@@ -156,8 +160,8 @@ impl Shared {
     }
 
     /// The configured client this source address is, if any.
-    fn client_of(&self, peer: SocketAddr, now: Instant) -> Option<&Arc<ClientSettings>> {
-        let client = self.clients.lookup(peer.ip());
+    fn client_of(&self, peer: SocketAddr, now: Instant) -> Option<Arc<ClientSettings>> {
+        let client = self.clients.load().lookup(peer.ip()).cloned();
         if client.is_none() {
             self.stats.unknown_client.inc();
             if let Some(suppressed) = self.unknown_client_log.allow(now) {

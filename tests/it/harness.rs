@@ -384,6 +384,12 @@ impl TestServer {
         self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
+    /// Sends SIGHUP (reload the configuration) and returns at once.
+    pub fn hangup(&self) {
+        let child = self.child.as_ref().unwrap();
+        Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    }
+
     /// Sends SIGTERM and returns at once.
     pub fn terminate(&self) {
         let child = self.child.as_ref().unwrap();

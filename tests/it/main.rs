@@ -19,6 +19,7 @@ mod portal_e2e;
 mod postgres;
 mod postgres_store;
 mod radius_abuse;
+mod reload;
 mod samba;
 mod second_factor;
 mod server;
