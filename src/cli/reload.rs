@@ -61,10 +61,24 @@ pub(super) async fn reload_on_hangup(
             () = shutdown.cancelled() => return,
         }
         tracing::info!("SIGHUP: reading the configuration again from {}", path.display());
-        match reload(&path, &running, &server, &authenticator, &metrics) {
-            Ok(now) => running = now,
-            Err(e) => tracing::error!(error = %e, "reload failed: still running the configuration loaded before"),
-        }
+        // Reading files (users, dictionaries) blocks: off the threads that answer requests.
+        let (path, server, authenticator, metrics, before) =
+            (path.clone(), Arc::clone(&server), Arc::clone(&authenticator), Arc::clone(&metrics), running);
+        let reloading = tokio::task::spawn_blocking(move || {
+            let outcome = reload(&path, &before, &server, &authenticator, &metrics);
+            (outcome, before)
+        });
+        running = match reloading.await {
+            Ok((Ok(now), _)) => now,
+            Ok((Err(e), before)) => {
+                tracing::error!(error = %e, "reload failed: still running the configuration loaded before");
+                before
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed: still running the configuration loaded before; no further reload is possible");
+                return;
+            }
+        };
     }
 }
 
