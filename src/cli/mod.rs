@@ -6,6 +6,7 @@ mod admin;
 mod bench;
 mod check;
 mod copy;
+mod docs;
 mod reload;
 mod serve;
 
@@ -72,6 +73,12 @@ pub enum Command {
     Store(StoreCommand),
     /// Load-test a RADIUS server.
     Bench(Box<BenchArgs>),
+    /// Write man pages and shell completions into a folder (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +183,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys(KeysCommand::Rotate(args)) => admin::rotate(&args.config),
         Command::Store(StoreCommand::Copy { from, to }) => copy::copy(&from, &to),
         Command::Bench(args) => bench::bench(*args),
+        Command::GenerateDocs { out } => docs::generate(&out),
     }
 }
 

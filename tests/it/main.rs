@@ -14,6 +14,7 @@ mod keys_and_database;
 mod metrics;
 mod one_identity;
 mod oracle;
+mod package;
 mod portal_abuse;
 mod portal_e2e;
 mod postgres;
