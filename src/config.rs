@@ -594,4 +594,23 @@ mode = "append"
         let metrics = parse(&format!("{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1:9812\"\n")).unwrap();
         assert_eq!(metrics.needs_restart_for(&running.restart_only), ["[metrics]"]);
     }
+
+    #[test]
+    fn a_nas_that_cannot_answer_challenges_gets_append_and_no_sms() {
+        let with = |keys: &str| {
+            parse(&MINIMAL.replace("require_message_authenticator = false", &format!("require_message_authenticator = false\n{keys}")))
+        };
+        let c = with("challenges = false").unwrap();
+        assert_eq!((c.clients[0].policy.mode, c.clients[0].policy.no_token), (Mode::Append, NoToken::Reject));
+        let c = with("challenges = false\nno_token = \"password_only\"").unwrap();
+        assert_eq!(c.clients[0].policy.no_token, NoToken::PasswordOnly);
+        let err = with("challenges = false\nno_token = \"sms\"").unwrap_err().to_string();
+        assert!(err.contains("client[0] (\"netscaler-1\").no_token: \"sms\" asks for the code in a challenge"), "{err}");
+        let err = with("challenges = false\nmode = \"challenge\"").unwrap_err().to_string();
+        assert!(err.contains(".mode: \"challenge\" needs a NAS that answers challenges"), "{err}");
+        let err = with("challenges = false\nmode = \"auto\"").unwrap_err().to_string();
+        assert!(err.contains(".mode: \"auto\" needs"), "{err}");
+        let c = with("").unwrap();
+        assert_eq!((c.clients[0].policy.mode, c.clients[0].policy.no_token), (Mode::Auto, NoToken::Sms), "the defaults otherwise");
+    }
 }

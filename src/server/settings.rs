@@ -43,10 +43,15 @@ pub struct ClientSection {
     pub(crate) secret_file: Option<PathBuf>,
     #[serde(default = "defaults::yes")]
     require_message_authenticator: bool,
-    #[serde(default = "defaults::mode")]
-    mode: Mode,
-    #[serde(default = "defaults::no_token")]
-    no_token: NoToken,
+    /// Unset: `auto`, or `append` for a NAS that cannot answer challenges.
+    mode: Option<Mode>,
+    /// Unset: `sms`, or `reject` for a NAS that cannot answer challenges.
+    no_token: Option<NoToken>,
+    /// Whether the NAS can answer an Access-Challenge. OpenVPN's radiusplugin and pam_radius
+    /// take any challenge as a denial: false gives them append only, and never sends an SMS
+    /// for a login that could not be finished.
+    #[serde(default = "defaults::yes")]
+    challenges: bool,
     #[serde(default = "defaults::password_encoding")]
     password_encoding: PasswordEncoding,
     #[serde(default)]
@@ -82,12 +87,6 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
-    }
-    pub fn mode() -> crate::auth::Mode {
-        crate::auth::Mode::Auto
-    }
-    pub fn no_token() -> crate::auth::NoToken {
-        crate::auth::NoToken::Sms
     }
     pub fn password_encoding() -> crate::auth::PasswordEncoding {
         crate::auth::PasswordEncoding::Utf8
@@ -189,6 +188,7 @@ impl ClientSection {
             Some(re) => Some(regex::Regex::new(re).map_err(|e| ("group_filter", e.to_string()))?),
             None => None,
         };
+        let (mode, no_token) = self.second_factor()?;
         let mut reply_attributes = Vec::new();
         for attr in &self.reply_attributes {
             let template = ReplyTemplate::with_separator(dictionary, &attr.name, &attr.value, attr.separator.as_deref());
@@ -200,13 +200,43 @@ impl ClientSection {
             require_message_authenticator: self.require_message_authenticator,
             policy: Arc::new(ClientPolicy {
                 name: self.name.clone(),
-                mode: self.mode,
-                no_token: self.no_token,
+                mode,
+                no_token,
                 password_encoding: self.password_encoding,
                 reply_attributes,
                 group_filter,
             }),
         })
+    }
+
+    /// How users give their second factor here. A NAS that cannot answer challenges gets
+    /// append only, and no SMS (its code could never be asked for): a setting that would need a
+    /// challenge is an error rather than a login that hangs or an SMS that is never used.
+    fn second_factor(&self) -> Result<(Mode, NoToken), (&'static str, String)> {
+        if self.challenges {
+            return Ok((self.mode.unwrap_or(Mode::Auto), self.no_token.unwrap_or(NoToken::Sms)));
+        }
+        let mode = match self.mode {
+            None | Some(Mode::Append) => Mode::Append,
+            Some(other) => {
+                let other = if other == Mode::Challenge { "challenge" } else { "auto" };
+                return Err((
+                    "mode",
+                    format!("\"{other}\" needs a NAS that answers challenges, and challenges = false here: use \"append\""),
+                ));
+            }
+        };
+        let no_token = match self.no_token {
+            None | Some(NoToken::Reject) => NoToken::Reject,
+            Some(NoToken::PasswordOnly) => NoToken::PasswordOnly,
+            Some(NoToken::Sms) => {
+                return Err((
+                    "no_token",
+                    "\"sms\" asks for the code in a challenge, and challenges = false here: use \"reject\" (the default then) or \"password_only\"".into(),
+                ));
+            }
+        };
+        Ok((mode, no_token))
     }
 
     /// The shared secret: the environment wins, then `secret` or `secret_file` (not both).
