@@ -348,3 +348,73 @@ fn read_map(path: &Path) -> Result<HashMap<String, String>, CliError> {
     let text = std::str::from_utf8(&bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
     Ok(import::table::serials(text).map_err(|e| format!("{}: {e}", path.display()))?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::{Imported, Refused};
+    use crate::otp::TotpParams;
+
+    fn entry(line: u64, user: &str, seed: &[u8]) -> Entry {
+        let secret = Secret::new(seed.to_vec());
+        Entry {
+            place: Place::Line(line),
+            read: Ok(Imported { user: user.into(), name: "Old VPN".into(), params: TotpParams::default(), secret }),
+        }
+    }
+
+    fn owner(account: &str) -> Result<Owner, String> {
+        Ok(Owner { account: account.into(), login: crate::auth::UsernameRules::default().login_name(account) })
+    }
+
+    #[test]
+    fn entries_that_would_file_a_seed_twice_are_refused_before_anything_is_written() {
+        let entries = vec![
+            entry(2, "alice", b"seed-alice-0123456789"),
+            Entry { place: Place::Line(3), read: Err(Refused::new(Some("bob"), "no secret")) },
+            entry(4, "carol", b"seed-alice-0123456789"),
+            entry(5, "jsmith", b"seed-jsmith-0123456789"),
+            entry(6, "nobody", b"seed-nobody-0123456789"),
+            entry(7, "alice", b"seed-alice-0123456789"),
+        ];
+        let owners = HashMap::from([
+            ("alice".to_owned(), owner("alice")),
+            ("carol".to_owned(), owner("carol")),
+            ("jsmith".to_owned(), owner("jsmith")),
+            ("nobody".to_owned(), Err("the directory has no such user".to_owned())),
+        ]);
+        // A login moved jsmith's earlier tokens to the account JSmith.
+        let holders = Holders::of(["JSmith"]);
+        let mut report = Report::new("tokens.csv".into());
+        let kept = candidates(entries, &owners, &holders, false, &mut report);
+        let kept: Vec<(u64, &str)> = kept
+            .iter()
+            .map(|c| {
+                (
+                    match c.place {
+                        Place::Line(n) => n,
+                        Place::KeyPackage { .. } => 0,
+                    },
+                    c.token.account.as_str(),
+                )
+            })
+            .collect();
+        // Alice's seed twice for alice is the store's to skip; for carol it is refused.
+        assert_eq!(kept, [(2, "alice"), (7, "alice")]);
+        assert_eq!(report.refused(), 4);
+        let reasons: Vec<String> = report.pending.iter().map(|r| format!("{}: {}", r.place, r.reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                "line 3: no secret",
+                "line 4: the same seed as line 2, another user's: a seed is one token's",
+                "line 5: JSmith holds tokens already: if that is this user's account, import with --check-users",
+                "line 6: the directory has no such user",
+            ]
+        );
+        // With --check-users, jsmith's account is what the directory said.
+        let mut report = Report::new("tokens.csv".into());
+        let kept = candidates(vec![entry(5, "jsmith", b"seed-jsmith-0123456789")], &owners, &holders, true, &mut report);
+        assert_eq!((kept.len(), report.refused()), (1, 0));
+    }
+}

@@ -9,17 +9,17 @@ use crate::import::Place;
 
 /// A refused entry: its position among the file's entries (to print in file order), where it
 /// is, whose, and why.
-struct Refusal {
+pub(super) struct Refusal {
     ordinal: usize,
-    place: Place,
+    pub(super) place: Place,
     user: Option<String>,
-    reason: String,
+    pub(super) reason: String,
 }
 
 pub(super) struct Report {
     file: String,
     /// Refusals not printed yet.
-    pending: Vec<Refusal>,
+    pub(super) pending: Vec<Refusal>,
     refused: usize,
     pub(super) added: usize,
     pub(super) skipped: usize,
