@@ -1,6 +1,6 @@
-//! Admin commands on tokens, lockouts and keys: `token add|list|remove|verify` (`token import`
-//! is `import`'s), `user unlock`,
-//! `keygen`, `keys rotate`. Each opens the store from the config, does one thing, and says what.
+//! Admin commands on tokens, lockouts and keys: `token add|list|remove|verify`, `user unlock`,
+//! `keygen`, `keys rotate` (`token import` has a module of its own). Each opens the store from
+//! the config, does one thing, and says what.
 
 use std::io::Write;
 use std::path::Path;
