@@ -13,6 +13,7 @@ pub mod config;
 pub mod counters;
 pub mod directory;
 pub mod fairness;
+pub mod import;
 pub mod keys;
 pub mod metrics;
 pub mod otp;

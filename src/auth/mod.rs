@@ -38,7 +38,7 @@ use crate::store::{LockoutPolicy, SmsLimits, Store};
 pub use decision::{Decision, Outcome, Reason, Verdict};
 pub use messages::Messages;
 pub use reply::ReplyTemplate;
-pub use second_factor::MadeToken;
+pub use second_factor::{ExistingToken, MadeToken};
 pub use username::UsernameRules;
 
 /// How a client's users give their second factor.
@@ -403,7 +403,7 @@ impl Drop for AuditOnDrop<'_> {
 }
 
 /// A User-Name we are willing to look up: UTF-8, not blank, no control characters.
-fn valid_user_name(raw: &[u8]) -> Option<&str> {
+pub(crate) fn valid_user_name(raw: &[u8]) -> Option<&str> {
     let name = std::str::from_utf8(raw).ok()?;
     let ok = !name.trim().is_empty() && name.len() <= MAX_USER_NAME && !name.chars().any(char::is_control);
     ok.then_some(name)

@@ -10,11 +10,12 @@ use super::allowance::{Guess, Refused};
 use super::retry::RetryRecord;
 use super::{Authenticator, Decision, Reason, directory_down, store_down};
 use crate::directory::{Account, Denial, LoginName, PasswordCheck, UserProfile};
+use crate::otp::TotpParams;
 use crate::otp::totp;
 use crate::otp::{phone, sms_code};
 use crate::secret::Secret;
 use crate::sms::delivery::{Delivered, Delivery};
-use crate::store::{Factor, NewToken, SmsReservation, StoreError, Token, UnixTime};
+use crate::store::{Factor, Filing, NewToken, SmsReservation, StoreError, Token, UnixTime};
 use std::time::Instant;
 
 /// A try of a factor in flight (see [`super::allowance`]), with what its lock message says.
@@ -87,6 +88,24 @@ pub struct MadeToken {
     pub uri: Secret<String>,
 }
 
+/// A token made elsewhere — by the product radmfa replaces, or by a hardware token's vendor —
+/// with its seed and parameters, for [`Authenticator::file_tokens`].
+#[derive(Debug, Clone)]
+pub struct ExistingToken {
+    pub account: String,
+    pub name: String,
+    pub params: TotpParams,
+    pub secret: Secret<Vec<u8>>,
+}
+
+impl ExistingToken {
+    /// Confirmed: its user has it already, so no code of theirs need confirm it.
+    fn into_new(self, now: UnixTime) -> NewToken {
+        let Self { account, name, params, secret } = self;
+        NewToken { username: account, name, params, secret, confirmed: true, created_at: now }
+    }
+}
+
 impl Authenticator {
     /// Makes a token for `account` with the `[totp]` parameters — the one place tokens are made,
     /// whichever front end enrolls them: a fresh seed, sealed by the store. Unconfirmed ones are
@@ -108,8 +127,23 @@ impl Authenticator {
         Ok(MadeToken { id, secret, uri })
     }
 
+    /// Files tokens made elsewhere (`radmfa token import`): the other way a token comes to be,
+    /// beside [`Self::make_token`]. Their seeds and parameters as given, usable at once; a
+    /// seed the account has already is not filed twice, nor a token past `max_tokens` usable
+    /// ones (see [`crate::store::filing`]). One step of the store for the whole batch.
+    pub async fn file_tokens(&self, tokens: Vec<ExistingToken>, max_tokens: usize, now: UnixTime) -> Result<Vec<Filing>, StoreError> {
+        let tokens = tokens.into_iter().map(|t| t.into_new(now)).collect();
+        self.store.add_tokens(tokens, max_tokens).await
+    }
+
+    /// What [`Self::file_tokens`] would do now, writing nothing.
+    pub async fn sort_tokens(&self, tokens: &[ExistingToken], max_tokens: usize) -> Result<Vec<Filing>, StoreError> {
+        let tokens: Vec<NewToken> = tokens.iter().map(|t| t.clone().into_new(0)).collect();
+        self.store.sort_tokens(&tokens, max_tokens).await
+    }
+
     /// The account a login name denotes, or why there is none.
-    pub(super) async fn find(&self, login: &LoginName) -> Result<Account, Reason> {
+    pub(crate) async fn find(&self, login: &LoginName) -> Result<Account, Reason> {
         match self.directory().find(login).await {
             Ok(Some(account)) => Ok(account),
             Ok(None) => Err(Reason::Directory(Denial::NoSuchUser)),

@@ -1,5 +1,6 @@
 //! Admin commands on tokens, lockouts and keys: `token add|list|remove|verify`, `user unlock`,
-//! `keygen`, `keys rotate`. Each opens the store from the config, does one thing, and says what.
+//! `keygen`, `keys rotate` (`token import` has a module of its own). Each opens the store from
+//! the config, does one thing, and says what.
 
 use std::io::Write;
 use std::path::Path;
@@ -14,7 +15,7 @@ use crate::otp::totp;
 use crate::store::UnixTime;
 use crate::store::sqlite::SqliteStore;
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
@@ -41,6 +42,7 @@ pub fn token(command: TokenCommand) -> Result<(), CliError> {
         TokenCommand::List { user, config } => list(&config.config, user.as_deref()),
         TokenCommand::Remove { user, id, config } => remove(&config.config, &user, id),
         TokenCommand::Verify { user, code, config } => verify(&config.config, &user, &code),
+        TokenCommand::Import(args) => super::import::import(*args),
     }
 }
 
@@ -67,7 +69,7 @@ async fn account_for(auth: &Authenticator, typed: &str) -> String {
 /// Holds the key file's lock while a command seals with its keys: shared by commands that seal
 /// (so they may run together), exclusive for `keys rotate` (which drops a key once it has
 /// resealed everything: a token sealed meanwhile with the old key would be lost).
-fn lock_keys(config: &Config, exclusive: bool) -> Result<std::fs::File, CliError> {
+pub(super) fn lock_keys(config: &Config, exclusive: bool) -> Result<std::fs::File, CliError> {
     let lock_path = config.store.key_file.with_extension("lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -77,7 +79,7 @@ fn lock_keys(config: &Config, exclusive: bool) -> Result<std::fs::File, CliError
         .map_err(|e| format!("{}: {e}", lock_path.display()))?;
     let taken = if exclusive { lock.try_lock() } else { lock.try_lock_shared() };
     if let Err(std::fs::TryLockError::WouldBlock) = taken {
-        let what = if exclusive { "`radmfa keys rotate` or `token add`" } else { "`radmfa keys rotate`" };
+        let what = if exclusive { "`radmfa keys rotate`, `token add` or `token import`" } else { "`radmfa keys rotate`" };
         return Err(format!("{what} is running (it holds {}); try again when it has finished", lock_path.display()).into());
     }
     Ok(lock)

@@ -7,6 +7,7 @@ mod bench;
 mod check;
 mod copy;
 mod docs;
+mod import;
 mod reload;
 mod serve;
 
@@ -31,6 +32,7 @@ use crate::store::{Store, StoreError};
 
 pub use bench::{BenchArgs, KindArg, StepsArg};
 pub(crate) use check::file_mode_warnings;
+pub use import::{ImportArgs, ImportFormat};
 
 /// Errors a command reports to the admin, already worded for them.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
@@ -158,7 +160,26 @@ pub enum TokenCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Import tokens made elsewhere: otpauth URIs, a CSV export, or PSKC (hardware tokens).
+    #[command(long_about = IMPORT_ABOUT)]
+    Import(Box<ImportArgs>),
 }
+
+const IMPORT_ABOUT: &str = "Import tokens made elsewhere — seeds exported from the product being replaced (otpauth URIs, \
+a CSV file), or hardware TOTP tokens delivered as PSKC (RFC 6030) — usable at once.
+
+The whole file is checked first: if any entry is refused nothing is written (--skip-invalid imports the others), and \
+--dry-run writes nothing at all. Each refusal names its line (or KeyPackage and serial) and why, never the secret. A seed \
+the user has already is skipped, so running the same import again adds nothing; a user past --max-tokens usable tokens \
+is refused. Tokens are filed 1,000 to a store transaction.
+
+Without --check-users no directory is asked (quick, and fine before the directory knows every name): a token is filed \
+under the name lower-cased, our realm dropped, where the user's first login finds it and moves it to the account. With \
+--check-users every name is looked up first: names the directory does not know (typos, people who left) are refused \
+and tokens are filed under the account at once. Use it with Active Directory once users have logged in (their tokens \
+are under the account then), or to catch unknown names.
+
+Delete the file after the import: it holds the seeds.";
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {

@@ -15,8 +15,8 @@ use crate::keys::KeyRing;
 use crate::secret::Secret;
 use crate::sms::{Gateway, SmsError};
 use crate::store::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewToken, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
-    SmsLimits, SmsReservation, Snapshot, StateUse, Store, StoreError, StoredSession, Token, TokenInfo, UnixTime,
+    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewToken, SessionCaps, SessionKey, SmsChallengeRecord,
+    SmsChallengeUse, SmsLimits, SmsReservation, Snapshot, StateUse, Store, StoreError, StoredSession, Token, TokenInfo, UnixTime,
 };
 
 /// Runs `call`, recording how long it took and whether it succeeded.
@@ -118,6 +118,12 @@ macro_rules! forward {
 impl Store for TimedStore {
     async fn add_token(&self, token: NewToken) -> Result<i64, StoreError> {
         forward!(self.add_token(token))
+    }
+    async fn add_tokens(&self, tokens: Vec<NewToken>, max_confirmed: usize) -> Result<Vec<Filing>, StoreError> {
+        forward!(self.add_tokens(tokens, max_confirmed))
+    }
+    async fn sort_tokens(&self, tokens: &[NewToken], max_confirmed: usize) -> Result<Vec<Filing>, StoreError> {
+        forward!(self.sort_tokens(tokens, max_confirmed))
     }
     async fn tokens(&self, username: &str) -> Result<Vec<Token>, StoreError> {
         forward!(self.tokens(username))

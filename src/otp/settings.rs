@@ -52,20 +52,13 @@ pub struct TotpSettings {
 impl TotpSection {
     /// Checked; errors name the key within the section.
     pub fn build(self) -> Result<TotpSettings, Invalid> {
-        if !(6..=8).contains(&self.digits) {
-            return Err(Invalid::new("digits", "must be 6, 7 or 8"));
-        }
-        if self.period == 0 || self.period > 300 {
-            return Err(Invalid::new("period", "must be 1..=300 seconds"));
+        let params = TotpParams { algorithm: self.algorithm, digits: self.digits, period: self.period };
+        if let Some((key, problem)) = params.problem() {
+            return Err(Invalid::new(key, problem));
         }
         if self.window > 10 {
             return Err(Invalid::new("window", "more than 10 steps either side accepts too many codes"));
         }
-        Ok(TotpSettings {
-            issuer: self.issuer,
-            params: TotpParams { algorithm: self.algorithm, digits: self.digits, period: self.period },
-            window: self.window,
-            challenge_timeout: self.challenge_timeout,
-        })
+        Ok(TotpSettings { issuer: self.issuer, params, window: self.window, challenge_timeout: self.challenge_timeout })
     }
 }

@@ -72,6 +72,18 @@ impl Default for TotpParams {
 }
 
 impl TotpParams {
+    /// What is wrong with these parameters, if anything, as (parameter, problem): digits and
+    /// period the authenticator apps and RFC 6238 make sense of.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if !(6..=8).contains(&self.digits) {
+            return Some(("digits", "must be 6, 7 or 8"));
+        }
+        if self.period == 0 || self.period > 300 {
+            return Some(("period", "must be 1..=300 seconds"));
+        }
+        None
+    }
+
     fn totp(&self, secret: &[u8], issuer: Option<String>, account: String) -> totp_rs::TOTP {
         totp_rs::TOTP::new_unchecked(
             self.algorithm.to_totp_rs(),
@@ -130,6 +142,40 @@ pub fn base32(secret: &[u8]) -> Secret<String> {
     Secret::new(totp_rs::Secret::Raw(secret.to_vec()).to_encoded().to_string())
 }
 
+/// Base32 as people and exports write it: either case, spaces, hyphens and `=` padding
+/// anywhere, trailing bits not checked (as the apps take it). The error names no part of it.
+pub fn from_base32(text: &str) -> Result<Secret<Vec<u8>>, &'static str> {
+    static LENIENT: std::sync::LazyLock<Option<data_encoding::Encoding>> = std::sync::LazyLock::new(|| {
+        let mut spec = data_encoding::Specification::new();
+        spec.symbols.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567");
+        spec.translate.from.push_str("abcdefghijklmnopqrstuvwxyz");
+        spec.translate.to.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+        spec.ignore.push_str(" \t-=");
+        spec.check_trailing_bits = false;
+        spec.encoding().ok()
+    });
+    let encoding = LENIENT.as_ref().ok_or("base32 decoder")?;
+    let bytes = text.as_bytes();
+    // The symbols first: a wrong one says more than the length it leaves.
+    if !bytes.iter().all(|b| b.is_ascii_alphabetic() || (b'2'..=b'7').contains(b) || b" \t-=".contains(b)) {
+        return Err("not base32 (a character other than A-Z and 2-7)");
+    }
+    let mut out = vec![0u8; encoding.decode_len(bytes.len()).map_err(|_| "not base32 (its length)")?];
+    match encoding.decode_mut(bytes, &mut out) {
+        Ok(len) => {
+            out.truncate(len);
+            Ok(Secret::new(out))
+        }
+        Err(partial) => {
+            zeroize::Zeroize::zeroize(&mut out);
+            Err(match partial.error.kind {
+                data_encoding::DecodeKind::Length => "not base32 (its length)",
+                _ => "not base32 (a character other than A-Z and 2-7)",
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +218,27 @@ mod tests {
         let parsed = totp_rs::TOTP::from_url_unchecked(uri.expose()).unwrap();
         assert_eq!(parsed.secret, RFC_SECRET);
         assert_eq!(new_secret().expose().len(), 20);
+    }
+
+    #[test]
+    fn base32_is_read_as_people_write_it() {
+        let written = base32(RFC_SECRET);
+        assert_eq!(from_base32(written.expose()).unwrap().expose(), RFC_SECRET);
+        let grouped = "gezd gnbv gy3t qojq GEZD-GNBV GY3T QOJQ====";
+        assert_eq!(from_base32(grouped).unwrap().expose(), RFC_SECRET);
+        // 26 symbols (what some generators give for 16 bytes), trailing bits not zero.
+        assert_eq!(from_base32("JBSWY3DPEHPK3PXPJBSWY3DPEI").unwrap().expose().len(), 16);
+        assert_eq!(from_base32("GEZDGNBVGY3TQOJ1"), Err("not base32 (a character other than A-Z and 2-7)"));
+        assert_eq!(from_base32("GEZDGNBVG"), Err("not base32 (its length)"));
+        assert_eq!(from_base32("NOTBASE32!!"), Err("not base32 (a character other than A-Z and 2-7)"));
+        assert_eq!(from_base32("").unwrap().expose().len(), 0);
+    }
+
+    #[test]
+    fn parameters_apps_cannot_use_are_named() {
+        assert_eq!(TotpParams::default().problem(), None);
+        assert_eq!(TotpParams { digits: 10, ..TotpParams::default() }.problem(), Some(("digits", "must be 6, 7 or 8")));
+        assert_eq!(TotpParams { period: 0, ..TotpParams::default() }.problem().map(|p| p.0), Some("period"));
+        assert_eq!(TotpParams { period: 301, ..TotpParams::default() }.problem().map(|p| p.0), Some("period"));
     }
 }

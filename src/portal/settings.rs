@@ -50,13 +50,17 @@ pub struct PortalSection {
     reject_delay: Duration,
 }
 
+/// Usable tokens per user when `max_tokens` is not set (also `token import`'s limit without a
+/// portal).
+pub const DEFAULT_MAX_TOKENS: usize = 5;
+
 mod defaults {
     use std::time::Duration;
     pub fn listen() -> String {
         "127.0.0.1:8080".into()
     }
     pub fn max_tokens() -> usize {
-        5
+        super::DEFAULT_MAX_TOKENS
     }
     pub fn session_idle() -> Duration {
         Duration::from_secs(15 * 60)

@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 
 use super::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
+    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
     SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
 };
 use crate::otp::TotpParams;
@@ -143,6 +143,16 @@ impl Snapshot {
 /// operation that keeps the row, so no row is ever kept without its seed.
 pub type SealNew = Box<dyn FnOnce(i64) -> String + Send>;
 
+/// A new token as [`SortNew`] left it: kept, with its seal for the id it gets; or not, and why.
+pub enum Sorted {
+    Keep(NewTokenRow, SealNew),
+    Skip(Filing),
+}
+
+/// Decides, inside the operation that files a batch of new tokens, which to keep, given the
+/// kept tokens of their owners (see [`super::filing`]): one [`Sorted`] per new token, in order.
+pub type SortNew = Box<dyn FnOnce(Vec<TokenRow>) -> Result<Vec<Sorted>, StoreError> + Send>;
+
 /// Seals a kept seed anew (for another owner, or with a newer key); `None` leaves it as it is.
 /// Called inside the operation that writes the result, for each seed it covers.
 pub type Reseal = Box<dyn Fn(&SealedSeed) -> Result<Option<String>, StoreError> + Send>;
@@ -151,6 +161,11 @@ pub type Reseal = Box<dyn Fn(&SealedSeed) -> Result<Option<String>, StoreError> 
 pub trait Backend: Send + Sync {
     /// Keeps a token; `seal` gives its sealed seed for the id it got. Returns the id.
     async fn add_token(&self, token: NewTokenRow, seal: SealNew) -> Result<i64, StoreError>;
+    /// Files a batch of new tokens in one step (see [`super::Store::add_tokens`]): reads the
+    /// kept tokens of `owners`, held so that no other filing or confirmation of theirs, on any
+    /// node, lands between that read and the writes; keeps what `sort` says, in order. Returns
+    /// what became of each.
+    async fn add_tokens(&self, owners: Vec<String>, sort: SortNew) -> Result<Vec<Filing>, StoreError>;
     /// Every user's tokens or one's, oldest (lowest id) first.
     async fn tokens(&self, username: Option<&str>) -> Result<Vec<TokenRow>, StoreError>;
     /// Files every token of `from` under `to`, with the seed `reseal` gives (the seal names the

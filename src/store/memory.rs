@@ -3,14 +3,14 @@
 //! second implementation of the [`Backend`] contract, which the store test-suite runs against
 //! it as against SQLite.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
+use super::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TokenRow};
 use super::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SealedStore, SessionCaps, SessionKey, SmsChallengeRecord,
+    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SealedStore, SessionCaps, SessionKey, SmsChallengeRecord,
     SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
 };
 
@@ -86,6 +86,15 @@ impl MemoryBackend {
 }
 
 impl Data {
+    fn insert_token(&mut self, token: NewTokenRow, seal: SealNew) -> i64 {
+        self.last_id += 1;
+        let id = self.last_id;
+        let NewTokenRow { username, name, params, created_at, confirmed } = token;
+        let row = TokenRow { id, username, name, params, sealed: seal(id), created_at, last_step: None, last_used_at: None, confirmed };
+        self.tokens.insert(id, row);
+        id
+    }
+
     fn seeds_of(&self, username: Option<&str>) -> Vec<SealedSeed> {
         let owned = self.tokens.values().filter(|t| username.is_none_or(|u| t.username == u));
         owned.map(|t| SealedSeed { id: t.id, username: t.username.clone(), sealed: t.sealed.clone() }).collect()
@@ -154,13 +163,23 @@ impl Data {
 #[async_trait]
 impl Backend for MemoryBackend {
     async fn add_token(&self, token: NewTokenRow, seal: SealNew) -> Result<i64, StoreError> {
+        Ok(self.data().insert_token(token, seal))
+    }
+
+    async fn add_tokens(&self, owners: Vec<String>, sort: SortNew) -> Result<Vec<Filing>, StoreError> {
+        // One lock held from the read to the last write: the step is atomic.
+        let owners: HashSet<String> = owners.into_iter().collect();
         let mut data = self.data();
-        data.last_id += 1;
-        let id = data.last_id;
-        let NewTokenRow { username, name, params, created_at, confirmed } = token;
-        let row = TokenRow { id, username, name, params, sealed: seal(id), created_at, last_step: None, last_used_at: None, confirmed };
-        data.tokens.insert(id, row);
-        Ok(id)
+        let kept = data.tokens.values().filter(|t| owners.contains(&t.username)).cloned().collect();
+        let sorted = sort(kept)?;
+        let filings = sorted.into_iter().map(|sorted| match sorted {
+            Sorted::Keep(token, seal) => {
+                data.insert_token(token, seal);
+                Filing::Added
+            }
+            Sorted::Skip(filing) => filing,
+        });
+        Ok(filings.collect())
     }
 
     async fn tokens(&self, username: Option<&str>) -> Result<Vec<TokenRow>, StoreError> {

@@ -9,6 +9,7 @@
 //! everything in the process (tests, and a check that the seam holds).
 
 pub mod backend;
+pub mod filing;
 pub mod memory;
 pub mod postgres;
 pub mod sealed;
@@ -25,6 +26,7 @@ use crate::otp::TotpParams;
 use crate::secret::Secret;
 
 pub use backend::{Backend, Snapshot};
+pub use filing::Filing;
 pub use sealed::SealedStore;
 
 pub use crate::clock::UnixTime;
@@ -276,6 +278,14 @@ impl StoreError {
 #[async_trait]
 pub trait Store: Send + Sync {
     async fn add_token(&self, token: NewToken) -> Result<i64, StoreError>;
+    /// Files tokens made elsewhere (an import), in one step: a token whose owner has one with
+    /// the same seed already is not kept again, nor a confirmed one that would take its owner
+    /// past `max_confirmed` usable tokens (see [`filing`]); the others are kept, and count for
+    /// the tokens after them. What became of each, in order.
+    async fn add_tokens(&self, tokens: Vec<NewToken>, max_confirmed: usize) -> Result<Vec<Filing>, StoreError>;
+    /// What [`Store::add_tokens`] would do with `tokens` now, writing nothing: an import's
+    /// check before it writes, and its dry run.
+    async fn sort_tokens(&self, tokens: &[NewToken], max_confirmed: usize) -> Result<Vec<Filing>, StoreError>;
     /// The user's tokens, oldest first.
     async fn tokens(&self, username: &str) -> Result<Vec<Token>, StoreError>;
     /// Tokens without their secrets, every user's or one's (admin listing: needs no key).

@@ -6,14 +6,15 @@
 //! sealed here as well, each bound to its key: a session's data moved under another key does
 //! not open.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::backend::{Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
+use super::backend::{Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TokenRow};
 use super::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewToken, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
-    SmsLimits, SmsReservation, StateUse, Store, StoreError, StoredSession, Token, TokenInfo, UnixTime,
+    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewToken, SessionCaps, SessionKey, SmsChallengeRecord,
+    SmsChallengeUse, SmsLimits, SmsReservation, StateUse, Store, StoreError, StoredSession, Token, TokenInfo, UnixTime,
 };
 use crate::keys::{KeyRing, Keys};
 use crate::secret::Secret;
@@ -66,31 +67,75 @@ impl<B: Backend> SealedStore<B> {
     }
 
     fn open_row(&self, row: TokenRow) -> Result<Token, StoreError> {
-        let mut seed = self.keys.open(&row.sealed, &token_aad(row.id, &row.username)).map_err(|_| StoreError::Sealed(row.id))?;
-        Ok(Token {
-            id: row.id,
-            username: row.username,
-            name: row.name,
-            params: row.params,
-            // Moved, not copied: one copy of the seed in the clear, zeroed when the token goes.
-            secret: Secret::new(std::mem::take(&mut *seed)),
-            created_at: row.created_at,
-            last_step: row.last_step,
-            last_used_at: row.last_used_at,
-            confirmed: row.confirmed,
-        })
+        open_token(&self.keys, row)
     }
+
+    /// The kept tokens of `owners`, opened.
+    async fn tokens_of(&self, owners: &HashSet<&str>) -> Result<Vec<Token>, StoreError> {
+        let rows = self.backend.tokens(None).await?;
+        rows.into_iter().filter(|row| owners.contains(row.username.as_str())).map(|row| self.open_row(row)).collect()
+    }
+}
+
+fn open_token(keys: &Keys, row: TokenRow) -> Result<Token, StoreError> {
+    let mut seed = keys.open(&row.sealed, &token_aad(row.id, &row.username)).map_err(|_| StoreError::Sealed(row.id))?;
+    Ok(Token {
+        id: row.id,
+        username: row.username,
+        name: row.name,
+        params: row.params,
+        // Moved, not copied: one copy of the seed in the clear, zeroed when the token goes.
+        secret: Secret::new(std::mem::take(&mut *seed)),
+        created_at: row.created_at,
+        last_step: row.last_step,
+        last_used_at: row.last_used_at,
+        confirmed: row.confirmed,
+    })
+}
+
+/// Seals a new token's seed for the row id it gets, bound to its owner.
+fn seal_new(ring: Arc<KeyRing>, owner: String, secret: Secret<Vec<u8>>) -> SealNew {
+    Box::new(move |id| ring.seal(secret.expose(), &token_aad(id, &owner)))
+}
+
+/// The distinct owners of `tokens`.
+fn owners_of(tokens: &[NewToken]) -> HashSet<&str> {
+    tokens.iter().map(|t| t.username.as_str()).collect()
 }
 
 #[async_trait]
 impl<B: Backend> Store for SealedStore<B> {
     async fn add_token(&self, token: NewToken) -> Result<i64, StoreError> {
         let NewToken { username, name, params, secret, confirmed, created_at } = token;
-        let ring = self.keys.current();
-        let owner = username.clone();
-        let seal: SealNew = Box::new(move |id| ring.seal(secret.expose(), &token_aad(id, &owner)));
+        let seal = seal_new(self.keys.current(), username.clone(), secret);
         let row = NewTokenRow { username, name, params, created_at, confirmed };
         self.backend.add_token(row, seal).await
+    }
+
+    async fn add_tokens(&self, tokens: Vec<NewToken>, max_confirmed: usize) -> Result<Vec<Filing>, StoreError> {
+        let owners: Vec<String> = owners_of(&tokens).into_iter().map(str::to_owned).collect();
+        let keys = Arc::clone(&self.keys);
+        // Decided inside the backend's step, on the owners' tokens as that step holds them.
+        let sort: SortNew = Box::new(move |kept| {
+            let kept = kept.into_iter().map(|row| open_token(&keys, row)).collect::<Result<Vec<_>, _>>()?;
+            let filings = super::filing::sort(&tokens, &kept, max_confirmed);
+            let ring = keys.current();
+            let sorted = tokens.into_iter().zip(filings).map(|(token, filing)| match filing {
+                Filing::Added => {
+                    let NewToken { username, name, params, secret, confirmed, created_at } = token;
+                    let seal = seal_new(Arc::clone(&ring), username.clone(), secret);
+                    Sorted::Keep(NewTokenRow { username, name, params, created_at, confirmed }, seal)
+                }
+                skipped => Sorted::Skip(skipped),
+            });
+            Ok(sorted.collect())
+        });
+        self.backend.add_tokens(owners, sort).await
+    }
+
+    async fn sort_tokens(&self, tokens: &[NewToken], max_confirmed: usize) -> Result<Vec<Filing>, StoreError> {
+        let kept = self.tokens_of(&owners_of(tokens)).await?;
+        Ok(super::filing::sort(tokens, &kept, max_confirmed))
     }
 
     async fn tokens(&self, username: &str) -> Result<Vec<Token>, StoreError> {

@@ -26,4 +26,5 @@ mod second_factor;
 mod server;
 mod store_contract;
 mod store_copy;
+mod token_import;
 mod two_nodes;

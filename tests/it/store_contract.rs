@@ -1,6 +1,6 @@
 //! The store contract, one suite run against every backend through [`SealedStore`] — SQLite,
-//! in-memory and a real PostgreSQL: tokens (sealed seeds, confirm, remove, move), replay,
-//! lockout counters, SMS limits, single-use State nonces and challenge contexts, portal
+//! in-memory and a real PostgreSQL: tokens (sealed seeds, confirm, remove, move, filed by an
+//! import), replay, lockout counters, SMS limits, single-use State nonces and challenge contexts, portal
 //! sessions, purge, key rotation, and copying one store into another. Each backend's own matters (files, migrations, crashes) are tested beside it.
 
 use std::sync::Arc;
@@ -54,7 +54,8 @@ macro_rules! contract_suite {
                 a_session_changes_only_from_its_current_version, sessions_are_capped_per_account_and_in_all,
                 concurrent_session_changes_each_land_once, a_state_raced_by_many_requests_is_used_by_one,
                 an_sms_challenge_is_counted_once_per_request_while_its_answer_is_kept,
-                retries_of_one_sms_request_raced_reserve_once, confirmations_at_once_never_pass_the_token_limit, a_snapshot_copies_into_another_store_once_and_again_changes_nothing);
+                retries_of_one_sms_request_raced_reserve_once, confirmations_at_once_never_pass_the_token_limit, a_snapshot_copies_into_another_store_once_and_again_changes_nothing,
+                imported_tokens_are_filed_once_usable_and_within_the_limit, one_file_imported_at_once_by_several_files_each_token_once);
             contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed);
         }
     };
@@ -578,4 +579,66 @@ async fn confirmations_at_once_never_pass_the_token_limit<B: Backend + 'static>(
     }
     assert_eq!(confirmed, 2, "two more, to three");
     assert_eq!(s.tokens("alice").await.unwrap().iter().filter(|t| t.confirmed).count(), 3);
+}
+
+fn imported(user: &str, seed: &[u8]) -> NewToken {
+    NewToken {
+        username: user.into(),
+        name: "imported".into(),
+        params: TotpParams { digits: 8, ..TotpParams::default() },
+        secret: Secret::new(seed.to_vec()),
+        confirmed: true,
+        created_at: 1_000,
+    }
+}
+
+async fn imported_tokens_are_filed_once_usable_and_within_the_limit<B: Backend>(s: Arc<SealedStore<B>>) {
+    use Filing::*;
+    s.add_token(new_token("alice", true)).await.unwrap();
+    let batch = || {
+        vec![
+            imported("alice", SEED),
+            imported("alice", b"alice-second-0123456789"),
+            imported("alice", b"alice-third-0123456789"),
+            imported("bob", SEED),
+            imported("bob", b"bob-own-0123456789"),
+        ]
+    };
+    // A preview decides as the import would, and writes nothing.
+    let preview = s.sort_tokens(&batch(), 2).await.unwrap();
+    assert_eq!(preview, [AlreadyThere, Added, OverLimit, Added, Added], "alice has the first seed; her limit is 2");
+    assert_eq!(s.list_tokens(None).await.unwrap().len(), 1);
+    assert_eq!(s.add_tokens(batch(), 2).await.unwrap(), preview);
+    let bob = s.tokens("bob").await.unwrap();
+    assert_eq!(bob.len(), 2);
+    assert!(bob.iter().all(|t| t.confirmed && t.params.digits == 8 && t.created_at == 1_000 && t.last_step.is_none()), "usable at once");
+    assert_eq!(bob[1].secret.expose(), b"bob-own-0123456789", "sealed and opened for its owner and row");
+    assert!(s.use_step(bob[0].id, 100, 0, None).await.unwrap());
+    // The same file again adds nothing.
+    assert_eq!(s.add_tokens(batch(), 5).await.unwrap(), [AlreadyThere, AlreadyThere, Added, AlreadyThere, AlreadyThere]);
+    assert_eq!(s.add_tokens(batch(), 5).await.unwrap(), [AlreadyThere; 5]);
+    assert_eq!(s.list_tokens(None).await.unwrap().len(), 5);
+    // Filed tokens move and reseal with their owner as any other.
+    assert_eq!(s.move_tokens("bob", "Bob").await.unwrap(), 2);
+    assert_eq!(s.tokens("Bob").await.unwrap()[1].secret.expose(), b"bob-own-0123456789");
+    assert_eq!(s.add_tokens(vec![], 5).await.unwrap(), []);
+}
+
+async fn one_file_imported_at_once_by_several_files_each_token_once<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
+    let batch = || (0..20u8).map(|i| imported(&format!("user{}", i % 7), &[b's', i, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])).collect::<Vec<_>>();
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.add_tokens(batch(), 3).await.unwrap() })
+        })
+        .collect();
+    let mut added = 0;
+    for racer in racers {
+        added += racer.await.unwrap().iter().filter(|f| **f == Filing::Added).count();
+    }
+    // Seven users with 3, 3, 3, 3, 3, 3, 2 of the seeds, at most 3 each: 20 tokens, once.
+    assert_eq!(added, 20);
+    let tokens = s.list_tokens(None).await.unwrap();
+    assert_eq!(tokens.len(), 20);
+    assert!((0..7).all(|u| tokens.iter().filter(|t| t.username == format!("user{u}")).count() <= 3));
 }

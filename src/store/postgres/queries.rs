@@ -10,15 +10,19 @@ use tokio_postgres::Row;
 use super::PostgresBackend;
 use super::batch::{LockoutRow, Op};
 use crate::otp::{Algorithm, TotpParams};
-use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
+use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TokenRow};
 use crate::store::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
+    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
     SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
 };
 
 /// The advisory lock SMS reservations take, so two nodes counting at once cannot both stay
 /// under a limit and both send ("radmfa-sms" folded into 63 bits).
 const SMS_LOCK: i64 = 0x7261_646d_6661_736d;
+
+/// The advisory lock filing a batch of tokens takes (`radmfa token import`), so two filing the
+/// first token of one user at once cannot both find none ("radmfa-imp" folded into 63 bits).
+const IMPORT_LOCK: i64 = 0x7261_646d_6661_696d;
 
 /// How long `radmfa store copy` may take to read or write a whole store.
 const BULK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -126,6 +130,24 @@ impl TokenColumns {
     }
 }
 
+/// Keeps `tokens` as they are (ids included), in one INSERT.
+async fn insert_tokens(transaction: &deadpool_postgres::Transaction<'_>, tokens: &[TokenRow]) -> Result<(), StoreError> {
+    let mut columns = TokenColumns::default();
+    for t in tokens {
+        columns.push(t)?;
+    }
+    let TokenColumns { id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed } = columns;
+    transaction
+        .execute(
+            "INSERT INTO tokens (id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::text[],
+                                  $8::bigint[], $9::bigint[], $10::bigint[], $11::bool[])",
+            &[&id, &username, &name, &algorithm, &digits, &period, &secret, &created_at, &last_step, &last_used_at, &confirmed],
+        )
+        .await?;
+    Ok(())
+}
+
 fn read_lockout(row: &Row, factor: Factor) -> Result<LockoutRecord, StoreError> {
     let (failures, lock_count): (i32, i32) = (row.try_get(1)?, row.try_get(3)?);
     Ok(LockoutRecord {
@@ -209,6 +231,51 @@ impl Backend for PostgresBackend {
                 )
                 .await?;
             Ok(id)
+        })
+        .await
+    }
+
+    async fn add_tokens(&self, owners: Vec<String>, sort: SortNew) -> Result<Vec<Filing>, StoreError> {
+        self.run_within(BULK_TIMEOUT, |mut client| async move {
+            let transaction = client.transaction().await?;
+            transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&IMPORT_LOCK]).await?;
+            // The owners' tokens locked: a confirmation of one of them (which locks them too)
+            // waits for this step, and this step for it.
+            let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE username = ANY($1) ORDER BY id FOR UPDATE");
+            let kept = transaction.query(&sql, &[&owners]).await?.iter().map(read_token).collect::<Result<_, _>>()?;
+            let sorted = sort(kept)?;
+            let wanted = sorted.iter().filter(|s| matches!(s, Sorted::Keep(..))).count();
+            // The ids first, so each seal that names its id is written with its row.
+            let ids = transaction
+                .query("SELECT nextval(pg_get_serial_sequence('tokens', 'id')) FROM generate_series(1, $1::bigint)", &[&(wanted as i64)])
+                .await?;
+            let mut ids = ids.iter().map(|row| row.try_get::<_, i64>(0));
+            let (mut rows, mut filings) = (Vec::with_capacity(wanted), Vec::with_capacity(sorted.len()));
+            for sorted in sorted {
+                filings.push(match sorted {
+                    Sorted::Keep(token, seal) => {
+                        let id = ids.next().ok_or_else(|| StoreError::database("fewer token ids than tokens"))??;
+                        let NewTokenRow { username, name, params, created_at, confirmed } = token;
+                        let sealed = seal(id);
+                        rows.push(TokenRow {
+                            id,
+                            username,
+                            name,
+                            params,
+                            sealed,
+                            created_at,
+                            last_step: None,
+                            last_used_at: None,
+                            confirmed,
+                        });
+                        Filing::Added
+                    }
+                    Sorted::Skip(filing) => filing,
+                });
+            }
+            insert_tokens(&transaction, &rows).await?;
+            transaction.commit().await?;
+            Ok(filings)
         })
         .await
     }
@@ -546,20 +613,7 @@ impl Backend for PostgresBackend {
                 return Err(Snapshot::diverged());
             }
             transaction.batch_execute("DELETE FROM tokens; DELETE FROM lockouts; DELETE FROM password_lockouts;").await?;
-            let mut columns = TokenColumns::default();
-            for t in &snapshot.tokens {
-                columns.push(t)?;
-            }
-            let TokenColumns { id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed } =
-                columns;
-            transaction
-                .execute(
-                    "INSERT INTO tokens (id, username, name, algorithm, digits, period, secret, created_at, last_step, last_used_at, confirmed)
-                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::text[],
-                                          $8::bigint[], $9::bigint[], $10::bigint[], $11::bool[])",
-                    &[&id, &username, &name, &algorithm, &digits, &period, &secret, &created_at, &last_step, &last_used_at, &confirmed],
-                )
-                .await?;
+            insert_tokens(&transaction, &snapshot.tokens).await?;
             // Tokens added later get ids after the copied ones.
             transaction
                 .batch_execute("SELECT setval(pg_get_serial_sequence('tokens', 'id'), GREATEST((SELECT max(id) FROM tokens), 1))")

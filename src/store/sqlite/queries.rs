@@ -6,9 +6,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteBackend;
 use crate::otp::{Algorithm, TotpParams};
-use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, TokenRow};
+use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TokenRow};
 use crate::store::{
-    Factor, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
+    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
     SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
 };
 
@@ -57,6 +57,26 @@ fn sealed_seeds(conn: &Connection, username: Option<&str>) -> Result<Vec<SealedS
         .query_map([username], |r| Ok(SealedSeed { id: r.get(0)?, username: r.get(1)?, sealed: r.get(2)? }))?
         .collect::<Result<_, _>>()?;
     Ok(seeds)
+}
+
+/// Keeps a token, its seed sealed for the id it got.
+fn insert_token(conn: &Connection, token: &NewTokenRow, seal: SealNew) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO tokens (username, name, algorithm, digits, period, secret, created_at, confirmed)
+         VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7)",
+    )?
+    .execute(params![
+        token.username,
+        token.name,
+        token.params.algorithm.as_str(),
+        token.params.digits,
+        token.params.period as i64,
+        token.created_at,
+        token.confirmed
+    ])?;
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached("UPDATE tokens SET secret = ?1 WHERE id = ?2")?.execute(params![seal(id), id])?;
+    Ok(id)
 }
 
 fn keep_answer(conn: &Connection, kept: &KeptAnswer) -> Result<(), StoreError> {
@@ -148,23 +168,32 @@ fn live_answer(conn: &Connection, key: &[u8], now: UnixTime) -> Result<Option<Ve
 #[async_trait]
 impl Backend for SqliteBackend {
     async fn add_token(&self, token: NewTokenRow, seal: SealNew) -> Result<i64, StoreError> {
+        self.call(move |conn| insert_token(conn, &token, seal)).await
+    }
+
+    async fn add_tokens(&self, owners: Vec<String>, sort: SortNew) -> Result<Vec<Filing>, StoreError> {
+        // One operation: one savepoint of the store thread's transaction, which no other
+        // operation interleaves with.
         self.call(move |conn| {
-            conn.execute(
-                "INSERT INTO tokens (username, name, algorithm, digits, period, secret, created_at, confirmed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7)",
-                params![
-                    token.username,
-                    token.name,
-                    token.params.algorithm.as_str(),
-                    token.params.digits,
-                    token.params.period as i64,
-                    token.created_at,
-                    token.confirmed
-                ],
-            )?;
-            let id = conn.last_insert_rowid();
-            conn.execute("UPDATE tokens SET secret = ?1 WHERE id = ?2", params![seal(id), id])?;
-            Ok(id)
+            let mut kept = Vec::new();
+            let mut statement = conn.prepare_cached(USER_TOKENS)?;
+            for owner in &owners {
+                let mut rows = statement.query([owner])?;
+                while let Some(row) = rows.next()? {
+                    kept.push(read_token(row)?);
+                }
+            }
+            let mut filings = Vec::new();
+            for sorted in sort(kept)? {
+                filings.push(match sorted {
+                    Sorted::Keep(token, seal) => {
+                        insert_token(conn, &token, seal)?;
+                        Filing::Added
+                    }
+                    Sorted::Skip(filing) => filing,
+                });
+            }
+            Ok(filings)
         })
         .await
     }
