@@ -48,6 +48,11 @@ impl Handler {
         Self { authenticator, dictionary, stats, request_timeout: settings.request_timeout, reject_delay: settings.reject_delay }
     }
 
+    /// The dictionaries: names for the log, and each vendor's Vendor-Specific layout.
+    pub(super) fn dictionary(&self) -> &Dictionary {
+        &self.dictionary
+    }
+
     /// The debug line of a verified request, its attributes named by the dictionary.
     pub(super) fn log_received(&self, packet: &Packet, origin: &Origin<'_>) {
         if tracing::enabled!(tracing::Level::DEBUG) {

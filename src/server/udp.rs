@@ -120,7 +120,7 @@ impl Shared {
     fn admit(&self, datagram: &[u8], peer: SocketAddr, kind: PortKind, now: Instant) -> Admission {
         self.stats.received.inc();
         let Some(client) = self.client_of(peer, now) else { return Admission::Drop };
-        let packet = match verify(datagram, client, kind) {
+        let packet = match verify(datagram, client, kind, self.handler.dictionary()) {
             Ok(packet) => packet,
             Err(discard) => {
                 discard.counter(&self.stats).inc();
