@@ -189,6 +189,21 @@ fn packets() -> Vec<(&'static str, Vec<u8>)> {
     accept.push(Attribute::vendor(66, 16, *b"VPN-Users"));
     accept.push(Attribute::standard(attr::PROXY_STATE, *b"p1"));
     out.push(("access-accept-citrix.bin", radius::encode_response(&accept, Code::AccessRequest, &bob.authenticator, SECRET).unwrap()));
+    // Vendors of the other layouts fuzz_targets/packet.rs declares: USR 4,0, Lucent 2,1,
+    // Starent 2,2, WiMAX 1,1,c.
+    let mut layouts = Packet::new(Code::AccessAccept, 77, [0; 16]);
+    for (vendor, (t, l, c), typ, value) in [
+        (429, (4, 0, false), 0x9023, &[0, 0, 0, 7][..]),
+        (4846, (2, 1, false), 2, &[0, 0, 0, 3]),
+        (8164, (2, 2, false), 2, b"corp"),
+        (24757, (1, 1, true), 21, &[0, 0, 0, 1]),
+    ] {
+        layouts.push(Attribute::vendor_in(radius::VendorFormat::new(t, l, c).unwrap(), vendor, typ, value));
+    }
+    out.push((
+        "access-accept-vendor-layouts.bin",
+        radius::encode_response(&layouts, Code::AccessRequest, &bob.authenticator, SECRET).unwrap(),
+    ));
     let mut challenge = Packet::new(Code::AccessChallenge, 78, [0; 16]);
     challenge.push(Attribute::standard(attr::REPLY_MESSAGE, *b"Enter the code from your authenticator app, or \"sms\""));
     challenge.push(Attribute::standard(attr::STATE, sealed_states()[0].1.clone()));
@@ -322,6 +337,47 @@ fn fuzz_keys() -> KeyRing {
     KeyRing::load(&path).unwrap()
 }
 
+/// FreeRADIUS 3 syntax the shipped dictionaries do not use: each vendor layout, TLVs, RFC 6929
+/// extended attributes and an extended vendor, the flags.
+const FREERADIUS3_SYNTAX: &str = "\
+VENDOR Acme-Wide 64001 format=4,0
+VENDOR Acme-Two 64002 format=2,1
+VENDOR Acme-Long 64003 format=2,2
+VENDOR Acme-Cont 64004 format=1,1,c
+BEGIN-VENDOR Acme-Wide
+ATTRIBUTE Acme-Wide-Speed 0xBF38 integer
+END-VENDOR Acme-Wide
+BEGIN-VENDOR Acme-Two
+ATTRIBUTE Acme-Two-Users 2 integer
+END-VENDOR Acme-Two
+BEGIN-VENDOR Acme-Long
+ATTRIBUTE Acme-Long-Name 300 string
+END-VENDOR Acme-Long
+BEGIN-VENDOR Acme-Cont
+ATTRIBUTE Acme-Cont-Caps 1 tlv
+ATTRIBUTE Acme-Cont-Release 1.1 string
+ATTRIBUTE Acme-Cont-Flow 2 tlv
+BEGIN-TLV Acme-Cont-Flow
+ATTRIBUTE Acme-Cont-Flow-Id 1 short
+END-TLV Acme-Cont-Flow
+ATTRIBUTE Acme-Cont-Servers 3 ipaddr array
+END-VENDOR Acme-Cont
+ATTRIBUTE Extended-Attribute-1 241 extended
+ATTRIBUTE Extended-Attribute-5 245 long-extended
+ATTRIBUTE Acme-Frag 241.1 integer
+ATTRIBUTE Extended-Vendor-Specific-5 245.26 evs
+BEGIN-VENDOR Acme-Two format=Extended-Vendor-Specific-5
+ATTRIBUTE Acme-Two-Nonce 1 octets[32]
+END-VENDOR Acme-Two
+ATTRIBUTE Acme-Tunnel-Type 64 integer has_tag
+ATTRIBUTE Acme-Tunnel-Password 69 string has_tag,encrypt=2
+ATTRIBUTE Acme-Eap 79 octets concat
+ATTRIBUTE Acme-Token 3001 string secret
+ATTRIBUTE Acme-Virtual 3002 string virtual
+VALUE Acme-Tunnel-Type VLAN 13
+VALUE Acme-Two-Users Many 0x10
+";
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(name), bytes).unwrap();
@@ -347,4 +403,5 @@ fn main() {
     for (name, text) in [("minimal.toml", MINIMAL), ("harness.toml", HARNESS), ("ldap.toml", LDAP), ("portal-sms.toml", PORTAL_SMS)] {
         write(&corpus.join("config"), name, text.as_bytes());
     }
+    write(&corpus.join("dictionary"), "freeradius3-syntax.dict", FREERADIUS3_SYNTAX.as_bytes());
 }

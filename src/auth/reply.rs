@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use crate::directory::UserProfile;
 use crate::radius::Attribute;
-use crate::radius::dict::{AttributeDef, DataType, Dictionary};
+use crate::radius::dict::{DataType, Dictionary, Sendable};
 
 use super::ClientPolicy;
 
@@ -17,11 +17,11 @@ pub enum ReplyTemplate {
     /// Encoded once at start-up.
     Fixed(Attribute),
     /// Text with `{user}`; one attribute.
-    PerUser { def: AttributeDef, template: String },
+    PerUser { def: Sendable, template: String },
     /// Text with `{group}` (and maybe `{user}`); one attribute per matching group.
-    PerGroup { def: AttributeDef, template: String },
+    PerGroup { def: Sendable, template: String },
     /// Text with `{groups}`: one attribute, the matching groups joined by `separator`.
-    Joined { def: AttributeDef, template: String, separator: String },
+    Joined { def: Sendable, template: String, separator: String },
 }
 
 impl ReplyTemplate {
@@ -33,24 +33,28 @@ impl ReplyTemplate {
     /// As [`ReplyTemplate::new`], with the separator for `{groups}` (default `,`).
     pub fn with_separator(dict: &Dictionary, name: &str, value: &str, separator: Option<&str>) -> Result<Self, String> {
         let def = dict.attribute(name).ok_or_else(|| format!("unknown attribute {name:?} (not in the dictionaries)"))?;
+        let sendable = dict.sendable(def).map_err(|why| format!("{} ({}) cannot be sent in a reply: {why}", def.name, def.oid))?;
         if separator.is_some() && !value.contains("{groups}") {
             return Err(format!("{name}: separator goes with a {{groups}} value"));
         }
         let templated = ["{user}", "{group}", "{groups}"].iter().any(|p| value.contains(p));
         if !templated {
             let bytes = dict.parse_value(def, value).map_err(|e| e.to_string())?;
-            return check_len(def, bytes.len()).map(|()| Self::Fixed(def.with_value(bytes)));
+            return check_len(&sendable, bytes.len()).map(|()| Self::Fixed(sendable.with_value(bytes)));
         }
         if !matches!(def.data_type, DataType::String | DataType::Octets) {
             return Err(format!("{name} is {:?}: only string and octets attributes take {{user}} or {{group}}", def.data_type));
         }
+        if let Some(len) = def.flags.fixed_len {
+            return Err(format!("{name} takes exactly {len} octets, so not {{user}} or {{group}}"));
+        }
         let template = value.to_owned();
         Ok(if value.contains("{groups}") {
-            Self::Joined { def: def.clone(), template, separator: separator.unwrap_or(",").to_owned() }
+            Self::Joined { def: sendable, template, separator: separator.unwrap_or(",").to_owned() }
         } else if value.contains("{group}") {
-            Self::PerGroup { def: def.clone(), template }
+            Self::PerGroup { def: sendable, template }
         } else {
-            Self::PerUser { def: def.clone(), template }
+            Self::PerUser { def: sendable, template }
         })
     }
 
@@ -101,17 +105,17 @@ pub fn group_name(group: &str) -> Cow<'_, str> {
     }
 }
 
-fn max_len(def: &AttributeDef) -> usize {
-    if def.vendor == 0 { crate::radius::packet::MAX_VALUE_LEN } else { crate::radius::packet::MAX_VENDOR_VALUE_LEN }
+fn check_len(def: &Sendable, len: usize) -> Result<(), String> {
+    if len > def.max_value_len() {
+        Err(format!("value for {} is {len} octets, more than one attribute carries ({})", def.def().name, def.max_value_len()))
+    } else {
+        Ok(())
+    }
 }
 
-fn check_len(def: &AttributeDef, len: usize) -> Result<(), String> {
-    if len > max_len(def) { Err(format!("value for {} is {len} octets, more than one attribute carries", def.name)) } else { Ok(()) }
-}
-
-fn push_checked(def: &AttributeDef, value: String, out: &mut Vec<Attribute>) {
-    if value.len() > max_len(def) {
-        tracing::warn!(attribute = %def.name, len = value.len(), "reply attribute value too long for RADIUS; left out");
+fn push_checked(def: &Sendable, value: String, out: &mut Vec<Attribute>) {
+    if value.len() > def.max_value_len() {
+        tracing::warn!(attribute = %def.def().name, len = value.len(), "reply attribute value too long for RADIUS; left out");
         return;
     }
     out.push(def.with_value(value.into_bytes()));
@@ -191,5 +195,29 @@ mod tests {
         assert!(ReplyTemplate::new(&dict, "Session-Timeout", "{group}").unwrap_err().contains("only string and octets"));
         assert!(ReplyTemplate::new(&dict, "Session-Timeout", "an hour").is_err());
         assert!(ReplyTemplate::new(&dict, "Filter-Id", &"x".repeat(254)).is_err());
+        let encrypted = ReplyTemplate::new(&dict, "MS-MPPE-Send-Key", "0x00").unwrap_err();
+        assert_eq!(
+            encrypted,
+            "MS-MPPE-Send-Key (26.311.16) cannot be sent in a reply: its value is encrypted on the wire (encrypt=N), \
+             which radmfa does not do for reply values"
+        );
+    }
+
+    #[test]
+    fn templates_use_the_vendor_s_layout_and_its_room() {
+        let mut dict = Dictionary::builtin().unwrap();
+        dict.load_str("inline", "VENDOR Lucent 4846 format=2,1\nATTRIBUTE Lucent-UU-Info 7 string Lucent\n").unwrap();
+        let lucent = crate::radius::VendorFormat::new(2, 1, false).unwrap();
+        let p = ClientPolicy {
+            reply_attributes: vec![ReplyTemplate::new(&dict, "Lucent-UU-Info", "{group}").unwrap()],
+            ..ClientPolicy::named("nas")
+        };
+        let profile = UserProfile { username: "alice".into(), groups: vec!["Staff".into(), "x".repeat(247)], ..Default::default() };
+        let sent = expand_all(&p, &profile);
+        assert_eq!(sent, vec![Attribute::vendor_in(lucent, 4846, 7, *b"Staff")], "247 octets do not fit Lucent's 246");
+        assert!(ReplyTemplate::new(&dict, "Lucent-UU-Info", &"y".repeat(246)).is_ok());
+        assert!(
+            ReplyTemplate::new(&dict, "Lucent-UU-Info", &"y".repeat(247)).unwrap_err().contains("more than one attribute carries (246)")
+        );
     }
 }

@@ -17,7 +17,9 @@
 use sha2::{Digest, Sha256};
 
 use super::{Authenticator, Decision, Reason, Request, Verdict};
-use crate::radius::{Attribute, Code, Packet, attr};
+use crate::radius::packet::VENDOR_SPECIFIC;
+use crate::radius::vendor::split_vendor_specific;
+use crate::radius::{Attribute, Code, Packet, VendorFormat, attr};
 use crate::store::{KeptAnswer, UnixTime};
 
 /// Names one Access-Request among all others, the same in each of its retries.
@@ -108,10 +110,11 @@ fn encode(verdict: &Verdict) -> Option<Vec<u8>> {
 
 /// A kept answer as the decision it was.
 pub(super) fn decode(bytes: &[u8]) -> Option<Decision> {
-    let packet = Packet::decode(bytes).ok()?;
+    let packet = Packet::decode_with(bytes, &|_| None).ok()?;
     match packet.code {
         Code::AccessAccept => {
-            Some(Decision { verdict: Verdict::Accept { attributes: packet.attributes }, reason: Reason::RetryOfAccepted })
+            let attributes = packet.attributes.into_iter().map(single_sub_attribute).collect();
+            Some(Decision { verdict: Verdict::Accept { attributes }, reason: Reason::RetryOfAccepted })
         }
         Code::AccessChallenge => {
             let values = |number: u8| {
@@ -128,13 +131,35 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Decision> {
     }
 }
 
+/// A kept Vendor-Specific attribute as its sub-attribute when it reads as exactly one in RFC
+/// 2865's layout (one each is how radmfa writes them), which re-encodes as the same octets;
+/// else whole. The vendor's own layout is not known here, and reading a Vendor-Specific of
+/// another layout as several sub-attributes would re-encode it as other octets.
+fn single_sub_attribute(attribute: Attribute) -> Attribute {
+    if let Attribute::Standard { typ: VENDOR_SPECIFIC, value } = &attribute
+        && let Some(mut subs) = split_vendor_specific(value, &|_| Some(VendorFormat::RFC2865))
+        && subs.len() == 1
+        && let Some(sub) = subs.pop()
+    {
+        return sub;
+    }
+    attribute
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn attributes_come_back_as_they_were_kept() {
-        let attributes = vec![Attribute::standard(25, b"class".to_vec()), Attribute::vendor(3845, 16, b"VPN-Users".to_vec())];
+        // Lucent (format=2,1) type 2 = [3, 7], whose octets read in RFC 2865's layout would be
+        // two sub-attributes, re-encoded as two Vendor-Specific attributes.
+        let lucent = VendorFormat::new(2, 1, false).unwrap();
+        let attributes = vec![
+            Attribute::standard(25, b"class".to_vec()),
+            Attribute::vendor(3845, 16, b"VPN-Users".to_vec()),
+            Attribute::vendor_in(lucent, 4846, 2, [3, 7]),
+        ];
         let Some(Decision { verdict: Verdict::Accept { attributes: back }, reason }) =
             decode(&encode(&Verdict::Accept { attributes: attributes.clone() }).unwrap())
         else {

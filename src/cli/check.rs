@@ -1,6 +1,7 @@
 //! `radmfa check-config`: loads the configuration, the users file or LDAP settings, the SMS
 //! gateway and the key file as `serve` would, and reports problems and warnings without
-//! starting anything; also the file-mode checks `serve` logs at start.
+//! starting anything (and what the dictionaries define that a reply cannot carry); also the
+//! file-mode checks `serve` logs at start.
 
 use std::io::Write;
 
@@ -50,6 +51,9 @@ pub(super) fn check_config(path: &std::path::Path, connect: bool) -> Result<(), 
         config.server.listen.len() + config.server.accounting_listen.len(),
         config.clients.len(),
     )?;
+    if let Some(summary) = config.dictionary.unsupported_summary() {
+        writeln!(out, "note: {summary}")?;
+    }
     for warning in config.warnings.iter().chain(&file_mode_warnings(&config)) {
         writeln!(out, "warning: {warning}")?;
     }

@@ -1,5 +1,5 @@
-//! Our RADIUS codec: packets, attributes, authenticators, Message-Authenticator,
-//! User-Password hiding and FreeRADIUS dictionaries.
+//! Our RADIUS codec: packets, attributes, vendor layouts, authenticators,
+//! Message-Authenticator, User-Password hiding and FreeRADIUS dictionaries.
 //!
 //! Bytes in, typed packet out, and back. This module imports nothing else of radmfa and never
 //! panics on input: malformed datagrams become [`DecodeError`]s the server counts and drops.
@@ -8,13 +8,15 @@ pub mod codec;
 pub mod crypto;
 pub mod dict;
 pub mod packet;
+pub mod vendor;
 
 pub use crypto::{
     MessageAuthenticator, check_message_authenticator, encode_request, encode_response, hide_password, unhide_password,
     verify_accounting_request, verify_response,
 };
-pub use dict::{AttributeDef, Dictionary};
+pub use dict::{AttributeDef, Dictionary, Sendable};
 pub use packet::{Attribute, Code, DecodeError, EncodeError, MAX_PACKET_LEN, Packet};
+pub use vendor::VendorFormat;
 
 /// Standard attribute numbers the server itself reads or writes.
 pub mod attr {
@@ -176,12 +178,34 @@ mod tests {
         }
     }
 
+    /// Vendors of other layouts than RFC 2865's, as FreeRADIUS's dictionaries declare them.
+    const LAYOUTS: [(u32, u8, u8, bool); 5] =
+        [(429, 4, 0, false), (4846, 2, 1, false), (8164, 2, 2, false), (24757, 1, 1, true), (7, 1, 0, false)];
+
+    fn layout(vendor: u32) -> Option<VendorFormat> {
+        match LAYOUTS.iter().find(|(v, ..)| *v == vendor) {
+            Some(&(_, t, l, c)) => VendorFormat::new(t, l, c),
+            None => Some(VendorFormat::RFC2865),
+        }
+    }
+
     fn arb_attribute() -> impl Strategy<Value = Attribute> {
         prop_oneof![
             ((0u8..=255).prop_filter("not VSA", |t| *t != packet::VENDOR_SPECIFIC), proptest::collection::vec(any::<u8>(), 0..=253))
                 .prop_map(|(typ, value)| Attribute::Standard { typ, value }),
-            (any::<u32>(), any::<u8>(), proptest::collection::vec(any::<u8>(), 0..=247))
+            (
+                any::<u32>().prop_filter("RFC 2865 layout", |v| layout(*v) == Some(VendorFormat::RFC2865)),
+                any::<u8>(),
+                proptest::collection::vec(any::<u8>(), 0..=247)
+            )
                 .prop_map(|(vendor, typ, value)| Attribute::Vendor { vendor, typ, value }),
+            (proptest::sample::select(LAYOUTS.to_vec()), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..=247)).prop_map(
+                |((vendor, ..), typ, mut value)| {
+                    let format = layout(vendor).unwrap();
+                    value.truncate(format.max_value_len());
+                    Attribute::vendor_in(format, vendor, (u64::from(typ) % (u64::from(format.max_type()) + 1)) as u32, value)
+                }
+            ),
         ]
     }
 
@@ -189,6 +213,7 @@ mod tests {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..5000)) {
             let _ = Packet::decode(&bytes);
+            let _ = Packet::decode_with(&bytes, &layout);
             let _ = check_message_authenticator(&bytes, b"k", None);
             let _ = verify_accounting_request(&bytes, b"k");
         }
@@ -200,6 +225,12 @@ mod tests {
             bytes.extend_from_slice(&[0; 16]);
             bytes.extend_from_slice(&body);
             let _ = Packet::decode(&bytes);
+            if let Ok(packet) = Packet::decode_with(&bytes, &layout) {
+                // Whatever the layouts make of it, encoding it again reads back the same.
+                if let Ok(wire) = packet.encode() {
+                    prop_assert_eq!(Packet::decode_with(&wire, &layout).unwrap(), packet);
+                }
+            }
             let _ = check_message_authenticator(&bytes, b"k", None);
         }
 
@@ -208,7 +239,7 @@ mod tests {
                                      attributes in proptest::collection::vec(arb_attribute(), 0..12)) {
             let packet = Packet { code: Code::from(code), identifier: id, authenticator: auth, attributes };
             if let Ok(wire) = packet.encode() {
-                prop_assert_eq!(Packet::decode(&wire).unwrap(), packet);
+                prop_assert_eq!(Packet::decode_with(&wire, &layout).unwrap(), packet);
             }
         }
     }

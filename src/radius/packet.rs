@@ -5,14 +5,13 @@
 
 use super::attr::MESSAGE_AUTHENTICATOR;
 use super::codec::Reader;
+use super::vendor::{VendorFormat, split_vendor_specific};
 
 pub const HEADER_LEN: usize = 20;
 /// RFC 2865 §3: the largest packet a RADIUS peer may send.
 pub const MAX_PACKET_LEN: usize = 4096;
 /// An attribute's value fits in 255 octets minus its type and length octets.
 pub const MAX_VALUE_LEN: usize = 253;
-/// A vendor sub-attribute also spends 4 octets of vendor id and 2 of its own header.
-pub const MAX_VENDOR_VALUE_LEN: usize = MAX_VALUE_LEN - 6;
 pub const VENDOR_SPECIFIC: u8 = 26;
 
 /// The packet type (RFC 2865 §3, RFC 2866 §3, RFC 5997 §2).
@@ -79,13 +78,29 @@ impl std::fmt::Display for Code {
 
 /// One attribute, in the order it stood in the packet.
 ///
-/// A Vendor-Specific attribute in the RFC 2865 §5.26 layout is split into one `Vendor` entry per
-/// sub-attribute; one that does not follow that layout is kept whole as `Standard { typ: 26 }`,
+/// A Vendor-Specific attribute is split into one entry per sub-attribute, in the layout of its
+/// vendor ([`Packet::decode_with`]): `Vendor` for RFC 2865 §5.26's, `FormattedVendor` for the
+/// others. One that does not follow its vendor's layout is kept whole as `Standard { typ: 26 }`,
 /// so nothing the client sent is lost.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attribute {
-    Standard { typ: u8, value: Vec<u8> },
-    Vendor { vendor: u32, typ: u8, value: Vec<u8> },
+    Standard {
+        typ: u8,
+        value: Vec<u8>,
+    },
+    Vendor {
+        vendor: u32,
+        typ: u8,
+        value: Vec<u8>,
+    },
+    /// A sub-attribute of a vendor whose layout is not RFC 2865's (never `VendorFormat::RFC2865`:
+    /// [`Attribute::vendor_in`] makes those `Vendor`).
+    FormattedVendor {
+        vendor: u32,
+        format: VendorFormat,
+        typ: u32,
+        value: Vec<u8>,
+    },
 }
 
 impl Attribute {
@@ -97,9 +112,18 @@ impl Attribute {
         Self::Vendor { vendor, typ, value: value.into() }
     }
 
+    /// A vendor's sub-attribute in the vendor's layout: `Vendor` for RFC 2865's (and a type
+    /// that fits it), `FormattedVendor` otherwise.
+    pub fn vendor_in(format: VendorFormat, vendor: u32, typ: u32, value: impl Into<Vec<u8>>) -> Self {
+        match u8::try_from(typ) {
+            Ok(typ) if format.is_rfc2865() => Self::Vendor { vendor, typ, value: value.into() },
+            _ => Self::FormattedVendor { vendor, format, typ, value: value.into() },
+        }
+    }
+
     pub fn value(&self) -> &[u8] {
         match self {
-            Self::Standard { value, .. } | Self::Vendor { value, .. } => value,
+            Self::Standard { value, .. } | Self::Vendor { value, .. } | Self::FormattedVendor { value, .. } => value,
         }
     }
 
@@ -112,6 +136,7 @@ impl Attribute {
         match self {
             Self::Standard { value, .. } => value.len() + 2,
             Self::Vendor { value, .. } => value.len() + 8,
+            Self::FormattedVendor { format, value, .. } => value.len() + 6 + format.header_len(),
         }
     }
 
@@ -119,23 +144,16 @@ impl Attribute {
         match self {
             Self::Standard { typ, value } => {
                 if value.len() > MAX_VALUE_LEN {
-                    return Err(EncodeError::ValueTooLong { vendor: 0, typ: *typ, len: value.len() });
+                    return Err(EncodeError::ValueTooLong { vendor: 0, typ: u32::from(*typ), len: value.len() });
                 }
                 out.push(*typ);
                 out.push((value.len() + 2) as u8);
                 out.extend_from_slice(value);
             }
             Self::Vendor { vendor, typ, value } => {
-                if value.len() > MAX_VENDOR_VALUE_LEN {
-                    return Err(EncodeError::ValueTooLong { vendor: *vendor, typ: *typ, len: value.len() });
-                }
-                out.push(VENDOR_SPECIFIC);
-                out.push((value.len() + 8) as u8);
-                out.extend_from_slice(&vendor.to_be_bytes());
-                out.push(*typ);
-                out.push((value.len() + 2) as u8);
-                out.extend_from_slice(value);
+                VendorFormat::RFC2865.encode(*vendor, u32::from(*typ), value, out)?;
             }
+            Self::FormattedVendor { vendor, format, typ, value } => format.encode(*vendor, *typ, value, out)?,
         }
         Ok(())
     }
@@ -165,7 +183,10 @@ pub enum DecodeError {
 pub enum EncodeError {
     /// An attribute value is longer than one attribute can carry.
     #[error("attribute {vendor}:{typ} value of {len} octets is too long for one attribute")]
-    ValueTooLong { vendor: u32, typ: u8, len: usize },
+    ValueTooLong { vendor: u32, typ: u32, len: usize },
+    /// A vendor sub-attribute type wider than its vendor's type field.
+    #[error("vendor {vendor} attribute type {typ} does not fit the vendor's type field")]
+    TypeTooWide { vendor: u32, typ: u32 },
     /// The packet would exceed 4096 octets.
     #[error("packet of {0} octets exceeds the RADIUS maximum of 4096")]
     PacketTooLong(usize),
@@ -188,8 +209,16 @@ impl Packet {
         Self { code, identifier, authenticator, attributes: Vec::new() }
     }
 
-    /// Parses a datagram. Octets beyond the Length field are padding and ignored (RFC 2865 §3).
+    /// Parses a datagram, reading every Vendor-Specific attribute in RFC 2865's layout.
+    /// Octets beyond the Length field are padding and ignored (RFC 2865 §3).
     pub fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_with(datagram, &|_| Some(VendorFormat::RFC2865))
+    }
+
+    /// Parses a datagram, reading each Vendor-Specific attribute in the layout `format_of`
+    /// gives its vendor (a dictionary's `VENDOR ... format=`); `None` keeps the attribute
+    /// whole, as its octets came.
+    pub fn decode_with(datagram: &[u8], format_of: &dyn Fn(u32) -> Option<VendorFormat>) -> Result<Self, DecodeError> {
         let body = packet_bytes(datagram)?;
         let mut r = Reader::new(body);
         let code = Code::from(r.u8().ok_or(DecodeError::TooShort(datagram.len()))?);
@@ -200,7 +229,7 @@ impl Packet {
         for raw in RawAttributes::new(body) {
             let (typ, value) = raw?;
             if typ == VENDOR_SPECIFIC
-                && let Some(subs) = split_vendor_specific(value)
+                && let Some(subs) = split_vendor_specific(value, format_of)
             {
                 attributes.extend(subs);
                 continue;
@@ -335,21 +364,6 @@ impl<'a> Iterator for RawAttributes<'a> {
     }
 }
 
-/// Splits an RFC 2865 §5.26 Vendor-Specific value into sub-attributes, or `None` when the
-/// vendor uses another layout (then the attribute is kept whole).
-fn split_vendor_specific(value: &[u8]) -> Option<Vec<Attribute>> {
-    let mut r = Reader::new(value);
-    let vendor = r.u32()?;
-    let mut subs = Vec::new();
-    while !r.is_empty() {
-        let typ = r.u8()?;
-        let len = usize::from(r.u8()?);
-        let sub = r.take(len.checked_sub(2)?)?;
-        subs.push(Attribute::vendor(vendor, typ, sub));
-    }
-    (!subs.is_empty()).then_some(subs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +414,26 @@ mod tests {
             packet.attributes,
             vec![Attribute::vendor(66, 16, *b"a"), Attribute::vendor(66, 16, *b"b"), Attribute::standard(26, [1, 2, 3]),]
         );
+    }
+
+    #[test]
+    fn vendors_of_other_layouts_split_as_their_layout_says() {
+        // Lucent (format=2,1) type 2 = [3, 7]. Read in RFC 2865's layout, the same octets are
+        // two sub-attributes (type 0 and type 5): the layout must come from the dictionary.
+        let lucent = VendorFormat::new(2, 1, false).unwrap();
+        let mut p = header(2, 0);
+        p.extend_from_slice(&[26, 11, 0, 0, 0x12, 0xee, 0, 2, 5, 3, 7]);
+        let len = p.len() as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        let layouts = |vendor: u32| Some(if vendor == 4846 { lucent } else { VendorFormat::RFC2865 });
+        let packet = Packet::decode_with(&p, &layouts).unwrap();
+        assert_eq!(packet.attributes, vec![Attribute::vendor_in(lucent, 4846, 2, [3, 7])]);
+        assert_eq!(packet.encode().unwrap(), p, "the same octets again");
+        assert_eq!(Packet::decode(&p).unwrap().attributes, vec![Attribute::vendor(4846, 0, []), Attribute::vendor(4846, 5, [7])]);
+        let whole = Packet::decode_with(&p, &|_| None).unwrap();
+        assert_eq!(whole.attributes, vec![Attribute::standard(26, p[22..].to_vec())]);
+        assert_eq!(Attribute::vendor_in(VendorFormat::RFC2865, 9, 1, *b"x"), Attribute::vendor(9, 1, *b"x"));
+        assert_eq!(Attribute::vendor_in(lucent, 4846, 2, [3, 7]).encoded_len(), 11);
     }
 
     #[test]

@@ -68,6 +68,11 @@ impl Handler {
         self.dictionary.store(dictionary);
     }
 
+    /// The dictionaries: names for the log, and each vendor's Vendor-Specific layout.
+    pub(super) fn dictionary(&self) -> arc_swap::Guard<Arc<Dictionary>> {
+        self.dictionary.load()
+    }
+
     /// The debug line of a verified request, its attributes named by the dictionary.
     pub(super) fn log_received(&self, packet: &Packet, origin: &Origin<'_>) {
         if tracing::enabled!(tracing::Level::DEBUG) {

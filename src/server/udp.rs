@@ -125,7 +125,7 @@ impl Shared {
         self.stats.received.inc();
         let Some(client) = self.client_of(peer, now) else { return Admission::Drop };
         let client = &client;
-        let packet = match verify(datagram, client, kind) {
+        let packet = match verify(datagram, client, kind, &self.handler.dictionary()) {
             Ok(packet) => packet,
             Err(discard) => {
                 discard.counter(&self.stats).inc();

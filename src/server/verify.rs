@@ -9,7 +9,7 @@
 use super::PortKind;
 use super::settings::ClientSettings;
 use super::stats::{Counter, Stats};
-use crate::radius::{self, Code, DecodeError, MessageAuthenticator, Packet, attr};
+use crate::radius::{self, Code, DecodeError, Dictionary, MessageAuthenticator, Packet, attr};
 
 /// Why a packet is silently discarded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,11 +54,12 @@ impl Discard {
 
 /// The packet in `bytes`, if `client` sent it to `port` as the RFCs allow. `bytes` is what
 /// arrived, padding included: the authenticators are computed over what the Length field covers.
-pub fn verify(bytes: &[u8], client: &ClientSettings, port: PortKind) -> Result<Packet, Discard> {
+/// `dictionary` says how each vendor lays out its Vendor-Specific attributes.
+pub fn verify(bytes: &[u8], client: &ClientSettings, port: PortKind, dictionary: &Dictionary) -> Result<Packet, Discard> {
     if bytes.len() > radius::MAX_PACKET_LEN {
         return Err(Discard::TooLong(bytes.len()));
     }
-    let packet = Packet::decode(bytes).map_err(Discard::Malformed)?;
+    let packet = dictionary.decode(bytes).map_err(Discard::Malformed)?;
     if !serves(port, packet.code) {
         return Err(Discard::UnexpectedCode { code: packet.code, port });
     }
@@ -136,8 +137,20 @@ mod tests {
     fn a_signed_access_request_passes_and_padding_is_ignored() {
         let mut bytes = access_request(&[Attribute::standard(attr::USER_NAME, *b"alice")], true);
         bytes.extend_from_slice(&[0; 5]);
-        let packet = verify(&bytes, &client(true), PortKind::Auth).unwrap();
+        let packet = verify(&bytes, &client(true), PortKind::Auth, &Dictionary::default()).unwrap();
         assert_eq!(packet.get(attr::USER_NAME), Some(&b"alice"[..]));
+    }
+
+    #[test]
+    fn vendor_specific_attributes_are_read_in_the_layout_the_dictionary_gives() {
+        let mut dictionary = Dictionary::builtin().unwrap();
+        dictionary.load_str("inline", "VENDOR Lucent 4846 format=2,1\n").unwrap();
+        let lucent = radius::VendorFormat::new(2, 1, false).unwrap();
+        let sub = Attribute::vendor_in(lucent, 4846, 2, [3, 7]);
+        let bytes = access_request(std::slice::from_ref(&sub), true);
+        assert!(verify(&bytes, &client(true), PortKind::Auth, &dictionary).unwrap().attributes.contains(&sub));
+        let plain = verify(&bytes, &client(true), PortKind::Auth, &Dictionary::default()).unwrap();
+        assert!(!plain.attributes.contains(&sub), "without the layout, the octets read otherwise");
     }
 
     #[test]
@@ -164,7 +177,7 @@ mod tests {
         ];
         let stats = Stats::default();
         for (bytes, required, port, expected) in cases {
-            let discard = verify(&bytes, &client(required), port).unwrap_err();
+            let discard = verify(&bytes, &client(required), port, &Dictionary::default()).unwrap_err();
             assert_eq!(discard, expected);
             discard.counter(&stats).inc();
         }
@@ -173,8 +186,14 @@ mod tests {
         assert_eq!(stats.bad_message_authenticator.get(), 1);
         assert_eq!(stats.missing_message_authenticator.get(), 1);
         assert_eq!(stats.proxy_state_without_message_authenticator.get(), 1);
-        assert!(verify(&access_request(&proxied, true), &client(false), PortKind::Auth).is_ok(), "signed, it may carry Proxy-State");
-        assert!(verify(&access_request(&[], false), &client(false), PortKind::Auth).is_ok(), "unsigned, when the client allows it");
+        assert!(
+            verify(&access_request(&proxied, true), &client(false), PortKind::Auth, &Dictionary::default()).is_ok(),
+            "signed, it may carry Proxy-State"
+        );
+        assert!(
+            verify(&access_request(&[], false), &client(false), PortKind::Auth, &Dictionary::default()).is_ok(),
+            "unsigned, when the client allows it"
+        );
     }
 
     #[test]
@@ -183,8 +202,8 @@ mod tests {
         let signed = radius::encode_request(&status, SECRET, true).unwrap();
         let bare = radius::encode_request(&status, SECRET, false).unwrap();
         for port in [PortKind::Auth, PortKind::Accounting] {
-            assert!(verify(&signed, &client(false), port).is_ok());
-            assert_eq!(verify(&bare, &client(false), port), Err(Discard::StatusServerWithoutMessageAuthenticator));
+            assert!(verify(&signed, &client(false), port, &Dictionary::default()).is_ok());
+            assert_eq!(verify(&bare, &client(false), port, &Dictionary::default()), Err(Discard::StatusServerWithoutMessageAuthenticator));
         }
     }
 
@@ -194,9 +213,9 @@ mod tests {
         request.push(Attribute::standard(attr::ACCT_STATUS_TYPE, [0, 0, 0, 1]));
         request.push(Attribute::standard(attr::PROXY_STATE, *b"p"));
         let bytes = radius::encode_request(&request, SECRET, false).unwrap();
-        assert!(verify(&bytes, &client(true), PortKind::Accounting).is_ok());
+        assert!(verify(&bytes, &client(true), PortKind::Accounting, &Dictionary::default()).is_ok());
         let forged = radius::encode_request(&request, b"other", false).unwrap();
-        let discard = verify(&forged, &client(false), PortKind::Accounting).unwrap_err();
+        let discard = verify(&forged, &client(false), PortKind::Accounting, &Dictionary::default()).unwrap_err();
         assert_eq!(discard, Discard::BadAccountingAuthenticator);
         let stats = Stats::default();
         discard.counter(&stats).inc();
@@ -213,7 +232,7 @@ mod tests {
             bytes.extend_from_slice(&body);
             bytes.resize(bytes.len() + padding, 0);
             for port in [PortKind::Auth, PortKind::Accounting] {
-                let _ = verify(&bytes, &client(required), port);
+                let _ = verify(&bytes, &client(required), port, &Dictionary::default());
             }
         }
     }

@@ -8,6 +8,7 @@
 mod active_directory;
 mod cli;
 mod codec;
+mod dictionaries;
 mod harness;
 mod http;
 mod keys_and_database;
