@@ -439,7 +439,7 @@ fn openvpn_certificates(dir: &Path) {
 }
 
 #[test]
-fn openvpn_guide_connects_with_the_code_appended_and_refuses_a_wrong_one() {
+fn openvpn_guide_connects_with_the_code_appended_and_refuses_a_wrong_or_missing_code() {
     if !ready(&[("openvpn", "openvpn"), ("ip", "iproute2")], &["openvpn-auth-radius"]) {
         return;
     }
@@ -511,22 +511,26 @@ fn openvpn_guide_connects_with_the_code_appended_and_refuses_a_wrong_one() {
     let started = server.wait_for_any(&["Initialization Sequence Completed"], Duration::from_secs(15));
     assert!(started.is_some(), "the OpenVPN server did not start:\n{}", server.log());
 
-    // The user's client, with `password` after the user name; what it ended with.
-    let connect = |password: String, log: &str| {
-        std::fs::write(&credentials, format!("alice\n{password}\n")).unwrap();
+    // The user's client logging in as `user` with `password`; what it ended with.
+    let connect = |user: &str, password: String, log: &str| {
+        std::fs::write(&credentials, format!("{user}\n{password}\n")).unwrap();
         let mut command = client_ns.command("openvpn");
         command.arg("--config").arg(&client_config);
         let mut client = Background::start(command, work.path().join(log));
         let outcome = client.wait_for_any(&["Initialization Sequence Completed", "AUTH_FAILED"], Duration::from_secs(20));
         (outcome, client.log())
     };
-    let (outcome, log) = connect(format!("{ALICE_PASSWORD}{}", totp_code(&alice, 0)), "client-right.log");
+    let (outcome, log) = connect("alice", format!("{ALICE_PASSWORD}{}", totp_code(&alice, 0)), "client-right.log");
     assert_eq!(outcome.as_deref(), Some("Initialization Sequence Completed"), "client:\n{log}\nserver:\n{}", server.log());
-    let (outcome, log) = connect(format!("{ALICE_PASSWORD}{}", totp_code(&alice, 10)), "client-wrong.log");
+    let (outcome, log) = connect("alice", format!("{ALICE_PASSWORD}{}", totp_code(&alice, 10)), "client-wrong.log");
+    assert_eq!(outcome.as_deref(), Some("AUTH_FAILED"), "client:\n{log}\nserver:\n{}", server.log());
+    // Carol has no authenticator app: with challenges = false she is rejected outright, where
+    // the default would have sent her an SMS code in a challenge radiusplugin cannot answer.
+    let (outcome, log) = connect("carol", CAROL_PASSWORD.to_owned(), "client-no-token.log");
     assert_eq!(outcome.as_deref(), Some("AUTH_FAILED"), "client:\n{log}\nserver:\n{}", server.log());
 
-    assert_eq!(audit_field(&radmfa, 2, "reason"), ["authenticated", "wrong_code"]);
-    assert!(audit_field(&radmfa, 2, "client").iter().all(|c| c == "openvpn"));
+    assert_eq!(audit_field(&radmfa, 3, "reason"), ["authenticated", "wrong_code", "no_token"]);
+    assert!(audit_field(&radmfa, 3, "client").iter().all(|c| c == "openvpn"));
     let accounting = radmfa.wait_for(|v| v["target"] == "radmfa::accounting" && v["status"] == "start", Duration::from_secs(5));
     assert!(accounting.is_some_and(|v| v["user"] == "alice"), "radiusplugin's accounting Start: {:?}", radmfa.logs());
 }
