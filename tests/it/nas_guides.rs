@@ -13,8 +13,10 @@
 //!   client in another, joined by a veth pair.
 //!
 //! The guides use documentation addresses: radmfa at 192.0.2.10:1812 (accounting :1813), the NAS
-//! at other 192.0.2.x addresses. Here radmfa listens on 127.0.0.1 port 0 with the users file of
-//! the harness (alice, carol) and no client in its config but the guide's drop-in in conf.d.
+//! at other 192.0.2.x addresses. Here radmfa listens on 127.0.0.1 — port 0, or the guide's 1812
+//! and 1813 inside the OpenVPN test's own namespace (radiusplugin cannot reach a port above
+//! 32767) — with the users file of the harness (alice, carol) and no client in its config but
+//! the guide's drop-in in conf.d.
 //! The tests need root and the packages `scripts/test` installs: on CI (CI=true) a missing one
 //! fails the test, elsewhere the test is skipped with a note. Namespaces, processes and PAM
 //! services are removed when a test ends, also when it fails.
