@@ -47,9 +47,9 @@ pub struct ClientSection {
     mode: Option<Mode>,
     /// Unset: `sms`, or `reject` for a NAS that cannot answer challenges.
     no_token: Option<NoToken>,
-    /// Whether the NAS can answer an Access-Challenge. OpenVPN's radiusplugin and pam_radius
-    /// take any challenge as a denial: false gives them append only, and never sends an SMS
-    /// for a login that could not be finished.
+    /// Whether the NAS can answer an Access-Challenge. OpenVPN's radiusplugin takes any
+    /// challenge as a denial (pam_radius 2.0 answers them: docs/nas/pam_radius.md): false gives
+    /// it append only, and never sends an SMS for a login that could not be finished.
     #[serde(default = "defaults::yes")]
     challenges: bool,
     #[serde(default = "defaults::password_encoding")]

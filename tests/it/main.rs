@@ -13,6 +13,7 @@ mod harness;
 mod http;
 mod keys_and_database;
 mod metrics;
+mod nas_guides;
 mod one_identity;
 mod oracle;
 mod package;
