@@ -24,7 +24,7 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
     super::create_key_on_first_start(&config)?;
     let keys = super::open_keys(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("radmfa").build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let metrics = Arc::new(Metrics::new());
@@ -110,7 +110,11 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         authenticator.directory().log_totals();
         tracing::info!(stats = %stats.join(" "), "stopped");
         Ok::<(), CliError>(())
-    })
+    });
+    // A blocking task that never ends (a reload reading a file that never ends) must not keep
+    // a stopped server from exiting.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    served
 }
 
 /// What the metrics endpoint reads at each scrape, besides what is recorded as it happens.
@@ -126,10 +130,12 @@ fn watch_everything(
     let sms = Arc::clone(sms_stats);
     // Whichever gateway sent them (a reload may change it): per gateway, see sms_send_seconds.
     metrics.watch(CounterSet { prefix: "sms", labels: Vec::new(), read: move || sms.described() });
-    // The directory a reload put in place, not the one at start.
-    let authenticator = Arc::clone(authenticator);
-    metrics.watch(DirectoryWatch(move || authenticator.directory().status()));
-    metrics.watch(StoreAvailability(Arc::clone(store)));
+    // The directory a reload put in place, not the one at start. Weak: the metrics are held by
+    // what they watch (the timed store), and a cycle would keep the store from closing (and
+    // folding its write-ahead log into the database file) at stop.
+    let authenticator = Arc::downgrade(authenticator);
+    metrics.watch(DirectoryWatch(move || authenticator.upgrade().and_then(|a| a.directory().status())));
+    metrics.watch(StoreAvailability(Arc::downgrade(store)));
 }
 
 fn sms_name(name: &'static str) -> &'static str {

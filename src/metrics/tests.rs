@@ -154,7 +154,7 @@ async fn every_series_the_grafana_dashboard_asks_for_exists() {
     };
     metrics.watch(DirectoryWatch(move || Some(DirectoryStatus { servers: vec![server.clone()], ..DirectoryStatus::default() })));
     let store: Arc<dyn crate::store::Store> = Arc::new(MemoryStore::in_memory(Arc::new(Keys::fixed(KeyRing::generate("k1")))));
-    metrics.watch(StoreAvailability(store));
+    metrics.watch(StoreAvailability(Arc::downgrade(&store)));
     let page = metrics.render();
 
     let dashboard = include_str!("../../contrib/grafana/radmfa-dashboard.json");

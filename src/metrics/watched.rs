@@ -1,7 +1,7 @@
 //! Figures the subsystems keep anyway, read at each scrape: counter sets, the directory's
 //! servers and connections, whether the store can be used.
 
-use std::sync::Arc;
+use std::sync::Weak;
 
 use prometheus_client::encoding::DescriptorEncoder;
 
@@ -30,11 +30,13 @@ where
 }
 
 /// Whether the store can be used now (what makes the server leave requests unanswered).
-pub struct StoreAvailability(pub Arc<dyn crate::store::Store>);
+/// Weak, as what it watches holds the metrics: nothing here keeps the store open.
+pub struct StoreAvailability(pub Weak<dyn crate::store::Store>);
 
 impl Watched for StoreAvailability {
     fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let up = i64::from(self.0.available());
+        let Some(store) = self.0.upgrade() else { return Ok(()) };
+        let up = i64::from(store.available());
         encode_gauge(
             encoder,
             "store_available",
