@@ -141,6 +141,20 @@ impl KeyRing {
         let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary).map_err(err)?;
         file.write_all(text.as_bytes()).map_err(err)?;
         file.sync_all().map_err(err)?;
+        // The server reads this file as its own user (radmfa): a key written by root for it
+        // must stay that user's, or the server stops opening seeds.
+        if let Some(owner) = owner_for(path)
+            && let Err(e) = give(&file, owner)
+        {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(KeyError::File {
+                path: shown.clone(),
+                message: format!(
+                    "the new key file cannot be given the owner the server reads it as (uid {}, gid {}): {e}; run this as root or as that user",
+                    owner.0, owner.1
+                ),
+            });
+        }
         std::fs::rename(&temporary, path).map_err(err)
     }
 
@@ -194,6 +208,25 @@ impl KeyRing {
 /// How often a running server looks at the key file for a change. `keys rotate` waits longer
 /// than two of these before it removes the old key.
 pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Who a file written at `path` should belong to: the file's owner if it exists, else its
+/// folder's (`/var/lib/radmfa` is the service user's) — `None` if neither can be read.
+pub(crate) fn owner_for(path: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let meta = std::fs::metadata(path).or_else(|_| std::fs::metadata(folder)).ok()?;
+    Some((meta.uid(), meta.gid()))
+}
+
+/// Gives `file` to `owner` unless it is theirs already (changing it needs root).
+pub(crate) fn give(file: &std::fs::File, owner: (u32, u32)) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    if (meta.uid(), meta.gid()) == owner {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(owner.0), Some(owner.1))
+}
 
 /// What identifies one version of the key file: a rewrite (write beside, rename) changes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -249,7 +249,19 @@ pub fn keygen(config_path: &Path) -> Result<(), CliError> {
         writeln!(out, "warning: {} exists already: seeds sealed with another key will not open with this one", db.display())?;
     } else {
         // The database comes with the key, so a database missing later is known to be lost.
+        let owner = crate::keys::owner_for(db);
         SqliteStore::create(db, open_keys(&config)?).map_err(|e| format!("{}: {e}", db.display()))?;
+        // Made by root for a server that runs as its folder's owner (radmfa): theirs.
+        if let Some(owner) = owner {
+            let beside = |suffix: &str| std::path::PathBuf::from([db.as_os_str(), suffix.as_ref()].join(std::ffi::OsStr::new("")));
+            for file in [db.to_path_buf(), beside("-wal"), beside("-shm")] {
+                if let Ok(opened) = std::fs::File::open(&file)
+                    && let Err(e) = crate::keys::give(&opened, owner)
+                {
+                    writeln!(out, "warning: {} could not be given to uid {}: {e}", file.display(), owner.0)?;
+                }
+            }
+        }
         writeln!(out, "{}: new, empty database", db.display())?;
     }
     Ok(())

@@ -190,3 +190,26 @@ fn a_database_not_writable_at_start_means_not_ready_until_it_is() {
     server.wait_listening(WAIT);
     assert_eq!(login(&server, "alice", &format!("{ALICE_PASSWORD}{}", totp_code(&seed, 0))), ACCESS_ACCEPT, "no restart needed");
 }
+
+#[test]
+fn keys_made_or_rotated_by_root_stay_the_service_users() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "this test needs root on CI");
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    // A state folder that belongs to the service user (nobody here), as /var/lib/radmfa is radmfa's.
+    let dir = tempfile::tempdir().unwrap();
+    crate::harness::write_users(dir.path());
+    let config = crate::harness::write_config(dir.path(), &Options::default());
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    let owner = |name: &str| std::fs::metadata(dir.path().join(name)).map(|m| (m.uid(), m.gid())).unwrap();
+    let keygen = crate::harness::admin(&config, &["keygen"]);
+    assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
+    assert_eq!(owner("master.key"), (65534, 65534), "keygen run as root");
+    assert_eq!(owner("radmfa.db"), (65534, 65534));
+    let rotate = crate::harness::admin(&config, &["keys", "rotate"]);
+    assert!(rotate.status.success(), "{}", String::from_utf8_lossy(&rotate.stderr));
+    assert_eq!(owner("master.key"), (65534, 65534), "keys rotate run as root");
+}
