@@ -1,13 +1,15 @@
 //! The Prometheus scrape endpoint: `GET /metrics` over plain HTTP/1.1 on `[metrics] listen`.
 //!
 //! A scraper is one trusted process, so this is small: a connection from an address `allow`
-//! does not cover is closed unread; at most `MAX_CONNECTIONS` are open at once (more are closed
-//! at once); a request head must arrive within `HEADER_TIMEOUT` and a connection idle for
-//! `IDLE_TIMEOUT` is closed, so a slow peer holds nothing for long.
+//! does not cover is closed unread; a request head must arrive within `HEADER_TIMEOUT` and a
+//! connection idle for `IDLE_TIMEOUT` is closed. At most `MAX_CONNECTIONS` are open at once: a
+//! newcomer over it closes the oldest connection not serving a request, so connections held
+//! open without asking (any local user can open them to loopback) cannot keep Prometheus out.
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -15,7 +17,6 @@ use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 
@@ -29,8 +30,9 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 
 /// Serves `metrics` until `shutdown` is cancelled.
 pub async fn serve(metrics: Arc<Metrics>, settings: MetricsSettings, listener: TcpListener, shutdown: CancellationToken) {
-    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(Connections::default());
     let mut refused_said = false;
+    let mut displaced_said = false;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -52,22 +54,70 @@ pub async fn serve(metrics: Arc<Metrics>, settings: MetricsSettings, listener: T
             }
             continue;
         }
-        let Ok(place) = Arc::clone(&places).try_acquire_owned() else { continue };
-        let (metrics, shutdown) = (Arc::clone(&metrics), shutdown.clone());
+        let Some((place, displaced)) = open.admit() else { continue };
+        if displaced && !displaced_said {
+            tracing::warn!(%peer, "metrics: {MAX_CONNECTIONS} connections were open, the oldest idle one was closed to make room (said once)");
+            displaced_said = true;
+        }
+        let (metrics, shutdown, open) = (Arc::clone(&metrics), shutdown.clone(), Arc::clone(&open));
         tokio::spawn(async move {
             let mut io = TimeoutStream::new(stream);
             io.set_read_timeout(Some(IDLE_TIMEOUT));
             io.set_write_timeout(Some(IDLE_TIMEOUT));
-            let service = hyper::service::service_fn(move |request| answer(Arc::clone(&metrics), request));
+            let serving = Arc::clone(&place);
+            let service = hyper::service::service_fn(move |request| {
+                let (metrics, serving) = (Arc::clone(&metrics), Arc::clone(&serving));
+                async move {
+                    serving.serving.store(true, Ordering::Relaxed);
+                    let response = answer(metrics, request).await;
+                    serving.serving.store(false, Ordering::Relaxed);
+                    response
+                }
+            });
             let mut builder = http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(16 * 1024);
             let connection = builder.serve_connection(TokioIo::new(Box::pin(io)), service);
             tokio::select! {
                 result = connection => if let Err(e) = result { tracing::debug!(%peer, error = %e, "metrics: connection closed") },
+                () = place.close.cancelled() => {}
                 () = shutdown.cancelled() => {}
             }
-            drop(place);
+            open.leave(&place);
         });
+    }
+}
+
+/// One open connection.
+struct Place {
+    since: Instant,
+    /// While a request is being answered: such a connection is not closed to make room.
+    serving: AtomicBool,
+    close: CancellationToken,
+}
+
+#[derive(Default)]
+struct Connections {
+    open: Mutex<Vec<Arc<Place>>>,
+}
+
+impl Connections {
+    /// A place for a new connection, and whether an idle one was closed for it; `None` if
+    /// every open connection is serving a request.
+    fn admit(&self) -> Option<(Arc<Place>, bool)> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut displaced = false;
+        if open.len() >= MAX_CONNECTIONS {
+            let oldest_idle = open.iter().enumerate().filter(|(_, p)| !p.serving.load(Ordering::Relaxed)).min_by_key(|(_, p)| p.since)?.0;
+            open.swap_remove(oldest_idle).close.cancel();
+            displaced = true;
+        }
+        let place = Arc::new(Place { since: Instant::now(), serving: AtomicBool::new(false), close: CancellationToken::new() });
+        open.push(Arc::clone(&place));
+        Some((place, displaced))
+    }
+
+    fn leave(&self, place: &Arc<Place>) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| !Arc::ptr_eq(p, place));
     }
 }
 

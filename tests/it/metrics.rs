@@ -141,3 +141,20 @@ fn a_scraper_outside_allow_gets_nothing() {
     assert!(text.is_empty(), "{}", String::from_utf8_lossy(&text));
     assert!(server.wait_for(|v| v["message"].as_str().is_some_and(|m| m.contains("[metrics] allow")), WAIT).is_some());
 }
+
+#[test]
+fn connections_held_open_without_a_request_cannot_keep_a_scraper_out() {
+    let server = TestServer::start(Options { extra: "[metrics]\nlisten = \"127.0.0.1:0\"\n".into(), ..Options::default() });
+    let metrics = metrics_address(&server);
+    // Any local user can do this to a loopback endpoint: more half-sent requests than it keeps.
+    let held: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(metrics).unwrap();
+            s.write_all(b"GET /met").unwrap();
+            s
+        })
+        .collect();
+    let (head, page) = http(metrics, "GET /metrics");
+    assert!(head.starts_with("HTTP/1.1 200") && page.ends_with("# EOF\n"), "{head}");
+    drop(held);
+}
