@@ -67,7 +67,7 @@ impl KeyRing {
                 return Err(KeyError::Permissions { path: shown, mode });
             }
         }
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| file_err(format!("cannot read: {e}")))?);
+        let text = Zeroizing::new(crate::settings::read_text_file(path, 1024 * 1024).map_err(|e| file_err(format!("cannot read: {e}")))?);
         let mut raw = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();

@@ -31,6 +31,27 @@ impl Invalid {
     }
 }
 
+/// Largest configuration-like file radmfa reads (the config, a drop-in, a dictionary file, the
+/// users file): far above any real one, well below what would exhaust memory.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads a file of text the admin names, refusing what is not a regular file (a FIFO would
+/// block a reload for ever, `/dev/zero` would fill memory) and what is over `limit` bytes.
+/// A symbolic link to a regular file is followed.
+pub fn read_text_file(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("larger than {} MiB", limit / 1024 / 1024)));
+    }
+    Ok(text)
+}
+
 /// Where a section's relative paths and secrets are read from.
 pub struct Sources<'a> {
     /// The config file's folder: relative paths resolve against it.
@@ -61,7 +82,8 @@ impl Sources<'_> {
 /// A secret file: its one line, the line break after it dropped. More lines are an error (a
 /// key file or a certificate named by mistake), and so is an empty file.
 pub fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
-    let text = Secret::new(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    // A secret is one line: 64 KiB is ample.
+    let text = Secret::new(read_text_file(path, 64 * 1024).map_err(|e| format!("{}: {e}", path.display()))?);
     one_line(text, &path.display().to_string())
 }
 

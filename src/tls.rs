@@ -6,7 +6,7 @@ use std::sync::Arc;
 /// A TLS client that trusts the certificates of `ca_file` alone (rustls with ring).
 pub fn client_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, String> {
     let shown = ca_file.display();
-    let pem = std::fs::read(ca_file).map_err(|e| format!("ca_file {shown}: {e}"))?;
+    let pem = crate::settings::read_text_file(ca_file, 16 * 1024 * 1024).map_err(|e| format!("ca_file {shown}: {e}"))?.into_bytes();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         let cert = cert.map_err(|e| format!("ca_file {shown}: {e}"))?;

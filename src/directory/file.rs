@@ -63,7 +63,7 @@ pub struct UsersFile {
 impl UsersFile {
     pub fn load(path: &Path) -> Result<Self, UsersFileError> {
         let err = |message: String| UsersFileError { path: path.display().to_string(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let text = crate::settings::read_text_file(path, crate::settings::MAX_FILE_BYTES).map_err(|e| err(format!("cannot read: {e}")))?;
         Self::parse(&text).map_err(err)
     }
 

@@ -2,6 +2,7 @@
 //! challenge is in flight; messages changed; a broken configuration keeps the running one; a
 //! change only a restart applies is said.
 
+use std::process::Command;
 use std::time::Duration;
 
 use radius::core::code::Code;
@@ -136,6 +137,31 @@ fn a_reload_adds_and_removes_clients_while_a_challenge_is_in_flight() {
         "only the broken reload is an error: {:?}",
         server.logs()
     );
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn a_fifo_or_a_device_in_conf_d_is_refused_not_waited_on() {
+    let server = TestServer::start(Options::default());
+    let conf_d = server.dir().join("conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    // A FIFO (opening it would wait for a writer for ever) and a link to /dev/zero (endless).
+    let made = Command::new("mkfifo").arg(conf_d.join("20-fifo.toml")).status().unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("/dev/zero", conf_d.join("30-zero.toml")).unwrap();
+    server.hangup();
+    let failed = wait_for_nth(&server, "reload failed", 1);
+    assert!(failed["error"].as_str().unwrap().contains("not a regular file"), "{failed}");
+    std::fs::remove_file(conf_d.join("20-fifo.toml")).unwrap();
+    server.hangup();
+    let failed = wait_for_nth(&server, "reload failed", 2);
+    assert!(failed["error"].as_str().unwrap().contains("30-zero.toml: cannot read: not a regular file"), "{failed}");
+    std::fs::remove_file(conf_d.join("30-zero.toml")).unwrap();
+    server.hangup();
+    wait_for_nth(&server, "configuration reloaded", 1);
+    let accept = ask(&server, "127.0.0.1:0", SECRET, "alice", ALICE_PASSWORD, None).unwrap();
+    assert_eq!(oracle::code(&accept), ACCESS_ACCEPT);
     let (status, _) = server.stop();
     assert!(status.success());
 }
