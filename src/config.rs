@@ -109,8 +109,10 @@ const RESTART_ONLY: &[&str] = &["server", "store", "portal", "metrics"];
 impl Config {
     /// Reads `path` and the `[[client]]` drop-ins in `conf.d/*.toml` beside it.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read =
-            |path: &Path| crate::settings::read_text_file(path, crate::settings::MAX_FILE_BYTES).map_err(|source| ConfigError::Read { path: path.display().to_string(), source });
+        let read = |path: &Path| {
+            crate::settings::read_text_file(path, crate::settings::MAX_FILE_BYTES)
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
+        };
         let text = read(path)?;
         let drop_ins = drop_in_files(path)?.into_iter().map(|file| Ok((read(&file)?, file))).collect::<Result<Vec<_>, ConfigError>>()?;
         let mut config = Self::parse(path, &text, |key| std::env::var(key).ok())?;

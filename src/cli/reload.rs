@@ -41,8 +41,10 @@ fn described(clients: &[ClientSettings]) -> BTreeMap<String, (String, Vec<u8>)> 
     clients.iter().map(|c| (c.policy.name.clone(), (format!("{c:?}"), c.secret.expose().clone()))).collect()
 }
 
-/// Reloads at every SIGHUP until `shutdown`.
+/// Reloads at every SIGHUP (`hangups`, taken over at start: a SIGHUP's default is to end the
+/// process) until `shutdown`.
 pub(super) async fn reload_on_hangup(
+    hangups: Option<tokio::signal::unix::Signal>,
     path: PathBuf,
     mut running: Running,
     server: Arc<Server>,
@@ -50,8 +52,7 @@ pub(super) async fn reload_on_hangup(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+    let Some(mut hangups) = hangups else {
         tracing::error!("cannot install the SIGHUP handler: changes to the configuration need a restart");
         return;
     };

@@ -27,6 +27,9 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
     let served = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        // At once: until taken over, a SIGHUP (systemctl reload while the database is still
+        // awaited) would end the process. Those that come before the server runs reload it then.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let metrics = Arc::new(Metrics::new());
         let Some(store) = open_store_when_writable(&config, &keys, &shutdown).await? else { return Ok(()) };
         let store = TimedStore::wrap(store, Arc::clone(&metrics));
@@ -80,6 +83,7 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         ));
         watch_everything(&metrics, &server, &sms_stats, &authenticator, &store);
         tokio::spawn(reload_on_hangup(
+            hangups,
             config_path.to_path_buf(),
             running,
             Arc::clone(&server),

@@ -165,3 +165,22 @@ fn a_fifo_or_a_device_in_conf_d_is_refused_not_waited_on() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+#[test]
+fn a_sighup_while_the_database_is_awaited_does_not_end_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::harness::write_users(dir.path());
+    // A database nobody listens for: the server waits for it, not ready.
+    let store = "[store]\nkind = \"postgres\"\nurl = \"postgresql://radmfa@127.0.0.1:1/radmfa?sslmode=disable\"\npassword = \"x\"\nkey_file = \"master.key\"\n";
+    let config = crate::harness::write_config(dir.path(), &Options { store: Some(store.into()), ..Options::default() });
+    radmfa::keys::KeyRing::generate("k1").save(&dir.path().join("master.key")).unwrap();
+    let mut server = TestServer::launch(dir, config, None, &[]);
+    assert!(
+        server.wait_for(|v| v["message"].as_str().is_some_and(|m| m.contains("cannot be reached")), WAIT).is_some(),
+        "{:?}",
+        server.logs()
+    );
+    server.hangup();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(server.is_running(), "a SIGHUP before the server runs must not end it: {:?}", server.logs());
+}

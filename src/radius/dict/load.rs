@@ -478,7 +478,9 @@ impl Source {
                 .find(|(n, _)| n == name)
                 .map(|(_, text)| (*text).to_owned())
                 .ok_or_else(|| format!("no built-in dictionary {name}")),
-            Self::File(path) => crate::settings::read_text_file(path, crate::settings::MAX_FILE_BYTES).map_err(|e| format!("cannot read: {e}")),
+            Self::File(path) => {
+                crate::settings::read_text_file(path, crate::settings::MAX_FILE_BYTES).map_err(|e| format!("cannot read: {e}"))
+            }
             Self::Text { text, .. } => Ok(text.clone()),
         }
     }
