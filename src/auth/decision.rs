@@ -64,6 +64,9 @@ pub enum Reason {
     InvalidState,
     StateExpired,
     StateMismatch,
+    /// An answer to a challenge from a NAS now set not to take challenges (`challenges =
+    /// false` since a reload): it could only lead to another challenge or an SMS.
+    ChallengeNotAllowed,
     StateReused,
     /// The NAS's retry of a request a node accepted (its code or State now used): the same
     /// Accept again.
@@ -115,6 +118,7 @@ impl Reason {
             Self::InvalidState => "invalid_state",
             Self::StateExpired => "state_expired",
             Self::StateMismatch => "state_mismatch",
+            Self::ChallengeNotAllowed => "challenge_not_allowed",
             Self::StateReused => "state_reused",
             Self::RetryOfAccepted => "retry_of_accepted",
             Self::RetryOfChallenge => "retry_of_challenge",

@@ -71,6 +71,9 @@ impl Authenticator {
 
     /// A request with State: the answer to a challenge.
     pub(super) async fn continue_challenge(&self, login: &mut Login<'_>, state: &[u8]) -> Result<Decision, Reason> {
+        if !login.request.client.challenges {
+            return Err(Reason::ChallengeNotAllowed);
+        }
         let now = login.request.arrival_time();
         let keys = self.keys.current();
         let state = ChallengeState::open(state, &keys).ok_or(Reason::InvalidState)?;

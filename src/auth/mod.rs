@@ -90,6 +90,9 @@ impl PasswordEncoding {
 #[derive(Debug)]
 pub struct ClientPolicy {
     pub name: String,
+    /// Whether the NAS can answer an Access-Challenge (`challenges = false`: never one, not
+    /// even for a State issued before a reload said so).
+    pub challenges: bool,
     pub mode: Mode,
     pub no_token: NoToken,
     pub password_encoding: PasswordEncoding,
@@ -111,6 +114,7 @@ impl ClientPolicy {
     pub fn named(name: &str) -> Self {
         Self {
             name: name.into(),
+            challenges: true,
             mode: Mode::Auto,
             no_token: NoToken::Sms,
             password_encoding: PasswordEncoding::Utf8,

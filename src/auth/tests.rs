@@ -286,6 +286,23 @@ async fn challenge_round_trip_and_state_rules() {
 }
 
 #[tokio::test]
+async fn a_state_from_before_a_reload_set_challenges_off_leads_to_no_challenge_nor_sms() {
+    let f = fixture().await;
+    let nas = client(Mode::Challenge, NoToken::Reject);
+    let first = f.decide(&nas, "alice", b"pw", None).await;
+    assert_eq!(first.reason, Reason::TotpChallenge);
+    let state = first.state().unwrap().to_vec();
+    // The same client after a reload: challenges = false (append only).
+    let reloaded =
+        Arc::new(ClientPolicy { challenges: false, mode: Mode::Append, no_token: NoToken::Reject, ..ClientPolicy::named("nas") });
+    for answer in [b"sms".as_slice(), f.code(0).as_bytes()] {
+        let d = f.decide(&reloaded, "alice", answer, Some(state.clone())).await;
+        assert_eq!((d.outcome(), d.reason), (Outcome::Reject, Reason::ChallengeNotAllowed));
+    }
+    assert!(f.sms.sent.lock().unwrap().is_empty(), "no SMS for a NAS that cannot ask for its code");
+}
+
+#[tokio::test]
 async fn a_retry_of_an_accepted_request_gets_the_accept_again_and_nothing_else_does() {
     let f = fixture().await;
     let nas = client_with_groups(Mode::Append);

@@ -200,6 +200,7 @@ impl ClientSection {
             require_message_authenticator: self.require_message_authenticator,
             policy: Arc::new(ClientPolicy {
                 name: self.name.clone(),
+                challenges: self.challenges,
                 mode,
                 no_token,
                 password_encoding: self.password_encoding,
