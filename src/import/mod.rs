@@ -38,6 +38,8 @@ pub enum Place {
         index: usize,
         serial: Option<String>,
     },
+    /// A token the store holds already, by its id.
+    Stored(i64),
 }
 
 impl fmt::Display for Place {
@@ -46,6 +48,7 @@ impl fmt::Display for Place {
             Self::Line(n) => write!(f, "line {n}"),
             Self::KeyPackage { index, serial: Some(serial) } => write!(f, "KeyPackage {index} (serial {serial})"),
             Self::KeyPackage { index, serial: None } => write!(f, "KeyPackage {index}"),
+            Self::Stored(id) => write!(f, "token {id} in the store"),
         }
     }
 }

@@ -42,6 +42,12 @@ pub fn seed_opens(keys: &Keys, token: &TokenRow) -> bool {
     keys.open(&token.sealed, &token_aad(token.id, &token.username)).is_ok()
 }
 
+/// A kept token's seed, opened with `keys` (`None` if no key opens it): `token import` checks
+/// a new seed against every user's.
+pub fn open_seed(keys: &Keys, token: &TokenRow) -> Option<Secret<Vec<u8>>> {
+    keys.open(&token.sealed, &token_aad(token.id, &token.username)).ok().map(|seed| Secret::new(seed.to_vec()))
+}
+
 /// The id of the key a seed is sealed with (`<key id>:<sealed bytes>`).
 fn key_id(sealed: &str) -> &str {
     sealed.split_once(':').map(|(id, _)| id).unwrap_or_default()

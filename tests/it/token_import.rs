@@ -170,3 +170,21 @@ fn check_users_files_under_the_account_and_refuses_names_the_directory_does_not_
     assert!(!over.status.success());
     assert!(stderr(&over).contains("line 1, user alice: the user would have more than 1 usable tokens"), "{}", stderr(&over));
 }
+
+#[test]
+fn a_seed_another_user_holds_in_the_store_is_refused_in_a_later_file() {
+    let (dir, config) = setup();
+    let first = dir.path().join("first.csv");
+    write_secret_file(&first, &format!("user,secret\nalice,{ALICE_B32}\n"), 0o600);
+    let out = import(&config, &["--format", "csv", first.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The same seed for carol, in another file (a big file split, or a mistake): refused.
+    let second = dir.path().join("second.csv");
+    write_secret_file(&second, &format!("user,secret\ncarol,{ALICE_B32}\n"), 0o600);
+    let out = import(&config, &["--format", "csv", second.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("line 2") && said.contains("the same seed as token") && said.contains("in the store, another user's"), "{said}");
+    assert!(!said.contains(ALICE_B32), "{said}");
+    assert_eq!(token_count(&config), 1);
+}

@@ -126,7 +126,15 @@ async fn run(
     let owners = accounts::owners(&auth, names, args.check_users).await?;
     let holders = Holders::of(store.list_tokens(None).await?.iter().map(|t| t.username.as_str()));
     let total = entries.len();
-    let candidates = candidates(entries, &owners, &holders, args.check_users, &mut report);
+    // Every seed the store holds, by owner: a seed is one token's, across files and runs too.
+    let mut seeds = SeedIndex::new();
+    let keys = super::open_keys(config)?;
+    for row in store.export().await?.tokens {
+        if let Some(seed) = crate::store::sealed::open_seed(&keys, &row) {
+            seeds.first_other_owner(&seed, &row.username, &Place::Stored(row.id));
+        }
+    }
+    let candidates = candidates(entries, &owners, &holders, args.check_users, seeds, &mut report);
 
     // What the store would do, before anything is written.
     let tokens: Vec<ExistingToken> = candidates.iter().map(|c| c.token.clone()).collect();
@@ -171,9 +179,9 @@ fn candidates(
     owners: &HashMap<String, Result<Owner, String>>,
     holders: &Holders,
     checked: bool,
+    mut seeds: SeedIndex,
     report: &mut Report,
 ) -> Vec<Candidate> {
-    let mut seeds = SeedIndex::new();
     let mut candidates = Vec::new();
     for (ordinal, Entry { place, read }) in entries.into_iter().enumerate() {
         let imported = match read {
@@ -386,14 +394,14 @@ mod tests {
         // A login moved jsmith's earlier tokens to the account JSmith.
         let holders = Holders::of(["JSmith"]);
         let mut report = Report::new("tokens.csv".into());
-        let kept = candidates(entries, &owners, &holders, false, &mut report);
+        let kept = candidates(entries, &owners, &holders, false, SeedIndex::new(), &mut report);
         let kept: Vec<(u64, &str)> = kept
             .iter()
             .map(|c| {
                 (
                     match c.place {
                         Place::Line(n) => n,
-                        Place::KeyPackage { .. } => 0,
+                        Place::KeyPackage { .. } | Place::Stored(_) => 0,
                     },
                     c.token.account.as_str(),
                 )
@@ -414,7 +422,7 @@ mod tests {
         );
         // With --check-users, jsmith's account is what the directory said.
         let mut report = Report::new("tokens.csv".into());
-        let kept = candidates(vec![entry(5, "jsmith", b"seed-jsmith-0123456789")], &owners, &holders, true, &mut report);
+        let kept = candidates(vec![entry(5, "jsmith", b"seed-jsmith-0123456789")], &owners, &holders, true, SeedIndex::new(), &mut report);
         assert_eq!((kept.len(), report.refused()), (1, 0));
     }
 }
