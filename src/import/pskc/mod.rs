@@ -58,10 +58,18 @@ fn key(
     let key = child(package, "Key").ok_or_else(|| Refused::new(None, "no Key"))?;
     let user = user_of(key, device, serial, options);
     let algorithm = key.attribute("Algorithm").unwrap_or_default();
-    let not_totp = match algorithm.rsplit([':', '#']).next().map(str::to_ascii_lowercase).as_deref() {
-        Some("totp") => None,
-        Some("hotp") => Some("an HOTP (counter-based) key: radmfa takes TOTP only".to_owned()),
-        _ => Some(format!("algorithm {algorithm:?} is not TOTP")),
+    // RFC 6030's URN, and the URI of its drafts that some vendors still write: nothing else.
+    let known = |kind: &str| {
+        [format!("urn:ietf:params:xml:ns:keyprov:pskc:{kind}"), format!("http://www.ietf.org/keyprov/pskc#{kind}")]
+            .iter()
+            .any(|uri| uri.eq_ignore_ascii_case(algorithm))
+    };
+    let not_totp = if known("totp") {
+        None
+    } else if known("hotp") {
+        Some("an HOTP (counter-based) key: radmfa takes TOTP only".to_owned())
+    } else {
+        Some(format!("algorithm {:?} is not TOTP", algorithm.chars().take(80).collect::<String>()))
     };
     if let Some(why) = not_totp {
         return Err(Refused::new(user.ok().flatten().as_deref(), why));
@@ -75,7 +83,12 @@ fn key(
     let data = child(key, "Data").ok_or_else(|| refused("no Data"))?;
     let secret = child(data, "Secret").ok_or_else(|| refused("no Data/Secret"))?;
     let secret = match (child(secret, "PlainValue"), protection) {
-        (Some(plain), _) => base64_value(plain).map_err(|_| refused("the secret's PlainValue is not base64"))?,
+        (Some(plain), None) => base64_value(plain).map_err(|_| refused("the secret's PlainValue is not base64"))?,
+        // The MAC covers encrypted values only: a clear seed in a protected file is one nobody
+        // vouches for (put there after the vendor made the file?).
+        (Some(_), Some(_)) => {
+            return Err(refused("a seed in the clear in a file protected by a pre-shared key: no MAC covers it (was the file altered?)"));
+        }
         (None, Some(protection)) => protection.open(secret).map_err(|why| refused(&format!("secret: {why}")))?,
         (None, None) => return Err(refused("the secret is encrypted, but the file names no EncryptionKey")),
     };

@@ -219,3 +219,32 @@ fn every_bad_key_package_is_refused_by_itself_and_never_with_its_secret() {
     let last = imported(entries.last().unwrap());
     assert_eq!((last.user.as_str(), last.name.as_str()), ("alice@example.test", "Token 7"), "a UPN is no DN");
 }
+
+#[test]
+fn a_seed_in_the_clear_in_a_protected_file_is_refused() {
+    let psk = rfc_psk();
+    let as_totp = SECTION6_1.replace("pskc:hotp", "pskc:totp").replace("</Data>", "</Data><UserId>carol</UserId>");
+    // An attacker's seed put in the clear where the vendor's encrypted one was.
+    let start = as_totp.find("<EncryptedValue>").unwrap();
+    let end = as_totp.find("</ValueMAC>").unwrap() + "</ValueMAC>".len();
+    let planted = format!("{}<PlainValue>QXR0YWNrZXItY2hvc2VuLXNlZWQ=</PlainValue>{}", &as_totp[..start], &as_totp[end..]);
+    let entries = read_with(&planted, Some(&psk), None).unwrap();
+    assert_eq!(
+        refusal(&entries[0]).2,
+        "a seed in the clear in a file protected by a pre-shared key: no MAC covers it (was the file altered?)"
+    );
+}
+
+#[test]
+fn only_pskcs_own_algorithm_names_are_totp() {
+    for algorithm in
+        ["urn:ietf:params:xml:ns:keyprov:pskc:totp", "http://www.ietf.org/keyprov/pskc#totp", "URN:IETF:PARAMS:XML:NS:KEYPROV:PSKC:TOTP"]
+    {
+        let entries = read_with(&FIGURE3.replace("urn:ietf:params:xml:ns:keyprov:pskc:hotp", algorithm), None, None).unwrap();
+        assert!(entries[0].read.is_ok(), "{algorithm}");
+    }
+    for algorithm in ["urn:example:evil#totp", "https://attacker.example/totp", "totp"] {
+        let entries = read_with(&FIGURE3.replace("urn:ietf:params:xml:ns:keyprov:pskc:hotp", algorithm), None, None).unwrap();
+        assert!(refusal(&entries[0]).2.ends_with("is not TOTP"), "{algorithm}");
+    }
+}
