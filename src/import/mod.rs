@@ -53,6 +53,14 @@ impl fmt::Display for Place {
     }
 }
 
+/// Whether `text`, found where a name should be, could be a seed (16 or more base32
+/// characters): a file whose columns are not what its header says puts seeds there, and a
+/// refusal must not print them.
+pub fn may_be_a_seed(text: &str) -> bool {
+    let letters = text.chars().filter(|c| !matches!(c, ' ' | '-' | '=')).count();
+    letters >= 16 && text.chars().all(|c| c.is_ascii_alphabetic() || matches!(c, '2'..='7' | ' ' | '-' | '='))
+}
+
 /// A token read from a file, its user as the file names them.
 #[derive(Debug)]
 pub struct Imported {
@@ -113,6 +121,10 @@ pub fn token(user: &str, name: &str, default_name: &str, params: TotpParams, sec
     if len > MAX_SECRET_LEN {
         return Err(refused(format!("the secret is {len} bytes: too long (at most {MAX_SECRET_LEN})")));
     }
+    // A test pattern or a placeholder, not a seed anyone keeps secret.
+    if secret.expose().iter().all(|&b| b == secret.expose()[0]) {
+        return Err(refused("the secret is one byte repeated: a placeholder, not a seed".into()));
+    }
     let clean = |name: &str| name.trim().chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect::<String>();
     let name = Some(clean(name)).filter(|n| !n.is_empty()).unwrap_or_else(|| clean(default_name));
     Ok(Imported { user: user.to_owned(), name, params, secret })
@@ -128,7 +140,7 @@ mod tests {
     use super::*;
 
     fn seed(len: usize) -> Secret<Vec<u8>> {
-        Secret::new(vec![7; len])
+        Secret::new((0..len).map(|i| i as u8 ^ 0x5a).collect())
     }
 
     #[test]
@@ -148,6 +160,8 @@ mod tests {
         );
         assert_eq!(refused("bob", TotpParams::default(), 129).reason, "the secret is 129 bytes: too long (at most 128)");
         assert_eq!(token("bob", "", "", TotpParams::default(), seed(10)).unwrap().secret.expose().len(), 10);
+        let zeros = token("bob", "", "", TotpParams::default(), Secret::new(vec![0; 20])).unwrap_err();
+        assert_eq!(zeros.reason, "the secret is one byte repeated: a placeholder, not a seed");
     }
 
     #[test]

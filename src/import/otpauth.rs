@@ -49,6 +49,8 @@ fn uri(line: &str, default_name: &str) -> Result<Imported, Refused> {
     let (mut secret, mut issuer) = (None, None);
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match key.to_ascii_lowercase().as_str() {
+            // Two would leave which one the user's app took to a guess.
+            "secret" if secret.is_some() => return Err(refused("secret given twice")),
             "secret" => secret = Some(Zeroizing::new(value.into_owned())),
             "issuer" => issuer = Some(value.into_owned()),
             "digits" => params.digits = number("digits", &value).map_err(|e| refused(&e))?,
@@ -126,6 +128,7 @@ mod tests {
                 "algorithm: SHA1, SHA256 or SHA512",
             ),
             ("otpauth://totp/dave?secret=JBSWY3DP", Some("dave"), "the secret is 5 bytes: too short (at least 10; 20 is usual)"),
+            ("otpauth://totp/erin?secret=GEZDGNBVGY3TQOJQ&secret=GEZDGNBVGY3TQOJR", Some("erin"), "secret given twice"),
             ("otpauth://totp/Example:?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", None, "no user"),
             ("otpauth://totp/%FF?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", None, "the label is not UTF-8"),
         ];

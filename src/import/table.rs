@@ -119,6 +119,13 @@ impl Columns {
         for (index, name) in header.iter().enumerate() {
             let known = COLUMNS.iter().find(|c| c.eq_ignore_ascii_case(name));
             let Some(&known) = known else {
+                if super::may_be_a_seed(name) {
+                    return Err(format!(
+                        "line 1: column {} is not one of {} (is the header line missing? its value is not shown: it may be a seed)",
+                        index + 1,
+                        COLUMNS.join(", ")
+                    ));
+                }
                 return Err(format!("line 1: unknown column {name:?} (the columns are {})", COLUMNS.join(", ")));
             };
             if at.insert(known, index).is_some() {
@@ -254,5 +261,14 @@ mod tests {
         assert_eq!(serials("serial,name\n").unwrap_err(), "line 1: the header must name a serial and a user column");
         assert_eq!(serials("serial,user\n1,\n").unwrap_err(), "line 2: a serial and a user are needed");
         assert_eq!(serials("serial,user\n1,a,x\n").unwrap_err(), "line 2: 3 fields where the header has 2");
+    }
+
+    #[test]
+    fn a_missing_header_does_not_print_the_seed_it_took_for_a_column() {
+        let text = format!("{SECRET_B32},alice\n");
+        let err = entries(&text).unwrap_err();
+        assert!(!err.contains(&SECRET_B32[..8]) && err.contains("column 1") && err.contains("header line missing"), "{err}");
+        assert!(crate::import::may_be_a_seed(SECRET_B32) && crate::import::may_be_a_seed("gezd gnbv gy3t qojq"));
+        assert!(!crate::import::may_be_a_seed("alice") && !crate::import::may_be_a_seed("alice.andersson@example.test"));
     }
 }

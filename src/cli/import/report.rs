@@ -44,7 +44,13 @@ impl Report {
         self.pending.sort_by_key(|r| r.ordinal);
         let mut err = std::io::stderr().lock();
         for Refusal { place, user, reason, .. } in self.pending.drain(..) {
-            let whose = user.map(|u| format!(", user {}", shown(&u))).unwrap_or_default();
+            let whose = match user {
+                Some(u) if crate::import::may_be_a_seed(&u) => {
+                    ", user not shown (it looks like a seed: are the columns in the right order?)".to_owned()
+                }
+                Some(u) => format!(", user {}", shown(&u)),
+                None => String::new(),
+            };
             writeln!(err, "{}: {place}{whose}: {}", self.file, shown(&reason))?;
         }
         Ok(())
