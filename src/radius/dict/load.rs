@@ -140,7 +140,12 @@ impl Dictionary {
                 upper if FREERADIUS_4_KEYWORDS.contains(&upper) => {
                     return Err(err(format!("{keyword} is FreeRADIUS 4 syntax; radmfa reads FreeRADIUS 3 dictionaries")));
                 }
-                _ => return Err(err(format!("unsupported keyword {keyword}"))),
+                // Shown only if it reads as a keyword: a file named here by mistake (a password
+                // file, /etc/shadow) must not reach the log through its first word.
+                _ if keyword.len() <= 32 && keyword.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '$' | '-' | '_')) => {
+                    return Err(err(format!("unsupported keyword {keyword}")));
+                }
+                _ => return Err(err("not a dictionary line (its text is not shown: is this a dictionary file?)".to_owned())),
             }
         }
         let last_line = text.lines().count();

@@ -467,6 +467,8 @@ fn other_dialects_and_unknown_keywords_are_named() {
     );
     assert!(error_of("ALIAS Foo User-Name").contains("ALIAS is FreeRADIUS 4 syntax"));
     assert_eq!(error_of("FROBNICATE x"), "inline:1: unsupported keyword FROBNICATE");
+    let shadow = error_of("root:$y$j9T$hashhashhash:20228:0:99999:7:::");
+    assert_eq!(shadow, "inline:1: not a dictionary line (its text is not shown: is this a dictionary file?)");
     // Keywords are case-insensitive, as FreeRADIUS reads them.
     let d = builtin_with("attribute Lower-Case 3006 string\n");
     assert!(d.attribute("Lower-Case").is_some());
