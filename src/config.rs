@@ -146,6 +146,7 @@ impl Config {
                 return Err(invalid(Invalid::new(key("address"), format!("{} is already client {:?}", client.network, other.policy.name))));
             }
         }
+        self.warnings.extend(clients.iter().filter_map(open_to_all));
         self.secret_files.push(file.to_path_buf());
         self.secret_files.extend(drop_in.client.iter().filter_map(|c| c.secret_file.as_ref()).map(|f| sources.path(f)));
         self.clients.extend(clients);
@@ -173,6 +174,16 @@ impl Config {
         config.restart_only = restart_only(text);
         Ok(config)
     }
+}
+
+/// A warning for a client whose address is every address: anyone who learns its secret is a NAS.
+fn open_to_all(client: &ClientSettings) -> Option<String> {
+    (client.network.prefix_len() == 0).then(|| {
+        format!(
+            "client {:?} takes requests from any address ({}): list the NAS's own addresses instead",
+            client.policy.name, client.network
+        )
+    })
 }
 
 /// `conf.d/*.toml` beside the config file, by name; none if there is no such folder.
@@ -238,7 +249,8 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
         // keep Accepts for one another (a write per login SQLite need not make).
         retry_window: if store.sqlite_path().is_some() { std::time::Duration::ZERO } else { server.cache_ttl },
     };
-    let (auth, warnings) = sections.build()?;
+    let (auth, mut warnings) = sections.build()?;
+    warnings.extend(clients.iter().filter_map(open_to_all));
     Ok(Config {
         path: path.to_path_buf(),
         warnings,
@@ -587,9 +599,11 @@ mode = "append"
         let running = parse(MINIMAL).unwrap();
         let same = parse(&MINIMAL.replace("netscaler-1", "netscaler-2")).unwrap();
         assert!(same.needs_restart_for(&running.restart_only).is_empty(), "clients reload");
-        let dictionary =
-            parse(&MINIMAL.replace("listen = [\"127.0.0.1:18120\"]", "listen = [\"127.0.0.1:18120\"]\ndictionary = \"/dev/null\""))
-                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let extra = dir.path().join("dictionary.local");
+        std::fs::write(&extra, "# no attributes\n").unwrap();
+        let with_dictionary = format!("listen = [\"127.0.0.1:18120\"]\ndictionary = \"{}\"", extra.display());
+        let dictionary = parse(&MINIMAL.replace("listen = [\"127.0.0.1:18120\"]", &with_dictionary)).unwrap();
         assert!(dictionary.needs_restart_for(&running.restart_only).is_empty(), "the dictionary reloads");
         let moved = parse(&MINIMAL.replace("127.0.0.1:18120", "127.0.0.1:18121")).unwrap();
         assert_eq!(moved.needs_restart_for(&running.restart_only), ["[server]"]);
@@ -614,5 +628,12 @@ mode = "append"
         assert!(err.contains(".mode: \"auto\" needs"), "{err}");
         let c = with("").unwrap();
         assert_eq!((c.clients[0].policy.mode, c.clients[0].policy.no_token), (Mode::Auto, NoToken::Sms), "the defaults otherwise");
+    }
+
+    #[test]
+    fn a_client_open_to_every_address_is_warned_about() {
+        let c = parse(&MINIMAL.replace("127.0.0.1/32", "0.0.0.0/0")).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("client \"netscaler-1\" takes requests from any address")), "{:?}", c.warnings);
+        assert!(!parse(MINIMAL).unwrap().warnings.iter().any(|w| w.contains("any address")));
     }
 }

@@ -131,8 +131,11 @@ pub(crate) fn file_mode_warnings(config: &Config) -> Vec<String> {
         let Ok(meta) = std::fs::metadata(file) else { continue };
         let mode = meta.mode() & 0o777;
         let shown = file.display();
-        if mode & 0o007 != 0 {
-            warnings.push(format!("{shown} holds secrets and is accessible to everyone (mode {mode:o}): chmod o-rwx {shown}"));
+        if mode & 0o007 != 0 && reachable_by_others(file) {
+            // Not `chmod o-rwx` alone: a root:root file would then be unreadable by the service.
+            warnings.push(format!(
+                "{shown} holds secrets and is accessible to everyone (mode {mode:o}): chgrp radmfa {shown} && chmod 0640 {shown} (or 0600, owned by the user radmfa runs as)"
+            ));
         } else if mode & 0o070 != 0 && Some(meta.gid()) != own_group && group_name(meta.gid()).as_deref() != Some("radmfa") {
             let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
             warnings.push(format!(
@@ -140,7 +143,23 @@ pub(crate) fn file_mode_warnings(config: &Config) -> Vec<String> {
             ));
         }
     }
+    // Whoever can write where the config and its drop-ins are read can add a client.
+    let folder = config.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    for dir in [folder.to_path_buf(), folder.join("conf.d")] {
+        let Ok(meta) = std::fs::metadata(&dir) else { continue };
+        if meta.is_dir() && meta.mode() & 0o002 != 0 {
+            let shown = dir.display();
+            warnings.push(format!("{shown} is writable by everyone, so anyone can add or change a client: chmod o-w {shown}"));
+        }
+    }
     warnings
+}
+
+/// Whether others can reach `file` at all: every folder above it must let them through (o+x).
+fn reachable_by_others(file: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(absolute) = std::fs::canonicalize(file) else { return true };
+    absolute.ancestors().skip(1).all(|dir| std::fs::metadata(dir).map_or(true, |m| m.mode() & 0o001 != 0))
 }
 
 fn group_name(gid: u32) -> Option<String> {
