@@ -102,10 +102,36 @@ pub fn one_line(text: Secret<String>, from: &str) -> Result<Secret<String>, Stri
 /// An address or a CIDR network (host bits dropped): a NAS client, a trusted proxy.
 pub fn parse_network(text: &str) -> Result<IpNet, String> {
     let bad = || format!("{text:?} is not an IP address or CIDR network (e.g. \"10.0.0.5\" or \"10.0.0.0/24\")");
-    if text.contains('/') {
+    let net = if text.contains('/') {
         let net: IpNet = text.parse().map_err(|_| bad())?;
-        Ok(net.trunc())
+        net.trunc()
     } else {
-        text.parse::<IpAddr>().map(IpNet::from).map_err(|_| bad())
+        text.parse::<IpAddr>().map(IpNet::from).map_err(|_| bad())?
+    };
+    Ok(canonical(net))
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:192.0.2.0/120`) as the IPv4 network it is: peers are
+/// matched in their canonical form, so the mapped one would never match.
+pub fn canonical(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map(IpNet::V4).unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_mapped_networks_are_their_ipv4_selves() {
+        assert_eq!(parse_network("::ffff:192.0.2.7").unwrap(), "192.0.2.7/32".parse::<IpNet>().unwrap());
+        assert_eq!(parse_network("::ffff:192.0.2.0/120").unwrap(), "192.0.2.0/24".parse::<IpNet>().unwrap());
+        assert_eq!(parse_network("2001:db8::/32").unwrap(), "2001:db8::/32".parse::<IpNet>().unwrap());
+        assert_eq!(parse_network("10.1.2.3/8").unwrap(), "10.0.0.0/8".parse::<IpNet>().unwrap());
     }
 }

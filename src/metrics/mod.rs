@@ -135,11 +135,7 @@ impl Metrics {
         registry.register("portal_requests", "Portal HTTP requests by route, method and status", portal.clone());
         let portal_seconds: Histograms<StepLabels> = Family::new_with_constructor(latency_histogram);
         registry.register("portal_request_seconds", "Portal HTTP request handling time, by kind: page or action", portal_seconds.clone());
-        registry.register(
-            "build",
-            "The radmfa build running",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("rustc_edition", "2024")]),
-        );
+        registry.register("build", "The radmfa build running", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         Self { registry: Mutex::new(registry), requests, decisions, directory, store, sms, portal, portal_seconds }
     }
 

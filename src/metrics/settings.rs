@@ -50,8 +50,7 @@ impl MetricsSection {
             .allow
             .iter()
             .map(|a| {
-                a.parse::<IpNet>()
-                    .or_else(|_| a.parse::<IpAddr>().map(IpNet::from))
+                crate::settings::parse_network(a)
                     .map_err(|_| Invalid::new("allow", format!("{a:?} is not an address or network such as \"10.0.0.0/8\"")))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -88,6 +87,8 @@ mod tests {
         assert!(s.allows("10.1.2.3".parse().unwrap()));
         assert!(s.allows("::ffff:10.1.2.3".parse().unwrap()));
         assert!(s.allows("192.0.2.7".parse().unwrap()));
+        let mapped = section("listen = \"0.0.0.0:9812\"\nallow = [\"::ffff:10.0.0.0/104\"]").build().unwrap().unwrap();
+        assert!(mapped.allows("10.1.2.3".parse().unwrap()), "an IPv4-mapped network is the IPv4 one");
         assert!(!s.allows("192.0.2.8".parse().unwrap()));
         assert!(!s.allows("127.0.0.1".parse().unwrap()), "an allow list replaces the loopback default");
         assert_eq!(section("listen = \"0.0.0.0:9812\"\nallow = [\"ten\"]").build().unwrap_err().key, "allow");
