@@ -362,7 +362,12 @@ impl Pool {
                 "plain LDAP"
             };
             let mut steps = Vec::new();
-            let outcome = match self.open(server, Role::Service).await {
+            // An admin waiting at a prompt: at most PROBE_LIMIT per server, whatever `timeout`.
+            let opened = match tokio::time::timeout(PROBE_LIMIT, self.open(server, Role::Service)).await {
+                Ok(opened) => opened,
+                Err(_) => Err(Failure::refused(format!("{}: no connection and bind within {PROBE_LIMIT:?}", server.url))),
+            };
+            let outcome = match opened {
                 Err(failure) => Err(explain(&failure.message)),
                 Ok(mut ldap) => {
                     let certificate = if transport == "plain LDAP" {
@@ -381,7 +386,10 @@ impl Pool {
                     let base = std::iter::once(("base_dn", &self.settings.base_dn));
                     let groups = self.settings.required_groups.iter().map(|g| ("required group", g));
                     for (what, dn) in base.chain(groups) {
-                        match self.search(&mut ldap, dn, Scope::Base, "(objectClass=*)", vec!["1.1"]).await {
+                        let read =
+                            tokio::time::timeout(PROBE_LIMIT, self.search(&mut ldap, dn, Scope::Base, "(objectClass=*)", vec!["1.1"]));
+                        let read = read.await.unwrap_or_else(|_| Err(Failure::refused(format!("no answer within {PROBE_LIMIT:?}"))));
+                        match read {
                             Ok((entries, result)) if result.rc == 0 && entries.len() == 1 => steps.push(format!("{what} {dn} readable")),
                             Ok((_, result)) if result.rc == 32 => {
                                 outcome = Err(format!("{what} {dn} does not exist (or the service account cannot see it)"));
@@ -552,6 +560,9 @@ impl Pool {
         );
     }
 }
+
+/// How long `check-config --connect` waits for one step at one server.
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
 /// What `check-config --connect` found at one server.
 #[derive(Debug)]

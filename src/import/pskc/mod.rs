@@ -23,9 +23,38 @@ use protection::Protection;
 /// The most XML nodes read: a KeyPackage has about 60 (text between elements included).
 const MAX_NODES: u32 = 20_000_000;
 
+/// The most attributes an element may have: PSKC's have a handful. The XML parser checks
+/// attribute names against each other, so thousands on one element cost it quadratic time.
+const MAX_ATTRIBUTES: usize = 64;
+
+/// The line of the first tag with more than `MAX_ATTRIBUTES` attributes (counted as `="` and
+/// `='`, in one pass, before the parser sees the text), if there is one.
+fn crowded_element(text: &str) -> Option<usize> {
+    let (mut in_tag, mut count, mut line, mut previous) = (false, 0, 1, '\0');
+    for c in text.chars() {
+        match c {
+            '\n' => line += 1,
+            '<' => (in_tag, count) = (true, 0),
+            '>' => in_tag = false,
+            '"' | '\'' if in_tag && previous == '=' => {
+                count += 1;
+                if count > MAX_ATTRIBUTES {
+                    return Some(line);
+                }
+            }
+            _ => {}
+        }
+        previous = c;
+    }
+    None
+}
+
 /// Every KeyPackage's entry; `Err` for a file that is not a PSKC container radmfa can open
 /// (not XML, a DTD, another root, encrypted in a way it does not take or with another key).
 pub fn read(text: &str, options: &Options<'_>) -> Result<Vec<Entry>, String> {
+    if let Some(line) = crowded_element(text) {
+        return Err(format!("line {line}: an element with more than {MAX_ATTRIBUTES} attributes: not a PSKC file radmfa reads"));
+    }
     let parsing = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: MAX_NODES, ..roxmltree::ParsingOptions::default() };
     let document = roxmltree::Document::parse_with_options(text, parsing).map_err(|e| xml_error(&e))?;
     let container = document.root_element();

@@ -248,3 +248,13 @@ fn only_pskcs_own_algorithm_names_are_totp() {
         assert!(refusal(&entries[0]).2.ends_with("is not TOTP"), "{algorithm}");
     }
 }
+
+#[test]
+fn an_element_crowded_with_attributes_is_refused_before_parsing() {
+    let attributes: String = (0..5000).map(|i| format!(" a{i}=\"x\"")).collect();
+    let text =
+        format!("<?xml version=\"1.0\"?>\n<KeyContainer Version=\"1.0\" xmlns=\"urn:ietf:params:xml:ns:keyprov:pskc\"{attributes}/>");
+    let err = read_with(&text, None, None).unwrap_err();
+    assert_eq!(err, "line 2: an element with more than 64 attributes: not a PSKC file radmfa reads");
+    assert!(read_with(FIGURE3, None, None).is_ok(), "real files have a handful");
+}
