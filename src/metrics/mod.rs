@@ -222,16 +222,7 @@ pub fn encode_counter(
     help: &str,
     series: &[(&[(&str, &str)], u64)],
 ) -> Result<(), std::fmt::Error> {
-    if series.is_empty() {
-        return Ok(());
-    }
-    let probe = ConstCounter::new(0u64);
-    let mut family = encoder.encode_descriptor(name, help.trim(), None, probe.metric_type())?;
-    for (labels, value) in series {
-        let labels: Vec<(&str, &str)> = labels.to_vec();
-        ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    encode_series(encoder, name, help, series, ConstCounter::new)
 }
 
 /// Writes a gauge, with labels.
@@ -241,14 +232,22 @@ pub fn encode_gauge(
     help: &str,
     series: &[(&[(&str, &str)], i64)],
 ) -> Result<(), std::fmt::Error> {
-    if series.is_empty() {
-        return Ok(());
-    }
-    let probe = ConstGauge::new(0i64);
-    let mut family = encoder.encode_descriptor(name, help.trim(), None, probe.metric_type())?;
+    encode_series(encoder, name, help, series, ConstGauge::new)
+}
+
+/// One metric family: its descriptor, then each labelled value as `metric` makes it.
+fn encode_series<V: Copy, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: &[(&[(&str, &str)], V)],
+    metric: impl Fn(V) -> M,
+) -> Result<(), std::fmt::Error> {
+    let Some((_, first)) = series.first() else { return Ok(()) };
+    let mut family = encoder.encode_descriptor(name, help.trim(), None, metric(*first).metric_type())?;
     for (labels, value) in series {
         let labels: Vec<(&str, &str)> = labels.to_vec();
-        ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
+        metric(*value).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }

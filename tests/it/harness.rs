@@ -547,23 +547,20 @@ pub struct RadclientOutput {
 /// the other tests may take over a second for a first LDAPS login) with `input` as its attribute list.
 pub fn radclient(server: SocketAddr, command: &str, secret: &str, input: &str) -> Option<RadclientOutput> {
     let tool = system_tool("radclient", "freeradius-utils")?;
-    let mut child = Command::new(tool)
-        .args(["-x", "-r", "1", "-t", "4"])
-        .arg(server.to_string())
-        .args([command, secret])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(Command::new(tool).args(["-x", "-r", "1", "-t", "4"]).arg(server.to_string()).args([command, secret]), input);
     Some(RadclientOutput {
         success: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// Runs `command` to its end with `input` on its standard input, capturing both outputs.
+pub fn run_with_input(command: &mut Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// A certificate for the portal (localhost and 127.0.0.1) signed by a CA made for the test,

@@ -261,15 +261,7 @@ impl PamService {
 
     /// `pamtester SERVICE USER authenticate` with `answers` (one per prompt) on its stdin.
     fn authenticate(&self, user: &str, answers: &str) -> (bool, String) {
-        let mut child = Command::new("pamtester")
-            .args([&self.name, user, "authenticate"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(answers.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = crate::harness::run_with_input(Command::new("pamtester").args([&self.name, user, "authenticate"]), answers);
         (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 }
