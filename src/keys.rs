@@ -137,8 +137,10 @@ impl KeyRing {
         for (id, key) in &self.raw {
             text.push_str(&format!("{id} {}\n", B64.encode(key.as_ref())));
         }
-        let temporary = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary).map_err(err)?;
+        // A fresh name, created new: the folder may be the service user's, and a name made
+        // there beforehand (a link to /etc/passwd, say) must not be written or chowned by root.
+        let temporary = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary).map_err(err)?;
         file.write_all(text.as_bytes()).map_err(err)?;
         file.sync_all().map_err(err)?;
         // The server reads this file as its own user (radmfa): a key written by root for it
@@ -216,6 +218,17 @@ pub(crate) fn owner_for(path: &Path) -> Option<(u32, u32)> {
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let meta = std::fs::metadata(path).or_else(|_| std::fs::metadata(folder)).ok()?;
     Some((meta.uid(), meta.gid()))
+}
+
+/// Gives `file`, opened at `path`, to `owner` — only if `path` is that very file and not a
+/// symbolic link (one planted in the service user's folder must not hand root's files over).
+pub(crate) fn give_opened(file: &std::fs::File, path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (opened, named) = (file.metadata()?, std::fs::symlink_metadata(path)?);
+    if named.file_type().is_symlink() || (opened.dev(), opened.ino()) != (named.dev(), named.ino()) {
+        return Err(std::io::Error::other("not given away: the name is a link, or changed under us"));
+    }
+    give(file, owner)
 }
 
 /// Gives `file` to `owner` unless it is theirs already (changing it needs root).

@@ -77,6 +77,10 @@ pub(super) fn lock_keys(config: &Config, exclusive: bool) -> Result<std::fs::Fil
         .write(true)
         .open(&lock_path)
         .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    // Made by root, it must stay openable by the service user's own commands.
+    if let Some(owner) = crate::keys::owner_for(&config.store.key_file) {
+        let _ = crate::keys::give_opened(&lock, &lock_path, owner);
+    }
     let taken = if exclusive { lock.try_lock() } else { lock.try_lock_shared() };
     if let Err(std::fs::TryLockError::WouldBlock) = taken {
         let what = if exclusive { "`radmfa keys rotate`, `token add` or `token import`" } else { "`radmfa keys rotate`" };
@@ -256,7 +260,7 @@ pub fn keygen(config_path: &Path) -> Result<(), CliError> {
             let beside = |suffix: &str| std::path::PathBuf::from([db.as_os_str(), suffix.as_ref()].join(std::ffi::OsStr::new("")));
             for file in [db.to_path_buf(), beside("-wal"), beside("-shm")] {
                 if let Ok(opened) = std::fs::File::open(&file)
-                    && let Err(e) = crate::keys::give(&opened, owner)
+                    && let Err(e) = crate::keys::give_opened(&opened, &file, owner)
                 {
                     writeln!(out, "warning: {} could not be given to uid {}: {e}", file.display(), owner.0)?;
                 }

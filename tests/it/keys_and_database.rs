@@ -209,7 +209,17 @@ fn keys_made_or_rotated_by_root_stay_the_service_users() {
     assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
     assert_eq!(owner("master.key"), (65534, 65534), "keygen run as root");
     assert_eq!(owner("radmfa.db"), (65534, 65534));
+    // The service user plants links where root writes (its own folder): root's files stay root's.
+    let victim = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(victim.path(), "root's own\n").unwrap();
+    for name in ["master.tmp", "master.key.tmp"] {
+        std::os::unix::fs::symlink(victim.path(), dir.path().join(name)).unwrap();
+    }
     let rotate = crate::harness::admin(&config, &["keys", "rotate"]);
     assert!(rotate.status.success(), "{}", String::from_utf8_lossy(&rotate.stderr));
     assert_eq!(owner("master.key"), (65534, 65534), "keys rotate run as root");
+    assert!(!std::fs::symlink_metadata(dir.path().join("master.key")).unwrap().file_type().is_symlink());
+    assert_eq!(owner("master.lock"), (65534, 65534), "the lock root made stays openable by the service user");
+    let meta = std::fs::metadata(victim.path()).unwrap();
+    assert_eq!((meta.uid(), std::fs::read_to_string(victim.path()).unwrap().as_str()), (0, "root's own\n"));
 }
