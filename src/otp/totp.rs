@@ -130,6 +130,14 @@ impl TotpParams {
     }
 }
 
+/// The seed as HMAC uses it: a key shorter than the hash's block is padded with zero bytes,
+/// so a seed and the same seed with zero bytes appended give the same codes. Two seeds are
+/// one token's when these forms are equal.
+pub fn effective_seed(seed: &[u8]) -> &[u8] {
+    let end = seed.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    &seed[..end]
+}
+
 /// A fresh random secret for a new token.
 pub fn new_secret() -> Secret<Vec<u8>> {
     let mut secret = vec![0u8; SECRET_LEN];

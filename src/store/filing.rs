@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use crate::otp::totp::effective_seed;
+
 use subtle::ConstantTimeEq;
 
 use super::{NewToken, Token};
@@ -29,12 +31,12 @@ pub fn sort(new: &[NewToken], kept: &[Token], max_confirmed: usize) -> Vec<Filin
     // Per owner: each token's seed, and whether it is usable.
     let mut owned: HashMap<&str, Vec<(&[u8], bool)>> = HashMap::new();
     for token in kept {
-        owned.entry(token.username.as_str()).or_default().push((token.secret.expose(), token.confirmed));
+        owned.entry(token.username.as_str()).or_default().push((effective_seed(token.secret.expose()), token.confirmed));
     }
     let mut filings = Vec::with_capacity(new.len());
     for token in new {
         let seeds = owned.entry(token.username.as_str()).or_default();
-        let seed = token.secret.expose().as_slice();
+        let seed = effective_seed(token.secret.expose());
         let same = seeds.iter().fold(subtle::Choice::from(0), |found, (kept, _)| found | kept.ct_eq(seed));
         let usable = seeds.iter().filter(|(_, confirmed)| *confirmed).count();
         let filing = if bool::from(same) {
@@ -103,5 +105,11 @@ mod tests {
         let mut pending = new("alice", b"seed-a-0123456789");
         pending.confirmed = false;
         assert_eq!(sort(&[pending], &[kept(1, "alice", b"other-0123456789", true)], 1), [Filing::Added]);
+    }
+
+    #[test]
+    fn a_seed_with_zero_bytes_appended_is_the_same_seed() {
+        let padded = new("alice", b"seed-of-alice-0001\0\0");
+        assert_eq!(sort(&[padded], &[kept(1, "alice", b"seed-of-alice-0001", true)], 5), [Filing::AlreadyThere]);
     }
 }

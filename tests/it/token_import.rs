@@ -186,5 +186,11 @@ fn a_seed_another_user_holds_in_the_store_is_refused_in_a_later_file() {
     let said = format!("{}{}", stdout(&out), stderr(&out));
     assert!(said.contains("line 2") && said.contains("the same seed as token") && said.contains("in the store, another user's"), "{said}");
     assert!(!said.contains(ALICE_B32), "{said}");
+    // Nor with a zero byte appended: HMAC pads its key with zeros, so it gives the same codes.
+    let padded = totp_rs::Secret::Raw([b"12345678901234567890".as_slice(), &[0]].concat()).to_encoded().to_string();
+    write_secret_file(&second, &format!("user,secret\ncarol,{padded}\n"), 0o600);
+    let out = import(&config, &["--format", "csv", second.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("the same seed as token"), "{}", stderr(&out));
     assert_eq!(token_count(&config), 1);
 }

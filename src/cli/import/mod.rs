@@ -289,7 +289,7 @@ impl SeedIndex {
     /// Where the file gave this seed to another account before, if it did.
     fn first_other_owner(&mut self, seed: &Secret<Vec<u8>>, account: &str, place: &Place) -> Option<Place> {
         let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(&self.key) else { return None };
-        mac.update(seed.expose());
+        mac.update(crate::otp::totp::effective_seed(seed.expose()));
         let digest: [u8; 32] = mac.finalize().into_bytes().into();
         match self.first.get(&digest) {
             Some((owner, first)) if owner != account => Some(first.clone()),
