@@ -57,8 +57,10 @@ impl fmt::Display for Place {
 /// characters): a file whose columns are not what its header says puts seeds there, and a
 /// refusal must not print them.
 pub fn may_be_a_seed(text: &str) -> bool {
+    // Base32 (the usual form), hex and base64 alike: 16 or more characters of their alphabets,
+    // and none of the `@`, `.` or `\` that names have.
     let letters = text.chars().filter(|c| !matches!(c, ' ' | '-' | '=')).count();
-    letters >= 16 && text.chars().all(|c| c.is_ascii_alphabetic() || matches!(c, '2'..='7' | ' ' | '-' | '='))
+    letters >= 16 && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '=' | '+' | '/' | '_'))
 }
 
 /// A token read from a file, its user as the file names them.

@@ -270,5 +270,9 @@ mod tests {
         assert!(!err.contains(&SECRET_B32[..8]) && err.contains("column 1") && err.contains("header line missing"), "{err}");
         assert!(crate::import::may_be_a_seed(SECRET_B32) && crate::import::may_be_a_seed("gezd gnbv gy3t qojq"));
         assert!(!crate::import::may_be_a_seed("alice") && !crate::import::may_be_a_seed("alice.andersson@example.test"));
+        for seed in ["3132333435363738393031323334353637383930", "MTIzNDU2Nzg5MDEyMzQ1Njc4OTA="] {
+            assert!(crate::import::may_be_a_seed(seed), "hex and base64 too: {seed}");
+            assert!(!entries(&format!("{seed},alice\n")).unwrap_err().contains(&seed[..10]));
+        }
     }
 }

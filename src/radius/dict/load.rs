@@ -140,12 +140,14 @@ impl Dictionary {
                 upper if FREERADIUS_4_KEYWORDS.contains(&upper) => {
                     return Err(err(format!("{keyword} is FreeRADIUS 4 syntax; radmfa reads FreeRADIUS 3 dictionaries")));
                 }
-                // Shown only if it reads as a keyword: a file named here by mistake (a password
-                // file, /etc/shadow) must not reach the log through its first word.
-                _ if keyword.len() <= 32 && keyword.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '$' | '-' | '_')) => {
-                    return Err(err(format!("unsupported keyword {keyword}")));
+                // Never quoted: a file named here by mistake (a secret file, /etc/shadow) must not
+                // reach the log through its first word.
+                _ => {
+                    return Err(err(
+                        "not a dictionary line: it starts with no keyword of FreeRADIUS 3 dictionaries (its text is not shown: is this a dictionary file?)"
+                            .to_owned(),
+                    ));
                 }
-                _ => return Err(err("not a dictionary line (its text is not shown: is this a dictionary file?)".to_owned())),
             }
         }
         let last_line = text.lines().count();
