@@ -27,16 +27,21 @@ const MAX_NODES: u32 = 20_000_000;
 /// attribute names against each other, so thousands on one element cost it quadratic time.
 const MAX_ATTRIBUTES: usize = 64;
 
-/// The line of the first tag with more than `MAX_ATTRIBUTES` attributes (counted as `="` and
-/// `='`, in one pass, before the parser sees the text), if there is one.
+/// The line of the first tag with more than `MAX_ATTRIBUTES` attributes (each `=` in a tag
+/// outside a quoted value, in one pass, before the parser sees the text), if there is one.
 fn crowded_element(text: &str) -> Option<usize> {
-    let (mut in_tag, mut count, mut line, mut previous) = (false, 0, 1, '\0');
+    let (mut in_tag, mut quote, mut count, mut line) = (false, None, 0, 1);
     for c in text.chars() {
-        match c {
-            '\n' => line += 1,
-            '<' => (in_tag, count) = (true, 0),
-            '>' => in_tag = false,
-            '"' | '\'' if in_tag && previous == '=' => {
+        if c == '\n' {
+            line += 1;
+        }
+        match (in_tag, quote, c) {
+            (_, Some(open), c) if c == open => quote = None,
+            (_, Some(_), _) => {}
+            (false, None, '<') => (in_tag, count) = (true, 0),
+            (true, None, '>') => in_tag = false,
+            (true, None, '"' | '\'') => quote = Some(c),
+            (true, None, '=') => {
                 count += 1;
                 if count > MAX_ATTRIBUTES {
                     return Some(line);
@@ -44,7 +49,6 @@ fn crowded_element(text: &str) -> Option<usize> {
             }
             _ => {}
         }
-        previous = c;
     }
     None
 }

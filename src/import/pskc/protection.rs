@@ -33,7 +33,16 @@ impl Protection {
     /// The container's protection: `None` when its values are in the clear; `Err` (for the whole
     /// file) when they are protected in a way radmfa does not open, or not with this key.
     pub fn of(container: Node<'_, '_>, psk: Option<&Secret<Vec<u8>>>) -> Result<Option<Self>, String> {
-        let Some(encryption) = child(container, "EncryptionKey") else { return Ok(None) };
+        let Some(encryption) = child(container, "EncryptionKey") else {
+            // The admin expects the vendor's protection: a file without it may have been
+            // stripped of it, its seeds replaced by someone else's.
+            if psk.is_some() {
+                return Err("--psk-file was given, but the file is not protected by a pre-shared key (no EncryptionKey): \
+                            was its protection stripped? import it without --psk-file only if it came to you in the clear"
+                    .into());
+            }
+            return Ok(None);
+        };
         if child(encryption, "DerivedKey").is_some() {
             return Err("the file is encrypted with a key derived from a password (DerivedKey): radmfa takes a pre-shared key; \
                         ask the vendor for one, or decrypt the file first"

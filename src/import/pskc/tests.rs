@@ -256,5 +256,16 @@ fn an_element_crowded_with_attributes_is_refused_before_parsing() {
         format!("<?xml version=\"1.0\"?>\n<KeyContainer Version=\"1.0\" xmlns=\"urn:ietf:params:xml:ns:keyprov:pskc\"{attributes}/>");
     let err = read_with(&text, None, None).unwrap_err();
     assert_eq!(err, "line 2: an element with more than 64 attributes: not a PSKC file radmfa reads");
+    // However they are spaced.
+    let spaced = text.replace("=\"x\"", "= \"x\"").replace(" a", "\n a");
+    assert!(read_with(&spaced, None, None).unwrap_err().contains("more than 64 attributes"));
     assert!(read_with(FIGURE3, None, None).is_ok(), "real files have a handful");
+}
+
+#[test]
+fn a_pre_shared_key_for_a_file_without_protection_is_refused() {
+    let psk = rfc_psk();
+    let err = read_with(HARDWARE, Some(&psk), None).unwrap_err();
+    assert!(err.starts_with("--psk-file was given, but the file is not protected"), "{err}");
+    assert!(read_with(HARDWARE, None, None).is_ok());
 }
