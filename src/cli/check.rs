@@ -102,12 +102,16 @@ fn connect_to_everything(config: &Config) -> Result<(), CliError> {
     if config.store.sqlite_path().is_none() {
         let database = config.store.shown();
         let keys = super::open_keys(config)?;
+        // An admin waits at the prompt: 10 s at most, whatever the store's timeout.
         let reached = runtime.block_on(async {
-            let store = super::connect_store(config, keys, false).await.map_err(|e| match e {
-                super::OpenFailed::Refused(why) => why,
-                super::OpenFailed::Store(e) => e.to_string(),
-            })?;
-            store.ping(crate::clock::now()).await.map_err(|e| e.to_string())
+            let reaching = async {
+                let store = super::connect_store(config, keys, false).await.map_err(|e| match e {
+                    super::OpenFailed::Refused(why) => why,
+                    super::OpenFailed::Store(e) => e.to_string(),
+                })?;
+                store.ping(crate::clock::now()).await.map_err(|e| e.to_string())
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(10), reaching).await.unwrap_or_else(|_| Err("no answer within 10 s".into()))
         });
         match reached {
             Ok(()) => writeln!(out, "store {database}: OK — connected, schema current, clock checked")?,
@@ -147,7 +151,7 @@ pub(crate) fn file_mode_warnings(config: &Config) -> Vec<String> {
     let folder = config.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     for dir in [folder.to_path_buf(), folder.join("conf.d")] {
         let Ok(meta) = std::fs::metadata(&dir) else { continue };
-        if meta.is_dir() && meta.mode() & 0o002 != 0 {
+        if meta.is_dir() && meta.mode() & 0o002 != 0 && reachable_by_others(&dir.join(".")) {
             let shown = dir.display();
             warnings.push(format!("{shown} is writable by everyone, so anyone can add or change a client: chmod o-w {shown}"));
         }

@@ -113,7 +113,10 @@ pub async fn serve(portal: Arc<Portal>, listener: TcpListener, shutdown: Cancell
 
 fn tls_acceptor(cert: &Path, key: &Path) -> std::io::Result<TlsAcceptor> {
     let failed = |e: &dyn std::fmt::Display| std::io::Error::other(format!("portal TLS ({}, {}): {e}", cert.display(), key.display()));
-    let open = |path: &Path| std::fs::File::open(path).map(BufReader::new).map_err(|e| failed(&e));
+    // Regular files of bounded size only: a FIFO would hang the start, /dev/zero fill memory.
+    let open = |path: &Path| {
+        crate::settings::read_text_file(path, 1024 * 1024).map(|pem| BufReader::new(std::io::Cursor::new(pem))).map_err(|e| failed(&e))
+    };
     let chain = rustls_pemfile::certs(&mut open(cert)?).collect::<Result<Vec<_>, _>>().map_err(|e| failed(&e))?;
     if chain.is_empty() {
         return Err(failed(&"no certificate in the PEM file"));

@@ -296,12 +296,14 @@ fn check_config_warns_about_secrets_others_can_read_and_secret_files_hold_one_li
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
     let fenced = String::from_utf8(check_config(&config).stdout).unwrap();
     assert!(!fenced.contains("accessible to everyone"), "{fenced}");
-    // A drop-in folder anyone can write to: anyone can add a client.
+    // A drop-in folder anyone can write to: anyone can add a client — once they can reach it.
     std::fs::create_dir(dir.path().join("conf.d")).unwrap();
     std::fs::set_permissions(dir.path().join("conf.d"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let fenced = String::from_utf8(check_config(&config).stdout).unwrap();
+    assert!(!fenced.contains("writable by everyone"), "{fenced}");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let open = String::from_utf8(check_config(&config).stdout).unwrap();
     assert!(open.lines().any(|l| l.starts_with("warning:") && l.contains("conf.d is writable by everyone")), "{open}");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // The secret is the file's one line: a second line is a mistake worth stopping for.
     std::fs::write(&secret_file, format!("{SECRET}\nsecond line\n")).unwrap();
     let out = check_config(&config);
