@@ -636,4 +636,18 @@ mode = "append"
         assert!(c.warnings.iter().any(|w| w.contains("client \"netscaler-1\" takes requests from any address")), "{:?}", c.warnings);
         assert!(!parse(MINIMAL).unwrap().warnings.iter().any(|w| w.contains("any address")));
     }
+
+    #[test]
+    fn portal_branding_is_read_with_its_logo_beside_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("logo.png"), b"\x89PNG\r\n\x1a\nrest-of-a-png").unwrap();
+        let portal = "\n[portal]\nenabled = true\nlisten = \"127.0.0.1:8080\"\ntitle = { en = \"Example sign-in\", sv = \"Exempel inloggning\" }\nhelp_text = \"010-123 45 67\"\nlogo_file = \"logo.png\"\naccent_color = \"#123abc\"\n";
+        let c = Config::parse(&dir.path().join("radmfa.toml"), &format!("{MINIMAL}{portal}"), |_| None).unwrap();
+        let brand = &c.portal.unwrap().brand;
+        assert_eq!(brand.title(crate::portal::i18n::Lang::Sv, "x"), "Exempel inloggning");
+        assert_eq!(brand.logo.as_ref().unwrap().content_type, "image/png");
+        let err = Config::parse(&dir.path().join("radmfa.toml"), &format!("{MINIMAL}{}", portal.replace("#123abc", "blue")), |_| None)
+            .unwrap_err();
+        assert!(err.to_string().contains("portal.accent_color"), "{err}");
+    }
 }

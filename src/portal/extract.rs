@@ -121,7 +121,7 @@ impl Visit {
                     jar = jar.add(settings.removal(name));
                     None
                 }
-                Err(e) => return Err(Refusal::Unavailable(lang, e.to_string())),
+                Err(e) => return Err(Refusal::Unavailable(Arc::clone(&settings.brand), lang, e.to_string())),
             },
             None => None,
         };
@@ -163,7 +163,7 @@ impl Visit {
             Some(_) => self.modify(portal, |session| session.notice.take()).await.flatten(),
             None => None,
         };
-        Page::new(self.lang, csrf, signed_in, tab, notice.map(|n| n.text(self.s())), error)
+        Page::new(&portal.settings.brand, self.lang, csrf, signed_in, tab, notice.map(|n| n.text(self.s())), error)
     }
 
     /// The sign-in form's page: a token for the browser's CSRF nonce cookie (set anew, so it
@@ -178,7 +178,7 @@ impl Visit {
         let lifetime = Some(portal.signin_csrf.lifetime());
         self.add_cookie(settings.cookie(name, nonce.clone(), lifetime, SameSite::Strict));
         let csrf = portal.signin_csrf.token(&nonce, self.arrival.unix);
-        Page::new(self.lang, csrf, false, None, notice, error)
+        Page::new(&settings.brand, self.lang, csrf, false, None, notice, error)
     }
 
     fn add_cookie(&mut self, cookie: axum_extra::extract::cookie::Cookie<'static>) {
@@ -306,7 +306,7 @@ pub enum Refusal {
     /// axum's answer to a query or form it could not read.
     Malformed(Box<Response>),
     /// The store could not be reached to read the session (why, for the log): 503.
-    Unavailable(Lang, String),
+    Unavailable(Arc<super::brand::Brand>, Lang, String),
 }
 
 impl IntoResponse for Refusal {
@@ -314,9 +314,9 @@ impl IntoResponse for Refusal {
         match self {
             Self::NotSignedIn(jar) => (jar, Redirect::to("/signin")).into_response(),
             Self::FormExpired(response) | Self::Malformed(response) => *response,
-            Self::Unavailable(lang, why) => {
+            Self::Unavailable(brand, lang, why) => {
                 tracing::warn!(error = why.as_str(), "portal: sessions cannot be read: answering 503");
-                pages::unavailable(lang)
+                pages::unavailable(&brand, lang)
             }
         }
     }

@@ -15,6 +15,7 @@
 //! and `pages` (the templates, the start and GENERAL). What they are given — the session, the
 //! signed-in user, a CSRF-checked form, the time the request arrived — comes from `extract`.
 
+pub mod brand;
 mod client_addr;
 mod csrf;
 mod extract;
@@ -115,6 +116,8 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/tokens/{id}/remove", get(tokens::remove_page).post(tokens::remove))
         .route("/signout", post(signin::signout))
         .route("/static/style.css", get(stylesheet))
+        .route("/static/brand.css", get(brand_stylesheet))
+        .route("/static/logo", get(logo))
         .layer(axum::middleware::from_fn(extract::stamp_arrival))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&portal.metrics), counted))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
@@ -158,6 +161,30 @@ async fn security_headers(State(hsts): State<bool>, mut response: Response) -> R
 
 async fn stylesheet() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("style.css"))
+}
+
+/// The accent colour, as a stylesheet (pages may load no inline style).
+async fn brand_stylesheet(State(portal): State<Arc<Portal>>) -> Response {
+    match &portal.settings.brand.stylesheet {
+        Some(css) => ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], css.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The logo, from memory. An SVG is shown through `<img>`, where scripts do not run; its own
+/// policy forbids them should someone open it directly.
+async fn logo(State(portal): State<Arc<Portal>>) -> Response {
+    match &portal.settings.brand.logo {
+        Some(logo) => (
+            [
+                (header::CONTENT_TYPE, logo.content_type),
+                (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; sandbox"),
+            ],
+            logo.bytes.clone(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::Portal;
+use super::brand::Brand;
 use super::extract::{SignedIn, Visit};
 use super::i18n::{Lang, Strings};
 use super::session::Stage;
@@ -24,6 +25,12 @@ pub enum Tab {
 /// What every page's layout needs.
 pub struct Page {
     pub s: &'static Strings,
+    /// The organisation's title (radmfa's own if none), help text and whether it has a logo
+    /// and an accent colour.
+    pub title: String,
+    pub help_text: Option<String>,
+    pub has_logo: bool,
+    pub has_brand_css: bool,
     pub lang: &'static str,
     pub other_lang: &'static str,
     pub csrf: String,
@@ -35,6 +42,7 @@ pub struct Page {
 
 impl Page {
     pub fn new(
+        brand: &Brand,
         lang: Lang,
         csrf: String,
         signed_in: bool,
@@ -43,7 +51,21 @@ impl Page {
         error: Option<&'static str>,
     ) -> Self {
         let other_lang = if lang == Lang::En { "sv" } else { "en" };
-        Self { s: lang.strings(), lang: lang.code(), other_lang, csrf, signed_in, tab, notice, error }
+        let s = lang.strings();
+        Self {
+            s,
+            title: brand.title(lang, s.title).to_owned(),
+            help_text: brand.help_text(lang).map(str::to_owned),
+            has_logo: brand.logo.is_some(),
+            has_brand_css: brand.stylesheet.is_some(),
+            lang: lang.code(),
+            other_lang,
+            csrf,
+            signed_in,
+            tab,
+            notice,
+            error,
+        }
     }
 
     /// For the layout's `aria-current`.
@@ -146,8 +168,8 @@ pub async fn form_expired(portal: &Portal, visit: Visit) -> Response {
 }
 
 /// The store cannot be reached (sessions cannot be read or kept): 503, try again later.
-pub fn unavailable(lang: Lang) -> Response {
-    let page = Page::new(lang, String::new(), false, None, None, Some(lang.strings().unavailable));
+pub fn unavailable(brand: &Brand, lang: Lang) -> Response {
+    let page = Page::new(brand, lang, String::new(), false, None, None, Some(lang.strings().unavailable));
     (StatusCode::SERVICE_UNAVAILABLE, render(MessagePage { page })).into_response()
 }
 

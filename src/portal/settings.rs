@@ -4,11 +4,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use ipnet::IpNet;
 use serde::Deserialize;
+
+use super::brand::{Brand, Localized};
 use url::Url;
 
 use crate::settings::{Invalid, Sources, parse_network};
@@ -48,6 +51,11 @@ pub struct PortalSection {
     max_connections_per_address: usize,
     #[serde(default = "defaults::reject_delay", with = "humantime_serde")]
     reject_delay: Duration,
+    /// The organisation's look: one text for both languages, or `{ en = "...", sv = "..." }`.
+    title: Option<Localized>,
+    help_text: Option<Localized>,
+    logo_file: Option<PathBuf>,
+    accent_color: Option<String>,
 }
 
 /// Usable tokens per user when `max_tokens` is not set (also `token import`'s limit without a
@@ -126,6 +134,8 @@ pub struct PortalSettings {
     /// A failed sign-in is answered this long after the request arrived, whatever failed and
     /// however long finding out took: the time to answer tells nothing about the account.
     pub reject_delay: Duration,
+    /// Title, help text, logo and accent colour on every page.
+    pub brand: Arc<Brand>,
 }
 
 impl PortalSettings {
@@ -195,7 +205,10 @@ impl PortalSection {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|m| Invalid::new("trusted_proxies", m))?;
         self.check_limits()?;
+        let logo_file = self.logo_file.as_ref().map(|f| sources.path(f));
+        let brand = Brand::build(self.title.clone(), self.help_text.clone(), logo_file.as_deref(), self.accent_color.as_deref())?;
         Ok(PortalSettings {
+            brand: Arc::new(brand),
             listen,
             tls,
             public_url,

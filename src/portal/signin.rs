@@ -71,7 +71,7 @@ pub async fn signin(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientA
     let Some(error) = error else {
         tracing::warn!("portal: the database cannot be used: sign-in answered 503");
         let lang = visit.lang;
-        let mut response = visit.respond(pages::unavailable(lang));
+        let mut response = visit.respond(pages::unavailable(&portal.settings.brand, lang));
         response.extensions_mut().insert(listener::NotBefore(not_before));
         return response;
     };
@@ -117,22 +117,22 @@ async fn second_factor(portal: &Portal, mut visit: Visit, user: PortalUser, from
     };
     let sms_asked = sms.is_some();
     if let Err(e) = visit.start_session(portal, Stage::SecondFactor { user: account, profile, has_token, sms, sms_asked }).await {
-        return unavailable(visit, &e);
+        return unavailable(portal, visit, &e);
     }
     visit.respond(Redirect::to("/otp"))
 }
 
 /// The store could not keep or change a session: 503, and the reason in the log.
-pub(super) fn unavailable(visit: Visit, e: &StoreError) -> Response {
+pub(super) fn unavailable(portal: &Portal, visit: Visit, e: &StoreError) -> Response {
     tracing::warn!(error = %e, "portal: a session could not be kept: answering 503");
     let lang = visit.lang;
-    visit.respond(pages::unavailable(lang))
+    visit.respond(pages::unavailable(&portal.settings.brand, lang))
 }
 
 /// Back to the sign-in form with a message; a session in progress ends.
 async fn error_page(portal: &Portal, mut visit: Visit, message: impl Fn(&Strings) -> &'static str) -> Response {
     if let Err(e) = visit.end_session(portal).await {
-        return unavailable(visit, &e);
+        return unavailable(portal, visit, &e);
     }
     let error = message(visit.s());
     let page = visit.signin_page(portal, None, Some(error));
@@ -187,7 +187,7 @@ pub async fn otp(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientAddr
         Ok(()) => match visit.sign_in(&portal, user, profile).await {
             Ok(true) => visit.respond(Redirect::to("/general")),
             Ok(false) => visit.respond(Redirect::to("/")),
-            Err(e) => unavailable(visit, &e),
+            Err(e) => unavailable(&portal, visit, &e),
         },
         Err(Reason::SecondFactorLocked | Reason::StateExpired) => error_page(&portal, visit, |s| s.too_many_attempts).await,
         Err(_) if sms.as_ref().is_some_and(|c| c.tries_left == 0) => error_page(&portal, visit, |s| s.too_many_attempts).await,
@@ -262,7 +262,7 @@ pub async fn otp_sms(State(portal): State<Arc<Portal>>, ClientAddr(from): Client
 pub async fn signout(State(portal): State<Arc<Portal>>, posted: Posted<CsrfOnly>) -> Response {
     let mut visit = posted.visit;
     if let Err(e) = visit.end_session(&portal).await {
-        return unavailable(visit, &e);
+        return unavailable(&portal, visit, &e);
     }
     visit.respond(Redirect::to("/signin?signed_out=1"))
 }

@@ -76,6 +76,7 @@ pub(crate) fn portal_settings() -> PortalSettings {
         max_connections: 512,
         max_connections_per_address: 32,
         reject_delay: Duration::ZERO,
+        brand: Arc::default(),
     }
 }
 
@@ -591,4 +592,44 @@ async fn two_sms_requests_at_once_send_one_sms() {
     assert_eq!(b.sms.sent.lock().unwrap().len(), sent_before + 1, "one SMS for two clicks");
     let page = b.post("/otp", &[("csrf", &csrf), ("code", &b.sms.last_code())]).await;
     assert_eq!(page.location.as_deref(), Some("/general"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn every_page_carries_the_organisations_title_help_text_logo_and_colour() {
+    use super::brand::{Brand, Localized};
+    let dir = tempfile::tempdir().unwrap();
+    let logo = dir.path().join("logo.svg");
+    std::fs::write(&logo, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>").unwrap();
+    let brand = Brand::build(
+        Some(Localized::PerLanguage { en: "Region Example sign-in".into(), sv: "Region Exempel inloggning".into() }),
+        Some(Localized::PerLanguage {
+            en: "Help desk <24/7>: 010-123 45 67".into(),
+            sv: "Servicedesk <dygnet runt>: 010-123 45 67".into(),
+        }),
+        Some(&logo),
+        Some("#7a1f5c"),
+    )
+    .unwrap();
+    let mut b = browser_with(PortalSettings { brand: Arc::new(brand), ..portal_settings() });
+    let page = b.get("/signin").await;
+    assert!(page.body.contains("<title>Region Example sign-in</title>"), "{}", page.body);
+    assert!(page.body.contains("<img class=\"logo\" src=\"/static/logo\" alt=\"\">Region Example sign-in</h1>"));
+    assert!(
+        page.body.contains("Help desk &#60;24/7&#62;: 010-123 45 67") || page.body.contains("Help desk &lt;24/7&gt;: 010-123 45 67"),
+        "escaped: {}",
+        page.body
+    );
+    assert!(page.body.contains("<link rel=\"stylesheet\" href=\"/static/brand.css\">"));
+    let swedish = b.get("/signin?lang=sv").await;
+    assert!(swedish.body.contains("<title>Region Exempel inloggning</title>") && swedish.body.contains("Servicedesk"), "{}", swedish.body);
+    let css = b.get("/static/brand.css").await;
+    assert_eq!((css.status, css.body.as_str()), (StatusCode::OK, ":root { --accent: #7a1f5c; }\n"));
+    let served = b.get("/static/logo").await;
+    assert_eq!(served.headers.get("content-type").unwrap(), "image/svg+xml");
+    assert!(served.body.starts_with("<svg"));
+    // Without branding: radmfa's own title, no logo, no brand stylesheet.
+    let mut plain = browser();
+    let page = plain.get("/signin").await;
+    assert!(!page.body.contains("/static/logo") && !page.body.contains("brand.css") && !page.body.contains("<footer>"));
+    assert_eq!(plain.get("/static/logo").await.status, StatusCode::NOT_FOUND);
 }
