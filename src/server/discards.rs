@@ -15,13 +15,14 @@ const PERIOD: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub(super) struct DiscardLog {
-    /// Per (client name, kind of drop): when it was last said, and how many since. Bounded by
-    /// the configured clients times the kinds below.
-    said: Mutex<HashMap<DropKind, (Instant, u64)>>,
+    /// Per client name, then kind of drop: when it was last said, and how many since. Bounded
+    /// by the configured clients times the kinds below. Keyed by name first so that a flood's
+    /// packets are looked up without allocating.
+    said: Mutex<HashMap<String, ByKind>>,
 }
 
-/// A client's name and a kind of drop.
-type DropKind = (String, &'static str);
+/// Per kind of drop: when it was last said, and how many were held back since.
+type ByKind = HashMap<&'static str, (Instant, u64)>;
 
 impl DiscardLog {
     /// Says why `client`'s packet from `peer` was dropped, if the admin can do something about
@@ -33,7 +34,11 @@ impl DiscardLog {
         };
         let suppressed = {
             let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
-            match said.get_mut(&(client.to_owned(), kind)) {
+            if !said.contains_key(client) {
+                said.insert(client.to_owned(), HashMap::new());
+            }
+            let Some(kinds) = said.get_mut(client) else { return };
+            match kinds.get_mut(kind) {
                 Some((at, held)) if now.duration_since(*at) < PERIOD => {
                     *held += 1;
                     None
@@ -43,7 +48,7 @@ impl DiscardLog {
                     Some(std::mem::take(held))
                 }
                 None => {
-                    said.insert((client.to_owned(), kind), (now, 0));
+                    kinds.insert(kind, (now, 0));
                     Some(0)
                 }
             }
@@ -91,7 +96,10 @@ mod tests {
         let log = DiscardLog::default();
         let peer: SocketAddr = "192.0.2.1:1812".parse().unwrap();
         let t0 = Instant::now();
-        let said = |log: &DiscardLog| log.said.lock().unwrap().clone();
+        let said = |log: &DiscardLog| -> HashMap<(String, &'static str), (Instant, u64)> {
+            let said = log.said.lock().unwrap();
+            said.iter().flat_map(|(client, kinds)| kinds.iter().map(move |(kind, v)| ((client.clone(), *kind), *v))).collect()
+        };
         log.note("vpn", peer, &Discard::MissingMessageAuthenticator, t0);
         log.note("vpn", peer, &Discard::MissingMessageAuthenticator, t0 + Duration::from_secs(1));
         log.note("vpn", peer, &Discard::MissingMessageAuthenticator, t0 + Duration::from_secs(2));
