@@ -67,6 +67,7 @@ fn settings() -> AuthSettings {
         usernames: UsernameRules::default(),
         // As the config sets it: Accepts are kept for other nodes only on a shared database.
         retry_window: if std::env::var("RADMFA_BENCH_POSTGRES").is_ok() { Duration::from_secs(30) } else { Duration::ZERO },
+        helpdesk: Default::default(),
     }
 }
 

@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::audit::{AuditSection, AuditSettings};
 use crate::auth::AuthSettings;
 use crate::auth::messages::MessagesSection;
-use crate::auth::settings::{LockoutSection, Sections, UsernamesSection};
+use crate::auth::settings::{HelpdeskSection, LockoutSection, Sections, UsernamesSection};
 use crate::directory::settings::{DirectoryKind, DirectorySection, DirectorySettings};
 use crate::metrics::{MetricsSection, MetricsSettings};
 use crate::otp::settings::{TotpSection, TotpSettings};
@@ -50,6 +51,10 @@ struct ConfigFile {
     portal: Option<PortalSection>,
     #[serde(default)]
     metrics: MetricsSection,
+    #[serde(default)]
+    helpdesk: HelpdeskSection,
+    #[serde(default)]
+    audit: AuditSection,
 }
 
 /// A configuration problem: the file, the key, and what is wrong.
@@ -86,6 +91,8 @@ pub struct Config {
     pub portal: Option<PortalSettings>,
     /// The Prometheus endpoint, when `[metrics] listen` is set.
     pub metrics: Option<MetricsSettings>,
+    /// How long the audit trail is kept.
+    pub audit: AuditSettings,
     /// The `conf.d/*.toml` files whose `[[client]]`s were added, in the order read.
     pub drop_ins: Vec<PathBuf>,
     /// The sections a reload cannot apply (sockets, the store, the portal, the metrics
@@ -239,12 +246,14 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
         _ => None,
     };
     let metrics = file.metrics.build().map_err(|e| e.within("metrics"))?;
+    let audit = file.audit.build().map_err(|e| e.within("audit"))?;
     let sections = Sections {
         totp: totp.clone(),
         sms: sms_codes,
         lockout: file.lockout,
         messages: file.messages,
         usernames: file.usernames,
+        helpdesk: file.helpdesk,
         // One node answers a NAS's retries from its own cache; only nodes sharing a database
         // keep Accepts for one another (a write per login SQLite need not make).
         retry_window: if store.sqlite_path().is_some() { std::time::Duration::ZERO } else { server.cache_ttl },
@@ -265,6 +274,7 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
         sms,
         portal,
         metrics,
+        audit,
         drop_ins: Vec::new(),
         restart_only: BTreeMap::new(),
     })

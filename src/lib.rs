@@ -5,6 +5,7 @@
 //! `radius` is our own codec; each subsystem owns its section of the TOML file (`settings`
 //! modules) and `config` assembles them for the command line.
 
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod cli;

@@ -14,6 +14,7 @@ mod allowance;
 mod context;
 mod decision;
 mod flow;
+pub mod helpdesk;
 pub mod messages;
 pub mod portal;
 pub mod reply;
@@ -203,6 +204,8 @@ pub struct AuthSettings {
     /// code is kept in the store that long, for a retry that reaches another node. Zero (one
     /// node, SQLite): nothing is kept, the server's own cache answers retries.
     pub retry_window: Duration,
+    /// What a temporary code may be issued for.
+    pub helpdesk: settings::HelpdeskSettings,
 }
 
 /// The services the decision uses.
@@ -226,6 +229,8 @@ pub struct Authenticator {
     sms_stats: Arc<SmsStats>,
     /// Password and code tries in flight per account.
     allowance: allowance::Allowance,
+    /// Decisions' and portal steps' events, on their way to the store.
+    trail: Arc<crate::audit::Trail>,
 }
 
 /// One request on its way through the flows.
@@ -249,6 +254,7 @@ impl Authenticator {
             settings: ArcSwap::from_pointee(settings),
             sms_stats: Arc::default(),
             allowance: allowance::Allowance::default(),
+            trail: Arc::default(),
         }
     }
 
@@ -275,6 +281,16 @@ impl Authenticator {
         self.store.available()
     }
 
+    /// The audit trail's queue: the server runs its writer ([`crate::audit::Trail::run`]).
+    pub fn audit_trail(&self) -> Arc<crate::audit::Trail> {
+        Arc::clone(&self.trail)
+    }
+
+    /// Writes the queued audit events now (a command's end, a test).
+    pub async fn flush_audit(&self) -> Result<(), crate::store::StoreError> {
+        self.trail.flush(self.store.as_ref()).await
+    }
+
     /// What became of the SMS codes sent, for the counters logged at stop.
     pub fn sms_stats(&self) -> Arc<SmsStats> {
         Arc::clone(&self.sms_stats)
@@ -284,7 +300,7 @@ impl Authenticator {
     pub async fn decide(&self, request: &Request) -> Decision {
         let started = Instant::now();
         let (user, decision) = self.decide_inner(request).await;
-        audit(request, user.as_deref(), decision.outcome().as_str(), decision.reason, started.elapsed());
+        audit(&self.trail, request, user.as_deref(), decision.outcome().as_str(), decision.reason, started.elapsed());
         decision
     }
 
@@ -292,16 +308,16 @@ impl Authenticator {
     /// NAS retransmits or fails over) and the audit line says `timed_out`. A decision dropped
     /// half-way (the server stopping) still writes its line, saying `abandoned`.
     pub async fn decide_within(&self, request: &Request, limit: Duration) -> Option<Decision> {
-        let mut line = AuditOnDrop { request, login: self.login_of(request), started: Instant::now(), written: false };
+        let mut line = AuditOnDrop { trail: &self.trail, request, login: self.login_of(request), started: Instant::now(), written: false };
         let decided = tokio::time::timeout(limit, self.decide_inner(request)).await;
         line.written = true;
         match decided {
             Ok((user, decision)) => {
-                audit(request, user.as_deref(), decision.outcome().as_str(), decision.reason, line.started.elapsed());
+                audit(&self.trail, request, user.as_deref(), decision.outcome().as_str(), decision.reason, line.started.elapsed());
                 Some(decision)
             }
             Err(_) => {
-                audit(request, line.login.as_deref(), "none", Reason::TimedOut, line.started.elapsed());
+                audit(&self.trail, request, line.login.as_deref(), "none", Reason::TimedOut, line.started.elapsed());
                 None
             }
         }
@@ -392,6 +408,7 @@ fn store_down(e: crate::store::StoreError) -> Reason {
 
 /// Writes the `abandoned` audit line of a decision dropped before it wrote its own.
 struct AuditOnDrop<'a> {
+    trail: &'a crate::audit::Trail,
     request: &'a Request,
     login: Option<String>,
     started: Instant,
@@ -401,7 +418,7 @@ struct AuditOnDrop<'a> {
 impl Drop for AuditOnDrop<'_> {
     fn drop(&mut self) {
         if !self.written {
-            audit(self.request, self.login.as_deref(), "none", Reason::Abandoned, self.started.elapsed());
+            audit(self.trail, self.request, self.login.as_deref(), "none", Reason::Abandoned, self.started.elapsed());
         }
     }
 }
@@ -413,9 +430,10 @@ pub(crate) fn valid_user_name(raw: &[u8]) -> Option<&str> {
     ok.then_some(name)
 }
 
-/// The audit line. Client-supplied values go in as strings: the text log prints them quoted
-/// with control, bidi and invisible characters escaped, the JSON log as JSON strings.
-fn audit(request: &Request, user: Option<&str>, result: &'static str, reason: Reason, elapsed: Duration) {
+/// The audit line, and the decision's event in the trail. Client-supplied values go in as
+/// strings: the text log prints them quoted with control, bidi and invisible characters
+/// escaped, the JSON log as JSON strings; pages escape them as HTML.
+fn audit(trail: &crate::audit::Trail, request: &Request, user: Option<&str>, result: &'static str, reason: Reason, elapsed: Duration) {
     // Absent values are logged as empty strings, so every line has every field.
     let login = request.user_name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
     let nas_ip = request.nas_ip.map(|ip| ip.to_string()).unwrap_or_default();
@@ -432,6 +450,25 @@ fn audit(request: &Request, user: Option<&str>, result: &'static str, reason: Re
         elapsed_ms = (elapsed.as_secs_f64() * 1e5).round() / 100.0,
         "decision"
     );
+    // A request about no account (no name, or one the directory does not know) has nothing for
+    // the help desk to see, and names sprayed at the server must not fill the store: the log
+    // line is enough.
+    let Some(account) = user.filter(|u| !u.is_empty()) else { return };
+    if reason == Reason::Directory(crate::directory::Denial::NoSuchUser) {
+        return;
+    }
+    let from = request.calling_station.clone().or_else(|| request.nas_ip.map(|ip| ip.to_string()));
+    trail.push(crate::store::AuditEvent {
+        at: request.arrival_time(),
+        account: account.to_owned(),
+        action: "radius".to_owned(),
+        client: request.client.name.clone(),
+        from,
+        result: result.to_owned(),
+        reason: reason.as_str().to_owned(),
+        actor: None,
+        detail: None,
+    });
 }
 
 /// Text for a terminal or a plain listing (`token list`): control, bidi and invisible

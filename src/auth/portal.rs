@@ -214,6 +214,8 @@ impl Authenticator {
             return Err(self.portal_audit(user, from, PortalStep::Enroll, reason));
         }
         tracing::info!(target: "radmfa::audit", user, client = "portal", from = %from, token = enrollment.token_id, name = enrollment.name.as_str(), "portal: token enrolled");
+        let detail = format!("token {} \"{}\"", enrollment.token_id, super::shown(&enrollment.name));
+        self.portal_event(user, from, "portal_enroll", "ok", "token_enrolled", Some(detail));
         Ok(())
     }
 
@@ -230,6 +232,7 @@ impl Authenticator {
         let removed = self.store.remove_token(user, token_id).await.map_err(store_down)?;
         if removed {
             tracing::info!(target: "radmfa::audit", user, client = "portal", from = %from, token = token_id, "portal: token removed");
+            self.portal_event(user, from, "portal_remove_token", "ok", "token_removed", Some(format!("token {token_id}")));
         }
         Ok(removed)
     }
@@ -243,6 +246,24 @@ impl Authenticator {
             _ => "reject",
         };
         tracing::info!(target: "radmfa::audit", user, client = "portal", from = %from, step = step.as_str(), result, reason = reason.as_str(), "portal");
+        if reason != Reason::Directory(crate::directory::Denial::NoSuchUser) {
+            self.portal_event(user, from, &format!("portal_{}", step.as_str()), result, reason.as_str(), None);
+        }
         reason
+    }
+
+    /// A portal step's or a user's own action's event in the audit trail.
+    fn portal_event(&self, user: &str, from: IpAddr, action: &str, result: &str, reason: &str, detail: Option<String>) {
+        self.trail.push(crate::store::AuditEvent {
+            at: crate::clock::now(),
+            account: user.to_owned(),
+            action: action.to_owned(),
+            client: "portal".to_owned(),
+            from: Some(from.to_string()),
+            result: result.to_owned(),
+            reason: reason.to_owned(),
+            actor: None,
+            detail,
+        });
     }
 }

@@ -52,6 +52,48 @@ pub struct UsernamesSection {
     realms: Vec<String>,
 }
 
+/// `[helpdesk]`: what the help desk (portal and CLI) may give a user who lost their phone.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HelpdeskSection {
+    #[serde(with = "humantime_serde")]
+    max_temporary_code_validity: Duration,
+    max_temporary_code_uses: u32,
+}
+
+impl Default for HelpdeskSection {
+    fn default() -> Self {
+        Self { max_temporary_code_validity: Duration::from_secs(3 * 24 * 3600), max_temporary_code_uses: 20 }
+    }
+}
+
+/// What a temporary code may be issued for (see [`HelpdeskSection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelpdeskSettings {
+    pub max_temporary_code_validity: Duration,
+    pub max_temporary_code_uses: u32,
+}
+
+impl Default for HelpdeskSettings {
+    fn default() -> Self {
+        let d = HelpdeskSection::default();
+        Self { max_temporary_code_validity: d.max_temporary_code_validity, max_temporary_code_uses: d.max_temporary_code_uses }
+    }
+}
+
+impl HelpdeskSection {
+    fn build(self) -> Result<HelpdeskSettings, Invalid> {
+        let validity = self.max_temporary_code_validity;
+        if validity < Duration::from_secs(60) || validity > Duration::from_secs(30 * 24 * 3600) {
+            return Err(Invalid::new("helpdesk.max_temporary_code_validity", "must be between 1m and 30d"));
+        }
+        if !(1..=1000).contains(&self.max_temporary_code_uses) {
+            return Err(Invalid::new("helpdesk.max_temporary_code_uses", "must be between 1 and 1000"));
+        }
+        Ok(HelpdeskSettings { max_temporary_code_validity: validity, max_temporary_code_uses: self.max_temporary_code_uses })
+    }
+}
+
 /// The sections [`AuthSettings`] is made of, each already checked by its owner.
 pub struct Sections {
     pub totp: TotpSettings,
@@ -59,6 +101,7 @@ pub struct Sections {
     pub lockout: LockoutSection,
     pub messages: MessagesSection,
     pub usernames: UsernamesSection,
+    pub helpdesk: HelpdeskSection,
     /// How long a NAS retries a request: the server's `cache_ttl`.
     pub retry_window: Duration,
 }
@@ -112,6 +155,7 @@ impl Sections {
             messages,
             usernames: UsernameRules { domains: self.usernames.domains, realms: self.usernames.realms },
             retry_window: self.retry_window,
+            helpdesk: self.helpdesk.build()?,
         };
         Ok((settings, warnings))
     }

@@ -174,6 +174,7 @@ pub(crate) fn settings() -> AuthSettings {
         messages: Messages::for_language(messages::Language::En),
         usernames: UsernameRules { domains: vec!["EXAMPLE".into()], realms: vec![] },
         retry_window: Duration::from_secs(30),
+        helpdesk: Default::default(),
     }
 }
 

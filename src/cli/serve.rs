@@ -98,12 +98,15 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
             tracing::info!(address = %listener.local_addr()?, kind = "metrics", "listening");
             tokio::spawn(crate::metrics::endpoint::serve(Arc::clone(&metrics), settings, listener, shutdown.clone()));
         }
-        tokio::spawn(purge_periodically(store.clone(), shutdown.clone()));
+        tokio::spawn(purge_periodically(store.clone(), config.audit.retention, shutdown.clone()));
+        let audit_writer = tokio::spawn(authenticator.audit_trail().run(store.clone(), shutdown.clone()));
         tokio::spawn(watch_database(store.clone(), shutdown.clone()));
         tokio::spawn(probe_store(store, shutdown.clone()));
         tokio::spawn(reload_keys(keys, shutdown.clone()));
         notify_systemd(sd_notify::NotifyState::Ready);
         server.run(sockets, shutdown).await;
+        // The decisions' last events, written before the store closes.
+        let _ = audit_writer.await;
         if let Some(portal) = portal
             && let Ok(Err(e)) = portal.await
         {
@@ -201,15 +204,21 @@ async fn open_store_when_writable(
     }
 }
 
-/// Forgets used States and old SMS sends now and then, so the store stays small, and folds the
-/// write-ahead log into the database file.
-async fn purge_periodically(store: Arc<dyn Store>, shutdown: CancellationToken) {
+/// Forgets used States and old SMS sends now and then, and audit events past `retention`, so
+/// the store stays small, and folds the write-ahead log into the database file.
+async fn purge_periodically(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(300));
     loop {
         tokio::select! {
             _ = every.tick() => {
-                if let Err(e) = store.purge(crate::clock::now()).await {
+                let now = crate::clock::now();
+                if let Err(e) = store.purge(now).await {
                     tracing::warn!(error = %e, "store purge failed");
+                }
+                match store.purge_events(now - retention.as_secs() as crate::clock::UnixTime).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "audit events past their retention purged"),
+                    Err(e) => tracing::warn!(error = %e, "audit trail purge failed"),
                 }
                 // So that radmfa.db alone (a backup copy) holds what was written.
                 if let Err(e) = store.checkpoint().await {

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::hashing::HashingPool;
-use super::{Account, Denial, Directory, DirectoryError, LoginName, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
+use super::{Account, AccountStatus, Denial, Directory, DirectoryError, LoginName, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,6 +189,38 @@ impl Directory for UsersFile {
 
     async fn groups(&self, account: &Account) -> Result<Vec<String>, DirectoryError> {
         Ok(self.users.get(&account.locator).map(|u| u.profile.groups.clone()).unwrap_or_default())
+    }
+
+    async fn search(&self, text: &str, limit: usize) -> Result<Vec<Account>, DirectoryError> {
+        let wanted = text.trim().to_lowercase();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let contains = |value: Option<&str>| value.is_some_and(|v| v.to_lowercase().contains(&wanted));
+        let mut found: Vec<Account> = self
+            .users
+            .iter()
+            .filter(|(key, user)| {
+                let p = &user.profile;
+                let full = format!("{} {}", p.given_name.as_deref().unwrap_or_default(), p.surname.as_deref().unwrap_or_default());
+                key.contains(&wanted) || contains(Some(&full)) || contains(p.email.as_deref())
+            })
+            .map(|(key, user)| Account { id: key.clone(), locator: key.clone(), profile: user.profile.clone(), primary_group: None })
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found.truncate(limit.min(super::MAX_SEARCH_RESULTS));
+        Ok(found)
+    }
+
+    async fn member_of(&self, account: &Account, groups: &[String]) -> Result<Vec<String>, DirectoryError> {
+        // The file lists each user's groups by name (no nesting); names compare as AD's do.
+        let held = self.users.get(&account.locator).map(|u| u.profile.groups.as_slice()).unwrap_or_default();
+        Ok(groups.iter().filter(|g| held.iter().any(|h| h.to_lowercase() == g.to_lowercase())).cloned().collect())
+    }
+
+    async fn account_status(&self, account: &Account) -> Result<AccountStatus, DirectoryError> {
+        let disabled = self.users.get(&account.locator).is_none_or(|u| u.disabled);
+        Ok(AccountStatus { disabled, ..AccountStatus::default() })
     }
 
     async fn spend_like_a_check(&self, password: &[u8]) {

@@ -150,6 +150,25 @@ impl LoginName {
     }
 }
 
+/// What the help desk sees of an account beyond its profile: whether the directory lets it log
+/// in at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountStatus {
+    /// False for a disabled account (AD's userAccountControl ACCOUNTDISABLE; the users file's
+    /// `disabled`).
+    pub disabled: bool,
+    /// AD's own lockout after bad passwords (`lockoutTime` set); `None` where the directory has
+    /// no such thing.
+    pub locked_in_directory: Option<bool>,
+    /// When the account expires (AD's `accountExpires`), as Unix time, if it does.
+    pub expires_at: Option<i64>,
+    /// AD: the password must be changed before the next logon (`pwdLastSet` = 0).
+    pub must_change_password: Option<bool>,
+}
+
+/// Most accounts a directory search for the help desk returns.
+pub const MAX_SEARCH_RESULTS: usize = 50;
+
 /// A directory server's state, as `status` tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerStatus {
@@ -201,6 +220,27 @@ pub trait Directory: Send + Sync {
     /// step does not need it (the first step keeps what the Accept needs with the challenge);
     /// it is there for a challenge begun by an older version.
     async fn groups(&self, account: &Account) -> Result<Vec<String>, DirectoryError>;
+
+    /// Accounts whose name, display name or mail contains `text` (the help desk's search), at
+    /// most `limit` (≤ [`MAX_SEARCH_RESULTS`]), in the directory's order. `text` reaches an
+    /// LDAP filter only escaped (RFC 4515). By default none.
+    async fn search(&self, _text: &str, _limit: usize) -> Result<Vec<Account>, DirectoryError> {
+        Ok(Vec::new())
+    }
+
+    /// Which of `groups` (as configured: DNs for LDAP, names for the users file) the account is
+    /// in, directly or through nesting, in the order given: the help desk role
+    /// (`[portal] helpdesk_groups`) and the groups that matter in the help desk's view. By
+    /// default none.
+    async fn member_of(&self, _account: &Account, _groups: &[String]) -> Result<Vec<String>, DirectoryError> {
+        Ok(Vec::new())
+    }
+
+    /// Whether the directory lets the account log in (disabled, locked, expired). By default
+    /// nothing known.
+    async fn account_status(&self, _account: &Account) -> Result<AccountStatus, DirectoryError> {
+        Ok(AccountStatus::default())
+    }
 
     /// Opens, in the background at start, what the first requests would otherwise wait for
     /// (connections). By default nothing.

@@ -10,13 +10,14 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::Metrics;
-use crate::directory::{Account, Directory, DirectoryError, DirectoryStatus, LoginName, PasswordCheck};
+use crate::directory::{Account, AccountStatus, Directory, DirectoryError, DirectoryStatus, LoginName, PasswordCheck};
 use crate::keys::KeyRing;
 use crate::secret::Secret;
 use crate::sms::{Gateway, SmsError};
 use crate::store::{
-    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewToken, SessionCaps, SessionKey, SmsChallengeRecord,
-    SmsChallengeUse, SmsLimits, SmsReservation, Snapshot, StateUse, Store, StoreError, StoredSession, Token, TokenInfo, UnixTime,
+    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewTemporaryCode, NewToken, SessionCaps, SessionKey,
+    SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, Snapshot, StateUse, Store, StoreError, StoredSession, TemporaryCode,
+    TemporaryCodeInfo, Token, TokenInfo, UnixTime,
 };
 
 /// Runs `call`, recording how long it took and whether it succeeded.
@@ -54,6 +55,18 @@ impl Directory for TimedDirectory {
 
     async fn groups(&self, account: &Account) -> Result<Vec<String>, DirectoryError> {
         timed(|ok, took| self.metrics.directory_operation("groups", ok, took), self.inner.groups(account)).await
+    }
+
+    async fn search(&self, text: &str, limit: usize) -> Result<Vec<Account>, DirectoryError> {
+        timed(|ok, took| self.metrics.directory_operation("search", ok, took), self.inner.search(text, limit)).await
+    }
+
+    async fn member_of(&self, account: &Account, groups: &[String]) -> Result<Vec<String>, DirectoryError> {
+        timed(|ok, took| self.metrics.directory_operation("member_of", ok, took), self.inner.member_of(account, groups)).await
+    }
+
+    async fn account_status(&self, account: &Account) -> Result<AccountStatus, DirectoryError> {
+        timed(|ok, took| self.metrics.directory_operation("account_status", ok, took), self.inner.account_status(account)).await
     }
 
     async fn warm_up(&self) {
@@ -220,6 +233,38 @@ impl Store for TimedStore {
     }
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError> {
         forward!(self.purge(now))
+    }
+
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        forward!(self.record_events(events))
+    }
+
+    async fn events(&self, account: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        forward!(self.events(account, limit))
+    }
+
+    async fn purge_events(&self, before: UnixTime) -> Result<usize, StoreError> {
+        forward!(self.purge_events(before))
+    }
+
+    async fn add_temporary_code(&self, code: NewTemporaryCode) -> Result<i64, StoreError> {
+        forward!(self.add_temporary_code(code))
+    }
+
+    async fn temporary_codes(&self, username: &str, now: UnixTime) -> Result<Vec<TemporaryCode>, StoreError> {
+        forward!(self.temporary_codes(username, now))
+    }
+
+    async fn list_temporary_codes(&self, username: Option<&str>, now: UnixTime) -> Result<Vec<TemporaryCodeInfo>, StoreError> {
+        forward!(self.list_temporary_codes(username, now))
+    }
+
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
+        forward!(self.use_temporary_code(id, now, keep))
+    }
+
+    async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError> {
+        forward!(self.revoke_temporary_codes(username, id))
     }
     async fn reseal_all(&self, ring: Arc<KeyRing>) -> Result<usize, StoreError> {
         forward!(self.reseal_all(ring))

@@ -6,6 +6,7 @@
 pub mod phone;
 pub mod settings;
 pub mod sms_code;
+pub mod temporary;
 pub mod totp;
 
 pub use totp::{Algorithm, TotpParams};

@@ -176,19 +176,7 @@ pub fn unavailable(brand: &Brand, lang: Lang) -> Response {
 /// A time as the TOKENS tab shows it, or `never`.
 pub fn date(t: Option<i64>, never: &str) -> String {
     let Some(t) = t else { return never.to_owned() };
-    let days = t.div_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), so no date crate is needed.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let secs = t.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", secs / 3600, (secs % 3600) / 60)
+    crate::clock::format_utc(t)
 }
 
 /// `/`: wherever the visitor is in the flow.

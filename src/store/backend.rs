@@ -8,8 +8,8 @@
 use async_trait::async_trait;
 
 use super::{
-    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
-    SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
+    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord,
+    SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
 };
 use crate::otp::TotpParams;
 
@@ -50,6 +50,24 @@ pub struct TokenRow {
 pub struct SealedSeed {
     pub id: i64,
     pub username: String,
+    pub sealed: String,
+}
+
+/// A temporary code to keep; its code comes sealed (see [`SealNew`]).
+#[derive(Debug, Clone)]
+pub struct NewTemporaryCodeRow {
+    pub username: String,
+    pub issued_by: String,
+    pub issued_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub uses: u32,
+}
+
+/// A kept temporary code, sealed.
+#[derive(Debug, Clone)]
+pub struct TemporaryCodeRow {
+    pub info: TemporaryCodeInfo,
+    /// The code, sealed: opaque to the backend.
     pub sealed: String,
 }
 
@@ -236,9 +254,29 @@ pub trait Backend: Send + Sync {
     /// See [`super::Store::identity`].
     async fn identity(&self) -> Result<String, StoreError>;
 
+    /// See [`super::Store::record_events`].
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
+    /// See [`super::Store::events`].
+    async fn events(&self, account: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    /// See [`super::Store::purge_events`].
+    async fn purge_events(&self, before: UnixTime) -> Result<usize, StoreError>;
+
+    /// Keeps a temporary code; `seal` gives its sealed code for the id it got. Returns the id.
+    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<i64, StoreError>;
+    /// Live temporary codes (unexpired at `now`, uses left), every user's or one's, oldest first.
+    async fn temporary_codes(&self, username: Option<&str>, now: UnixTime) -> Result<Vec<TemporaryCodeRow>, StoreError>;
+    /// See [`super::Store::use_temporary_code`].
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError>;
+    /// See [`super::Store::revoke_temporary_codes`].
+    async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError>;
+    /// Replaces every temporary code's seal `reseal` gives a new one for (key rotation; the
+    /// [`SealedSeed`] passed names the code's row and owner). Returns how many.
+    async fn reseal_temporary_codes(&self, reseal: Reseal) -> Result<usize, StoreError>;
+
     /// Forgets what has expired: used States, contexts, kept answers and portal sessions past
     /// their expiry, SMS sends older than [`SMS_HISTORY`], locks that ran out, unconfirmed
-    /// tokens older than [`UNCONFIRMED_TOKEN_LIFETIME`].
+    /// tokens older than [`UNCONFIRMED_TOKEN_LIFETIME`], temporary codes expired or used up.
+    /// (Audit events have their own retention: [`Backend::purge_events`].)
     async fn purge(&self, now: UnixTime) -> Result<(), StoreError>;
 
     /// Makes what was written safe in the backend's own files (SQLite folds its write-ahead log

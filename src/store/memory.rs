@@ -8,10 +8,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TokenRow};
+use super::backend::{
+    self, Backend, NewTemporaryCodeRow, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TemporaryCodeRow,
+    TokenRow,
+};
 use super::{
-    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SealedStore, SessionCaps, SessionKey, SmsChallengeRecord,
-    SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
+    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SealedStore, SessionCaps, SessionKey,
+    SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
 };
 
 /// The in-memory store: seeds sealed above the in-memory backend.
@@ -55,6 +58,14 @@ struct Data {
     last_session: u64,
     /// The digest of the last snapshot imported.
     copied: Option<[u8; 32]>,
+    /// The audit trail, oldest first.
+    events: Vec<AuditEvent>,
+    temporary_codes: BTreeMap<i64, TemporaryCodeRow>,
+    last_temporary_code: i64,
+}
+
+fn live(code: &TemporaryCodeRow, now: UnixTime) -> bool {
+    code.info.expires_at > now && code.info.uses_left > 0
 }
 
 /// A portal session as kept (see the SQLite `portal_sessions` table).
@@ -460,6 +471,76 @@ impl Backend for MemoryBackend {
         }
         // Enrollments abandoned before their confirming code: never usable, so never kept long.
         data.tokens.retain(|_, t| t.confirmed || t.created_at >= now - backend::UNCONFIRMED_TOKEN_LIFETIME);
+        data.temporary_codes.retain(|_, code| live(code, now));
         Ok(())
+    }
+
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        self.data().events.extend(events);
+        Ok(())
+    }
+
+    async fn events(&self, account: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let data = self.data();
+        let mut found: Vec<AuditEvent> = data.events.iter().rev().filter(|e| e.account == account).take(limit).cloned().collect();
+        // Newest first, also when events of one account arrive out of time order (nodes).
+        found.sort_by(|a, b| b.at.cmp(&a.at));
+        Ok(found)
+    }
+
+    async fn purge_events(&self, before: UnixTime) -> Result<usize, StoreError> {
+        let mut data = self.data();
+        let was = data.events.len();
+        data.events.retain(|e| e.at >= before);
+        Ok(was - data.events.len())
+    }
+
+    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<i64, StoreError> {
+        let mut data = self.data();
+        data.last_temporary_code += 1;
+        let id = data.last_temporary_code;
+        let NewTemporaryCodeRow { username, issued_by, issued_at, expires_at, uses } = code;
+        let info = TemporaryCodeInfo { id, username, issued_by, issued_at, expires_at, uses_left: uses };
+        data.temporary_codes.insert(id, TemporaryCodeRow { info, sealed: seal(id) });
+        Ok(id)
+    }
+
+    async fn temporary_codes(&self, username: Option<&str>, now: UnixTime) -> Result<Vec<TemporaryCodeRow>, StoreError> {
+        let data = self.data();
+        Ok(data.temporary_codes.values().filter(|c| live(c, now) && username.is_none_or(|u| c.info.username == u)).cloned().collect())
+    }
+
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
+        let mut data = self.data();
+        match data.temporary_codes.get_mut(&id) {
+            Some(code) if live(code, now) => {
+                code.info.uses_left -= 1;
+                if let Some(kept) = keep {
+                    data.answers.insert(kept.key, (kept.expires_at, kept.answer));
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError> {
+        let mut data = self.data();
+        let was = data.temporary_codes.len();
+        data.temporary_codes.retain(|&code_id, c| c.info.username != username || id.is_some_and(|id| id != code_id));
+        Ok(was - data.temporary_codes.len())
+    }
+
+    async fn reseal_temporary_codes(&self, reseal: Reseal) -> Result<usize, StoreError> {
+        let mut data = self.data();
+        let mut count = 0;
+        for code in data.temporary_codes.values_mut() {
+            let seed = SealedSeed { id: code.info.id, username: code.info.username.clone(), sealed: code.sealed.clone() };
+            if let Some(sealed) = reseal(&seed)? {
+                code.sealed = sealed;
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 }

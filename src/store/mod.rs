@@ -72,6 +72,64 @@ pub struct Token {
     pub confirmed: bool,
 }
 
+/// One row of the audit trail: a RADIUS decision, a portal step, or a helpdesk or admin action.
+/// Kept in the store beside the log lines (which stay as they are), so the help desk sees a
+/// user's last events on any node; forgotten after `[audit] retention`. Never holds a secret:
+/// no password, code or seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: UnixTime,
+    /// The account the event is about: its id once the name resolved, else the name as given.
+    pub account: String,
+    /// What happened: `radius`, a portal step (`portal_signin_password`, ...), or an action
+    /// (`unlock`, `remove_token`, `issue_temporary_code`, `revoke_temporary_code`).
+    pub action: String,
+    /// The NAS client's name, `portal`, `helpdesk` or `cli`.
+    pub client: String,
+    /// Where it came from: the NAS's address or the calling station, the browser's address.
+    pub from: Option<String>,
+    /// `accept`, `reject`, `challenge`, `none` (unanswered); `ok` or `failed` for actions.
+    pub result: String,
+    /// Why (the audit reasons of the log lines: `wrong_code`, `second_factor_locked`, ...).
+    pub reason: String,
+    /// Who did it, for actions: the helpdesk member's account, or `cli` and the local user.
+    pub actor: Option<String>,
+    /// What else an admin needs (a token's name, a temporary code's validity), never a secret.
+    pub detail: Option<String>,
+}
+
+/// A temporary code to keep (issued by the help desk to a user who lost their phone). The
+/// store seals the code, bound to its row and owner, like seeds.
+#[derive(Debug)]
+pub struct NewTemporaryCode {
+    pub username: String,
+    pub code: Secret<String>,
+    /// Who issued it (for the listing; the audit trail has the action).
+    pub issued_by: String,
+    pub issued_at: UnixTime,
+    pub expires_at: UnixTime,
+    /// How many logins it is good for.
+    pub uses: u32,
+}
+
+/// A live temporary code as listings show it: no code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemporaryCodeInfo {
+    pub id: i64,
+    pub username: String,
+    pub issued_by: String,
+    pub issued_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub uses_left: u32,
+}
+
+/// A live temporary code, opened: what a login's code is compared with.
+#[derive(Debug, Clone)]
+pub struct TemporaryCode {
+    pub info: TemporaryCodeInfo,
+    pub code: Secret<String>,
+}
+
 /// An answer kept for the NAS's retries of one request: under the request's key, until it
 /// expires (see [`Store::keep_answer`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,6 +445,26 @@ pub trait Store: Send + Sync {
 
     /// How many portal sessions are kept (live, or expired and not yet purged).
     async fn session_count(&self) -> Result<usize, StoreError>;
+
+    /// Keeps audit events (the trail's writer sends them in batches), in one step.
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
+    /// The account's last `limit` events, newest first.
+    async fn events(&self, account: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Forgets events older than `before` (`[audit] retention`). Returns how many.
+    async fn purge_events(&self, before: UnixTime) -> Result<usize, StoreError>;
+
+    /// Keeps a temporary code, sealed. Returns its id.
+    async fn add_temporary_code(&self, code: NewTemporaryCode) -> Result<i64, StoreError>;
+    /// The account's live temporary codes (unexpired at `now`, uses left), opened, oldest first.
+    async fn temporary_codes(&self, username: &str, now: UnixTime) -> Result<Vec<TemporaryCode>, StoreError>;
+    /// Live temporary codes without the codes, every user's or one's (listings need no key).
+    async fn list_temporary_codes(&self, username: Option<&str>, now: UnixTime) -> Result<Vec<TemporaryCodeInfo>, StoreError>;
+    /// Uses one of the code's uses, only if it is still live at `now`, atomically: of two
+    /// logins with the last use, one wins. The winner's `keep` (its Accept) is kept with it,
+    /// as with [`Store::use_step`].
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError>;
+    /// Revokes the account's temporary codes (one, by id, or all). Returns how many.
+    async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError>;
 
     /// Forgets what has expired (used States and their contexts, kept answers, old SMS sends,
     /// portal sessions).

@@ -11,10 +11,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::backend::{Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TokenRow};
+use super::backend::{
+    Backend, NewTemporaryCodeRow, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TemporaryCodeRow,
+    TokenRow,
+};
 use super::{
-    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewToken, SessionCaps, SessionKey, SmsChallengeRecord,
-    SmsChallengeUse, SmsLimits, SmsReservation, StateUse, Store, StoreError, StoredSession, Token, TokenInfo, UnixTime,
+    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewTemporaryCode, NewToken, SessionCaps, SessionKey,
+    SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, StateUse, Store, StoreError, StoredSession, TemporaryCode,
+    TemporaryCodeInfo, Token, TokenInfo, UnixTime,
 };
 use crate::keys::{KeyRing, Keys};
 use crate::secret::Secret;
@@ -29,6 +33,11 @@ pub struct SealedStore<B: Backend> {
 /// format is what databases hold: it never changes.
 fn token_aad(id: i64, username: &str) -> Vec<u8> {
     format!("radmfa/token/v1/{id}/{username}").into_bytes()
+}
+
+/// Binds a sealed temporary code to its row and owner, as a seed is.
+fn temporary_code_aad(id: i64, username: &str) -> Vec<u8> {
+    format!("radmfa/temporary-code/v1/{id}/{username}").into_bytes()
 }
 
 /// Binds a portal session's sealed data to its key.
@@ -102,6 +111,18 @@ fn open_token(keys: &Keys, row: TokenRow) -> Result<Token, StoreError> {
 /// Seals a new token's seed for the row id it gets, bound to its owner.
 fn seal_new(ring: Arc<KeyRing>, owner: String, secret: Secret<Vec<u8>>) -> SealNew {
     Box::new(move |id| ring.seal(secret.expose(), &token_aad(id, &owner)))
+}
+
+/// Reseals with `ring`'s current key what another key sealed, bound by `aad` as before.
+fn reseal_with(ring: Arc<KeyRing>, aad: fn(i64, &str) -> Vec<u8>) -> Reseal {
+    Box::new(move |seed: &SealedSeed| {
+        if key_id(&seed.sealed) == ring.current_id() {
+            return Ok(None);
+        }
+        let aad = aad(seed.id, &seed.username);
+        let plain = ring.open(&seed.sealed, &aad).map_err(|_| StoreError::Sealed(seed.id))?;
+        Ok(Some(ring.seal(&plain, &aad)))
+    })
 }
 
 /// The distinct owners of `tokens`.
@@ -303,15 +324,52 @@ impl<B: Backend> Store for SealedStore<B> {
     }
 
     async fn reseal_all(&self, ring: Arc<KeyRing>) -> Result<usize, StoreError> {
-        let reseal: Reseal = Box::new(move |seed: &SealedSeed| {
-            if key_id(&seed.sealed) == ring.current_id() {
-                return Ok(None);
-            }
-            let aad = token_aad(seed.id, &seed.username);
-            let plain = ring.open(&seed.sealed, &aad).map_err(|_| StoreError::Sealed(seed.id))?;
-            Ok(Some(ring.seal(&plain, &aad)))
-        });
-        self.backend.reseal_tokens(reseal).await
+        let resealed = self.backend.reseal_tokens(reseal_with(Arc::clone(&ring), token_aad)).await?;
+        Ok(resealed + self.backend.reseal_temporary_codes(reseal_with(ring, temporary_code_aad)).await?)
+    }
+
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        self.backend.record_events(events).await
+    }
+
+    async fn events(&self, account: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        self.backend.events(account, limit).await
+    }
+
+    async fn purge_events(&self, before: UnixTime) -> Result<usize, StoreError> {
+        self.backend.purge_events(before).await
+    }
+
+    async fn add_temporary_code(&self, code: NewTemporaryCode) -> Result<i64, StoreError> {
+        let NewTemporaryCode { username, code, issued_by, issued_at, expires_at, uses } = code;
+        let (ring, owner) = (self.keys.current(), username.clone());
+        let seal: SealNew = Box::new(move |id| ring.seal(code.expose().as_bytes(), &temporary_code_aad(id, &owner)));
+        self.backend.add_temporary_code(NewTemporaryCodeRow { username, issued_by, issued_at, expires_at, uses }, seal).await
+    }
+
+    async fn temporary_codes(&self, username: &str, now: UnixTime) -> Result<Vec<TemporaryCode>, StoreError> {
+        let rows = self.backend.temporary_codes(Some(username), now).await?;
+        // One that does not open (its key left the key file) is no code: it cannot log in.
+        Ok(rows
+            .into_iter()
+            .filter_map(|TemporaryCodeRow { info, sealed }| {
+                let plain = self.keys.open(&sealed, &temporary_code_aad(info.id, &info.username)).ok()?;
+                let code = String::from_utf8(plain.to_vec()).ok()?;
+                Some(TemporaryCode { info, code: Secret::new(code) })
+            })
+            .collect())
+    }
+
+    async fn list_temporary_codes(&self, username: Option<&str>, now: UnixTime) -> Result<Vec<TemporaryCodeInfo>, StoreError> {
+        Ok(self.backend.temporary_codes(username, now).await?.into_iter().map(|row| row.info).collect())
+    }
+
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
+        self.backend.use_temporary_code(id, now, keep).await
+    }
+
+    async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError> {
+        self.backend.revoke_temporary_codes(username, id).await
     }
 
     async fn checkpoint(&self) -> Result<(), StoreError> {
