@@ -56,7 +56,7 @@ impl Trail {
         let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if queue.len() >= QUEUE_CAP {
             drop(queue);
-            if self.dropped.fetch_add(1, Ordering::Relaxed) % 10_000 == 0 {
+            if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000) {
                 tracing::warn!(
                     "the audit trail's queue is full (the database is slow or down): events are dropped; the log still has them"
                 );

@@ -484,7 +484,7 @@ impl Backend for MemoryBackend {
         let data = self.data();
         let mut found: Vec<AuditEvent> = data.events.iter().rev().filter(|e| e.account == account).take(limit).cloned().collect();
         // Newest first, also when events of one account arrive out of time order (nodes).
-        found.sort_by(|a, b| b.at.cmp(&a.at));
+        found.sort_by_key(|e| std::cmp::Reverse(e.at));
         Ok(found)
     }
 
