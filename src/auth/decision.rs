@@ -33,6 +33,8 @@ impl Outcome {
 #[non_exhaustive]
 pub enum Reason {
     Authenticated,
+    /// Authenticated with a temporary code the help desk issued.
+    TemporaryCode,
     PasswordOnly,
     TotpChallenge,
     SmsSent,
@@ -89,6 +91,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Authenticated => "authenticated",
+            Self::TemporaryCode => "temporary_code",
             Self::PasswordOnly => "password_only",
             Self::TotpChallenge => "totp_challenge",
             Self::SmsSent => "sms_sent",

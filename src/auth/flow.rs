@@ -29,14 +29,14 @@ impl Authenticator {
         // A locked second factor is refused before any bind; the password try is counted (and
         // the password lock checked) when the bind is about to be made. Both reads at once: with
         // a shared database they go in one batch.
-        let (unlocked, tokens) = tokio::join!(self.check_code_lock(&account.id, now), self.store.tokens(&account.id));
+        let (unlocked, codes) = tokio::join!(self.check_code_lock(&account.id, now), self.codes(&account.id, now));
         unlocked?;
-        let tokens = confirmed(tokens.map_err(store_down)?);
+        let codes = codes?;
         let digits = self.settings().totp.digits as usize;
         let split = match login.request.client.mode {
             Mode::Challenge => None,
-            Mode::Append if !tokens.is_empty() => Some(split_code(login.answer, digits).ok_or(Reason::MissingCode)?),
-            Mode::Auto if !tokens.is_empty() => split_code(login.answer, digits),
+            Mode::Append if codes.any() => Some(codes.split(login.answer, digits).ok_or(Reason::MissingCode)?),
+            Mode::Auto if codes.any() => codes.split(login.answer, digits),
             Mode::Append | Mode::Auto => None,
         };
         let (password, code) = match split {
@@ -51,12 +51,9 @@ impl Authenticator {
             let code = std::str::from_utf8(code).unwrap_or_default();
             let accept = Decision::accept(Reason::Authenticated, client, &profile);
             let retry = self.retry_record(login.request, &accept, now);
-            if let Some(accepted) = self.verify_totp(&account.id, &tokens, code, now, Some(retry)).await? {
-                return Ok(accepted);
-            }
-            return Ok(accept);
+            return Ok(self.verify_code(&account.id, &codes, code, now, Some(retry)).await?.accept(accept));
         }
-        if !tokens.is_empty() {
+        if codes.any() {
             let state = self.new_state(Stage::Totp, login, &account.id, self.settings().challenge_ttl, now);
             let sealed = self.seal(&state)?;
             self.keep_context(&state, client, &profile).await?;
@@ -96,9 +93,13 @@ impl Authenticator {
         let using = store.consume_state(&state.nonce, state.expires_at, key.as_bytes());
         let code_from_app = state.stage == Stage::Totp && !answer.eq_ignore_ascii_case("sms");
         let (used, kept, code_try) = if code_from_app {
-            let (used, kept, tokens, attempt) =
-                tokio::join!(using, store.challenge_context(&state.nonce), store.tokens(&account), self.begin(&account, Factor::Code, now));
-            (used, kept, Some((tokens, attempt)))
+            let (used, kept, codes, attempt) = tokio::join!(
+                using,
+                store.challenge_context(&state.nonce),
+                self.codes(&account, now),
+                self.begin(&account, Factor::Code, now)
+            );
+            (used, kept, Some((codes, attempt)))
         } else {
             let (used, kept) = tokio::join!(using, store.challenge_context(&state.nonce));
             (used, kept, None)
@@ -121,16 +122,13 @@ impl Authenticator {
         Self::answer_fits(login, &account, &profile)?;
         // A locked second factor is refused by the code try itself (its begin reads the lock).
         match (state.stage, code_try) {
-            (Stage::Totp, Some((tokens, attempt))) => {
-                let (tokens, attempt) = (confirmed(tokens.map_err(store_down)?), attempt?);
+            (Stage::Totp, Some((codes, attempt))) => {
+                let (codes, attempt) = (codes?, attempt?);
                 // The Accept is kept with the code's use, for this request's retries (which stop
                 // at consume_state and look for it).
                 let accept = Decision::accept(Reason::Authenticated, client, &profile);
                 let retry = self.retry_record(login.request, &accept, now);
-                if let Some(accepted) = self.check_totp(attempt, &tokens, answer, now, Some(retry), tried).await? {
-                    return Ok(accepted);
-                }
-                Ok(accept)
+                Ok(self.check_code(attempt, &codes, answer, now, Some(retry), tried).await?.accept(accept))
             }
             (Stage::Totp, None) => {
                 self.check_code_lock(&account, now).await?;

@@ -11,11 +11,12 @@ use super::retry::RetryRecord;
 use super::{Authenticator, Decision, Reason, directory_down, store_down};
 use crate::directory::{Account, Denial, LoginName, PasswordCheck, UserProfile};
 use crate::otp::TotpParams;
+use crate::otp::temporary;
 use crate::otp::totp;
 use crate::otp::{phone, sms_code};
 use crate::secret::Secret;
 use crate::sms::delivery::{Delivered, Delivery};
-use crate::store::{Factor, Filing, NewToken, SmsReservation, StoreError, Token, UnixTime};
+use crate::store::{Factor, Filing, NewToken, SmsReservation, StoreError, TemporaryCode, Token, UnixTime};
 use std::time::Instant;
 
 /// A try of a factor in flight (see [`super::allowance`]), with what its lock message says.
@@ -46,6 +47,64 @@ impl Try {
             ),
         }
         Ok(())
+    }
+}
+
+/// An account's second factors at a login: what a code is checked against.
+#[derive(Debug, Default)]
+pub(super) struct Codes {
+    /// Confirmed tokens only.
+    pub tokens: Vec<Token>,
+    /// Live temporary codes (see [`crate::store::Store::temporary_codes`]).
+    pub temporary: Vec<TemporaryCode>,
+}
+
+impl Codes {
+    /// Whether the account has any second factor a code can be checked against.
+    pub fn any(&self) -> bool {
+        !self.tokens.is_empty() || !self.temporary.is_empty()
+    }
+
+    /// Splits `password || code` off a field: at a temporary code's length when the field
+    /// ends in one of the account's temporary codes, else at an app's code length (`digits`)
+    /// when it has tokens, else at a temporary code's length when it has temporary codes.
+    pub fn split<'a>(&self, field: &'a [u8], digits: usize) -> Option<(&'a [u8], &'a [u8])> {
+        let temporary_split = || super::flow::split_code(field, temporary::DIGITS);
+        if let Some((password, code)) = temporary_split()
+            && self.temporary.iter().any(|t| temporary::matches(std::str::from_utf8(code).unwrap_or_default(), t.code.expose()))
+        {
+            return Some((password, code));
+        }
+        if !self.tokens.is_empty() {
+            return super::flow::split_code(field, digits);
+        }
+        if !self.temporary.is_empty() {
+            return temporary_split();
+        }
+        None
+    }
+}
+
+/// How a code was right.
+#[derive(Debug)]
+pub(super) enum Verified {
+    /// A code from one of the account's apps.
+    App,
+    /// One of its temporary codes (a use of it taken).
+    Temporary,
+    /// The NAS's retry of a request a node accepted before: that Accept again.
+    Before(Decision),
+}
+
+impl Verified {
+    /// The Accept to send: `accept` (as its reason says how the code was right), or the one
+    /// given before.
+    pub fn accept(self, accept: Decision) -> Decision {
+        match self {
+            Self::App => accept,
+            Self::Temporary => Decision { reason: Reason::TemporaryCode, ..accept },
+            Self::Before(before) => before,
+        }
     }
 }
 
@@ -217,55 +276,75 @@ impl Authenticator {
         }
     }
 
-    /// Tries a code against each confirmed token; the first match whose time step is new wins.
-    /// The try is begun first, so codes sent at once cannot all be checked.
+    /// Tries a code against each confirmed token, and a temporary code's shape against the
+    /// account's temporary codes; the first match whose time step is new (or that has a use
+    /// left) wins. The try is begun first, so codes sent at once cannot all be checked.
     ///
     /// In a RADIUS request (`retry`), the Accept to come is kept with the code's use; a code
     /// already used in a request a node accepted before is the NAS's retry of that request: its
-    /// Accept again (`Some`), and no wrong try counted.
-    pub(super) async fn verify_totp(
+    /// Accept again ([`Verified::Before`]), and no wrong try counted.
+    pub(super) async fn verify_code(
         &self,
         account: &str,
-        tokens: &[Token],
+        codes: &Codes,
         code: &str,
         now: UnixTime,
         retry: Option<RetryRecord>,
-    ) -> Result<Option<Decision>, Reason> {
+    ) -> Result<Verified, Reason> {
         let attempt = self.begin(account, Factor::Code, now).await?;
-        self.check_totp(attempt, tokens, code, now, retry, Tried::First).await
+        self.check_code(attempt, codes, code, now, retry, Tried::First).await
     }
 
-    /// [`Self::verify_totp`] with the try already begun. A try made `Tried::Before` (the NAS's
+    /// [`Self::verify_code`] with the try already begun. A try made `Tried::Before` (the NAS's
     /// retry of a request already decided once) counts no failure: the first decision counted
     /// it, and replayed copies of a captured datagram must not lock the user out.
-    pub(super) async fn check_totp(
+    pub(super) async fn check_code(
         &self,
         attempt: Try,
-        tokens: &[Token],
+        codes: &Codes,
         code: &str,
         now: UnixTime,
         retry: Option<RetryRecord>,
         tried: Tried,
-    ) -> Result<Option<Decision>, Reason> {
+    ) -> Result<Verified, Reason> {
         let store = &self.store;
         let mut replayed = false;
-        for token in tokens {
+        for token in &codes.tokens {
             let Some(step) = token.params.matching_step(token.secret.expose(), code, now.max(0) as u64, self.settings().totp_window) else {
                 continue;
             };
             let keep = retry.as_ref().and_then(|r| r.keep.clone());
             if store.use_step(token.id, step, now, keep).await.map_err(store_down)? {
                 attempt.settle(Guess::Right).await?;
-                return Ok(None);
+                return Ok(Verified::App);
             }
             replayed = true;
+        }
+        if temporary::looks_like(code) {
+            // Each compared whole, in constant time; at most a few per account.
+            for temporary in codes.temporary.iter().filter(|t| temporary::matches(code, t.code.expose())) {
+                let keep = retry.as_ref().and_then(|r| r.keep.clone());
+                if store.use_temporary_code(temporary.info.id, now, keep).await.map_err(store_down)? {
+                    attempt.settle(Guess::Right).await?;
+                    tracing::info!(
+                        target: "radmfa::audit",
+                        user = temporary.info.username.as_str(),
+                        code = temporary.info.id,
+                        uses_left = temporary.info.uses_left.saturating_sub(1),
+                        "temporary code used"
+                    );
+                    return Ok(Verified::Temporary);
+                }
+                // Its last use taken meanwhile (by this request's own first try, perhaps).
+                replayed = true;
+            }
         }
         if replayed
             && let Some(retry) = retry
             && let Some(accepted) = self.answered_before(retry.key, now).await?
         {
             attempt.settle(Guess::Unknown).await?;
-            return Ok(Some(accepted));
+            return Ok(Verified::Before(accepted));
         }
         if tried == Tried::Before {
             attempt.settle(Guess::Unknown).await?;
@@ -273,6 +352,13 @@ impl Authenticator {
         }
         attempt.settle(Guess::Wrong).await?;
         Err(if replayed { Reason::CodeReplayed } else { Reason::WrongCode })
+    }
+
+    /// The account's second factors for a login: its confirmed tokens and its live temporary
+    /// codes, read at once (one batch with a shared database).
+    pub(super) async fn codes(&self, account: &str, now: UnixTime) -> Result<Codes, Reason> {
+        let (tokens, temporary) = tokio::join!(self.store.tokens(account), self.store.temporary_codes(account, now));
+        Ok(Codes { tokens: super::flow::confirmed(tokens.map_err(store_down)?), temporary: temporary.map_err(store_down)? })
     }
 
     /// Begins a try of `factor`: refused when it is locked; while the allowance is taken by

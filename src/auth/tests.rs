@@ -917,3 +917,161 @@ async fn the_portal_enrolls_with_the_configured_algorithm_and_period() {
     let d = f.decide(&nas, "bob", &with_code("pw", right.expose()), None).await;
     assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::Authenticated), "a SHA-256/60 s code of the next step is");
 }
+
+/// The fixture over the in-memory store (the backend every store test runs against too).
+async fn memory_fixture() -> (Authenticator, Arc<crate::store::memory::MemoryStore>) {
+    let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
+    let store = Arc::new(crate::store::memory::MemoryStore::in_memory(Arc::clone(&keys)));
+    let services =
+        Services { directory: Arc::new(FakeDirectory::default()), store: store.clone(), sms: Arc::new(RecordingGateway::default()), keys };
+    (Authenticator::new(services, settings()), store)
+}
+
+fn helpdesk() -> helpdesk::Actor {
+    helpdesk::Actor { name: "hanna".into(), via: "helpdesk", from: Some("192.0.2.7".into()) }
+}
+
+#[tokio::test]
+async fn a_temporary_code_logs_in_appended_or_at_the_challenge_for_its_uses_only() {
+    let (auth, store) = memory_fixture().await;
+    let now = crate::clock::now();
+    let append = client(Mode::Append, NoToken::Reject);
+    // bob has no token: without a code he is refused; with one, asked for it or it is appended.
+    assert_eq!(auth.decide(&request(&append, "bob", b"pw", None)).await.reason, Reason::NoToken);
+    let issued = auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(3600), 2, now).await.unwrap();
+    let code = issued.code.expose().clone();
+    assert_eq!(code.len(), 8);
+    let d = auth.decide(&request(&append, "bob", with_code("pw", "00000000").as_slice(), None)).await;
+    let wrong = if code == "00000000" { Reason::TemporaryCode } else { Reason::WrongCode };
+    assert_eq!(d.reason, wrong);
+    let d = auth.decide(&request(&append, "BOB", &with_code("pw", &code), None)).await;
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::TemporaryCode));
+    let challenge = client(Mode::Challenge, NoToken::Reject);
+    let first = auth.decide(&request(&challenge, "bob", b"pw", None)).await;
+    assert_eq!(first.reason, Reason::TotpChallenge, "a temporary code is asked for as an app's code");
+    let d = auth.decide(&request(&challenge, "bob", code.as_bytes(), first.into_state())).await;
+    assert_eq!((d.outcome(), d.reason), (Outcome::Accept, Reason::TemporaryCode));
+    // Two uses, both taken.
+    let d = auth.decide(&request(&append, "bob", &with_code("pw", &code), None)).await;
+    assert_eq!(d.outcome(), Outcome::Reject);
+    assert!(store.list_temporary_codes(Some("bob"), now).await.unwrap().is_empty());
+    // A revoked code no longer logs in; an expired one neither.
+    let issued = auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(3600), 5, now).await.unwrap();
+    assert_eq!(auth.revoke_temporary_codes(&helpdesk(), "bob", now).await.unwrap(), 1);
+    let d = auth.decide(&request(&append, "bob", &with_code("pw", issued.code.expose()), None)).await;
+    assert_eq!(d.outcome(), Outcome::Reject);
+    let issued = auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(60), 5, now - 120).await.unwrap();
+    let d = auth.decide(&request(&append, "bob", &with_code("pw", issued.code.expose()), None)).await;
+    assert_eq!(d.outcome(), Outcome::Reject, "expired");
+}
+
+#[tokio::test]
+async fn a_temporary_code_works_beside_an_app_and_a_password_that_ends_in_digits() {
+    let (auth, store) = memory_fixture().await;
+    let now = crate::clock::now();
+    let secret = b"alice-seed-0123456789".to_vec();
+    let token = NewToken {
+        username: "alice".into(),
+        name: "phone".into(),
+        params: TotpParams::default(),
+        secret: Secret::new(secret.clone()),
+        confirmed: true,
+        created_at: now,
+    };
+    store.add_token(token).await.unwrap();
+    let issued = auth.issue_temporary_code(&helpdesk(), "alice", Duration::from_secs(3600), 3, now).await.unwrap();
+    let append = client(Mode::Append, NoToken::Reject);
+    let d = auth.decide(&request(&append, "alice", &with_code("pw", issued.code.expose()), None)).await;
+    assert_eq!(d.reason, Reason::TemporaryCode);
+    let p = TotpParams::default();
+    let code = p.code_at_step(&secret, p.step_at(now as u64)).expose().clone();
+    let d = auth.decide(&request(&append, "alice", &with_code("pw", &code), None)).await;
+    assert_eq!(d.reason, Reason::Authenticated, "the app's code still splits at six digits");
+    // The wrong password with the right temporary code: refused at the password, code kept.
+    let d = auth.decide(&request(&append, "alice", &with_code("pw12", issued.code.expose()), None)).await;
+    assert_eq!(d.reason, Reason::Directory(Denial::WrongPassword));
+    assert_eq!(store.list_temporary_codes(Some("alice"), now).await.unwrap()[0].uses_left, 2);
+}
+
+#[tokio::test]
+async fn decisions_and_actions_land_in_the_audit_trail_with_their_actor() {
+    let (auth, store) = memory_fixture().await;
+    let now = crate::clock::now();
+    let append = client(Mode::Append, NoToken::Reject);
+    for _ in 0..5 {
+        auth.decide(&request(&append, "alice", b"pw", None)).await;
+    }
+    auth.decide(&request(&append, "nobody", b"pw", None)).await;
+    auth.flush_audit().await.unwrap();
+    let events = store.events("alice", 10).await.unwrap();
+    assert_eq!(events.len(), 5);
+    assert!(events.iter().all(|e| e.action == "radius" && e.client == "nas" && e.result == "reject" && e.actor.is_none()));
+    assert!(store.events("nobody", 10).await.unwrap().is_empty(), "names that are no account are not kept");
+    // Locked after wrong codes; the view shows it; an unlock clears it, and says who did it.
+    for _ in 0..5 {
+        auth.decide(&request(&append, "bob", b"pw", None)).await;
+    }
+    let token = NewToken {
+        username: "alice".into(),
+        name: "phone".into(),
+        params: TotpParams::default(),
+        secret: Secret::new(vec![7; 20]),
+        confirmed: true,
+        created_at: now,
+    };
+    let token = store.add_token(token).await.unwrap();
+    for _ in 0..6 {
+        auth.decide(&request(&append, "alice", b"pw000000", None)).await;
+    }
+    let view = auth.user_view("ALICE", &[], crate::clock::now()).await.unwrap();
+    assert_eq!(view.account.id, "alice");
+    assert!(view.code_lock.locked_until.is_some());
+    assert_eq!(view.tokens.len(), 1);
+    assert_eq!(view.events[0].reason, "second_factor_locked", "newest first: {:?}", view.events[0]);
+    assert!(view.events.iter().any(|e| e.reason == "wrong_code"));
+    assert!(auth.unlock_user(&helpdesk(), "alice", now).await.unwrap());
+    assert!(auth.remove_user_token(&helpdesk(), "alice", token, now).await.unwrap());
+    assert!(!auth.remove_user_token(&helpdesk(), "alice", token, now).await.unwrap(), "gone");
+    let view = auth.user_view("alice", &[], crate::clock::now()).await.unwrap();
+    assert!(view.code_lock.locked_until.is_none() && view.tokens.is_empty());
+    let actions: Vec<_> = view.events.iter().filter(|e| e.actor.is_some()).collect();
+    assert_eq!(actions.len(), 2);
+    assert!(
+        actions.iter().all(|e| e.actor.as_deref() == Some("hanna") && e.client == "helpdesk" && e.from.as_deref() == Some("192.0.2.7"))
+    );
+    assert_eq!(actions[0].action, "remove_token");
+    assert!(actions[0].detail.as_deref().unwrap().contains("\"phone\""));
+    assert_eq!(actions[1].action, "unlock");
+}
+
+#[tokio::test]
+async fn temporary_codes_are_issued_within_the_limits_only_and_one_at_a_time() {
+    let (auth, store) = memory_fixture().await;
+    let now = crate::clock::now();
+    let too_long = auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(4 * 86_400), 1, now).await;
+    assert!(matches!(too_long, Err(helpdesk::HelpdeskError::Invalid(_))));
+    assert!(matches!(
+        auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(60), 0, now).await,
+        Err(helpdesk::HelpdeskError::Invalid(_))
+    ));
+    assert!(matches!(
+        auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(60), 21, now).await,
+        Err(helpdesk::HelpdeskError::Invalid(_))
+    ));
+    let first = auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(3 * 86_400), 20, now).await.unwrap();
+    let second = auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(600), 1, now).await.unwrap();
+    let live = store.list_temporary_codes(Some("bob"), now).await.unwrap();
+    assert_eq!(live.len(), 1, "a new code replaces the old");
+    assert_eq!((live[0].id, live[0].uses_left, live[0].issued_by.as_str()), (second.id, 1, "hanna"));
+    assert_ne!(first.id, second.id);
+    auth.flush_audit().await.unwrap();
+    let events = store.events("bob", 10).await.unwrap();
+    let issued: Vec<_> = events.iter().filter(|e| e.action == "issue_temporary_code").collect();
+    assert_eq!(issued.len(), 2);
+    for e in &issued {
+        let detail = e.detail.as_deref().unwrap();
+        assert!(!detail.contains(first.code.expose()) && !detail.contains(second.code.expose()), "no code in the trail: {detail}");
+    }
+    assert!(matches!(auth.user_view("nobody", &[], now).await, Err(helpdesk::HelpdeskError::NoSuchUser)));
+    assert!(matches!(auth.find_users("a").await, Err(helpdesk::HelpdeskError::Invalid(_))));
+}

@@ -1,4 +1,4 @@
-//! Admin commands on tokens, lockouts and keys: `token add|list|remove|verify`, `user unlock`,
+//! Admin commands on tokens and keys: `token add|list|remove|verify`,
 //! `keygen`, `keys rotate` (`token import` has a module of its own). Each opens the store from
 //! the config, does one thing, and says what.
 
@@ -206,20 +206,6 @@ fn verify(config_path: &Path, user: &str, code: &str) -> Result<(), CliError> {
     }
     Err(format!("no token of {} accepts that code now ({} token(s) checked; is the phone's clock right?)", shown(&user), tokens.len())
         .into())
-}
-
-pub fn unlock(config_path: &Path, user: &str) -> Result<(), CliError> {
-    let config = Config::load(config_path)?;
-    let rt = runtime()?;
-    let (auth, store) = rt.block_on(open_authenticator(&config))?;
-    let user = rt.block_on(account_for(&auth, user));
-    let mut out = std::io::stdout().lock();
-    if rt.block_on(store.unlock(&user))? {
-        writeln!(out, "{}: failure counts and locks cleared (password and code)", shown(&user))?;
-    } else {
-        writeln!(out, "{} was not locked", shown(&user))?;
-    }
-    Ok(())
 }
 
 pub fn keygen(config_path: &Path) -> Result<(), CliError> {

@@ -7,6 +7,7 @@ mod bench;
 mod check;
 mod copy;
 mod docs;
+mod helpdesk;
 mod import;
 mod reload;
 mod serve;
@@ -65,6 +66,9 @@ pub enum Command {
     /// Manage users' authenticator tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Temporary codes for users who lost their phone (the help desk's "lost token").
+    #[command(subcommand)]
+    TempCode(TempCodeCommand),
     /// Create the key file that seals TOTP seeds and challenge States.
     Keygen(ConfigArg),
     /// Manage the key file.
@@ -118,9 +122,48 @@ pub struct CheckConfigArgs {
 pub enum UserCommand {
     /// Read a password on standard input and print an argon2id hash for the users file.
     Hash,
-    /// Lift a second-factor lockout.
+    /// Lift a user's password and second-factor lockouts (audited, with you as the actor).
     Unlock {
         user: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show what the help desk sees of a user: the directory's view of the account, tokens,
+    /// lockouts, temporary codes and the last events of the audit trail.
+    Show {
+        user: String,
+        /// How many of the last events to show.
+        #[arg(long, default_value_t = 20)]
+        events: usize,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TempCodeCommand {
+    /// Issue a temporary code (8 digits), accepted in place of the app's code by RADIUS and the
+    /// portal, and print it once. It replaces any code the user had.
+    Issue {
+        user: String,
+        /// How long it is valid, e.g. 8h, 1d (at most [helpdesk] max_temporary_code_validity).
+        #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+        validity: std::time::Duration,
+        /// How many logins it is good for (at most [helpdesk] max_temporary_code_uses).
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Revoke the user's temporary codes.
+    Revoke {
+        user: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List live temporary codes (never the codes themselves).
+    List {
+        user: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -198,7 +241,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::CheckConfig(args) => check::check_config(&args.config.config, args.connect),
         Command::User(UserCommand::Hash) => user_hash(),
-        Command::User(UserCommand::Unlock { user, config }) => admin::unlock(&config.config, &user),
+        Command::User(UserCommand::Unlock { user, config }) => helpdesk::unlock(&config.config, &user),
+        Command::User(UserCommand::Show { user, events, config }) => helpdesk::show(&config.config, &user, events),
+        Command::TempCode(TempCodeCommand::Issue { user, validity, uses, config }) => {
+            helpdesk::issue(&config.config, &user, validity, uses)
+        }
+        Command::TempCode(TempCodeCommand::Revoke { user, config }) => helpdesk::revoke(&config.config, &user),
+        Command::TempCode(TempCodeCommand::List { user, config }) => helpdesk::list(&config.config, user.as_deref()),
         Command::Token(command) => admin::token(command),
         Command::Keygen(args) => admin::keygen(&args.config),
         Command::Keys(KeysCommand::Rotate(args)) => admin::rotate(&args.config),
