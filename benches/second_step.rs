@@ -160,6 +160,11 @@ fn main() {
         })
         .collect();
     let auth = Arc::clone(&nodes[0]);
+    // Each node's audit trail written to its store as the server does, so its cost is measured.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    for (node, store) in nodes.iter().zip(&stores) {
+        runtime.spawn(node.audit_trail().run(Arc::clone(store), shutdown.clone()));
+    }
     let client = Arc::new(ClientPolicy { mode: Mode::Challenge, no_token: NoToken::Reject, ..ClientPolicy::named("bench") });
     let params = TotpParams::default();
 

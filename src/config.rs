@@ -419,6 +419,23 @@ content_type = "application/json"
     }
 
     #[test]
+    fn helpdesk_and_audit_settings_have_defaults_and_bounds() {
+        let defaults = parse(MINIMAL).unwrap();
+        assert_eq!(defaults.audit.retention, Duration::from_secs(90 * 86_400));
+        assert_eq!(defaults.auth.helpdesk.max_temporary_code_validity, Duration::from_secs(3 * 86_400));
+        assert_eq!(defaults.auth.helpdesk.max_temporary_code_uses, 20);
+        let c = parse(&format!("{MINIMAL}\n[audit]\nretention = \"400d\"\n[helpdesk]\nmax_temporary_code_validity = \"12h\"\n")).unwrap();
+        assert_eq!(c.audit.retention, Duration::from_secs(400 * 86_400));
+        assert_eq!(c.auth.helpdesk.max_temporary_code_validity, Duration::from_secs(12 * 3600));
+        let err = |extra: &str| parse(&format!("{MINIMAL}\n{extra}\n")).unwrap_err().to_string();
+        assert!(err("[audit]\nretention = \"1h\"").contains("audit.retention: must be at least 1d"));
+        assert!(err("[audit]\nretention = \"soon\"").contains("audit.retention"));
+        assert!(err("[helpdesk]\nmax_temporary_code_validity = \"90d\"").contains("helpdesk.max_temporary_code_validity"));
+        assert!(err("[helpdesk]\nmax_temporary_code_uses = 0").contains("helpdesk.max_temporary_code_uses"));
+        assert!(err("[helpdesk]\nmax_uses = 3").contains("unknown field `max_uses`"));
+    }
+
+    #[test]
     fn sms_settings_are_checked_per_gateway() {
         let sms = |body: &str| parse(&format!("{MINIMAL}\n[sms]\n{body}\n")).map(|c| c.sms).map_err(|e| e.to_string());
         assert!(sms("gateway = \"log\"\nurl = \"http://x\"").unwrap_err().contains("sms.gateway: url is not used by the log gateway"));

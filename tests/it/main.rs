@@ -10,6 +10,7 @@ mod cli;
 mod codec;
 mod dictionaries;
 mod harness;
+mod helpdesk_cli;
 mod http;
 mod keys_and_database;
 mod metrics;
