@@ -29,9 +29,38 @@ const BATCH: usize = 1_000;
 /// How often the writer empties the queue when it is not full enough to wake it earlier.
 const INTERVAL: Duration = Duration::from_secs(1);
 
+/// Events kept per account and minute: a NAS (or a script behind one) hammering one account
+/// must not fill the store for `retention`. Past it, one event says so; the log keeps the rest.
+const PER_ACCOUNT_PER_MINUTE: u32 = 60;
+/// Accounts counted per minute at most (the directory's accounts bound it anyway).
+const COUNTED_ACCOUNTS: usize = 100_000;
+
+/// What is queued, and how many events each account had this minute.
+#[derive(Default)]
+struct Queued {
+    events: VecDeque<AuditEvent>,
+    minute: i64,
+    per_account: std::collections::HashMap<String, u32>,
+}
+
+impl Queued {
+    /// Counts an event of `account` at `at`; whether it is kept, and whether it is the last
+    /// one kept this minute.
+    fn count(&mut self, account: &str, at: i64) -> (bool, bool) {
+        let minute = at.div_euclid(60);
+        if minute != self.minute || self.per_account.len() >= COUNTED_ACCOUNTS {
+            self.minute = minute;
+            self.per_account.clear();
+        }
+        let n = self.per_account.entry(account.to_owned()).or_default();
+        *n = n.saturating_add(1);
+        (*n <= PER_ACCOUNT_PER_MINUTE, *n == PER_ACCOUNT_PER_MINUTE)
+    }
+}
+
 /// Events on their way to the store.
 pub struct Trail {
-    queue: Mutex<VecDeque<AuditEvent>>,
+    queue: Mutex<Queued>,
     /// Wakes the writer when a batch is ready.
     ready: tokio::sync::Notify,
     dropped: AtomicU64,
@@ -51,11 +80,26 @@ impl Default for Trail {
 }
 
 impl Trail {
-    /// Queues an event for the writer; never waits. Over the cap it is dropped and counted.
+    /// Queues an event for the writer; never waits. Over the queue's cap, or the account's
+    /// for this minute, it is dropped (and counted).
     pub fn push(&self, event: AuditEvent) {
-        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut queued = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (kept, last) = queued.count(&event.account, event.at);
+        if !kept {
+            return;
+        }
+        let marker = last.then(|| AuditEvent {
+            result: "none".to_owned(),
+            reason: "events_suppressed".to_owned(),
+            actor: None,
+            detail: Some(format!(
+                "more than {PER_ACCOUNT_PER_MINUTE} events for this account in a minute: the rest of this minute's are in the log only"
+            )),
+            ..event.clone()
+        });
+        let queue = &mut queued.events;
         if queue.len() >= QUEUE_CAP {
-            drop(queue);
+            drop(queued);
             if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000) {
                 tracing::warn!(
                     "the audit trail's queue is full (the database is slow or down): events are dropped; the log still has them"
@@ -64,6 +108,7 @@ impl Trail {
             return;
         }
         queue.push_back(event);
+        queue.extend(marker);
         if queue.len() >= BATCH {
             self.ready.notify_one();
         }
@@ -76,7 +121,7 @@ impl Trail {
 
     /// Events waiting to be written.
     pub fn pending(&self) -> usize {
-        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).events.len()
     }
 
     /// Writes every queued event to `store` now (a view about to read the trail; the end of a
@@ -85,15 +130,15 @@ impl Trail {
         let _writing = self.writing.lock().await;
         loop {
             let batch: Vec<AuditEvent> = {
-                let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let n = queue.len().min(BATCH);
-                queue.drain(..n).collect()
+                let mut queued = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let n = queued.events.len().min(BATCH);
+                queued.events.drain(..n).collect()
             };
             if batch.is_empty() {
                 return Ok(());
             }
             if let Err(e) = store.record_events(batch.clone()).await {
-                let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let queue = &mut self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).events;
                 for event in batch.into_iter().rev() {
                     if queue.len() < QUEUE_CAP {
                         queue.push_front(event);
@@ -126,5 +171,44 @@ impl Trail {
         if let Err(e) = self.flush(store.as_ref()).await {
             tracing::warn!(error = %e, lost = self.pending(), "audit events not written at stop");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyRing, Keys};
+    use crate::store::memory::MemoryStore;
+
+    fn event(account: &str, at: i64) -> AuditEvent {
+        AuditEvent {
+            at,
+            account: account.into(),
+            action: "radius".into(),
+            client: "nas".into(),
+            from: None,
+            result: "reject".into(),
+            reason: "wrong_code".into(),
+            actor: None,
+            detail: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_account_hammered_keeps_a_minute_s_share_and_says_so_others_are_untouched() {
+        let trail = Trail::default();
+        let store = MemoryStore::in_memory(std::sync::Arc::new(Keys::fixed(KeyRing::generate("k1"))));
+        for _ in 0..1_000 {
+            trail.push(event("alice", 600));
+        }
+        trail.push(event("bob", 600));
+        trail.push(event("alice", 660));
+        trail.flush(&store).await.unwrap();
+        assert_eq!(trail.pending(), 0);
+        let alice = store.events("alice", 10_000).await.unwrap();
+        assert_eq!(alice.len(), PER_ACCOUNT_PER_MINUTE as usize + 2, "the minute's share, its marker, and the next minute's");
+        assert_eq!(alice.iter().filter(|e| e.reason == "events_suppressed").count(), 1);
+        assert_eq!(alice[0].at, 660, "newest first");
+        assert_eq!(store.events("bob", 10).await.unwrap().len(), 1);
     }
 }

@@ -300,7 +300,7 @@ impl Authenticator {
     pub async fn decide(&self, request: &Request) -> Decision {
         let started = Instant::now();
         let (user, decision) = self.decide_inner(request).await;
-        audit(&self.trail, request, user.as_deref(), decision.outcome().as_str(), decision.reason, started.elapsed());
+        audit(&self.trail, request, &user, decision.outcome().as_str(), decision.reason, started.elapsed());
         decision
     }
 
@@ -313,11 +313,11 @@ impl Authenticator {
         line.written = true;
         match decided {
             Ok((user, decision)) => {
-                audit(&self.trail, request, user.as_deref(), decision.outcome().as_str(), decision.reason, line.started.elapsed());
+                audit(&self.trail, request, &user, decision.outcome().as_str(), decision.reason, line.started.elapsed());
                 Some(decision)
             }
             Err(_) => {
-                audit(&self.trail, request, line.login.as_deref(), "none", Reason::TimedOut, line.started.elapsed());
+                audit(&self.trail, request, &Who::login(line.login.clone()), "none", Reason::TimedOut, line.started.elapsed());
                 None
             }
         }
@@ -328,13 +328,13 @@ impl Authenticator {
         request.user_name.as_deref().and_then(valid_user_name).map(|u| self.settings().usernames.login_name(u).name().to_owned())
     }
 
-    async fn decide_inner(&self, request: &Request) -> (Option<String>, Decision) {
+    async fn decide_inner(&self, request: &Request) -> (Who, Decision) {
         let user = match request.user_name.as_deref().map(valid_user_name) {
-            None => return (None, self.rejected(Reason::MissingUserName)),
-            Some(None) => return (None, self.rejected(Reason::InvalidUserName)),
+            None => return (Who::login(None), self.rejected(Reason::MissingUserName)),
+            Some(None) => return (Who::login(None), self.rejected(Reason::InvalidUserName)),
             Some(Some(user)) => self.settings().usernames.login_name(user),
         };
-        let reject = |reason| (Some(user.name().to_owned()), self.rejected(reason));
+        let reject = |reason| (Who::login(Some(user.name().to_owned())), self.rejected(reason));
         if request.method != Method::Pap {
             tracing::warn!(
                 client = request.client.name.as_str(),
@@ -373,7 +373,11 @@ impl Authenticator {
             Verdict::Reject { .. } if !self.store_available() => Decision::no_answer(Reason::StoreUnavailable),
             _ => decision,
         };
-        (Some(login.account.unwrap_or_else(|| user.name().to_owned())), decision)
+        let who = match login.account {
+            Some(account) => Who { name: Some(account), account: true },
+            None => Who::login(Some(user.name().to_owned())),
+        };
+        (who, decision)
     }
 
     /// A Reject: one Reply-Message for every reason, so the NAS (and whoever drives it) learns
@@ -406,6 +410,19 @@ fn store_down(e: crate::store::StoreError) -> Reason {
     Reason::StoreUnavailable
 }
 
+/// Whom an audit line is about: the account the name resolved to, or the name as given.
+struct Who {
+    name: Option<String>,
+    /// Whether `name` is an account id (the directory resolved it).
+    account: bool,
+}
+
+impl Who {
+    fn login(name: Option<String>) -> Self {
+        Self { name, account: false }
+    }
+}
+
 /// Writes the `abandoned` audit line of a decision dropped before it wrote its own.
 struct AuditOnDrop<'a> {
     trail: &'a crate::audit::Trail,
@@ -418,7 +435,7 @@ struct AuditOnDrop<'a> {
 impl Drop for AuditOnDrop<'_> {
     fn drop(&mut self) {
         if !self.written {
-            audit(self.trail, self.request, self.login.as_deref(), "none", Reason::Abandoned, self.started.elapsed());
+            audit(self.trail, self.request, &Who::login(self.login.clone()), "none", Reason::Abandoned, self.started.elapsed());
         }
     }
 }
@@ -433,7 +450,8 @@ pub(crate) fn valid_user_name(raw: &[u8]) -> Option<&str> {
 /// The audit line, and the decision's event in the trail. Client-supplied values go in as
 /// strings: the text log prints them quoted with control, bidi and invisible characters
 /// escaped, the JSON log as JSON strings; pages escape them as HTML.
-fn audit(trail: &crate::audit::Trail, request: &Request, user: Option<&str>, result: &'static str, reason: Reason, elapsed: Duration) {
+fn audit(trail: &crate::audit::Trail, request: &Request, who: &Who, result: &'static str, reason: Reason, elapsed: Duration) {
+    let user = who.name.as_deref();
     // Absent values are logged as empty strings, so every line has every field.
     let login = request.user_name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
     let nas_ip = request.nas_ip.map(|ip| ip.to_string()).unwrap_or_default();
@@ -450,13 +468,10 @@ fn audit(trail: &crate::audit::Trail, request: &Request, user: Option<&str>, res
         elapsed_ms = (elapsed.as_secs_f64() * 1e5).round() / 100.0,
         "decision"
     );
-    // A request about no account (no name, or one the directory does not know) has nothing for
-    // the help desk to see, and names sprayed at the server must not fill the store: the log
-    // line is enough.
-    let Some(account) = user.filter(|u| !u.is_empty()) else { return };
-    if reason == Reason::Directory(crate::directory::Denial::NoSuchUser) {
-        return;
-    }
+    // A request about no account (no name, one the directory does not know, or refused before
+    // the name was looked up) has nothing for the help desk to see, and names sprayed at the
+    // server must not fill the store: the log line is enough.
+    let Some(account) = user.filter(|_| who.account) else { return };
     let from = request.calling_station.clone().or_else(|| request.nas_ip.map(|ip| ip.to_string()));
     trail.push(crate::store::AuditEvent {
         at: request.arrival_time(),
