@@ -70,6 +70,16 @@ impl PortalStep {
     }
 }
 
+/// What a portal step's reason means for the sign-in.
+fn portal_result(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Authenticated | Reason::TemporaryCode => "accept",
+        Reason::PasswordVerified => "continue",
+        Reason::SmsSent | Reason::SmsPending => "challenge",
+        _ => "reject",
+    }
+}
+
 impl Authenticator {
     /// The name to look up for what a user typed.
     pub fn login_name(&self, typed: &str) -> LoginName {
@@ -86,10 +96,12 @@ impl Authenticator {
     pub async fn portal_password(&self, typed: &str, password: &[u8], from: IpAddr, now: UnixTime) -> Result<PortalUser, Reason> {
         let login = self.login_name(typed);
         let audit = |account: &str, reason| self.portal_audit(account, from, PortalStep::SignInPassword, reason);
+        // A name not (yet) resolved to an account is logged, but not kept in the trail.
+        let log_only = |reason| self.portal_log(login.name(), from, PortalStep::SignInPassword, reason);
         if password.is_empty() {
-            return Err(audit(login.name(), Reason::EmptyPassword));
+            return Err(log_only(Reason::EmptyPassword));
         }
-        let account = self.resolve_for_password(&login, password).await.map_err(|r| audit(login.name(), r))?;
+        let account = self.resolve_for_password(&login, password).await.map_err(log_only)?;
         self.check_code_lock(&account.id, now).await.map_err(|r| audit(&account.id, r))?;
         let profile = self.check_password(&account, password, false, now).await.map_err(|r| audit(&account.id, r))?;
         // A temporary code from the help desk counts as a token here: it is asked for as one.
@@ -102,7 +114,7 @@ impl Authenticator {
     /// Audits a sign-in refused by the portal's rate limits before any check (`key` is the
     /// name's rate-limit key: no directory lookup is made for it).
     pub fn portal_rate_limited(&self, key: &str, from: IpAddr) {
-        self.portal_audit(key, from, PortalStep::SignInPassword, Reason::RateLimited);
+        self.portal_log(key, from, PortalStep::SignInPassword, Reason::RateLimited);
     }
 
     /// Sends a sign-in code by SMS to the profile's mobile number (same limits as RADIUS).
@@ -241,18 +253,18 @@ impl Authenticator {
         Ok(removed)
     }
 
-    /// One audit line per portal step, naming the account and the client's address.
-    fn portal_audit(&self, user: &str, from: IpAddr, step: PortalStep, reason: Reason) -> Reason {
-        let result = match reason {
-            Reason::Authenticated | Reason::TemporaryCode => "accept",
-            Reason::PasswordVerified => "continue",
-            Reason::SmsSent | Reason::SmsPending => "challenge",
-            _ => "reject",
-        };
+    /// One audit line per portal step about an account, naming it and the client's address,
+    /// and its event in the trail.
+    fn portal_audit(&self, account: &str, from: IpAddr, step: PortalStep, reason: Reason) -> Reason {
+        let result = self.portal_log(account, from, step, reason);
+        self.portal_event(account, from, &format!("portal_{}", step.as_str()), portal_result(result), result.as_str(), None);
+        reason
+    }
+
+    /// The audit line alone, for a name that is no account (yet).
+    fn portal_log(&self, user: &str, from: IpAddr, step: PortalStep, reason: Reason) -> Reason {
+        let result = portal_result(reason);
         tracing::info!(target: "radmfa::audit", user, client = "portal", from = %from, step = step.as_str(), result, reason = reason.as_str(), "portal");
-        if reason != Reason::Directory(crate::directory::Denial::NoSuchUser) {
-            self.portal_event(user, from, &format!("portal_{}", step.as_str()), result, reason.as_str(), None);
-        }
         reason
     }
 
