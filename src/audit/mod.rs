@@ -86,6 +86,7 @@ impl Trail {
         let mut queued = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (kept, last) = queued.count(&event.account, event.at);
         if !kept {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let marker = last.then(|| AuditEvent {
@@ -114,7 +115,7 @@ impl Trail {
         }
     }
 
-    /// Events dropped because the queue was full, since start.
+    /// Events dropped since start: the queue was full, or an account's share of a minute spent.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

@@ -12,7 +12,7 @@ use crate::auth::{Authenticator, Services};
 use crate::config::Config;
 use crate::keys::{Keys, RELOAD_EVERY};
 use crate::metrics::timed::{TimedDirectory, TimedGateway, TimedStore};
-use crate::metrics::{CounterSet, DirectoryWatch, Metrics, StoreAvailability};
+use crate::metrics::{AuditWatch, CounterSet, DirectoryWatch, Metrics, StoreAvailability};
 use crate::server::{self, PortKind, Server};
 use crate::store::{Store, StoreError};
 
@@ -140,6 +140,7 @@ fn watch_everything(
     // The directory a reload put in place, not the one at start. Weak: the metrics are held by
     // what they watch (the timed store), and a cycle would keep the store from closing (and
     // folding its write-ahead log into the database file) at stop.
+    metrics.watch(AuditWatch(Arc::downgrade(&authenticator.audit_trail())));
     let authenticator = Arc::downgrade(authenticator);
     metrics.watch(DirectoryWatch(move || authenticator.upgrade().and_then(|a| a.directory().status())));
     metrics.watch(StoreAvailability(Arc::downgrade(store)));

@@ -113,3 +113,25 @@ where
         prometheus_client::encoding::EncodeMetric::encode(&wait, metric)
     }
 }
+
+/// The audit trail's queue: events waiting for the store, and those dropped (queue full, or an
+/// account's share of a minute spent). Weak, like the store's.
+pub struct AuditWatch(pub Weak<crate::audit::Trail>);
+
+impl Watched for AuditWatch {
+    fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(trail) = self.0.upgrade() else { return Ok(()) };
+        encode_gauge(
+            encoder,
+            "audit_events_pending",
+            "Audit events queued for the store (written about once a second)",
+            &[(&[], trail.pending() as i64)],
+        )?;
+        encode_counter(
+            encoder,
+            "audit_events_dropped",
+            "Audit events not kept in the store: the queue was full (the store slow or down), or one account had more than 60 in a minute (the log has them all)",
+            &[(&[], trail.dropped())],
+        )
+    }
+}

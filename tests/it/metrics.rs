@@ -112,6 +112,8 @@ fn a_scrape_during_logins_counts_what_the_audit_and_the_gateway_saw() {
     assert_eq!(get("radmfa_sms_sent_total"), sink.messages().len() as f64);
     assert_eq!(get("radmfa_sms_send_seconds_count{gateway=\"http\",outcome=\"sent\"}"), 1.0);
     assert_eq!(get("radmfa_store_available"), 1.0);
+    assert_eq!(get("radmfa_audit_events_dropped_total"), 0.0);
+    assert!(get("radmfa_audit_events_pending") >= 0.0);
     // Two code uses (alice's TOTP step); every store call timed, none failed.
     assert!(get("radmfa_store_operation_seconds_count{operation=\"use_step\",outcome=\"ok\"}") >= 1.0);
     assert!(!samples.keys().any(|k| k.starts_with("radmfa_store_operation_seconds_count") && k.contains("outcome=\"error\"")), "{page}");
