@@ -1,6 +1,7 @@
 //! The directory is a real Active Directory (Samba AD DC, see `samba`): the AD password as
 //! first factor over verified LDAPS, AD's refusal reasons, nested required groups, groups back to
-//! the NAS, hostile user names, non-ASCII and Latin-1 passwords, failover and outage.
+//! the NAS, hostile user names, non-ASCII and Latin-1 passwords, failover and outage; and what the
+//! help desk asks of it (search, groups, account state).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -10,7 +11,12 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Options, SECRET, TestServer, enroll, radclient, totp_code};
 use crate::oracle::{self, ACCESS_ACCEPT, ACCESS_REJECT};
-use crate::samba::{self, ALICE, ASA, BOB, DORA_DISABLED, EVE_EXPIRED, MIKE_MUST_CHANGE, NINA};
+use crate::samba::{
+    self, ALICE, ASA, BOB, DORA_DISABLED, EVE_EXPIRED, HD_AGENT, HD_TO_DISABLE, HD_TO_EXPIRE, HD_TO_LOCK, HENRY_UPN, MIKE_MUST_CHANGE, NINA,
+};
+use radmfa::directory::ldap::LdapDirectory;
+use radmfa::directory::settings::{DirectorySection, DirectorySettings};
+use radmfa::directory::{Account, AccountStatus, Directory, LoginName, MAX_SEARCH_RESULTS};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -521,4 +527,132 @@ fn check_config_connect_reports_tls_bind_and_reads_for_each_server() {
     let missing = dc.directory_section(std::slice::from_ref(&dc.url), "").replace("base_dn = \"", "base_dn = \"OU=Gone,");
     let (ok, out) = check_connect(missing);
     assert!(!ok && out.contains("does not exist"), "{out}");
+}
+
+/// radmfa's own `LdapDirectory` against the DC, configured as `radmfa serve` would be, with a
+/// runtime to drive it: the help desk's calls have no command line of their own.
+fn library_directory(dc: &samba::Dc) -> (tokio::runtime::Runtime, LdapDirectory) {
+    #[derive(serde::Deserialize)]
+    struct First {
+        directory: radmfa::directory::settings::DirectoryKind,
+    }
+    let text = dc.directory_section(std::slice::from_ref(&dc.url), "");
+    let first: First = toml::from_str(&text).unwrap();
+    let section = DirectorySection::read(&text, &first.directory).unwrap();
+    let sources = radmfa::settings::Sources { base: std::path::Path::new("/"), env: &|_| None };
+    let DirectorySettings::Ldap(settings) = section.build(&sources).unwrap() else { panic!("not LDAP") };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    (runtime, LdapDirectory::new(*settings).unwrap())
+}
+
+fn ids(accounts: &[Account]) -> Vec<&str> {
+    accounts.iter().map(|a| a.id.as_str()).collect()
+}
+
+#[test]
+fn helpdesk_search_finds_by_part_of_a_name_or_mail_escapes_the_text_and_is_capped() {
+    let Some(dc) = samba::dc() else { return };
+    let (runtime, directory) = library_directory(dc);
+    let search = |text: &str, limit: usize| runtime.block_on(directory.search(text, limit)).unwrap();
+
+    let found = search(" agath ", 10);
+    assert_eq!(ids(&found), [HD_AGENT.0], "by part of the given name");
+    let agent = &found[0];
+    let by_name = runtime.block_on(directory.find(&LoginName::normalise(HD_AGENT.0, &[], &[]))).unwrap().unwrap();
+    assert_eq!(agent, &by_name, "the account as a login finds it");
+    assert_eq!(agent.profile.email.as_deref(), Some("hd.agent@example.test"));
+    assert_eq!(ids(&search("GENT@EXAMPLE", 10)), [HD_AGENT.0], "by part of the mail, in any case");
+    assert_eq!(ids(&search("Agatha Helpwell", 10)), [HD_AGENT.0], "given name and surname, each in its attribute");
+    assert_eq!(ids(&search("Helpwell, Agatha", 10)), [HD_AGENT.0], "the display name as AD shows it");
+    assert_eq!(ids(&search("öberg", 10)), [ASA.0], "non-ASCII");
+    assert_eq!(ids(&search(&format!("{}@corp", HENRY_UPN.split('@').next().unwrap()), 10)), ["henry"], "by the UPN");
+
+    // Filter syntax in the text is text: nothing extra is found, and nothing fails.
+    for text in ["*", "*)(|(cn=*", "al*", "*)(objectClass=*))(&(cn=x", "\\", "\\2a", "agatha\0", ")", "("] {
+        assert_eq!(ids(&search(text, 10)), Vec::<&str>::new(), "{text:?}");
+    }
+    assert!(search("", 10).is_empty() && search("   ", 10).is_empty());
+
+    // Every test user's mail is in example.test: the server is asked for no more than the limit,
+    // and says there are more (sizeLimitExceeded), which is an answer, not an error.
+    let all = search("example.test", MAX_SEARCH_RESULTS);
+    assert!(all.len() > 10, "{:?}", ids(&all));
+    let capped = search("example.test", 3);
+    assert_eq!(capped.len(), 3, "{:?}", ids(&capped));
+    assert!(capped.iter().all(|a| all.contains(a)));
+    assert!(search("example.test", 10_000).len() <= MAX_SEARCH_RESULTS);
+    assert!(search("example.test", 0).is_empty());
+}
+
+#[test]
+fn helpdesk_member_of_resolves_nesting_and_the_configured_spelling_cheaply() {
+    let Some(dc) = samba::dc() else { return };
+    let (runtime, directory) = library_directory(dc);
+    let find = |name: &str| runtime.block_on(directory.find(&LoginName::normalise(name, &[], &[]))).unwrap().unwrap();
+    let (agent, bob) = (find(HD_AGENT.0), find(BOB.0));
+    // As an admin may write them: other case, spaces after commas; and a group that is gone.
+    let helpdesk = samba::HELPDESK.to_lowercase().replace(',', ", ");
+    let asked = [
+        "CN=Finance,CN=Users,DC=example,DC=test".to_owned(),
+        helpdesk.clone(),
+        "CN=Gone,CN=Users,DC=example,DC=test".to_owned(),
+        samba::HELPDESK_TIER1.to_owned(),
+        "CN=Domain Users,CN=Users,DC=example,DC=test".to_owned(),
+    ];
+    let member_of = |account: &Account| runtime.block_on(directory.member_of(account, &asked)).unwrap();
+    // The agent is in Helpdesk-Tier1, which is in Helpdesk; Domain Users is the primary group.
+    assert_eq!(member_of(&agent), [helpdesk.clone(), samba::HELPDESK_TIER1.to_owned(), asked[4].clone()]);
+    assert_eq!(member_of(&bob), [asked[0].clone(), asked[4].clone()], "bob is in Finance only");
+    assert!(runtime.block_on(directory.member_of(&agent, &[])).unwrap().is_empty());
+
+    // Once read, the group graph and the groups' spellings are cached: another look costs the
+    // DC nothing.
+    let searches = || directory.status().unwrap().searches;
+    let before = searches();
+    for _ in 0..5 {
+        assert_eq!(member_of(&agent).len(), 3);
+    }
+    assert_eq!(searches(), before, "no LDAP operation per call");
+}
+
+#[test]
+fn helpdesk_account_status_shows_disabled_expired_locked_and_must_change() {
+    let Some(dc) = samba::dc() else { return };
+    let (runtime, directory) = library_directory(dc);
+    let status = |name: &str| {
+        let account = runtime.block_on(directory.find(&LoginName::normalise(name, &[], &[]))).unwrap().unwrap();
+        runtime.block_on(directory.account_status(&account)).unwrap()
+    };
+    let well = AccountStatus { disabled: false, locked_in_directory: Some(false), expires_at: None, must_change_password: Some(false) };
+    for name in [HD_TO_DISABLE.0, HD_TO_EXPIRE.0, HD_TO_LOCK.0, ALICE.0] {
+        assert_eq!(status(name), well, "{name}");
+    }
+    assert!(status(DORA_DISABLED.0).disabled);
+    assert_eq!(status(MIKE_MUST_CHANGE.0).must_change_password, Some(true));
+    assert!(status(EVE_EXPIRED.0).expires_at.is_some_and(|at| at < 0), "accountExpires = 1: in 1601");
+
+    // As an admin would: samba-tool on the DC; and AD's own lockout, for one account only (a
+    // password settings object), after two wrong passwords.
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let before = now();
+    std::thread::scope(|s| {
+        s.spawn(|| samba::samba_tool(dc, &["user", "disable", HD_TO_DISABLE.0]).unwrap());
+        s.spawn(|| samba::samba_tool(dc, &["user", "setexpiry", HD_TO_EXPIRE.0, "--days=-1"]).unwrap());
+        s.spawn(|| {
+            let pso = ["domain", "passwordsettings", "pso"];
+            samba::samba_tool(dc, &[&pso[..], &["create", "hd-lockout", "1", "--account-lockout-threshold=2"]].concat()).unwrap();
+            samba::samba_tool(dc, &[&pso[..], &["apply", "hd-lockout", HD_TO_LOCK.0]].concat()).unwrap();
+            let dn = format!("CN={},CN=Users,{}", HD_TO_LOCK.0, samba::BASE_DN);
+            for _ in 0..2 {
+                assert_eq!(samba::bind_as(dc, &dn, "Wrong-Passw0rd!").unwrap(), 49);
+            }
+        });
+    });
+    let after = now();
+    assert_eq!(status(HD_TO_DISABLE.0), AccountStatus { disabled: true, ..well.clone() });
+    let expired = status(HD_TO_EXPIRE.0);
+    let day = 86_400;
+    assert!(expired.expires_at.is_some_and(|at| (before - day - 1..=after - day + 1).contains(&at)), "{expired:?}");
+    assert_eq!(expired, AccountStatus { expires_at: expired.expires_at, ..well.clone() });
+    assert_eq!(status(HD_TO_LOCK.0), AccountStatus { locked_in_directory: Some(true), ..well.clone() });
 }

@@ -39,6 +39,14 @@ pub const NINA: (&str, &str) = ("nina", "Nina-Passw0rd!");
 pub const REMOTE_STAFF: &str = "CN=Remote-Staff,CN=Users,DC=example,DC=test";
 pub const STAFF: &str = "CN=Staff,CN=Users,DC=example,DC=test";
 pub const KALLE: (&str, &str) = ("kalle", "Kalle-Passw0rd!");
+/// For the help desk's view, each changed by its own test only: an agent in Helpdesk-Tier1,
+/// which is in Helpdesk; and accounts to disable, expire and lock.
+pub const HD_AGENT: (&str, &str) = ("hd.agent", "Agent-Passw0rd!");
+pub const HELPDESK: &str = "CN=Helpdesk,CN=Users,DC=example,DC=test";
+pub const HELPDESK_TIER1: &str = "CN=Helpdesk-Tier1,CN=Users,DC=example,DC=test";
+pub const HD_TO_DISABLE: (&str, &str) = ("hd.disable", "Disable-Passw0rd!");
+pub const HD_TO_EXPIRE: (&str, &str) = ("hd.expire", "Expire-Passw0rd!");
+pub const HD_TO_LOCK: (&str, &str) = ("hd.lock", "Lock-Passw0rd!");
 pub const KELVIN: (&str, &str) = ("\u{212a}alle", "Kelvin-Passw0rd!");
 pub const KELVIN_UPN: &str = "kelvin.user@corp.example";
 
@@ -145,6 +153,22 @@ pub fn read_attribute(dc: &Dc, dn: &str, attribute: &str) -> Option<String> {
     })
 }
 
+/// Runs `samba-tool` with `args` on the DC's own database (as an admin on the DC would).
+pub fn samba_tool(dc: &Dc, args: &[&str]) -> Result<(), String> {
+    let conf = dc.dir().join("etc/smb.conf");
+    run(Command::new("samba-tool").args(args).arg("-s").arg(conf))
+}
+
+/// Binds as `dn` with `password` and returns the result code (49 for a wrong password).
+pub fn bind_as(dc: &Dc, dn: &str, password: &str) -> Result<u32, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let (conn, mut ldap) = LdapConnAsync::with_settings(tls_settings(dc)?, &dc.url).await.map_err(|e| e.to_string())?;
+        ldap3::drive!(conn);
+        Ok(ldap.simple_bind(dn, password).await.map_err(|e| e.to_string())?.rc)
+    })
+}
+
 /// Sets attributes on an entry as the domain's Administrator.
 pub fn replace_attributes(dc: &Dc, dn: &str, values: &[(&str, &str)]) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -169,6 +193,18 @@ pub fn set_member(dc: &Dc, group: &str, member: &str, present: bool) -> Result<(
 }
 
 async fn admin(dc: &Dc) -> Result<ldap3::Ldap, String> {
+    let (conn, mut ldap) = LdapConnAsync::with_settings(tls_settings(dc)?, &dc.url).await.map_err(|e| e.to_string())?;
+    ldap3::drive!(conn);
+    ldap.simple_bind("Administrator@example.test", ADMIN_PASSWORD)
+        .await
+        .map_err(|e| e.to_string())?
+        .success()
+        .map_err(|e| e.to_string())?;
+    Ok(ldap)
+}
+
+/// LDAPS with the DC's certificate checked against the tests' CA.
+fn tls_settings(dc: &Dc) -> Result<LdapConnSettings, String> {
     let pem = std::fs::read(&dc.ca_file).map_err(|e| e.to_string())?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -179,15 +215,7 @@ async fn admin(dc: &Dc) -> Result<ldap3::Ldap, String> {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let settings = LdapConnSettings::new().set_config(std::sync::Arc::new(config)).set_conn_timeout(Duration::from_secs(5));
-    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &dc.url).await.map_err(|e| e.to_string())?;
-    ldap3::drive!(conn);
-    ldap.simple_bind("Administrator@example.test", ADMIN_PASSWORD)
-        .await
-        .map_err(|e| e.to_string())?
-        .success()
-        .map_err(|e| e.to_string())?;
-    Ok(ldap)
+    Ok(LdapConnSettings::new().set_config(std::sync::Arc::new(config)).set_conn_timeout(Duration::from_secs(5)))
 }
 
 /// AD's unicodePwd: the password in double quotes, UTF-16LE.
@@ -212,7 +240,7 @@ async fn populate(dc: &Dc) -> Result<(), String> {
         }
     };
     let group = |cn: &str| format!("CN={cn},CN=Users,{BASE_DN}");
-    for cn in ["VPN-Users", "Staff", "Remote-Staff", "Citrix-Admins", "Finance"] {
+    for cn in ["VPN-Users", "Staff", "Remote-Staff", "Citrix-Admins", "Finance", "Helpdesk", "Helpdesk-Tier1"] {
         let attrs = vec![(b"objectClass".to_vec(), set(&["top", "group"])), (b"sAMAccountName".to_vec(), set(&[cn]))];
         ldap.add(&group(cn), attrs).await.map_err(|e| e.to_string())?.success().map_err(|e| format!("add group {cn}: {e}"))?;
     }
@@ -223,6 +251,11 @@ async fn populate(dc: &Dc) -> Result<(), String> {
         .success()
         .map_err(|e| e.to_string())?;
     ldap.modify(&group("Staff"), vec![Mod::Add(b"member".to_vec(), set(&[&group("Remote-Staff")]))])
+        .await
+        .map_err(|e| e.to_string())?
+        .success()
+        .map_err(|e| e.to_string())?;
+    ldap.modify(HELPDESK, vec![Mod::Add(b"member".to_vec(), set(&[HELPDESK_TIER1]))])
         .await
         .map_err(|e| e.to_string())?
         .success()
@@ -242,6 +275,10 @@ async fn populate(dc: &Dc) -> Result<(), String> {
         (NINA.0, NINA.1, "Nina", "", vec!["Remote-Staff"], vec![]),
         (KALLE.0, KALLE.1, "Kalle", "", vec!["VPN-Users"], vec![]),
         (KELVIN.0, KELVIN.1, "Kelvin", "", vec!["VPN-Users"], vec![("userPrincipalName", KELVIN_UPN)]),
+        (HD_AGENT.0, HD_AGENT.1, "Agatha", "", vec!["Helpdesk-Tier1"], vec![("sn", "Helpwell"), ("displayName", "Helpwell, Agatha")]),
+        (HD_TO_DISABLE.0, HD_TO_DISABLE.1, "Dana", "", vec![], vec![]),
+        (HD_TO_EXPIRE.0, HD_TO_EXPIRE.1, "Ezra", "", vec![], vec![]),
+        (HD_TO_LOCK.0, HD_TO_LOCK.1, "Lotta", "", vec![], vec![]),
     ];
     for (name, password, given, mobile, groups, extra) in users {
         let dn = format!("CN={name},CN=Users,{BASE_DN}");

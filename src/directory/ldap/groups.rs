@@ -32,13 +32,20 @@ const GROUPS_PER_SEARCH: usize = 64;
 /// walk stops there rather than read without end.
 const MAX_GROUPS: usize = 5_000;
 
+/// Configured group DNs whose spelling is kept: the configuration's lists are far shorter; past
+/// this, those read longer ago than `group_cache_ttl` are let go.
+const MAX_SPELLINGS: usize = 1_000;
+
 /// A value and when it was read.
 type Dated<T> = (Instant, T);
 
 pub(super) struct GroupCache {
     ttl: Duration,
-    /// `required_groups` as the directory spells them (lower-cased), and when they were read.
-    required: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
+    /// A group's DN as configured (`required_groups`, the help desk's groups) → the DN as the
+    /// directory spells it, lower-cased (`None`: no such entry).
+    spelled: Mutex<HashMap<String, Dated<Option<String>>>>,
+    /// Held while configured DNs are read, so that each is read once, not by every login.
+    spelling: tokio::sync::Mutex<()>,
     /// A group's DN (lower-cased) → the groups it is a member of, as the directory spells them.
     parents: Mutex<HashMap<String, Dated<Vec<String>>>>,
     /// A primary group's SID → its DN (`None`: no entry has it).
@@ -51,7 +58,8 @@ impl GroupCache {
     pub(super) fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            required: tokio::sync::Mutex::new(None),
+            spelled: Mutex::new(HashMap::new()),
+            spelling: tokio::sync::Mutex::new(()),
             parents: Mutex::new(HashMap::new()),
             primary: Mutex::new(HashMap::new()),
             refresh: tokio::sync::Mutex::new(()),
@@ -63,6 +71,13 @@ impl GroupCache {
         let cache = lock(&self.parents);
         let (at, parents) = cache.get(&dn.to_ascii_lowercase())?;
         (stale_too || at.elapsed() < self.ttl).then(|| parents.clone())
+    }
+
+    /// The cached spelling of a configured DN: a fresh one, or with `stale_too` any.
+    fn spelling_of(&self, configured: &str, stale_too: bool) -> Option<Option<String>> {
+        let cache = lock(&self.spelled);
+        let (at, spelled) = cache.get(configured)?;
+        (stale_too || at.elapsed() < self.ttl).then(|| spelled.clone())
     }
 }
 
@@ -191,30 +206,47 @@ impl LdapDirectory {
     /// `required_groups` as the directory spells them (lower-cased), read again after
     /// `group_cache_ttl`. A refresh the directory cannot answer keeps those read before.
     pub(super) async fn required_dns(&self) -> Result<Vec<String>, Failure> {
-        let mut cached = self.groups.required.lock().await;
-        if let Some((read_at, dns)) = &*cached
-            && read_at.elapsed() < self.groups.ttl
-        {
-            return Ok(dns.clone());
+        let spelled = self
+            .spelled_dns(&self.settings.required_groups, |dn| {
+                tracing::error!(group = %dn, "a required group was not found in the directory: nobody is admitted through it");
+            })
+            .await?;
+        Ok(spelled.into_iter().flatten().collect())
+    }
+
+    /// Each of `configured` (group DNs as an admin wrote them: any spacing, any case) as the
+    /// directory spells it, lower-cased, or `None` where no entry has it (`missing` is told, to
+    /// say so); read again after `group_cache_ttl`. A refresh the directory cannot answer keeps
+    /// what was read before.
+    pub(super) async fn spelled_dns(&self, configured: &[String], missing: impl Fn(&str)) -> Result<Vec<Option<String>>, Failure> {
+        let cache = &self.groups;
+        if let Some(all) = configured.iter().map(|dn| cache.spelling_of(dn, false)).collect::<Option<Vec<_>>>() {
+            return Ok(all);
         }
-        let mut dns = Vec::new();
-        for dn in &self.settings.required_groups {
+        let _reading = cache.spelling.lock().await;
+        for dn in configured {
+            // Read by another caller while this one waited, or earlier in this list.
+            if cache.spelling_of(dn, false).is_some() {
+                continue;
+            }
             match self.spelled(dn).await {
-                Ok(Some(spelled)) => dns.push(spelled.to_ascii_lowercase()),
-                Ok(None) => {
-                    tracing::error!(group = %dn, "a required group was not found in the directory: nobody is admitted through it");
-                }
-                Err(failure) => {
-                    if let Some((_, stale)) = &*cached {
-                        tracing::debug!(error = %failure.message, "could not refresh the required groups; using those read before");
-                        return Ok(stale.clone());
+                Ok(spelled) => {
+                    if spelled.is_none() {
+                        missing(dn);
                     }
-                    return Err(failure);
+                    let mut spellings = lock(&cache.spelled);
+                    if spellings.len() >= MAX_SPELLINGS {
+                        spellings.retain(|_, (at, _)| at.elapsed() < cache.ttl);
+                    }
+                    spellings.insert(dn.clone(), (Instant::now(), spelled.map(|s| s.to_ascii_lowercase())));
                 }
+                Err(failure) if cache.spelling_of(dn, true).is_some() => {
+                    tracing::debug!(error = %failure.message, group = %dn, "could not read a configured group again; using what was read before");
+                }
+                Err(failure) => return Err(failure),
             }
         }
-        *cached = Some((Instant::now(), dns.clone()));
-        Ok(dns)
+        Ok(configured.iter().map(|dn| cache.spelling_of(dn, true).flatten()).collect())
     }
 
     /// The DN of the entry at `dn` as the directory spells it (the configuration may not: extra
@@ -227,7 +259,7 @@ impl LdapDirectory {
                     0 => Ok(entries.into_iter().next().map(|e| e.dn)),
                     // No such entry, or not a DN at all: no group of that name.
                     32 | 34 => Ok(None),
-                    _ => Err(Failure::answered("reading a required group", &result)),
+                    _ => Err(Failure::answered("reading a configured group", &result)),
                 });
                 (ldap, spelled)
             })

@@ -10,11 +10,13 @@
 //! DC one search and one bind, groups or not. Connections and servers are `pool`'s, what a
 //! failed operation means `failure`'s. TLS is LDAPS or StartTLS with certificate checking on (a
 //! CA file, or the system's roots: `crate::tls`). User input reaches filters only through RFC 4515
-//! escaping. AD's bind sub-codes (52e, 533, 775, ...) become audit reasons (`ad`).
+//! escaping. AD's bind sub-codes (52e, 533, 775, ...) become audit reasons (`ad`). What the help
+//! desk asks — a search, which groups, the account's state — is `helpdesk`'s.
 
 mod ad;
 mod failure;
 mod groups;
+mod helpdesk;
 mod pool;
 
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ldap3::{Ldap, Scope, SearchEntry, ldap_escape};
 
-use super::{Account, Denial, Directory, DirectoryError, LoginName, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
+use super::{Account, AccountStatus, Denial, Directory, DirectoryError, LoginName, MAX_ACCOUNT_ID, PasswordCheck, UserProfile};
 use crate::secret::Secret;
 pub(crate) use crate::tls::client_config;
 use failure::Failure;
@@ -47,7 +49,7 @@ pub struct LdapSettings {
     /// Resolve nested groups (and AD's primary group) through the group graph; else use
     /// `memberOf` as it stands.
     pub nested_groups: bool,
-    /// How long what a group is a member of (and a required group's DN) is trusted before it is
+    /// How long what a group is a member of (and a configured group's DN) is trusted before it is
     /// read again.
     pub group_cache_ttl: Duration,
     pub ca_file: Option<PathBuf>,
@@ -127,13 +129,7 @@ impl LdapDirectory {
     /// The one entry `template` (with `{user}` escaped) finds.
     async fn search_one(&self, ldap: &mut Ldap, template: &str, username: &str) -> Result<Option<SearchEntry>, Failure> {
         let filter = template.replace("{user}", &ldap_escape(username));
-        let a = &self.settings.attributes;
-        let mut attrs: Vec<&str> = vec![&a.username, &a.given_name, &a.surname, &a.email, &a.member_of];
-        if self.settings.nested_groups {
-            attrs.extend(["objectSid", "primaryGroupID"]);
-        }
-        attrs.extend(a.mobile.iter().map(String::as_str));
-        let (entries, result) = self.pool.search(ldap, &self.settings.base_dn, Scope::Subtree, &filter, attrs).await?;
+        let (entries, result) = self.pool.search(ldap, &self.settings.base_dn, Scope::Subtree, &filter, self.account_attributes()).await?;
         if result.rc != 0 {
             return Err(Failure::answered("the user search", &result));
         }
@@ -144,6 +140,17 @@ impl LdapDirectory {
             return Ok(None);
         }
         Ok(users.pop())
+    }
+
+    /// What an account is built from (`account_of`): names, mail, mobile, groups.
+    fn account_attributes(&self) -> Vec<&str> {
+        let a = &self.settings.attributes;
+        let mut attrs: Vec<&str> = vec![&a.username, &a.given_name, &a.surname, &a.email, &a.member_of];
+        if self.settings.nested_groups {
+            attrs.extend(["objectSid", "primaryGroupID"]);
+        }
+        attrs.extend(a.mobile.iter().map(String::as_str));
+        attrs
     }
 
     /// The account for an entry: its id from `username_attribute`, as the directory spells it.
@@ -246,6 +253,18 @@ impl Directory for LdapDirectory {
 
     async fn groups(&self, account: &Account) -> Result<Vec<String>, DirectoryError> {
         Ok(self.membership(account, true).await?.1)
+    }
+
+    async fn search(&self, text: &str, limit: usize) -> Result<Vec<Account>, DirectoryError> {
+        Ok(self.search_accounts(text, limit).await?)
+    }
+
+    async fn member_of(&self, account: &Account, groups: &[String]) -> Result<Vec<String>, DirectoryError> {
+        Ok(self.groups_among(account, groups).await?)
+    }
+
+    async fn account_status(&self, account: &Account) -> Result<AccountStatus, DirectoryError> {
+        Ok(self.status_of(account).await?)
     }
 
     async fn warm_up(&self) {
