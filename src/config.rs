@@ -242,7 +242,7 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
         ));
     }
     let portal = match file.portal {
-        Some(p) if p.enabled => Some(p.build(sources, &totp.issuer).map_err(|e| e.within("portal"))?),
+        Some(p) if p.enabled => Some(with_directory_groups(p.build(sources, &totp.issuer).map_err(|e| e.within("portal"))?, &directory)?),
         _ => None,
     };
     let metrics = file.metrics.build().map_err(|e| e.within("metrics"))?;
@@ -278,6 +278,22 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
         drop_ins: Vec::new(),
         restart_only: BTreeMap::new(),
     })
+}
+
+/// The portal's helpdesk groups as the directory names groups (DNs with LDAP: a bare name would
+/// match no entry, and nobody would get the tab), and the directory's required groups for the
+/// help desk's view.
+fn with_directory_groups(mut portal: PortalSettings, directory: &DirectorySettings) -> Result<PortalSettings, Invalid> {
+    if let DirectorySettings::Ldap(ldap) = directory {
+        if let Some(i) = portal.helpdesk_groups.iter().position(|g| !g.contains('=')) {
+            return Err(Invalid::new(
+                format!("portal.helpdesk_groups[{i}]"),
+                "must be a group's DN with an LDAP directory, e.g. \"CN=Helpdesk,OU=Groups,DC=example,DC=test\"",
+            ));
+        }
+        portal.required_groups = ldap.required_groups.clone();
+    }
+    Ok(portal)
 }
 
 /// Every file that holds a secret: the config itself and those it names.
@@ -518,6 +534,24 @@ tls_insecure_skip_verify = true
         let half = parse(&format!("{MINIMAL}{portal}cert_file = \"/etc/hosts\"\n")).unwrap_err().to_string();
         assert!(half.contains("cert_file and key_file go together"), "{half}");
         assert!(parse(&format!("{MINIMAL}\n[portal]\nenabled = false\n")).unwrap().portal.is_none());
+    }
+
+    #[test]
+    fn helpdesk_groups_are_names_with_the_users_file_and_dns_with_ldap() {
+        let portal = "\n[portal]\nenabled = true\nlisten = \"127.0.0.1:8080\"\npublic_url = \"http://127.0.0.1:8080\"\n";
+        let with = |text: &str, groups: &str| parse(&format!("{text}{portal}helpdesk_groups = {groups}\n"));
+        let p = with(MINIMAL, "[\" Helpdesk \"]").unwrap().portal.unwrap();
+        assert_eq!((p.helpdesk_groups, p.required_groups), (vec!["Helpdesk".to_owned()], Vec::<String>::new()));
+        assert!(parse(&format!("{MINIMAL}{portal}")).unwrap().portal.unwrap().helpdesk_groups.is_empty(), "no help desk by default");
+        let twice = with(MINIMAL, "[\"Helpdesk\", \"HELPDESK\"]").unwrap_err().to_string();
+        assert!(twice.contains("portal.helpdesk_groups[1]: is listed twice"), "{twice}");
+        assert!(with(MINIMAL, "[\"\"]").unwrap_err().to_string().contains("portal.helpdesk_groups[0]"));
+        let ldap = "[directory]\nkind = \"ldap\"\nurls = [\"ldaps://dc1.example.test\"]\nbind_dn = \"CN=svc\"\nbind_password = \"x\"\nbase_dn = \"DC=example,DC=test\"\nrequired_groups = [\"CN=VPN-Users,DC=example,DC=test\"]\n";
+        let ldap = MINIMAL.replace("[directory]\nkind = \"file\"\npath = \"users.toml\"\n", ldap);
+        let bare = with(&ldap, "[\"CN=Helpdesk,DC=example,DC=test\", \"Helpdesk\"]").unwrap_err().to_string();
+        assert!(bare.contains("portal.helpdesk_groups[1]: must be a group's DN"), "{bare}");
+        let p = with(&ldap, "[\"CN=Helpdesk,OU=Groups,DC=example,DC=test\"]").unwrap().portal.unwrap();
+        assert_eq!(p.required_groups, ["CN=VPN-Users,DC=example,DC=test"], "shown in the help desk's view");
     }
 
     #[test]

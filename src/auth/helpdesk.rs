@@ -91,6 +91,11 @@ pub fn search_text(text: &str) -> Result<&str, HelpdeskError> {
 }
 
 impl Authenticator {
+    /// What a temporary code may be issued for now (`[helpdesk]`): what a front end offers.
+    pub fn temporary_code_limits(&self) -> super::settings::HelpdeskSettings {
+        self.settings().helpdesk
+    }
+
     /// Accounts whose name, display name or mail contains `text`, at most
     /// [`MAX_SEARCH_RESULTS`].
     pub async fn find_users(&self, text: &str) -> Result<Vec<Account>, HelpdeskError> {

@@ -158,12 +158,15 @@ impl Visit {
             Some(held) => (held.session.csrf.clone(), matches!(held.session.stage, Stage::SignedIn { .. }), held.session.notice),
             None => (String::new(), false, None),
         };
+        let helpdesk_tab = matches!(self.stage(), Some(Stage::SignedIn { helpdesk: true, .. }));
         // Taken only when there is one: a page view is a read, not a write.
         let notice = match notice {
             Some(_) => self.modify(portal, |session| session.notice.take()).await.flatten(),
             None => None,
         };
-        Page::new(&portal.settings.brand, self.lang, csrf, signed_in, tab, notice.map(|n| n.text(self.s())), error)
+        let mut page = Page::new(&portal.settings.brand, self.lang, csrf, signed_in, tab, notice.map(|n| n.text(self.s())), error);
+        page.helpdesk_tab = helpdesk_tab;
+        page
     }
 
     /// The sign-in form's page: a token for the browser's CSRF nonce cookie (set anew, so it
@@ -190,7 +193,7 @@ impl Visit {
         nonce.is_some_and(|nonce| portal.signin_csrf.verify(nonce.value(), token, self.arrival.unix))
     }
 
-    fn csrf_ok(&self, token: &str) -> bool {
+    pub(super) fn csrf_ok(&self, token: &str) -> bool {
         self.held.as_ref().is_some_and(|h| bool::from(h.session.csrf.as_bytes().ct_eq(token.as_bytes())))
     }
 
@@ -212,11 +215,13 @@ impl Visit {
     }
 
     /// Both factors passed: a new session id (an id planted before sign-in is worthless after)
-    /// and CSRF token. False when the session went meanwhile (signed out, or a concurrent
-    /// request signed in with it first).
-    pub async fn sign_in(&mut self, portal: &Portal, user: String, profile: UserProfile) -> Result<bool, StoreError> {
+    /// and CSRF token; `helpdesk` is whether the directory says the user is in a helpdesk group.
+    /// False when the session went meanwhile (signed out, or a concurrent request signed in
+    /// with it first).
+    pub async fn sign_in(&mut self, portal: &Portal, user: String, profile: UserProfile, helpdesk: bool) -> Result<bool, StoreError> {
         let Some(held) = self.held.take() else { return Ok(false) };
-        let rotated = portal.sessions.rotate(&held.id, self.arrival.unix, |session| session.sign_in(user.clone(), profile.clone())).await?;
+        let rotated =
+            portal.sessions.rotate(&held.id, self.arrival.unix, |session| session.sign_in(user.clone(), profile.clone(), helpdesk)).await?;
         let Some(id) = rotated else { return Ok(false) };
         self.set_session_cookie(portal, &id);
         Ok(true)
@@ -305,6 +310,9 @@ pub enum Refusal {
     FormExpired(Box<Response>),
     /// axum's answer to a query or form it could not read.
     Malformed(Box<Response>),
+    /// A page of its own: 403 for a helpdesk URL to anyone not in a helpdesk group, 503 when
+    /// the directory cannot say.
+    Page(Box<Response>),
     /// The store could not be reached to read the session (why, for the log): 503.
     Unavailable(Arc<super::brand::Brand>, Lang, String),
 }
@@ -313,7 +321,7 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
             Self::NotSignedIn(jar) => (jar, Redirect::to("/signin")).into_response(),
-            Self::FormExpired(response) | Self::Malformed(response) => *response,
+            Self::FormExpired(response) | Self::Malformed(response) | Self::Page(response) => *response,
             Self::Unavailable(brand, lang, why) => {
                 tracing::warn!(error = why.as_str(), "portal: sessions cannot be read: answering 503");
                 pages::unavailable(&brand, lang)

@@ -32,6 +32,10 @@ pub enum LimitKey {
     SigninAs(String),
     /// Codes tried from one client.
     CodeFrom(IpAddr),
+    /// Directory searches by one helpdesk member (their account id).
+    HelpdeskSearch(String),
+    /// Changes (unlock, remove a token, issue or revoke a code) by one helpdesk member.
+    HelpdeskChange(String),
 }
 
 impl LimitKey {

@@ -11,14 +11,16 @@
 //! only the rate limits (`limiter`) are each node's own. Responses carry a strict CSP (and HSTS under https);
 //! `listener` serves it with timeouts and connection caps.
 //!
-//! Handlers are by page: `signin` (password, code, SMS, sign-out), `tokens` (the TOKENS tab)
-//! and `pages` (the templates, the start and GENERAL). What they are given — the session, the
+//! Handlers are by page: `signin` (password, code, SMS, sign-out), `tokens` (the TOKENS tab),
+//! `helpdesk` (the HELPDESK tab, for members of `helpdesk_groups`) and `pages` (the templates,
+//! the start and GENERAL). What they are given — the session, the
 //! signed-in user, a CSRF-checked form, the time the request arrived — comes from `extract`.
 
 pub mod brand;
 mod client_addr;
 mod csrf;
 mod extract;
+mod helpdesk;
 pub mod i18n;
 mod limiter;
 mod listener;
@@ -53,6 +55,8 @@ pub use settings::{PortalSection, PortalSettings, TlsFiles};
 const SIGNIN_FORM_LIFETIME: Duration = Duration::from_secs(3600);
 /// Keys each rate limiter remembers (see `limiter` for what happens beyond).
 const LIMITER_KEYS: usize = 50_000;
+/// Keys the helpdesk limiter remembers: only members, whom the directory vouched for, make one.
+const HELPDESK_LIMITER_KEYS: usize = 1_000;
 /// The largest form body: the portal's forms hold a few short fields.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 const LIMIT_WINDOW: Duration = Duration::from_secs(300);
@@ -69,6 +73,8 @@ pub struct Portal {
     /// One audit line per limited address or name and window: a client hammering past its limit
     /// must not fill the log as well.
     limits_audited: RateLimiter,
+    /// Per helpdesk member: searches, and changes.
+    helpdesk_limits: RateLimiter,
     metrics: Arc<Metrics>,
 }
 
@@ -96,6 +102,7 @@ impl Portal {
             address_limits: RateLimiter::new(LIMITER_KEYS),
             user_limits: RateLimiter::new(LIMITER_KEYS),
             limits_audited: RateLimiter::new(LIMITER_KEYS),
+            helpdesk_limits: RateLimiter::new(HELPDESK_LIMITER_KEYS),
         })
     }
 }
@@ -115,6 +122,7 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/tokens/new/confirm", get(tokens::enroll_confirm_page).post(tokens::enroll_confirm))
         .route("/tokens/{id}/remove", get(tokens::remove_page).post(tokens::remove))
         .route("/signout", post(signin::signout))
+        .merge(helpdesk::routes())
         .route("/static/style.css", get(stylesheet))
         .route("/static/brand.css", get(brand_stylesheet))
         .route("/static/logo", get(logo))

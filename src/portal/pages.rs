@@ -20,6 +20,7 @@ use super::session::Stage;
 pub enum Tab {
     General,
     Tokens,
+    Helpdesk,
 }
 
 /// What every page's layout needs.
@@ -35,6 +36,8 @@ pub struct Page {
     pub other_lang: &'static str,
     pub csrf: String,
     pub signed_in: bool,
+    /// The HELPDESK tab is shown (the directory said the user is in a helpdesk group).
+    pub helpdesk_tab: bool,
     pub tab: Option<Tab>,
     pub notice: Option<&'static str>,
     pub error: Option<&'static str>,
@@ -62,6 +65,7 @@ impl Page {
             other_lang,
             csrf,
             signed_in,
+            helpdesk_tab: false,
             tab,
             notice,
             error,
@@ -75,6 +79,10 @@ impl Page {
 
     pub fn on_tokens(&self) -> bool {
         self.tab == Some(Tab::Tokens)
+    }
+
+    pub fn on_helpdesk(&self) -> bool {
+        self.tab == Some(Tab::Helpdesk)
     }
 }
 

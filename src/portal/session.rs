@@ -50,6 +50,10 @@ pub enum Stage {
         user: String,
         profile: UserProfile,
         enrollment: Option<Enrollment>,
+        /// Whether the directory last said the user is in a helpdesk group: only whether the
+        /// HELPDESK tab is shown. Every helpdesk request asks the directory again.
+        #[serde(default)]
+        helpdesk: bool,
     },
 }
 
@@ -68,6 +72,12 @@ pub enum Notice {
     Enrolled,
     /// "The authenticator was removed".
     Removed,
+    /// The help desk's actions, on the user's page.
+    Unlocked,
+    NothingToUnlock,
+    NoSuchToken,
+    Revoked,
+    NoneToRevoke,
 }
 
 impl Notice {
@@ -75,6 +85,11 @@ impl Notice {
         match self {
             Self::Enrolled => s.enrolled,
             Self::Removed => s.removed,
+            Self::Unlocked => s.unlocked,
+            Self::NothingToUnlock => s.nothing_to_unlock,
+            Self::NoSuchToken => s.no_such_token,
+            Self::Revoked => s.revoked,
+            Self::NoneToRevoke => s.none_to_revoke,
         }
     }
 }
@@ -117,8 +132,8 @@ impl Session {
 
     /// Signed in: a new CSRF token goes with the new session id (whose absolute timeout counts
     /// from here).
-    pub fn sign_in(&mut self, user: String, profile: UserProfile) {
-        self.stage = Stage::SignedIn { user, profile: shown(profile), enrollment: None };
+    pub fn sign_in(&mut self, user: String, profile: UserProfile, helpdesk: bool) {
+        self.stage = Stage::SignedIn { user, profile: shown(profile), enrollment: None, helpdesk };
         self.csrf = random_token();
     }
 
@@ -237,7 +252,7 @@ mod tests {
 
     fn signed_in(user: &str) -> Session {
         let profile = UserProfile { username: user.to_owned(), ..UserProfile::default() };
-        Session::new(Stage::SignedIn { user: user.to_owned(), profile, enrollment: None })
+        Session::new(Stage::SignedIn { user: user.to_owned(), profile, enrollment: None, helpdesk: false })
     }
 
     const T0: UnixTime = 1_800_000_000;
@@ -345,9 +360,16 @@ mod tests {
             UserProfile { username: "alice".into(), groups: vec!["CN=G1,DC=example,DC=test".into(); 4000], ..UserProfile::default() };
         let stage = Stage::SecondFactor { user: "alice".into(), profile: profile.clone(), has_token: true, sms: None, sms_asked: false };
         let id = store.create(&Session::new(stage), T0).await.unwrap();
-        let new_id = store.rotate(&id, T0, |s| s.sign_in("alice".into(), profile.clone())).await.unwrap().unwrap();
+        let new_id = store.rotate(&id, T0, |s| s.sign_in("alice".into(), profile.clone(), false)).await.unwrap().unwrap();
         let Stage::SignedIn { profile, .. } = store.get(&new_id, T0).await.unwrap().unwrap().stage else { panic!("signed in") };
         assert!(profile.groups.is_empty());
+    }
+
+    #[test]
+    fn a_session_kept_before_the_helpdesk_flag_still_reads_without_the_role() {
+        let kept = br#"{"csrf":"c","stage":{"SignedIn":{"user":"alice","profile":{"username":"alice","given_name":null,"surname":null,"email":null,"mobile":null,"groups":[]},"enrollment":null}},"notice":null}"#;
+        let session = Session::decode(&Secret::new(kept.to_vec())).expect("still readable");
+        assert!(matches!(session.stage, Stage::SignedIn { helpdesk: false, .. }), "{session:?}");
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub struct PortalSection {
     help_text: Option<Localized>,
     logo_file: Option<PathBuf>,
     accent_color: Option<String>,
+    /// Members of any of these groups get the HELPDESK tab (DNs with LDAP, names with the users
+    /// file); empty: no help desk.
+    #[serde(default)]
+    helpdesk_groups: Vec<String>,
 }
 
 /// Usable tokens per user when `max_tokens` is not set (also `token import`'s limit without a
@@ -136,6 +140,12 @@ pub struct PortalSettings {
     pub reject_delay: Duration,
     /// Title, help text, logo and accent colour on every page.
     pub brand: Arc<Brand>,
+    /// Members of any of these get the HELPDESK tab, asked of the directory (nesting resolved)
+    /// at sign-in and again on every helpdesk request; empty: no help desk.
+    pub helpdesk_groups: Vec<String>,
+    /// The directory's `required_groups` (LDAP), shown with the helpdesk groups in the help
+    /// desk's view of a user: whether they are in each explains many a refused login.
+    pub required_groups: Vec<String>,
 }
 
 impl PortalSettings {
@@ -207,6 +217,7 @@ impl PortalSection {
         self.check_limits()?;
         let logo_file = self.logo_file.as_ref().map(|f| sources.path(f));
         let brand = Brand::build(self.title.clone(), self.help_text.clone(), logo_file.as_deref(), self.accent_color.as_deref())?;
+        let helpdesk_groups = check_groups(self.helpdesk_groups)?;
         Ok(PortalSettings {
             brand: Arc::new(brand),
             listen,
@@ -225,6 +236,9 @@ impl PortalSection {
             max_connections: self.max_connections,
             max_connections_per_address: self.max_connections_per_address,
             reject_delay: self.reject_delay,
+            helpdesk_groups,
+            // The directory's own, filled in when the whole configuration is assembled.
+            required_groups: Vec::new(),
         })
     }
 
@@ -270,6 +284,23 @@ impl PortalSection {
         }
         Ok(())
     }
+}
+
+/// `helpdesk_groups`, trimmed, each named once. Whether they must be DNs depends on the
+/// directory, which the whole configuration checks (`config`).
+fn check_groups(groups: Vec<String>) -> Result<Vec<String>, Invalid> {
+    let mut checked: Vec<String> = Vec::with_capacity(groups.len());
+    for (i, group) in groups.into_iter().enumerate() {
+        let group = group.trim().to_owned();
+        if group.is_empty() || group.chars().any(char::is_control) {
+            return Err(Invalid::new(format!("helpdesk_groups[{i}]"), "must be a group's name (or DN), without control characters"));
+        }
+        if checked.iter().any(|g| g.eq_ignore_ascii_case(&group)) {
+            return Err(Invalid::new(format!("helpdesk_groups[{i}]"), "is listed twice"));
+        }
+        checked.push(group);
+    }
+    Ok(checked)
 }
 
 /// The address users type: https, or http for a portal only reached on this machine (the

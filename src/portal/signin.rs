@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::client_addr::ClientAddr;
 use super::extract::{CsrfForm, CsrfKind, Posted, Visit};
+use super::helpdesk;
 use super::i18n::Strings;
 use super::limiter::LimitKey;
 use super::pages::{self, OtpPage, SigninPage, render};
@@ -184,7 +185,7 @@ pub async fn otp(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientAddr
     });
     let Ok((result, sms)) = checked.await else { return visit.respond(StatusCode::INTERNAL_SERVER_ERROR) };
     match result {
-        Ok(()) => match visit.sign_in(&portal, user, profile).await {
+        Ok(()) => match visit.sign_in(&portal, user.clone(), profile, helpdesk::role_at_sign_in(&portal, &user).await).await {
             Ok(true) => visit.respond(Redirect::to("/general")),
             Ok(false) => visit.respond(Redirect::to("/")),
             Err(e) => unavailable(&portal, visit, &e),

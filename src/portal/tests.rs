@@ -37,7 +37,7 @@ struct Browser {
     forwarded_for: Option<String>,
     sms: Arc<RecordingGateway>,
     auth: Arc<Authenticator>,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
 }
 
 struct Page {
@@ -77,15 +77,26 @@ pub(crate) fn portal_settings() -> PortalSettings {
         max_connections_per_address: 32,
         reject_delay: Duration::ZERO,
         brand: Arc::default(),
+        helpdesk_groups: Vec::new(),
+        required_groups: Vec::new(),
     }
 }
 
 fn browser_with(settings: PortalSettings) -> Browser {
     let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
     let store = Arc::new(SqliteStore::in_memory(Arc::clone(&keys)).unwrap());
+    browser_over(settings, Arc::new(FakeDirectory::default()), store, keys)
+}
+
+/// A browser on a portal over `directory` and `store` (sealed with `keys`).
+fn browser_over(
+    settings: PortalSettings,
+    directory: Arc<dyn crate::directory::Directory>,
+    store: Arc<dyn Store>,
+    keys: Arc<Keys>,
+) -> Browser {
     let sms = Arc::new(RecordingGateway::default());
-    let services =
-        Services { directory: Arc::new(FakeDirectory::default()), store: store.clone(), sms: sms.clone(), keys: Arc::clone(&keys) };
+    let services = Services { directory, store: store.clone(), sms: sms.clone(), keys: Arc::clone(&keys) };
     let auth = Arc::new(Authenticator::new(services, crate::auth::tests::settings()));
     let portal = Portal::new(Arc::clone(&auth), store.clone(), keys, settings);
     let app = router(Arc::clone(&portal));
@@ -633,3 +644,5 @@ async fn every_page_carries_the_organisations_title_help_text_logo_and_colour() 
     assert!(!page.body.contains("/static/logo") && !page.body.contains("brand.css") && !page.body.contains("<footer>"));
     assert_eq!(plain.get("/static/logo").await.status, StatusCode::NOT_FOUND);
 }
+
+mod helpdesk;
