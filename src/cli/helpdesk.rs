@@ -32,10 +32,16 @@ fn actor() -> Actor {
 /// The groups whose membership the view shows: the directory's required groups and the
 /// portal's helpdesk groups.
 pub(crate) fn groups_that_matter(config: &Config) -> Vec<String> {
-    match &config.directory {
+    let mut groups = match &config.directory {
         DirectorySettings::Ldap(ldap) => ldap.required_groups.clone(),
         DirectorySettings::File { .. } => Vec::new(),
+    };
+    for group in config.portal.iter().flat_map(|p| &p.helpdesk_groups) {
+        if !groups.iter().any(|g| g.eq_ignore_ascii_case(group)) {
+            groups.push(group.clone());
+        }
     }
+    groups
 }
 
 fn failed(e: HelpdeskError, user: &str) -> CliError {
