@@ -2,7 +2,10 @@
 //! and chromedriver, driven over WebDriver) signs in with password and SMS code, reads GENERAL,
 //! adds "My phone" on TOKENS by scanning the QR code — taken off a screenshot and decoded as an
 //! image — confirms a code computed from it, and then logs in over RADIUS with radclient.
-//! Screenshots of every step land in target/portal-e2e/.
+//! Screenshots of every step land in target/portal-e2e/. The help desk's turn (a member finds
+//! carol locked out, unlocks her, removes her lost phone and gives her a temporary code, with
+//! which she logs in over RADIUS and enrolls a new phone) lands in target/portal-e2e-helpdesk/,
+//! every helpdesk page in English and Swedish.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -59,7 +62,12 @@ struct Shots {
 
 impl Shots {
     fn new() -> Self {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/portal-e2e");
+        Self::in_dir("target/portal-e2e")
+    }
+
+    /// Screenshots into `dir` (under the crate), emptied first.
+    fn in_dir(dir: &str) -> Self {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self { dir, n: 0 }
@@ -258,4 +266,191 @@ fn a_portal_user_with_neither_app_nor_phone_is_audited_as_no_mobile() {
         (&"sign_in_password".into(), &"no_mobile".into(), &"reject".into()),
         "{line}"
     );
+}
+
+const HANNA_PASSWORD: &str = "hanna-pw";
+
+/// One RADIUS login by the raw client: the answer's code.
+fn radius_login(server: &TestServer, user: &str, password: &str) -> u8 {
+    use crate::oracle::{access_request, code, encode_signed, exchange, socket};
+    let answer = exchange(&socket("127.0.0.1:0", server.auth), &encode_signed(access_request(user, password)), Duration::from_secs(5));
+    code(&answer.expect("an answer"))
+}
+
+/// Signs `user` in with password and the SMS code the sink received (a fresh browser session).
+async fn sign_in_by_sms(client: &Client, base: &str, sink: &SmsSink, user: &str, password: &str, lang: &str) {
+    client.delete_all_cookies().await.unwrap();
+    client.goto(&format!("{base}/signin?lang={lang}")).await.unwrap();
+    let before = sink.messages().len();
+    fill(client, "#username", user).await;
+    fill(client, "#password", password).await;
+    click_to(client, "form[action='/signin'] button", "/otp").await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while sink.messages().len() == before {
+        assert!(Instant::now() < until, "no SMS for {user}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fill(client, "#code", &sink.last_code()).await;
+    click_to(client, "form[action='/otp'] button", "/general").await;
+}
+
+/// Goes to `path` in `lang` and waits for the page.
+async fn visit(client: &Client, base: &str, path: &str, lang: &str) {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    client.goto(&format!("{base}{path}{sep}lang={lang}")).await.unwrap();
+    let want = format!("lang=\"{lang}\"");
+    wait(client, |_, source| source.contains(&want), path).await;
+}
+
+#[test]
+fn the_help_desk_unlocks_carol_removes_her_lost_phone_and_gives_her_a_temporary_code() {
+    let Some(chromedriver) = system_tool("chromedriver", "chromium chromium-driver") else { return };
+    let sink = SmsSink::start();
+    let portal = "[portal]\nenabled = true\nlisten = \"127.0.0.1:0\"\nhelpdesk_groups = [\"Helpdesk\"]\n";
+    let hanna = format!(
+        "\n[[user]]\nusername = \"hanna\"\npassword_hash = \"{}\"\ngiven_name = \"Hanna\"\nsurname = \"Holm\"\nmobile = \"+46701112233\"\ngroups = [\"Helpdesk\"]\n",
+        cheap_hash(HANNA_PASSWORD)
+    );
+    let server = TestServer::start(Options {
+        sms_url: Some(sink.url.clone()),
+        mode: "append",
+        no_token: "reject",
+        extra: portal.into(),
+        extra_users: hanna,
+        ..Options::default()
+    });
+    let base = format!("http://{}", server.portal.unwrap());
+    // carol's phone, then five wrong codes: her second factor locks, and even the right code fails.
+    let seed = crate::harness::enroll(&server.config, "carol");
+    for _ in 0..5 {
+        assert_eq!(radius_login(&server, "carol", &format!("{CAROL_PASSWORD}000000")), crate::oracle::ACCESS_REJECT);
+    }
+    let right = crate::harness::totp_code(&seed, 0);
+    assert_eq!(radius_login(&server, "carol", &format!("{CAROL_PASSWORD}{right}")), crate::oracle::ACCESS_REJECT, "locked");
+
+    let profile = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut shots = Shots::in_dir("target/portal-e2e-helpdesk");
+    let temporary = runtime.block_on(async {
+        let (_driver, client) = browser(&chromedriver, profile.path()).await;
+
+        // alice is no help desk: no tab, and 403 on every helpdesk address, whatever she adds.
+        sign_in_by_sms(&client, &base, &sink, "alice", crate::harness::ALICE_PASSWORD, "en").await;
+        assert!(!client.source().await.unwrap().contains("href=\"/helpdesk\""), "no HELPDESK tab for alice");
+        for path in
+            ["/helpdesk?q=car", "/helpdesk/users/carol", "/helpdesk/users/carol/unlock", "/helpdesk/users/carol/temporary-code?helpdesk=1"]
+        {
+            client.goto(&format!("{base}{path}")).await.unwrap();
+            let source = client.source().await.unwrap();
+            assert!(source.contains("This page is for the help desk only."), "{path}: {source}");
+            assert!(!source.contains("Carol"), "{path} tells nothing of carol");
+        }
+        shots.take(&client, "forbidden-en").await;
+
+        // hanna is: HELPDESK, find carol, see why she cannot log in.
+        sign_in_by_sms(&client, &base, &sink, "hanna", HANNA_PASSWORD, "en").await;
+        click_to(&client, "nav a[href='/helpdesk']", "/helpdesk").await;
+        fill(&client, "#q", "car").await;
+        click(&client, "form[action='/helpdesk'] button").await;
+        wait(&client, |_, source| source.contains("id=\"results\""), "the results").await;
+        shots.take(&client, "search-en").await;
+        click_to(&client, "#results a[href='/helpdesk/users/carol']", "/helpdesk/users/carol").await;
+        let lockouts = text(&client, "#lockouts").await;
+        assert!(lockouts.contains("UTC"), "carol's code lock shows its end: {lockouts}");
+        let events = text(&client, "#events").await;
+        assert!(events.contains("wrong_code") && events.contains("second_factor_locked"), "{events}");
+        assert_eq!(text(&client, "#tokens .token-name").await, "Test phone");
+        shots.take(&client, "user-locked-en").await;
+        visit(&client, &base, "/helpdesk/users/carol", "sv").await;
+        shots.take(&client, "user-locked-sv").await;
+        visit(&client, &base, "/helpdesk?q=car", "sv").await;
+        shots.take(&client, "search-sv").await;
+        visit(&client, &base, "/helpdesk/users/carol/unlock", "sv").await;
+        shots.take(&client, "unlock-confirm-sv").await;
+        let remove = client.find(Locator::Css("a[href^='/helpdesk/users/carol/tokens/']")).await;
+        assert!(remove.is_err(), "the confirm page has no token links");
+        visit(&client, &base, "/helpdesk/users/carol", "sv").await;
+        let remove_path = client.find(Locator::Css("#tokens a")).await.unwrap().attr("href").await.unwrap().unwrap();
+        visit(&client, &base, &remove_path, "sv").await;
+        shots.take(&client, "remove-confirm-sv").await;
+
+        // Unlock (confirmed), in English.
+        visit(&client, &base, "/helpdesk/users/carol/unlock", "en").await;
+        shots.take(&client, "unlock-confirm-en").await;
+        click_to(&client, "form[action='/helpdesk/users/carol/unlock'] button", "/helpdesk/users/carol").await;
+        assert!(!text(&client, "#lockouts").await.contains("UTC"), "unlocked");
+        shots.take(&client, "unlocked-en").await;
+        // Remove the lost phone (confirmed).
+        visit(&client, &base, &remove_path, "en").await;
+        shots.take(&client, "remove-confirm-en").await;
+        click_to(&client, &format!("form[action='{remove_path}'] button"), "/helpdesk/users/carol").await;
+        assert!(client.find(Locator::Css("#no-device")).await.is_ok(), "no token left");
+        // A temporary code: one in English first, then one for two logins in Swedish, which
+        // replaces it.
+        visit(&client, &base, "/helpdesk/users/carol/temporary-code", "en").await;
+        shots.take(&client, "issue-en").await;
+        click(&client, "form[action='/helpdesk/users/carol/temporary-code'] button").await;
+        wait(&client, |_, source| source.contains("id=\"temporary-code\""), "the code").await;
+        let first = text(&client, "#temporary-code").await;
+        shots.take(&client, "code-en").await;
+        visit(&client, &base, "/helpdesk/users/carol/temporary-code", "sv").await;
+        shots.take(&client, "issue-sv").await;
+        let uses = client.find(Locator::Css("#uses")).await.unwrap();
+        uses.clear().await.unwrap();
+        uses.send_keys("2").await.unwrap();
+        click(&client, "form[action='/helpdesk/users/carol/temporary-code'] button").await;
+        wait(&client, |_, source| source.contains("id=\"temporary-code\""), "the second code").await;
+        let code = text(&client, "#temporary-code").await;
+        assert_eq!(text(&client, "#uses").await, "2");
+        shots.take(&client, "code-sv").await;
+        assert!(code.len() == 8 && code.bytes().all(|b| b.is_ascii_digit()) && code != first, "{code} {first}");
+        visit(&client, &base, "/helpdesk/users/carol", "en").await;
+        let listed = text(&client, "#temporary-codes").await;
+        assert!(listed.contains("hanna") && !listed.contains(&code), "{listed}");
+        shots.take(&client, "user-after-en").await;
+        visit(&client, &base, "/helpdesk/users/carol/temporary-code/revoke", "en").await;
+        shots.take(&client, "revoke-confirm-en").await;
+        visit(&client, &base, "/helpdesk/users/carol/temporary-code/revoke", "sv").await;
+        shots.take(&client, "revoke-confirm-sv").await;
+        let first_works = radius_login(&server, "carol", &format!("{CAROL_PASSWORD}{first}"));
+        assert_eq!(first_works, crate::oracle::ACCESS_REJECT, "the first code was replaced");
+
+        // carol over RADIUS with her password and the temporary code: in.
+        let input = format!("User-Name = carol\nUser-Password = \"{CAROL_PASSWORD}{code}\"\nMessage-Authenticator = 0x00\n");
+        if let Some(out) = radclient(server.auth, "auth", SECRET, &input) {
+            assert!(out.stdout.contains("Received Access-Accept"), "{}", out.stdout);
+        }
+        // ...and at the portal, in place of an app's code, to enroll her new phone.
+        client.delete_all_cookies().await.unwrap();
+        client.goto(&format!("{base}/signin?lang=en")).await.unwrap();
+        fill(&client, "#username", "carol").await;
+        fill(&client, "#password", CAROL_PASSWORD).await;
+        click_to(&client, "form[action='/signin'] button", "/otp").await;
+        fill(&client, "#code", &code).await;
+        shots.take(&client, "carol-temporary-code").await;
+        click_to(&client, "form[action='/otp'] button", "/general").await;
+        click_to(&client, "nav a[href='/tokens']", "/tokens").await;
+        click_to(&client, "a[href='/tokens/new']", "/tokens/new").await;
+        fill(&client, "#name", "New phone").await;
+        click_to(&client, "form[action='/tokens/new'] button", "/tokens/new/scan").await;
+        let uri = decode_qr(&shots.take(&client, "carol-new-phone").await);
+        click_to(&client, "a[href='/tokens/new/confirm']", "/tokens/new/confirm").await;
+        let totp = totp_rs::TOTP::from_url_unchecked(&uri).unwrap();
+        fill(&client, "#code", &totp.generate_current().unwrap()).await;
+        click_to(&client, "form[action='/tokens/new/confirm'] button", "/tokens").await;
+        assert_eq!(text(&client, ".token-name").await, "New phone");
+        assert!(!client.source().await.unwrap().contains("href=\"/helpdesk\""), "carol has no HELPDESK tab");
+        client.close().await.unwrap();
+        code
+    });
+
+    // Two uses, both taken: the code no longer logs in.
+    assert_eq!(radius_login(&server, "carol", &format!("{CAROL_PASSWORD}{temporary}")), crate::oracle::ACCESS_REJECT);
+    // Every action in the trail, with its actor; the code in none of it.
+    let shown = String::from_utf8(crate::harness::admin(&server.config, &["user", "show", "carol", "--events", "60"]).stdout).unwrap();
+    for expected in ["unlock", "remove_token", "issue_temporary_code", "by hanna", "temporary_code", "portal_enroll", "Test phone"] {
+        assert!(shown.contains(expected), "{expected} in:\n{shown}");
+    }
+    assert_eq!(shown.matches("issue_temporary_code").count(), 2, "{shown}");
+    assert!(!shown.contains(&temporary), "{shown}");
 }
