@@ -6,7 +6,8 @@
 //! a copy would roll back the codes it saw used, the tokens removed there, its locks) — all
 //! checked before anything is written. Afterwards the destination is read back and compared.
 //! Copying again takes what changed in the source since, so the last run can be made just
-//! before the servers switch over.
+//! before the servers switch over. The audit trail and temporary codes are not copied (see
+//! [`crate::store::Snapshot`]): the output says how many live codes stay behind.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -94,6 +95,13 @@ pub fn copy(from: &Path, to: &Path) -> Result<(), CliError> {
             out,
             "verified: the destination holds every token and counter as the source has it; it held {before} token(s) before, {} now",
             after.tokens.len()
+        )?;
+        let live_codes = reader.list_temporary_codes(None, crate::clock::now()).await?.len();
+        writeln!(
+            out,
+            "not copied: the audit trail (it stays in {}), {live_codes} live temporary code(s) (issue new ones once the servers use \
+             the destination), portal sessions and SMS counts",
+            source.store.shown()
         )?;
         Ok(())
     })

@@ -91,6 +91,7 @@ pub enum Command {
 pub enum StoreCommand {
     /// Copy every token and lockout from one store to another (SQLite to PostgreSQL, or back).
     /// Seeds stay sealed: the destination's key file must be the source's. Safe to run again.
+    /// The audit trail, temporary codes, portal sessions and SMS counts are not copied.
     Copy {
         /// The configuration whose [store] is copied from.
         #[arg(long)]

@@ -20,6 +20,10 @@ pub const SMS_HISTORY: UnixTime = 24 * 3600;
 /// long before, after its `enrollment_timeout`).
 pub const UNCONFIRMED_TOKEN_LIFETIME: UnixTime = 24 * 3600;
 
+/// Audit events `purge_events` deletes per statement: a first purge after a long time deletes
+/// in slices, so it never holds the database (SQLite's one writer) for long.
+pub const EVENTS_PURGED_AT_ONCE: usize = 5_000;
+
 /// A token to keep; its seed comes sealed (see [`SealNew`]).
 #[derive(Debug, Clone)]
 pub struct NewTokenRow {
@@ -83,7 +87,9 @@ pub struct SessionRow {
 
 /// What `radmfa store copy` moves from one store to another: every token, its seed as sealed
 /// text (the same key file opens it in either), and every factor's counters. Used States,
-/// kept answers, SMS sends and portal sessions live minutes and are not copied.
+/// kept answers, SMS sends and portal sessions live minutes and are not copied. Nor are the
+/// audit trail (it stays in the source, and the log lines have every event) and temporary codes
+/// (they live days at most: the help desk issues new ones from the destination).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub tokens: Vec<TokenRow>,

@@ -12,6 +12,7 @@ use super::backend::{
     self, Backend, NewTemporaryCodeRow, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TemporaryCodeRow,
     TokenRow,
 };
+use super::event_bounds;
 use super::{
     AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SealedStore, SessionCaps, SessionKey,
     SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
@@ -476,16 +477,18 @@ impl Backend for MemoryBackend {
     }
 
     async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
-        self.data().events.extend(events);
+        self.data().events.extend(events.into_iter().map(event_bounds::bounded));
         Ok(())
     }
 
     async fn events(&self, account: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let account = event_bounds::account_key(account);
         let data = self.data();
-        let mut found: Vec<AuditEvent> = data.events.iter().rev().filter(|e| e.account == account).take(limit).cloned().collect();
-        // Newest first, also when events of one account arrive out of time order (nodes).
+        // Latest insert first, then a stable sort by time: newest first, ties newest insert
+        // first, also when events of one account arrive out of time order (nodes).
+        let mut found: Vec<&AuditEvent> = data.events.iter().rev().filter(|e| e.account == account).collect();
         found.sort_by_key(|e| std::cmp::Reverse(e.at));
-        Ok(found)
+        Ok(found.into_iter().take(event_bounds::read_limit(limit)).cloned().collect())
     }
 
     async fn purge_events(&self, before: UnixTime) -> Result<usize, StoreError> {
@@ -533,10 +536,16 @@ impl Backend for MemoryBackend {
 
     async fn reseal_temporary_codes(&self, reseal: Reseal) -> Result<usize, StoreError> {
         let mut data = self.data();
+        let codes: Vec<SealedSeed> = data
+            .temporary_codes
+            .values()
+            .map(|code| SealedSeed { id: code.info.id, username: code.info.username.clone(), sealed: code.sealed.clone() })
+            .collect();
+        // Every new seal first: one that fails leaves every code as it was.
+        let resealed = Data::resealed(&codes, &reseal)?;
         let mut count = 0;
-        for code in data.temporary_codes.values_mut() {
-            let seed = SealedSeed { id: code.info.id, username: code.info.username.clone(), sealed: code.sealed.clone() };
-            if let Some(sealed) = reseal(&seed)? {
+        for (id, sealed) in resealed {
+            if let (Some(code), Some(sealed)) = (data.temporary_codes.get_mut(&id), sealed) {
                 code.sealed = sealed;
                 count += 1;
             }

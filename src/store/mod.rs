@@ -9,6 +9,7 @@
 //! everything in the process (tests, and a check that the seam holds).
 
 pub mod backend;
+pub mod event_bounds;
 pub mod filing;
 pub mod memory;
 pub mod postgres;

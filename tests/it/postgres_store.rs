@@ -1,6 +1,6 @@
 //! PostgreSQL's own matters, beside the contract every backend keeps (`store_contract`): nodes
-//! that start together migrate once, a newer schema is refused, two nodes (two pools) share
-//! tokens and decide a race once, and a database that goes away is "unavailable" (never a
+//! that start together migrate once, a newer schema is refused, an older one gains the new
+//! tables, two nodes (two pools) share tokens and temporary codes and decide a race once, and a database that goes away is "unavailable" (never a
 //! wrong answer) and is used again by itself when it is back.
 
 use std::sync::Arc;
@@ -149,4 +149,71 @@ async fn a_node_whose_clock_runs_ahead_purges_nothing_still_live_for_the_others(
     assert_eq!(store.consume_state(b"expired", now - 10, b"one").await.unwrap(), StateUse::First);
     store.purge(now).await.unwrap();
     assert_eq!(store.consume_state(b"expired", now - 10, b"two").await.unwrap(), StateUse::First, "purged");
+}
+
+/// A database an older radmfa left at schema 3 gains the audit trail and the temporary codes,
+/// keeping its tokens; a temporary code is sealed in the database itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_schema_3_gains_the_audit_trail_and_temporary_codes_sealed_at_rest() {
+    use radmfa::store::{AuditEvent, NewTemporaryCode};
+    let Some(pg) = postgres::server() else { return };
+    let url = pg.fresh_database();
+    let (settings, db, keys) = (postgres::settings(&url), database_of(&url).to_owned(), keys());
+    let id = PostgresStore::create(&settings, Arc::clone(&keys)).await.unwrap().add_token(token("alice")).await.unwrap();
+    pg.psql_in(&db, "DROP TABLE audit_events; DROP TABLE temporary_codes; UPDATE radmfa_schema SET version = 3").unwrap();
+
+    let store = PostgresStore::connect(&settings, Arc::clone(&keys)).await.unwrap();
+    assert_eq!(pg.psql_in(&db, "SELECT version FROM radmfa_schema").unwrap(), SCHEMA_VERSION.to_string());
+    assert_eq!(store.tokens("alice").await.unwrap()[0].id, id, "the tokens kept");
+    let event = AuditEvent {
+        at: 2000,
+        account: "alice".into(),
+        action: "issue_temporary_code".into(),
+        client: "helpdesk".into(),
+        from: Some("198.51.100.4".into()),
+        result: "ok".into(),
+        reason: "issued".into(),
+        actor: Some("helpdesk1".into()),
+        detail: Some("valid 1d, 1 use".into()),
+    };
+    store.record_events(vec![event.clone()]).await.unwrap();
+    assert_eq!(store.events("alice", 10).await.unwrap(), vec![event]);
+    let code = NewTemporaryCode {
+        username: "alice".into(),
+        code: Secret::new("58209749".into()),
+        issued_by: "helpdesk1".into(),
+        issued_at: 2000,
+        expires_at: i64::MAX,
+        uses: 1,
+    };
+    store.add_temporary_code(code).await.unwrap();
+    assert_eq!(store.temporary_codes("alice", 2000).await.unwrap()[0].code.expose(), "58209749");
+    assert_eq!(pg.psql_in(&db, "SELECT count(*) FROM temporary_codes WHERE sealed LIKE 'k1:%'").unwrap(), "1");
+    let clear = "SELECT count(*) FROM temporary_codes t WHERE t::text LIKE '%58209749%'";
+    assert_eq!(pg.psql_in(&db, clear).unwrap(), "0", "no code in the clear in the row");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_temporary_codes_and_the_last_use_is_won_once() {
+    use radmfa::store::NewTemporaryCode;
+    let Some(pg) = postgres::server() else { return };
+    let settings = postgres::settings(&pg.fresh_database());
+    let keys = keys();
+    let a = PostgresStore::create(&settings, Arc::clone(&keys)).await.unwrap();
+    let b = PostgresStore::create(&settings, Arc::clone(&keys)).await.unwrap();
+    for round in 0..20 {
+        let code = NewTemporaryCode {
+            username: "carol".into(),
+            code: Secret::new(format!("{:08}", 40_000_000 + round)),
+            issued_by: "helpdesk1".into(),
+            issued_at: 1000,
+            expires_at: 5000,
+            uses: 1,
+        };
+        let id = a.add_temporary_code(code).await.unwrap();
+        let on_b = b.temporary_codes("carol", 1000).await.unwrap();
+        assert_eq!(on_b.last().unwrap().code.expose(), &format!("{:08}", 40_000_000 + round), "the code A sealed opens on B");
+        let (x, y) = tokio::join!(a.use_temporary_code(id, 1100, None), b.use_temporary_code(id, 1100, None));
+        assert!(x.unwrap() ^ y.unwrap(), "round {round}: exactly one node uses the last use");
+    }
 }

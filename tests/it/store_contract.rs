@@ -1,7 +1,8 @@
 //! The store contract, one suite run against every backend through [`SealedStore`] — SQLite,
 //! in-memory and a real PostgreSQL: tokens (sealed seeds, confirm, remove, move, filed by an
 //! import), replay, lockout counters, SMS limits, single-use State nonces and challenge contexts, portal
-//! sessions, purge, key rotation, and copying one store into another. Each backend's own matters (files, migrations, crashes) are tested beside it.
+//! sessions, purge, key rotation, copying one store into another, the audit trail (order,
+//! limits, bounds, retention) and temporary codes (sealed, live, used once each, revoked). Each backend's own matters (files, migrations, crashes) are tested beside it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +56,14 @@ macro_rules! contract_suite {
                 concurrent_session_changes_each_land_once, a_state_raced_by_many_requests_is_used_by_one,
                 an_sms_challenge_is_counted_once_per_request_while_its_answer_is_kept,
                 retries_of_one_sms_request_raced_reserve_once, confirmations_at_once_never_pass_the_token_limit, a_snapshot_copies_into_another_store_once_and_again_changes_nothing,
-                imported_tokens_are_filed_once_usable_and_within_the_limit, one_file_imported_at_once_by_several_files_each_token_once);
-            contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed);
+                imported_tokens_are_filed_once_usable_and_within_the_limit, one_file_imported_at_once_by_several_files_each_token_once,
+                events_come_newest_first_per_account_within_the_limit, events_older_than_the_retention_are_purged,
+                a_batch_of_5000_events_is_kept_whole_and_read_back_bounded, event_text_is_kept_within_bounds_and_found_as_kept,
+                temporary_codes_are_sealed_opened_and_live_only_while_unexpired_with_uses_left,
+                the_last_use_of_a_temporary_code_is_won_once, temporary_codes_are_revoked_one_or_all_and_only_the_users);
+            contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed,
+                purge_forgets_expired_and_used_up_temporary_codes, rotation_reseals_temporary_codes_and_they_still_open,
+                a_temporary_code_the_keys_do_not_open_is_no_code_and_stops_a_rotation);
         }
     };
     (@plain $($test:ident),*) => {
@@ -641,4 +648,227 @@ async fn one_file_imported_at_once_by_several_files_each_token_once<B: Backend +
     let tokens = s.list_tokens(None).await.unwrap();
     assert_eq!(tokens.len(), 20);
     assert!((0..7).all(|u| tokens.iter().filter(|t| t.username == format!("user{u}")).count() <= 3));
+}
+
+fn event(at: UnixTime, account: &str, reason: &str) -> AuditEvent {
+    AuditEvent {
+        at,
+        account: account.into(),
+        action: "radius".into(),
+        client: "vpn".into(),
+        from: Some("192.0.2.10".into()),
+        result: "reject".into(),
+        reason: reason.into(),
+        actor: None,
+        detail: None,
+    }
+}
+
+/// The reasons of events, in the order read.
+fn reasons(events: &[AuditEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.reason.as_str()).collect()
+}
+
+async fn events_come_newest_first_per_account_within_the_limit<B: Backend>(s: Arc<SealedStore<B>>) {
+    // Out of time order (nodes), over two batches, with ties in time.
+    s.record_events(vec![event(100, "alice", "a100"), event(300, "alice", "a300"), event(250, "bob", "b250")]).await.unwrap();
+    s.record_events(vec![]).await.unwrap();
+    let action = AuditEvent {
+        at: 300,
+        account: "alice".into(),
+        action: "unlock".into(),
+        client: "helpdesk".into(),
+        from: Some("198.51.100.4".into()),
+        result: "ok".into(),
+        reason: "a300-later".into(),
+        actor: Some("helpdesk1".into()),
+        detail: Some("code lock".into()),
+    };
+    s.record_events(vec![event(200, "alice", "a200"), action.clone()]).await.unwrap();
+    let alice = s.events("alice", 10).await.unwrap();
+    assert_eq!(reasons(&alice), ["a300-later", "a300", "a200", "a100"], "newest first; a tie, the later insert first");
+    assert_eq!(alice[0], action, "every field as recorded");
+    assert_eq!(alice[1].actor, None);
+    assert_eq!(reasons(&s.events("alice", 2).await.unwrap()), ["a300-later", "a300"], "the newest within the limit");
+    assert_eq!(reasons(&s.events("bob", 10).await.unwrap()), ["b250"], "only the account's");
+    assert!(s.events("carol", 10).await.unwrap().is_empty());
+    assert!(s.events("alice", 0).await.unwrap().is_empty());
+    assert_eq!(s.events("alice", usize::MAX).await.unwrap().len(), 4, "a limit past any bound is clamped, not wrapped");
+}
+
+async fn events_older_than_the_retention_are_purged<B: Backend>(s: Arc<SealedStore<B>>) {
+    s.record_events(vec![event(100, "alice", "old"), event(200, "alice", "edge"), event(300, "bob", "new")]).await.unwrap();
+    assert_eq!(s.purge_events(100).await.unwrap(), 0, "nothing before 100");
+    assert_eq!(s.purge_events(200).await.unwrap(), 1, "only what is older than the bound");
+    assert_eq!(reasons(&s.events("alice", 10).await.unwrap()), ["edge"]);
+    s.purge(UnixTime::MAX).await.unwrap();
+    assert_eq!(reasons(&s.events("bob", 10).await.unwrap()), ["new"], "purge leaves the trail to its retention");
+    assert_eq!(s.purge_events(301).await.unwrap(), 2);
+    assert!(s.events("bob", 10).await.unwrap().is_empty());
+}
+
+async fn a_batch_of_5000_events_is_kept_whole_and_read_back_bounded<B: Backend>(s: Arc<SealedStore<B>>) {
+    let batch: Vec<AuditEvent> = (0..5_000).map(|i| event(10_000 + i / 3, &format!("user{}", i % 4), &format!("r{i}"))).collect();
+    s.record_events(batch).await.unwrap();
+    s.record_events(vec![event(1, "user1", "first")]).await.unwrap();
+    let read = s.events("user1", usize::MAX).await.unwrap();
+    assert_eq!(read.len(), radmfa::store::event_bounds::MAX_EVENTS_READ, "1,251 kept, a read returns the bound");
+    assert!(read.iter().all(|e| e.account == "user1"));
+    assert!(read.windows(2).all(|w| w[0].at >= w[1].at), "newest first");
+    assert_eq!(read[0].reason, "r4997", "the newest: the last of the batch for user1");
+    // More than one purge slice.
+    assert_eq!(s.purge_events(UnixTime::MAX).await.unwrap(), 5_001);
+    assert!(s.events("user1", 10).await.unwrap().is_empty());
+}
+
+async fn event_text_is_kept_within_bounds_and_found_as_kept<B: Backend>(s: Arc<SealedStore<B>>) {
+    use radmfa::store::event_bounds::{MAX_ACCOUNT, MAX_DETAIL};
+    // "€" is three bytes: the bound falls inside one.
+    let long = "€".repeat(400);
+    let mut e = event(100, &long, "wrong_code");
+    e.detail = Some("x".repeat(10 * MAX_DETAIL));
+    e.from = Some("nas\0id".into());
+    s.record_events(vec![e]).await.unwrap();
+    let read = s.events(&long, 10).await.unwrap();
+    assert_eq!(read.len(), 1, "found by the name it was recorded under");
+    assert_eq!(read[0].account, "€".repeat(MAX_ACCOUNT / 3), "cut at a character boundary");
+    assert_eq!(read[0].detail.as_deref().map(str::len), Some(MAX_DETAIL));
+    assert_eq!(read[0].from.as_deref(), Some("nas\u{fffd}id"), "NUL replaced, the batch kept");
+}
+
+fn temporary_code(user: &str, code: &str, expires_at: UnixTime, uses: u32) -> NewTemporaryCode {
+    NewTemporaryCode {
+        username: user.into(),
+        code: Secret::new(code.into()),
+        issued_by: "helpdesk1".into(),
+        issued_at: 1000,
+        expires_at,
+        uses,
+    }
+}
+
+async fn temporary_codes_are_sealed_opened_and_live_only_while_unexpired_with_uses_left<B: Backend>(s: Arc<SealedStore<B>>) {
+    let first = s.add_temporary_code(temporary_code("alice", "12345678", 5000, 2)).await.unwrap();
+    let short = s.add_temporary_code(temporary_code("alice", "87654321", 1010, 1)).await.unwrap();
+    let bobs = s.add_temporary_code(temporary_code("bob", "11223344", 5000, 1)).await.unwrap();
+    // What the backend keeps is sealed, bound to the row.
+    for row in s.backend().temporary_codes(None, 1000).await.unwrap() {
+        assert!(row.sealed.starts_with("k1:"), "sealed with the current key");
+        for code in ["12345678", "87654321", "11223344"] {
+            assert!(!row.sealed.contains(code), "no code in the clear");
+        }
+    }
+    let alice = s.temporary_codes("alice", 1000).await.unwrap();
+    assert_eq!(alice.iter().map(|c| c.info.id).collect::<Vec<_>>(), [first, short], "oldest first");
+    assert_eq!((alice[0].code.expose().as_str(), alice[1].code.expose().as_str()), ("12345678", "87654321"));
+    let info = TemporaryCodeInfo {
+        id: first,
+        username: "alice".into(),
+        issued_by: "helpdesk1".into(),
+        issued_at: 1000,
+        expires_at: 5000,
+        uses_left: 2,
+    };
+    assert_eq!(alice[0].info, info);
+    assert_eq!(s.list_temporary_codes(None, 1000).await.unwrap().len(), 3);
+    assert_eq!(s.list_temporary_codes(Some("bob"), 1000).await.unwrap()[0].id, bobs);
+    // Expiry: live while now < expires_at.
+    assert_eq!(s.list_temporary_codes(Some("alice"), 1009).await.unwrap().len(), 2);
+    assert_eq!(s.list_temporary_codes(Some("alice"), 1010).await.unwrap().len(), 1, "expired at its expiry");
+    assert!(!s.use_temporary_code(short, 1010, None).await.unwrap(), "an expired code is not used");
+    assert!(s.use_temporary_code(short, 1009, None).await.unwrap());
+    // Uses: each counted once, none past the last.
+    assert!(s.use_temporary_code(first, 1100, None).await.unwrap());
+    assert_eq!(s.list_temporary_codes(Some("alice"), 1000).await.unwrap()[0].uses_left, 1);
+    assert!(s.use_temporary_code(first, 1100, None).await.unwrap());
+    assert!(!s.use_temporary_code(first, 1100, None).await.unwrap(), "used up");
+    assert!(s.temporary_codes("alice", 1000).await.unwrap().is_empty(), "used up codes are not live");
+    assert!(!s.use_temporary_code(9_999_999, 1100, None).await.unwrap(), "no such code");
+    assert_eq!(s.temporary_codes("bob", 1000).await.unwrap()[0].code.expose(), "11223344", "bob's untouched");
+}
+
+async fn the_last_use_of_a_temporary_code_is_won_once<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
+    let kept = |key: Vec<u8>| Some(KeptAnswer { key, expires_at: 2000, answer: b"accept".to_vec() });
+    for round in 0..10u8 {
+        let id = s.add_temporary_code(temporary_code("alice", "24681357", 5000, 1)).await.unwrap();
+        let (a, b) =
+            tokio::join!(s.use_temporary_code(id, 1100, kept(vec![round, b'a'])), s.use_temporary_code(id, 1100, kept(vec![round, b'b'])));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a ^ b, "round {round}: exactly one of two uses of the last one wins");
+        assert_eq!(s.kept_answer(&[round, b'a'], 1500).await.unwrap().is_some(), a, "the winner's answer is kept, only its");
+        assert_eq!(s.kept_answer(&[round, b'b'], 1500).await.unwrap().is_some(), b);
+    }
+    // Many at once on a code with three uses: three win.
+    let id = s.add_temporary_code(temporary_code("bob", "13572468", 5000, 3)).await.unwrap();
+    let racers: Vec<_> = (0..12)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.use_temporary_code(id, 1100, None).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 3);
+}
+
+async fn temporary_codes_are_revoked_one_or_all_and_only_the_users<B: Backend>(s: Arc<SealedStore<B>>) {
+    let a = s.add_temporary_code(temporary_code("alice", "10000001", 5000, 1)).await.unwrap();
+    let b = s.add_temporary_code(temporary_code("alice", "10000002", 5000, 1)).await.unwrap();
+    let c = s.add_temporary_code(temporary_code("bob", "10000003", 5000, 1)).await.unwrap();
+    assert_eq!(s.revoke_temporary_codes("bob", Some(a)).await.unwrap(), 0, "not bob's to revoke");
+    assert_eq!(s.revoke_temporary_codes("alice", Some(a)).await.unwrap(), 1);
+    assert_eq!(s.list_temporary_codes(Some("alice"), 1000).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), [b]);
+    assert!(!s.use_temporary_code(a, 1100, None).await.unwrap(), "a revoked code is not used");
+    assert_eq!(s.revoke_temporary_codes("alice", None).await.unwrap(), 1);
+    assert_eq!(s.revoke_temporary_codes("alice", None).await.unwrap(), 0);
+    assert_eq!(s.list_temporary_codes(None, 1000).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), [c], "bob's stays");
+    // The newest revoked: its id is not given again (a revocation from a page shown before
+    // must not reach a code issued since).
+    assert_eq!(s.revoke_temporary_codes("bob", Some(c)).await.unwrap(), 1);
+    let d = s.add_temporary_code(temporary_code("bob", "10000004", 5000, 1)).await.unwrap();
+    assert!(d > c, "a new code never takes a revoked one's id");
+}
+
+async fn purge_forgets_expired_and_used_up_temporary_codes<B: Backend>(s: Arc<SealedStore<B>>, keys: Arc<Keys>) {
+    let expired = s.add_temporary_code(temporary_code("alice", "20000001", 1500, 1)).await.unwrap();
+    let used_up = s.add_temporary_code(temporary_code("alice", "20000002", 5000, 1)).await.unwrap();
+    let live = s.add_temporary_code(temporary_code("alice", "20000003", 5000, 2)).await.unwrap();
+    assert!(s.use_temporary_code(used_up, 1100, None).await.unwrap());
+    assert!(s.use_temporary_code(live, 1100, None).await.unwrap());
+    s.purge(1000).await.unwrap();
+    assert_eq!(s.list_temporary_codes(None, 1000).await.unwrap().len(), 2, "nothing live purged");
+    s.purge(2000).await.unwrap();
+    // Rows still kept are all resealed by a rotation: only the live one is left.
+    let rotated = Arc::new(keys.current().with_new_key());
+    assert_eq!(s.reseal_all(rotated).await.unwrap(), 1, "the expired and the used-up codes are gone");
+    assert!(s.list_temporary_codes(None, 1000).await.unwrap().iter().all(|c| c.id == live), "not {expired}, the expiry");
+    assert_eq!(s.list_temporary_codes(None, 2000).await.unwrap()[0].uses_left, 1);
+}
+
+async fn rotation_reseals_temporary_codes_and_they_still_open<B: Backend>(s: Arc<SealedStore<B>>, keys: Arc<Keys>) {
+    s.add_token(new_token("alice", true)).await.unwrap();
+    s.add_temporary_code(temporary_code("alice", "31415926", 5000, 1)).await.unwrap();
+    let rotated = Arc::new(keys.current().with_new_key());
+    assert_eq!(s.reseal_all(Arc::clone(&rotated)).await.unwrap(), 2, "the seed and the code");
+    assert_eq!(s.reseal_all(Arc::clone(&rotated)).await.unwrap(), 0, "nothing left to reseal");
+    for row in s.backend().temporary_codes(None, 1000).await.unwrap() {
+        assert!(row.sealed.starts_with("k2:"));
+        let aad = format!("radmfa/temporary-code/v1/{}/{}", row.info.id, row.info.username);
+        assert_eq!(rotated.current_only().open(&row.sealed, aad.as_bytes()).unwrap().as_slice(), b"31415926");
+        let other = format!("radmfa/temporary-code/v1/{}/mallory", row.info.id);
+        assert!(rotated.open(&row.sealed, other.as_bytes()).is_err(), "bound to its owner");
+    }
+    // This store's key file holds the old key alone: the code, sealed with the new one, is no
+    // code to it (where a key file lacks the key, a temporary code cannot log in).
+    assert!(s.temporary_codes("alice", 1000).await.unwrap().is_empty());
+    assert_eq!(s.list_temporary_codes(Some("alice"), 1000).await.unwrap().len(), 1, "still listed");
+}
+
+async fn a_temporary_code_the_keys_do_not_open_is_no_code_and_stops_a_rotation<B: Backend>(s: Arc<SealedStore<B>>, _keys: Arc<Keys>) {
+    let id = s.add_temporary_code(temporary_code("alice", "27182818", 5000, 1)).await.unwrap();
+    let other = Arc::new(KeyRing::generate("k1").with_new_key());
+    assert!(matches!(s.reseal_all(other).await, Err(StoreError::Sealed(bad)) if bad == id), "another key file's ring");
+    assert_eq!(s.temporary_codes("alice", 1000).await.unwrap()[0].code.expose(), "27182818", "left as it was");
 }

@@ -10,10 +10,14 @@ use tokio_postgres::Row;
 use super::PostgresBackend;
 use super::batch::{LockoutRow, Op};
 use crate::otp::{Algorithm, TotpParams};
-use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TokenRow};
+use crate::store::backend::{
+    self, Backend, NewTemporaryCodeRow, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TemporaryCodeRow,
+    TokenRow,
+};
+use crate::store::event_bounds;
 use crate::store::{
-    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
-    SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
+    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord,
+    SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
 };
 
 /// The advisory lock SMS reservations take, so two nodes counting at once cannot both stay
@@ -204,36 +208,221 @@ async fn reserve_sms(
     Ok(SmsReservation::Allowed)
 }
 
+/// Audit events as one array per column, for one INSERT of a batch.
+#[derive(Default)]
+struct EventColumns {
+    at: Vec<i64>,
+    account: Vec<String>,
+    action: Vec<String>,
+    client: Vec<String>,
+    from: Vec<Option<String>>,
+    result: Vec<String>,
+    reason: Vec<String>,
+    actor: Vec<Option<String>>,
+    detail: Vec<Option<String>>,
+}
+
+impl EventColumns {
+    fn push(&mut self, event: AuditEvent) {
+        let AuditEvent { at, account, action, client, from, result, reason, actor, detail } = event;
+        self.at.push(at);
+        self.account.push(account);
+        self.action.push(action);
+        self.client.push(client);
+        self.from.push(from);
+        self.result.push(result);
+        self.reason.push(reason);
+        self.actor.push(actor);
+        self.detail.push(detail);
+    }
+}
+
+fn read_temporary_code(row: &Row) -> Result<TemporaryCodeRow, StoreError> {
+    let uses_left: i32 = row.try_get(5)?;
+    Ok(TemporaryCodeRow {
+        info: TemporaryCodeInfo {
+            id: row.try_get(0)?,
+            username: row.try_get(1)?,
+            issued_by: row.try_get(2)?,
+            issued_at: row.try_get(3)?,
+            expires_at: row.try_get(4)?,
+            uses_left: u32::try_from(uses_left).unwrap_or(0),
+        },
+        sealed: row.try_get(6)?,
+    })
+}
+
 #[async_trait]
 impl Backend for PostgresBackend {
-    // Issue 13: the audit trail and temporary codes, to be written (a helper is on it).
-    async fn record_events(&self, _events: Vec<crate::store::AuditEvent>) -> Result<(), StoreError> {
-        Err(StoreError::database("audit events: not yet"))
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut columns = EventColumns::default();
+        for event in events.into_iter().map(event_bounds::bounded) {
+            columns.push(event);
+        }
+        let EventColumns { at, account, action, client: clients, from, result, reason, actor, detail } = columns;
+        self.run(|client| async move {
+            // One statement for the whole batch, rows numbered in the batch's order (a tie in
+            // time is then read back newest insert first).
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO audit_events (at, account, action, client, origin, result, reason, actor, detail)
+                     SELECT at, account, action, client, origin, result, reason, actor, detail
+                     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                                 $8::text[], $9::text[])
+                          WITH ORDINALITY AS e(at, account, action, client, origin, result, reason, actor, detail, n)
+                     ORDER BY n",
+                )
+                .await?;
+            client.execute(&statement, &[&at, &account, &action, &clients, &from, &result, &reason, &actor, &detail]).await?;
+            Ok(())
+        })
+        .await
     }
-    async fn events(&self, _account: &str, _limit: usize) -> Result<Vec<crate::store::AuditEvent>, StoreError> {
-        Err(StoreError::database("audit events: not yet"))
+
+    async fn events(&self, account: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let account = event_bounds::account_key(account);
+        let limit = event_bounds::read_limit(limit) as i64;
+        self.run(|client| async move {
+            let statement = client
+                .prepare_cached(
+                    "SELECT at, account, action, client, origin, result, reason, actor, detail FROM audit_events
+                     WHERE account = $1 ORDER BY at DESC, id DESC LIMIT $2",
+                )
+                .await?;
+            let rows = client.query(&statement, &[&account.as_ref(), &limit]).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditEvent {
+                        at: r.try_get(0)?,
+                        account: r.try_get(1)?,
+                        action: r.try_get(2)?,
+                        client: r.try_get(3)?,
+                        from: r.try_get(4)?,
+                        result: r.try_get(5)?,
+                        reason: r.try_get(6)?,
+                        actor: r.try_get(7)?,
+                        detail: r.try_get(8)?,
+                    })
+                })
+                .collect()
+        })
+        .await
     }
-    async fn purge_events(&self, _before: UnixTime) -> Result<usize, StoreError> {
-        Err(StoreError::database("audit events: not yet"))
+
+    async fn purge_events(&self, before: UnixTime) -> Result<usize, StoreError> {
+        // In slices, each a statement of its own within the operation timeout, however many a
+        // first purge after a long time (or a shorter retention) has to delete. Every node
+        // purges; a row another deletes at the same moment is skipped, not counted twice.
+        let slice = backend::EVENTS_PURGED_AT_ONCE as i64;
+        let mut purged = 0;
+        loop {
+            let deleted = self
+                .run(|client| async move {
+                    let sql = "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)";
+                    Ok(client.execute(sql, &[&before, &slice]).await?)
+                })
+                .await?;
+            purged += usize::try_from(deleted).unwrap_or(usize::MAX);
+            if deleted < slice as u64 {
+                return Ok(purged);
+            }
+        }
     }
-    async fn add_temporary_code(&self, _code: crate::store::backend::NewTemporaryCodeRow, _seal: SealNew) -> Result<i64, StoreError> {
-        Err(StoreError::database("temporary codes: not yet"))
+
+    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<i64, StoreError> {
+        let uses = i32::try_from(code.uses).unwrap_or(i32::MAX);
+        self.run(|client| async move {
+            // The id first, so the seal that names it is written with the row.
+            let id: i64 = client.query_one("SELECT nextval(pg_get_serial_sequence('temporary_codes', 'id'))", &[]).await?.try_get(0)?;
+            client
+                .execute(
+                    "INSERT INTO temporary_codes (id, username, issued_by, issued_at, expires_at, uses_left, sealed)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[&id, &code.username, &code.issued_by, &code.issued_at, &code.expires_at, &uses, &seal(id)],
+                )
+                .await?;
+            Ok(id)
+        })
+        .await
     }
-    async fn temporary_codes(
-        &self,
-        _username: Option<&str>,
-        _now: UnixTime,
-    ) -> Result<Vec<crate::store::backend::TemporaryCodeRow>, StoreError> {
-        Ok(Vec::new())
+
+    async fn temporary_codes(&self, username: Option<&str>, now: UnixTime) -> Result<Vec<TemporaryCodeRow>, StoreError> {
+        self.run(|client| async move {
+            let columns = "id, username, issued_by, issued_at, expires_at, uses_left, sealed";
+            let rows = match username {
+                Some(user) => {
+                    let sql = format!(
+                        "SELECT {columns} FROM temporary_codes WHERE username = $1 AND expires_at > $2 AND uses_left > 0 ORDER BY id"
+                    );
+                    client.query(&client.prepare_cached(&sql).await?, &[&user, &now]).await?
+                }
+                None => {
+                    let sql = format!("SELECT {columns} FROM temporary_codes WHERE expires_at > $1 AND uses_left > 0 ORDER BY id");
+                    client.query(&sql, &[&now]).await?
+                }
+            };
+            rows.iter().map(read_temporary_code).collect()
+        })
+        .await
     }
-    async fn use_temporary_code(&self, _id: i64, _now: UnixTime, _keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
-        Ok(false)
+
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
+        let (key, expires_at, answer) = match keep {
+            Some(KeptAnswer { key, expires_at, answer }) => (Some(key), Some(expires_at), Some(answer)),
+            None => (None, None, None),
+        };
+        self.run(|client| async move {
+            // One statement: the row lock decides between uses at once (on any node, the second
+            // finds the row as the first left it), and the winner's Accept is kept in the same
+            // commit as its use.
+            let statement = client
+                .prepare_cached(
+                    "WITH used AS (
+                         UPDATE temporary_codes SET uses_left = uses_left - 1
+                         WHERE id = $1 AND expires_at > $2 AND uses_left > 0
+                         RETURNING id
+                     ),
+                     kept AS (
+                         INSERT INTO kept_answers (key, expires_at, answer)
+                         SELECT $3::bytea, $4::bigint, $5::bytea FROM used WHERE $3::bytea IS NOT NULL
+                         ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at, answer = EXCLUDED.answer
+                     )
+                     SELECT count(*) FROM used",
+                )
+                .await?;
+            let used: i64 = client.query_one(&statement, &[&id, &now, &key, &expires_at, &answer]).await?.try_get(0)?;
+            Ok(used == 1)
+        })
+        .await
     }
-    async fn revoke_temporary_codes(&self, _username: &str, _id: Option<i64>) -> Result<usize, StoreError> {
-        Ok(0)
+
+    async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError> {
+        self.run(|client| async move {
+            let sql = "DELETE FROM temporary_codes WHERE username = $1 AND ($2::bigint IS NULL OR id = $2)";
+            Ok(usize::try_from(client.execute(sql, &[&username, &id]).await?).unwrap_or(usize::MAX))
+        })
+        .await
     }
-    async fn reseal_temporary_codes(&self, _reseal: Reseal) -> Result<usize, StoreError> {
-        Ok(0)
+
+    async fn reseal_temporary_codes(&self, reseal: Reseal) -> Result<usize, StoreError> {
+        self.run(|mut client| async move {
+            let transaction = client.transaction().await?;
+            let rows = transaction.query("SELECT id, username, sealed FROM temporary_codes ORDER BY id FOR UPDATE", &[]).await?;
+            let mut resealed = 0;
+            for row in &rows {
+                let code = sealed_seed(row)?;
+                if let Some(sealed) = reseal(&code)? {
+                    transaction.execute("UPDATE temporary_codes SET sealed = $1 WHERE id = $2", &[&sealed, &code.id]).await?;
+                    resealed += 1;
+                }
+            }
+            transaction.commit().await?;
+            Ok(resealed)
+        })
+        .await
     }
 
     async fn add_token(&self, token: NewTokenRow, seal: SealNew) -> Result<i64, StoreError> {
@@ -678,7 +867,16 @@ impl Backend for PostgresBackend {
         self.run(|client| async move {
             // A read of each table a login uses: one locked (a migration, a VACUUM FULL) keeps
             // the store unavailable, as the logins it would stall.
-            let tables = ["tokens", "lockouts", "password_lockouts", "used_states", "challenge_contexts", "kept_answers", "sms_sends"];
+            let tables = [
+                "tokens",
+                "lockouts",
+                "password_lockouts",
+                "used_states",
+                "challenge_contexts",
+                "kept_answers",
+                "sms_sends",
+                "temporary_codes",
+            ];
             let reads: Vec<String> = tables.iter().map(|t| format!("SELECT 1 FROM {t} LIMIT 1;")).collect();
             client.batch_execute(&reads.concat()).await?;
             let database_now: i64 = client.query_one("SELECT extract(epoch FROM now())::bigint", &[]).await?.try_get(0)?;
@@ -707,6 +905,7 @@ impl Backend for PostgresBackend {
             client.execute("UPDATE password_lockouts SET locked_until = NULL WHERE locked_until < $1", &[&now]).await?;
             let abandoned = now - backend::UNCONFIRMED_TOKEN_LIFETIME;
             client.execute("DELETE FROM tokens WHERE NOT confirmed AND created_at < $1", &[&abandoned]).await?;
+            client.execute("DELETE FROM temporary_codes WHERE expires_at <= $1 OR uses_left <= 0", &[&now]).await?;
             Ok(())
         })
         .await

@@ -14,7 +14,7 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
     "CREATE TABLE tokens (
         id INTEGER PRIMARY KEY,
@@ -90,6 +90,34 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX portal_sessions_by_account ON portal_sessions(account, seq);
      CREATE INDEX portal_sessions_by_expiry ON portal_sessions(expires_at);",
+    // 6: the audit trail (a row per decision and per helpdesk action, read by account newest
+    // first, forgotten by age: `origin` is the event's `from`, an SQL keyword) and the help
+    // desk's temporary codes, sealed like seeds (AUTOINCREMENT: an id is never given twice, so a
+    // revocation sent from a page shown earlier cannot reach a code issued since).
+    "CREATE TABLE audit_events (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        account TEXT NOT NULL,
+        action TEXT NOT NULL,
+        client TEXT NOT NULL,
+        origin TEXT,
+        result TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        actor TEXT,
+        detail TEXT
+     );
+     CREATE INDEX audit_events_by_account ON audit_events(account, at);
+     CREATE INDEX audit_events_by_time ON audit_events(at);
+     CREATE TABLE temporary_codes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        username TEXT NOT NULL,
+        issued_by TEXT NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        uses_left INTEGER NOT NULL,
+        sealed TEXT NOT NULL
+     );
+     CREATE INDEX temporary_codes_by_username ON temporary_codes(username);",
 ];
 
 /// Opens an existing database for writing, never creating one.
@@ -137,10 +165,10 @@ pub(super) fn not_writable_or(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// The tables every login needs. A file whose version says "radmfa" but which lacks one (a
+/// The tables the schema makes. A file whose version says "radmfa" but which lacks one (a
 /// table dropped by hand, a partial restore) is refused: a missing `tokens` table would read
 /// as "no tokens" for everyone.
-const REQUIRED_TABLES: [&str; 9] = [
+const REQUIRED_TABLES: [&str; 11] = [
     "tokens",
     "lockouts",
     "password_lockouts",
@@ -150,6 +178,8 @@ const REQUIRED_TABLES: [&str; 9] = [
     "kept_answers",
     "portal_sessions",
     "store_identity",
+    "audit_events",
+    "temporary_codes",
 ];
 
 pub(super) fn check_tables(conn: &Connection, path: &Path) -> Result<(), StoreError> {

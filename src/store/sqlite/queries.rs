@@ -6,10 +6,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteBackend;
 use crate::otp::{Algorithm, TotpParams};
-use crate::store::backend::{self, Backend, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TokenRow};
+use crate::store::backend::{
+    self, Backend, NewTemporaryCodeRow, NewTokenRow, Reseal, SealNew, SealedSeed, SessionRow, Snapshot, SortNew, Sorted, TemporaryCodeRow,
+    TokenRow,
+};
+use crate::store::event_bounds;
 use crate::store::{
-    Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord, SmsChallengeUse,
-    SmsLimits, SmsReservation, StateUse, StoreError, UnixTime,
+    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord,
+    SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
 };
 
 /// The table holding a factor's counters (a fixed name, never input).
@@ -165,36 +169,175 @@ fn live_answer(conn: &Connection, key: &[u8], now: UnixTime) -> Result<Option<Ve
     Ok(answer)
 }
 
+/// A user's live temporary codes (`?1` the user, `?2` now), or everyone's (`?1` NULL).
+const USER_TEMPORARY_CODES: &str = "SELECT id, username, issued_by, issued_at, expires_at, uses_left, sealed FROM temporary_codes
+     WHERE username = ?1 AND expires_at > ?2 AND uses_left > 0 ORDER BY id";
+const ALL_TEMPORARY_CODES: &str = "SELECT id, username, issued_by, issued_at, expires_at, uses_left, sealed FROM temporary_codes
+     WHERE ?1 IS NULL AND expires_at > ?2 AND uses_left > 0 ORDER BY id";
+
+fn read_temporary_code(r: &rusqlite::Row<'_>) -> rusqlite::Result<TemporaryCodeRow> {
+    Ok(TemporaryCodeRow {
+        info: TemporaryCodeInfo {
+            id: r.get(0)?,
+            username: r.get(1)?,
+            issued_by: r.get(2)?,
+            issued_at: r.get(3)?,
+            expires_at: r.get(4)?,
+            // Only live codes are read: uses left is at least one, and no more than were issued.
+            uses_left: u32::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+        },
+        sealed: r.get(6)?,
+    })
+}
+
 #[async_trait]
 impl Backend for SqliteBackend {
-    // Issue 13: the audit trail and temporary codes, to be written (a helper is on it).
-    async fn record_events(&self, _events: Vec<crate::store::AuditEvent>) -> Result<(), StoreError> {
-        Err(StoreError::database("audit events: not yet"))
+    async fn record_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // One operation, so one savepoint of the store thread's transaction: all or none.
+        self.call(move |conn| {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO audit_events (at, account, action, client, origin, result, reason, actor, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for event in events.into_iter().map(event_bounds::bounded) {
+                insert.execute(params![
+                    event.at,
+                    event.account,
+                    event.action,
+                    event.client,
+                    event.from,
+                    event.result,
+                    event.reason,
+                    event.actor,
+                    event.detail
+                ])?;
+            }
+            Ok(())
+        })
+        .await
     }
-    async fn events(&self, _account: &str, _limit: usize) -> Result<Vec<crate::store::AuditEvent>, StoreError> {
-        Err(StoreError::database("audit events: not yet"))
+
+    async fn events(&self, account: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let account = event_bounds::account_key(account).into_owned();
+        let limit = event_bounds::read_limit(limit) as i64;
+        self.call(move |conn| {
+            let found = conn
+                .prepare_cached(
+                    "SELECT at, account, action, client, origin, result, reason, actor, detail FROM audit_events
+                     WHERE account = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
+                )?
+                .query_map(params![account, limit], |r| {
+                    Ok(AuditEvent {
+                        at: r.get(0)?,
+                        account: r.get(1)?,
+                        action: r.get(2)?,
+                        client: r.get(3)?,
+                        from: r.get(4)?,
+                        result: r.get(5)?,
+                        reason: r.get(6)?,
+                        actor: r.get(7)?,
+                        detail: r.get(8)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(found)
+        })
+        .await
     }
-    async fn purge_events(&self, _before: UnixTime) -> Result<usize, StoreError> {
-        Err(StoreError::database("audit events: not yet"))
+
+    async fn purge_events(&self, before: UnixTime) -> Result<usize, StoreError> {
+        // In slices, each an operation of its own: the store thread serves logins between them,
+        // even when the first purge after a long time (or a shorter retention) has millions to do.
+        let mut purged = 0;
+        loop {
+            let deleted = self
+                .call(move |conn| {
+                    Ok(conn
+                        .prepare_cached("DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < ?1 LIMIT ?2)")?
+                        .execute(params![before, backend::EVENTS_PURGED_AT_ONCE as i64])?)
+                })
+                .await?;
+            purged += deleted;
+            if deleted < backend::EVENTS_PURGED_AT_ONCE {
+                return Ok(purged);
+            }
+        }
     }
-    async fn add_temporary_code(&self, _code: crate::store::backend::NewTemporaryCodeRow, _seal: SealNew) -> Result<i64, StoreError> {
-        Err(StoreError::database("temporary codes: not yet"))
+
+    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<i64, StoreError> {
+        let uses = i64::from(code.uses);
+        self.call(move |conn| {
+            // The row first for its id, then its seal, which names the id: in one savepoint, so
+            // no row is ever kept without its code.
+            conn.prepare_cached(
+                "INSERT INTO temporary_codes (username, issued_by, issued_at, expires_at, uses_left, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, '')",
+            )?
+            .execute(params![code.username, code.issued_by, code.issued_at, code.expires_at, uses])?;
+            let id = conn.last_insert_rowid();
+            conn.prepare_cached("UPDATE temporary_codes SET sealed = ?1 WHERE id = ?2")?.execute(params![seal(id), id])?;
+            Ok(id)
+        })
+        .await
     }
-    async fn temporary_codes(
-        &self,
-        _username: Option<&str>,
-        _now: UnixTime,
-    ) -> Result<Vec<crate::store::backend::TemporaryCodeRow>, StoreError> {
-        Ok(Vec::new())
+
+    async fn temporary_codes(&self, username: Option<&str>, now: UnixTime) -> Result<Vec<TemporaryCodeRow>, StoreError> {
+        let username = username.map(str::to_owned);
+        self.call(move |conn| {
+            let sql = match username {
+                Some(_) => USER_TEMPORARY_CODES,
+                None => ALL_TEMPORARY_CODES,
+            };
+            let codes = conn.prepare_cached(sql)?.query_map(params![username, now], read_temporary_code)?.collect::<Result<_, _>>()?;
+            Ok(codes)
+        })
+        .await
     }
-    async fn use_temporary_code(&self, _id: i64, _now: UnixTime, _keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
-        Ok(false)
+
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
+        self.call(move |conn| {
+            let used = conn
+                .prepare_cached("UPDATE temporary_codes SET uses_left = uses_left - 1 WHERE id = ?1 AND expires_at > ?2 AND uses_left > 0")?
+                .execute(params![id, now])?
+                == 1;
+            // In the same savepoint as the use: a node that dies after it leaves the Accept for
+            // the NAS's retry, as with a time step.
+            if used && let Some(kept) = keep {
+                keep_answer(conn, &kept)?;
+            }
+            Ok(used)
+        })
+        .await
     }
-    async fn revoke_temporary_codes(&self, _username: &str, _id: Option<i64>) -> Result<usize, StoreError> {
-        Ok(0)
+
+    async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError> {
+        let username = username.to_owned();
+        self.call(move |conn| {
+            let sql = "DELETE FROM temporary_codes WHERE username = ?1 AND (?2 IS NULL OR id = ?2)";
+            Ok(conn.prepare_cached(sql)?.execute(params![username, id])?)
+        })
+        .await
     }
-    async fn reseal_temporary_codes(&self, _reseal: Reseal) -> Result<usize, StoreError> {
-        Ok(0)
+
+    async fn reseal_temporary_codes(&self, reseal: Reseal) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            let codes: Vec<SealedSeed> = conn
+                .prepare_cached("SELECT id, username, sealed FROM temporary_codes ORDER BY id")?
+                .query_map([], |r| Ok(SealedSeed { id: r.get(0)?, username: r.get(1)?, sealed: r.get(2)? }))?
+                .collect::<Result<_, _>>()?;
+            let mut resealed = 0;
+            for code in codes {
+                if let Some(sealed) = reseal(&code)? {
+                    conn.prepare_cached("UPDATE temporary_codes SET sealed = ?1 WHERE id = ?2")?.execute(params![sealed, code.id])?;
+                    resealed += 1;
+                }
+            }
+            Ok(resealed)
+        })
+        .await
     }
 
     async fn add_token(&self, token: NewTokenRow, seal: SealNew) -> Result<i64, StoreError> {
@@ -611,6 +754,7 @@ impl Backend for SqliteBackend {
             conn.execute("UPDATE password_lockouts SET locked_until = NULL WHERE locked_until < ?1", [now])?;
             // Enrollments abandoned before their confirming code: never usable, so never kept long.
             conn.execute("DELETE FROM tokens WHERE confirmed = 0 AND created_at < ?1", [now - backend::UNCONFIRMED_TOKEN_LIFETIME])?;
+            conn.execute("DELETE FROM temporary_codes WHERE expires_at <= ?1 OR uses_left <= 0", [now])?;
             Ok(())
         })
         .await

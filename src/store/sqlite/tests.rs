@@ -124,3 +124,96 @@ async fn a_seed_sealed_by_an_earlier_version_opens() {
     assert_eq!(s.move_tokens("alice@example.test", "alice").await.unwrap(), 1);
     assert_eq!(s.tokens("alice").await.unwrap()[0].secret.expose(), b"written-by-an-old-radmfa");
 }
+
+/// A database written before the audit trail (schema 5) opens, gains the trail and the
+/// temporary codes, and keeps what it held.
+#[tokio::test]
+async fn a_database_of_schema_5_gains_the_audit_trail_and_temporary_codes() {
+    use crate::store::{AuditEvent, NewTemporaryCode};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("radmfa.db");
+    let ring = KeyRing::generate("k1");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for (i, migration) in super::connection::MIGRATIONS[..5].iter().enumerate() {
+            conn.execute_batch(&format!("BEGIN; {migration}; PRAGMA user_version = {}; COMMIT;", i + 1)).unwrap();
+        }
+        let sealed = ring.seal(b"seed-of-schema-5", b"radmfa/token/v1/1/alice@example.test");
+        conn.execute(
+            "INSERT INTO tokens (id, username, name, algorithm, digits, period, secret, created_at, confirmed)
+             VALUES (1, 'alice@example.test', 'phone', 'SHA1', 6, 30, ?1, 1000, 1)",
+            [&sealed],
+        )
+        .unwrap();
+    }
+    let tables = |path: &std::path::Path| -> (i64, i64) {
+        let conn = Connection::open(path).unwrap();
+        let count = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('audit_events', 'temporary_codes')", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        (conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap(), count)
+    };
+    assert_eq!(tables(&path), (5, 0));
+
+    let s = SqliteStore::open(&path, Arc::new(Keys::fixed(ring))).unwrap();
+    assert_eq!(s.tokens("alice@example.test").await.unwrap()[0].secret.expose(), b"seed-of-schema-5", "kept");
+    let event = AuditEvent {
+        at: 2000,
+        account: "alice@example.test".into(),
+        action: "radius".into(),
+        client: "vpn".into(),
+        from: None,
+        result: "accept".into(),
+        reason: "ok".into(),
+        actor: None,
+        detail: None,
+    };
+    s.record_events(vec![event.clone()]).await.unwrap();
+    assert_eq!(s.events("alice@example.test", 10).await.unwrap(), vec![event]);
+    let code = NewTemporaryCode {
+        username: "alice@example.test".into(),
+        code: Secret::new("48151623".into()),
+        issued_by: "helpdesk@example.test".into(),
+        issued_at: 2000,
+        expires_at: 9000,
+        uses: 1,
+    };
+    s.add_temporary_code(code).await.unwrap();
+    assert_eq!(s.temporary_codes("alice@example.test", 2000).await.unwrap()[0].code.expose(), "48151623");
+    drop(s);
+    assert_eq!(tables(&path), (super::connection::MIGRATIONS.len() as i64, 2));
+}
+
+#[tokio::test]
+async fn the_file_holds_no_temporary_code_in_the_clear() {
+    use crate::store::NewTemporaryCode;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("radmfa.db");
+    let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
+    let code = "73920584";
+    {
+        let s = SqliteStore::create(&path, Arc::clone(&keys)).unwrap();
+        let new = NewTemporaryCode {
+            username: "carol@example.test".into(),
+            code: Secret::new(code.into()),
+            issued_by: "helpdesk@example.test".into(),
+            issued_at: 1000,
+            expires_at: i64::MAX,
+            uses: 3,
+        };
+        let id = s.add_temporary_code(new).await.unwrap();
+        assert!(s.use_temporary_code(id, 1000, None).await.unwrap());
+        assert_eq!(s.temporary_codes("carol@example.test", 1000).await.unwrap()[0].code.expose(), code);
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    if let Ok(wal) = std::fs::read(path.with_extension("db-wal")) {
+        bytes.extend(wal);
+    }
+    assert!(bytes.windows(b"carol@example.test".len()).any(|w| w == b"carol@example.test"), "the file was read");
+    assert!(!bytes.windows(code.len()).any(|w| w == code.as_bytes()), "the code is sealed at rest");
+    let other = SqliteStore::open(&path, Arc::new(Keys::fixed(KeyRing::generate("k1")))).unwrap();
+    assert!(other.temporary_codes("carol@example.test", 1000).await.unwrap().is_empty(), "another key file opens no code");
+    assert_eq!(other.list_temporary_codes(None, 1000).await.unwrap().len(), 1, "listed without a key");
+}
