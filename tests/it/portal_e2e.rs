@@ -447,7 +447,14 @@ fn the_help_desk_unlocks_carol_removes_her_lost_phone_and_gives_her_a_temporary_
     // Two uses, both taken: the code no longer logs in.
     assert_eq!(radius_login(&server, "carol", &format!("{CAROL_PASSWORD}{temporary}")), crate::oracle::ACCESS_REJECT);
     // Every action in the trail, with its actor; the code in none of it.
-    let shown = String::from_utf8(crate::harness::admin(&server.config, &["user", "show", "carol", "--events", "60"]).stdout).unwrap();
+    // The server writes its queued events about once a second.
+    let show = || String::from_utf8(crate::harness::admin(&server.config, &["user", "show", "carol", "--events", "60"]).stdout).unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut shown = show();
+    while !shown.contains("portal_enroll") && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        shown = show();
+    }
     for expected in ["unlock", "remove_token", "issue_temporary_code", "by hanna", "temporary_code", "portal_enroll", "Test phone"] {
         assert!(shown.contains(expected), "{expected} in:\n{shown}");
     }
