@@ -20,9 +20,10 @@ pub const SMS_HISTORY: UnixTime = 24 * 3600;
 /// long before, after its `enrollment_timeout`).
 pub const UNCONFIRMED_TOKEN_LIFETIME: UnixTime = 24 * 3600;
 
-/// Audit events `purge_events` deletes per statement: a first purge after a long time deletes
-/// in slices, so it never holds the database (SQLite's one writer) for long.
-pub const EVENTS_PURGED_AT_ONCE: usize = 5_000;
+/// Audit events `purge_events` deletes per statement: a purge deletes in slices, so it never
+/// holds the database (SQLite's one writer, which logins wait for) for long — a slice about as
+/// long as writing one batch of the trail (BENCHMARKS.md).
+pub const EVENTS_PURGED_AT_ONCE: usize = 1_000;
 
 /// A token to keep; its seed comes sealed (see [`SealNew`]).
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod active_directory;
+mod audit_trail_bench;
 mod cli;
 mod codec;
 mod dictionaries;

@@ -131,14 +131,28 @@ static SERVER: OnceLock<Result<Postgres, String>> = OnceLock::new();
 /// A server of the test's own, which it may stop and start (the shared one serves every test).
 pub fn private_server() -> Option<Postgres> {
     let bin = installed()?;
-    Some(start(bin).unwrap_or_else(|e| panic!("PostgreSQL did not start: {e}")))
+    Some(start(bin, Durability::Off).unwrap_or_else(|e| panic!("PostgreSQL did not start: {e}")))
+}
+
+/// A server of the test's own that syncs its commits to disk as a production one does (the
+/// others run with `fsync = off`, for speed): for measurements.
+pub fn durable_server() -> Option<Postgres> {
+    let bin = installed()?;
+    Some(start(bin, Durability::Fsync).unwrap_or_else(|e| panic!("PostgreSQL did not start: {e}")))
+}
+
+/// Whether the server syncs its commits to disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Off,
+    Fsync,
 }
 
 /// The shared server, started on first use. `None` (test skipped) when PostgreSQL is not
 /// installed and CI is not set; on CI a missing PostgreSQL fails the test.
 pub fn server() -> Option<&'static Postgres> {
     let bin = installed()?;
-    match SERVER.get_or_init(|| start(bin)) {
+    match SERVER.get_or_init(|| start(bin, Durability::Off)) {
         Ok(server) => Some(server),
         Err(e) => panic!("PostgreSQL did not start: {e}"),
     }
@@ -186,7 +200,7 @@ fn free_port() -> Result<u16, String> {
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-fn start(bin: PathBuf) -> Result<Postgres, String> {
+fn start(bin: PathBuf, durability: Durability) -> Result<Postgres, String> {
     let started = Instant::now();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let d = dir.path();
@@ -197,9 +211,10 @@ fn start(bin: PathBuf) -> Result<Postgres, String> {
     run(as_owner(&bin.join("initdb")).args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync", "-D"]).arg(&data))?;
     let port = free_port()?;
     let server = format!(
-        "exec {} {} -D \"$1\" -p {port} -k \"$2\" -c listen_addresses=127.0.0.1 -c fsync=off > \"$3\" 2>&1",
+        "exec {} {} -D \"$1\" -p {port} -k \"$2\" -c listen_addresses=127.0.0.1 -c fsync={} > \"$3\" 2>&1",
         if running_as_root() { "setpriv --reuid=postgres --regid=postgres --init-groups" } else { "" },
-        bin.join("postgres").display()
+        bin.join("postgres").display(),
+        if durability == Durability::Fsync { "on" } else { "off" },
     );
     let log = d.join("postgres.log");
     let (watchdog, stdin) = watchdog(&server, &[data.as_os_str(), d.as_os_str(), log.as_os_str()])?;
