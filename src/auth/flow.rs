@@ -29,7 +29,7 @@ impl Authenticator {
         // A locked second factor is refused before any bind; the password try is counted (and
         // the password lock checked) when the bind is about to be made. Both reads at once: with
         // a shared database they go in one batch.
-        let (unlocked, codes) = tokio::join!(self.check_code_lock(&account.id, now), self.codes(&account.id, now));
+        let (unlocked, codes) = tokio::join!(self.check_code_lock(&account.id, now), self.codes_for(&account.id, login.answer, now));
         unlocked?;
         let codes = codes?;
         let digits = self.settings().totp.digits as usize;
@@ -96,7 +96,7 @@ impl Authenticator {
             let (used, kept, codes, attempt) = tokio::join!(
                 using,
                 store.challenge_context(&state.nonce),
-                self.codes(&account, now),
+                self.codes_for(&account, answer.as_bytes(), now),
                 self.begin(&account, Factor::Code, now)
             );
             (used, kept, Some((codes, attempt)))

@@ -361,6 +361,24 @@ impl Authenticator {
         Ok(Codes { tokens: super::flow::confirmed(tokens.map_err(store_down)?), temporary: temporary.map_err(store_down)? })
     }
 
+    /// [`Self::codes`] for a RADIUS request whose `field` holds the code (appended, or as the
+    /// challenge's answer): temporary codes are read only where they can matter — the field ends
+    /// in a temporary code's worth of digits, or the account has no token (then whether it has a
+    /// temporary code decides between asking for a code and its `no_token` policy). Most logins,
+    /// with an app's 6 digits, cost the store no read more than before temporary codes.
+    pub(super) async fn codes_for(&self, account: &str, field: &[u8], now: UnixTime) -> Result<Codes, Reason> {
+        let tail = field.len().checked_sub(temporary::DIGITS).map(|cut| &field[cut..]);
+        if tail.is_some_and(|tail| tail.iter().all(u8::is_ascii_digit)) {
+            return self.codes(account, now).await;
+        }
+        let tokens = super::flow::confirmed(self.store.tokens(account).await.map_err(store_down)?);
+        let temporary = match tokens.is_empty() {
+            true => self.store.temporary_codes(account, now).await.map_err(store_down)?,
+            false => Vec::new(),
+        };
+        Ok(Codes { tokens, temporary })
+    }
+
     /// Begins a try of `factor`: refused when it is locked; while the allowance is taken by
     /// tries in flight, waits for one of them to end (the request's deadline bounds the wait).
     pub(super) async fn begin(&self, account: &str, factor: Factor, now: UnixTime) -> Result<Try, Reason> {
