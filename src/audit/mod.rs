@@ -84,12 +84,15 @@ impl Trail {
     /// for this minute, it is dropped (and counted).
     pub fn push(&self, event: AuditEvent) {
         let mut queued = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Accepts and what someone did are always kept: the cap must not hide a login that
+        // worked, nor an action, behind a flood of refusals.
+        let always = event.result == "accept" || event.actor.is_some();
         let (kept, last) = queued.count(&event.account, event.at);
-        if !kept {
+        if !kept && !always {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let marker = last.then(|| AuditEvent {
+        let marker = (last && kept).then(|| AuditEvent {
             result: "none".to_owned(),
             reason: "events_suppressed".to_owned(),
             actor: None,
@@ -211,5 +214,20 @@ mod tests {
         assert_eq!(alice.iter().filter(|e| e.reason == "events_suppressed").count(), 1);
         assert_eq!(alice[0].at, 660, "newest first");
         assert_eq!(store.events("bob", 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_cap_never_hides_an_accept_or_an_action() {
+        let trail = Trail::default();
+        let store = MemoryStore::in_memory(std::sync::Arc::new(Keys::fixed(KeyRing::generate("k1"))));
+        for _ in 0..100 {
+            trail.push(event("carol", 600));
+        }
+        trail.push(AuditEvent { result: "accept".into(), reason: "authenticated".into(), ..event("carol", 610) });
+        trail.push(AuditEvent { action: "unlock".into(), actor: Some("hanna".into()), ..event("carol", 620) });
+        trail.flush(&store).await.unwrap();
+        let kept = store.events("carol", 1000).await.unwrap();
+        assert_eq!(kept.len(), PER_ACCOUNT_PER_MINUTE as usize + 3);
+        assert_eq!((kept[0].action.as_str(), kept[1].result.as_str()), ("unlock", "accept"));
     }
 }

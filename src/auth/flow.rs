@@ -35,8 +35,8 @@ impl Authenticator {
         let digits = self.settings().totp.digits as usize;
         let split = match login.request.client.mode {
             Mode::Challenge => None,
-            Mode::Append if codes.any() => Some(codes.split(login.answer, digits).ok_or(Reason::MissingCode)?),
-            Mode::Auto if codes.any() => codes.split(login.answer, digits),
+            Mode::Append if codes.any() => Some(codes.split(login.answer, digits, true).ok_or(Reason::MissingCode)?),
+            Mode::Auto if codes.any() => codes.split(login.answer, digits, false),
             Mode::Append | Mode::Auto => None,
         };
         let (password, code) = match split {

@@ -76,6 +76,11 @@ impl From<Reason> for HelpdeskError {
     }
 }
 
+/// Whether the directory lets the account log in now (not disabled, locked or expired).
+fn usable(status: &AccountStatus, now: UnixTime) -> bool {
+    !status.disabled && status.locked_in_directory != Some(true) && status.expires_at.is_none_or(|at| at > now)
+}
+
 /// Search text the directory may be asked for: trimmed, 2 to [`MAX_SEARCH_TEXT`] characters,
 /// no control characters (LDAP escapes the rest).
 pub fn search_text(text: &str) -> Result<&str, HelpdeskError> {
@@ -117,9 +122,11 @@ impl Authenticator {
         self.directory().member_of(account, groups).await.map_err(|e| HelpdeskError::Unavailable(directory_down(&e, "read groups")))
     }
 
-    /// Whether the account `id` (as a signed-in session names it) is in one of `groups`: the
-    /// help desk's role, asked of the directory at each use so that leaving the group ends it.
-    pub async fn in_any_group(&self, id: &str, groups: &[String]) -> Result<bool, HelpdeskError> {
+    /// Whether the account `id` (as a signed-in session names it) holds a role given by
+    /// `groups`: in one of them, and usable — not disabled, locked or expired in the
+    /// directory. Asked of the directory at each use, so that leaving the group, or an account
+    /// disabled to offboard someone, ends it at the next request.
+    pub async fn in_any_group(&self, id: &str, groups: &[String], now: UnixTime) -> Result<bool, HelpdeskError> {
         if groups.is_empty() {
             return Ok(false);
         }
@@ -129,7 +136,10 @@ impl Authenticator {
             Ok(_) | Err(HelpdeskError::NoSuchUser) => return Ok(false),
             Err(e) => return Err(e),
         };
-        Ok(!self.member_of(&account, groups).await?.is_empty())
+        let directory = self.directory();
+        let (member, status) = tokio::join!(self.member_of(&account, groups), directory.account_status(&account));
+        let status = status.map_err(|e| HelpdeskError::Unavailable(directory_down(&e, "read an account's status")))?;
+        Ok(!member?.is_empty() && usable(&status, now))
     }
 
     /// Everything the help desk sees of the account `name` denotes. `groups` are those that
@@ -182,6 +192,8 @@ impl Authenticator {
         let Some(name) = name else { return Ok(false) };
         let removed = self.store.remove_token(account, token_id).await.map_err(store_down)?;
         if removed {
+            // Whoever holds the lost phone may have a session opened with it.
+            self.end_sessions(account).await;
             let detail = format!("token {token_id} \"{}\"", super::shown(&name));
             self.record_action(actor, account, "remove_token", "removed", Some(detail), now).await;
         }
@@ -199,16 +211,25 @@ impl Authenticator {
         now: UnixTime,
     ) -> Result<IssuedCode, HelpdeskError> {
         let limits = self.settings().helpdesk;
-        if validity.is_zero() || validity > limits.max_temporary_code_validity {
+        if validity < Duration::from_secs(60) || validity > limits.max_temporary_code_validity {
             return Err(HelpdeskError::Invalid(format!(
-                "the validity must be more than 0 and at most {}",
+                "the validity must be at least 1m and at most {}",
                 humantime::format_duration(limits.max_temporary_code_validity)
             )));
+        }
+        // A code for an account that cannot log in would wait for it to be enabled again.
+        let found = self.lookup(account).await?;
+        let status = self
+            .directory()
+            .account_status(&found)
+            .await
+            .map_err(|e| HelpdeskError::Unavailable(directory_down(&e, "read an account's status")))?;
+        if !usable(&status, now) {
+            return Err(HelpdeskError::Invalid("the account is disabled, locked or expired in the directory: no code is issued".into()));
         }
         if uses == 0 || uses > limits.max_temporary_code_uses {
             return Err(HelpdeskError::Invalid(format!("the uses must be from 1 to {}", limits.max_temporary_code_uses)));
         }
-        let replaced = self.store.revoke_temporary_codes(account, None).await.map_err(store_down)?;
         let code = temporary::generate();
         let expires_at = now.saturating_add(validity.as_secs() as UnixTime);
         let new = NewTemporaryCode {
@@ -219,10 +240,12 @@ impl Authenticator {
             expires_at,
             uses,
         };
-        let id = self.store.add_temporary_code(new).await.map_err(store_down)?;
+        let (id, replaced) = self.store.add_temporary_code(new).await.map_err(store_down)?;
         let mut detail = format!("code {id}, valid until {}, {uses} use(s)", crate::clock::format_utc(expires_at));
         if replaced > 0 {
             detail.push_str(&format!(", replacing {replaced}"));
+            // A session the replaced code opened ends with it.
+            self.end_sessions(account).await;
         }
         self.record_action(actor, account, "issue_temporary_code", "issued", Some(detail), now).await;
         Ok(IssuedCode { id, code, expires_at, uses })
@@ -231,10 +254,36 @@ impl Authenticator {
     /// Revokes the account's temporary codes. Returns how many were live.
     pub async fn revoke_temporary_codes(&self, actor: &Actor, account: &str, now: UnixTime) -> Result<usize, HelpdeskError> {
         let revoked = self.store.revoke_temporary_codes(account, None).await.map_err(store_down)?;
-        let detail = format!("{revoked} code(s)");
+        // A code handed to the wrong caller must not leave them a session to enroll in.
+        let ended = self.end_sessions(account).await;
+        let detail = format!("{revoked} code(s), {ended} portal session(s) ended");
         self.record_action(actor, account, "revoke_temporary_code", if revoked > 0 { "revoked" } else { "none_live" }, Some(detail), now)
             .await;
         Ok(revoked)
+    }
+
+    /// Ends the account's portal sessions (what an action took away may have opened one).
+    /// Returns how many; a store that fails is logged, the action done.
+    async fn end_sessions(&self, account: &str) -> usize {
+        self.store.end_sessions(account).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, user = account, "the account's portal sessions could not be ended");
+            0
+        })
+    }
+
+    /// That a helpdesk member looked at an account (in the trail, through the queue).
+    pub fn record_view(&self, actor: &Actor, account: &str, now: UnixTime) {
+        self.trail.push(AuditEvent {
+            at: now,
+            account: account.to_owned(),
+            action: "helpdesk_view".to_owned(),
+            client: actor.via.to_owned(),
+            from: actor.from.clone(),
+            result: "ok".to_owned(),
+            reason: "viewed".to_owned(),
+            actor: Some(actor.name.clone()),
+            detail: None,
+        });
     }
 
     /// Writes an action's event at once (not through the queue): an action is rare, and its

@@ -16,7 +16,7 @@ use crate::otp::totp;
 use crate::otp::{phone, sms_code};
 use crate::secret::Secret;
 use crate::sms::delivery::{Delivered, Delivery};
-use crate::store::{Factor, Filing, NewToken, SmsReservation, StoreError, TemporaryCode, Token, UnixTime};
+use crate::store::{CodeUse, Factor, Filing, NewToken, SmsReservation, StoreError, TemporaryCode, Token, UnixTime};
 use std::time::Instant;
 
 /// A try of a factor in flight (see [`super::allowance`]), with what its lock message says.
@@ -67,8 +67,12 @@ impl Codes {
 
     /// Splits `password || code` off a field: at a temporary code's length when the field
     /// ends in one of the account's temporary codes, else at an app's code length (`digits`)
-    /// when it has tokens, else at a temporary code's length when it has temporary codes.
-    pub fn split<'a>(&self, field: &'a [u8], digits: usize) -> Option<(&'a [u8], &'a [u8])> {
+    /// when it has tokens. An account with temporary codes only is split at their length only
+    /// where a code must be appended (`append`): where the field may be the password alone
+    /// (`auto`), a password that ends in eight digits of its own stays whole and is challenged
+    /// for its code (a wrong code appended then counts as a wrong password, and the password's
+    /// lock bounds the guesses).
+    pub fn split<'a>(&self, field: &'a [u8], digits: usize, append: bool) -> Option<(&'a [u8], &'a [u8])> {
         let temporary_split = || super::flow::split_code(field, temporary::DIGITS);
         if let Some((password, code)) = temporary_split()
             && self.temporary.iter().any(|t| temporary::matches(std::str::from_utf8(code).unwrap_or_default(), t.code.expose()))
@@ -78,7 +82,8 @@ impl Codes {
         if !self.tokens.is_empty() {
             return super::flow::split_code(field, digits);
         }
-        if !self.temporary.is_empty() {
+        if append && !self.temporary.is_empty() {
+            // Checked as password and code, so a wrong code counts once the password is right.
             return temporary_split();
         }
         None
@@ -321,10 +326,25 @@ impl Authenticator {
             replayed = true;
         }
         if temporary::looks_like(code) {
-            // Each compared whole, in constant time; at most a few per account.
+            // A portal sign-in is no RADIUS request: a key of its own, never seen again.
+            let request = retry.as_ref().map_or_else(|| super::state::random16().repeat(2), |r| r.key.as_bytes().to_vec());
+            // Each compared whole, in constant time; at most one per account.
             for temporary in codes.temporary.iter().filter(|t| temporary::matches(code, t.code.expose())) {
                 let keep = retry.as_ref().and_then(|r| r.keep.clone());
-                if store.use_temporary_code(temporary.info.id, now, keep).await.map_err(store_down)? {
+                let used = store.use_temporary_code(temporary.info.id, now, &request, keep).await.map_err(store_down)?;
+                if used == CodeUse::ByThisRequest {
+                    // A copy of a request that took a use (the NAS's retry from another port or
+                    // node, or a replay): the Accept a node kept for it, or a refusal — never a
+                    // second use, and no failure counted (copies must not lock the user out).
+                    attempt.settle(Guess::Unknown).await?;
+                    if let Some(retry) = retry
+                        && let Some(accepted) = self.answered_before(retry.key, now).await?
+                    {
+                        return Ok(Verified::Before(accepted));
+                    }
+                    return Err(Reason::CodeReplayed);
+                }
+                if used == CodeUse::Used {
                     attempt.settle(Guess::Right).await?;
                     tracing::info!(
                         target: "radmfa::audit",

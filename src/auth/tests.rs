@@ -1075,3 +1075,76 @@ async fn temporary_codes_are_issued_within_the_limits_only_and_one_at_a_time() {
     assert!(matches!(auth.user_view("nobody", &[], now).await, Err(helpdesk::HelpdeskError::NoSuchUser)));
     assert!(matches!(auth.find_users("a").await, Err(helpdesk::HelpdeskError::Invalid(_))));
 }
+
+#[tokio::test]
+async fn a_copy_of_a_request_that_used_a_temporary_code_takes_no_second_use() {
+    let (auth, store) = memory_fixture().await;
+    // One node on its own database: no Accept kept for other nodes.
+    auth.reload(
+        AuthSettings { retry_window: Duration::ZERO, ..settings() },
+        Arc::new(FakeDirectory::default()),
+        Arc::new(RecordingGateway::default()),
+    );
+    let now = crate::clock::now();
+    let issued = auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(3600), 5, now).await.unwrap();
+    let append = client(Mode::Append, NoToken::Reject);
+    let first = request(&append, "bob", &with_code("pw", issued.code.expose()), None);
+    assert_eq!(auth.decide(&first).await.reason, Reason::TemporaryCode);
+    // The same datagram again (from another port of the NAS, or replayed): one node, no kept
+    // Accept, so refused — and no use taken, no failure counted.
+    let copy = Request { arrived: std::time::Instant::now(), ..request(&append, "bob", &with_code("pw", issued.code.expose()), None) };
+    let copy = Request { authenticator: first.authenticator, ..copy };
+    assert_eq!(auth.decide(&copy).await.reason, Reason::CodeReplayed);
+    assert_eq!(store.list_temporary_codes(Some("bob"), now).await.unwrap()[0].uses_left, 4);
+    assert_eq!(store.lockout_state("bob", Factor::Code, now, settings().lockout).await.unwrap().failures, 0);
+    // Where Accepts are kept for other nodes, the copy gets the same Accept.
+    auth.reload(
+        AuthSettings { retry_window: Duration::from_secs(30), ..settings() },
+        Arc::new(FakeDirectory::default()),
+        Arc::new(RecordingGateway::default()),
+    );
+    let kept = request(&append, "bob", &with_code("pw", issued.code.expose()), None);
+    assert_eq!(auth.decide(&kept).await.reason, Reason::TemporaryCode);
+    assert_eq!(auth.decide(&kept).await.reason, Reason::RetryOfAccepted);
+    assert_eq!(store.list_temporary_codes(Some("bob"), now).await.unwrap()[0].uses_left, 3);
+}
+
+#[tokio::test]
+async fn a_password_ending_in_eight_digits_is_challenged_not_cut_where_the_field_may_be_the_password() {
+    let (auth, store) = memory_fixture().await;
+    let now = crate::clock::now();
+    // bob's password is "pw"; a field "pw12345678" that is no code of his stays whole in auto
+    // mode (a wrong password), and is cut in append mode (where a code must follow).
+    let issued = auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(3600), 5, now).await.unwrap();
+    let wrong = if issued.code.expose() == "12345678" { "87654321" } else { "12345678" };
+    let auto = client(Mode::Auto, NoToken::Reject);
+    assert_eq!(auth.decide(&request(&auto, "bob", b"pw", None)).await.reason, Reason::TotpChallenge);
+    assert_eq!(auth.decide(&request(&auto, "bob", &with_code("pw", wrong), None)).await.reason, Reason::Directory(Denial::WrongPassword));
+    assert_eq!(auth.decide(&request(&auto, "bob", &with_code("pw", issued.code.expose()), None)).await.reason, Reason::TemporaryCode);
+    let append = client(Mode::Append, NoToken::Reject);
+    assert_eq!(auth.decide(&request(&append, "bob", &with_code("pw", wrong), None)).await.reason, Reason::WrongCode, "counted as a code");
+    assert_eq!(store.lockout_state("bob", Factor::Code, now, settings().lockout).await.unwrap().failures, 1);
+}
+
+#[tokio::test]
+async fn a_disabled_account_gets_no_temporary_code_and_replacing_one_ends_its_sessions() {
+    let (auth, store) = memory_fixture().await;
+    let now = crate::clock::now();
+    auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(3600), 1, now).await.unwrap();
+    let caps = crate::store::SessionCaps { per_account: 10, total: 100 };
+    let session = |key: u8| crate::store::NewSession {
+        key: [key; 32],
+        account: "bob".into(),
+        ends_at: now + 600,
+        expires_at: now + 600,
+        data: Secret::new(vec![1]),
+    };
+    store.create_session(session(1), caps).await.unwrap();
+    let again = auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(59), 1, now).await;
+    assert!(matches!(again, Err(helpdesk::HelpdeskError::Invalid(_))), "under a minute");
+    auth.issue_temporary_code(&helpdesk(), "bob", Duration::from_secs(3600), 1, now).await.unwrap();
+    assert_eq!(store.session_count().await.unwrap(), 0, "the replaced code's session ended");
+    store.create_session(session(2), caps).await.unwrap();
+    assert_eq!(auth.revoke_temporary_codes(&helpdesk(), "bob", now).await.unwrap(), 1);
+    assert_eq!(store.session_count().await.unwrap(), 0, "and a revoked one's");
+}

@@ -17,16 +17,18 @@ use crate::directory::settings::DirectorySettings;
 use crate::store::AuditEvent;
 
 /// Who runs the command, as the audit trail names them: the user behind `sudo` when there is
-/// one (root alone says little about who it was).
+/// one (root alone says little about who it was) — which the environment says, so the uid the
+/// command really runs as goes beside it.
 fn actor() -> Actor {
+    use std::os::unix::fs::MetadataExt;
     let user = ["SUDO_USER", "USER", "LOGNAME"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
-    let uid = || {
-        use std::os::unix::fs::MetadataExt;
-        // /proc/self belongs to the process's own user.
-        std::fs::metadata("/proc/self").map_or_else(|_| "unknown".to_owned(), |m| format!("uid {}", m.uid()))
+    // /proc/self belongs to the process's own user.
+    let uid = std::fs::metadata("/proc/self").map_or_else(|_| "uid unknown".to_owned(), |m| format!("uid {}", m.uid()));
+    let name = match user {
+        Some(user) => format!("cli:{} ({uid})", crate::auth::shown(&user)),
+        None => format!("cli:{uid}"),
     };
-    let name = user.unwrap_or_else(uid);
-    Actor { name: format!("cli:{name}"), via: "cli", from: None }
+    Actor { name, via: "cli", from: None }
 }
 
 /// The groups whose membership the view shows: the directory's required groups and the

@@ -15,9 +15,9 @@ use crate::keys::KeyRing;
 use crate::secret::Secret;
 use crate::sms::{Gateway, SmsError};
 use crate::store::{
-    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewTemporaryCode, NewToken, SessionCaps, SessionKey,
-    SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, Snapshot, StateUse, Store, StoreError, StoredSession, TemporaryCode,
-    TemporaryCodeInfo, Token, TokenInfo, UnixTime,
+    AuditEvent, CodeUse, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewTemporaryCode, NewToken, SessionCaps,
+    SessionKey, SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, Snapshot, StateUse, Store, StoreError, StoredSession,
+    TemporaryCode, TemporaryCodeInfo, Token, TokenInfo, UnixTime,
 };
 
 /// Runs `call`, recording how long it took and whether it succeeded.
@@ -247,7 +247,7 @@ impl Store for TimedStore {
         forward!(self.purge_events(before))
     }
 
-    async fn add_temporary_code(&self, code: NewTemporaryCode) -> Result<i64, StoreError> {
+    async fn add_temporary_code(&self, code: NewTemporaryCode) -> Result<(i64, usize), StoreError> {
         forward!(self.add_temporary_code(code))
     }
 
@@ -259,8 +259,12 @@ impl Store for TimedStore {
         forward!(self.list_temporary_codes(username, now))
     }
 
-    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
-        forward!(self.use_temporary_code(id, now, keep))
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, request: &[u8], keep: Option<KeptAnswer>) -> Result<CodeUse, StoreError> {
+        forward!(self.use_temporary_code(id, now, request, keep))
+    }
+
+    async fn end_sessions(&self, account: &str) -> Result<usize, StoreError> {
+        forward!(self.end_sessions(account))
     }
 
     async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError> {

@@ -36,6 +36,8 @@ pub enum LimitKey {
     HelpdeskSearch(String),
     /// Changes (unlock, remove a token, issue or revoke a code) by one helpdesk member.
     HelpdeskChange(String),
+    /// Helpdesk pages refused to one signed-in account (for the log line's limit).
+    HelpdeskRefused(String),
 }
 
 impl LimitKey {

@@ -8,8 +8,8 @@
 use async_trait::async_trait;
 
 use super::{
-    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord,
-    SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
+    AuditEvent, CodeUse, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey,
+    SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
 };
 use crate::otp::TotpParams;
 
@@ -56,6 +56,15 @@ pub struct SealedSeed {
     pub id: i64,
     pub username: String,
     pub sealed: String,
+}
+
+/// How a request that took a temporary code's use is recorded with the code (`used_by`, text):
+/// the hex of its key and a comma, so one entry is found only where it starts (64 hex digits
+/// then a comma cannot straddle two entries).
+pub fn code_use_entry(request: &[u8]) -> String {
+    let mut entry: String = request.iter().map(|b| format!("{b:02x}")).collect();
+    entry.push(',');
+    entry
 }
 
 /// A temporary code to keep; its code comes sealed (see [`SealNew`]).
@@ -268,12 +277,15 @@ pub trait Backend: Send + Sync {
     /// See [`super::Store::purge_events`].
     async fn purge_events(&self, before: UnixTime) -> Result<usize, StoreError>;
 
-    /// Keeps a temporary code; `seal` gives its sealed code for the id it got. Returns the id.
-    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<i64, StoreError>;
+    /// Keeps a temporary code in place of the account's others, in one step; `seal` gives its
+    /// sealed code for the id it got. Returns the id and how many it replaced.
+    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<(i64, usize), StoreError>;
     /// Live temporary codes (unexpired at `now`, uses left), every user's or one's, oldest first.
     async fn temporary_codes(&self, username: Option<&str>, now: UnixTime) -> Result<Vec<TemporaryCodeRow>, StoreError>;
     /// See [`super::Store::use_temporary_code`].
-    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError>;
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, request: &[u8], keep: Option<KeptAnswer>) -> Result<CodeUse, StoreError>;
+    /// See [`super::Store::end_sessions`].
+    async fn end_sessions(&self, account: &str) -> Result<usize, StoreError>;
     /// See [`super::Store::revoke_temporary_codes`].
     async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError>;
     /// Replaces every temporary code's seal `reseal` gives a new one for (key rotation; the

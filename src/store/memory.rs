@@ -14,7 +14,7 @@ use super::backend::{
 };
 use super::event_bounds;
 use super::{
-    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SealedStore, SessionCaps, SessionKey,
+    AuditEvent, CodeUse, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SealedStore, SessionCaps, SessionKey,
     SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
 };
 
@@ -62,6 +62,8 @@ struct Data {
     /// The audit trail, oldest first.
     events: Vec<AuditEvent>,
     temporary_codes: BTreeMap<i64, TemporaryCodeRow>,
+    /// The requests that took each code's uses.
+    code_uses: HashMap<i64, HashSet<Vec<u8>>>,
     last_temporary_code: i64,
 }
 
@@ -473,6 +475,8 @@ impl Backend for MemoryBackend {
         // Enrollments abandoned before their confirming code: never usable, so never kept long.
         data.tokens.retain(|_, t| t.confirmed || t.created_at >= now - backend::UNCONFIRMED_TOKEN_LIFETIME);
         data.temporary_codes.retain(|_, code| live(code, now));
+        let Data { temporary_codes, code_uses, .. } = &mut *data;
+        code_uses.retain(|id, _| temporary_codes.contains_key(id));
         Ok(())
     }
 
@@ -498,14 +502,17 @@ impl Backend for MemoryBackend {
         Ok(was - data.events.len())
     }
 
-    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<i64, StoreError> {
+    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<(i64, usize), StoreError> {
         let mut data = self.data();
+        let was = data.temporary_codes.len();
+        data.temporary_codes.retain(|_, c| c.info.username != code.username);
+        let replaced = was - data.temporary_codes.len();
         data.last_temporary_code += 1;
         let id = data.last_temporary_code;
         let NewTemporaryCodeRow { username, issued_by, issued_at, expires_at, uses } = code;
         let info = TemporaryCodeInfo { id, username, issued_by, issued_at, expires_at, uses_left: uses };
         data.temporary_codes.insert(id, TemporaryCodeRow { info, sealed: seal(id) });
-        Ok(id)
+        Ok((id, replaced))
     }
 
     async fn temporary_codes(&self, username: Option<&str>, now: UnixTime) -> Result<Vec<TemporaryCodeRow>, StoreError> {
@@ -513,18 +520,29 @@ impl Backend for MemoryBackend {
         Ok(data.temporary_codes.values().filter(|c| live(c, now) && username.is_none_or(|u| c.info.username == u)).cloned().collect())
     }
 
-    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, request: &[u8], keep: Option<KeptAnswer>) -> Result<CodeUse, StoreError> {
         let mut data = self.data();
-        match data.temporary_codes.get_mut(&id) {
+        let Data { temporary_codes, code_uses, answers, .. } = &mut *data;
+        let used_by = code_uses.entry(id).or_default();
+        match temporary_codes.get_mut(&id) {
+            Some(_) if used_by.contains(request) => Ok(CodeUse::ByThisRequest),
             Some(code) if live(code, now) => {
                 code.info.uses_left -= 1;
+                used_by.insert(request.to_vec());
                 if let Some(kept) = keep {
-                    data.answers.insert(kept.key, (kept.expires_at, kept.answer));
+                    answers.insert(kept.key, (kept.expires_at, kept.answer));
                 }
-                Ok(true)
+                Ok(CodeUse::Used)
             }
-            _ => Ok(false),
+            _ => Ok(CodeUse::Spent),
         }
+    }
+
+    async fn end_sessions(&self, account: &str) -> Result<usize, StoreError> {
+        let mut data = self.data();
+        let was = data.sessions.len();
+        data.sessions.retain(|_, s| s.account != account);
+        Ok(was - data.sessions.len())
     }
 
     async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError> {

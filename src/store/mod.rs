@@ -124,6 +124,17 @@ pub struct TemporaryCodeInfo {
     pub uses_left: u32,
 }
 
+/// What became of a temporary code's use (see [`Store::use_temporary_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeUse {
+    /// A use taken, by this request.
+    Used,
+    /// This request took one before: its copy takes none.
+    ByThisRequest,
+    /// Expired, revoked or used up.
+    Spent,
+}
+
 /// A live temporary code, opened: what a login's code is compared with.
 #[derive(Debug, Clone)]
 pub struct TemporaryCode {
@@ -454,18 +465,25 @@ pub trait Store: Send + Sync {
     /// Forgets events older than `before` (`[audit] retention`). Returns how many.
     async fn purge_events(&self, before: UnixTime) -> Result<usize, StoreError>;
 
-    /// Keeps a temporary code, sealed. Returns its id.
-    async fn add_temporary_code(&self, code: NewTemporaryCode) -> Result<i64, StoreError>;
+    /// Keeps a temporary code, sealed, in place of any the account had, in one step (two
+    /// issued at once leave one). Returns its id and how many it replaced.
+    async fn add_temporary_code(&self, code: NewTemporaryCode) -> Result<(i64, usize), StoreError>;
     /// The account's live temporary codes (unexpired at `now`, uses left), opened, oldest first.
     async fn temporary_codes(&self, username: &str, now: UnixTime) -> Result<Vec<TemporaryCode>, StoreError>;
     /// Live temporary codes without the codes, every user's or one's (listings need no key).
     async fn list_temporary_codes(&self, username: Option<&str>, now: UnixTime) -> Result<Vec<TemporaryCodeInfo>, StoreError>;
-    /// Uses one of the code's uses, only if it is still live at `now`, atomically: of two
-    /// logins with the last use, one wins. The winner's `keep` (its Accept) is kept with it,
-    /// as with [`Store::use_step`].
-    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError>;
+    /// Uses one of the code's uses for `request` (the key of the RADIUS request, see
+    /// [`Store::consume_state`]), only if it is still live at `now` and this request used none
+    /// before, atomically: of two logins with the last use, one wins; a copy of a request (the
+    /// NAS's retry from another port or node, or a replay) takes no second use. The winner's
+    /// `keep` (its Accept) is kept with it, as with [`Store::use_step`].
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, request: &[u8], keep: Option<KeptAnswer>) -> Result<CodeUse, StoreError>;
     /// Revokes the account's temporary codes (one, by id, or all). Returns how many.
     async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError>;
+
+    /// Ends every portal session of the account (a helpdesk action that must not leave a
+    /// session opened by what it took away). Returns how many.
+    async fn end_sessions(&self, account: &str) -> Result<usize, StoreError>;
 
     /// Forgets what has expired (used States and their contexts, kept answers, old SMS sends,
     /// portal sessions).

@@ -16,8 +16,8 @@ use super::backend::{
     TokenRow,
 };
 use super::{
-    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewTemporaryCode, NewToken, SessionCaps, SessionKey,
-    SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, StateUse, Store, StoreError, StoredSession, TemporaryCode,
+    AuditEvent, CodeUse, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutState, NewSession, NewTemporaryCode, NewToken, SessionCaps,
+    SessionKey, SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, StateUse, Store, StoreError, StoredSession, TemporaryCode,
     TemporaryCodeInfo, Token, TokenInfo, UnixTime,
 };
 use crate::keys::{KeyRing, Keys};
@@ -340,7 +340,7 @@ impl<B: Backend> Store for SealedStore<B> {
         self.backend.purge_events(before).await
     }
 
-    async fn add_temporary_code(&self, code: NewTemporaryCode) -> Result<i64, StoreError> {
+    async fn add_temporary_code(&self, code: NewTemporaryCode) -> Result<(i64, usize), StoreError> {
         let NewTemporaryCode { username, code, issued_by, issued_at, expires_at, uses } = code;
         let (ring, owner) = (self.keys.current(), username.clone());
         let seal: SealNew = Box::new(move |id| ring.seal(code.expose().as_bytes(), &temporary_code_aad(id, &owner)));
@@ -364,8 +364,12 @@ impl<B: Backend> Store for SealedStore<B> {
         Ok(self.backend.temporary_codes(username, now).await?.into_iter().map(|row| row.info).collect())
     }
 
-    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
-        self.backend.use_temporary_code(id, now, keep).await
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, request: &[u8], keep: Option<KeptAnswer>) -> Result<CodeUse, StoreError> {
+        self.backend.use_temporary_code(id, now, request, keep).await
+    }
+
+    async fn end_sessions(&self, account: &str) -> Result<usize, StoreError> {
+        self.backend.end_sessions(account).await
     }
 
     async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError> {

@@ -210,10 +210,27 @@ async fn two_nodes_share_temporary_codes_and_the_last_use_is_won_once() {
             expires_at: 5000,
             uses: 1,
         };
-        let id = a.add_temporary_code(code).await.unwrap();
+        let (id, _) = a.add_temporary_code(code).await.unwrap();
         let on_b = b.temporary_codes("carol", 1000).await.unwrap();
         assert_eq!(on_b.last().unwrap().code.expose(), &format!("{:08}", 40_000_000 + round), "the code A sealed opens on B");
-        let (x, y) = tokio::join!(a.use_temporary_code(id, 1100, None), b.use_temporary_code(id, 1100, None));
-        assert!(x.unwrap() ^ y.unwrap(), "round {round}: exactly one node uses the last use");
+        let (x, y) = tokio::join!(a.use_temporary_code(id, 1100, b"from a", None), b.use_temporary_code(id, 1100, b"from b", None));
+        let used = |u: Result<radmfa::store::CodeUse, _>| u.unwrap() == radmfa::store::CodeUse::Used;
+        assert!(used(x) ^ used(y), "round {round}: exactly one node uses the last use");
+        // The same request at both nodes (the NAS failing over): one use, and a copy.
+        let code = NewTemporaryCode {
+            username: "dave".into(),
+            code: Secret::new("12121212".into()),
+            issued_by: "helpdesk1".into(),
+            issued_at: 1000,
+            expires_at: 5000,
+            uses: 5,
+        };
+        let (id, _) = a.add_temporary_code(code).await.unwrap();
+        let (x, y) =
+            tokio::join!(a.use_temporary_code(id, 1100, b"one request", None), b.use_temporary_code(id, 1100, b"one request", None));
+        let mut seen = [x.unwrap(), y.unwrap()];
+        seen.sort_by_key(|u| *u == radmfa::store::CodeUse::Used);
+        assert_eq!(seen, [radmfa::store::CodeUse::ByThisRequest, radmfa::store::CodeUse::Used], "round {round}");
+        assert_eq!(b.list_temporary_codes(Some("dave"), 1100).await.unwrap()[0].uses_left, 4);
     }
 }

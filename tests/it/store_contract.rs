@@ -60,7 +60,8 @@ macro_rules! contract_suite {
                 events_come_newest_first_per_account_within_the_limit, events_older_than_the_retention_are_purged,
                 a_batch_of_5000_events_is_kept_whole_and_read_back_bounded, event_text_is_kept_within_bounds_and_found_as_kept,
                 temporary_codes_are_sealed_opened_and_live_only_while_unexpired_with_uses_left,
-                the_last_use_of_a_temporary_code_is_won_once, temporary_codes_are_revoked_one_or_all_and_only_the_users);
+                the_last_use_of_a_temporary_code_is_won_once, temporary_codes_are_revoked_one_or_all_and_only_the_users,
+                an_account_s_sessions_end_together_and_only_its);
             contract_suite!(@keyed rotation_reseals_every_seed_with_the_new_key, a_seed_the_keys_do_not_open_is_refused_not_guessed,
                 purge_forgets_expired_and_used_up_temporary_codes, rotation_reseals_temporary_codes_and_they_still_open,
                 a_temporary_code_the_keys_do_not_open_is_no_code_and_stops_a_rotation);
@@ -410,6 +411,18 @@ async fn sessions_are_capped_per_account_and_in_all<B: Backend>(s: Arc<SealedSto
     assert!(s.session(&[13; 32], 1100, 1700).await.unwrap().is_some(), "the newest stays");
 }
 
+async fn an_account_s_sessions_end_together_and_only_its<B: Backend>(s: Arc<SealedStore<B>>) {
+    let caps = SessionCaps { per_account: 10, total: 100 };
+    for key in 1..=3u8 {
+        s.create_session(new_session(key, "alice", 1000, "a"), caps).await.unwrap();
+    }
+    s.create_session(new_session(9, "bob", 1000, "b"), caps).await.unwrap();
+    assert_eq!(s.end_sessions("alice").await.unwrap(), 3);
+    assert_eq!(s.end_sessions("alice").await.unwrap(), 0);
+    assert!(s.session(&[1; 32], 1000, 1600).await.unwrap().is_none());
+    assert!(s.session(&[9; 32], 1000, 1600).await.unwrap().is_some(), "bob's stays");
+}
+
 async fn concurrent_session_changes_each_land_once<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
     s.create_session(new_session(1, "alice", 1000, ""), CAPS).await.unwrap();
     // Eight requests of one session at once, each adding its mark from its own read, trying
@@ -748,9 +761,10 @@ fn temporary_code(user: &str, code: &str, expires_at: UnixTime, uses: u32) -> Ne
 }
 
 async fn temporary_codes_are_sealed_opened_and_live_only_while_unexpired_with_uses_left<B: Backend>(s: Arc<SealedStore<B>>) {
-    let first = s.add_temporary_code(temporary_code("alice", "12345678", 5000, 2)).await.unwrap();
-    let short = s.add_temporary_code(temporary_code("alice", "87654321", 1010, 1)).await.unwrap();
-    let bobs = s.add_temporary_code(temporary_code("bob", "11223344", 5000, 1)).await.unwrap();
+    let (first, replaced) = s.add_temporary_code(temporary_code("alice", "12345678", 5000, 2)).await.unwrap();
+    assert_eq!(replaced, 0);
+    let (short, _) = s.add_temporary_code(temporary_code("carol", "87654321", 1010, 1)).await.unwrap();
+    let (bobs, _) = s.add_temporary_code(temporary_code("bob", "11223344", 5000, 1)).await.unwrap();
     // What the backend keeps is sealed, bound to the row.
     for row in s.backend().temporary_codes(None, 1000).await.unwrap() {
         assert!(row.sealed.starts_with("k1:"), "sealed with the current key");
@@ -759,8 +773,8 @@ async fn temporary_codes_are_sealed_opened_and_live_only_while_unexpired_with_us
         }
     }
     let alice = s.temporary_codes("alice", 1000).await.unwrap();
-    assert_eq!(alice.iter().map(|c| c.info.id).collect::<Vec<_>>(), [first, short], "oldest first");
-    assert_eq!((alice[0].code.expose().as_str(), alice[1].code.expose().as_str()), ("12345678", "87654321"));
+    assert_eq!(alice.len(), 1);
+    assert_eq!(alice[0].code.expose().as_str(), "12345678");
     let info = TemporaryCodeInfo {
         id: first,
         username: "alice".into(),
@@ -773,70 +787,81 @@ async fn temporary_codes_are_sealed_opened_and_live_only_while_unexpired_with_us
     assert_eq!(s.list_temporary_codes(None, 1000).await.unwrap().len(), 3);
     assert_eq!(s.list_temporary_codes(Some("bob"), 1000).await.unwrap()[0].id, bobs);
     // Expiry: live while now < expires_at.
-    assert_eq!(s.list_temporary_codes(Some("alice"), 1009).await.unwrap().len(), 2);
-    assert_eq!(s.list_temporary_codes(Some("alice"), 1010).await.unwrap().len(), 1, "expired at its expiry");
-    assert!(!s.use_temporary_code(short, 1010, None).await.unwrap(), "an expired code is not used");
-    assert!(s.use_temporary_code(short, 1009, None).await.unwrap());
-    // Uses: each counted once, none past the last.
-    assert!(s.use_temporary_code(first, 1100, None).await.unwrap());
+    assert_eq!(s.list_temporary_codes(Some("carol"), 1009).await.unwrap().len(), 1);
+    assert!(s.list_temporary_codes(Some("carol"), 1010).await.unwrap().is_empty(), "expired at its expiry");
+    assert_eq!(s.use_temporary_code(short, 1010, b"r1", None).await.unwrap(), CodeUse::Spent, "an expired code is not used");
+    assert_eq!(s.use_temporary_code(short, 1009, b"r1", None).await.unwrap(), CodeUse::Used);
+    // Uses: each counted once, by one request each, none past the last.
+    assert_eq!(s.use_temporary_code(first, 1100, b"r1", None).await.unwrap(), CodeUse::Used);
     assert_eq!(s.list_temporary_codes(Some("alice"), 1000).await.unwrap()[0].uses_left, 1);
-    assert!(s.use_temporary_code(first, 1100, None).await.unwrap());
-    assert!(!s.use_temporary_code(first, 1100, None).await.unwrap(), "used up");
+    assert_eq!(s.use_temporary_code(first, 1100, b"r1", None).await.unwrap(), CodeUse::ByThisRequest, "a copy takes no use");
+    assert_eq!(s.list_temporary_codes(Some("alice"), 1000).await.unwrap()[0].uses_left, 1);
+    assert_eq!(s.use_temporary_code(first, 1100, b"r2", None).await.unwrap(), CodeUse::Used);
+    assert_eq!(s.use_temporary_code(first, 1100, b"r3", None).await.unwrap(), CodeUse::Spent, "used up");
+    assert_eq!(s.use_temporary_code(first, 1100, b"r2", None).await.unwrap(), CodeUse::ByThisRequest, "the last use's copy too");
     assert!(s.temporary_codes("alice", 1000).await.unwrap().is_empty(), "used up codes are not live");
-    assert!(!s.use_temporary_code(9_999_999, 1100, None).await.unwrap(), "no such code");
+    assert_eq!(s.use_temporary_code(9_999_999, 1100, b"r1", None).await.unwrap(), CodeUse::Spent, "no such code");
     assert_eq!(s.temporary_codes("bob", 1000).await.unwrap()[0].code.expose(), "11223344", "bob's untouched");
+    // A new code replaces the account's others, in one step.
+    let (newer, replaced) = s.add_temporary_code(temporary_code("bob", "55667788", 5000, 1)).await.unwrap();
+    assert_eq!(replaced, 1);
+    assert_eq!(s.list_temporary_codes(Some("bob"), 1000).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), [newer]);
 }
 
 async fn the_last_use_of_a_temporary_code_is_won_once<B: Backend + 'static>(s: Arc<SealedStore<B>>) {
     let kept = |key: Vec<u8>| Some(KeptAnswer { key, expires_at: 2000, answer: b"accept".to_vec() });
     for round in 0..10u8 {
-        let id = s.add_temporary_code(temporary_code("alice", "24681357", 5000, 1)).await.unwrap();
-        let (a, b) =
-            tokio::join!(s.use_temporary_code(id, 1100, kept(vec![round, b'a'])), s.use_temporary_code(id, 1100, kept(vec![round, b'b'])));
-        let (a, b) = (a.unwrap(), b.unwrap());
+        let (id, _) = s.add_temporary_code(temporary_code("alice", "24681357", 5000, 1)).await.unwrap();
+        let (request_a, request_b) = ([round, b'a'], [round, b'b']);
+        let (a, b) = tokio::join!(
+            s.use_temporary_code(id, 1100, &request_a, kept(vec![round, b'a'])),
+            s.use_temporary_code(id, 1100, &request_b, kept(vec![round, b'b']))
+        );
+        let (a, b) = (a.unwrap() == CodeUse::Used, b.unwrap() == CodeUse::Used);
         assert!(a ^ b, "round {round}: exactly one of two uses of the last one wins");
         assert_eq!(s.kept_answer(&[round, b'a'], 1500).await.unwrap().is_some(), a, "the winner's answer is kept, only its");
         assert_eq!(s.kept_answer(&[round, b'b'], 1500).await.unwrap().is_some(), b);
     }
-    // Many at once on a code with three uses: three win.
-    let id = s.add_temporary_code(temporary_code("bob", "13572468", 5000, 3)).await.unwrap();
-    let racers: Vec<_> = (0..12)
-        .map(|_| {
+    // Many at once on a code with three uses: three win; copies of one request, one.
+    let (id, _) = s.add_temporary_code(temporary_code("bob", "13572468", 5000, 3)).await.unwrap();
+    let racers: Vec<_> = (0..12u8)
+        .map(|i| {
             let s = Arc::clone(&s);
-            tokio::spawn(async move { s.use_temporary_code(id, 1100, None).await.unwrap() })
+            // Requests 0..6 each sent twice.
+            tokio::spawn(async move { s.use_temporary_code(id, 1100, &[i % 6], None).await.unwrap() })
         })
         .collect();
     let mut won = 0;
     for racer in racers {
-        won += usize::from(racer.await.unwrap());
+        won += usize::from(racer.await.unwrap() == CodeUse::Used);
     }
     assert_eq!(won, 3);
 }
 
 async fn temporary_codes_are_revoked_one_or_all_and_only_the_users<B: Backend>(s: Arc<SealedStore<B>>) {
-    let a = s.add_temporary_code(temporary_code("alice", "10000001", 5000, 1)).await.unwrap();
-    let b = s.add_temporary_code(temporary_code("alice", "10000002", 5000, 1)).await.unwrap();
-    let c = s.add_temporary_code(temporary_code("bob", "10000003", 5000, 1)).await.unwrap();
+    let (a, _) = s.add_temporary_code(temporary_code("alice", "10000001", 5000, 1)).await.unwrap();
+    let (c, _) = s.add_temporary_code(temporary_code("bob", "10000003", 5000, 1)).await.unwrap();
     assert_eq!(s.revoke_temporary_codes("bob", Some(a)).await.unwrap(), 0, "not bob's to revoke");
     assert_eq!(s.revoke_temporary_codes("alice", Some(a)).await.unwrap(), 1);
-    assert_eq!(s.list_temporary_codes(Some("alice"), 1000).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), [b]);
-    assert!(!s.use_temporary_code(a, 1100, None).await.unwrap(), "a revoked code is not used");
+    assert!(s.list_temporary_codes(Some("alice"), 1000).await.unwrap().is_empty());
+    assert_eq!(s.use_temporary_code(a, 1100, b"r", None).await.unwrap(), CodeUse::Spent, "a revoked code is not used");
+    s.add_temporary_code(temporary_code("alice", "10000002", 5000, 1)).await.unwrap();
     assert_eq!(s.revoke_temporary_codes("alice", None).await.unwrap(), 1);
     assert_eq!(s.revoke_temporary_codes("alice", None).await.unwrap(), 0);
     assert_eq!(s.list_temporary_codes(None, 1000).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), [c], "bob's stays");
     // The newest revoked: its id is not given again (a revocation from a page shown before
     // must not reach a code issued since).
     assert_eq!(s.revoke_temporary_codes("bob", Some(c)).await.unwrap(), 1);
-    let d = s.add_temporary_code(temporary_code("bob", "10000004", 5000, 1)).await.unwrap();
+    let (d, _) = s.add_temporary_code(temporary_code("bob", "10000004", 5000, 1)).await.unwrap();
     assert!(d > c, "a new code never takes a revoked one's id");
 }
 
 async fn purge_forgets_expired_and_used_up_temporary_codes<B: Backend>(s: Arc<SealedStore<B>>, keys: Arc<Keys>) {
-    let expired = s.add_temporary_code(temporary_code("alice", "20000001", 1500, 1)).await.unwrap();
-    let used_up = s.add_temporary_code(temporary_code("alice", "20000002", 5000, 1)).await.unwrap();
-    let live = s.add_temporary_code(temporary_code("alice", "20000003", 5000, 2)).await.unwrap();
-    assert!(s.use_temporary_code(used_up, 1100, None).await.unwrap());
-    assert!(s.use_temporary_code(live, 1100, None).await.unwrap());
+    let (expired, _) = s.add_temporary_code(temporary_code("alice", "20000001", 1500, 1)).await.unwrap();
+    let (used_up, _) = s.add_temporary_code(temporary_code("bob", "20000002", 5000, 1)).await.unwrap();
+    let (live, _) = s.add_temporary_code(temporary_code("carol", "20000003", 5000, 2)).await.unwrap();
+    assert_eq!(s.use_temporary_code(used_up, 1100, b"r", None).await.unwrap(), CodeUse::Used);
+    assert_eq!(s.use_temporary_code(live, 1100, b"r", None).await.unwrap(), CodeUse::Used);
     s.purge(1000).await.unwrap();
     assert_eq!(s.list_temporary_codes(None, 1000).await.unwrap().len(), 2, "nothing live purged");
     s.purge(2000).await.unwrap();
@@ -867,7 +892,7 @@ async fn rotation_reseals_temporary_codes_and_they_still_open<B: Backend>(s: Arc
 }
 
 async fn a_temporary_code_the_keys_do_not_open_is_no_code_and_stops_a_rotation<B: Backend>(s: Arc<SealedStore<B>>, _keys: Arc<Keys>) {
-    let id = s.add_temporary_code(temporary_code("alice", "27182818", 5000, 1)).await.unwrap();
+    let (id, _) = s.add_temporary_code(temporary_code("alice", "27182818", 5000, 1)).await.unwrap();
     let other = Arc::new(KeyRing::generate("k1").with_new_key());
     assert!(matches!(s.reseal_all(other).await, Err(StoreError::Sealed(bad)) if bad == id), "another key file's ring");
     assert_eq!(s.temporary_codes("alice", 1000).await.unwrap()[0].code.expose(), "27182818", "left as it was");

@@ -77,7 +77,7 @@ impl FromRequestParts<Arc<Portal>> for Helpdesk {
 
     async fn from_request_parts(parts: &mut Parts, portal: &Arc<Portal>) -> Result<Self, Refusal> {
         let SignedIn { mut visit, user, .. } = SignedIn::from_request_parts(parts, portal).await?;
-        let member = match portal.auth.in_any_group(&user, &portal.settings.helpdesk_groups).await {
+        let member = match portal.auth.in_any_group(&user, &portal.settings.helpdesk_groups, visit.arrival.unix).await {
             Ok(member) => member,
             Err(e) => {
                 tracing::warn!(error = %e, user, "portal: the directory could not say whether a user is in a helpdesk group");
@@ -86,7 +86,11 @@ impl FromRequestParts<Arc<Portal>> for Helpdesk {
         };
         remember_role(portal, &mut visit, member).await;
         if !member {
-            tracing::warn!(target: "radmfa::audit", user, path = parts.uri.path(), "portal: helpdesk page refused: not in a helpdesk group");
+            // Once per account and minute: a script in a session must not fill the log.
+            let key = LimitKey::HelpdeskRefused(user.clone());
+            if portal.limits_audited.allow_at(&key, 1, Duration::from_secs(60), visit.arrival.instant) {
+                tracing::warn!(target: "radmfa::audit", user, path = parts.uri.path(), "portal: helpdesk page refused: not in a helpdesk group (or the account is disabled, locked or expired)");
+            }
             return Err(Refusal::Page(Box::new(message(portal, visit, StatusCode::FORBIDDEN, |s| s.helpdesk_only, "/general").await)));
         }
         Ok(Self { visit, member: user })
@@ -96,7 +100,7 @@ impl FromRequestParts<Arc<Portal>> for Helpdesk {
 /// Whether a user who just signed in is in a helpdesk group: whether the tab is shown. The
 /// directory failing to say hides it (a helpdesk page asks again).
 pub async fn role_at_sign_in(portal: &Portal, user: &str) -> bool {
-    portal.auth.in_any_group(user, &portal.settings.helpdesk_groups).await.unwrap_or_else(|e| {
+    portal.auth.in_any_group(user, &portal.settings.helpdesk_groups, crate::clock::now()).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, user, "portal: the directory could not say whether a user is in a helpdesk group; no HELPDESK tab");
         false
     })

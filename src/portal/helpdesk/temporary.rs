@@ -120,15 +120,48 @@ async fn refuse_self(portal: &Portal, visit: Visit, member: &str) -> Response {
     message(portal, visit, StatusCode::FORBIDDEN, |s| s.issue_self, &user_path(member)).await
 }
 
+/// Why no code may be issued from the portal to an account.
+enum NotIssuable {
+    /// To oneself: past one's own second factor.
+    ToSelf,
+    /// To a helpdesk member: the role would pass a colleague's second factor (an admin issues
+    /// theirs, with the CLI).
+    ToMember,
+    Failed(HelpdeskError),
+}
+
+impl NotIssuable {
+    async fn answer(self, portal: &Portal, visit: Visit, member: &str) -> Response {
+        match self {
+            Self::ToSelf => refuse_self(portal, visit, member).await,
+            Self::ToMember => {
+                tracing::warn!(target: "radmfa::audit", actor = member, via = "helpdesk", "portal: refused: a temporary code for a helpdesk member");
+                message(portal, visit, StatusCode::FORBIDDEN, |s| s.issue_member, "/helpdesk").await
+            }
+            Self::Failed(e) => failed(portal, visit, e).await,
+        }
+    }
+}
+
+/// The account `name` denotes, if the portal may issue it a code.
+async fn issuable(portal: &Portal, name: &str, member: &str) -> Result<String, NotIssuable> {
+    let account = portal.auth.lookup(name).await.map_err(NotIssuable::Failed)?;
+    if account.id == member {
+        return Err(NotIssuable::ToSelf);
+    }
+    let in_helpdesk = portal.auth.member_of(&account, &portal.settings.helpdesk_groups).await.map_err(NotIssuable::Failed)?;
+    if !in_helpdesk.is_empty() {
+        return Err(NotIssuable::ToMember);
+    }
+    Ok(account.id)
+}
+
 pub async fn issue_page(State(portal): State<Arc<Portal>>, helpdesk: Helpdesk, Path(name): Path<String>) -> Response {
     let Helpdesk { visit, member } = helpdesk;
-    let account = match portal.auth.lookup(&name).await {
-        Ok(account) => account.id,
-        Err(e) => return failed(&portal, visit, e).await,
+    let account = match issuable(&portal, &name, &member).await {
+        Ok(account) => account,
+        Err(refused) => return refused.answer(&portal, visit, &member).await,
     };
-    if account == member {
-        return refuse_self(&portal, visit, &member).await;
-    }
     let page = visit.page(&portal, HELPDESK, None).await;
     let form = IssuePage::new(page, account, portal.auth.temporary_code_limits(), (None, None));
     visit.respond(render(form))
@@ -139,13 +172,10 @@ pub async fn issue(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientAd
     if !change_allowed(&portal, &member, &visit) {
         return message(&portal, visit, StatusCode::TOO_MANY_REQUESTS, |s| s.too_many_changes, &user_path(&name)).await;
     }
-    let account = match portal.auth.lookup(&name).await {
-        Ok(account) => account.id,
-        Err(e) => return failed(&portal, visit, e).await,
+    let account = match issuable(&portal, &name, &member).await {
+        Ok(account) => account,
+        Err(refused) => return refused.answer(&portal, visit, &member).await,
     };
-    if account == member {
-        return refuse_self(&portal, visit, &member).await;
-    }
     let limits = portal.auth.temporary_code_limits();
     let validity = form.validity.trim().parse::<u64>().ok();
     let uses = form.uses.trim().parse::<u32>().ok();

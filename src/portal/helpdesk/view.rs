@@ -59,16 +59,19 @@ struct EventRow {
 }
 
 impl EventRow {
+    /// The row as shown: askama escapes HTML, and control, bidi and invisible characters (a
+    /// Calling-Station-Id with a right-to-left override) are shown as escapes, as the CLI does.
     fn of(e: &AuditEvent) -> Self {
+        let shown = |text: &str| crate::auth::shown(text).into_owned();
         Self {
             time: crate::clock::format_utc(e.at),
-            action: e.action.clone(),
-            client: e.client.clone(),
-            from: e.from.clone().unwrap_or_default(),
-            result: e.result.clone(),
-            reason: e.reason.clone(),
-            actor: e.actor.clone().unwrap_or_default(),
-            detail: e.detail.clone().unwrap_or_default(),
+            action: shown(&e.action),
+            client: shown(&e.client),
+            from: shown(e.from.as_deref().unwrap_or_default()),
+            result: shown(&e.result),
+            reason: shown(&e.reason),
+            actor: shown(e.actor.as_deref().unwrap_or_default()),
+            detail: shown(e.detail.as_deref().unwrap_or_default()),
         }
     }
 }
@@ -186,6 +189,7 @@ pub async fn user(
         Ok(view) => {
             // Who looked at whom: the actions have the trail; a look is worth a log line.
             tracing::info!(target: "radmfa::audit", user = view.account.id.as_str(), actor = member.as_str(), via = "helpdesk", from = %from, "helpdesk view");
+            portal.auth.record_view(&super::actor(&member, from), &view.account.id, now);
             let page = visit.page(&portal, HELPDESK, None).await;
             visit.respond(render(UserPage::of(page, view, &member, now)))
         }

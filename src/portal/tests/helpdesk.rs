@@ -71,6 +71,8 @@ surname = "Öberg""#,
 struct Switchable {
     users: UsersFile,
     hanna_left: AtomicBool,
+    /// hanna's account disabled in the directory (offboarded), her session still open.
+    hanna_disabled: AtomicBool,
     down: AtomicBool,
 }
 
@@ -103,6 +105,9 @@ impl Directory for Switchable {
     }
 
     async fn account_status(&self, account: &Account) -> Result<AccountStatus, DirectoryError> {
+        if account.id == "hanna" && self.hanna_disabled.load(Ordering::SeqCst) {
+            return Ok(AccountStatus { disabled: true, ..AccountStatus::default() });
+        }
         self.users.account_status(account).await
     }
 }
@@ -121,8 +126,12 @@ fn desk_with(settings: PortalSettings) -> Desk {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("users.toml");
     std::fs::write(&path, users_toml()).unwrap();
-    let directory =
-        Arc::new(Switchable { users: UsersFile::load(&path).unwrap(), hanna_left: AtomicBool::new(false), down: AtomicBool::new(false) });
+    let directory = Arc::new(Switchable {
+        users: UsersFile::load(&path).unwrap(),
+        hanna_left: AtomicBool::new(false),
+        hanna_disabled: AtomicBool::new(false),
+        down: AtomicBool::new(false),
+    });
     let keys = Arc::new(Keys::fixed(KeyRing::generate("k1")));
     let store = Arc::new(MemoryStore::in_memory(Arc::clone(&keys)));
     let b = browser_over(settings, directory.clone(), store.clone(), keys);
@@ -300,6 +309,15 @@ async fn the_role_is_asked_of_the_directory_on_every_helpdesk_request() {
     d.directory.hanna_left.store(false, Ordering::SeqCst);
     assert_eq!(d.b.get("/helpdesk").await.status, StatusCode::OK);
     assert!(d.b.get("/general").await.body.contains("href=\"/helpdesk\""), "back in the group, the tab is back");
+    // Disabled in the directory (offboarded) with a session still open: no role either.
+    d.directory.hanna_disabled.store(true, Ordering::SeqCst);
+    let page = d.b.get("/helpdesk/users/carol").await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "a disabled account holds no role");
+    let csrf = d.b.csrf().await;
+    let post = d.b.post("/helpdesk/users/carol/temporary-code", &[("csrf", &csrf), ("validity", "3600"), ("uses", "1")]).await;
+    assert_eq!(post.status, StatusCode::FORBIDDEN);
+    assert!(d.store.list_temporary_codes(Some("carol"), now()).await.unwrap().is_empty());
+    d.directory.hanna_disabled.store(false, Ordering::SeqCst);
     d.directory.down.store(true, Ordering::SeqCst);
     let page = d.b.get("/helpdesk?q=carol").await;
     assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "the directory cannot say: neither access nor a 403");
@@ -477,7 +495,8 @@ async fn unlock_remove_issue_and_revoke_do_what_they_say_and_are_audited_with_th
         let store = Arc::clone(&d.store);
         async move {
             let events = store.events("carol", 1000).await.unwrap();
-            events.into_iter().filter(|e| e.actor.as_deref() == Some("hanna")).collect::<Vec<_>>()
+            // What she did (her looks at the user are in the trail too: see below).
+            events.into_iter().filter(|e| e.actor.as_deref() == Some("hanna") && e.action != "helpdesk_view").collect::<Vec<_>>()
         }
     };
 
@@ -564,6 +583,20 @@ async fn unlock_remove_issue_and_revoke_do_what_they_say_and_are_audited_with_th
     let view = d.b.get("/helpdesk/users/carol").await.body;
     assert!(view.contains("<td>hanna</td>") && view.contains("<td>2</td>"), "the live code, without the code: {view}");
 
+    // Looks are in the trail too, with who looked.
+    let looks = d.store.events("carol", 1000).await.unwrap();
+    assert!(looks.iter().any(|e| e.action == "helpdesk_view" && e.actor.as_deref() == Some("hanna")), "{looks:?}");
+
+    // carol signs in with the code; a revocation ends that session (the code may have gone to
+    // the wrong caller, who must not be left a session to enroll their own phone in).
+    let mut carol = d.b.another();
+    let page = carol.try_password("carol", "pw").await;
+    assert_eq!(page.location.as_deref(), Some("/otp"), "{}", page.body);
+    let otp = carol.get("/otp").await;
+    let page = carol.post("/otp", &[("csrf", &otp.csrf()), ("code", &code)]).await;
+    assert_eq!(page.location.as_deref(), Some("/general"), "the temporary code signs carol in: {}", page.body);
+    assert_eq!(carol.get("/general").await.status, StatusCode::OK);
+
     // Revoke.
     let confirm = d.b.get("/helpdesk/users/carol/temporary-code/revoke").await;
     assert!(confirm.body.contains("They stop working at once"));
@@ -571,6 +604,8 @@ async fn unlock_remove_issue_and_revoke_do_what_they_say_and_are_audited_with_th
     assert_eq!(done.location.as_deref(), Some("/helpdesk/users/carol"));
     assert!(d.b.get("/helpdesk/users/carol").await.body.contains("The temporary codes were revoked."));
     assert!(d.store.list_temporary_codes(Some("carol"), now()).await.unwrap().is_empty());
+    let ended = carol.get("/general").await;
+    assert_ne!(ended.status, StatusCode::OK, "carol's session ended with the code: {:?}", ended.location);
     d.b.post("/helpdesk/users/carol/temporary-code/revoke", &[("csrf", &csrf)]).await;
     assert!(d.b.get("/helpdesk/users/carol").await.body.contains("There was no temporary code to revoke."));
     let trail: Vec<(String, String)> = actions_by_hanna(&d).await.into_iter().rev().map(|e| (e.action, e.reason)).collect();
@@ -602,13 +637,16 @@ async fn a_member_may_see_their_own_account_but_not_issue_themselves_a_code() {
         assert_eq!(post.status, StatusCode::FORBIDDEN, "{name}");
     }
     assert!(d.store.list_temporary_codes(Some("hanna"), now()).await.unwrap().is_empty());
-    // A colleague may.
+    // Nor may a colleague: a member's code comes from an admin (the CLI).
     let mut henrik = d.b.another();
     henrik.sign_in_as("henrik").await;
     let csrf = henrik.csrf().await;
+    let form = henrik.get("/helpdesk/users/hanna/temporary-code").await;
+    assert_eq!(form.status, StatusCode::FORBIDDEN);
+    assert!(form.body.contains("Help desk members get temporary codes from an administrator"), "{}", form.body);
     let page = henrik.post("/helpdesk/users/hanna/temporary-code", &[("csrf", &csrf), ("validity", "3600"), ("uses", "1")]).await;
-    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert_eq!(d.store.list_temporary_codes(Some("hanna"), now()).await.unwrap().len(), 1);
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    assert!(d.store.list_temporary_codes(Some("hanna"), now()).await.unwrap().is_empty());
 }
 
 #[tokio::test]

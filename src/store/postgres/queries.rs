@@ -16,8 +16,8 @@ use crate::store::backend::{
 };
 use crate::store::event_bounds;
 use crate::store::{
-    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord,
-    SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
+    AuditEvent, CodeUse, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey,
+    SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
 };
 
 /// The advisory lock SMS reservations take, so two nodes counting at once cannot both stay
@@ -332,19 +332,26 @@ impl Backend for PostgresBackend {
         }
     }
 
-    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<i64, StoreError> {
+    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<(i64, usize), StoreError> {
         let uses = i32::try_from(code.uses).unwrap_or(i32::MAX);
         self.run(|client| async move {
             // The id first, so the seal that names it is written with the row.
             let id: i64 = client.query_one("SELECT nextval(pg_get_serial_sequence('temporary_codes', 'id'))", &[]).await?.try_get(0)?;
-            client
-                .execute(
-                    "INSERT INTO temporary_codes (id, username, issued_by, issued_at, expires_at, uses_left, sealed)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            // The account's other codes go in the same statement: of two issued at once (on
+            // any node), the later commit leaves one.
+            let replaced: i64 = client
+                .query_one(
+                    "WITH replaced AS (DELETE FROM temporary_codes WHERE username = $2 RETURNING id),
+                     added AS (
+                         INSERT INTO temporary_codes (id, username, issued_by, issued_at, expires_at, uses_left, sealed)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     )
+                     SELECT count(*) FROM replaced",
                     &[&id, &code.username, &code.issued_by, &code.issued_at, &code.expires_at, &uses, &seal(id)],
                 )
-                .await?;
-            Ok(id)
+                .await?
+                .try_get(0)?;
+            Ok((id, usize::try_from(replaced).unwrap_or_default()))
         })
         .await
     }
@@ -369,7 +376,8 @@ impl Backend for PostgresBackend {
         .await
     }
 
-    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, request: &[u8], keep: Option<KeptAnswer>) -> Result<CodeUse, StoreError> {
+        let request = crate::store::backend::code_use_entry(request);
         let (key, expires_at, answer) = match keep {
             Some(KeptAnswer { key, expires_at, answer }) => (Some(key), Some(expires_at), Some(answer)),
             None => (None, None, None),
@@ -381,8 +389,8 @@ impl Backend for PostgresBackend {
             let statement = client
                 .prepare_cached(
                     "WITH used AS (
-                         UPDATE temporary_codes SET uses_left = uses_left - 1
-                         WHERE id = $1 AND expires_at > $2 AND uses_left > 0
+                         UPDATE temporary_codes SET uses_left = uses_left - 1, used_by = used_by || $6
+                         WHERE id = $1 AND expires_at > $2 AND uses_left > 0 AND strpos(used_by, $6) = 0
                          RETURNING id
                      ),
                      kept AS (
@@ -390,11 +398,26 @@ impl Backend for PostgresBackend {
                          SELECT $3::bytea, $4::bigint, $5::bytea FROM used WHERE $3::bytea IS NOT NULL
                          ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at, answer = EXCLUDED.answer
                      )
-                     SELECT count(*) FROM used",
+                     SELECT (SELECT count(*) FROM used),
+                            coalesce((SELECT strpos(used_by, $6) > 0 FROM temporary_codes WHERE id = $1), false)",
                 )
                 .await?;
-            let used: i64 = client.query_one(&statement, &[&id, &now, &key, &expires_at, &answer]).await?.try_get(0)?;
-            Ok(used == 1)
+            // The second column reads the row as it was before this statement's update.
+            let row = client.query_one(&statement, &[&id, &now, &key, &expires_at, &answer, &request]).await?;
+            let (used, before): (i64, bool) = (row.try_get(0)?, row.try_get(1)?);
+            Ok(match (used, before) {
+                (1, _) => CodeUse::Used,
+                (_, true) => CodeUse::ByThisRequest,
+                _ => CodeUse::Spent,
+            })
+        })
+        .await
+    }
+
+    async fn end_sessions(&self, account: &str) -> Result<usize, StoreError> {
+        self.run(|client| async move {
+            let ended = client.execute("DELETE FROM portal_sessions WHERE account = $1", &[&account]).await?;
+            Ok(usize::try_from(ended).unwrap_or_default())
         })
         .await
     }

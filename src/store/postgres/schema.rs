@@ -100,7 +100,8 @@ const MIGRATIONS: &[&str] = &[
         issued_at BIGINT NOT NULL,
         expires_at BIGINT NOT NULL,
         uses_left INTEGER NOT NULL,
-        sealed TEXT NOT NULL
+        sealed TEXT NOT NULL,
+        used_by TEXT NOT NULL DEFAULT ''
      );
      CREATE INDEX temporary_codes_by_username ON temporary_codes (username);",
 ];

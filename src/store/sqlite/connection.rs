@@ -115,7 +115,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         issued_at INTEGER NOT NULL,
         expires_at INTEGER NOT NULL,
         uses_left INTEGER NOT NULL,
-        sealed TEXT NOT NULL
+        sealed TEXT NOT NULL,
+        used_by TEXT NOT NULL DEFAULT ''
      );
      CREATE INDEX temporary_codes_by_username ON temporary_codes(username);",
 ];

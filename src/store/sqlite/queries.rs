@@ -12,8 +12,8 @@ use crate::store::backend::{
 };
 use crate::store::event_bounds;
 use crate::store::{
-    AuditEvent, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey, SmsChallengeRecord,
-    SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
+    AuditEvent, CodeUse, Factor, Filing, KeptAnswer, LockoutPolicy, LockoutRecord, LockoutState, SessionCaps, SessionKey,
+    SmsChallengeRecord, SmsChallengeUse, SmsLimits, SmsReservation, StateUse, StoreError, TemporaryCodeInfo, UnixTime,
 };
 
 /// The table holding a factor's counters (a fixed name, never input).
@@ -267,9 +267,10 @@ impl Backend for SqliteBackend {
         }
     }
 
-    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<i64, StoreError> {
+    async fn add_temporary_code(&self, code: NewTemporaryCodeRow, seal: SealNew) -> Result<(i64, usize), StoreError> {
         let uses = i64::from(code.uses);
         self.call(move |conn| {
+            let replaced = conn.prepare_cached("DELETE FROM temporary_codes WHERE username = ?1")?.execute(params![code.username])?;
             // The row first for its id, then its seal, which names the id: in one savepoint, so
             // no row is ever kept without its code.
             conn.prepare_cached(
@@ -279,7 +280,7 @@ impl Backend for SqliteBackend {
             .execute(params![code.username, code.issued_by, code.issued_at, code.expires_at, uses])?;
             let id = conn.last_insert_rowid();
             conn.prepare_cached("UPDATE temporary_codes SET sealed = ?1 WHERE id = ?2")?.execute(params![seal(id), id])?;
-            Ok(id)
+            Ok((id, replaced))
         })
         .await
     }
@@ -297,20 +298,37 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn use_temporary_code(&self, id: i64, now: UnixTime, keep: Option<KeptAnswer>) -> Result<bool, StoreError> {
+    async fn use_temporary_code(&self, id: i64, now: UnixTime, request: &[u8], keep: Option<KeptAnswer>) -> Result<CodeUse, StoreError> {
+        let request = super::super::backend::code_use_entry(request);
         self.call(move |conn| {
+            // The requests that took uses are kept with the code: a copy of one takes none.
             let used = conn
-                .prepare_cached("UPDATE temporary_codes SET uses_left = uses_left - 1 WHERE id = ?1 AND expires_at > ?2 AND uses_left > 0")?
-                .execute(params![id, now])?
+                .prepare_cached(
+                    "UPDATE temporary_codes SET uses_left = uses_left - 1, used_by = used_by || ?3
+                     WHERE id = ?1 AND expires_at > ?2 AND uses_left > 0 AND instr(used_by, ?3) = 0",
+                )?
+                .execute(params![id, now, request])?
                 == 1;
+            if !used {
+                let before: Option<bool> = conn
+                    .prepare_cached("SELECT instr(used_by, ?2) > 0 FROM temporary_codes WHERE id = ?1")?
+                    .query_row(params![id, request], |r| r.get(0))
+                    .optional()?;
+                return Ok(if before == Some(true) { CodeUse::ByThisRequest } else { CodeUse::Spent });
+            }
             // In the same savepoint as the use: a node that dies after it leaves the Accept for
             // the NAS's retry, as with a time step.
-            if used && let Some(kept) = keep {
+            if let Some(kept) = keep {
                 keep_answer(conn, &kept)?;
             }
-            Ok(used)
+            Ok(CodeUse::Used)
         })
         .await
+    }
+
+    async fn end_sessions(&self, account: &str) -> Result<usize, StoreError> {
+        let account = account.to_owned();
+        self.call(move |conn| Ok(conn.prepare_cached("DELETE FROM portal_sessions WHERE account = ?1")?.execute(params![account])?)).await
     }
 
     async fn revoke_temporary_codes(&self, username: &str, id: Option<i64>) -> Result<usize, StoreError> {

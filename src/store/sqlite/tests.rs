@@ -203,8 +203,8 @@ async fn the_file_holds_no_temporary_code_in_the_clear() {
             expires_at: i64::MAX,
             uses: 3,
         };
-        let id = s.add_temporary_code(new).await.unwrap();
-        assert!(s.use_temporary_code(id, 1000, None).await.unwrap());
+        let (id, _) = s.add_temporary_code(new).await.unwrap();
+        assert_eq!(s.use_temporary_code(id, 1000, b"request", None).await.unwrap(), crate::store::CodeUse::Used);
         assert_eq!(s.temporary_codes("carol@example.test", 1000).await.unwrap()[0].code.expose(), code);
     }
     let mut bytes = std::fs::read(&path).unwrap();
