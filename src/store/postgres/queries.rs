@@ -398,18 +398,21 @@ impl Backend for PostgresBackend {
                          SELECT $3::bytea, $4::bigint, $5::bytea FROM used WHERE $3::bytea IS NOT NULL
                          ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at, answer = EXCLUDED.answer
                      )
-                     SELECT (SELECT count(*) FROM used),
-                            coalesce((SELECT strpos(used_by, $6) > 0 FROM temporary_codes WHERE id = $1), false)",
+                     SELECT count(*) FROM used",
                 )
                 .await?;
-            // The second column reads the row as it was before this statement's update.
-            let row = client.query_one(&statement, &[&id, &now, &key, &expires_at, &answer, &request]).await?;
-            let (used, before): (i64, bool) = (row.try_get(0)?, row.try_get(1)?);
-            Ok(match (used, before) {
-                (1, _) => CodeUse::Used,
-                (_, true) => CodeUse::ByThisRequest,
-                _ => CodeUse::Spent,
-            })
+            let used: i64 = client.query_one(&statement, &[&id, &now, &key, &expires_at, &answer, &request]).await?.try_get(0)?;
+            if used == 1 {
+                return Ok(CodeUse::Used);
+            }
+            // Why not, read anew: a statement of its own sees what a use of this request that
+            // the update waited for has committed (the update's own snapshot predates it).
+            let before = client
+                .query_opt("SELECT strpos(used_by, $2) > 0 FROM temporary_codes WHERE id = $1", &[&id, &request])
+                .await?
+                .map(|row| row.try_get::<_, bool>(0))
+                .transpose()?;
+            Ok(if before == Some(true) { CodeUse::ByThisRequest } else { CodeUse::Spent })
         })
         .await
     }
