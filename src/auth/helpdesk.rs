@@ -62,6 +62,9 @@ pub enum HelpdeskError {
     /// What was asked cannot be done as asked (the message says why, for the form).
     #[error("{0}")]
     Invalid(String),
+    /// The directory has the account disabled, locked or expired: no code is issued to it.
+    #[error("the account is disabled, locked or expired in the directory: no code is issued")]
+    AccountUnusable,
     /// The directory or the store could not answer.
     #[error("{}", .0.as_str())]
     Unavailable(Reason),
@@ -225,7 +228,7 @@ impl Authenticator {
             .await
             .map_err(|e| HelpdeskError::Unavailable(directory_down(&e, "read an account's status")))?;
         if !usable(&status, now) {
-            return Err(HelpdeskError::Invalid("the account is disabled, locked or expired in the directory: no code is issued".into()));
+            return Err(HelpdeskError::AccountUnusable);
         }
         if uses == 0 || uses > limits.max_temporary_code_uses {
             return Err(HelpdeskError::Invalid(format!("the uses must be from 1 to {}", limits.max_temporary_code_uses)));

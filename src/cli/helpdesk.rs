@@ -50,6 +50,7 @@ fn failed(e: HelpdeskError, user: &str) -> CliError {
     match e {
         HelpdeskError::NoSuchUser => format!("the directory has no user {}", shown(user)).into(),
         HelpdeskError::Invalid(why) => why.into(),
+        HelpdeskError::AccountUnusable => HelpdeskError::AccountUnusable.to_string().into(),
         HelpdeskError::Unavailable(reason) => format!("could not be done now: {}", reason.as_str()).into(),
     }
 }

@@ -38,6 +38,8 @@ pub enum LimitKey {
     HelpdeskChange(String),
     /// Helpdesk pages refused to one signed-in account (for the log line's limit).
     HelpdeskRefused(String),
+    /// One member's views of one account (one event in the trail per few minutes).
+    HelpdeskViewed(String, String),
 }
 
 impl LimitKey {

@@ -216,6 +216,7 @@ async fn failed(portal: &Portal, visit: Visit, error: HelpdeskError) -> Response
     match error {
         HelpdeskError::NoSuchUser => message(portal, visit, StatusCode::NOT_FOUND, |s| s.no_such_user, "/helpdesk").await,
         HelpdeskError::Invalid(_) => message(portal, visit, StatusCode::BAD_REQUEST, |s| s.issue_invalid, "/helpdesk").await,
+        HelpdeskError::AccountUnusable => message(portal, visit, StatusCode::CONFLICT, |s| s.account_unusable, "/helpdesk").await,
         HelpdeskError::Unavailable(reason) => {
             tracing::warn!(reason = reason.as_str(), "portal: a helpdesk page could not be answered: 503");
             unavailable(portal, visit)

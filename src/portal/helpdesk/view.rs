@@ -189,7 +189,12 @@ pub async fn user(
         Ok(view) => {
             // Who looked at whom: the actions have the trail; a look is worth a log line.
             tracing::info!(target: "radmfa::audit", user = view.account.id.as_str(), actor = member.as_str(), via = "helpdesk", from = %from, "helpdesk view");
-            portal.auth.record_view(&super::actor(&member, from), &view.account.id, now);
+            // One event per member, account and 10 minutes: looks must not push the actions
+            // off the user's last events.
+            let key = crate::portal::limiter::LimitKey::HelpdeskViewed(member.clone(), view.account.id.clone());
+            if portal.limits_audited.allow_at(&key, 1, std::time::Duration::from_secs(600), visit.arrival.instant) {
+                portal.auth.record_view(&super::actor(&member, from), &view.account.id, now);
+            }
             let page = visit.page(&portal, HELPDESK, None).await;
             visit.respond(render(UserPage::of(page, view, &member, now)))
         }

@@ -100,10 +100,11 @@ const MIGRATIONS: &[&str] = &[
         issued_at BIGINT NOT NULL,
         expires_at BIGINT NOT NULL,
         uses_left INTEGER NOT NULL,
-        sealed TEXT NOT NULL,
-        used_by TEXT NOT NULL DEFAULT ''
+        sealed TEXT NOT NULL
      );
      CREATE INDEX temporary_codes_by_username ON temporary_codes (username);",
+    // 5: the requests that took a temporary code's uses, so a copy of one takes none.
+    "ALTER TABLE temporary_codes ADD COLUMN used_by TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version this radmfa writes and reads.

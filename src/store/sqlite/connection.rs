@@ -115,10 +115,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         issued_at INTEGER NOT NULL,
         expires_at INTEGER NOT NULL,
         uses_left INTEGER NOT NULL,
-        sealed TEXT NOT NULL,
-        used_by TEXT NOT NULL DEFAULT ''
+        sealed TEXT NOT NULL
      );
      CREATE INDEX temporary_codes_by_username ON temporary_codes(username);",
+    // 7: the requests that took a temporary code's uses, so a copy of one takes none (hex keys,
+    // each ended by a comma).
+    "ALTER TABLE temporary_codes ADD COLUMN used_by TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Opens an existing database for writing, never creating one.

@@ -186,6 +186,33 @@ async fn a_database_of_schema_5_gains_the_audit_trail_and_temporary_codes() {
     assert_eq!(tables(&path), (super::connection::MIGRATIONS.len() as i64, 2));
 }
 
+/// A database of schema 6 (temporary codes without the requests that used them) gains them,
+/// its live code kept and usable once per request.
+#[tokio::test]
+async fn a_database_of_schema_6_gains_the_requests_of_temporary_code_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("radmfa.db");
+    let ring = KeyRing::generate("k1");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for (i, migration) in super::connection::MIGRATIONS[..6].iter().enumerate() {
+            conn.execute_batch(&format!("BEGIN; {migration}; PRAGMA user_version = {}; COMMIT;", i + 1)).unwrap();
+        }
+        let sealed = ring.seal(b"48151623", b"radmfa/temporary-code/v1/1/alice");
+        conn.execute(
+            "INSERT INTO temporary_codes (id, username, issued_by, issued_at, expires_at, uses_left, sealed)
+             VALUES (1, 'alice', 'hanna', 1000, 9000, 2, ?1)",
+            [&sealed],
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path, Arc::new(Keys::fixed(ring))).unwrap();
+    assert_eq!(s.temporary_codes("alice", 2000).await.unwrap()[0].code.expose(), "48151623", "kept");
+    assert_eq!(s.use_temporary_code(1, 2000, b"request", None).await.unwrap(), crate::store::CodeUse::Used);
+    assert_eq!(s.use_temporary_code(1, 2000, b"request", None).await.unwrap(), crate::store::CodeUse::ByThisRequest);
+    assert_eq!(s.list_temporary_codes(Some("alice"), 2000).await.unwrap()[0].uses_left, 1);
+}
+
 #[tokio::test]
 async fn the_file_holds_no_temporary_code_in_the_clear() {
     use crate::store::NewTemporaryCode;
