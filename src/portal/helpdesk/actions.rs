@@ -88,18 +88,27 @@ pub async fn unlock_page(State(portal): State<Arc<Portal>>, helpdesk: Helpdesk, 
 
 pub async fn unlock(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientAddr, posted: HelpdeskForm<String, CsrfOnly>) -> Response {
     let HelpdeskForm { helpdesk: Helpdesk { visit, member }, path: name, .. } = posted;
-    if !change_allowed(&portal, &member, &visit) {
-        return too_many_changes(&portal, visit, &name).await;
-    }
-    let now = visit.arrival.unix;
-    let account = match portal.auth.lookup(&name).await {
-        Ok(account) => account.id,
-        Err(e) => return failed(&portal, visit, e).await,
+    let (visit, account) = match change_target(&portal, visit, &member, &name).await {
+        Ok(target) => target,
+        Err(refused) => return refused,
     };
+    let now = visit.arrival.unix;
     match portal.auth.unlock_user(&actor(&member, from), &account, now).await {
         Ok(true) => done(&portal, visit, &account, Notice::Unlocked).await,
         Ok(false) => done(&portal, visit, &account, Notice::NothingToUnlock).await,
         Err(e) => failed(&portal, visit, e).await,
+    }
+}
+
+/// What every change begins with: the member within their limit, and the account the path
+/// names; else the page that says why not.
+async fn change_target(portal: &Portal, visit: Visit, member: &str, name: &str) -> Result<(Visit, String), Response> {
+    if !change_allowed(portal, member, &visit) {
+        return Err(too_many_changes(portal, visit, name).await);
+    }
+    match portal.auth.lookup(name).await {
+        Ok(account) => Ok((visit, account.id)),
+        Err(e) => Err(failed(portal, visit, e).await),
     }
 }
 
@@ -134,14 +143,11 @@ pub async fn remove_token(
     posted: HelpdeskForm<(String, String), CsrfOnly>,
 ) -> Response {
     let HelpdeskForm { helpdesk: Helpdesk { visit, member }, path: (name, id), .. } = posted;
-    if !change_allowed(&portal, &member, &visit) {
-        return too_many_changes(&portal, visit, &name).await;
-    }
-    let now = visit.arrival.unix;
-    let account = match portal.auth.lookup(&name).await {
-        Ok(account) => account.id,
-        Err(e) => return failed(&portal, visit, e).await,
+    let (visit, account) = match change_target(&portal, visit, &member, &name).await {
+        Ok(target) => target,
+        Err(refused) => return refused,
     };
+    let now = visit.arrival.unix;
     let Some(id) = token_id(&id) else { return done(&portal, visit, &account, Notice::NoSuchToken).await };
     match portal.auth.remove_user_token(&actor(&member, from), &account, id, now).await {
         Ok(true) => done(&portal, visit, &account, Notice::Removed).await,
@@ -159,14 +165,11 @@ pub async fn revoke_page(State(portal): State<Arc<Portal>>, helpdesk: Helpdesk, 
 
 pub async fn revoke(State(portal): State<Arc<Portal>>, ClientAddr(from): ClientAddr, posted: HelpdeskForm<String, CsrfOnly>) -> Response {
     let HelpdeskForm { helpdesk: Helpdesk { visit, member }, path: name, .. } = posted;
-    if !change_allowed(&portal, &member, &visit) {
-        return too_many_changes(&portal, visit, &name).await;
-    }
-    let now = visit.arrival.unix;
-    let account = match portal.auth.lookup(&name).await {
-        Ok(account) => account.id,
-        Err(e) => return failed(&portal, visit, e).await,
+    let (visit, account) = match change_target(&portal, visit, &member, &name).await {
+        Ok(target) => target,
+        Err(refused) => return refused,
     };
+    let now = visit.arrival.unix;
     match portal.auth.revoke_temporary_codes(&actor(&member, from), &account, now).await {
         Ok(0) => done(&portal, visit, &account, Notice::NoneToRevoke).await,
         Ok(_) => done(&portal, visit, &account, Notice::Revoked).await,
