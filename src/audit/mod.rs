@@ -52,9 +52,18 @@ impl Queued {
             self.minute = minute;
             self.per_account.clear();
         }
-        let n = self.per_account.entry(account.to_owned()).or_default();
-        *n = n.saturating_add(1);
-        (*n <= PER_ACCOUNT_PER_MINUTE, *n == PER_ACCOUNT_PER_MINUTE)
+        // Looked up before inserting: the account's name is copied once a minute, not per event.
+        let n = match self.per_account.get_mut(account) {
+            Some(n) => {
+                *n = n.saturating_add(1);
+                *n
+            }
+            None => {
+                self.per_account.insert(account.to_owned(), 1);
+                1
+            }
+        };
+        (n <= PER_ACCOUNT_PER_MINUTE, n == PER_ACCOUNT_PER_MINUTE)
     }
 }
 
