@@ -61,3 +61,38 @@ fn a_temporary_code_from_the_cli_logs_in_for_its_uses_and_the_trail_says_who_iss
     assert!(!shown.contains(&temporary), "never the code: {shown}");
     assert!(shown.contains("Temporary codes (0)"), "{shown}");
 }
+
+#[test]
+fn the_server_purges_audit_events_past_the_retention_at_start_and_keeps_the_rest() {
+    use radmfa::store::{AuditEvent, Store};
+    let server = TestServer::start(Options { extra: "[audit]\nretention = \"90d\"\n".into(), ..Options::default() });
+    let day = 86_400;
+    let now = radmfa::clock::now();
+    let event = |age_days: i64, reason: &str| AuditEvent {
+        at: now - age_days * day,
+        account: "carol".into(),
+        action: "radius".into(),
+        client: "nas".into(),
+        from: None,
+        result: "reject".into(),
+        reason: reason.into(),
+        actor: None,
+        detail: None,
+    };
+    // Written beside the running server, as another node would.
+    let keys = std::sync::Arc::new(radmfa::keys::Keys::load(&server.dir().join("master.key")).unwrap());
+    let store = radmfa::store::sqlite::SqliteStore::open(&server.dir().join("radmfa.db"), keys).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(store.record_events(vec![event(91, "older_than_retention"), event(89, "within_retention")])).unwrap();
+    drop(store);
+    // The purge runs at start, then every 5 minutes.
+    let server = server.restart();
+    let shown = (0..50)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            stdout(&admin(&server.config, &["user", "show", "carol", "--events", "50"]))
+        })
+        .find(|s| !s.contains("older_than_retention"))
+        .expect("the event past the retention purged");
+    assert!(shown.contains("within_retention"), "{shown}");
+}
