@@ -149,7 +149,9 @@ impl Config {
                     format!("{:?} is already a client (in {} or an earlier conf.d file)", client.policy.name, self.path.display()),
                 )));
             }
-            if let Some(other) = self.clients.iter().find(|c| c.network == client.network) {
+            if client.transport == crate::server::settings::Transport::Udp
+                && let Some(other) = self.clients.iter().find(|c| c.transport == client.transport && c.network == client.network)
+            {
                 return Err(invalid(Invalid::new(key("address"), format!("{} is already client {:?}", client.network, other.policy.name))));
             }
         }
@@ -185,7 +187,7 @@ impl Config {
 
 /// A warning for a client whose address is every address: anyone who learns its secret is a NAS.
 fn open_to_all(client: &ClientSettings) -> Option<String> {
-    (client.network.prefix_len() == 0).then(|| {
+    (client.network.prefix_len() == 0 && client.transport == crate::server::settings::Transport::Udp).then(|| {
         format!(
             "client {:?} takes requests from any address ({}): list the NAS's own addresses instead",
             client.policy.name, client.network
@@ -254,9 +256,10 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
         messages: file.messages,
         usernames: file.usernames,
         helpdesk: file.helpdesk,
-        // One node answers a NAS's retries from its own cache; only nodes sharing a database
-        // keep Accepts for one another (a write per login SQLite need not make).
-        retry_window: if store.sqlite_path().is_some() { std::time::Duration::ZERO } else { server.cache_ttl },
+        // One node answers a NAS's UDP retries from its own cache; only nodes sharing a
+        // database keep Accepts for one another (a write per login SQLite need not make) — and
+        // a RadSec NAS, whose retry comes on a new connection the cache does not know.
+        retry_window: if store.sqlite_path().is_some() && server.tls.is_none() { std::time::Duration::ZERO } else { server.cache_ttl },
     };
     let (auth, mut warnings) = sections.build()?;
     warnings.extend(clients.iter().filter_map(open_to_all));

@@ -89,7 +89,7 @@ impl Authenticator {
         // from an app the tokens and the lock too (the try begun): one batch with a shared
         // database, where each batch waits for a commit. A try begun for a State that turns
         // out used is dropped, counting nothing.
-        let key = RetryKey::of(login.request);
+        let key = RetryKey::of(login.request, &self.keys);
         let using = store.consume_state(&state.nonce, state.expires_at, key.as_bytes());
         let code_from_app = state.stage == Stage::Totp && !answer.eq_ignore_ascii_case("sms");
         let (used, kept, code_try) = if code_from_app {
@@ -258,7 +258,7 @@ impl Authenticator {
             nonce: state.nonce.to_vec(),
             expires_at: state.expires_at,
             context: self.sealed_context(&state, &login.request.client, profile)?,
-            answer: self.kept(RetryKey::of(login.request), &challenge, now),
+            answer: self.kept(RetryKey::of(login.request, &self.keys), &challenge, now),
         };
         let store = &self.store;
         match store.reserve_sms_challenge(account, now, self.settings().sms_limits, record).await.map_err(store_down)? {

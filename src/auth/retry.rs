@@ -13,6 +13,12 @@
 //! this request and keeps in its retries), the User-Name, the State and the User-Password as
 //! sent (hidden by the shared secret, so the key reveals nothing a listener could not see): only
 //! a retry of that very request, the same answer included, finds the Accept.
+//!
+//! RADIUS/1.1 (RFC 9765) has neither: its Token is a counter of the connection, and the
+//! password comes in the clear. The server then names the request by a digest of its other
+//! attributes, and the password enters the key through an HMAC under a key of the key file, so
+//! the kept key is no unsalted hash of a password that a copy of the database could be
+//! searched for.
 
 use sha2::{Digest, Sha256};
 
@@ -31,7 +37,22 @@ impl RetryKey {
         &self.0
     }
 
-    pub(super) fn of(request: &Request) -> Self {
+    pub(super) fn of(request: &Request, keys: &crate::keys::Keys) -> Self {
+        let clear_password = match (&request.password, request.hidden_password.is_empty()) {
+            (Some(password), true) => {
+                use hmac::{Hmac, Mac};
+                let key = keys.current().derive("radmfa/retry/clear-password");
+                // HMAC takes a key of any length: this never fails.
+                <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice()).map_or_else(
+                    |_| Vec::new(),
+                    |mut mac| {
+                        mac.update(password.expose());
+                        mac.finalize().into_bytes().to_vec()
+                    },
+                )
+            }
+            _ => Vec::new(),
+        };
         let mut hash = Sha256::new();
         for part in [
             b"radmfa/retry/v1".as_slice(),
@@ -40,6 +61,7 @@ impl RetryKey {
             request.user_name.as_deref().unwrap_or_default(),
             request.state.as_deref().unwrap_or_default(),
             &request.hidden_password,
+            &clear_password,
         ] {
             // Each part with its length, so no two different requests hash the same octets.
             hash.update((part.len() as u32).to_be_bytes());
@@ -60,7 +82,7 @@ pub(super) struct RetryRecord {
 impl Authenticator {
     /// The record of `request`, to be answered with `accept` if its code wins.
     pub(super) fn retry_record(&self, request: &Request, accept: &Decision, now: UnixTime) -> RetryRecord {
-        let key = RetryKey::of(request);
+        let key = RetryKey::of(request, &self.keys);
         RetryRecord { key, keep: self.kept(key, accept, now) }
     }
 
@@ -77,7 +99,7 @@ impl Authenticator {
     /// Keeps an answer for this request's retries: an Accept given after its State was used up
     /// (an SMS code's), or a Challenge before its SMS goes out.
     pub(super) async fn keep_answer(&self, request: &Request, answer: &Decision, now: UnixTime) -> Result<(), Reason> {
-        let Some(kept) = self.kept(RetryKey::of(request), answer, now) else { return Ok(()) };
+        let Some(kept) = self.kept(RetryKey::of(request, &self.keys), answer, now) else { return Ok(()) };
         self.store.keep_answer(kept).await.map_err(super::store_down)
     }
 

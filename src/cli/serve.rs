@@ -53,6 +53,12 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
             tracing::info!(address = %bound, kind = kind.as_str(), "listening");
             sockets.push((socket, kind));
         }
+        let mut tls_listeners = Vec::new();
+        for address in config.server.tls.iter().flat_map(|tls| &tls.listen) {
+            let listener = server::bind_tls(*address).map_err(|e| format!("cannot listen on {address} (tls_listen): {e}"))?;
+            tracing::info!(address = %listener.local_addr()?, kind = "radsec", "listening");
+            tls_listeners.push(listener);
+        }
         let authenticator = Arc::new(Authenticator::new(services, config.auth.clone()));
         let portal = match &config.portal {
             Some(settings) => {
@@ -104,7 +110,7 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         tokio::spawn(probe_store(store, shutdown.clone()));
         tokio::spawn(reload_keys(keys, shutdown.clone()));
         notify_systemd(sd_notify::NotifyState::Ready);
-        server.run(sockets, shutdown).await;
+        server.run(sockets, tls_listeners, shutdown).await;
         // The decisions' last events, written before the store closes.
         let _ = audit_writer.await;
         if let Some(portal) = portal

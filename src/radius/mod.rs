@@ -8,6 +8,7 @@ pub mod codec;
 pub mod crypto;
 pub mod dict;
 pub mod packet;
+pub mod v11;
 pub mod vendor;
 
 pub use crypto::{

@@ -10,9 +10,20 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// A request's identity on the wire: who sent it, from which port, with which identifier.
-/// The request authenticator tells a retransmission from a new request reusing the identifier.
-pub type Key = (SocketAddr, u8);
+/// A request's identity on the wire: who sent it, from which port (or on which connection),
+/// with which identifier (or RADIUS/1.1 Token). The request authenticator tells a
+/// retransmission from a new request reusing the identifier.
+pub type Key = (Source, u32);
+
+/// Where requests whose identifiers are one space come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A NAS's UDP address and port.
+    Datagram(SocketAddr),
+    /// One TLS connection, numbered by the server and never reused: its entries die with it
+    /// (RFC 6613 §2.6.1), however the NAS's next connection is numbered by the kernel.
+    Connection(u64),
+}
 
 #[derive(Debug)]
 enum State {
@@ -158,7 +169,7 @@ mod tests {
     use super::*;
 
     fn key(port: u16, id: u8) -> Key {
-        (SocketAddr::from(([127, 0, 0, 1], port)), id)
+        (Source::Datagram(SocketAddr::from(([127, 0, 0, 1], port))), u32::from(id))
     }
 
     #[test]

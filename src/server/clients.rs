@@ -1,31 +1,51 @@
-//! The NAS client table: which source addresses may talk to us, and with which secret.
+//! The NAS client table: which source addresses may talk to us over UDP, which certificates
+//! (from which addresses) over TLS, and with which secret.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::settings::ClientSettings;
+use super::settings::{ClientSettings, Transport};
+use super::tls::settings::PeerCertificate;
 
-/// Looks clients up by source address: an exact host entry first, then the most specific network.
+/// Looks UDP clients up by source address: an exact host entry first, then the most specific
+/// network. TLS clients by certificate and address: the most specific match first.
 #[derive(Debug, Default)]
 pub struct ClientTable {
     hosts: HashMap<IpAddr, Arc<ClientSettings>>,
     /// Longest prefix first, so the most specific network wins.
     networks: Vec<Arc<ClientSettings>>,
+    /// A fingerprint before a name before an address alone; then the longest prefix; then the
+    /// order of the configuration.
+    tls: Vec<Arc<ClientSettings>>,
 }
 
 impl ClientTable {
     pub fn new(clients: Vec<ClientSettings>) -> Self {
         let mut table = Self::default();
         for client in clients.into_iter().map(Arc::new) {
-            if client.network.prefix_len() == client.network.max_prefix_len() {
+            if client.transport == Transport::Tls {
+                table.tls.push(client);
+            } else if client.network.prefix_len() == client.network.max_prefix_len() {
                 table.hosts.insert(client.network.addr(), client);
             } else {
                 table.networks.push(client);
             }
         }
         table.networks.sort_by_key(|c| std::cmp::Reverse(c.network.prefix_len()));
+        table.tls.sort_by_key(|c| std::cmp::Reverse((c.certificate.specificity(), c.network.prefix_len())));
         table
+    }
+
+    /// The TLS client a connection from `source` with `certificate` is, if any.
+    pub fn lookup_tls(&self, source: IpAddr, certificate: &PeerCertificate) -> Option<&Arc<ClientSettings>> {
+        let source = source.to_canonical();
+        self.tls.iter().find(|c| (c.network.prefix_len() == 0 || c.network.contains(&source)) && c.certificate.matches(certificate))
+    }
+
+    /// Whether any client may connect over TLS.
+    pub fn has_tls_clients(&self) -> bool {
+        !self.tls.is_empty()
     }
 
     pub fn lookup(&self, source: IpAddr) -> Option<&Arc<ClientSettings>> {
@@ -44,6 +64,8 @@ mod tests {
     fn client(name: &str, net: &str) -> ClientSettings {
         ClientSettings {
             network: net.parse().unwrap(),
+            transport: Transport::Udp,
+            certificate: Default::default(),
             secret: Secret::new(b"s".to_vec()),
             require_message_authenticator: true,
             policy: Arc::new(ClientPolicy::named(name)),

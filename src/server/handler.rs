@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use super::PortKind;
 use super::settings::{ClientSettings, ServerSettings};
 use super::stats::Stats;
+use super::{Carrier, PortKind};
 use crate::auth::{Authenticator, Decision, Method, Outcome, Reason, Request, Verdict};
 use crate::fairness;
 use crate::metrics::Metrics;
@@ -43,6 +43,8 @@ pub(super) struct Origin<'a> {
     /// When the request was read: a Reject goes out `reject_delay` after this, whatever the
     /// decision took, so the time to answer tells nothing of the reason.
     pub arrived: Instant,
+    /// How the request came, and so how its password is read and its answer encoded.
+    pub carrier: Carrier,
 }
 
 impl Handler {
@@ -87,18 +89,19 @@ impl Handler {
     /// gives it at once, without its cache. `None` if it cannot be encoded.
     /// Unanswered while the store cannot be used: a NAS that watches its servers with
     /// Status-Server then sends its logins to one that can answer them.
-    pub(super) fn status_server(&self, packet: &Packet, client: &ClientSettings, port: PortKind) -> Option<Vec<u8>> {
+    pub(super) fn status_server(&self, packet: &Packet, client: &ClientSettings, port: PortKind, carrier: Carrier) -> Option<Vec<u8>> {
         let client_name = client.policy.name.as_str();
-        if port == PortKind::Auth && !self.authenticator.store_available() {
+        let serves_logins = port != PortKind::Accounting;
+        if serves_logins && !self.authenticator.store_available() {
             self.stats.status_server_unanswered.inc();
             self.metrics.request(client_name, "Status-Server", "none", "store_unavailable");
             return None;
         }
         self.stats.status_server.inc();
         self.metrics.request(client_name, "Status-Server", "answered", "status_server");
-        let code = if port == PortKind::Auth { Code::AccessAccept } else { Code::AccountingResponse };
+        let code = if serves_logins { Code::AccessAccept } else { Code::AccountingResponse };
         let reply = with_proxy_state(Packet::new(code, packet.identifier, [0; 16]), packet);
-        radius::encode_response(&reply, packet.code, &packet.authenticator, client.secret.expose()).ok()
+        encode_reply(&reply, packet, client, carrier).ok()
     }
 
     /// An Accounting-Request: logged, counted and acknowledged.
@@ -107,14 +110,14 @@ impl Handler {
         self.stats.accounting.inc();
         self.metrics.request(origin.client.policy.name.as_str(), "Accounting-Request", "answered", "accounting");
         let reply = with_proxy_state(Packet::new(Code::AccountingResponse, packet.identifier, [0; 16]), packet);
-        let bytes = radius::encode_response(&reply, packet.code, &packet.authenticator, origin.client.secret.expose()).ok()?;
+        let bytes = encode_reply(&reply, packet, origin.client, origin.carrier).ok()?;
         Some(self.sent(&reply, bytes, origin))
     }
 
     /// Decides an Access-Request within `request_timeout` of its arrival. `None` leaves it
     /// unanswered: undecided in time, or the directory busy.
     pub(super) async fn decide(&self, packet: &Packet, origin: &Origin<'_>) -> Option<Decision> {
-        let request = auth_request(packet, origin.client, origin.arrived);
+        let request = auth_request(packet, origin);
         let limit = self.request_timeout.saturating_sub(origin.arrived.elapsed());
         let client = origin.client.policy.name.as_str();
         // The NAS travels with the decision, so the shared queues (hashing, the directory's
@@ -176,16 +179,15 @@ impl Handler {
     /// The response packet and its bytes. One too big to send (many groups?) fails closed as
     /// an Access-Reject rather than leaving the NAS unanswered.
     fn sign(&self, request: &Packet, origin: &Origin<'_>, decision: &Decision) -> Option<(Packet, Vec<u8>, Outcome)> {
-        let secret = origin.client.secret.expose().as_slice();
         let reply = response_packet(request, &decision.verdict);
-        match radius::encode_response(&reply, request.code, &request.authenticator, secret) {
+        match encode_reply(&reply, request, origin.client, origin.carrier) {
             Ok(bytes) => Some((reply, bytes, decision.outcome())),
             Err(e) => {
                 self.stats.unencodable_answers.inc();
                 let client = origin.client.policy.name.as_str();
                 tracing::error!(peer = %origin.peer, client, error = %e, "response could not be encoded; sending Access-Reject instead");
                 let reply = with_proxy_state(Packet::new(Code::AccessReject, request.identifier, [0; 16]), request);
-                let bytes = radius::encode_response(&reply, request.code, &request.authenticator, secret).ok()?;
+                let bytes = encode_reply(&reply, request, origin.client, origin.carrier).ok()?;
                 Some((reply, bytes, Outcome::Reject))
             }
         }
@@ -222,8 +224,18 @@ impl Handler {
     }
 }
 
+/// A response on the wire: signed with the client's secret (RFC 2865, over UDP and RadSec), or
+/// with its request's Token and nothing else (RADIUS/1.1).
+fn encode_reply(reply: &Packet, request: &Packet, client: &ClientSettings, carrier: Carrier) -> Result<Vec<u8>, radius::EncodeError> {
+    match carrier {
+        Carrier::Radius11 => radius::v11::encode(reply, radius::v11::token(request)),
+        Carrier::Udp | Carrier::Tls => radius::encode_response(reply, request.code, &request.authenticator, client.secret.expose()),
+    }
+}
+
 /// The facts `auth` needs, taken out of a verified Access-Request.
-fn auth_request(packet: &Packet, client: &ClientSettings, arrived: Instant) -> Request {
+fn auth_request(packet: &Packet, origin: &Origin<'_>) -> Request {
+    let client = origin.client;
     let secret = client.secret.expose();
     let method = if packet.get(attr::CHAP_PASSWORD).is_some() {
         Method::Chap
@@ -238,10 +250,18 @@ fn auth_request(packet: &Packet, client: &ClientSettings, arrived: Instant) -> R
     } else {
         Method::None
     };
-    let password = packet
-        .get(attr::USER_PASSWORD)
-        .and_then(|hidden| radius::unhide_password(hidden, secret, &packet.authenticator).ok())
-        .map(|clear| Secret::new(clear.to_vec()));
+    let user_password = packet.get(attr::USER_PASSWORD);
+    let (password, authenticator, hidden_password) = if origin.carrier == Carrier::Radius11 {
+        // No MD5 to unhide, and no random authenticator: the request is named among its
+        // retries by its other attributes (the retry key adds the password under a key).
+        let password = user_password.and_then(radius::v11::user_password).map(|clear| Secret::new(clear.to_vec()));
+        (password, retry_digest(packet), Vec::new())
+    } else {
+        let password = user_password
+            .and_then(|hidden| radius::unhide_password(hidden, secret, &packet.authenticator).ok())
+            .map(|clear| Secret::new(clear.to_vec()));
+        (password, packet.authenticator, user_password.map(<[u8]>::to_vec).unwrap_or_default())
+    };
     let nas_ip =
         packet.get(attr::NAS_IP_ADDRESS).and_then(|v| <[u8; 4]>::try_from(v).ok()).map(|o| IpAddr::V4(Ipv4Addr::from(o))).or_else(|| {
             packet.get(attr::NAS_IPV6_ADDRESS).and_then(|v| <[u8; 16]>::try_from(v).ok()).map(|o| IpAddr::V6(Ipv6Addr::from(o)))
@@ -253,21 +273,40 @@ fn auth_request(packet: &Packet, client: &ClientSettings, arrived: Instant) -> R
         method,
         state: packet.get(attr::STATE).map(<[u8]>::to_vec),
         client: Arc::clone(&client.policy),
-        authenticator: packet.authenticator,
-        hidden_password: packet.get(attr::USER_PASSWORD).map(<[u8]>::to_vec).unwrap_or_default(),
+        authenticator,
+        hidden_password,
         nas_ip,
         nas_identifier: text(attr::NAS_IDENTIFIER),
         calling_station: text(attr::CALLING_STATION_ID),
-        arrived,
-        answer_room: answer_room(packet),
+        arrived: origin.arrived,
+        answer_room: answer_room(packet, origin.carrier),
     }
 }
 
-/// Octets left for an answer's own attributes once the header, the Message-Authenticator and
-/// the request's Proxy-State (copied back) are in.
-fn answer_room(request: &Packet) -> usize {
+/// What names a RADIUS/1.1 request among its retries on other connections (which carry
+/// another Token): its code and attributes but the password, hashed.
+fn retry_digest(packet: &Packet) -> [u8; 16] {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"radmfa/radius-1.1-request");
+    hash.update([u8::from(packet.code)]);
+    let mut without_password = Packet::new(packet.code, 0, [0; 16]);
+    without_password.attributes =
+        packet.attributes.iter().filter(|a| !matches!(a, Attribute::Standard { typ: attr::USER_PASSWORD, .. })).cloned().collect();
+    // Encoding a decoded packet cannot fail; if it did, the request would only find no retry.
+    hash.update(without_password.encode().unwrap_or_default());
+    let digest = hash.finalize();
+    let mut out = [0; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+/// Octets left for an answer's own attributes once the header, the Message-Authenticator (not
+/// in RADIUS/1.1) and the request's Proxy-State (copied back) are in.
+fn answer_room(request: &Packet, carrier: Carrier) -> usize {
     let proxy_state: usize = request.get_all(attr::PROXY_STATE).map(|v| v.len() + 2).sum();
-    radius::MAX_PACKET_LEN.saturating_sub(radius::packet::HEADER_LEN + 18 + proxy_state)
+    let message_authenticator = if carrier == Carrier::Radius11 { 0 } else { 18 };
+    radius::MAX_PACKET_LEN.saturating_sub(radius::packet::HEADER_LEN + message_authenticator + proxy_state)
 }
 
 /// The unsigned response for a verdict.

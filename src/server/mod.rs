@@ -5,9 +5,12 @@
 //! Message-Authenticator and Proxy-State rules) and `handler` answers a verified one
 //! (Status-Server, accounting, an Access-Request decided by `auth` and signed). Neither knows
 //! of sockets, so a RadSec (RFC 6614) listener needs only its framing and client identity.
-//! `udp` is the one transport today: pre-bound sockets, one receive loop per socket under a
+//! `udp` is one transport: pre-bound sockets, one receive loop per socket under a
 //! cancellation token, clients found by source address, the retransmission cache, fair
 //! admission, request work in a `JoinSet` that survives handler panics and drains on shutdown.
+//! `tls` is the other (RadSec, RFC 6614, and RADIUS/1.1, RFC 9765): clients found by
+//! certificate, packets framed in a stream, the same cache, admission and handler; the
+//! [`Carrier`] tells `verify` and the handler what the transport already proved.
 //! The handler is a concrete type, not a trait: `auth` is the one thing that decides.
 
 pub mod cache;
@@ -17,13 +20,14 @@ pub mod fair;
 mod handler;
 pub mod settings;
 pub mod stats;
+pub mod tls;
 mod udp;
 pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +39,7 @@ use clients::ClientTable;
 use handler::Handler;
 use settings::{ClientSettings, ServerSettings};
 pub use stats::Stats;
+pub use tls::bind_tls;
 pub use udp::bind_udp;
 use udp::{LogLimiter, Shared};
 pub use verify::{Discard, verify};
@@ -46,6 +51,8 @@ pub enum PortKind {
     Auth,
     /// Accounting-Request and Status-Server (1813).
     Accounting,
+    /// RadSec's one port for both (RFC 6614 §2.1: 2083); Status-Server gets an Access-Accept.
+    Both,
 }
 
 impl PortKind {
@@ -53,12 +60,36 @@ impl PortKind {
         match self {
             Self::Auth => "auth",
             Self::Accounting => "accounting",
+            Self::Both => "radsec",
+        }
+    }
+}
+
+/// What carried a packet, and so what it must prove by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// A datagram: the shared secret is all that authenticates it.
+    Udp,
+    /// RADIUS/TLS (RFC 6614, ALPN `radius/1.0` or none): the certificate names the client and
+    /// TLS protects the packet, which still carries MD5 with the secret (`radsec`).
+    Tls,
+    /// RADIUS/1.1 (RFC 9765): TLS alone; a Token instead of Identifier and Authenticator.
+    Radius11,
+}
+
+impl Carrier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tls => "radius/1.0",
+            Self::Radius11 => "radius/1.1",
         }
     }
 }
 
 pub struct Server {
     shared: Arc<Shared>,
+    tls: Option<Arc<tls::TlsShared>>,
 }
 
 impl Server {
@@ -70,6 +101,7 @@ impl Server {
         metrics: Arc<Metrics>,
     ) -> Self {
         let stats = Arc::new(Stats::default());
+        let tls = settings.tls.clone().map(|tls| Arc::new(tls::TlsShared::new(tls)));
         let shared = Shared {
             handler: Handler::new(authenticator, dictionary, Arc::clone(&stats), metrics, &settings),
             clients: arc_swap::ArcSwap::from_pointee(ClientTable::new(clients)),
@@ -80,7 +112,7 @@ impl Server {
             overload_log: LogLimiter::new(Duration::from_secs(10)),
             discard_log: discards::DiscardLog::default(),
         };
-        Self { shared: Arc::new(shared) }
+        Self { shared: Arc::new(shared), tls }
     }
 
     /// Serves `clients` from now on, naming attributes with `dictionary` (a reloaded
@@ -94,11 +126,17 @@ impl Server {
         Arc::clone(&self.shared.stats)
     }
 
-    /// Serves until `shutdown` is cancelled, then finishes the requests in flight.
-    pub async fn run(&self, sockets: Vec<(UdpSocket, PortKind)>, shutdown: CancellationToken) {
+    /// Serves until `shutdown` is cancelled, then finishes the requests in flight. The TLS
+    /// listeners are those of `[server] tls_listen` (none without it).
+    pub async fn run(&self, sockets: Vec<(UdpSocket, PortKind)>, tls_listeners: Vec<TcpListener>, shutdown: CancellationToken) {
         let mut loops = JoinSet::new();
         for (socket, kind) in sockets {
             loops.spawn(udp::serve_socket(Arc::clone(&self.shared), Arc::new(socket), kind, shutdown.clone()));
+        }
+        if let Some(tls) = &self.tls {
+            for listener in tls_listeners {
+                loops.spawn(tls::serve_listener(Arc::clone(&self.shared), Arc::clone(tls), listener, shutdown.clone()));
+            }
         }
         while loops.join_next().await.is_some() {}
     }

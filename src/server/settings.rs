@@ -1,6 +1,8 @@
 //! `[server]` and `[[client]]`: where RADIUS is served, its limits, the extra dictionary, and
-//! the NAS clients — each one's network, shared secret (inline, from a file, or the
-//! environment) and policy (mode, `no_token`, reply attributes resolved by dictionary name).
+//! the NAS clients — each one's transport (UDP, or TLS with its certificate's name or
+//! fingerprint), network, shared secret (inline, from a file, or the environment; `radsec` over
+//! TLS) and policy (mode, `no_token`, reply attributes resolved by dictionary name). The TLS
+//! listener's own keys are `tls::settings`'.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,13 +34,39 @@ pub struct ServerSection {
     #[serde(default = "defaults::cache_entries")]
     cache_entries: usize,
     dictionary: Option<PathBuf>,
+    /// RadSec (RFC 6614) addresses, e.g. ["0.0.0.0:2083"]; the other `tls_` keys and the
+    /// files are `tls::settings`'.
+    #[serde(default)]
+    tls_listen: Vec<String>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "super::tls::settings::defaults::idle_timeout", with = "humantime_serde")]
+    tls_idle_timeout: Duration,
+    #[serde(default = "super::tls::settings::defaults::handshake_timeout", with = "humantime_serde")]
+    tls_handshake_timeout: Duration,
+    #[serde(default = "super::tls::settings::defaults::connections_per_client")]
+    tls_connections_per_client: usize,
+    #[serde(default = "super::tls::settings::defaults::outstanding_per_connection")]
+    tls_outstanding_per_connection: usize,
+    /// Which RADIUS versions TLS clients may negotiate (RFC 9765 ALPN): "1.0", "1.1".
+    #[serde(default = "super::tls::settings::defaults::radius_versions")]
+    tls_radius_versions: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSection {
     name: String,
-    address: String,
+    /// Required over UDP; over TLS, where the certificate names the client, optional.
+    address: Option<String>,
+    #[serde(default)]
+    transport: Transport,
+    /// Over TLS: a DNS name or URI of the certificate's subjectAltName, or its subject's CN.
+    certificate_name: Option<String>,
+    /// Over TLS: the SHA-256 of the certificate (hex, colons allowed); one or a list.
+    #[serde(default)]
+    certificate_fingerprint: super::tls::settings::OneOrMany,
     secret: Option<Secret<String>>,
     pub(crate) secret_file: Option<PathBuf>,
     #[serde(default = "defaults::yes")]
@@ -102,11 +130,28 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     pub cache_ttl: Duration,
     pub cache_entries: usize,
+    /// The RadSec listener, when `tls_listen` is set.
+    pub tls: Option<super::tls::settings::TlsSettings>,
+}
+
+/// How a client reaches us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// RADIUS/UDP (RFC 2865): the client is its source address, the secret signs each packet.
+    #[default]
+    Udp,
+    /// RADIUS/TLS (RFC 6614, and RADIUS/1.1 where negotiated): the client is its certificate.
+    Tls,
 }
 
 #[derive(Debug)]
 pub struct ClientSettings {
+    /// Where it may connect from; over TLS without an `address`, `::/0`: anywhere.
     pub network: IpNet,
+    pub transport: Transport,
+    /// Over TLS: which certificates are this client (empty over UDP).
+    pub certificate: super::tls::settings::CertificateMatch,
     pub secret: Secret<Vec<u8>>,
     pub require_message_authenticator: bool,
     pub policy: Arc<ClientPolicy>,
@@ -143,7 +188,20 @@ impl ServerSection {
         if let Some(extra) = &self.dictionary {
             dictionary.load_file(&sources.path(extra)).map_err(|e| Invalid::new("dictionary", e.to_string()))?;
         }
+        let tls = super::tls::settings::TlsSection {
+            listen: &self.tls_listen,
+            cert_file: self.cert_file.as_deref(),
+            key_file: self.key_file.as_deref(),
+            ca_file: self.ca_file.as_deref(),
+            idle_timeout: self.tls_idle_timeout,
+            handshake_timeout: self.tls_handshake_timeout,
+            connections_per_client: self.tls_connections_per_client,
+            outstanding_per_connection: self.tls_outstanding_per_connection,
+            radius_versions: &self.tls_radius_versions,
+        }
+        .build(sources)?;
         let settings = ServerSettings {
+            tls,
             listen,
             accounting_listen,
             reject_delay: self.reject_delay,
@@ -166,7 +224,9 @@ pub fn build_clients(sections: &[ClientSection], sources: &Sources<'_>, dictiona
         if let Some(other) = clients.iter().find(|c| c.policy.name == client.policy.name) {
             return Err(Invalid::new(key("name"), format!("{:?} is used by another client", other.policy.name)));
         }
-        if let Some(other) = clients.iter().find(|c| c.network == client.network) {
+        if let Some(other) = clients.iter().find(|c| c.transport == Transport::Udp && c.network == client.network)
+            && client.transport == Transport::Udp
+        {
             return Err(Invalid::new(key("address"), format!("{} is already client {:?}", client.network, other.policy.name)));
         }
         clients.push(client);
@@ -179,7 +239,7 @@ impl ClientSection {
         if self.name.trim().is_empty() {
             return Err(("name", "must not be empty".into()));
         }
-        let network = parse_network(&self.address).map_err(|m| ("address", m))?;
+        let (network, certificate) = self.identity()?;
         let secret = self.secret(sources)?;
         if secret.expose().is_empty() {
             return Err(("secret", "must not be empty".into()));
@@ -196,6 +256,8 @@ impl ClientSection {
         }
         Ok(ClientSettings {
             network,
+            transport: self.transport,
+            certificate,
             secret,
             require_message_authenticator: self.require_message_authenticator,
             policy: Arc::new(ClientPolicy {
@@ -208,6 +270,30 @@ impl ClientSection {
                 group_filter,
             }),
         })
+    }
+
+    /// Where the client may be, and over TLS which certificates it holds.
+    fn identity(&self) -> Result<(IpNet, super::tls::settings::CertificateMatch), (&'static str, String)> {
+        let network = self.address.as_deref().map(parse_network).transpose().map_err(|m| ("address", m))?;
+        let certificate = super::tls::settings::CertificateMatch::new(self.certificate_name.as_deref(), &self.certificate_fingerprint)?;
+        match self.transport {
+            Transport::Udp => {
+                if !certificate.is_empty() {
+                    return Err(("transport", "certificate_name and certificate_fingerprint go with transport = \"tls\"".into()));
+                }
+                let network = network.ok_or(("address", "missing: the NAS's address or network, e.g. \"10.0.0.5\"".to_string()))?;
+                Ok((network, certificate))
+            }
+            Transport::Tls => {
+                if network.is_none() && certificate.is_empty() {
+                    return Err((
+                        "certificate_name",
+                        "a TLS client needs certificate_name, certificate_fingerprint or address: otherwise every certificate of ca_file would be this client".into(),
+                    ));
+                }
+                Ok((network.unwrap_or_else(|| IpNet::V6(ipnet::Ipv6Net::default())), certificate))
+            }
+        }
     }
 
     /// How users give their second factor here. A NAS that cannot answer challenges gets
@@ -250,6 +336,9 @@ impl ClientSection {
             (None, Some(_), Some(_)) => return Err(("secret", "set either secret or secret_file, not both".into())),
             (None, Some(secret), None) => secret.clone(),
             (None, None, Some(file)) => read_secret_file(&sources.path(file)).map_err(|m| ("secret_file", m))?,
+            // RFC 6614 §2.3: over TLS the secret protects nothing, and "radsec" is what every
+            // implementation uses unless told otherwise.
+            (None, None, None) if self.transport == Transport::Tls => Secret::new("radsec".to_string()),
             (None, None, None) => {
                 return Err(("secret", format!("missing: set secret, secret_file, or the environment variable {env_name}")));
             }
@@ -258,7 +347,7 @@ impl ClientSection {
     }
 }
 
-fn parse_addresses(list: &[String]) -> Result<Vec<SocketAddr>, String> {
+pub(super) fn parse_addresses(list: &[String]) -> Result<Vec<SocketAddr>, String> {
     let mut out: Vec<SocketAddr> = Vec::new();
     for text in list {
         let addr: SocketAddr = text.parse().map_err(|_| format!("{text:?} is not an IP:port address (write IPv6 as \"[::1]:1812\")"))?;

@@ -58,5 +58,25 @@ counters! {
         status_server,
         /// Accounting-Requests acknowledged.
         accounting,
+        /// RadSec connections that completed their handshake as a known client.
+        tls_connections,
+        /// TLS handshakes that failed or took longer than tls_handshake_timeout (a certificate
+        /// the CA did not issue, a client that offers no version or ALPN we speak, a port scan).
+        tls_handshake_failures,
+        /// Connections refused before their handshake: too many handshakes at once.
+        tls_handshakes_refused,
+        /// Verified certificates that are no configured TLS client (or from another address).
+        tls_unknown_client,
+        /// Connections refused because their client had tls_connections_per_client open.
+        tls_over_connection_limit,
+        /// Connections refused for their RADIUS version: no ALPN where only 1.1 is allowed, or
+        /// RADIUS/1.1 over TLS 1.2 (RFC 9765 asks for 1.3).
+        tls_version_refused,
+        /// Connections closed for a malformed or unauthentic packet (RFC 6613 §2.6.4).
+        tls_closed_bad_packet,
+        /// Connections closed for a RADIUS/1.1 Token reused while its request was outstanding.
+        tls_closed_token_reused,
+        /// Connections closed after tls_idle_timeout without a packet.
+        tls_closed_idle,
     }
 }

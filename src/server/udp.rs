@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::cache::{Lookup, ResponseCache, Ticket};
+use super::cache::{Lookup, ResponseCache, Source, Ticket};
 use arc_swap::ArcSwap;
 
 use super::clients::ClientTable;
@@ -21,7 +21,7 @@ use super::fair::{FairShare, Permit};
 use super::handler::{Handler, Origin};
 use super::settings::ClientSettings;
 use super::stats::Stats;
-use super::{PortKind, verify};
+use super::{Carrier, PortKind, verify};
 use crate::radius::{Code, MAX_PACKET_LEN, Packet};
 
 /// Everything the receive loops and their request tasks share.
@@ -117,7 +117,7 @@ async fn drain(shared: &Shared, mut tasks: JoinSet<()>) {
 }
 
 /// How long a stopping server goes on deciding the requests it has.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl Shared {
     /// What becomes of one datagram: dropped, answered at once, or handed to a task.
@@ -125,7 +125,7 @@ impl Shared {
         self.stats.received.inc();
         let Some(client) = self.client_of(peer, now) else { return Admission::Drop };
         let client = &client;
-        let packet = match verify(datagram, client, kind, &self.handler.dictionary()) {
+        let packet = match verify(datagram, client, kind, Carrier::Udp, &self.handler.dictionary()) {
             Ok(packet) => packet,
             Err(discard) => {
                 discard.counter(&self.stats).inc();
@@ -133,16 +133,16 @@ impl Shared {
                 return Admission::Drop;
             }
         };
-        let origin = Origin { peer, client, arrived: now };
+        let origin = Origin { peer, client, arrived: now, carrier: Carrier::Udp };
         self.handler.log_received(&packet, &origin);
         if packet.code == Code::StatusServer {
             // Answered without the cache (RFC 5997 §3).
-            return match self.handler.status_server(&packet, client, kind) {
+            return match self.handler.status_server(&packet, client, kind, Carrier::Udp) {
                 Some(bytes) => Admission::Send(bytes.into()),
                 None => Admission::Drop,
             };
         }
-        let ticket = match self.cache.begin((peer, packet.identifier), packet.authenticator, now) {
+        let ticket = match self.cache.begin((Source::Datagram(peer), u32::from(packet.identifier)), packet.authenticator, now) {
             Lookup::Replay(bytes) => {
                 self.stats.duplicates_answered.inc();
                 return Admission::Send(bytes);
@@ -172,7 +172,7 @@ impl Shared {
     }
 
     /// A share of `max_in_flight` for this NAS, if it has one left.
-    fn permit_for(&self, peer: SocketAddr, client: &ClientSettings, now: Instant) -> Option<Permit> {
+    pub(super) fn permit_for(&self, peer: SocketAddr, client: &ClientSettings, now: Instant) -> Option<Permit> {
         let permit = self.permits.try_acquire(crate::fairness::key_of(peer.ip()));
         if permit.is_none() {
             self.stats.overloaded.inc();
@@ -187,7 +187,7 @@ impl Shared {
 /// A request task: the answer, remembered for retransmissions, then sent.
 async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job, shutdown: CancellationToken) {
     let Job { packet, peer, client, ticket, permit, arrived } = job;
-    let origin = Origin { peer, client: &client, arrived };
+    let origin = Origin { peer, client: &client, arrived, carrier: Carrier::Udp };
     let handler = &shared.handler;
     let bytes = match packet.code {
         Code::AccountingRequest => handler.accounting(&packet, &origin),
@@ -203,7 +203,7 @@ async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job, shutdown:
     send(&socket, &bytes, peer).await;
 }
 
-fn report_join(shared: &Shared, joined: Result<(), tokio::task::JoinError>) {
+pub(super) fn report_join(shared: &Shared, joined: Result<(), tokio::task::JoinError>) {
     if let Err(e) = joined
         && e.is_panic()
     {
@@ -230,7 +230,7 @@ impl LogLimiter {
     }
 
     /// `Some(suppressed since the last line)` when a line may be written now.
-    fn allow(&self, now: Instant) -> Option<u64> {
+    pub(super) fn allow(&self, now: Instant) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (last, suppressed) = &mut *state;
         if last.is_some_and(|at| now.duration_since(at) < self.period) {

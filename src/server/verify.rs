@@ -4,11 +4,13 @@
 //! RadSec record) and found its client, this decides the rest.
 //!
 //! A packet that fails is silently discarded (RFC 2865 §3); [`Discard`] says why, for the
-//! counters and the debug log.
+//! counters and the debug log. Over TLS the [`Carrier`] vouches for integrity: a missing
+//! Message-Authenticator is no reason to discard (BlastRADIUS forges UDP, not TLS), but one
+//! present must still verify; RADIUS/1.1 has no MD5 to check at all (RFC 9765 §4, §5.2).
 
-use super::PortKind;
 use super::settings::ClientSettings;
 use super::stats::{Counter, Stats};
+use super::{Carrier, PortKind};
 use crate::radius::{self, Code, DecodeError, Dictionary, MessageAuthenticator, Packet, attr};
 
 /// Why a packet is silently discarded.
@@ -39,6 +41,14 @@ pub enum Discard {
 }
 
 impl Discard {
+    /// Whether a stream that carried this packet must be closed (RFC 6613 §2.6.4): anything
+    /// malformed or unauthentic. A well-formed packet of a code we do not serve is only dropped.
+    pub fn closes_stream(&self) -> bool {
+        !matches!(self, Self::UnexpectedCode { .. })
+    }
+}
+
+impl Discard {
     /// The counter this discard is told by.
     pub fn counter<'s>(&self, stats: &'s Stats) -> &'s Counter {
         match self {
@@ -55,16 +65,20 @@ impl Discard {
 /// The packet in `bytes`, if `client` sent it to `port` as the RFCs allow. `bytes` is what
 /// arrived, padding included: the authenticators are computed over what the Length field covers.
 /// `dictionary` says how each vendor lays out its Vendor-Specific attributes.
-pub fn verify(bytes: &[u8], client: &ClientSettings, port: PortKind, dictionary: &Dictionary) -> Result<Packet, Discard> {
+pub fn verify(bytes: &[u8], client: &ClientSettings, port: PortKind, carrier: Carrier, dictionary: &Dictionary) -> Result<Packet, Discard> {
     if bytes.len() > radius::MAX_PACKET_LEN {
         return Err(Discard::TooLong(bytes.len()));
     }
-    let packet = dictionary.decode(bytes).map_err(Discard::Malformed)?;
+    let mut packet = dictionary.decode(bytes).map_err(Discard::Malformed)?;
     if !serves(port, packet.code) {
         return Err(Discard::UnexpectedCode { code: packet.code, port });
     }
+    if carrier == Carrier::Radius11 {
+        radius::v11::normalize_received(&mut packet);
+        return Ok(packet);
+    }
     let secret = client.secret.expose().as_slice();
-    check_message_authenticator(bytes, &packet, client)?;
+    check_message_authenticator(bytes, &packet, client, carrier)?;
     if packet.code == Code::AccountingRequest && !radius::verify_accounting_request(bytes, secret).unwrap_or(false) {
         return Err(Discard::BadAccountingAuthenticator);
     }
@@ -75,13 +89,15 @@ pub fn verify(bytes: &[u8], client: &ClientSettings, port: PortKind, dictionary:
 fn serves(port: PortKind, code: Code) -> bool {
     matches!(
         (port, code),
-        (PortKind::Auth, Code::AccessRequest) | (PortKind::Accounting, Code::AccountingRequest) | (_, Code::StatusServer)
+        (PortKind::Auth | PortKind::Both, Code::AccessRequest)
+            | (PortKind::Accounting | PortKind::Both, Code::AccountingRequest)
+            | (_, Code::StatusServer)
     )
 }
 
 /// Message-Authenticator (RFC 3579 §3.2): valid wherever it stands, and present where this
 /// client, the code or a Proxy-State requires it.
-fn check_message_authenticator(bytes: &[u8], packet: &Packet, client: &ClientSettings) -> Result<(), Discard> {
+fn check_message_authenticator(bytes: &[u8], packet: &Packet, client: &ClientSettings, carrier: Carrier) -> Result<(), Discard> {
     // An Accounting-Request's Message-Authenticator is computed over a zero authenticator.
     let zero = [0u8; 16];
     let basis = (packet.code == Code::AccountingRequest).then_some(&zero);
@@ -89,6 +105,8 @@ fn check_message_authenticator(bytes: &[u8], packet: &Packet, client: &ClientSet
     match radius::check_message_authenticator(bytes, secret, basis).map_err(Discard::Malformed)? {
         MessageAuthenticator::Valid => Ok(()),
         MessageAuthenticator::Invalid => Err(Discard::BadMessageAuthenticator),
+        // TLS already authenticates the packet: the secret's signature is optional there.
+        MessageAuthenticator::Absent if carrier != Carrier::Udp => Ok(()),
         MessageAuthenticator::Absent => {
             match packet.code {
                 Code::StatusServer => return Err(Discard::StatusServerWithoutMessageAuthenticator),
@@ -121,6 +139,8 @@ mod tests {
     fn client(require_message_authenticator: bool) -> ClientSettings {
         ClientSettings {
             network: "127.0.0.1/32".parse().unwrap(),
+            transport: crate::server::settings::Transport::Udp,
+            certificate: Default::default(),
             secret: Secret::new(SECRET.to_vec()),
             require_message_authenticator,
             policy: Arc::new(ClientPolicy::named("nas")),
@@ -137,7 +157,7 @@ mod tests {
     fn a_signed_access_request_passes_and_padding_is_ignored() {
         let mut bytes = access_request(&[Attribute::standard(attr::USER_NAME, *b"alice")], true);
         bytes.extend_from_slice(&[0; 5]);
-        let packet = verify(&bytes, &client(true), PortKind::Auth, &Dictionary::default()).unwrap();
+        let packet = verify(&bytes, &client(true), PortKind::Auth, Carrier::Udp, &Dictionary::default()).unwrap();
         assert_eq!(packet.get(attr::USER_NAME), Some(&b"alice"[..]));
     }
 
@@ -148,8 +168,8 @@ mod tests {
         let lucent = radius::VendorFormat::new(2, 1, false).unwrap();
         let sub = Attribute::vendor_in(lucent, 4846, 2, [3, 7]);
         let bytes = access_request(std::slice::from_ref(&sub), true);
-        assert!(verify(&bytes, &client(true), PortKind::Auth, &dictionary).unwrap().attributes.contains(&sub));
-        let plain = verify(&bytes, &client(true), PortKind::Auth, &Dictionary::default()).unwrap();
+        assert!(verify(&bytes, &client(true), PortKind::Auth, Carrier::Udp, &dictionary).unwrap().attributes.contains(&sub));
+        let plain = verify(&bytes, &client(true), PortKind::Auth, Carrier::Udp, &Dictionary::default()).unwrap();
         assert!(!plain.attributes.contains(&sub), "without the layout, the octets read otherwise");
     }
 
@@ -177,7 +197,7 @@ mod tests {
         ];
         let stats = Stats::default();
         for (bytes, required, port, expected) in cases {
-            let discard = verify(&bytes, &client(required), port, &Dictionary::default()).unwrap_err();
+            let discard = verify(&bytes, &client(required), port, Carrier::Udp, &Dictionary::default()).unwrap_err();
             assert_eq!(discard, expected);
             discard.counter(&stats).inc();
         }
@@ -187,11 +207,11 @@ mod tests {
         assert_eq!(stats.missing_message_authenticator.get(), 1);
         assert_eq!(stats.proxy_state_without_message_authenticator.get(), 1);
         assert!(
-            verify(&access_request(&proxied, true), &client(false), PortKind::Auth, &Dictionary::default()).is_ok(),
+            verify(&access_request(&proxied, true), &client(false), PortKind::Auth, Carrier::Udp, &Dictionary::default()).is_ok(),
             "signed, it may carry Proxy-State"
         );
         assert!(
-            verify(&access_request(&[], false), &client(false), PortKind::Auth, &Dictionary::default()).is_ok(),
+            verify(&access_request(&[], false), &client(false), PortKind::Auth, Carrier::Udp, &Dictionary::default()).is_ok(),
             "unsigned, when the client allows it"
         );
     }
@@ -202,8 +222,11 @@ mod tests {
         let signed = radius::encode_request(&status, SECRET, true).unwrap();
         let bare = radius::encode_request(&status, SECRET, false).unwrap();
         for port in [PortKind::Auth, PortKind::Accounting] {
-            assert!(verify(&signed, &client(false), port, &Dictionary::default()).is_ok());
-            assert_eq!(verify(&bare, &client(false), port, &Dictionary::default()), Err(Discard::StatusServerWithoutMessageAuthenticator));
+            assert!(verify(&signed, &client(false), port, Carrier::Udp, &Dictionary::default()).is_ok());
+            assert_eq!(
+                verify(&bare, &client(false), port, Carrier::Udp, &Dictionary::default()),
+                Err(Discard::StatusServerWithoutMessageAuthenticator)
+            );
         }
     }
 
@@ -213,9 +236,9 @@ mod tests {
         request.push(Attribute::standard(attr::ACCT_STATUS_TYPE, [0, 0, 0, 1]));
         request.push(Attribute::standard(attr::PROXY_STATE, *b"p"));
         let bytes = radius::encode_request(&request, SECRET, false).unwrap();
-        assert!(verify(&bytes, &client(true), PortKind::Accounting, &Dictionary::default()).is_ok());
+        assert!(verify(&bytes, &client(true), PortKind::Accounting, Carrier::Udp, &Dictionary::default()).is_ok());
         let forged = radius::encode_request(&request, b"other", false).unwrap();
-        let discard = verify(&forged, &client(false), PortKind::Accounting, &Dictionary::default()).unwrap_err();
+        let discard = verify(&forged, &client(false), PortKind::Accounting, Carrier::Udp, &Dictionary::default()).unwrap_err();
         assert_eq!(discard, Discard::BadAccountingAuthenticator);
         let stats = Stats::default();
         discard.counter(&stats).inc();
@@ -232,7 +255,7 @@ mod tests {
             bytes.extend_from_slice(&body);
             bytes.resize(bytes.len() + padding, 0);
             for port in [PortKind::Auth, PortKind::Accounting] {
-                let _ = verify(&bytes, &client(required), port, &Dictionary::default());
+                let _ = verify(&bytes, &client(required), port, Carrier::Udp, &Dictionary::default());
             }
         }
     }

@@ -209,6 +209,8 @@ pub struct TestServer {
     pub accounting: SocketAddr,
     /// The portal's address, when the config enables it.
     pub portal: Option<SocketAddr>,
+    /// The RadSec listener's address, when the config has `tls_listen`.
+    pub radsec: Option<SocketAddr>,
     pub config: PathBuf,
     notify_socket: Option<PathBuf>,
     dir: tempfile::TempDir,
@@ -309,6 +311,7 @@ impl TestServer {
             auth: ([0, 0, 0, 0], 0).into(),
             accounting: ([0, 0, 0, 0], 0).into(),
             portal: None,
+            radsec: None,
             config,
             notify_socket,
             dir,
@@ -317,7 +320,9 @@ impl TestServer {
 
     /// Waits for the "listening" lines and records the bound addresses.
     pub fn wait_listening(&mut self, timeout: Duration) {
-        let portal_enabled = std::fs::read_to_string(&self.config).unwrap_or_default().contains("[portal]");
+        let config_text = std::fs::read_to_string(&self.config).unwrap_or_default();
+        let portal_enabled = config_text.contains("[portal]");
+        let radsec_enabled = config_text.contains("tls_listen");
         let address = |server: &Self, kind: &str| {
             let line = server.wait_for(|v| v["message"] == "listening" && v["kind"] == kind, timeout);
             let line = line.unwrap_or_else(|| panic!("radmfa did not report a {kind} listening address; log: {:?}", server.logs()));
@@ -326,6 +331,7 @@ impl TestServer {
         self.auth = address(self, "auth");
         self.accounting = address(self, "accounting");
         self.portal = portal_enabled.then(|| address(self, "portal"));
+        self.radsec = radsec_enabled.then(|| address(self, "radsec"));
     }
 
     /// Takes the temp dir out (the server keeps running on it until dropped).
@@ -569,6 +575,88 @@ pub struct TestCertificate {
     pub ca_pem: String,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+}
+
+/// A RadSec PKI made for a test, written into a folder: a CA, the server's certificate
+/// (localhost, 127.0.0.1), and client certificates named as asked — each PEM file beside its key.
+pub struct RadsecPki {
+    pub ca_file: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+    dir: PathBuf,
+}
+
+/// A client certificate of a [`RadsecPki`] (or of another CA).
+pub struct ClientCertificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// SHA-256 of the DER, as `AA:BB:...`.
+    pub fingerprint: String,
+}
+
+impl RadsecPki {
+    pub fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Example Test RadSec CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let ca_file = dir.join("radsec-ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let mut pki = Self { ca_file, server_cert: PathBuf::new(), server_key: PathBuf::new(), ca, ca_key, dir: dir.to_path_buf() };
+        let server = pki.certificate("server", &["localhost"], true);
+        pki.server_cert = server.cert_file;
+        pki.server_key = server.key_file;
+        pki
+    }
+
+    /// A certificate named `names` (subjectAltName DNS, and CN the first), for a client
+    /// (`server` false) or a server, signed by this CA; files `<file>.pem` and `<file>.key`.
+    pub fn certificate(&self, file: &str, names: &[&str], server: bool) -> ClientCertificate {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        if let Some(first) = names.first() {
+            params.distinguished_name.push(rcgen::DnType::CommonName, *first);
+        }
+        if server {
+            params.subject_alt_names.push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        } else {
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        Self::write(&self.dir, file, &cert, &key)
+    }
+
+    /// A client certificate from a CA of its own, which the server does not trust.
+    pub fn foreign_certificate(&self, file: &str, name: &str) -> ClientCertificate {
+        let other = Self::new(&self.dir.join("foreign"));
+        let cert = other.certificate(file, &[name], false);
+        cert
+    }
+
+    fn write(dir: &Path, file: &str, cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> ClientCertificate {
+        use sha2::Digest;
+        let (cert_file, key_file) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}.key")));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let digest = sha2::Sha256::digest(cert.der());
+        let fingerprint = digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
+        ClientCertificate { cert_file, key_file, fingerprint }
+    }
+
+    /// The `[server]` keys of a RadSec listener on a free loopback port with this PKI.
+    pub fn server_keys(&self) -> String {
+        format!(
+            "tls_listen = [\"127.0.0.1:0\"]\ncert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\n",
+            self.server_cert.display().to_string(),
+            self.server_key.display().to_string(),
+            self.ca_file.display().to_string()
+        )
+    }
 }
 
 pub fn portal_certificate(dir: &Path) -> TestCertificate {

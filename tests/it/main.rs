@@ -24,6 +24,7 @@ mod portal_e2e;
 mod postgres;
 mod postgres_store;
 mod radius_abuse;
+mod radsec;
 mod reload;
 mod samba;
 mod second_factor;

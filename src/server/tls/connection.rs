@@ -1,0 +1,300 @@
+//! One RadSec connection: packets read one after another (RFC 6614 framing), many requests in
+//! flight at once, answers written by one writer as they are decided, in whatever order.
+//!
+//! - A malformed or unauthentic packet closes the connection (RFC 6613 §2.6.4); a well-formed
+//!   one of a code we do not serve is only dropped.
+//! - `tls_outstanding_per_connection` bounds the requests in flight: at the limit the next
+//!   packet is not read, so TCP itself slows the client down rather than packets being lost.
+//! - Retransmissions never come on the same connection; the response cache still takes each
+//!   request under this connection's own number, which no later connection has, so a
+//!   connection's answers die with it (RFC 6613 §2.6.1). A RADIUS/1.1 Token reused while its
+//!   request is outstanding closes the connection (RFC 9765 §4.2.2).
+//! - No packet for `tls_idle_timeout` with nothing outstanding closes it; Status-Server
+//!   (answered at once, without the cache) is what keeps a watched connection open.
+//! - When the connection ends, the decisions in flight still finish (their codes and lockouts
+//!   are then consistent, and a retry on a new connection finds the answer kept for it); on
+//!   shutdown they are answered first, for at most the grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use super::super::cache::{Lookup, Source, Ticket};
+use super::super::fair::Permit;
+use super::super::handler::Origin;
+use super::super::settings::ClientSettings;
+use super::super::udp::{SHUTDOWN_GRACE, Shared, report_join};
+use super::super::{Carrier, PortKind, verify};
+use super::TlsShared;
+use super::framing::{FrameError, FrameReader};
+use crate::radius::{Code, Packet};
+
+type Stream = TlsStream<TcpStream>;
+
+pub(super) struct Connection {
+    pub(super) shared: Arc<Shared>,
+    pub(super) tls: Arc<TlsShared>,
+    pub(super) client: Arc<ClientSettings>,
+    pub(super) peer: SocketAddr,
+    pub(super) carrier: Carrier,
+    /// This server's number for the connection: the response cache's source.
+    pub(super) id: u64,
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    PeerClosed,
+    Shutdown,
+    Idle,
+    /// The writer stopped: the peer did not read its answers for `tls_idle_timeout`, or the
+    /// stream broke.
+    WriterStopped,
+    Framing(FrameError),
+    BadPacket(super::super::Discard),
+    TokenReused,
+}
+
+/// What one read packet becomes.
+enum Admission {
+    Drop,
+    Send(Arc<[u8]>),
+    Handle(Job),
+    Close(End),
+}
+
+struct Job {
+    packet: Packet,
+    ticket: Ticket,
+    permit: Permit,
+    arrived: Instant,
+}
+
+impl Connection {
+    pub(super) async fn run(self, stream: Stream, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let (read, write) = tokio::io::split(stream);
+        let limit = this.tls.settings.outstanding_per_connection;
+        let (answers, to_write) = mpsc::channel::<Arc<[u8]>>(limit);
+        let writer_stopped = CancellationToken::new();
+        let writer = tokio::spawn(write_answers(write, to_write, this.tls.settings.idle_timeout, writer_stopped.clone()));
+        let outstanding = Arc::new(Semaphore::new(limit));
+        let mut tasks = JoinSet::new();
+        let (end, frames) = this.read_requests(read, &outstanding, &answers, &mut tasks, &shutdown, &writer_stopped).await;
+        let client = this.client.policy.name.as_str();
+        match &end {
+            End::BadPacket(why) => {
+                tracing::warn!(peer = %this.peer, client, connection = this.id, why = %why, "RadSec: connection closed for a bad packet (RFC 6613 §2.6.4)")
+            }
+            End::Framing(why) => {
+                tracing::warn!(peer = %this.peer, client, connection = this.id, why = %why, "RadSec: connection closed: the stream is no longer RADIUS packets")
+            }
+            End::TokenReused => {
+                tracing::warn!(peer = %this.peer, client, connection = this.id, "RadSec: connection closed: a RADIUS/1.1 Token was reused while its request was outstanding (RFC 9765 §4.2.2)")
+            }
+            other => tracing::info!(peer = %this.peer, client, connection = this.id, end = ?other, "RadSec: connection closed"),
+        }
+        // The stream closes when both halves are gone: the writer's goes last, once it has
+        // written what is still being decided (or at once, after a bad packet).
+        drop(frames);
+        match end {
+            End::BadPacket(_) | End::Framing(_) | End::TokenReused => {
+                if !matches!(end, End::TokenReused) {
+                    this.shared.stats.tls_closed_bad_packet.inc();
+                }
+                // Closed now: what is being decided finishes, but its answer goes nowhere.
+                writer.abort();
+            }
+            End::Idle => this.shared.stats.tls_closed_idle.inc(),
+            End::PeerClosed | End::Shutdown | End::WriterStopped => {}
+        }
+        drop(answers);
+        this.finish(tasks, &shutdown).await;
+        let _ = writer.await;
+    }
+
+    /// Reads and admits packets until the connection is to end; the reader is handed back so
+    /// that the stream is closed only when the caller says.
+    async fn read_requests(
+        self: &Arc<Self>,
+        read: ReadHalf<Stream>,
+        outstanding: &Arc<Semaphore>,
+        answers: &mpsc::Sender<Arc<[u8]>>,
+        tasks: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+        writer_stopped: &CancellationToken,
+    ) -> (End, FrameReader<ReadHalf<Stream>>) {
+        let mut frames = FrameReader::new(read);
+        let idle_timeout = self.tls.settings.idle_timeout;
+        let mut last_packet = tokio::time::Instant::now();
+        let end = loop {
+            // Room for one more request first: at the limit, nothing more is read.
+            let room = tokio::select! {
+                () = shutdown.cancelled() => break End::Shutdown,
+                () = writer_stopped.cancelled() => break End::WriterStopped,
+                room = Arc::clone(outstanding).acquire_owned() => match room {
+                    Ok(room) => room,
+                    Err(_) => break End::Shutdown,
+                },
+            };
+            let packet = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break End::Shutdown,
+                () = writer_stopped.cancelled() => break End::WriterStopped,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    report_join(&self.shared, joined);
+                    continue;
+                }
+                () = tokio::time::sleep_until(last_packet + idle_timeout), if tasks.is_empty() => break End::Idle,
+                read = frames.next() => match read {
+                    Ok(Some(packet)) => packet,
+                    Ok(None) => break End::PeerClosed,
+                    Err(e) => break End::Framing(e),
+                },
+            };
+            last_packet = tokio::time::Instant::now();
+            self.shared.stats.received.inc();
+            match self.admit(&packet, Instant::now()) {
+                Admission::Drop => {}
+                Admission::Send(bytes) => {
+                    if answers.send(bytes).await.is_err() {
+                        break End::WriterStopped;
+                    }
+                }
+                Admission::Handle(job) => {
+                    tasks.spawn(handle(Arc::clone(self), job, room, answers.clone(), shutdown.clone()));
+                }
+                Admission::Close(end) => break end,
+            }
+        };
+        (end, frames)
+    }
+
+    /// What becomes of one packet: dropped, answered at once, handed to a task, or the end.
+    fn admit(&self, bytes: &[u8], now: Instant) -> Admission {
+        let shared = &self.shared;
+        let client = &self.client;
+        let packet = match verify(bytes, client, PortKind::Both, self.carrier, &shared.handler.dictionary()) {
+            Ok(packet) => packet,
+            Err(discard) => {
+                discard.counter(&shared.stats).inc();
+                shared.discard_log.note(&client.policy.name, self.peer, &discard, now);
+                return if discard.closes_stream() { Admission::Close(End::BadPacket(discard)) } else { Admission::Drop };
+            }
+        };
+        let origin = Origin { peer: self.peer, client, arrived: now, carrier: self.carrier };
+        shared.handler.log_received(&packet, &origin);
+        if packet.code == Code::StatusServer {
+            return match shared.handler.status_server(&packet, client, PortKind::Both, self.carrier) {
+                Some(bytes) => Admission::Send(bytes.into()),
+                None => Admission::Drop,
+            };
+        }
+        // RADIUS/1.1 names a request by its Token alone (RFC 9765 §4.2.2); RADIUS/TLS by its
+        // Identifier and Authenticator, as over UDP.
+        let number = match self.carrier {
+            Carrier::Radius11 => u32::from_be_bytes(crate::radius::v11::token(&packet)),
+            Carrier::Udp | Carrier::Tls => u32::from(packet.identifier),
+        };
+        let ticket = match shared.cache.begin((Source::Connection(self.id), number), packet.authenticator, now) {
+            Lookup::Replay(bytes) => {
+                shared.stats.duplicates_answered.inc();
+                return Admission::Send(bytes);
+            }
+            Lookup::InFlight if self.carrier == Carrier::Radius11 => {
+                shared.stats.tls_closed_token_reused.inc();
+                return Admission::Close(End::TokenReused);
+            }
+            Lookup::InFlight => {
+                shared.stats.duplicates_in_flight.inc();
+                return Admission::Drop;
+            }
+            Lookup::New(ticket) => ticket,
+        };
+        let Some(permit) = shared.permit_for(self.peer, client, now) else { return Admission::Drop };
+        Admission::Handle(Job { packet, ticket, permit, arrived: now })
+    }
+
+    /// Lets the decisions in flight finish; on shutdown, for the grace period at most.
+    async fn finish(&self, mut tasks: JoinSet<()>, shutdown: &CancellationToken) {
+        let all_done = async {
+            while let Some(joined) = tasks.join_next().await {
+                report_join(&self.shared, joined);
+            }
+        };
+        let grace_over = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            () = all_done => return,
+            () = grace_over => {}
+        }
+        let left = tasks.len();
+        tasks.abort_all();
+        for _ in 0..left {
+            self.shared.stats.abandoned_at_shutdown.inc();
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A request task: the answer, remembered for the (unexpected) copy, then queued to be written.
+async fn handle(
+    connection: Arc<Connection>,
+    job: Job,
+    room: OwnedSemaphorePermit,
+    answers: mpsc::Sender<Arc<[u8]>>,
+    shutdown: CancellationToken,
+) {
+    let Job { packet, ticket, permit, arrived } = job;
+    let origin = Origin { peer: connection.peer, client: &connection.client, arrived, carrier: connection.carrier };
+    let handler = &connection.shared.handler;
+    let bytes = match packet.code {
+        Code::AccountingRequest => handler.accounting(&packet, &origin),
+        _ => {
+            let Some(decision) = handler.decide(&packet, &origin).await else { return };
+            drop(permit);
+            handler.answer(&packet, &origin, &decision, &shutdown).await
+        }
+    };
+    let Some(bytes) = bytes else { return };
+    ticket.complete(Arc::clone(&bytes));
+    // A closed connection takes no answer: the decision stands, for a retry elsewhere.
+    let _ = answers.send(bytes).await;
+    drop(room);
+}
+
+/// Writes answers as they come, each packet whole, flushing when none is waiting; ends with a
+/// TLS close_notify when every sender is gone, or at once when the peer stops reading.
+async fn write_answers(
+    mut write: WriteHalf<Stream>,
+    mut answers: mpsc::Receiver<Arc<[u8]>>,
+    timeout: std::time::Duration,
+    stopped: CancellationToken,
+) {
+    let _stopped = stopped.drop_guard();
+    while let Some(first) = answers.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = answers.try_recv() {
+            batch.push(more);
+        }
+        let written = tokio::time::timeout(timeout, async {
+            for bytes in &batch {
+                write.write_all(bytes).await?;
+            }
+            write.flush().await
+        });
+        if !matches!(written.await, Ok(Ok(()))) {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(timeout, write.shutdown()).await;
+}

@@ -1,0 +1,251 @@
+//! The RadSec transport (RFC 6614, and RADIUS/1.1 of RFC 9765 where ALPN says so): TLS over
+//! TCP, with what only a stream needs around the shared [`verify()`](super::verify()) and
+//! `Handler`. The client is its certificate (verified against `ca_file`, then matched by name
+//! or fingerprint, and address where given), not its source address; the shared secret is
+//! `radsec` unless configured. Handshakes are bounded in number, per address and in time;
+//! connections per client are bounded; each connection runs in `connection`.
+
+mod connection;
+mod framing;
+pub mod settings;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::Carrier;
+use super::settings::ClientSettings;
+use super::udp::{LogLimiter, Shared};
+use settings::{ALPN_RADIUS_1_0, ALPN_RADIUS_1_1, PeerCertificate, TlsSettings};
+
+/// Handshakes under way at once, over all addresses: each costs a key exchange and a
+/// signature, and a client that never finishes holds its slot until `tls_handshake_timeout`.
+const MAX_HANDSHAKES: usize = 256;
+/// ...and from one address, so one scanner cannot take them all.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
+
+/// What every TLS listener and connection of the server shares.
+pub(super) struct TlsShared {
+    settings: TlsSettings,
+    acceptor: TlsAcceptor,
+    /// Open connections per client name (the limit is per client, not per connection source).
+    open: Mutex<HashMap<String, usize>>,
+    handshakes: Mutex<Handshakes>,
+    next_connection: AtomicU64,
+    unknown_client_log: LogLimiter,
+    refused_log: LogLimiter,
+}
+
+#[derive(Default)]
+struct Handshakes {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+impl TlsShared {
+    pub(super) fn new(settings: TlsSettings) -> Self {
+        let acceptor = TlsAcceptor::from(Arc::clone(&settings.config));
+        Self {
+            settings,
+            acceptor,
+            open: Mutex::default(),
+            handshakes: Mutex::default(),
+            next_connection: AtomicU64::new(1),
+            unknown_client_log: LogLimiter::new(Duration::from_secs(10)),
+            refused_log: LogLimiter::new(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Binds a RadSec listener: IPv6 ones v6-only, so `0.0.0.0` and `[::]` can both be listed.
+pub fn bind_tls(address: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts connections until `shutdown`, then waits for each to finish its requests.
+pub(super) async fn serve_listener(shared: Arc<Shared>, tls: Arc<TlsShared>, listener: TcpListener, shutdown: CancellationToken) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Some(slot) = HandshakeSlot::take(&tls, peer.ip()) else {
+                        shared.stats.tls_handshakes_refused.inc();
+                        if let Some(suppressed) = tls.refused_log.allow(Instant::now()) {
+                            tracing::warn!(%peer, suppressed, "RadSec: too many TLS handshakes under way (from this address or in all); connection closed");
+                        }
+                        continue;
+                    };
+                    connections.spawn(accept(Arc::clone(&shared), Arc::clone(&tls), stream, peer, slot, shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "RadSec: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// A place among the handshakes under way; given back when dropped.
+struct HandshakeSlot {
+    tls: Arc<TlsShared>,
+    address: IpAddr,
+}
+
+impl HandshakeSlot {
+    fn take(tls: &Arc<TlsShared>, address: IpAddr) -> Option<Self> {
+        let mut handshakes = tls.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        let from_address = handshakes.by_address.get(&address).copied().unwrap_or(0);
+        if handshakes.total >= MAX_HANDSHAKES || from_address >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        handshakes.total += 1;
+        handshakes.by_address.insert(address, from_address + 1);
+        Some(Self { tls: Arc::clone(tls), address })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut handshakes = self.tls.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        handshakes.total = handshakes.total.saturating_sub(1);
+        if let Some(n) = handshakes.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                handshakes.by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The handshake, the client's identity and version, then the connection's life.
+async fn accept(
+    shared: Arc<Shared>,
+    tls: Arc<TlsShared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: HandshakeSlot,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let handshake = tokio::time::timeout(tls.settings.handshake_timeout, tls.acceptor.accept(stream));
+    let stream = tokio::select! {
+        () = shutdown.cancelled() => return,
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                shared.stats.tls_handshake_failures.inc();
+                tracing::info!(%peer, error = %e, "RadSec: TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                shared.stats.tls_handshake_failures.inc();
+                tracing::info!(%peer, timeout = ?tls.settings.handshake_timeout, "RadSec: TLS handshake not finished in time");
+                return;
+            }
+        },
+    };
+    drop(slot);
+    let (_, session) = stream.get_ref();
+    let Some(certificate) = session.peer_certificates().and_then(|chain| chain.first()).and_then(|der| PeerCertificate::parse(der)) else {
+        // rustls requires and verifies a client certificate: this does not happen.
+        shared.stats.tls_handshake_failures.inc();
+        return;
+    };
+    let Some(carrier) = carrier_of(&tls, session.alpn_protocol(), session.protocol_version()) else {
+        shared.stats.tls_version_refused.inc();
+        let alpn = session.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned());
+        tracing::warn!(%peer, certificate = certificate.name(), ?alpn, version = ?session.protocol_version(),
+            "RadSec: refused: RADIUS/1.1 needs ALPN \"radius/1.1\" over TLS 1.3, and tls_radius_versions allows only 1.1");
+        return;
+    };
+    let Some(client) = shared.clients.load().lookup_tls(peer.ip(), &certificate).cloned() else {
+        shared.stats.tls_unknown_client.inc();
+        if let Some(suppressed) = tls.unknown_client_log.allow(Instant::now()) {
+            tracing::warn!(%peer, certificate = certificate.name(), fingerprint = certificate.fingerprint_hex(), suppressed,
+                "RadSec: a certificate of ca_file that is no TLS client from this address; connection closed (add a [[client]] with transport = \"tls\" and its certificate_name or certificate_fingerprint)");
+        }
+        return;
+    };
+    let Some(_open) = OpenConnection::take(&tls, &client) else {
+        shared.stats.tls_over_connection_limit.inc();
+        if let Some(suppressed) = tls.refused_log.allow(Instant::now()) {
+            tracing::warn!(%peer, client = client.policy.name.as_str(), limit = tls.settings.connections_per_client, suppressed,
+                "RadSec: this client has tls_connections_per_client connections open; new connection closed");
+        }
+        return;
+    };
+    shared.stats.tls_connections.inc();
+    let id = tls.next_connection.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(%peer, client = client.policy.name.as_str(), certificate = certificate.name(), radius = carrier.as_str(),
+        tls = ?session.protocol_version(), connection = id, "RadSec: connection open");
+    let connection = connection::Connection { shared, tls: Arc::clone(&tls), client, peer, carrier, id };
+    connection.run(stream, shutdown).await;
+}
+
+/// The RADIUS version of a finished handshake (RFC 9765 §3.3), or `None` to close it.
+fn carrier_of(tls: &TlsShared, alpn: Option<&[u8]>, version: Option<rustls::ProtocolVersion>) -> Option<Carrier> {
+    match alpn {
+        // RFC 9765 §3.4: RADIUS/1.1 only over TLS 1.3.
+        Some(ALPN_RADIUS_1_1) => (version == Some(rustls::ProtocolVersion::TLSv1_3)).then_some(Carrier::Radius11),
+        Some(ALPN_RADIUS_1_0) => Some(Carrier::Tls),
+        // rustls refuses names it was not given (alert no_application_protocol).
+        Some(_) => None,
+        // No ALPN: historic RADIUS/TLS, unless only 1.1 is allowed (§3.3: "Close-S").
+        None => tls.settings.versions.v1_0.then_some(Carrier::Tls),
+    }
+}
+
+/// One of a client's `tls_connections_per_client`; given back when dropped.
+struct OpenConnection {
+    tls: Arc<TlsShared>,
+    name: String,
+}
+
+impl OpenConnection {
+    fn take(tls: &Arc<TlsShared>, client: &ClientSettings) -> Option<Self> {
+        let name = client.policy.name.clone();
+        let mut open = tls.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(name.clone()).or_default();
+        if *n >= tls.settings.connections_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(Self { tls: Arc::clone(tls), name })
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let mut open = self.tls.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.name);
+            }
+        }
+    }
+}

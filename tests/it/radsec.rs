@@ -1,0 +1,129 @@
+//! RadSec (RFC 6614) and RADIUS/1.1 (RFC 9765) against the real binary: a rustls client of the
+//! test's own, with and without ALPN, certificates right and wrong.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use radmfa::radius::{self, Attribute, Code, Packet, attr};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{ALICE_PASSWORD, ClientCertificate, Options, RadsecPki, TestServer};
+
+/// A server with a RadSec listener and one TLS client, `nas1.example.test`, whose users need no token.
+fn radsec_server(pki: &RadsecPki, extra_server: &str) -> TestServer {
+    let server_extra: &'static str = Box::leak(format!("{}{extra_server}", pki.server_keys()).into_boxed_str());
+    TestServer::start(Options {
+        server_extra,
+        extra: r#"
+[[client]]
+name = "radsec-nas1"
+transport = "tls"
+certificate_name = "nas1.example.test"
+no_token = "password_only"
+"#
+        .into(),
+        ..Options::default()
+    })
+}
+
+fn client_config(pki: &RadsecPki, cert: &ClientCertificate, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut std::fs::read(&pki.ca_file).unwrap().as_slice()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let chain = rustls_pemfile::certs(&mut std::fs::read(&cert.cert_file).unwrap().as_slice()).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = rustls_pemfile::private_key(&mut std::fs::read(&cert.key_file).unwrap().as_slice()).unwrap().unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Arc::new(config)
+}
+
+async fn connect(server: &TestServer, config: Arc<rustls::ClientConfig>) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(server.radsec.unwrap()).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await
+}
+
+async fn read_packet(stream: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).await?;
+    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let mut packet = header.to_vec();
+    packet.resize(len, 0);
+    stream.read_exact(&mut packet[4..]).await?;
+    Ok(packet)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn radsec_without_alpn_and_radius_1_1_answer_status_server_and_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = RadsecPki::new(dir.path());
+    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
+    let server = radsec_server(&pki, "");
+    runtime().block_on(async {
+        // RFC 6614: no ALPN, MD5 with the secret "radsec".
+        let mut tls = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();
+        tls.write_all(&status).await.unwrap();
+        let answer = read_packet(&mut tls).await.unwrap();
+        assert!(radius::verify_response(&answer, &[3; 16], b"radsec").unwrap());
+        assert_eq!(Packet::decode(&answer).unwrap().code, Code::AccessAccept);
+        let mut login = Packet::new(Code::AccessRequest, 7, [5; 16]);
+        login.push(Attribute::standard(attr::USER_NAME, *b"alice"));
+        login
+            .push(Attribute::standard(attr::USER_PASSWORD, radius::hide_password(ALICE_PASSWORD.as_bytes(), b"radsec", &[5; 16]).unwrap()));
+        tls.write_all(&radius::encode_request(&login, b"radsec", true).unwrap()).await.unwrap();
+        let answer = read_packet(&mut tls).await.unwrap();
+        assert!(radius::verify_response(&answer, &[5; 16], b"radsec").unwrap());
+        assert_eq!(Packet::decode(&answer).unwrap().code, Code::AccessAccept);
+
+        // RFC 9765: ALPN radius/1.1, a Token, the password in the clear, no Message-Authenticator.
+        let mut tls = connect(&server, client_config(&pki, &nas1, &[b"radius/1.1"])).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"radius/1.1"[..]));
+        let mut login = Packet::new(Code::AccessRequest, 0, [0; 16]);
+        login.push(Attribute::standard(attr::USER_NAME, *b"alice"));
+        login.push(Attribute::standard(attr::USER_PASSWORD, ALICE_PASSWORD.as_bytes()));
+        tls.write_all(&radius::v11::encode(&login, [0xde, 0xad, 0xbe, 0xef]).unwrap()).await.unwrap();
+        let answer = read_packet(&mut tls).await.unwrap();
+        assert_eq!(answer[0], u8::from(Code::AccessAccept));
+        assert_eq!(answer[1], 0, "Reserved-1");
+        assert_eq!(&answer[4..8], &[0xde, 0xad, 0xbe, 0xef], "the request's Token");
+        assert_eq!(&answer[8..20], &[0; 12], "Reserved-2");
+        let decoded = Packet::decode(&answer).unwrap();
+        assert!(decoded.get(attr::MESSAGE_AUTHENTICATOR).is_none(), "no Message-Authenticator in RADIUS/1.1");
+    });
+    drop(server);
+}
+
+#[test]
+fn a_certificate_of_another_ca_or_of_no_client_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = RadsecPki::new(dir.path());
+    let stranger = pki.certificate("nas9", &["nas9.example.test"], false);
+    let foreign = pki.foreign_certificate("nas1-foreign", "nas1.example.test");
+    let server = radsec_server(&pki, "");
+    runtime().block_on(async {
+        for cert in [&stranger, &foreign] {
+            let refused = async {
+                let mut tls = connect(&server, client_config(&pki, cert, &[])).await?;
+                let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();
+                tls.write_all(&status).await?;
+                tokio::time::timeout(Duration::from_secs(5), read_packet(&mut tls)).await.map_err(std::io::Error::other)?
+            };
+            assert!(refused.await.is_err(), "no answer for {}", cert.cert_file.display());
+        }
+    });
+    let logs = server.logs();
+    assert!(logs.iter().any(|l| l["message"].as_str().unwrap_or("").contains("no TLS client") && l["certificate"] == "nas9.example.test"));
+}
