@@ -633,9 +633,7 @@ impl RadsecPki {
 
     /// A client certificate from a CA of its own, which the server does not trust.
     pub fn foreign_certificate(&self, file: &str, name: &str) -> ClientCertificate {
-        let other = Self::new(&self.dir.join("foreign"));
-        let cert = other.certificate(file, &[name], false);
-        cert
+        Self::new(&self.dir.join("foreign")).certificate(file, &[name], false)
     }
 
     fn write(dir: &Path, file: &str, cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> ClientCertificate {

@@ -10,19 +10,29 @@ use tokio::net::TcpStream;
 
 use crate::harness::{ALICE_PASSWORD, ClientCertificate, Options, RadsecPki, TestServer};
 
-/// A server with a RadSec listener and one TLS client, `nas1.example.test`, whose users need no token.
-fn radsec_server(pki: &RadsecPki, extra_server: &str) -> TestServer {
+/// A server with a RadSec listener and TLS clients: `nas1.example.test` by name, and
+/// `pinned`'s certificate by fingerprint (from 127.0.0.1 only); their users need no token.
+fn radsec_server(pki: &RadsecPki, pinned: &ClientCertificate, extra_server: &str) -> TestServer {
     let server_extra: &'static str = Box::leak(format!("{}{extra_server}", pki.server_keys()).into_boxed_str());
     TestServer::start(Options {
         server_extra,
-        extra: r#"
+        extra: format!(
+            r#"
 [[client]]
 name = "radsec-nas1"
 transport = "tls"
 certificate_name = "nas1.example.test"
 no_token = "password_only"
-"#
-        .into(),
+
+[[client]]
+name = "radsec-pinned"
+transport = "tls"
+address = "127.0.0.1"
+certificate_fingerprint = "{}"
+no_token = "password_only"
+"#,
+            pinned.fingerprint
+        ),
         ..Options::default()
     })
 }
@@ -70,7 +80,8 @@ fn radsec_without_alpn_and_radius_1_1_answer_status_server_and_logins() {
     let dir = tempfile::tempdir().unwrap();
     let pki = RadsecPki::new(dir.path());
     let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
-    let server = radsec_server(&pki, "");
+    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let server = radsec_server(&pki, &pinned, "");
     runtime().block_on(async {
         // RFC 6614: no ALPN, MD5 with the secret "radsec".
         let mut tls = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
@@ -102,7 +113,21 @@ fn radsec_without_alpn_and_radius_1_1_answer_status_server_and_logins() {
         assert_eq!(&answer[8..20], &[0; 12], "Reserved-2");
         let decoded = Packet::decode(&answer).unwrap();
         assert!(decoded.get(attr::MESSAGE_AUTHENTICATOR).is_none(), "no Message-Authenticator in RADIUS/1.1");
+
+        // A client known by its certificate's fingerprint.
+        let mut tls = connect(&server, client_config(&pki, &pinned, &[b"radius/1.0"])).await.unwrap();
+        tls.write_all(&status).await.unwrap();
+        let answer = read_packet(&mut tls).await.unwrap();
+        assert!(radius::verify_response(&answer, &[3; 16], b"radsec").unwrap());
     });
+    let open = server.logs().into_iter().filter(|l| l["message"] == "RadSec: connection open").collect::<Vec<_>>();
+    let clients: Vec<_> =
+        open.iter().map(|l| (l["client"].as_str().unwrap().to_owned(), l["radius"].as_str().unwrap().to_owned())).collect();
+    assert_eq!(
+        clients,
+        [("radsec-nas1", "radius/1.0"), ("radsec-nas1", "radius/1.1"), ("radsec-pinned", "radius/1.0")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
     drop(server);
 }
 
@@ -112,7 +137,8 @@ fn a_certificate_of_another_ca_or_of_no_client_is_refused() {
     let pki = RadsecPki::new(dir.path());
     let stranger = pki.certificate("nas9", &["nas9.example.test"], false);
     let foreign = pki.foreign_certificate("nas1-foreign", "nas1.example.test");
-    let server = radsec_server(&pki, "");
+    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let server = radsec_server(&pki, &pinned, "");
     runtime().block_on(async {
         for cert in [&stranger, &foreign] {
             let refused = async {
