@@ -13,6 +13,17 @@ use crate::harness::{ALICE_PASSWORD, ClientCertificate, Options, RadsecPki, Test
 /// A server with a RadSec listener and TLS clients: `nas1.example.test` by name, and
 /// `pinned`'s certificate by fingerprint (from 127.0.0.1 only); their users need no token.
 fn radsec_server(pki: &RadsecPki, pinned: &ClientCertificate, extra_server: &str) -> TestServer {
+    radsec_server_with(pki, pinned, extra_server, "password_only", "", "0s")
+}
+
+fn radsec_server_with(
+    pki: &RadsecPki,
+    pinned: &ClientCertificate,
+    extra_server: &str,
+    no_token: &str,
+    extra: &str,
+    reject_delay: &'static str,
+) -> TestServer {
     let server_extra: &'static str = Box::leak(format!("{}{extra_server}", pki.server_keys()).into_boxed_str());
     TestServer::start(Options {
         server_extra,
@@ -22,7 +33,7 @@ fn radsec_server(pki: &RadsecPki, pinned: &ClientCertificate, extra_server: &str
 name = "radsec-nas1"
 transport = "tls"
 certificate_name = "nas1.example.test"
-no_token = "password_only"
+no_token = "{no_token}"
 
 [[client]]
 name = "radsec-pinned"
@@ -30,9 +41,11 @@ transport = "tls"
 address = "127.0.0.1"
 certificate_fingerprint = "{}"
 no_token = "password_only"
+{extra}
 "#,
             pinned.fingerprint
         ),
+        reject_delay,
         ..Options::default()
     })
 }
@@ -152,4 +165,215 @@ fn a_certificate_of_another_ca_or_of_no_client_is_refused() {
     });
     let logs = server.logs();
     assert!(logs.iter().any(|l| l["message"].as_str().unwrap_or("").contains("no TLS client") && l["certificate"] == "nas9.example.test"));
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// An Access-Request over RADIUS/TLS 1.0 (secret `radsec`), signed.
+fn login_1_0(id: u8, authenticator: [u8; 16], user: &str, password: &str) -> Vec<u8> {
+    let mut login = Packet::new(Code::AccessRequest, id, authenticator);
+    login.push(Attribute::standard(attr::USER_NAME, user.as_bytes()));
+    login.push(Attribute::standard(attr::USER_PASSWORD, radius::hide_password(password.as_bytes(), b"radsec", &authenticator).unwrap()));
+    radius::encode_request(&login, b"radsec", true).unwrap()
+}
+
+/// An Access-Request over RADIUS/1.1.
+fn login_1_1(token: [u8; 4], user: &str, password: &str) -> Vec<u8> {
+    let mut login = Packet::new(Code::AccessRequest, 0, [0; 16]);
+    login.push(Attribute::standard(attr::USER_NAME, user.as_bytes()));
+    login.push(Attribute::standard(attr::USER_PASSWORD, password.as_bytes()));
+    radius::v11::encode(&login, token).unwrap()
+}
+
+async fn ask(tls: &mut Tls, request: &[u8]) -> Code {
+    tls.write_all(request).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_packet(tls)).await.unwrap().unwrap();
+    Packet::decode(&answer).unwrap().code
+}
+
+/// Whether the server has closed the connection (a read ends) within `within`.
+async fn closed_within(tls: &mut Tls, within: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(within, tls.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+}
+
+#[test]
+fn a_login_whose_connection_was_cut_gets_its_accept_when_retried_on_a_new_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = RadsecPki::new(dir.path());
+    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
+    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let server = radsec_server_with(&pki, &pinned, "", "reject", "", "0s");
+    let seed = crate::harness::enroll(&server.config, "alice");
+    let carol_seed = crate::harness::enroll(&server.config, "carol");
+    runtime().block_on(async {
+        // RADIUS/TLS: the same request (identifier, authenticator, password+code) resent on a
+        // new connection after the first was cut before its answer was read.
+        let password = format!("{ALICE_PASSWORD}{}", crate::harness::totp_code(&seed, 0));
+        let request = login_1_0(9, [0x42; 16], "alice", &password);
+        let mut first = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        first.write_all(&request).await.unwrap();
+        first.flush().await.unwrap();
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut second = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        assert_eq!(ask(&mut second, &request).await, Code::AccessAccept, "the retry finds the Accept its code was used for");
+        // A new request with that code is a replay, whatever connection it comes on.
+        assert_eq!(ask(&mut second, &login_1_0(10, [0x43; 16], "alice", &password)).await, Code::AccessReject);
+
+        // RADIUS/1.1: the retry comes with another Token.
+        let password = format!("{}{}", crate::harness::CAROL_PASSWORD, crate::harness::totp_code(&carol_seed, 0));
+        let mut first = connect(&server, client_config(&pki, &nas1, &[b"radius/1.1"])).await.unwrap();
+        first.write_all(&login_1_1([0, 0, 0, 1], "carol", &password)).await.unwrap();
+        first.flush().await.unwrap();
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut second = connect(&server, client_config(&pki, &nas1, &[b"radius/1.1"])).await.unwrap();
+        assert_eq!(ask(&mut second, &login_1_1([7, 7, 7, 7], "carol", &password)).await, Code::AccessAccept);
+        let wrong = format!("wrong-password{}", crate::harness::totp_code(&carol_seed, 0));
+        assert_eq!(ask(&mut second, &login_1_1([7, 7, 7, 8], "carol", &wrong)).await, Code::AccessReject, "another answer is no retry");
+    });
+    let (_, stats) = server.stop();
+    assert!(stats.get("accepts") >= 2, "the cut connections' own decisions were made too");
+}
+
+#[test]
+fn bad_packets_close_the_connection_and_a_code_not_served_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = RadsecPki::new(dir.path());
+    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
+    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let server = radsec_server(&pki, &pinned, "");
+    runtime().block_on(async {
+        let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();
+        // An Access-Accept sent to us: dropped, the connection goes on.
+        let mut tls = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        let mut accept = radius::encode_request(&Packet::new(Code::AccessRequest, 1, [1; 16]), b"radsec", true).unwrap();
+        accept[0] = u8::from(Code::AccessAccept);
+        tls.write_all(&accept).await.unwrap();
+        assert_eq!(ask(&mut tls, &status).await, Code::AccessAccept);
+        // A Length under 20: the stream has no packet boundary left.
+        tls.write_all(&[1, 0, 0, 19]).await.unwrap();
+        assert!(closed_within(&mut tls, Duration::from_secs(5)).await);
+        // A Message-Authenticator of another secret.
+        let mut tls = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        let forged = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"not-radsec", true).unwrap();
+        tls.write_all(&forged).await.unwrap();
+        assert!(closed_within(&mut tls, Duration::from_secs(5)).await);
+        // Not TLS at all.
+        let mut plain = TcpStream::connect(server.radsec.unwrap()).await.unwrap();
+        plain.write_all(&status).await.unwrap();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf)).await.unwrap();
+        assert!(!matches!(read, Ok(n) if n >= 20), "no RADIUS answer to plain TCP");
+    });
+    let (_, stats) = server.stop();
+    assert_eq!(stats.get("tls_closed_bad_packet"), 2);
+    assert_eq!(stats.get("unexpected_code"), 1);
+    assert_eq!(stats.get("bad_message_authenticator"), 1);
+    assert!(stats.get("tls_handshake_failures") >= 1);
+}
+
+#[test]
+fn limits_per_client_per_connection_and_idle_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = RadsecPki::new(dir.path());
+    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
+    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let server = radsec_server_with(
+        &pki,
+        &pinned,
+        "tls_connections_per_client = 2\ntls_outstanding_per_connection = 2\ntls_idle_timeout = \"2s\"\n",
+        "password_only",
+        "",
+        "1s",
+    );
+    runtime().block_on(async {
+        let config = client_config(&pki, &nas1, &[]);
+        let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();
+        let mut one = connect(&server, Arc::clone(&config)).await.unwrap();
+        let mut two = connect(&server, Arc::clone(&config)).await.unwrap();
+        assert_eq!(ask(&mut one, &status).await, Code::AccessAccept);
+        assert_eq!(ask(&mut two, &status).await, Code::AccessAccept);
+        let mut three = connect(&server, Arc::clone(&config)).await.unwrap();
+        assert!(closed_within(&mut three, Duration::from_secs(5)).await, "a third connection of the client is closed");
+        // Another client has its own connections.
+        let mut other = connect(&server, client_config(&pki, &pinned, &[])).await.unwrap();
+        assert_eq!(ask(&mut other, &status).await, Code::AccessAccept);
+        drop(two);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut again = connect(&server, Arc::clone(&config)).await.unwrap();
+        assert_eq!(ask(&mut again, &status).await, Code::AccessAccept, "a closed connection gives its place back");
+
+        // Six wrong passwords at once, two outstanding at most: each waits its turn (the
+        // server reads no further), none is lost. Each Reject takes reject_delay, so three turns.
+        let started = std::time::Instant::now();
+        let mut all = Vec::new();
+        for id in 0..6u8 {
+            all.extend(login_1_0(id, [id; 16], "alice", "wrong-password"));
+        }
+        one.write_all(&all).await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..6 {
+            let answer = tokio::time::timeout(Duration::from_secs(10), read_packet(&mut one)).await.unwrap().unwrap();
+            let answer = Packet::decode(&answer).unwrap();
+            assert_eq!(answer.code, Code::AccessReject);
+            ids.push(answer.identifier);
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, [0, 1, 2, 3, 4, 5]);
+        assert!(started.elapsed() >= Duration::from_millis(2900), "two at a time: {:?}", started.elapsed());
+
+        // Idle: nothing for tls_idle_timeout closes the connection.
+        assert!(closed_within(&mut again, Duration::from_secs(6)).await, "idle connection closed");
+    });
+    let (_, stats) = server.stop();
+    assert_eq!(stats.get("tls_over_connection_limit"), 1);
+    assert!(stats.get("tls_closed_idle") >= 1);
+}
+
+#[test]
+fn radius_1_1_alone_refuses_clients_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = RadsecPki::new(dir.path());
+    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
+    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let server = radsec_server(&pki, &pinned, "tls_radius_versions = [\"1.1\"]\n");
+    runtime().block_on(async {
+        let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();
+        // No ALPN: historic RADIUS/TLS, which is not allowed here (RFC 9765 §3.3 "Close-S").
+        let mut tls = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        let _ = tls.write_all(&status).await;
+        assert!(closed_within(&mut tls, Duration::from_secs(5)).await);
+        // radius/1.0 only: no protocol in common, a TLS alert.
+        assert!(
+            connect(&server, client_config(&pki, &nas1, &[b"radius/1.0"])).await.is_err() || {
+                let mut tls = connect(&server, client_config(&pki, &nas1, &[b"radius/1.0"])).await.unwrap();
+                closed_within(&mut tls, Duration::from_secs(5)).await
+            }
+        );
+        // RADIUS/1.1 over TLS 1.2: RFC 9765 §3.4 asks for 1.3.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in rustls_pemfile::certs(&mut std::fs::read(&pki.ca_file).unwrap().as_slice()) {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let chain = rustls_pemfile::certs(&mut std::fs::read(&nas1.cert_file).unwrap().as_slice()).collect::<Result<Vec<_>, _>>().unwrap();
+        let key = rustls_pemfile::private_key(&mut std::fs::read(&nas1.key_file).unwrap().as_slice()).unwrap().unwrap();
+        let mut tls12 = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        tls12.alpn_protocols = vec![b"radius/1.1".to_vec()];
+        let mut tls = connect(&server, Arc::new(tls12)).await.unwrap();
+        let _ = tls.write_all(&login_1_1([1, 2, 3, 4], "alice", ALICE_PASSWORD)).await;
+        assert!(closed_within(&mut tls, Duration::from_secs(5)).await);
+        // RADIUS/1.1 over TLS 1.3 is served.
+        let mut tls = connect(&server, client_config(&pki, &nas1, &[b"radius/1.1", b"radius/1.0"])).await.unwrap();
+        assert_eq!(ask(&mut tls, &login_1_1([1, 2, 3, 4], "alice", ALICE_PASSWORD)).await, Code::AccessAccept);
+    });
+    let (_, stats) = server.stop();
+    assert_eq!(stats.get("tls_version_refused"), 2);
 }

@@ -57,7 +57,10 @@ enum End {
     /// The writer stopped: the peer did not read its answers for `tls_idle_timeout`, or the
     /// stream broke.
     WriterStopped,
+    /// Not RADIUS framing: a Length out of bounds (RFC 6613 §2.6.4).
     Framing(FrameError),
+    /// Cut: reset, or closed without a TLS close_notify, or inside a packet.
+    Broken(FrameError),
     BadPacket(super::super::Discard),
     TokenReused,
 }
@@ -113,7 +116,7 @@ impl Connection {
                 writer.abort();
             }
             End::Idle => this.shared.stats.tls_closed_idle.inc(),
-            End::PeerClosed | End::Shutdown | End::WriterStopped => {}
+            End::PeerClosed | End::Broken(_) | End::Shutdown | End::WriterStopped => {}
         }
         drop(answers);
         this.finish(tasks, &shutdown).await;
@@ -156,7 +159,8 @@ impl Connection {
                 read = frames.next() => match read {
                     Ok(Some(packet)) => packet,
                     Ok(None) => break End::PeerClosed,
-                    Err(e) => break End::Framing(e),
+                    Err(e) if e.is_bad_packet() => break End::Framing(e),
+                    Err(e) => break End::Broken(e),
                 },
             };
             last_packet = tokio::time::Instant::now();

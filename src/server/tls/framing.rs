@@ -20,6 +20,13 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+impl FrameError {
+    /// Whether the peer sent what is not RADIUS, rather than the connection breaking.
+    pub fn is_bad_packet(&self) -> bool {
+        matches!(self, Self::BadLength(_))
+    }
+}
+
 pub struct FrameReader<R> {
     stream: R,
     buffer: Vec<u8>,
@@ -39,18 +46,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             // Read no further than the rest of this packet (or its header): what follows
             // stays in the TLS layer until asked for.
-            let want = self.wanted().saturating_sub(self.buffer.len()).max(1);
-            let start = self.buffer.len();
-            self.buffer.resize(start + want, 0);
-            let read = self.stream.read(&mut self.buffer[start..]).await;
-            let n = match read {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buffer.truncate(start);
-                    return Err(e.into());
-                }
-            };
-            self.buffer.truncate(start + n);
+            // The buffer changes only after the read is done: cancelled while it waits, nothing
+            // has happened.
+            let want = self.wanted().saturating_sub(self.buffer.len()).clamp(1, MAX_PACKET_LEN);
+            let mut chunk = [0u8; MAX_PACKET_LEN];
+            let n = self.stream.read(&mut chunk[..want]).await?;
+            self.buffer.extend_from_slice(&chunk[..n]);
             if n == 0 {
                 return if self.buffer.is_empty() { Ok(None) } else { Err(FrameError::Truncated) };
             }
@@ -99,6 +100,34 @@ mod tests {
         assert_eq!(reader.next().await.unwrap().unwrap(), a);
         assert_eq!(reader.next().await.unwrap().unwrap(), b);
         assert!(reader.next().await.unwrap().is_none());
+    }
+
+    /// A reader that has 2 octets ready, then makes its caller wait for ever.
+    struct Stalls(bool);
+
+    impl AsyncRead for Stalls {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.0 {
+                return std::task::Poll::Pending;
+            }
+            self.0 = true;
+            buf.put_slice(&[1, 0]);
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_cancelled_while_it_waits_leaves_nothing_behind() {
+        let mut reader = FrameReader::new(Stalls(false));
+        for _ in 0..3 {
+            let waited = tokio::time::timeout(std::time::Duration::from_millis(10), reader.next()).await;
+            assert!(waited.is_err(), "nothing complete to return");
+        }
+        assert_eq!(reader.buffer, [1, 0], "only what was read");
     }
 
     #[tokio::test]
