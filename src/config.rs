@@ -156,6 +156,9 @@ impl Config {
             }
         }
         self.warnings.extend(clients.iter().filter_map(open_to_all));
+        if self.server.tls.is_none() {
+            self.warnings.extend(clients.iter().filter_map(unreachable_tls_client));
+        }
         self.secret_files.push(file.to_path_buf());
         self.secret_files.extend(drop_in.client.iter().filter_map(|c| c.secret_file.as_ref()).map(|f| sources.path(f)));
         self.clients.extend(clients);
@@ -193,6 +196,12 @@ fn open_to_all(client: &ClientSettings) -> Option<String> {
             client.policy.name, client.network
         )
     })
+}
+
+/// A TLS client while no RadSec listener is configured: it could never connect.
+fn unreachable_tls_client(client: &ClientSettings) -> Option<String> {
+    (client.transport == crate::server::settings::Transport::Tls)
+        .then(|| format!("client {:?} has transport = \"tls\", but [server] has no tls_listen: it cannot connect", client.policy.name))
 }
 
 /// `conf.d/*.toml` beside the config file, by name; none if there is no such folder.
@@ -263,6 +272,9 @@ fn assemble(path: &Path, file: ConfigFile, directory: DirectorySection, sources:
     };
     let (auth, mut warnings) = sections.build()?;
     warnings.extend(clients.iter().filter_map(open_to_all));
+    if server.tls.is_none() {
+        warnings.extend(clients.iter().filter_map(unreachable_tls_client));
+    }
     Ok(Config {
         path: path.to_path_buf(),
         warnings,
@@ -374,6 +386,70 @@ path = "users.toml"
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains(expected), "expected {expected:?} in {err}");
         }
+    }
+
+    /// A CA, a server certificate and key in `dir`, as PEM files radsec.{ca,pem,key}.
+    fn radsec_files(dir: &Path) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["radius.example.test".to_owned()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("radsec.ca"), ca.pem()).unwrap();
+        std::fs::write(dir.join("radsec.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("radsec.key"), key.serialize_pem()).unwrap();
+    }
+
+    #[test]
+    fn radsec_keys_and_tls_clients_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        radsec_files(dir.path());
+        let tls_keys = "listen = [\"127.0.0.1:18120\"]\ntls_listen = [\"127.0.0.1:2083\"]\ncert_file = \"radsec.pem\"\nkey_file = \"radsec.key\"\nca_file = \"radsec.ca\"\n";
+        let tls_client = "[[client]]\nname = \"fw\"\ntransport = \"tls\"\ncertificate_name = \"fw.example.test\"\n[directory]";
+        let text = MINIMAL.replace("listen = [\"127.0.0.1:18120\"]\n", tls_keys).replace("[directory]", tls_client);
+        let config = |text: &str| Config::parse(&dir.path().join("radmfa.toml"), text, |_| None);
+        let c = config(&text).unwrap();
+        let tls = c.server.tls.as_ref().unwrap();
+        assert_eq!(tls.listen, vec!["127.0.0.1:2083".parse().unwrap()]);
+        assert_eq!(tls.config.alpn_protocols, [b"radius/1.1".to_vec(), b"radius/1.0".to_vec()]);
+        let fw = &c.clients[1];
+        assert_eq!(fw.secret.expose(), b"radsec", "RFC 6614's secret unless configured");
+        assert_eq!(fw.network.prefix_len(), 0, "from anywhere unless an address is given");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.auth.retry_window, c.server.cache_ttl, "a RadSec retry comes on a new connection: Accepts are kept");
+
+        let cases = [
+            (text.replace("cert_file = \"radsec.pem\"\n", ""), "server.cert_file: missing"),
+            (text.replace("radsec.ca", "nowhere.ca"), "server.ca_file"),
+            (text.replace("key_file = \"radsec.key\"", "key_file = \"radsec.ca\""), "server.key_file"),
+            (text.replace("tls_listen = [\"127.0.0.1:2083\"]\n", ""), "server.cert_file: is for the RadSec listener"),
+            (
+                text.replace("listen = [\"127.0.0.1:18120\"]", "listen = [\"127.0.0.1:18120\"]\ntls_radius_versions = [\"2\"]"),
+                "server.tls_radius_versions",
+            ),
+            (text.replace("certificate_name = \"fw.example.test\"", ""), "client[1] (\"fw\").certificate_name: a TLS client needs"),
+            (
+                text.replace("certificate_name = \"fw.example.test\"", "certificate_fingerprint = \"12:34\""),
+                "client[1] (\"fw\").certificate_fingerprint",
+            ),
+            (
+                MINIMAL.replace("secret = \"testing123\"", "secret = \"x\"\ncertificate_name = \"a\""),
+                "client[0] (\"netscaler-1\").transport",
+            ),
+            (MINIMAL.replace("address = \"127.0.0.1/32\"\n", ""), "client[0] (\"netscaler-1\").address: missing"),
+        ];
+        for (text, expected) in cases {
+            let err = config(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in {err}");
+        }
+        // A TLS client beside a UDP client of the same address is no clash.
+        let both =
+            text.replace("certificate_name = \"fw.example.test\"", "certificate_name = \"fw.example.test\"\naddress = \"127.0.0.1/32\"");
+        assert!(config(&both).is_ok());
+        // Without a listener, a TLS client could never connect: said.
+        let no_listener = MINIMAL.replace("[directory]", tls_client);
+        assert!(config(&no_listener).unwrap().warnings.iter().any(|w| w.contains("no tls_listen")));
     }
 
     #[test]

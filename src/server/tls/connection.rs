@@ -102,7 +102,9 @@ impl Connection {
             End::TokenReused => {
                 tracing::warn!(peer = %this.peer, client, connection = this.id, "RadSec: connection closed: a RADIUS/1.1 Token was reused while its request was outstanding (RFC 9765 §4.2.2)")
             }
-            End::Broken(why) => tracing::info!(peer = %this.peer, client, connection = this.id, why = %why, "RadSec: connection cut by the client or the network"),
+            End::Broken(why) => {
+                tracing::info!(peer = %this.peer, client, connection = this.id, why = %why, "RadSec: connection cut by the client or the network")
+            }
             other => tracing::info!(peer = %this.peer, client, connection = this.id, end = ?other, "RadSec: connection closed"),
         }
         // The stream closes when both halves are gone: the writer's goes last, once it has
