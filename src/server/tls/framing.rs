@@ -27,50 +27,36 @@ impl FrameError {
     }
 }
 
-pub struct FrameReader<R> {
-    stream: R,
+/// The bytes read so far and the packets in them: the framing without the reading, so that it
+/// can be tested and fuzzed on its own.
+#[derive(Debug, Default)]
+pub struct Frames {
     buffer: Vec<u8>,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub fn new(stream: R) -> Self {
-        Self { stream, buffer: Vec::with_capacity(2 * MAX_PACKET_LEN) }
-    }
-
-    /// The next packet's bytes; `None` when the peer closed the stream between packets.
-    /// Cancel-safe: only the read into the buffer is awaited.
-    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        loop {
-            if let Some(packet) = self.take_packet()? {
-                return Ok(Some(packet));
-            }
-            // Read no further than the rest of this packet (or its header): what follows
-            // stays in the TLS layer until asked for.
-            // The buffer changes only after the read is done: cancelled while it waits, nothing
-            // has happened.
-            let want = self.wanted().saturating_sub(self.buffer.len()).clamp(1, MAX_PACKET_LEN);
-            let mut chunk = [0u8; MAX_PACKET_LEN];
-            let n = self.stream.read(&mut chunk[..want]).await?;
-            self.buffer.extend_from_slice(&chunk[..n]);
-            if n == 0 {
-                return if self.buffer.is_empty() { Ok(None) } else { Err(FrameError::Truncated) };
-            }
-        }
-    }
-
-    /// How many octets the packet being read needs in all (its header's, until the Length is in).
-    fn wanted(&self) -> usize {
-        match self.buffer.get(2..4) {
+impl Frames {
+    /// Octets to read next: the rest of the packet under way (its header, until its Length is in).
+    pub fn wanted(&self) -> usize {
+        let whole = match self.buffer.get(2..4) {
             Some(length) => usize::from(u16::from_be_bytes([length[0], length[1]])),
             None => HEADER_LEN,
-        }
+        };
+        whole.saturating_sub(self.buffer.len()).clamp(1, MAX_PACKET_LEN)
     }
 
-    fn take_packet(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        if self.buffer.len() < 4 {
-            return Ok(None);
-        }
-        let length = self.wanted();
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// Whether octets of a packet not yet whole are held.
+    pub fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
+    }
+
+    /// The next whole packet, if one is in; an error when the Length field is out of bounds.
+    pub fn next_packet(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        let Some(length) = self.buffer.get(2..4) else { return Ok(None) };
+        let length = usize::from(u16::from_be_bytes([length[0], length[1]]));
         if !(HEADER_LEN..=MAX_PACKET_LEN).contains(&length) {
             return Err(FrameError::BadLength(length));
         }
@@ -79,6 +65,35 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         let rest = self.buffer.split_off(length);
         Ok(Some(std::mem::replace(&mut self.buffer, rest)))
+    }
+}
+
+pub struct FrameReader<R> {
+    stream: R,
+    frames: Frames,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(stream: R) -> Self {
+        Self { stream, frames: Frames::default() }
+    }
+
+    /// The next packet's bytes; `None` when the peer closed the stream between packets.
+    /// Cancel-safe: only the read is awaited, and what it read is kept only once it is done.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        loop {
+            if let Some(packet) = self.frames.next_packet()? {
+                return Ok(Some(packet));
+            }
+            // No further than the rest of this packet: what follows stays in the TLS layer.
+            let mut chunk = [0u8; MAX_PACKET_LEN];
+            let want = self.frames.wanted();
+            let n = self.stream.read(&mut chunk[..want]).await?;
+            if n == 0 {
+                return if self.frames.is_empty() { Ok(None) } else { Err(FrameError::Truncated) };
+            }
+            self.frames.push(&chunk[..n]);
+        }
     }
 }
 
@@ -127,7 +142,7 @@ mod tests {
             let waited = tokio::time::timeout(std::time::Duration::from_millis(10), reader.next()).await;
             assert!(waited.is_err(), "nothing complete to return");
         }
-        assert_eq!(reader.buffer, [1, 0], "only what was read");
+        assert_eq!(reader.frames.buffer, [1, 0], "only what was read");
     }
 
     #[tokio::test]
