@@ -377,3 +377,36 @@ fn radius_1_1_alone_refuses_clients_without_it() {
     let (_, stats) = server.stop();
     assert_eq!(stats.get("tls_version_refused"), 2);
 }
+
+#[test]
+fn a_reload_adds_and_removes_tls_clients_and_open_connections_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = RadsecPki::new(dir.path());
+    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
+    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let branch = pki.certificate("branch", &["branch.example.test"], false);
+    let server = radsec_server(&pki, &pinned, "");
+    let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();
+    runtime().block_on(async {
+        let mut refused = connect(&server, client_config(&pki, &branch, &[])).await.unwrap();
+        let _ = refused.write_all(&status).await;
+        assert!(closed_within(&mut refused, Duration::from_secs(5)).await, "not a client yet");
+        let mut open = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        assert_eq!(ask(&mut open, &status).await, Code::AccessAccept);
+
+        // The branch is added, nas1 removed.
+        let text = std::fs::read_to_string(&server.config).unwrap();
+        let text = text.replace("certificate_name = \"nas1.example.test\"", "certificate_name = \"branch.example.test\"").replace("radsec-nas1", "radsec-branch");
+        std::fs::write(&server.config, text).unwrap();
+        server.hangup();
+        assert!(server.wait_for(|v| v["message"].as_str().unwrap_or("").starts_with("configuration reloaded"), Duration::from_secs(10)).is_some(), "{:?}", server.logs());
+
+        let mut branch_tls = connect(&server, client_config(&pki, &branch, &[])).await.unwrap();
+        assert_eq!(ask(&mut branch_tls, &status).await, Code::AccessAccept, "added by the reload");
+        let mut removed = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        let _ = removed.write_all(&status).await;
+        assert!(closed_within(&mut removed, Duration::from_secs(5)).await, "removed by the reload");
+        let login = login_1_0(1, [9; 16], "alice", ALICE_PASSWORD);
+        assert_eq!(ask(&mut open, &login).await, Code::AccessAccept, "a connection open before goes on as the client it was");
+    });
+}
