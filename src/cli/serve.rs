@@ -12,7 +12,7 @@ use crate::auth::{Authenticator, Services};
 use crate::config::Config;
 use crate::keys::{Keys, RELOAD_EVERY};
 use crate::metrics::timed::{TimedDirectory, TimedGateway, TimedStore};
-use crate::metrics::{AuditWatch, CounterSet, DirectoryWatch, Metrics, StoreAvailability};
+use crate::metrics::{AuditWatch, CounterSet, DirectoryWatch, Metrics, RadsecWatch, StoreAvailability};
 use crate::server::{self, PortKind, Server};
 use crate::store::{Store, StoreError};
 
@@ -133,13 +133,16 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
 /// What the metrics endpoint reads at each scrape, besides what is recorded as it happens.
 fn watch_everything(
     metrics: &Metrics,
-    server: &Server,
+    server: &Arc<Server>,
     sms_stats: &Arc<crate::sms::SmsStats>,
     authenticator: &Arc<Authenticator>,
     store: &Arc<dyn Store>,
 ) {
     let stats = server.stats();
     metrics.watch(CounterSet { prefix: "radius", labels: Vec::new(), read: move || stats.described() });
+    // Weak: the server holds the metrics.
+    let radsec = Arc::downgrade(server);
+    metrics.watch(RadsecWatch(move || radsec.upgrade().map(|s| s.radsec_connections()).unwrap_or_default()));
     let sms = Arc::clone(sms_stats);
     // Whichever gateway sent them (a reload may change it): per gateway, see sms_send_seconds.
     metrics.watch(CounterSet { prefix: "sms", labels: Vec::new(), read: move || sms.described() });

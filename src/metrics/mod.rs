@@ -28,7 +28,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 pub use settings::{MetricsSection, MetricsSettings};
-pub use watched::{AuditWatch, CounterSet, DirectoryWatch, StoreAvailability};
+pub use watched::{AuditWatch, CounterSet, DirectoryWatch, RadsecWatch, StoreAvailability};
 
 /// From half a millisecond to about 16 s, doubling: a cached second step takes under a
 /// millisecond, an SMS gateway or a directory at its timeout seconds.

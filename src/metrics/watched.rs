@@ -135,3 +135,19 @@ impl Watched for AuditWatch {
         )
     }
 }
+
+/// RadSec connections open now, per TLS client (the names of the configuration).
+pub struct RadsecWatch<F>(pub F);
+
+impl<F> Watched for RadsecWatch<F>
+where
+    F: Fn() -> Vec<(String, usize)> + Send + Sync + 'static,
+{
+    fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let open = (self.0)();
+        let labels: Vec<[(&str, &str); 1]> = open.iter().map(|(client, _)| [("client", client.as_str())]).collect();
+        let series: Vec<(&[(&str, &str)], i64)> =
+            labels.iter().zip(&open).map(|(labels, (_, n))| (labels.as_slice(), i64::try_from(*n).unwrap_or(i64::MAX))).collect();
+        encode_gauge(encoder, "radsec_connections_open", "RadSec (RADIUS over TLS) connections open now, per client", &series)
+    }
+}

@@ -122,6 +122,11 @@ impl Server {
         self.shared.handler.reload_dictionary(dictionary);
     }
 
+    /// RadSec connections open now, per client name (none without a TLS listener).
+    pub fn radsec_connections(&self) -> Vec<(String, usize)> {
+        self.tls.as_ref().map(|tls| tls.open_connections()).unwrap_or_default()
+    }
+
     pub fn stats(&self) -> Arc<Stats> {
         Arc::clone(&self.shared.stats)
     }

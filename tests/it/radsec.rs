@@ -285,7 +285,7 @@ fn limits_per_client_per_connection_and_idle_connections() {
         &pinned,
         "tls_connections_per_client = 2\ntls_outstanding_per_connection = 2\ntls_idle_timeout = \"2s\"\n",
         "password_only",
-        "",
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n",
         "1s",
     );
     runtime().block_on(async {
@@ -304,6 +304,10 @@ fn limits_per_client_per_connection_and_idle_connections() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut again = connect(&server, Arc::clone(&config)).await.unwrap();
         assert_eq!(ask(&mut again, &status).await, Code::AccessAccept, "a closed connection gives its place back");
+        let page = scrape(&server);
+        assert!(page.contains("radmfa_radsec_connections_open{client=\"radsec-nas1\"} 2"), "{page}");
+        assert!(page.contains("radmfa_radsec_connections_open{client=\"radsec-pinned\"} 1"), "{page}");
+        assert!(page.contains("radmfa_radius_tls_over_connection_limit_total 1"), "{page}");
 
         // Six wrong passwords at once, two outstanding at most: each waits its turn (the
         // server reads no further), none is lost. Each Reject takes reject_delay, so three turns.
@@ -396,10 +400,18 @@ fn a_reload_adds_and_removes_tls_clients_and_open_connections_keep_theirs() {
 
         // The branch is added, nas1 removed.
         let text = std::fs::read_to_string(&server.config).unwrap();
-        let text = text.replace("certificate_name = \"nas1.example.test\"", "certificate_name = \"branch.example.test\"").replace("radsec-nas1", "radsec-branch");
+        let text = text
+            .replace("certificate_name = \"nas1.example.test\"", "certificate_name = \"branch.example.test\"")
+            .replace("radsec-nas1", "radsec-branch");
         std::fs::write(&server.config, text).unwrap();
         server.hangup();
-        assert!(server.wait_for(|v| v["message"].as_str().unwrap_or("").starts_with("configuration reloaded"), Duration::from_secs(10)).is_some(), "{:?}", server.logs());
+        assert!(
+            server
+                .wait_for(|v| v["message"].as_str().unwrap_or("").starts_with("configuration reloaded"), Duration::from_secs(10))
+                .is_some(),
+            "{:?}",
+            server.logs()
+        );
 
         let mut branch_tls = connect(&server, client_config(&pki, &branch, &[])).await.unwrap();
         assert_eq!(ask(&mut branch_tls, &status).await, Code::AccessAccept, "added by the reload");
@@ -409,4 +421,16 @@ fn a_reload_adds_and_removes_tls_clients_and_open_connections_keep_theirs() {
         let login = login_1_0(1, [9; 16], "alice", ALICE_PASSWORD);
         assert_eq!(ask(&mut open, &login).await, Code::AccessAccept, "a connection open before goes on as the client it was");
     });
+}
+
+/// The metrics page, by a plain HTTP/1.0 GET.
+fn scrape(server: &TestServer) -> String {
+    use std::io::{Read, Write};
+    let line = server.wait_for(|v| v["message"] == "listening" && v["kind"] == "metrics", Duration::from_secs(10)).unwrap();
+    let address: std::net::SocketAddr = line["address"].as_str().unwrap().parse().unwrap();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    page
 }

@@ -64,6 +64,16 @@ impl TlsShared {
     }
 }
 
+impl TlsShared {
+    /// Connections open now, per client name, in name order.
+    pub(super) fn open_connections(&self) -> Vec<(String, usize)> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open: Vec<(String, usize)> = open.iter().map(|(name, n)| (name.clone(), *n)).collect();
+        open.sort();
+        open
+    }
+}
+
 /// Binds a RadSec listener: IPv6 ones v6-only, so `0.0.0.0` and `[::]` can both be listed.
 pub fn bind_tls(address: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
