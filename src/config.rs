@@ -317,6 +317,7 @@ fn secret_files(path: &Path, file: &ConfigFile, directory: &DirectorySection, so
     files.extend(file.client.iter().filter_map(|c| c.secret_file.as_ref()).map(|f| sources.path(f)));
     files.extend(directory.secret_files(sources));
     files.extend(file.sms.secret_files(sources));
+    files.extend(file.server.secret_files(sources));
     files
 }
 

@@ -60,7 +60,18 @@ pub(super) fn check_config(path: &std::path::Path, connect: bool) -> Result<(), 
     if config.clients.is_empty() {
         writeln!(out, "warning: no [[client]] is configured, so every request will be dropped")?;
     }
-    for client in &config.clients {
+    if let Some(tls) = &config.server.tls {
+        let names = tls.certificate.names.join(", ");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let days = (tls.certificate.not_after - now).div_euclid(86_400);
+        writeln!(out, "RadSec: {} address(es), certificate {names}, {days} day(s) left", tls.listen.len())?;
+        if let Some(warning) = tls.certificate.expiry_warning(now) {
+            writeln!(out, "warning: {warning}")?;
+        }
+    }
+    // Over TLS the secret is RFC 6614's fixed "radsec" and TLS protects the packet: the UDP
+    // advice does not apply.
+    for client in config.clients.iter().filter(|c| c.transport == crate::server::settings::Transport::Udp) {
         if client.secret.expose().len() < 16 {
             writeln!(out, "warning: client {:?} has a shared secret shorter than 16 characters", client.policy.name)?;
         }

@@ -53,6 +53,12 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
             tracing::info!(address = %bound, kind = kind.as_str(), "listening");
             sockets.push((socket, kind));
         }
+        if let Some(tls) = &config.server.tls {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            if let Some(warning) = tls.certificate.expiry_warning(now) {
+                tracing::warn!("{warning}");
+            }
+        }
         let mut tls_listeners = Vec::new();
         for address in config.server.tls.iter().flat_map(|tls| &tls.listen) {
             let listener = server::bind_tls(*address).map_err(|e| format!("cannot listen on {address} (tls_listen): {e}"))?;

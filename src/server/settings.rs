@@ -170,6 +170,11 @@ impl ServerSection {
         self.request_timeout
     }
 
+    /// Files whose contents are secret: the RadSec private key.
+    pub fn secret_files(&self, sources: &Sources<'_>) -> Vec<PathBuf> {
+        self.key_file.iter().map(|f| sources.path(f)).collect()
+    }
+
     /// Checked, with the built-in dictionary and the admin's extra one loaded. Errors name the
     /// key within the section.
     pub fn build(&self, sources: &Sources<'_>) -> Result<(ServerSettings, Dictionary), Invalid> {

@@ -72,6 +72,31 @@ pub struct TlsSettings {
     pub connections_per_client: usize,
     pub outstanding_per_connection: usize,
     pub versions: RadiusVersions,
+    /// Our certificate as `check-config` and the start tell of it.
+    pub certificate: OwnCertificate,
+}
+
+/// What the admin needs to know of the server's own certificate: its names and its end.
+#[derive(Debug, Clone)]
+pub struct OwnCertificate {
+    pub names: Vec<String>,
+    /// Unix time of notAfter.
+    pub not_after: i64,
+}
+
+impl OwnCertificate {
+    /// A warning when the certificate has ended or ends within 30 days of `now` (Unix time).
+    pub fn expiry_warning(&self, now: i64) -> Option<String> {
+        let days = (self.not_after - now).div_euclid(86_400);
+        let names = self.names.join(", ");
+        if self.not_after <= now {
+            Some(format!("the RadSec certificate (cert_file: {names}) has expired: NAS will refuse to connect"))
+        } else if days < 30 {
+            Some(format!("the RadSec certificate (cert_file: {names}) expires in {days} day(s): renew it, then restart"))
+        } else {
+            None
+        }
+    }
 }
 
 impl TlsSection<'_> {
@@ -107,8 +132,9 @@ impl TlsSection<'_> {
             return Err(Invalid::new(key, "must be more than 0s"));
         }
         let versions = parse_versions(self.radius_versions).map_err(|m| Invalid::new("tls_radius_versions", m))?;
-        let config = server_config(&cert_file, &key_file, &ca_file, versions)?;
+        let (config, certificate) = server_config(&cert_file, &key_file, &ca_file, versions)?;
         Ok(Some(TlsSettings {
+            certificate,
             listen,
             config,
             idle_timeout: self.idle_timeout,
@@ -142,7 +168,7 @@ fn server_config(
     key_file: &Path,
     ca_file: &Path,
     versions: RadiusVersions,
-) -> Result<Arc<rustls::ServerConfig>, Invalid> {
+) -> Result<(Arc<rustls::ServerConfig>, OwnCertificate), Invalid> {
     // Regular files of bounded size only: a FIFO would hang the start, /dev/zero fill memory.
     let read = |key: &'static str, path: &Path| {
         crate::settings::read_text_file(path, 1024 * 1024)
@@ -159,6 +185,14 @@ fn server_config(
         Ok(chain)
     };
     let chain = certs("cert_file", cert_file)?;
+    let own = chain
+        .first()
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map(|(_, cert)| OwnCertificate {
+            names: PeerCertificate::parse(cert.as_ref()).map(|c| c.names).unwrap_or_default(),
+            not_after: cert.validity().not_after.timestamp(),
+        })
+        .ok_or_else(|| Invalid::new("cert_file", format!("{}: the first certificate is not X.509", cert_file.display())))?;
     let private_key = rustls_pemfile::private_key(&mut read("key_file", key_file)?)
         .map_err(|e| Invalid::new("key_file", format!("{}: {e}", key_file.display())))?
         .ok_or_else(|| Invalid::new("key_file", format!("{}: no PEM private key in it", key_file.display())))?;
@@ -175,7 +209,19 @@ fn server_config(
         .map_err(|e| Invalid::new("cert_file", e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, private_key)
-        .map_err(|e| Invalid::new("key_file", format!("{} with {}: {e}", key_file.display(), cert_file.display())))?;
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => {
+                Invalid::new("key_file", format!("{} is not the key of {} (cert_file)", key_file.display(), cert_file.display()))
+            }
+            rustls::Error::InvalidCertificate(why) => Invalid::new(
+                "cert_file",
+                format!(
+                    "{}: {why:?} (an X.509 v3 certificate is needed: openssl x509 -req ... -extfile with subjectAltName)",
+                    cert_file.display()
+                ),
+            ),
+            other => Invalid::new("key_file", format!("{} with {}: {other}", key_file.display(), cert_file.display())),
+        })?;
     // Our preference first: 1.1 where both sides can.
     if versions.v1_1 {
         config.alpn_protocols.push(ALPN_RADIUS_1_1.to_vec());
@@ -186,7 +232,7 @@ fn server_config(
     // No resumption: a NAS holds a few long connections, and a resumed session would have to
     // keep its RADIUS version (RFC 9765 §3.5).
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), own))
 }
 
 /// `certificate_fingerprint`: one value or a list (the old and the new certificate while a
@@ -294,7 +340,10 @@ impl PeerCertificate {
         }
         for cn in cert.subject().iter_common_name() {
             if let Ok(cn) = cn.as_str() {
-                names.push(normalize_name(cn));
+                let cn = normalize_name(cn);
+                if !names.contains(&cn) {
+                    names.push(cn);
+                }
             }
         }
         Some(Self { fingerprint: sha2::Sha256::digest(der).into(), names })
@@ -325,6 +374,14 @@ mod tests {
         for bad in ["", "abcd", &"zz".repeat(32), &"ab".repeat(33)] {
             assert!(parse_fingerprint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_ending_certificate_is_said() {
+        let cert = OwnCertificate { names: vec!["radius.example.test".into()], not_after: 100 * 86_400 };
+        assert!(cert.expiry_warning(0).is_none());
+        assert!(cert.expiry_warning(80 * 86_400).unwrap().contains("expires in 20 day(s)"));
+        assert!(cert.expiry_warning(100 * 86_400).unwrap().contains("has expired"));
     }
 
     #[test]
