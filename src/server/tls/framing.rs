@@ -1,7 +1,7 @@
 //! RFC 6614 §3.4 framing: RADIUS packets back to back in the TLS stream, each as long as its
 //! Length field says. The reader keeps what it has read between calls, so a read cancelled by
-//! the idle timer or a shutdown loses nothing, and a slow sender's partial packet waits in the
-//! buffer (never more than one packet's worth beyond it).
+//! the idle timer or a shutdown loses nothing and adds nothing, and a slow sender's partial
+//! packet waits in the buffer (never more than one packet's worth beyond it).
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -38,19 +38,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Ok(Some(packet));
             }
             // Read no further than the rest of this packet (or its header): what follows
-            // stays in the TLS layer until asked for.
+            // stays in the TLS layer until asked for. `read_buf` appends only what it read,
+            // when it read it: a read dropped while waiting leaves the buffer untouched (a
+            // buffer grown first and filled by the read would keep the growth as zeros).
             let want = self.wanted().saturating_sub(self.buffer.len()).max(1);
-            let start = self.buffer.len();
-            self.buffer.resize(start + want, 0);
-            let read = self.stream.read(&mut self.buffer[start..]).await;
-            let n = match read {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buffer.truncate(start);
-                    return Err(e.into());
-                }
-            };
-            self.buffer.truncate(start + n);
+            let n = (&mut self.stream).take(want as u64).read_buf(&mut self.buffer).await?;
             if n == 0 {
                 return if self.buffer.is_empty() { Ok(None) } else { Err(FrameError::Truncated) };
             }
@@ -107,6 +99,24 @@ mod tests {
             let mut stream = tokio_test_stream(&bytes);
             let mut reader = FrameReader::new(&mut stream);
             assert!(reader.next().await.is_err(), "{bad}");
+        }
+    }
+
+    /// A read dropped while waiting (the connection's `select!` picked another branch: a
+    /// request finished, the idle timer) must leave the buffer as it was: the next packet
+    /// still comes out whole, with nothing in front of it.
+    #[tokio::test]
+    async fn a_read_cancelled_while_waiting_leaves_nothing_behind() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(8192);
+        let mut reader = FrameReader::new(server);
+        let (a, b) = (packet(20, 1), packet(40, 2));
+        for (cut, whole) in [(0, &a), (3, &b), (10, &a)] {
+            client.write_all(&whole[..cut]).await.unwrap();
+            let waited = tokio::time::timeout(std::time::Duration::from_millis(20), reader.next()).await;
+            assert!(waited.is_err(), "nothing whole to read yet");
+            client.write_all(&whole[cut..]).await.unwrap();
+            assert_eq!(&reader.next().await.unwrap().unwrap(), whole, "cut at {cut}");
         }
     }
 
