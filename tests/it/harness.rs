@@ -598,10 +598,14 @@ pub struct ClientCertificate {
 
 impl RadsecPki {
     pub fn new(dir: &Path) -> Self {
+        Self::with_ca_named(dir, "Example Test RadSec CA")
+    }
+
+    fn with_ca_named(dir: &Path, ca_name: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Example Test RadSec CA");
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, ca_name);
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let ca_file = dir.join("radsec-ca.pem");
@@ -631,9 +635,10 @@ impl RadsecPki {
         Self::write(&self.dir, file, &cert, &key)
     }
 
-    /// A client certificate from a CA of its own, which the server does not trust.
+    /// A client certificate from a CA of its own (named otherwise), which the server does not
+    /// trust.
     pub fn foreign_certificate(&self, file: &str, name: &str) -> ClientCertificate {
-        Self::new(&self.dir.join("foreign")).certificate(file, &[name], false)
+        Self::with_ca_named(&self.dir.join("foreign"), "Example Test Foreign CA").certificate(file, &[name], false)
     }
 
     fn write(dir: &Path, file: &str, cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> ClientCertificate {

@@ -58,21 +58,21 @@ fn ready(tools: &[(&str, &str)], packages: &[&str]) -> bool {
     true
 }
 
-/// A guide in docs/nas/.
-struct Guide {
+/// A guide in docs/nas/ (also read by `radsec_interop`).
+pub(crate) struct Guide {
     name: &'static str,
     text: String,
 }
 
 impl Guide {
-    fn read(name: &'static str) -> Self {
+    pub(crate) fn read(name: &'static str) -> Self {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/nas").join(name);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         Self { name, text }
     }
 
     /// The fenced block right after the line `<!-- test: TAG -->`, which must be there once.
-    fn block(&self, tag: &str) -> Block {
+    pub(crate) fn block(&self, tag: &str) -> Block {
         let marker = format!("<!-- test: {tag} -->");
         let lines: Vec<&str> = self.text.lines().collect();
         let at: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.trim() == marker).map(|(i, _)| i).collect();
@@ -86,20 +86,20 @@ impl Guide {
 }
 
 /// A block taken out of a guide, with what must differ here replaced.
-struct Block {
+pub(crate) struct Block {
     place: String,
     text: String,
 }
 
 impl Block {
     /// Every `from` replaced by `to`; `from` must be in the block.
-    fn replace(mut self, from: &str, to: &str) -> Self {
+    pub(crate) fn replace(mut self, from: &str, to: &str) -> Self {
         assert!(self.text.contains(from), "{}: no {from:?} to replace in\n{}", self.place, self.text);
         self.text = self.text.replace(from, to);
         self
     }
 
-    fn text(self) -> String {
+    pub(crate) fn text(self) -> String {
         self.text
     }
 }
@@ -324,7 +324,7 @@ fn radclient_in(netns: &Netns, secret: &str, input: &str) -> String {
 }
 
 /// The State of an Access-Challenge in radclient's output, as it prints it (0x...).
-fn state_in(radclient_output: &str) -> Option<String> {
+pub(crate) fn state_in(radclient_output: &str) -> Option<String> {
     radclient_output.lines().find_map(|l| l.trim().strip_prefix("State = ")).map(str::to_owned)
 }
 

@@ -434,3 +434,49 @@ fn scrape(server: &TestServer) -> String {
     stream.read_to_string(&mut page).unwrap();
     page
 }
+
+/// A client whose connection is cut while a request is outstanding (its Access-Reject held back
+/// by `reject_delay`) gets its connection slot back at once: with `tls_connections_per_client
+/// = 1` its new connection is served while the old request is still being answered. The cut
+/// (no close_notify) is logged as a lost connection, not as a bad packet.
+#[test]
+fn a_connection_cut_mid_request_gives_its_slot_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = RadsecPki::new(dir.path());
+    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
+    let server_extra: &'static str = Box::leak(format!("{}tls_connections_per_client = 1\n", pki.server_keys()).into_boxed_str());
+    let server = TestServer::start(Options {
+        server_extra,
+        reject_delay: "3s",
+        extra: "[[client]]\nname = \"radsec-nas1\"\ntransport = \"tls\"\ncertificate_name = \"nas1.example.test\"\nno_token = \"password_only\"\n".into(),
+        ..Options::default()
+    });
+    runtime().block_on(async {
+        let mut first = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        let mut login = Packet::new(Code::AccessRequest, 1, [6; 16]);
+        login.push(Attribute::standard(attr::USER_NAME, *b"alice"));
+        login.push(Attribute::standard(attr::USER_PASSWORD, radius::hide_password(b"wrong", b"radsec", &[6; 16]).unwrap()));
+        first.write_all(&radius::encode_request(&login, b"radsec", true).unwrap()).await.unwrap();
+        first.flush().await.unwrap();
+        // Decided, and now waiting out reject_delay: the request is outstanding.
+        // (A blocking wait is fine here: nothing else runs on this runtime meanwhile.)
+        assert_eq!(server.wait_for_audit(1).len(), 1);
+        let cut_at = std::time::Instant::now();
+        // A reset, as a killed client's kernel sends: no close_notify.
+        socket2::SockRef::from(first.get_ref().0).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(first);
+
+        let mut second = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();
+        second.write_all(&status).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(2), read_packet(&mut second)).await;
+        let answer = answer.expect("the new connection is served while the cut one's Reject waits").unwrap();
+        assert!(radius::verify_response(&answer, &[3; 16], b"radsec").unwrap());
+        assert!(cut_at.elapsed() < Duration::from_secs(3), "answered before the old request's reject_delay ran out");
+    });
+    let (_, stats, logs) = server.stop_with_logs();
+    assert!(logs.iter().any(|l| l["message"] == "RadSec: connection lost" && l["client"] == "radsec-nas1"), "{logs:?}");
+    assert_eq!(stats.get("tls_connections"), 2);
+    assert_eq!(stats.get("tls_over_connection_limit"), 0);
+    assert_eq!(stats.get("tls_closed_bad_packet"), 0, "a cut is no bad packet");
+}

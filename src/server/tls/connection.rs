@@ -13,7 +13,9 @@
 //!   (answered at once, without the cache) is what keeps a watched connection open.
 //! - When the connection ends, the decisions in flight still finish (their codes and lockouts
 //!   are then consistent, and a retry on a new connection finds the answer kept for it); on
-//!   shutdown they are answered first, for at most the grace period.
+//!   shutdown they are answered first, for at most the grace period. The connection's place
+//!   among its client's `tls_connections_per_client` is free as soon as reading stops, so a
+//!   client whose connection was cut is served again at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,7 +61,8 @@ enum End {
     WriterStopped,
     /// Not RADIUS framing: a Length out of bounds (RFC 6613 §2.6.4).
     Framing(FrameError),
-    /// Cut: reset, or closed without a TLS close_notify, or inside a packet.
+    /// Reading failed below RADIUS: a reset, a close without TLS close_notify, or the end
+    /// inside a packet — what a killed or crashed client, or the network, leaves.
     Broken(FrameError),
     BadPacket(super::super::Discard),
     TokenReused,
@@ -81,7 +84,12 @@ struct Job {
 }
 
 impl Connection {
-    pub(super) async fn run(self, stream: Stream, shutdown: CancellationToken) {
+    /// Serves the connection until it ends. `slot`, its place among the client's
+    /// `tls_connections_per_client`, is given back as soon as nothing more can be read: a
+    /// client that lost its connection (killed, or the network) reconnects at once, while the
+    /// decisions it left behind finish (clients retry after a refused connection only after
+    /// many seconds: radsecproxy 1.9 after 30 s).
+    pub(super) async fn run(self, stream: Stream, shutdown: CancellationToken, slot: super::OpenConnection) {
         let this = Arc::new(self);
         let (read, write) = tokio::io::split(stream);
         let limit = this.tls.settings.outstanding_per_connection;
@@ -91,6 +99,7 @@ impl Connection {
         let outstanding = Arc::new(Semaphore::new(limit));
         let mut tasks = JoinSet::new();
         let (end, frames) = this.read_requests(read, &outstanding, &answers, &mut tasks, &shutdown, &writer_stopped).await;
+        drop(slot);
         let client = this.client.policy.name.as_str();
         match &end {
             End::BadPacket(why) => {
@@ -103,7 +112,7 @@ impl Connection {
                 tracing::warn!(peer = %this.peer, client, connection = this.id, "RadSec: connection closed: a RADIUS/1.1 Token was reused while its request was outstanding (RFC 9765 §4.2.2)")
             }
             End::Broken(why) => {
-                tracing::info!(peer = %this.peer, client, connection = this.id, why = %why, "RadSec: connection cut by the client or the network")
+                tracing::info!(peer = %this.peer, client, connection = this.id, why = %why, "RadSec: connection lost")
             }
             other => tracing::info!(peer = %this.peer, client, connection = this.id, end = ?other, "RadSec: connection closed"),
         }

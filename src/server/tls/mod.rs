@@ -200,7 +200,7 @@ async fn accept(
         }
         return;
     };
-    let Some(_open) = OpenConnection::take(&tls, &client) else {
+    let Some(open) = OpenConnection::take(&tls, &client) else {
         shared.stats.tls_over_connection_limit.inc();
         if let Some(suppressed) = tls.refused_log.allow(Instant::now()) {
             tracing::warn!(%peer, client = client.policy.name.as_str(), limit = tls.settings.connections_per_client, suppressed,
@@ -213,7 +213,7 @@ async fn accept(
     tracing::info!(%peer, client = client.policy.name.as_str(), certificate = certificate.name(), radius = carrier.as_str(),
         tls = ?session.protocol_version(), connection = id, "RadSec: connection open");
     let connection = connection::Connection { shared, tls: Arc::clone(&tls), client, peer, carrier, id };
-    connection.run(stream, shutdown).await;
+    connection.run(stream, shutdown, open).await;
 }
 
 /// The RADIUS version of a finished handshake (RFC 9765 §3.3), or `None` to close it.
