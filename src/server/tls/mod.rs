@@ -6,7 +6,7 @@
 //! connections per client are bounded; each connection runs in `connection`.
 
 mod connection;
-mod framing;
+pub(crate) mod framing;
 pub mod settings;
 
 use std::collections::HashMap;
