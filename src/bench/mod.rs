@@ -11,14 +11,20 @@
 //! With a rate (`rate`), requests go out open-loop instead: at that rate whatever the answers,
 //! as a flood or a password spray arrives.
 //!
+//! With `tls`, the workers' requests go over a few kept RadSec or RADIUS/1.1 connections
+//! instead, many outstanding on each (see `radsec`).
+//!
 //! `ldap-bind` measures the directory instead of a RADIUS server (see `ldap`).
 
 mod ldap;
+mod radsec;
 mod rate;
 mod report;
+mod request;
 mod steps;
 
 pub use ldap::LdapBindOptions;
+pub use radsec::{Connections, RadiusVersion, TlsOptions};
 pub use report::{Answers, Report};
 pub use steps::{StepOptions, StepPolicy};
 
@@ -30,8 +36,9 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use tokio::net::UdpSocket;
 
-use crate::radius::{self, Attribute, Code, Packet, attr};
+use crate::radius::{self, Code, Packet, attr};
 use crate::secret::Secret;
+use request::Request;
 use steps::{Claim, UserSteps};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,16 +111,25 @@ pub struct BenchOptions {
     pub step_state: Option<std::path::PathBuf>,
     /// For `LdapBind`.
     pub ldap: Option<LdapBindOptions>,
+    /// Over RadSec or RADIUS/1.1 instead of UDP.
+    pub tls: Option<TlsOptions>,
 }
 
 pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
     let options = Arc::new(options);
     if options.kind == BenchKind::LdapBind {
         let ldap = options.ldap.clone().ok_or_else(|| std::io::Error::other("--kind ldap-bind needs --ldap-url and --ca-file"))?;
-        return ldap::run(options, &ldap).await;
+        let mut report = ldap::run(options, &ldap).await?;
+        report.transport = "ldap";
+        return Ok(report);
     }
     if let Some(rate) = options.rate {
-        return rate::run(options, rate).await;
+        if options.tls.is_some() {
+            return Err(std::io::Error::other("--rate (open loop) goes over UDP only, not with --tls"));
+        }
+        let mut report = rate::run(options, rate).await?;
+        report.transport = "udp";
+        return Ok(report);
     }
     let remaining = Arc::new(AtomicU64::new(options.count.unwrap_or(u64::MAX)));
     let started = Instant::now();
@@ -132,16 +148,33 @@ pub async fn run(options: BenchOptions) -> std::io::Result<Report> {
             Err(e) => return Err(std::io::Error::other(format!("{}: {e}", path.display()))),
         }
     }
+    let pool = match &options.tls {
+        Some(tls) => Some(Arc::new(radsec::Pool::open(&options, tls).await?)),
+        None => None,
+    };
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..workers_n {
-        let socket = bound_socket(&options).await?;
-        workers.spawn(worker(socket, Arc::clone(&options), Arc::clone(&remaining), deadline, Arc::clone(&users)));
+    for i in 0..workers_n {
+        let transport = match &pool {
+            // Each worker keeps to one connection: a challenge's two steps go on the same one.
+            Some(pool) => Transport::Tls { pool: Arc::clone(pool), slot: i % pool.len() },
+            None => Transport::Udp(bound_socket(&options).await?),
+        };
+        workers.spawn(worker(transport, Arc::clone(&options), Arc::clone(&remaining), deadline, Arc::clone(&users)));
     }
-    let mut report = Report::default();
+    let mut report = Report { transport: options.tls.as_ref().map_or("udp", |t| t.version.as_str()), ..Report::default() };
     while let Some(joined) = workers.join_next().await {
         report.merge(joined.map_err(std::io::Error::other)??);
     }
     report.elapsed = started.elapsed();
+    if let Some(pool) = &pool {
+        report.connections = Some(pool.finish().await);
+        if report.requests() > 0 && report.requests() == report.closed {
+            let why = report.connections.as_ref().map(|c| c.closed_because.join("; ")).unwrap_or_default();
+            return Err(std::io::Error::other(format!(
+                "no request was answered: the connection closed ({why}); is this certificate a TLS [[client]] of the server?"
+            )));
+        }
+    }
     if let Some(path) = &options.step_state {
         users.save(&names, path).map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
     }
@@ -164,22 +197,48 @@ pub(super) enum Answer {
     Reply(Packet, Duration),
     Timeout,
     Invalid,
+    /// Its connection closed before the answer came (TLS).
+    Closed,
 }
 
-struct Client<'a> {
+/// Where a worker's requests go.
+enum Transport {
+    Udp(UdpSocket),
+    /// Connection `slot` of the pool.
+    Tls {
+        pool: Arc<radsec::Pool>,
+        slot: usize,
+    },
+}
+
+enum Client<'a> {
+    Udp(UdpClient<'a>),
+    Tls { pool: &'a radsec::Pool, slot: usize, options: &'a BenchOptions },
+}
+
+impl Client<'_> {
+    /// Sends `request` and waits for its answer.
+    async fn ask(&mut self, request: &Request<'_>) -> std::io::Result<Answer> {
+        match self {
+            Self::Udp(udp) => udp.ask(request).await,
+            Self::Tls { pool, slot, options } => pool.ask(*slot, request, options).await,
+        }
+    }
+}
+
+struct UdpClient<'a> {
     socket: &'a UdpSocket,
     buf: Vec<u8>,
     identifier: u8,
     options: &'a BenchOptions,
 }
 
-impl Client<'_> {
-    /// Sends one request built by `build` (given identifier and authenticator) and waits for its answer.
-    async fn ask(&mut self, build: impl FnOnce(u8, [u8; 16]) -> Result<Vec<u8>, radius::EncodeError>) -> std::io::Result<Answer> {
+impl UdpClient<'_> {
+    async fn ask(&mut self, request: &Request<'_>) -> std::io::Result<Answer> {
         self.identifier = self.identifier.wrapping_add(1);
         let mut authenticator = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut authenticator);
-        let wire = build(self.identifier, authenticator).map_err(std::io::Error::other)?;
+        let wire = request.signed(self.identifier, authenticator, self.options.secret.expose())?;
         let sent_at = Instant::now();
         self.socket.send(&wire).await?;
         let answer_by = sent_at + self.options.timeout;
@@ -192,10 +251,7 @@ impl Client<'_> {
             if reply.identifier != self.identifier {
                 continue; // a late answer to a request that already timed out
             }
-            if !radius::verify_response(datagram, &authenticator, self.options.secret.expose()).unwrap_or(false) {
-                return Ok(Answer::Invalid);
-            }
-            return Ok(Answer::Reply(reply, sent_at.elapsed()));
+            return Ok(request::check_signed(datagram, reply, &authenticator, self.options.secret.expose(), sent_at.elapsed()));
         }
     }
 }
@@ -208,17 +264,23 @@ fn count(report: &mut Report, answer: &Answer) {
     report.challenges += answers.challenges;
     report.timeouts += answers.timeouts;
     report.invalid += answers.invalid;
+    report.closed += answers.closed;
 }
 
 async fn worker(
-    socket: UdpSocket,
+    transport: Transport,
     options: Arc<BenchOptions>,
     remaining: Arc<AtomicU64>,
     deadline: Option<Instant>,
     users: Arc<UserSteps>,
 ) -> std::io::Result<Report> {
     let mut report = Report::default();
-    let mut client = Client { socket: &socket, buf: vec![0u8; radius::MAX_PACKET_LEN], identifier: rand::random(), options: &options };
+    let mut client = match &transport {
+        Transport::Udp(socket) => {
+            Client::Udp(UdpClient { socket, buf: vec![0u8; radius::MAX_PACKET_LEN], identifier: rand::random(), options: &options })
+        }
+        Transport::Tls { pool, slot } => Client::Tls { pool, slot: *slot, options: &options },
+    };
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -228,7 +290,7 @@ async fn worker(
         }
         match options.kind {
             BenchKind::Access | BenchKind::StatusServer | BenchKind::LdapBind => {
-                let answer = client.ask(|id, auth| encode(&options, id, auth)).await?;
+                let answer = client.ask(&Request::simple(&options, &options.user)).await?;
                 if let Answer::Reply(_, latency) = &answer {
                     report.latencies.push(*latency);
                 }
@@ -269,13 +331,12 @@ async fn flow(
     code: &str,
     report: &mut Report,
 ) -> std::io::Result<Option<Duration>> {
-    let secret = options.secret.expose();
     let started = Instant::now();
     let first_password = match options.kind {
         BenchKind::Append => format!("{}{code}", user.password.expose()),
         _ => user.password.expose().clone(),
     };
-    let answer = client.ask(|id, auth| login_request(secret, id, auth, &user.user, &first_password, None)).await?;
+    let answer = client.ask(&Request::login(&user.user, first_password.as_bytes(), None)).await?;
     let last = if options.kind == BenchKind::Challenge {
         report.first_answers.count(&answer);
         let state = match &answer {
@@ -287,7 +348,7 @@ async fn flow(
         };
         match state {
             Some(state) => {
-                let second = client.ask(|id, auth| login_request(secret, id, auth, &user.user, code, Some(&state))).await?;
+                let second = client.ask(&Request::login(&user.user, code.as_bytes(), Some(&state))).await?;
                 report.second_answers.count(&second);
                 if let Answer::Reply(_, latency) = &second {
                     report.second_steps.push(*latency);
@@ -304,43 +365,4 @@ async fn flow(
     let latency = matches!(last, Answer::Reply(..)).then(|| started.elapsed());
     report.latencies.extend(latency);
     Ok(latency)
-}
-
-fn login_request(
-    secret: &[u8],
-    id: u8,
-    authenticator: [u8; 16],
-    user: &str,
-    password: &str,
-    state: Option<&[u8]>,
-) -> Result<Vec<u8>, radius::EncodeError> {
-    let mut p = Packet::new(Code::AccessRequest, id, authenticator);
-    p.push(Attribute::standard(attr::USER_NAME, user.as_bytes()));
-    p.push(Attribute::standard(attr::USER_PASSWORD, radius::hide_password(password.as_bytes(), secret, &authenticator)?));
-    if let Some(state) = state {
-        p.push(Attribute::standard(attr::STATE, state));
-    }
-    p.push(Attribute::standard(attr::NAS_IDENTIFIER, &b"radmfa-bench"[..]));
-    radius::encode_request(&p, secret, true)
-}
-
-fn encode(options: &BenchOptions, identifier: u8, authenticator: [u8; 16]) -> Result<Vec<u8>, radius::EncodeError> {
-    encode_for(options, &options.user, identifier, authenticator)
-}
-
-/// An Access-Request for `user` with the options' password (or a Status-Server).
-fn encode_for(options: &BenchOptions, user: &str, identifier: u8, authenticator: [u8; 16]) -> Result<Vec<u8>, radius::EncodeError> {
-    let secret = options.secret.expose();
-    let mut packet = match options.kind {
-        BenchKind::StatusServer => Packet::new(Code::StatusServer, identifier, authenticator),
-        BenchKind::Access | BenchKind::Append | BenchKind::Challenge | BenchKind::LdapBind => {
-            let mut p = Packet::new(Code::AccessRequest, identifier, authenticator);
-            p.push(Attribute::standard(attr::USER_NAME, user.as_bytes()));
-            p.push(Attribute::standard(attr::USER_PASSWORD, radius::hide_password(options.password.expose(), secret, &authenticator)?));
-            p
-        }
-    };
-    packet.push(Attribute::standard(attr::NAS_IDENTIFIER, &b"radmfa-bench"[..]));
-    let with_ma = options.message_authenticator || options.kind == BenchKind::StatusServer;
-    radius::encode_request(&packet, secret, with_ma)
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use tokio::net::UdpSocket;
 
-use super::{Answer, BenchOptions, Report, bound_socket, count, encode_for};
+use super::request::{Request, check_signed};
+use super::{Answer, BenchOptions, Report, bound_socket, count};
 use crate::radius::{self, Packet};
 
 /// Sockets to spread requests over: 256 identifiers each bound how many may be outstanding.
@@ -46,7 +47,7 @@ pub(super) async fn run(options: Arc<BenchOptions>, rate: u32) -> std::io::Resul
         lane.2 = lane.2.wrapping_add(1);
         let mut authenticator = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut authenticator);
-        let wire = encode_for(&options, user, lane.2, authenticator).map_err(std::io::Error::other)?;
+        let wire = Request::simple(&options, user).signed(lane.2, authenticator, options.secret.expose())?;
         let expired = {
             let mut pending = lane.1.lock().unwrap_or_else(|p| p.into_inner());
             pending.insert(lane.2, (authenticator, Instant::now())).is_some()
@@ -82,10 +83,8 @@ async fn receive(socket: Arc<UdpSocket>, pending: Arc<Pending>, options: Arc<Ben
         let latency = sent_at.elapsed();
         let answer = if latency > options.timeout {
             Answer::Timeout
-        } else if radius::verify_response(datagram, &authenticator, options.secret.expose()).unwrap_or(false) {
-            Answer::Reply(reply, latency)
         } else {
-            Answer::Invalid
+            check_signed(datagram, reply, &authenticator, options.secret.expose(), latency)
         };
         let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
         if let Answer::Reply(_, latency) = &answer {

@@ -1,9 +1,11 @@
 //! What a bench run found: answers by code, latencies (of whole logins and of each step), the
-//! waits for usable time steps; printed for people or as JSON for scripts.
+//! waits for usable time steps, and over TLS what became of the connections; printed for
+//! people or as JSON for scripts.
 
 use std::time::Duration;
 
 use super::Answer;
+use super::radsec::Connections;
 use crate::radius::Code;
 
 #[derive(Debug, Default, Clone)]
@@ -12,8 +14,15 @@ pub struct Report {
     pub rejects: u64,
     pub challenges: u64,
     pub timeouts: u64,
-    /// Answers that failed the authenticator check or had an unexpected code.
+    /// Answers that failed the authenticator check (RADIUS/1.1: RFC 9765's rules) or had an
+    /// unexpected code.
     pub invalid: u64,
+    /// Requests whose TLS connection closed before their answer came.
+    pub closed: u64,
+    /// `udp`, `radius/1.0` or `radius/1.1` (over TLS), `ldap`.
+    pub transport: &'static str,
+    /// Over TLS: what became of the connections.
+    pub connections: Option<Connections>,
     pub elapsed: Duration,
     /// Latencies of answered requests (of whole logins, for flows), sorted.
     pub latencies: Vec<Duration>,
@@ -39,6 +48,7 @@ pub struct Answers {
     pub challenges: u64,
     pub timeouts: u64,
     pub invalid: u64,
+    pub closed: u64,
 }
 
 impl Answers {
@@ -48,6 +58,7 @@ impl Answers {
         self.challenges += other.challenges;
         self.timeouts += other.timeouts;
         self.invalid += other.invalid;
+        self.closed += other.closed;
     }
 
     pub(super) fn count(&mut self, answer: &Answer) {
@@ -60,6 +71,7 @@ impl Answers {
             },
             Answer::Timeout => self.timeouts += 1,
             Answer::Invalid => self.invalid += 1,
+            Answer::Closed => self.closed += 1,
         }
     }
 
@@ -70,6 +82,7 @@ impl Answers {
             "challenges": self.challenges,
             "timeouts": self.timeouts,
             "invalid": self.invalid,
+            "closed": self.closed,
         })
     }
 }
@@ -80,7 +93,11 @@ impl std::fmt::Display for Answers {
             f,
             "accept {}  reject {}  challenge {}  timeout {}  invalid {}",
             self.accepts, self.rejects, self.challenges, self.timeouts, self.invalid
-        )
+        )?;
+        if self.closed > 0 {
+            write!(f, "  closed {}", self.closed)?;
+        }
+        Ok(())
     }
 }
 
@@ -95,7 +112,7 @@ fn ms(d: Option<Duration>) -> Option<f64> {
 
 impl Report {
     pub fn requests(&self) -> u64 {
-        self.accepts + self.rejects + self.challenges + self.timeouts + self.invalid
+        self.accepts + self.rejects + self.challenges + self.timeouts + self.invalid + self.closed
     }
 
     pub fn per_second(&self) -> f64 {
@@ -107,7 +124,9 @@ impl Report {
     }
 
     pub fn to_json(&self) -> serde_json::Value {
+        let connections = self.connections.as_ref();
         serde_json::json!({
+            "transport": self.transport,
             "requests": self.requests(),
             "seconds": self.elapsed.as_secs_f64(),
             "requests_per_second": self.per_second(),
@@ -116,6 +135,10 @@ impl Report {
             "challenges": self.challenges,
             "timeouts": self.timeouts,
             "invalid": self.invalid,
+            "closed": self.closed,
+            "connections_reopened": connections.map(|c| c.reopened),
+            "unmatched_answers": connections.map(|c| c.unmatched),
+            "connections_closed_because": connections.map(|c| &c.closed_because),
             "p50_ms": ms(self.percentile(0.50)),
             "p99_ms": ms(self.percentile(0.99)),
             "max_ms": ms(self.latencies.last().copied()),
@@ -137,6 +160,7 @@ impl Report {
         self.challenges += part.challenges;
         self.timeouts += part.timeouts;
         self.invalid += part.invalid;
+        self.closed += part.closed;
         self.starved += part.starved;
         self.too_late += part.too_late;
         self.waited += part.waited;
@@ -152,11 +176,15 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.2} ms", d.as_secs_f64() * 1000.0));
         writeln!(f, "requests  {} in {:.2} s = {:.1} req/s", self.requests(), self.elapsed.as_secs_f64(), self.per_second())?;
-        writeln!(
+        write!(
             f,
             "answers   accept {}  reject {}  challenge {}  timeout {}  invalid {}",
             self.accepts, self.rejects, self.challenges, self.timeouts, self.invalid
         )?;
+        if self.closed > 0 {
+            write!(f, "  closed {}", self.closed)?;
+        }
+        writeln!(f)?;
         write!(
             f,
             "latency   p50 {}  p99 {}  max {}",
@@ -177,6 +205,12 @@ impl std::fmt::Display for Report {
         }
         if !self.waited.is_zero() {
             write!(f, "\nwaited    {:.1} worker-seconds for a usable time step", self.waited.as_secs_f64())?;
+        }
+        if let Some(c) = self.connections.as_ref().filter(|c| c.reopened > 0 || c.unmatched > 0 || !c.closed_because.is_empty()) {
+            write!(f, "\ntls       reopened {}  answers matching no request {}", c.reopened, c.unmatched)?;
+            for why in &c.closed_because {
+                write!(f, "\nclosed    {why}")?;
+            }
         }
         Ok(())
     }

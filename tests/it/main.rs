@@ -25,6 +25,7 @@ mod postgres;
 mod postgres_store;
 mod radius_abuse;
 mod radsec;
+mod radsec_bench;
 mod radsec_interop;
 mod reload;
 mod samba;
