@@ -114,6 +114,25 @@ impl Handler {
         Some(self.sent(&reply, bytes, origin))
     }
 
+    /// What a transport's request task does with an admitted request: an Accounting-Request
+    /// acknowledged, an Access-Request decided (`permit`, its share of the decisions in flight,
+    /// let go once decided: encoding, a Reject's delay and sending need none) and answered.
+    /// `None`: no answer to send.
+    pub(super) async fn respond(
+        &self,
+        packet: &Packet,
+        origin: &Origin<'_>,
+        permit: super::fair::Permit,
+        shutdown: &CancellationToken,
+    ) -> Option<Arc<[u8]>> {
+        if packet.code == Code::AccountingRequest {
+            return self.accounting(packet, origin);
+        }
+        let decision = self.decide(packet, origin).await?;
+        drop(permit);
+        self.answer(packet, origin, &decision, shutdown).await
+    }
+
     /// Decides an Access-Request within `request_timeout` of its arrival. `None` leaves it
     /// unanswered: undecided in time, or the directory busy.
     pub(super) async fn decide(&self, packet: &Packet, origin: &Origin<'_>) -> Option<Decision> {

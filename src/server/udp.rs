@@ -188,17 +188,7 @@ impl Shared {
 async fn handle(shared: Arc<Shared>, socket: Arc<UdpSocket>, job: Job, shutdown: CancellationToken) {
     let Job { packet, peer, client, ticket, permit, arrived } = job;
     let origin = Origin { peer, client: &client, arrived, carrier: Carrier::Udp };
-    let handler = &shared.handler;
-    let bytes = match packet.code {
-        Code::AccountingRequest => handler.accounting(&packet, &origin),
-        _ => {
-            let Some(decision) = handler.decide(&packet, &origin).await else { return };
-            // The permit bounds decisions in progress; encoding and sending need none.
-            drop(permit);
-            handler.answer(&packet, &origin, &decision, &shutdown).await
-        }
-    };
-    let Some(bytes) = bytes else { return };
+    let Some(bytes) = shared.handler.respond(&packet, &origin, permit, &shutdown).await else { return };
     ticket.complete(Arc::clone(&bytes));
     send(&socket, &bytes, peer).await;
 }

@@ -662,6 +662,56 @@ impl RadsecPki {
     }
 }
 
+impl RadsecPki {
+    /// A rustls client presenting `cert`, trusting this CA, offering `alpn`, speaking `versions`
+    /// of TLS.
+    pub fn client_config(
+        &self,
+        cert: &ClientCertificate,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in rustls_pemfile::certs(&mut std::fs::read(&self.ca_file).unwrap().as_slice()) {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let chain = rustls_pemfile::certs(&mut std::fs::read(&cert.cert_file).unwrap().as_slice()).collect::<Result<Vec<_>, _>>().unwrap();
+        let key = rustls_pemfile::private_key(&mut std::fs::read(&cert.key_file).unwrap().as_slice()).unwrap().unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+/// A private copy of the package's FreeRADIUS configuration (/etc/freeradius/3.0) at `raddb`,
+/// as a FreeRADIUS that only proxies wants it: no stock sites, no eap module, running as whoever
+/// runs the test (no switch to freerad, who cannot read a temp dir), its pid file in the copy.
+pub fn private_freeradius_config(raddb: &Path) -> Result<(), String> {
+    run(Command::new("cp").arg("-a").arg("/etc/freeradius/3.0").arg(raddb))?;
+    for entry in std::fs::read_dir(raddb.join("sites-enabled")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    std::fs::remove_file(raddb.join("mods-enabled/eap")).unwrap();
+    let radiusd = std::fs::read_to_string(raddb.join("radiusd.conf")).unwrap();
+    let radiusd: String = radiusd
+        .lines()
+        .map(|l| match l.trim_start() {
+            t if t.starts_with("user = freerad") || t.starts_with("group = freerad") => format!("#{l}"),
+            t if t.starts_with("pidfile = ") => format!("pidfile = {}", raddb.join("radiusd.pid").display()),
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(raddb.join("radiusd.conf"), radiusd).unwrap();
+    Ok(())
+}
+
 pub fn portal_certificate(dir: &Path) -> TestCertificate {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -345,22 +345,7 @@ fn freeradius_proxy_guide_relays_appended_codes_and_challenge_rounds() {
     // the copy.
     let work = tempfile::tempdir().unwrap();
     let raddb = work.path().join("raddb");
-    run(Command::new("cp").arg("-a").arg("/etc/freeradius/3.0").arg(&raddb));
-    for entry in std::fs::read_dir(raddb.join("sites-enabled")).unwrap() {
-        std::fs::remove_file(entry.unwrap().path()).unwrap();
-    }
-    std::fs::remove_file(raddb.join("mods-enabled/eap")).unwrap();
-    let radiusd = std::fs::read_to_string(raddb.join("radiusd.conf")).unwrap();
-    let radiusd: String = radiusd
-        .lines()
-        .map(|l| match l.trim_start() {
-            t if t.starts_with("user = freerad") || t.starts_with("group = freerad") => format!("#{l}"),
-            t if t.starts_with("pidfile = ") => format!("pidfile = {}", raddb.join("radiusd.pid").display()),
-            _ => l.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(raddb.join("radiusd.conf"), radiusd).unwrap();
+    crate::harness::private_freeradius_config(&raddb).unwrap();
 
     // The guide's three files: radmfa's address and port; the NAS is radclient, here.
     let home_server = guide

@@ -50,22 +50,17 @@ no_token = "password_only"
     })
 }
 
+/// A PKI in a temp dir with the certificates of the two clients of [`radsec_server`].
+fn pki_of_two_clients() -> (tempfile::TempDir, RadsecPki, ClientCertificate, ClientCertificate) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = RadsecPki::new(dir.path());
+    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
+    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    (dir, pki, nas1, pinned)
+}
+
 fn client_config(pki: &RadsecPki, cert: &ClientCertificate, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls_pemfile::certs(&mut std::fs::read(&pki.ca_file).unwrap().as_slice()) {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let chain = rustls_pemfile::certs(&mut std::fs::read(&cert.cert_file).unwrap().as_slice()).collect::<Result<Vec<_>, _>>().unwrap();
-    let key = rustls_pemfile::private_key(&mut std::fs::read(&cert.key_file).unwrap().as_slice()).unwrap().unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    Arc::new(config)
+    pki.client_config(cert, alpn, rustls::DEFAULT_VERSIONS)
 }
 
 async fn connect(server: &TestServer, config: Arc<rustls::ClientConfig>) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
@@ -90,10 +85,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn radsec_without_alpn_and_radius_1_1_answer_status_server_and_logins() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = RadsecPki::new(dir.path());
-    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
-    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let (_dir, pki, nas1, pinned) = pki_of_two_clients();
     let server = radsec_server(&pki, &pinned, "");
     runtime().block_on(async {
         // RFC 6614: no ALPN, MD5 with the secret "radsec".
@@ -199,10 +191,7 @@ async fn closed_within(tls: &mut Tls, within: Duration) -> bool {
 
 #[test]
 fn a_login_whose_connection_was_cut_gets_its_accept_when_retried_on_a_new_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = RadsecPki::new(dir.path());
-    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
-    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let (_dir, pki, nas1, pinned) = pki_of_two_clients();
     let server = radsec_server_with(&pki, &pinned, "", "reject", "", "0s");
     let seed = crate::harness::enroll(&server.config, "alice");
     let carol_seed = crate::harness::enroll(&server.config, "carol");
@@ -239,10 +228,7 @@ fn a_login_whose_connection_was_cut_gets_its_accept_when_retried_on_a_new_connec
 
 #[test]
 fn bad_packets_close_the_connection_and_a_code_not_served_does_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = RadsecPki::new(dir.path());
-    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
-    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let (_dir, pki, nas1, pinned) = pki_of_two_clients();
     let server = radsec_server(&pki, &pinned, "");
     runtime().block_on(async {
         let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();
@@ -276,10 +262,7 @@ fn bad_packets_close_the_connection_and_a_code_not_served_does_not() {
 
 #[test]
 fn limits_per_client_per_connection_and_idle_connections() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = RadsecPki::new(dir.path());
-    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
-    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let (_dir, pki, nas1, pinned) = pki_of_two_clients();
     let server = radsec_server_with(
         &pki,
         &pinned,
@@ -338,10 +321,7 @@ fn limits_per_client_per_connection_and_idle_connections() {
 
 #[test]
 fn radius_1_1_alone_refuses_clients_without_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = RadsecPki::new(dir.path());
-    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
-    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let (_dir, pki, nas1, pinned) = pki_of_two_clients();
     let server = radsec_server(&pki, &pinned, "tls_radius_versions = [\"1.1\"]\n");
     runtime().block_on(async {
         let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();
@@ -357,21 +337,8 @@ fn radius_1_1_alone_refuses_clients_without_it() {
             }
         );
         // RADIUS/1.1 over TLS 1.2: RFC 9765 §3.4 asks for 1.3.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in rustls_pemfile::certs(&mut std::fs::read(&pki.ca_file).unwrap().as_slice()) {
-            roots.add(ca.unwrap()).unwrap();
-        }
-        let chain = rustls_pemfile::certs(&mut std::fs::read(&nas1.cert_file).unwrap().as_slice()).collect::<Result<Vec<_>, _>>().unwrap();
-        let key = rustls_pemfile::private_key(&mut std::fs::read(&nas1.key_file).unwrap().as_slice()).unwrap().unwrap();
-        let mut tls12 = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap();
-        tls12.alpn_protocols = vec![b"radius/1.1".to_vec()];
-        let mut tls = connect(&server, Arc::new(tls12)).await.unwrap();
+        let tls12 = pki.client_config(&nas1, &[b"radius/1.1"], &[&rustls::version::TLS12]);
+        let mut tls = connect(&server, tls12).await.unwrap();
         let _ = tls.write_all(&login_1_1([1, 2, 3, 4], "alice", ALICE_PASSWORD)).await;
         assert!(closed_within(&mut tls, Duration::from_secs(5)).await);
         // RADIUS/1.1 over TLS 1.3 is served.
@@ -384,10 +351,7 @@ fn radius_1_1_alone_refuses_clients_without_it() {
 
 #[test]
 fn a_reload_adds_and_removes_tls_clients_and_open_connections_keep_theirs() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = RadsecPki::new(dir.path());
-    let nas1 = pki.certificate("nas1", &["nas1.example.test"], false);
-    let pinned = pki.certificate("pinned", &["fw.example.test"], false);
+    let (_dir, pki, nas1, pinned) = pki_of_two_clients();
     let branch = pki.certificate("branch", &["branch.example.test"], false);
     let server = radsec_server(&pki, &pinned, "");
     let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();

@@ -206,21 +206,7 @@ fn check_answer_1_1(answer: &[u8], token: [u8; 4]) -> u8 {
 }
 
 fn tls_client(pki: &RadsecPki, cert: &ClientCertificate) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls_pemfile::certs(&mut std::fs::read(&pki.ca_file).unwrap().as_slice()) {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let chain = rustls_pemfile::certs(&mut std::fs::read(&cert.cert_file).unwrap().as_slice()).collect::<Result<Vec<_>, _>>().unwrap();
-    let key = rustls_pemfile::private_key(&mut std::fs::read(&cert.key_file).unwrap().as_slice()).unwrap().unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"radius/1.1".to_vec()];
-    Arc::new(config)
+    pki.client_config(cert, &[b"radius/1.1"], &[&rustls::version::TLS13])
 }
 
 async fn read_packet(stream: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Vec<u8>> {

@@ -395,7 +395,7 @@ impl FreeRadius {
     fn start(dir: &Path, proxy_conf: &str) -> Option<Self> {
         std::fs::create_dir_all(dir).unwrap();
         let raddb = dir.join("raddb");
-        let copied = crate::harness::run(Command::new("cp").arg("-a").arg("/etc/freeradius/3.0").arg(&raddb));
+        let copied = crate::harness::private_freeradius_config(&raddb);
         match copied {
             Ok(()) => {}
             // Parts of the package's configuration are readable by root and freerad only.
@@ -405,21 +405,6 @@ impl FreeRadius {
             }
             Err(why) => panic!("{why}"),
         }
-        for entry in std::fs::read_dir(raddb.join("sites-enabled")).unwrap() {
-            std::fs::remove_file(entry.unwrap().path()).unwrap();
-        }
-        std::fs::remove_file(raddb.join("mods-enabled/eap")).unwrap();
-        let radiusd = std::fs::read_to_string(raddb.join("radiusd.conf")).unwrap();
-        let radiusd: String = radiusd
-            .lines()
-            .map(|l| match l.trim_start() {
-                t if t.starts_with("user = freerad") || t.starts_with("group = freerad") => format!("#{l}"),
-                t if t.starts_with("pidfile = ") => format!("pidfile = {}", raddb.join("radiusd.pid").display()),
-                _ => l.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(raddb.join("radiusd.conf"), radiusd).unwrap();
         let mut proxy = std::fs::read_to_string(raddb.join("proxy.conf")).unwrap();
         proxy.push_str(proxy_conf);
         std::fs::write(raddb.join("proxy.conf"), proxy).unwrap();

@@ -272,16 +272,7 @@ async fn handle(
 ) {
     let Job { packet, ticket, permit, arrived } = job;
     let origin = Origin { peer: connection.peer, client: &connection.client, arrived, carrier: connection.carrier };
-    let handler = &connection.shared.handler;
-    let bytes = match packet.code {
-        Code::AccountingRequest => handler.accounting(&packet, &origin),
-        _ => {
-            let Some(decision) = handler.decide(&packet, &origin).await else { return };
-            drop(permit);
-            handler.answer(&packet, &origin, &decision, &shutdown).await
-        }
-    };
-    let Some(bytes) = bytes else { return };
+    let Some(bytes) = connection.shared.handler.respond(&packet, &origin, permit, &shutdown).await else { return };
     ticket.complete(Arc::clone(&bytes));
     // A closed connection takes no answer: the decision stands, for a retry elsewhere.
     let _ = answers.send(bytes).await;
