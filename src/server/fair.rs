@@ -16,6 +16,9 @@ pub type ClientKey = crate::fairness::Key;
 pub struct FairShare {
     limit: usize,
     state: Mutex<InFlight>,
+    /// Told whenever a permit is let go: a stream transport waits for one rather than drop a
+    /// request its client will never send again.
+    freed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -33,7 +36,7 @@ pub struct Permit {
 
 impl FairShare {
     pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self { limit: limit.max(1), state: Mutex::new(InFlight::default()) })
+        Arc::new(Self { limit: limit.max(1), state: Mutex::new(InFlight::default()), freed: tokio::sync::Notify::new() })
     }
 
     /// A permit for one more decision of `client`, or `None` when it has had its share.
@@ -49,6 +52,18 @@ impl FairShare {
         state.total += 1;
         *state.by_client.entry(client).or_default() += 1;
         Some(Permit { pool: Arc::clone(self), client })
+    }
+
+    /// A permit for one more decision of `client`, as soon as it has a share again.
+    pub async fn acquire(self: &Arc<Self>, client: ClientKey) -> Permit {
+        loop {
+            // Asked for before trying, so a permit let go in between is not missed.
+            let freed = self.freed.notified();
+            if let Some(permit) = self.try_acquire(client) {
+                return permit;
+            }
+            freed.await;
+        }
     }
 
     /// Decisions in flight in all.
@@ -67,6 +82,8 @@ impl Drop for Permit {
                 state.by_client.remove(&self.client);
             }
         }
+        drop(state);
+        self.pool.freed.notify_waiters();
     }
 }
 
@@ -92,6 +109,22 @@ mod tests {
         drop(again);
         assert_eq!(pool.in_flight(), 0);
         assert!(pool.try_acquire(quiet).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gets_the_permit_let_go() {
+        let pool = FairShare::new(1);
+        let held = pool.try_acquire(1).unwrap();
+        let waiting = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.acquire(1).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "no share while the other is held");
+        drop(held);
+        let permit = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert_eq!(pool.in_flight(), 1);
+        drop(permit);
     }
 
     #[test]

@@ -302,12 +302,15 @@ fn auth_request(packet: &Packet, origin: &Origin<'_>) -> Request {
     }
 }
 
-/// What names a RADIUS/1.1 request among its retries on other connections (which carry
-/// another Token): its code and attributes but the password, hashed.
+/// What names a RADIUS/1.1 request among its retries on a new connection: its Token (kept by
+/// a NAS that sends a packet again unchanged, RFC 9765 §4.2.1), code and attributes but the
+/// password, hashed. Without the Token, a new login repeating an accepted one's password, code
+/// and NAS attributes within the retry window would pass as its retry.
 fn retry_digest(packet: &Packet) -> [u8; 16] {
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
     hash.update(b"radmfa/radius-1.1-request");
+    hash.update(radius::v11::token(packet));
     hash.update([u8::from(packet.code)]);
     let mut without_password = Packet::new(packet.code, 0, [0; 16]);
     without_password.attributes =

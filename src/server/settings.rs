@@ -62,7 +62,8 @@ pub struct ClientSection {
     address: Option<String>,
     #[serde(default)]
     transport: Transport,
-    /// Over TLS: a DNS name or URI of the certificate's subjectAltName, or its subject's CN.
+    /// Over TLS: a DNS name or URI of the certificate's subjectAltName, or (a certificate without
+    /// any) its subject's CN.
     certificate_name: Option<String>,
     /// Over TLS: the SHA-256 of the certificate (hex, colons allowed); one or a list.
     #[serde(default)]

@@ -63,7 +63,8 @@ counters! {
         /// TLS handshakes that failed or took longer than tls_handshake_timeout (a certificate
         /// the CA did not issue, a client that offers no version or ALPN we speak, a port scan).
         tls_handshake_failures,
-        /// Connections refused before their handshake: too many handshakes at once.
+        /// Connections refused or ended before their handshake finished: too many handshakes
+        /// under way from one address, or the oldest of all ended to make room for a newcomer.
         tls_handshakes_refused,
         /// Verified certificates that are no configured TLS client (or from another address).
         tls_unknown_client,

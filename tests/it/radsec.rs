@@ -210,7 +210,7 @@ fn a_login_whose_connection_was_cut_gets_its_accept_when_retried_on_a_new_connec
         // A new request with that code is a replay, whatever connection it comes on.
         assert_eq!(ask(&mut second, &login_1_0(10, [0x43; 16], "alice", &password)).await, Code::AccessReject);
 
-        // RADIUS/1.1: the retry comes with another Token.
+        // RADIUS/1.1: the packet sent again unchanged, its Token too (RFC 9765 §4.2.1).
         let password = format!("{}{}", crate::harness::CAROL_PASSWORD, crate::harness::totp_code(&carol_seed, 0));
         let mut first = connect(&server, client_config(&pki, &nas1, &[b"radius/1.1"])).await.unwrap();
         first.write_all(&login_1_1([0, 0, 0, 1], "carol", &password)).await.unwrap();
@@ -218,9 +218,21 @@ fn a_login_whose_connection_was_cut_gets_its_accept_when_retried_on_a_new_connec
         drop(first);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut second = connect(&server, client_config(&pki, &nas1, &[b"radius/1.1"])).await.unwrap();
-        assert_eq!(ask(&mut second, &login_1_1([7, 7, 7, 7], "carol", &password)).await, Code::AccessAccept);
+        assert_eq!(ask(&mut second, &login_1_1([0, 0, 0, 1], "carol", &password)).await, Code::AccessAccept);
+        // The same password and code with another Token is a new login: a replay, on this
+        // connection or another (the Token is no random number: it cannot stand alone).
+        assert_eq!(ask(&mut second, &login_1_1([7, 7, 7, 7], "carol", &password)).await, Code::AccessReject, "a new Token is a new login");
+        let mut third = connect(&server, client_config(&pki, &nas1, &[b"radius/1.1"])).await.unwrap();
+        assert_eq!(ask(&mut third, &login_1_1([0, 0, 0, 2], "carol", &password)).await, Code::AccessReject);
         let wrong = format!("wrong-password{}", crate::harness::totp_code(&carol_seed, 0));
-        assert_eq!(ask(&mut second, &login_1_1([7, 7, 7, 8], "carol", &wrong)).await, Code::AccessReject, "another answer is no retry");
+        assert_eq!(ask(&mut third, &login_1_1([0, 0, 0, 1], "carol", &wrong)).await, Code::AccessReject, "another answer is no retry");
+
+        // A Token used again once its request was answered is a new request, decided afresh:
+        // never the answer of the request it was used for before.
+        let mut fourth = connect(&server, client_config(&pki, &nas1, &[b"radius/1.1"])).await.unwrap();
+        assert_eq!(ask(&mut fourth, &login_1_1([5, 5, 5, 5], "alice", "wrong-password")).await, Code::AccessReject);
+        assert_eq!(ask(&mut fourth, &login_1_1([5, 5, 5, 5], "carol", crate::harness::CAROL_PASSWORD)).await, Code::AccessChallenge);
+        assert_eq!(ask(&mut fourth, &login_1_1([5, 5, 5, 5], "mallory", "x")).await, Code::AccessReject);
     });
     let (_, stats) = server.stop();
     assert!(stats.get("accepts") >= 2, "the cut connections' own decisions were made too");
@@ -350,7 +362,7 @@ fn radius_1_1_alone_refuses_clients_without_it() {
 }
 
 #[test]
-fn a_reload_adds_and_removes_tls_clients_and_open_connections_keep_theirs() {
+fn a_reload_adds_removes_and_changes_tls_clients_open_connections_included() {
     let (_dir, pki, nas1, pinned) = pki_of_two_clients();
     let branch = pki.certificate("branch", &["branch.example.test"], false);
     let server = radsec_server(&pki, &pinned, "");
@@ -382,9 +394,27 @@ fn a_reload_adds_and_removes_tls_clients_and_open_connections_keep_theirs() {
         let mut removed = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
         let _ = removed.write_all(&status).await;
         assert!(closed_within(&mut removed, Duration::from_secs(5)).await, "removed by the reload");
-        let login = login_1_0(1, [9; 16], "alice", ALICE_PASSWORD);
-        assert_eq!(ask(&mut open, &login).await, Code::AccessAccept, "a connection open before goes on as the client it was");
+        // A connection open before the reload is closed at its next packet: its client is gone.
+        let _ = open.write_all(&login_1_0(1, [9; 16], "alice", ALICE_PASSWORD)).await;
+        assert!(closed_within(&mut open, Duration::from_secs(5)).await, "an open connection of a removed client");
+
+        // A change to a client applies to its open connections: the branch's users now need
+        // a second factor, so a password alone is refused where it was let in.
+        let login = login_1_0(2, [8; 16], "alice", ALICE_PASSWORD);
+        assert_eq!(ask(&mut branch_tls, &login).await, Code::AccessAccept);
+        let text = std::fs::read_to_string(&server.config).unwrap();
+        let branch_section = text.find("name = \"radsec-branch\"").unwrap();
+        let (head, tail) = text.split_at(branch_section);
+        std::fs::write(&server.config, format!("{head}{}", tail.replacen("no_token = \"password_only\"", "no_token = \"reject\"", 1)))
+            .unwrap();
+        server.hangup();
+        let reloaded = |v: &serde_json::Value| {
+            v["message"].as_str().unwrap_or("").starts_with("configuration reloaded") && v["changed"] == "[\"radsec-branch\"]"
+        };
+        assert!(server.wait_for(reloaded, Duration::from_secs(10)).is_some(), "{:?}", server.logs());
+        assert_eq!(ask(&mut branch_tls, &login_1_0(3, [7; 16], "alice", ALICE_PASSWORD)).await, Code::AccessReject);
     });
+    assert!(server.logs().iter().any(|l| l["message"].as_str().unwrap_or("").contains("a reload removed its client")));
 }
 
 /// The metrics page, by a plain HTTP/1.0 GET.
@@ -443,4 +473,97 @@ fn a_connection_cut_mid_request_gives_its_slot_back_at_once() {
     assert_eq!(stats.get("tls_connections"), 2);
     assert_eq!(stats.get("tls_over_connection_limit"), 0);
     assert_eq!(stats.get("tls_closed_bad_packet"), 0, "a cut is no bad packet");
+}
+
+#[test]
+fn handshakes_that_never_finish_cannot_keep_a_nas_out() {
+    let (_dir, pki, nas1, pinned) = pki_of_two_clients();
+    let server = radsec_server(&pki, &pinned, "tls_handshake_timeout = \"30s\"\n");
+    let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();
+    runtime().block_on(async {
+        // 8 silent connections (the most one address may have) from each of 40 addresses: more
+        // than all the places for handshakes.
+        let mut silent = Vec::new();
+        for host in 1..=40u8 {
+            for _ in 0..8 {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(std::net::SocketAddr::from(([127, 0, 1, host], 0))).unwrap();
+                silent.push(socket.connect(server.radsec.unwrap()).await.unwrap());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The NAS gets in at once, and again.
+        for id in 0..3 {
+            let started = std::time::Instant::now();
+            let mut tls = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+            let mut status = status.clone();
+            status[1] = id;
+            assert_eq!(
+                ask(&mut tls, &radius::encode_request(&Packet::new(Code::StatusServer, id, [3; 16]), b"radsec", true).unwrap()).await,
+                Code::AccessAccept
+            );
+            assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        }
+        drop(silent);
+    });
+    let (_, stats) = server.stop();
+    assert!(stats.get("tls_handshakes_refused") >= 64, "the oldest silent ones made room: {}", stats.get("tls_handshakes_refused"));
+}
+
+#[test]
+fn an_openssl_tls_1_2_nas_offering_both_versions_gets_radius_1_0_and_none_is_dropped_at_max_in_flight() {
+    let (_dir, pki, nas1, pinned) = pki_of_two_clients();
+    let server_extra: &'static str = Box::leak(pki.server_keys().into_boxed_str());
+    let server = TestServer::start(Options {
+        server_extra,
+        max_in_flight: 2,
+        reject_delay: "200ms",
+        extra: format!(
+            "[[client]]\nname = \"radsec-nas1\"\ntransport = \"tls\"\ncertificate_name = \"nas1.example.test\"\nno_token = \"password_only\"\n\n[[client]]\nname = \"radsec-pinned\"\ntransport = \"tls\"\ncertificate_fingerprint = \"{}\"\n",
+            pinned.fingerprint
+        ),
+        ..Options::default()
+    });
+    runtime().block_on(async {
+        // OpenSSL limited to TLS 1.2 (as a NAS built on it is) offers no TLS 1.3 cipher suite:
+        // RADIUS/1.1 is then not offered to it either.
+        if let Some(openssl) = crate::harness::system_tool("openssl", "openssl") {
+            let out = crate::harness::run_with_input(
+                std::process::Command::new(openssl)
+                    .args(["s_client", "-tls1_2", "-alpn", "radius/1.0,radius/1.1", "-connect"])
+                    .arg(server.radsec.unwrap().to_string())
+                    .arg("-cert")
+                    .arg(&nas1.cert_file)
+                    .arg("-key")
+                    .arg(&nas1.key_file)
+                    .arg("-CAfile")
+                    .arg(&pki.ca_file),
+                "",
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("ALPN protocol: radius/1.0"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(stdout.contains("TLSv1.2"), "{stdout}");
+        }
+        let tls12 = pki.client_config(&nas1, &[b"radius/1.0"], &[&rustls::version::TLS12]);
+        let mut tls = connect(&server, tls12).await.unwrap();
+        // 20 logins at once where only 2 may be decided at a time: each waits its turn.
+        let mut all = Vec::new();
+        for id in 0..20u8 {
+            // Every other one a name that is no account (a wrong password would lock alice).
+            let (user, password) = if id % 2 == 0 { ("alice", ALICE_PASSWORD) } else { ("nobody", "wrong") };
+            all.extend(login_1_0(id, [id; 16], user, password));
+        }
+        tls.write_all(&all).await.unwrap();
+        let mut codes = Vec::new();
+        for _ in 0..20 {
+            let answer = tokio::time::timeout(Duration::from_secs(20), read_packet(&mut tls)).await.unwrap().unwrap();
+            let answer = Packet::decode(&answer).unwrap();
+            codes.push((answer.identifier, answer.code));
+        }
+        codes.sort_by_key(|(id, _)| *id);
+        let expected: Vec<_> = (0..20u8).map(|id| (id, if id % 2 == 0 { Code::AccessAccept } else { Code::AccessReject })).collect();
+        assert_eq!(codes, expected);
+    });
+    let (_, stats) = server.stop();
+    assert_eq!(stats.get("overloaded"), 0, "nothing dropped over TLS");
 }

@@ -17,8 +17,9 @@
 //!   among its client's `tls_connections_per_client` is free as soon as reading stops, so a
 //!   client whose connection was cut is served again at once.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
@@ -36,6 +37,7 @@ use super::super::udp::{SHUTDOWN_GRACE, Shared, report_join};
 use super::super::{Carrier, PortKind, verify};
 use super::TlsShared;
 use super::framing::{FrameError, FrameReader};
+use super::settings::PeerCertificate;
 use crate::radius::{Code, Packet};
 
 type Stream = TlsStream<TcpStream>;
@@ -43,11 +45,17 @@ type Stream = TlsStream<TcpStream>;
 pub(super) struct Connection {
     pub(super) shared: Arc<Shared>,
     pub(super) tls: Arc<TlsShared>,
+    /// The client as the connection was opened; a reload may change or remove it (see
+    /// `current_client`).
     pub(super) client: Arc<ClientSettings>,
+    /// What the client was known by, to find it again in a reloaded table.
+    pub(super) certificate: PeerCertificate,
     pub(super) peer: SocketAddr,
     pub(super) carrier: Carrier,
     /// This server's number for the connection: the response cache's source.
     pub(super) id: u64,
+    /// RADIUS/1.1 Tokens of the requests outstanding (RFC 9765 §4.2.2).
+    pub(super) tokens: Mutex<HashSet<[u8; 4]>>,
 }
 
 /// Why a connection ended.
@@ -66,6 +74,8 @@ enum End {
     Broken(FrameError),
     BadPacket(super::super::Discard),
     TokenReused,
+    /// A reload removed the client (or it no longer matches the certificate or address).
+    ClientRemoved,
 }
 
 /// What one read packet becomes.
@@ -78,9 +88,31 @@ enum Admission {
 
 struct Job {
     packet: Packet,
-    ticket: Ticket,
-    permit: Permit,
+    client: Arc<ClientSettings>,
+    /// RADIUS/TLS: the response cache's entry. RADIUS/1.1 is not deduplicated over TLS (RFC
+    /// 9765 §4.2.2): its Token is held instead, while the request is outstanding.
+    outstanding: Outstanding,
     arrived: Instant,
+}
+
+enum Outstanding {
+    Cached(Ticket),
+    /// Held, not read: letting go of it frees the Token.
+    Token {
+        _held: TokenHeld,
+    },
+}
+
+/// A RADIUS/1.1 Token in use; free for the client's next request once answered.
+struct TokenHeld {
+    connection: Arc<Connection>,
+    token: [u8; 4],
+}
+
+impl Drop for TokenHeld {
+    fn drop(&mut self) {
+        self.connection.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.token);
+    }
 }
 
 impl Connection {
@@ -111,6 +143,9 @@ impl Connection {
             End::TokenReused => {
                 tracing::warn!(peer = %this.peer, client, connection = this.id, "RadSec: connection closed: a RADIUS/1.1 Token was reused while its request was outstanding (RFC 9765 §4.2.2)")
             }
+            End::ClientRemoved => {
+                tracing::warn!(peer = %this.peer, client, connection = this.id, "RadSec: connection closed: a reload removed its client (or its certificate or address no longer match one)")
+            }
             End::Broken(why) => {
                 tracing::info!(peer = %this.peer, client, connection = this.id, why = %why, "RadSec: connection lost")
             }
@@ -120,8 +155,8 @@ impl Connection {
         // written what is still being decided (or at once, after a bad packet).
         drop(frames);
         match end {
-            End::BadPacket(_) | End::Framing(_) | End::TokenReused => {
-                if !matches!(end, End::TokenReused) {
+            End::BadPacket(_) | End::Framing(_) | End::TokenReused | End::ClientRemoved => {
+                if matches!(end, End::BadPacket(_) | End::Framing(_)) {
                     this.shared.stats.tls_closed_bad_packet.inc();
                 }
                 // Closed now: what is being decided finishes, but its answer goes nowhere.
@@ -148,6 +183,8 @@ impl Connection {
     ) -> (End, FrameReader<ReadHalf<Stream>>) {
         let mut frames = FrameReader::new(read);
         let idle_timeout = self.tls.settings.idle_timeout;
+        let mut table = self.shared.clients.load_full();
+        let mut client = Arc::clone(&self.client);
         let mut last_packet = tokio::time::Instant::now();
         let end = loop {
             // Room for one more request first: at the limit, nothing more is read.
@@ -177,7 +214,17 @@ impl Connection {
             };
             last_packet = tokio::time::Instant::now();
             self.shared.stats.received.inc();
-            match self.admit(&packet, Instant::now()) {
+            // A reload applies to open connections from their next packet on: a client removed
+            // is closed, a changed one served as it is now.
+            let now_table = self.shared.clients.load();
+            if !Arc::ptr_eq(&now_table, &table) {
+                table = arc_swap::Guard::into_inner(now_table);
+                match table.lookup_tls(self.peer.ip(), &self.certificate) {
+                    Some(now) => client = Arc::clone(now),
+                    None => break End::ClientRemoved,
+                }
+            }
+            match self.admit(&packet, &client, Instant::now()) {
                 Admission::Drop => {}
                 Admission::Send(bytes) => {
                     if answers.send(bytes).await.is_err() {
@@ -185,7 +232,14 @@ impl Connection {
                     }
                 }
                 Admission::Handle(job) => {
-                    tasks.spawn(handle(Arc::clone(self), job, room, answers.clone(), shutdown.clone()));
+                    // Over a stream a request dropped is never sent again (RFC 6613 §2.6.1):
+                    // while this NAS has its share of the decisions in flight, wait, reading
+                    // nothing more.
+                    let permit = tokio::select! {
+                        () = shutdown.cancelled() => break End::Shutdown,
+                        permit = self.shared.permits.acquire(crate::fairness::key_of(self.peer.ip())) => permit,
+                    };
+                    tasks.spawn(handle(Arc::clone(self), job, permit, room, answers.clone(), shutdown.clone()));
                 }
                 Admission::Close(end) => break end,
             }
@@ -194,9 +248,8 @@ impl Connection {
     }
 
     /// What becomes of one packet: dropped, answered at once, handed to a task, or the end.
-    fn admit(&self, bytes: &[u8], now: Instant) -> Admission {
+    fn admit(self: &Arc<Self>, bytes: &[u8], client: &Arc<ClientSettings>, now: Instant) -> Admission {
         let shared = &self.shared;
-        let client = &self.client;
         let packet = match verify(bytes, client, PortKind::Both, self.carrier, &shared.handler.dictionary()) {
             Ok(packet) => packet,
             Err(discard) => {
@@ -213,29 +266,30 @@ impl Connection {
                 None => Admission::Drop,
             };
         }
-        // RADIUS/1.1 names a request by its Token alone (RFC 9765 §4.2.2); RADIUS/TLS by its
-        // Identifier and Authenticator, as over UDP.
-        let number = match self.carrier {
-            Carrier::Radius11 => u32::from_be_bytes(crate::radius::v11::token(&packet)),
-            Carrier::Udp | Carrier::Tls => u32::from(packet.identifier),
-        };
-        let ticket = match shared.cache.begin((Source::Connection(self.id), number), packet.authenticator, now) {
-            Lookup::Replay(bytes) => {
-                shared.stats.duplicates_answered.inc();
-                return Admission::Send(bytes);
-            }
-            Lookup::InFlight if self.carrier == Carrier::Radius11 => {
+        let outstanding = if self.carrier == Carrier::Radius11 {
+            // RFC 9765 §4.2.2: a Token names one outstanding request; once answered it may
+            // come again, as a new request.
+            let token = crate::radius::v11::token(&packet);
+            if !self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(token) {
                 shared.stats.tls_closed_token_reused.inc();
                 return Admission::Close(End::TokenReused);
             }
-            Lookup::InFlight => {
-                shared.stats.duplicates_in_flight.inc();
-                return Admission::Drop;
+            Outstanding::Token { _held: TokenHeld { connection: Arc::clone(self), token } }
+        } else {
+            let key = (Source::Connection(self.id), u32::from(packet.identifier));
+            match shared.cache.begin(key, packet.authenticator, now) {
+                Lookup::Replay(bytes) => {
+                    shared.stats.duplicates_answered.inc();
+                    return Admission::Send(bytes);
+                }
+                Lookup::InFlight => {
+                    shared.stats.duplicates_in_flight.inc();
+                    return Admission::Drop;
+                }
+                Lookup::New(ticket) => Outstanding::Cached(ticket),
             }
-            Lookup::New(ticket) => ticket,
         };
-        let Some(permit) = shared.permit_for(self.peer, client, now) else { return Admission::Drop };
-        Admission::Handle(Job { packet, ticket, permit, arrived: now })
+        Admission::Handle(Job { packet, client: Arc::clone(client), outstanding, arrived: now })
     }
 
     /// Lets the decisions in flight finish; on shutdown, for the grace period at most.
@@ -266,14 +320,17 @@ impl Connection {
 async fn handle(
     connection: Arc<Connection>,
     job: Job,
+    permit: Permit,
     room: OwnedSemaphorePermit,
     answers: mpsc::Sender<Arc<[u8]>>,
     shutdown: CancellationToken,
 ) {
-    let Job { packet, ticket, permit, arrived } = job;
-    let origin = Origin { peer: connection.peer, client: &connection.client, arrived, carrier: connection.carrier };
+    let Job { packet, client, outstanding, arrived } = job;
+    let origin = Origin { peer: connection.peer, client: &client, arrived, carrier: connection.carrier };
     let Some(bytes) = connection.shared.handler.respond(&packet, &origin, permit, &shutdown).await else { return };
-    ticket.complete(Arc::clone(&bytes));
+    if let Outstanding::Cached(ticket) = outstanding {
+        ticket.complete(Arc::clone(&bytes));
+    }
     // A closed connection takes no answer: the decision stands, for a retry elsewhere.
     let _ = answers.send(bytes).await;
     drop(room);

@@ -2,7 +2,8 @@
 //! TCP, with what only a stream needs around the shared [`verify()`](super::verify()) and
 //! `Handler`. The client is its certificate (verified against `ca_file`, then matched by name
 //! or fingerprint, and address where given), not its source address; the shared secret is
-//! `radsec` unless configured. Handshakes are bounded in number, per address and in time;
+//! `radsec` unless configured. Handshakes are bounded in number (the oldest making room),
+//! per address and in time;
 //! connections per client are bounded; each connection runs in `connection`.
 
 mod connection;
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Carrier;
@@ -26,40 +26,56 @@ use super::udp::{LogLimiter, Shared};
 use settings::{ALPN_RADIUS_1_0, ALPN_RADIUS_1_1, PeerCertificate, TlsSettings};
 
 /// Handshakes under way at once, over all addresses: each costs a key exchange and a
-/// signature, and a client that never finishes holds its slot until `tls_handshake_timeout`.
+/// signature. A client that never finishes would hold its place until
+/// `tls_handshake_timeout`: when all are taken, the oldest is ended for the newcomer.
 const MAX_HANDSHAKES: usize = 256;
-/// ...and from one address, so one scanner cannot take them all.
+/// ...and from one address, refused beyond it.
 const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
 
 /// What every TLS listener and connection of the server shares.
 pub(super) struct TlsShared {
     settings: TlsSettings,
-    acceptor: TlsAcceptor,
+    /// For a client that can speak TLS 1.3: every version configured.
+    config: Arc<rustls::ServerConfig>,
+    /// For one that cannot: RADIUS/1.1 needs TLS 1.3 (RFC 9765 §3.4), so it is not offered
+    /// where 1.0 is allowed — a NAS offering both then gets 1.0 rather than a closed connection.
+    config_without_tls13: Arc<rustls::ServerConfig>,
     /// Open connections per client name (the limit is per client, not per connection source).
     open: Mutex<HashMap<String, usize>>,
     handshakes: Mutex<Handshakes>,
     next_connection: AtomicU64,
     unknown_client_log: LogLimiter,
     refused_log: LogLimiter,
+    handshake_log: LogLimiter,
 }
 
 #[derive(Default)]
 struct Handshakes {
-    total: usize,
     by_address: HashMap<IpAddr, usize>,
+    /// Oldest first: when all places are taken, the oldest is ended for the newcomer (a NAS's
+    /// handshake takes milliseconds; what has waited longest is the likeliest to be an
+    /// attacker's connection that sends nothing).
+    under_way: std::collections::VecDeque<(u64, CancellationToken)>,
+    next: u64,
 }
 
 impl TlsShared {
     pub(super) fn new(settings: TlsSettings) -> Self {
-        let acceptor = TlsAcceptor::from(Arc::clone(&settings.config));
+        let config = Arc::clone(&settings.config);
+        let mut without_tls13 = (*settings.config).clone();
+        if settings.versions.v1_0 {
+            without_tls13.alpn_protocols.retain(|name| name.as_slice() != ALPN_RADIUS_1_1);
+        }
         Self {
             settings,
-            acceptor,
+            config,
+            config_without_tls13: Arc::new(without_tls13),
             open: Mutex::default(),
             handshakes: Mutex::default(),
             next_connection: AtomicU64::new(1),
             unknown_client_log: LogLimiter::new(Duration::from_secs(10)),
             refused_log: LogLimiter::new(Duration::from_secs(10)),
+            handshake_log: LogLimiter::new(Duration::from_secs(10)),
         }
     }
 }
@@ -101,7 +117,7 @@ pub(super) async fn serve_listener(shared: Arc<Shared>, tls: Arc<TlsShared>, lis
                     let Some(slot) = HandshakeSlot::take(&tls, peer.ip()) else {
                         shared.stats.tls_handshakes_refused.inc();
                         if let Some(suppressed) = tls.refused_log.allow(Instant::now()) {
-                            tracing::warn!(%peer, suppressed, "RadSec: too many TLS handshakes under way (from this address or in all); connection closed");
+                            tracing::warn!(%peer, suppressed, "RadSec: too many TLS handshakes under way from this address; connection closed");
                         }
                         continue;
                     };
@@ -123,25 +139,37 @@ pub(super) async fn serve_listener(shared: Arc<Shared>, tls: Arc<TlsShared>, lis
 struct HandshakeSlot {
     tls: Arc<TlsShared>,
     address: IpAddr,
+    id: u64,
+    /// Cancelled when a newcomer needs the place.
+    evicted: CancellationToken,
 }
 
 impl HandshakeSlot {
+    /// `None` when this address has its handshakes under way already.
     fn take(tls: &Arc<TlsShared>, address: IpAddr) -> Option<Self> {
         let mut handshakes = tls.handshakes.lock().unwrap_or_else(|p| p.into_inner());
         let from_address = handshakes.by_address.get(&address).copied().unwrap_or(0);
-        if handshakes.total >= MAX_HANDSHAKES || from_address >= MAX_HANDSHAKES_PER_ADDRESS {
+        if from_address >= MAX_HANDSHAKES_PER_ADDRESS {
             return None;
         }
-        handshakes.total += 1;
+        if handshakes.under_way.len() >= MAX_HANDSHAKES
+            && let Some((_, oldest)) = handshakes.under_way.pop_front()
+        {
+            oldest.cancel();
+        }
         handshakes.by_address.insert(address, from_address + 1);
-        Some(Self { tls: Arc::clone(tls), address })
+        let id = handshakes.next;
+        handshakes.next += 1;
+        let evicted = CancellationToken::new();
+        handshakes.under_way.push_back((id, evicted.clone()));
+        Some(Self { tls: Arc::clone(tls), address, id, evicted })
     }
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
         let mut handshakes = self.tls.handshakes.lock().unwrap_or_else(|p| p.into_inner());
-        handshakes.total = handshakes.total.saturating_sub(1);
+        handshakes.under_way.retain(|(id, _)| *id != self.id);
         if let Some(n) = handshakes.by_address.get_mut(&self.address) {
             *n -= 1;
             if *n == 0 {
@@ -161,21 +189,24 @@ async fn accept(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let handshake = tokio::time::timeout(tls.settings.handshake_timeout, tls.acceptor.accept(stream));
+    let handshake = tokio::time::timeout(tls.settings.handshake_timeout, handshake(&tls, stream));
+    let failed = |why: &dyn std::fmt::Display| {
+        shared.stats.tls_handshake_failures.inc();
+        // Anyone can make handshakes fail: said once in a while, with how many were not.
+        if let Some(suppressed) = tls.handshake_log.allow(Instant::now()) {
+            tracing::info!(%peer, error = %why, suppressed, "RadSec: TLS handshake failed");
+        }
+    };
     let stream = tokio::select! {
         () = shutdown.cancelled() => return,
+        () = slot.evicted.cancelled() => {
+            shared.stats.tls_handshakes_refused.inc();
+            return failed(&"ended to make room: every handshake place was taken");
+        }
         done = handshake => match done {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                shared.stats.tls_handshake_failures.inc();
-                tracing::info!(%peer, error = %e, "RadSec: TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                shared.stats.tls_handshake_failures.inc();
-                tracing::info!(%peer, timeout = ?tls.settings.handshake_timeout, "RadSec: TLS handshake not finished in time");
-                return;
-            }
+            Ok(Err(e)) => return failed(&e),
+            Err(_) => return failed(&format!("not finished within tls_handshake_timeout ({:?})", tls.settings.handshake_timeout)),
         },
     };
     drop(slot);
@@ -188,8 +219,12 @@ async fn accept(
     let Some(carrier) = carrier_of(&tls, session.alpn_protocol(), session.protocol_version()) else {
         shared.stats.tls_version_refused.inc();
         let alpn = session.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned());
-        tracing::warn!(%peer, certificate = certificate.name(), ?alpn, version = ?session.protocol_version(),
-            "RadSec: refused: RADIUS/1.1 needs ALPN \"radius/1.1\" over TLS 1.3, and tls_radius_versions allows only 1.1");
+        let why = if alpn.is_none() {
+            "the client offers no ALPN (historic RADIUS/TLS), and tls_radius_versions allows only \"1.1\""
+        } else {
+            "RADIUS/1.1 needs TLS 1.3 (RFC 9765 §3.4), and tls_radius_versions allows only \"1.1\""
+        };
+        tracing::warn!(%peer, certificate = certificate.name(), ?alpn, version = ?session.protocol_version(), "RadSec: refused: {why}");
         return;
     };
     let Some(client) = shared.clients.load().lookup_tls(peer.ip(), &certificate).cloned() else {
@@ -212,8 +247,21 @@ async fn accept(
     let id = tls.next_connection.fetch_add(1, Ordering::Relaxed);
     tracing::info!(%peer, client = client.policy.name.as_str(), certificate = certificate.name(), radius = carrier.as_str(),
         tls = ?session.protocol_version(), connection = id, "RadSec: connection open");
-    let connection = connection::Connection { shared, tls: Arc::clone(&tls), client, peer, carrier, id };
+    let connection =
+        connection::Connection { shared, tls: Arc::clone(&tls), client, certificate, peer, carrier, id, tokens: Default::default() };
     connection.run(stream, shutdown, open).await;
+}
+
+/// The handshake, with the configuration the ClientHello calls for: one that cannot do TLS 1.3
+/// is not offered RADIUS/1.1.
+async fn handshake(tls: &TlsShared, stream: TcpStream) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let tls13 = start.client_hello().cipher_suites().iter().any(|suite| {
+        use rustls::CipherSuite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256};
+        matches!(suite, TLS13_AES_128_GCM_SHA256 | TLS13_AES_256_GCM_SHA384 | TLS13_CHACHA20_POLY1305_SHA256)
+    });
+    let config = if tls13 { &tls.config } else { &tls.config_without_tls13 };
+    start.into_stream(Arc::clone(config)).await
 }
 
 /// The RADIUS version of a finished handshake (RFC 9765 §3.3), or `None` to close it.

@@ -318,7 +318,8 @@ fn parse_fingerprint(text: &str) -> Result<[u8; 32], (&'static str, String)> {
 #[derive(Debug, Clone)]
 pub struct PeerCertificate {
     pub fingerprint: [u8; 32],
-    /// subjectAltName DNS names and URIs, then the subject's common names; lower case.
+    /// subjectAltName DNS names and URIs, or where there are none the subject's common names;
+    /// lower case.
     pub names: Vec<String>,
 }
 
@@ -338,11 +339,12 @@ impl PeerCertificate {
                 }
             }
         }
-        for cn in cert.subject().iter_common_name() {
-            if let Ok(cn) = cn.as_str() {
-                let cn = normalize_name(cn);
-                if !names.contains(&cn) {
-                    names.push(cn);
+        // RFC 6614 §2.3: a subjectAltName DNS name takes precedence over the CN, so the CN
+        // names the certificate only where it has none.
+        if names.is_empty() {
+            for cn in cert.subject().iter_common_name() {
+                if let Ok(cn) = cn.as_str() {
+                    names.push(normalize_name(cn));
                 }
             }
         }
