@@ -197,6 +197,18 @@ impl Radsecproxy {
     }
 }
 
+/// radmfa with the guide's client, and radsecproxy connected to it with a certificate of the
+/// PKI (both in the returned folder).
+fn relay_through_radsecproxy() -> (tempfile::TempDir, TestServer, Radsecproxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = RadsecPki::new(dir.path());
+    let certificate = pki.certificate("radsecproxy", &[PROXY_CERTIFICATE_NAME], false);
+    let radmfa = start_radmfa(&pki, &guide_client(), "", "0s");
+    let proxy = Radsecproxy::start(&dir.path().join("proxy"), &pki, &certificate, radmfa.radsec.unwrap());
+    wait_for_connections(&radmfa, 1, PROXY_CLIENT, Duration::from_secs(10));
+    (dir, radmfa, proxy)
+}
+
 /// radclient → radsecproxy → radmfa: a user without a token with her password (and a wrong
 /// one), a user with the code appended (and the same code again), and a challenge round whose
 /// State goes back through the proxy. One TLS connection carries it all, opened as the guide's
@@ -206,13 +218,8 @@ fn radsecproxy_relays_logins_replays_and_challenge_rounds_over_one_connection() 
     if !tools_ready("radsecproxy", "radsecproxy") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let pki = RadsecPki::new(dir.path());
-    let certificate = pki.certificate("radsecproxy", &[PROXY_CERTIFICATE_NAME], false);
-    let radmfa = start_radmfa(&pki, &guide_client(), "", "0s");
+    let (_dir, radmfa, proxy) = relay_through_radsecproxy();
     let alice = enroll(&radmfa.config, "alice");
-    let proxy = Radsecproxy::start(&dir.path().join("proxy"), &pki, &certificate, radmfa.radsec.unwrap());
-    wait_for_connections(&radmfa, 1, PROXY_CLIENT, Duration::from_secs(10));
     let why = |out: &RadclientOutput| format!("{}{}\nradsecproxy:\n{}", out.stdout, out.stderr, proxy.log());
 
     let out = login(proxy.udp, "carol", CAROL_PASSWORD, None);
@@ -253,12 +260,7 @@ fn radsecproxy_status_server_is_answered_and_keeps_the_connection() {
     if !tools_ready("radsecproxy", "radsecproxy") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let pki = RadsecPki::new(dir.path());
-    let certificate = pki.certificate("radsecproxy", &[PROXY_CERTIFICATE_NAME], false);
-    let radmfa = start_radmfa(&pki, &guide_client(), "", "0s");
-    let proxy = Radsecproxy::start(&dir.path().join("proxy"), &pki, &certificate, radmfa.radsec.unwrap());
-    wait_for_connections(&radmfa, 1, PROXY_CLIENT, Duration::from_secs(10));
+    let (_dir, radmfa, proxy) = relay_through_radsecproxy();
 
     let answered = wait_in_log(&proxy.log, &["got status server response"], Duration::from_secs(40));
     assert!(answered.is_some(), "no answered Status-Server within 40 s:\n{}", proxy.log());
