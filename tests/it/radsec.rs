@@ -567,3 +567,67 @@ fn an_openssl_tls_1_2_nas_offering_both_versions_gets_radius_1_0_and_none_is_dro
     let (_, stats) = server.stop();
     assert_eq!(stats.get("overloaded"), 0, "nothing dropped over TLS");
 }
+
+#[test]
+fn a_token_used_again_at_once_after_its_answer_is_a_new_request() {
+    let (_dir, pki, nas1, pinned) = pki_of_two_clients();
+    let server = radsec_server(&pki, &pinned, "");
+    runtime().block_on(async {
+        let mut tls = connect(&server, client_config(&pki, &nas1, &[b"radius/1.1"])).await.unwrap();
+        // A NAS that always takes the lowest free Token: the same one, the moment it is free.
+        for _ in 0..1000 {
+            assert_eq!(ask(&mut tls, &login_1_1([0, 0, 0, 1], "nobody", "wrong")).await, Code::AccessReject);
+        }
+    });
+    let (_, stats) = server.stop();
+    assert_eq!(stats.get("tls_closed_token_reused"), 0);
+}
+
+#[test]
+fn a_peer_that_reads_nothing_does_not_hold_the_stop() {
+    let (_dir, pki, nas1, pinned) = pki_of_two_clients();
+    let mut server = radsec_server(&pki, &pinned, "tls_idle_timeout = \"120s\"\n");
+    runtime().block_on(async {
+        let mut tls = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        // Status-Servers whose answers echo 3.8 KB of Proxy-State, never read, until the
+        // server's queue and both socket buffers are full.
+        let mut status = Packet::new(Code::StatusServer, 0, [3; 16]);
+        for _ in 0..15 {
+            status.push(Attribute::standard(attr::PROXY_STATE, vec![b'p'; 250]));
+        }
+        let status = radius::encode_request(&status, b"radsec", true).unwrap();
+        let flood = async {
+            loop {
+                if tls.write_all(&status).await.is_err() {
+                    break;
+                }
+            }
+        };
+        assert!(tokio::time::timeout(Duration::from_secs(5), flood).await.is_err(), "the server stopped reading");
+        server.terminate();
+        let stopped = std::time::Instant::now();
+        assert!(server.wait_exit(Duration::from_secs(20)).is_some(), "stopped within the grace period, not the idle timeout");
+        assert!(stopped.elapsed() < Duration::from_secs(15), "{:?}", stopped.elapsed());
+    });
+}
+
+#[test]
+fn a_client_renamed_by_a_reload_keeps_its_connection_limit() {
+    let (_dir, pki, nas1, pinned) = pki_of_two_clients();
+    let server = radsec_server(&pki, &pinned, "tls_connections_per_client = 1\n");
+    let status = radius::encode_request(&Packet::new(Code::StatusServer, 0, [3; 16]), b"radsec", true).unwrap();
+    runtime().block_on(async {
+        let mut first = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        assert_eq!(ask(&mut first, &status).await, Code::AccessAccept);
+        let text = std::fs::read_to_string(&server.config).unwrap().replace("radsec-nas1", "radsec-nas1-renamed");
+        std::fs::write(&server.config, text).unwrap();
+        server.hangup();
+        let reloaded = |v: &serde_json::Value| v["message"].as_str().unwrap_or("").starts_with("configuration reloaded");
+        assert!(server.wait_for(reloaded, Duration::from_secs(10)).is_some());
+        // The open connection goes on as the renamed client, and counts as its one.
+        assert_eq!(ask(&mut first, &status).await, Code::AccessAccept);
+        let mut second = connect(&server, client_config(&pki, &nas1, &[])).await.unwrap();
+        let _ = second.write_all(&status).await;
+        assert!(closed_within(&mut second, Duration::from_secs(5)).await, "over the renamed client's limit");
+    });
+}

@@ -58,6 +58,15 @@ pub(super) struct Connection {
     pub(super) tokens: Mutex<HashSet<[u8; 4]>>,
 }
 
+/// How the reader reaches the writer: the room for requests in flight, the queue of answers,
+/// and whether the writer has stopped.
+#[derive(Clone, Copy)]
+struct ToWriter<'a> {
+    room: &'a Arc<Semaphore>,
+    answers: &'a mpsc::Sender<Arc<[u8]>>,
+    stopped: &'a CancellationToken,
+}
+
 /// Why a connection ended.
 #[derive(Debug)]
 enum End {
@@ -130,7 +139,9 @@ impl Connection {
         let writer = tokio::spawn(write_answers(write, to_write, this.tls.settings.idle_timeout, writer_stopped.clone()));
         let outstanding = Arc::new(Semaphore::new(limit));
         let mut tasks = JoinSet::new();
-        let (end, frames) = this.read_requests(read, &outstanding, &answers, &mut tasks, &shutdown, &writer_stopped).await;
+        let mut slot = slot;
+        let to_writer = ToWriter { room: &outstanding, answers: &answers, stopped: &writer_stopped };
+        let (end, frames) = this.read_requests(read, &mut slot, &to_writer, &mut tasks, &shutdown).await;
         drop(slot);
         let client = this.client.policy.name.as_str();
         match &end {
@@ -167,7 +178,16 @@ impl Connection {
         }
         drop(answers);
         this.finish(tasks, &shutdown).await;
-        let _ = writer.await;
+        // Once stopping, the answers still queued get the grace period to be written, not the
+        // idle timeout a peer that reads nothing would otherwise hold the stop for.
+        let mut writer = writer;
+        tokio::select! {
+            _ = &mut writer => {}
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => writer.abort(),
+        }
     }
 
     /// Reads and admits packets until the connection is to end; the reader is handed back so
@@ -175,12 +195,12 @@ impl Connection {
     async fn read_requests(
         self: &Arc<Self>,
         read: ReadHalf<Stream>,
-        outstanding: &Arc<Semaphore>,
-        answers: &mpsc::Sender<Arc<[u8]>>,
+        slot: &mut super::OpenConnection,
+        to_writer: &ToWriter<'_>,
         tasks: &mut JoinSet<()>,
         shutdown: &CancellationToken,
-        writer_stopped: &CancellationToken,
     ) -> (End, FrameReader<ReadHalf<Stream>>) {
+        let ToWriter { room: outstanding, answers, stopped: writer_stopped } = *to_writer;
         let mut frames = FrameReader::new(read);
         let idle_timeout = self.tls.settings.idle_timeout;
         let mut table = self.shared.clients.load_full();
@@ -220,15 +240,22 @@ impl Connection {
             if !Arc::ptr_eq(&now_table, &table) {
                 table = arc_swap::Guard::into_inner(now_table);
                 match table.lookup_tls(self.peer.ip(), &self.certificate) {
-                    Some(now) => client = Arc::clone(now),
+                    Some(now) => {
+                        client = Arc::clone(now);
+                        slot.rename(&client.policy.name);
+                    }
                     None => break End::ClientRemoved,
                 }
             }
             match self.admit(&packet, &client, Instant::now()) {
                 Admission::Drop => {}
                 Admission::Send(bytes) => {
-                    if answers.send(bytes).await.is_err() {
-                        break End::WriterStopped;
+                    // A peer that does not read its answers fills the queue: stopping must not
+                    // wait for it.
+                    tokio::select! {
+                        () = shutdown.cancelled() => break End::Shutdown,
+                        () = writer_stopped.cancelled() => break End::WriterStopped,
+                        sent = answers.send(bytes) => if sent.is_err() { break End::WriterStopped },
                     }
                 }
                 Admission::Handle(job) => {
@@ -328,8 +355,11 @@ async fn handle(
     let Job { packet, client, outstanding, arrived } = job;
     let origin = Origin { peer: connection.peer, client: &client, arrived, carrier: connection.carrier };
     let Some(bytes) = connection.shared.handler.respond(&packet, &origin, permit, &shutdown).await else { return };
-    if let Outstanding::Cached(ticket) = outstanding {
-        ticket.complete(Arc::clone(&bytes));
+    // Let go before the answer is queued: a NAS may use the Token again as soon as it reads the
+    // answer, which the writer can send before this task goes on.
+    match outstanding {
+        Outstanding::Cached(ticket) => ticket.complete(Arc::clone(&bytes)),
+        Outstanding::Token { _held } => drop(_held),
     }
     // A closed connection takes no answer: the decision stands, for a retry elsewhere.
     let _ = answers.send(bytes).await;

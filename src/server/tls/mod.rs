@@ -2,7 +2,7 @@
 //! TCP, with what only a stream needs around the shared [`verify()`](super::verify()) and
 //! `Handler`. The client is its certificate (verified against `ca_file`, then matched by name
 //! or fingerprint, and address where given), not its source address; the shared secret is
-//! `radsec` unless configured. Handshakes are bounded in number (the oldest making room),
+//! `radsec` unless configured. Handshakes are bounded in number (the busiest network making room),
 //! per address and in time;
 //! connections per client are bounded; each connection runs in `connection`.
 
@@ -27,7 +27,8 @@ use settings::{ALPN_RADIUS_1_0, ALPN_RADIUS_1_1, PeerCertificate, TlsSettings};
 
 /// Handshakes under way at once, over all addresses: each costs a key exchange and a
 /// signature. A client that never finishes would hold its place until
-/// `tls_handshake_timeout`: when all are taken, the oldest is ended for the newcomer.
+/// `tls_handshake_timeout`: when all are taken, one of the network holding the most is ended
+/// for the newcomer.
 const MAX_HANDSHAKES: usize = 256;
 /// ...and from one address, refused beyond it.
 const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
@@ -52,11 +53,37 @@ pub(super) struct TlsShared {
 #[derive(Default)]
 struct Handshakes {
     by_address: HashMap<IpAddr, usize>,
-    /// Oldest first: when all places are taken, the oldest is ended for the newcomer (a NAS's
-    /// handshake takes milliseconds; what has waited longest is the likeliest to be an
-    /// attacker's connection that sends nothing).
-    under_way: std::collections::VecDeque<(u64, CancellationToken)>,
+    /// Oldest first, each with its network (see `network_of`). When all places are taken, one
+    /// is ended for the newcomer: the oldest of the network that holds the most. A flood
+    /// needs many places, a NAS one; a NAS's handshake over a slow link may take longer than
+    /// a flood needs to fill them all, so age alone would pick the NAS.
+    under_way: std::collections::VecDeque<(u64, IpAddr, CancellationToken)>,
     next: u64,
+}
+
+/// The network an address is counted with when places are taken back: its /24 (IPv4) or /64
+/// (IPv6, where one host commonly has the whole /64).
+fn network_of(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) & 0xffff_ff00)),
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+    }
+}
+
+impl Handshakes {
+    /// Ends the oldest handshake of the network with the most under way.
+    fn make_room(&mut self) {
+        let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+        for (_, network, _) in &self.under_way {
+            *counts.entry(*network).or_default() += 1;
+        }
+        // The first network in age order with the highest count: ties go to the older.
+        let Some(most) = counts.values().copied().max() else { return };
+        let Some(victim) = self.under_way.iter().position(|(_, network, _)| counts.get(network) == Some(&most)) else { return };
+        if let Some((_, _, evicted)) = self.under_way.remove(victim) {
+            evicted.cancel();
+        }
+    }
 }
 
 impl TlsShared {
@@ -152,16 +179,14 @@ impl HandshakeSlot {
         if from_address >= MAX_HANDSHAKES_PER_ADDRESS {
             return None;
         }
-        if handshakes.under_way.len() >= MAX_HANDSHAKES
-            && let Some((_, oldest)) = handshakes.under_way.pop_front()
-        {
-            oldest.cancel();
+        if handshakes.under_way.len() >= MAX_HANDSHAKES {
+            handshakes.make_room();
         }
         handshakes.by_address.insert(address, from_address + 1);
         let id = handshakes.next;
         handshakes.next += 1;
         let evicted = CancellationToken::new();
-        handshakes.under_way.push_back((id, evicted.clone()));
+        handshakes.under_way.push_back((id, network_of(address), evicted.clone()));
         Some(Self { tls: Arc::clone(tls), address, id, evicted })
     }
 }
@@ -169,7 +194,7 @@ impl HandshakeSlot {
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
         let mut handshakes = self.tls.handshakes.lock().unwrap_or_else(|p| p.into_inner());
-        handshakes.under_way.retain(|(id, _)| *id != self.id);
+        handshakes.under_way.retain(|(id, _, _)| *id != self.id);
         if let Some(n) = handshakes.by_address.get_mut(&self.address) {
             *n -= 1;
             if *n == 0 {
@@ -216,22 +241,27 @@ async fn accept(
         shared.stats.tls_handshake_failures.inc();
         return;
     };
-    let Some(carrier) = carrier_of(&tls, session.alpn_protocol(), session.protocol_version()) else {
-        shared.stats.tls_version_refused.inc();
-        let alpn = session.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned());
-        let why = if alpn.is_none() {
-            "the client offers no ALPN (historic RADIUS/TLS), and tls_radius_versions allows only \"1.1\""
-        } else {
-            "RADIUS/1.1 needs TLS 1.3 (RFC 9765 §3.4), and tls_radius_versions allows only \"1.1\""
-        };
-        tracing::warn!(%peer, certificate = certificate.name(), ?alpn, version = ?session.protocol_version(), "RadSec: refused: {why}");
-        return;
-    };
     let Some(client) = shared.clients.load().lookup_tls(peer.ip(), &certificate).cloned() else {
         shared.stats.tls_unknown_client.inc();
         if let Some(suppressed) = tls.unknown_client_log.allow(Instant::now()) {
             tracing::warn!(%peer, certificate = certificate.name(), fingerprint = certificate.fingerprint_hex(), suppressed,
                 "RadSec: a certificate of ca_file that is no TLS client from this address; connection closed (add a [[client]] with transport = \"tls\" and its certificate_name or certificate_fingerprint)");
+        }
+        return;
+    };
+    let Some(carrier) = carrier_of(&tls, session.alpn_protocol(), session.protocol_version()) else {
+        shared.stats.tls_version_refused.inc();
+        if let Some(suppressed) = tls.refused_log.allow(Instant::now()) {
+            let alpn = session.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned());
+            let why = if alpn.is_none() {
+                "the client offers no ALPN (historic RADIUS/TLS), and tls_radius_versions allows only \"1.1\""
+            } else if tls.settings.versions.v1_0 {
+                "it took RADIUS/1.1 over TLS 1.2, and RADIUS/1.1 needs TLS 1.3 (RFC 9765 §3.4): have it offer radius/1.0 only, or TLS 1.3"
+            } else {
+                "RADIUS/1.1 needs TLS 1.3 (RFC 9765 §3.4), and tls_radius_versions allows only \"1.1\""
+            };
+            tracing::warn!(%peer, client = client.policy.name.as_str(), certificate = certificate.name(), ?alpn,
+                version = ?session.protocol_version(), suppressed, "RadSec: refused: {why}");
         }
         return;
     };
@@ -278,7 +308,7 @@ fn carrier_of(tls: &TlsShared, alpn: Option<&[u8]>, version: Option<rustls::Prot
 }
 
 /// One of a client's `tls_connections_per_client`; given back when dropped.
-struct OpenConnection {
+pub(super) struct OpenConnection {
     tls: Arc<TlsShared>,
     name: String,
 }
@@ -296,6 +326,25 @@ impl OpenConnection {
     }
 }
 
+impl OpenConnection {
+    /// Counts the connection under the name a reload gave its client from now on, so a rename
+    /// opens no room beyond `tls_connections_per_client`.
+    fn rename(&mut self, name: &str) {
+        if self.name == name {
+            return;
+        }
+        let mut open = self.tls.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.name);
+            }
+        }
+        *open.entry(name.to_owned()).or_default() += 1;
+        self.name = name.to_owned();
+    }
+}
+
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         let mut open = self.tls.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -305,5 +354,36 @@ impl Drop for OpenConnection {
                 open.remove(&self.name);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_made_in_the_network_holding_the_most_places() {
+        let mut handshakes = Handshakes::default();
+        let nas: IpAddr = "192.0.2.10".parse().unwrap();
+        let mut tokens = Vec::new();
+        let mut push = |handshakes: &mut Handshakes, address: IpAddr| {
+            let token = CancellationToken::new();
+            handshakes.under_way.push_back((handshakes.next, network_of(address), token.clone()));
+            handshakes.next += 1;
+            tokens.push((address, token));
+        };
+        push(&mut handshakes, nas);
+        for host in 1..=3u8 {
+            push(&mut handshakes, IpAddr::from([198, 51, 100, host]));
+        }
+        push(&mut handshakes, "2001:db8::1".parse().unwrap());
+        push(&mut handshakes, "2001:db8::2".parse().unwrap());
+        handshakes.make_room();
+        let ended: Vec<IpAddr> = tokens.iter().filter(|(_, t)| t.is_cancelled()).map(|(a, _)| *a).collect();
+        assert_eq!(ended, ["198.51.100.1".parse::<IpAddr>().unwrap()], "the /24 with three, its oldest; never the NAS, the oldest of all");
+        handshakes.make_room();
+        handshakes.make_room();
+        assert!(!tokens[0].1.is_cancelled());
+        assert_eq!(network_of("2001:db8::1:2:3:4".parse().unwrap()), "2001:db8::".parse::<IpAddr>().unwrap());
     }
 }
