@@ -177,10 +177,13 @@ impl Connection {
             End::PeerClosed | End::Broken(_) | End::Shutdown | End::WriterStopped => {}
         }
         drop(answers);
-        this.finish(tasks, &shutdown).await;
         // Once stopping, the answers still queued get the grace period to be written, not the
-        // idle timeout a peer that reads nothing would otherwise hold the stop for.
+        // idle timeout a peer that reads nothing would otherwise hold the stop for; none more
+        // if the decisions used it up (their answers stuck behind such a peer).
         let mut writer = writer;
+        if this.finish(tasks, &shutdown).await {
+            writer.abort();
+        }
         tokio::select! {
             _ = &mut writer => {}
             () = async {
@@ -319,8 +322,9 @@ impl Connection {
         Admission::Handle(Job { packet, client: Arc::clone(client), outstanding, arrived: now })
     }
 
-    /// Lets the decisions in flight finish; on shutdown, for the grace period at most.
-    async fn finish(&self, mut tasks: JoinSet<()>, shutdown: &CancellationToken) {
+    /// Lets the decisions in flight finish; on shutdown, for the grace period at most. True
+    /// when the grace period ran out.
+    async fn finish(&self, mut tasks: JoinSet<()>, shutdown: &CancellationToken) -> bool {
         let all_done = async {
             while let Some(joined) = tasks.join_next().await {
                 report_join(&self.shared, joined);
@@ -331,7 +335,7 @@ impl Connection {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
         tokio::select! {
-            () = all_done => return,
+            () = all_done => return false,
             () = grace_over => {}
         }
         let left = tasks.len();
@@ -340,6 +344,7 @@ impl Connection {
             self.shared.stats.abandoned_at_shutdown.inc();
         }
         while tasks.join_next().await.is_some() {}
+        true
     }
 }
 

@@ -47,41 +47,56 @@ pub(super) struct TlsShared {
     next_connection: AtomicU64,
     unknown_client_log: LogLimiter,
     refused_log: LogLimiter,
+    version_log: LogLimiter,
+    over_limit_log: LogLimiter,
     handshake_log: LogLimiter,
 }
 
 #[derive(Default)]
 struct Handshakes {
     by_address: HashMap<IpAddr, usize>,
-    /// Oldest first, each with its network (see `network_of`). When all places are taken, one
-    /// is ended for the newcomer: the oldest of the network that holds the most. A flood
-    /// needs many places, a NAS one; a NAS's handshake over a slow link may take longer than
-    /// a flood needs to fill them all, so age alone would pick the NAS.
-    under_way: std::collections::VecDeque<(u64, IpAddr, CancellationToken)>,
+    /// Oldest first, each with its network (see `network_of`) and whether its ClientHello has
+    /// come. When all places are taken, one is ended for the newcomer: among those still
+    /// without a ClientHello if there are any (a flood of silent connections; a NAS sends its
+    /// ClientHello one round trip after connecting), the oldest of the network that holds the
+    /// most. A flood needs many places, a NAS one; a NAS's handshake over a slow link may take
+    /// longer than a flood needs to fill them all, so age alone would pick the NAS.
+    under_way: std::collections::VecDeque<UnderWay>,
     next: u64,
 }
 
-/// The network an address is counted with when places are taken back: its /24 (IPv4) or /64
-/// (IPv6, where one host commonly has the whole /64).
+struct UnderWay {
+    id: u64,
+    network: IpAddr,
+    hello: Arc<std::sync::atomic::AtomicBool>,
+    evicted: CancellationToken,
+}
+
+/// The network an address is counted with when places are taken back: its /24 (IPv4) or /56
+/// (IPv6, where one customer commonly has a /56 or more).
 fn network_of(address: IpAddr) -> IpAddr {
     match address.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) & 0xffff_ff00)),
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 72) - 1))),
     }
 }
 
 impl Handshakes {
-    /// Ends the oldest handshake of the network with the most under way.
+    /// Ends a handshake for a newcomer: one still without its ClientHello if any, the oldest of
+    /// the network with the most of them under way.
     fn make_room(&mut self) {
+        let silent = |u: &UnderWay| !u.hello.load(Ordering::Relaxed);
+        let among_silent = self.under_way.iter().any(silent);
+        let candidate = |u: &UnderWay| !among_silent || silent(u);
         let mut counts: HashMap<IpAddr, usize> = HashMap::new();
-        for (_, network, _) in &self.under_way {
-            *counts.entry(*network).or_default() += 1;
+        for under_way in self.under_way.iter().filter(|u| candidate(u)) {
+            *counts.entry(under_way.network).or_default() += 1;
         }
         // The first network in age order with the highest count: ties go to the older.
         let Some(most) = counts.values().copied().max() else { return };
-        let Some(victim) = self.under_way.iter().position(|(_, network, _)| counts.get(network) == Some(&most)) else { return };
-        if let Some((_, _, evicted)) = self.under_way.remove(victim) {
-            evicted.cancel();
+        let Some(victim) = self.under_way.iter().position(|u| candidate(u) && counts.get(&u.network) == Some(&most)) else { return };
+        if let Some(under_way) = self.under_way.remove(victim) {
+            under_way.evicted.cancel();
         }
     }
 }
@@ -102,6 +117,8 @@ impl TlsShared {
             next_connection: AtomicU64::new(1),
             unknown_client_log: LogLimiter::new(Duration::from_secs(10)),
             refused_log: LogLimiter::new(Duration::from_secs(10)),
+            version_log: LogLimiter::new(Duration::from_secs(10)),
+            over_limit_log: LogLimiter::new(Duration::from_secs(10)),
             handshake_log: LogLimiter::new(Duration::from_secs(10)),
         }
     }
@@ -167,6 +184,8 @@ struct HandshakeSlot {
     tls: Arc<TlsShared>,
     address: IpAddr,
     id: u64,
+    /// Set once the ClientHello has come.
+    hello: Arc<std::sync::atomic::AtomicBool>,
     /// Cancelled when a newcomer needs the place.
     evicted: CancellationToken,
 }
@@ -186,15 +205,16 @@ impl HandshakeSlot {
         let id = handshakes.next;
         handshakes.next += 1;
         let evicted = CancellationToken::new();
-        handshakes.under_way.push_back((id, network_of(address), evicted.clone()));
-        Some(Self { tls: Arc::clone(tls), address, id, evicted })
+        let hello = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        handshakes.under_way.push_back(UnderWay { id, network: network_of(address), hello: Arc::clone(&hello), evicted: evicted.clone() });
+        Some(Self { tls: Arc::clone(tls), address, id, hello, evicted })
     }
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
         let mut handshakes = self.tls.handshakes.lock().unwrap_or_else(|p| p.into_inner());
-        handshakes.under_way.retain(|(id, _, _)| *id != self.id);
+        handshakes.under_way.retain(|u| u.id != self.id);
         if let Some(n) = handshakes.by_address.get_mut(&self.address) {
             *n -= 1;
             if *n == 0 {
@@ -214,7 +234,7 @@ async fn accept(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let handshake = tokio::time::timeout(tls.settings.handshake_timeout, handshake(&tls, stream));
+    let handshake = tokio::time::timeout(tls.settings.handshake_timeout, handshake(&tls, stream, &slot.hello));
     let failed = |why: &dyn std::fmt::Display| {
         shared.stats.tls_handshake_failures.inc();
         // Anyone can make handshakes fail: said once in a while, with how many were not.
@@ -251,7 +271,7 @@ async fn accept(
     };
     let Some(carrier) = carrier_of(&tls, session.alpn_protocol(), session.protocol_version()) else {
         shared.stats.tls_version_refused.inc();
-        if let Some(suppressed) = tls.refused_log.allow(Instant::now()) {
+        if let Some(suppressed) = tls.version_log.allow(Instant::now()) {
             let alpn = session.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned());
             let why = if alpn.is_none() {
                 "the client offers no ALPN (historic RADIUS/TLS), and tls_radius_versions allows only \"1.1\""
@@ -267,7 +287,7 @@ async fn accept(
     };
     let Some(open) = OpenConnection::take(&tls, &client) else {
         shared.stats.tls_over_connection_limit.inc();
-        if let Some(suppressed) = tls.refused_log.allow(Instant::now()) {
+        if let Some(suppressed) = tls.over_limit_log.allow(Instant::now()) {
             tracing::warn!(%peer, client = client.policy.name.as_str(), limit = tls.settings.connections_per_client, suppressed,
                 "RadSec: this client has tls_connections_per_client connections open; new connection closed");
         }
@@ -284,8 +304,13 @@ async fn accept(
 
 /// The handshake, with the configuration the ClientHello calls for: one that cannot do TLS 1.3
 /// is not offered RADIUS/1.1.
-async fn handshake(tls: &TlsShared, stream: TcpStream) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+async fn handshake(
+    tls: &TlsShared,
+    stream: TcpStream,
+    hello: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
     let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    hello.store(true, Ordering::Relaxed);
     let tls13 = start.client_hello().cipher_suites().iter().any(|suite| {
         use rustls::CipherSuite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256};
         matches!(suite, TLS13_AES_128_GCM_SHA256 | TLS13_AES_256_GCM_SHA384 | TLS13_CHACHA20_POLY1305_SHA256)
@@ -361,29 +386,48 @@ impl Drop for OpenConnection {
 mod tests {
     use super::*;
 
+    fn push(handshakes: &mut Handshakes, address: IpAddr, hello: bool) -> (CancellationToken, Arc<std::sync::atomic::AtomicBool>) {
+        let evicted = CancellationToken::new();
+        let seen = Arc::new(std::sync::atomic::AtomicBool::new(hello));
+        handshakes.under_way.push_back(UnderWay {
+            id: handshakes.next,
+            network: network_of(address),
+            hello: Arc::clone(&seen),
+            evicted: evicted.clone(),
+        });
+        handshakes.next += 1;
+        (evicted, seen)
+    }
+
     #[test]
     fn room_is_made_in_the_network_holding_the_most_places() {
         let mut handshakes = Handshakes::default();
-        let nas: IpAddr = "192.0.2.10".parse().unwrap();
-        let mut tokens = Vec::new();
-        let mut push = |handshakes: &mut Handshakes, address: IpAddr| {
-            let token = CancellationToken::new();
-            handshakes.under_way.push_back((handshakes.next, network_of(address), token.clone()));
-            handshakes.next += 1;
-            tokens.push((address, token));
-        };
-        push(&mut handshakes, nas);
-        for host in 1..=3u8 {
-            push(&mut handshakes, IpAddr::from([198, 51, 100, host]));
+        let (nas, _) = push(&mut handshakes, "192.0.2.10".parse().unwrap(), false);
+        let flood: Vec<_> = (1..=3u8).map(|host| push(&mut handshakes, IpAddr::from([198, 51, 100, host]), false).0).collect();
+        let (v6_a, _) = push(&mut handshakes, "2001:db8::1".parse().unwrap(), false);
+        let (v6_b, _) = push(&mut handshakes, "2001:db8:0:ff::2".parse().unwrap(), false);
+        handshakes.make_room();
+        assert!(flood[0].is_cancelled() && !flood[1].is_cancelled(), "the /24 with three, its oldest");
+        handshakes.make_room();
+        assert!(flood[1].is_cancelled(), "2 in the /24 against 2 in the /56: the older");
+        handshakes.make_room();
+        assert!(v6_a.is_cancelled() && !v6_b.is_cancelled(), "two /64s of one /56 are one network");
+        assert!(!nas.is_cancelled(), "never the lone NAS while others hold more");
+    }
+
+    #[test]
+    fn a_handshake_whose_client_hello_came_is_ended_only_when_none_is_silent() {
+        let mut handshakes = Handshakes::default();
+        // A NAS mid-handshake in the very /24 of a flood of silent connections.
+        let (nas, nas_hello) = push(&mut handshakes, "198.51.100.200".parse().unwrap(), true);
+        let flood: Vec<_> = (1..=8u8).map(|host| push(&mut handshakes, IpAddr::from([198, 51, 100, host]), false).0).collect();
+        for _ in 0..8 {
+            handshakes.make_room();
         }
-        push(&mut handshakes, "2001:db8::1".parse().unwrap());
-        push(&mut handshakes, "2001:db8::2".parse().unwrap());
+        assert!(flood.iter().all(CancellationToken::is_cancelled));
+        assert!(!nas.is_cancelled(), "its ClientHello came: the silent ones go first");
+        nas_hello.store(true, Ordering::Relaxed);
         handshakes.make_room();
-        let ended: Vec<IpAddr> = tokens.iter().filter(|(_, t)| t.is_cancelled()).map(|(a, _)| *a).collect();
-        assert_eq!(ended, ["198.51.100.1".parse::<IpAddr>().unwrap()], "the /24 with three, its oldest; never the NAS, the oldest of all");
-        handshakes.make_room();
-        handshakes.make_room();
-        assert!(!tokens[0].1.is_cancelled());
-        assert_eq!(network_of("2001:db8::1:2:3:4".parse().unwrap()), "2001:db8::".parse::<IpAddr>().unwrap());
+        assert!(nas.is_cancelled(), "with none silent left, the busiest network's oldest");
     }
 }
