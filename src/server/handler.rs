@@ -312,11 +312,13 @@ fn retry_digest(packet: &Packet) -> [u8; 16] {
     hash.update(b"radmfa/radius-1.1-request");
     hash.update(radius::v11::token(packet));
     hash.update([u8::from(packet.code)]);
-    let mut without_password = Packet::new(packet.code, 0, [0; 16]);
-    without_password.attributes =
-        packet.attributes.iter().filter(|a| !matches!(a, Attribute::Standard { typ: attr::USER_PASSWORD, .. })).cloned().collect();
-    // Encoding a decoded packet cannot fail; if it did, the request would only find no retry.
-    hash.update(without_password.encode().unwrap_or_default());
+    // Each attribute as it is encoded (type and length included, so no two lists hash alike);
+    // one that could not be (never, for a decoded packet) only makes the retry unfindable.
+    let mut encoded = Vec::new();
+    for attribute in packet.attributes.iter().filter(|a| !matches!(a, Attribute::Standard { typ: attr::USER_PASSWORD, .. })) {
+        let _ = attribute.encode(&mut encoded);
+    }
+    hash.update(&encoded);
     let digest = hash.finalize();
     let mut out = [0; 16];
     out.copy_from_slice(&digest[..16]);
